@@ -1,0 +1,1 @@
+"""Desired vs actual: stores, plans, releases, apply and history."""

@@ -1,0 +1,114 @@
+"""Socle's exception tree.
+
+Every error a user can see is a :class:`SocleError`: it carries a message that says what
+went wrong and a hint that says what to do next. Library errors are translated at the
+boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception leaks out.
+
+    SocleError
+    ├── ManifestError          bad manifests: one or more Problems with file/line/field
+    ├── ConfigError            bad settings or CLI flags
+    ├── NotFoundError          a named thing (app, revision, release) does not exist
+    ├── ConflictError          a compare-and-swap write lost a race
+    ├── StoreError             the state store failed
+    ├── BuildError             a release build step failed (permanent for that release)
+    ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
+    ├── ApiError               the control plane answered with an error
+    │   └── AuthError          missing/invalid token
+    └── ServerNotRunning       the CLI could not reach a control plane
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class SocleError(Exception):
+    """Base of every user-facing error."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": type(self).__name__, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the manifests, located as precisely as we can."""
+
+    file: str | None
+    line: int | None
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file or "<input>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        field = f" {self.path}:" if self.path else ""
+        return f"{where}:{field} {self.reason}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "path": self.path, "reason": self.reason}
+
+
+class ManifestError(SocleError):
+    """The manifests are invalid; nothing was changed."""
+
+    def __init__(self, problems: list[Problem], *, hint: str | None = None) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        count = len(problems)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in manifests:\n{lines}",
+            hint=hint or "fix the manifests and run `socle validate` again; nothing was changed",
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        data = super().to_dict()
+        data["problems"] = [p.to_dict() for p in self.problems]
+        return data
+
+
+class ConfigError(SocleError):
+    """Bad settings, environment variables or command-line flags."""
+
+
+class NotFoundError(SocleError):
+    """A named object does not exist."""
+
+
+class ConflictError(SocleError):
+    """A compare-and-swap write found another version than expected."""
+
+
+class StoreError(SocleError):
+    """The state store failed to read or write."""
+
+
+class BuildError(SocleError):
+    """A build step of a release failed."""
+
+
+class RuntimeDriverError(SocleError):
+    """The runtime driver could not do what was asked."""
+
+
+class ApiError(SocleError):
+    """The control plane answered with an error."""
+
+    def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+
+
+class AuthError(ApiError):
+    """The request had no valid token."""
+
+
+class ServerNotRunning(SocleError):
+    """The CLI found no control plane to talk to."""

@@ -1,0 +1,263 @@
+"""The ``App`` kind: a long-running workload with replicas, health and rolling updates.
+
+These classes are the contract between the manifest loader, the planner and the runtime.
+They are pydantic models with ``extra="forbid"`` so that a misspelt field is an error,
+not a silently ignored line. Field names are camelCase on the wire (like Kubernetes) and
+snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from socle.model.units import Cpu, Duration, Size
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+PORT_NAME_RE = re.compile(r"^[a-z]([a-z0-9_]{0,30})$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LABEL_KEY_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
+SECRET_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*#[A-Za-z0-9_.-]+$")
+
+
+class Spec(BaseModel):
+    """Base for manifest sections: strict, camelCase aliases, frozen."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+
+Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+"""A command as an argument list; never a shell string."""
+
+
+class Metadata(Spec):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError(
+                f"invalid name {value!r}: use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not LABEL_KEY_RE.match(key):
+                raise ValueError(f"invalid label key {key!r}")
+            if len(val) > 63:
+                raise ValueError(f"label {key!r}: value longer than 63 characters")
+        return value
+
+
+class RunSpec(Spec):
+    command: Argv
+    """Argument list; a relative program path (``.venv/bin/python``) is taken from workdir."""
+    workdir: str = "."
+    """Folder of the manifest repository the app is built and run from."""
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        parts = value.replace("\\", "/").split("/")
+        if value.startswith("/") or ".." in parts or "\x00" in value:
+            raise ValueError(
+                f"workdir {value!r} must be a relative path inside the manifest repository"
+            )
+        return value
+
+
+class BuildStep(Spec):
+    command: Argv
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration = 600.0
+
+
+class SecretRef(Spec):
+    """An env value read from the secrets engine at deploy time: ``{secret: "PATH#KEY"}``."""
+
+    secret: str
+
+    @field_validator("secret")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not SECRET_REF_RE.match(value) or ".." in value.split("#")[0].split("/"):
+            raise ValueError(
+                f"invalid secret reference {value!r}: use 'MOUNT/PATH#KEY', "
+                "e.g. 'secret/data/db#password'"
+            )
+        return value
+
+    @property
+    def path(self) -> str:
+        return self.secret.split("#", 1)[0]
+
+    @property
+    def key(self) -> str:
+        return self.secret.split("#", 1)[1]
+
+
+def _env_scalar(value: object) -> object:
+    if isinstance(value, bool) or value is None:
+        raise ValueError("env values must be strings, numbers or {secret: 'PATH#KEY'}")
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, Field()] | SecretRef
+
+
+class PortSpec(Spec):
+    name: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PORT_NAME_RE.match(value):
+            raise ValueError(
+                f"invalid port name {value!r}: lowercase letter then letters, digits, '_'"
+            )
+        return value
+
+
+class HttpCheck(Spec):
+    path: str = "/"
+    port: str
+    """Name of one of ``spec.ports``."""
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c in value for c in "\r\n \x00"):
+            raise ValueError(f"http check path {value!r} must start with '/' and have no spaces")
+        return value
+
+
+class TcpCheck(Spec):
+    port: str
+
+
+class ExecCheck(Spec):
+    command: Argv
+
+
+class HealthSpec(Spec):
+    http: HttpCheck | None = None
+    tcp: TcpCheck | None = None
+    exec: ExecCheck | None = None
+    interval: Duration = 2.0
+    timeout: Duration = 1.0
+    success_threshold: int = Field(default=1, ge=1, le=100)
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    start_grace: Duration = 0.0
+    """Failures during this time after start do not count."""
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> HealthSpec:
+        probes = [p for p in (self.http, self.tcp, self.exec) if p is not None]
+        if len(probes) != 1:
+            raise ValueError("health needs exactly one of http, tcp or exec")
+        if self.interval <= 0 or self.timeout <= 0:
+            raise ValueError("health interval and timeout must be greater than zero")
+        return self
+
+    @property
+    def port_name(self) -> str | None:
+        probe = self.http or self.tcp
+        return probe.port if probe else None
+
+
+class ResourcesSpec(Spec):
+    memory: Size | None = None
+    cpu: Cpu | None = None
+
+
+class UpdateSpec(Spec):
+    strategy: Literal["rolling", "recreate"] = "rolling"
+    max_surge: int = Field(default=1, ge=0, le=1000)
+    max_unavailable: int = Field(default=0, ge=0, le=1000)
+    min_healthy_seconds: Duration = 0.0
+    progress_deadline_seconds: Duration = 120.0
+    auto_rollback: bool = True
+
+    @model_validator(mode="after")
+    def _progress_possible(self) -> UpdateSpec:
+        if self.strategy == "rolling" and self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError(
+                "maxSurge and maxUnavailable cannot both be 0: the update could not progress"
+            )
+        return self
+
+
+RestartPolicy = Literal["always", "on-failure", "never"]
+
+
+class AppSpec(Spec):
+    replicas: int = Field(default=1, ge=0, le=1000)
+    run: RunSpec
+    build: list[BuildStep] = Field(default_factory=list)
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    ports: list[PortSpec] = Field(default_factory=list)
+    health: HealthSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    restart: RestartPolicy = "always"
+    stop_grace: Duration = 10.0
+    """Time between SIGTERM and SIGKILL when stopping an instance."""
+    update: UpdateSpec = Field(default_factory=UpdateSpec)
+    depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        out: dict[object, object] = {}
+        for key, val in value.items():
+            if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if key == "PORT" or key.startswith("PORT_"):
+                raise ValueError(f"{key} is set by the runtime from spec.ports")
+            out[key] = val if isinstance(val, dict) else _env_scalar(val)
+        return out
+
+    @model_validator(mode="after")
+    def _refs(self) -> AppSpec:
+        names = [p.name for p in self.ports]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate port names: {', '.join(dupes)}")
+        if self.health and self.health.port_name and self.health.port_name not in names:
+            raise ValueError(
+                f"health check uses port {self.health.port_name!r} which is not in spec.ports "
+                f"({', '.join(names) or 'none declared'})"
+            )
+        deps = self.depends_on
+        if len(set(deps)) != len(deps):
+            raise ValueError("dependsOn lists an app twice")
+        return self
+
+
+class App(Spec):
+    api_version: Literal["socle/v1"]
+    kind: Literal["App"]
+    metadata: Metadata
+    spec: AppSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,134 @@
+"""Durations ("500ms", "10s", "1m30s") and sizes ("256Mi", "1G") as users write them."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T|k|B)?$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "K": 1000,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+    "Ti": 1024**4,
+}
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m)?$")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a Go-style duration string; refuses negatives and junk."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a number of seconds or a string like '10s'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a duration must be a number of seconds or a string like '10s'")
+    text = value.strip()
+    pos = 0
+    total = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(
+            f"invalid duration {value!r}: use forms like '500ms', '10s', '1m30s', '2h'"
+        )
+    return total
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a Kubernetes-style quantity ("128Mi", "1G")."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string like '128Mi'")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a size must be positive")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a size must be a number of bytes or a string like '128Mi'")
+    match = _SIZE.match(value.strip())
+    if not match:
+        raise ValueError(f"invalid size {value!r}: use forms like '128Mi', '1Gi', '500M'")
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    if size <= 0:
+        raise ValueError("a size must be positive")
+    return size
+
+
+def parse_cpu(value: object) -> float:
+    """Cores from a number or a millicore string ("500m" is half a core)."""
+    if isinstance(value, bool):
+        raise ValueError("cpu must be a number of cores or a string like '500m'")
+    if isinstance(value, int | float):
+        cores = float(value)
+    elif isinstance(value, str) and (match := _CPU.match(value.strip())):
+        cores = float(match.group(1)) / (1000 if match.group(2) else 1)
+    else:
+        raise ValueError(f"invalid cpu {value!r}: use cores (0.5, 2) or millicores ('500m')")
+    if cores <= 0:
+        raise ValueError("cpu must be positive")
+    return cores
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "duration: seconds, or '500ms', '10s', '1m30s', '2h'",
+        }
+    ),
+]
+"""Seconds, written as "10s" in manifests."""
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "integer", "minimum": 1}],
+            "description": "size: bytes, or '128Mi', '1Gi', '500M'",
+        }
+    ),
+]
+"""Bytes, written as "128Mi" in manifests."""
+
+Cpu = Annotated[
+    float,
+    BeforeValidator(parse_cpu),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": r"^\d+(\.\d+)?m?$"}, {"type": "number"}],
+            "description": "cores: 0.5, 2, or millicores '500m'",
+        }
+    ),
+]
+"""Cores, written as "500m" or 0.5 in manifests."""

@@ -1,0 +1,1 @@
+"""Runtime drivers: where instances of apps actually run."""

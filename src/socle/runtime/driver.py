@@ -1,0 +1,149 @@
+"""The runtime driver interface: the one seam between the engine and whatever runs instances.
+
+The engine decides *which* instances should exist (app, release, ordinal); a driver makes
+them exist and keeps them healthy on its own, like a kubelet: it starts processes, runs
+health checks, restarts per ``spec.restart`` with backoff, and reports status. The local
+supervisor is the embedded default; a Kubernetes driver or a fleet agent implement the same
+protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import NewType, Protocol
+
+from socle.model.app import HealthSpec, RestartPolicy
+
+InstanceId = NewType("InstanceId", str)
+ReleaseId = NewType("ReleaseId", str)
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything a driver needs to run one instance of one release of an app.
+
+    ``env`` holds plain values; ``secret_env`` holds resolved secret values, which a driver
+    must never write to disk, logs or status. ``PORT``/``PORT_<NAME>`` are added by the
+    driver from the ports it allocates.
+    """
+
+    id: InstanceId
+    app: str
+    release: ReleaseId
+    ordinal: int
+    command: list[str]
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict, repr=False)
+    ports: list[str] = field(default_factory=list)
+    health: HealthSpec | None = None
+    restart: RestartPolicy = "always"
+    stop_grace: float = 10.0
+    memory: int | None = None
+    cpu: float | None = None
+    release_root: Path | None = None
+    """Release folder the workdir lives in (bound into the sandbox); defaults to workdir."""
+
+
+class InstanceState(StrEnum):
+    STARTING = "starting"  # process started, health not yet passed
+    RUNNING = "running"  # process up (and ready if it has a health check)
+    UNHEALTHY = "unhealthy"  # process up, health failing
+    BACKOFF = "backoff"  # exited, waiting to restart
+    CRASHLOOP = "crashloop"  # exited repeatedly; restarting with long backoff
+    EXITED = "exited"  # exited and will not be restarted (restart policy)
+    STOPPING = "stopping"  # SIGTERM sent
+
+
+@dataclass
+class InstanceStatus:
+    id: InstanceId
+    app: str
+    release: ReleaseId
+    ordinal: int
+    state: InstanceState
+    ready: bool
+    pid: int | None
+    address: str
+    ports: dict[str, int]
+    restarts: int
+    started_at: float | None
+    ready_since: float | None
+    last_exit_code: int | None
+    isolation: str
+    message: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "app": self.app,
+            "release": self.release,
+            "ordinal": self.ordinal,
+            "state": self.state.value,
+            "ready": self.ready,
+            "pid": self.pid,
+            "address": self.address,
+            "ports": dict(self.ports),
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "ready_since": self.ready_since,
+            "last_exit_code": self.last_exit_code,
+            "isolation": self.isolation,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True)
+class LogLine:
+    time: float
+    instance: InstanceId
+    stream: str  # "stdout" | "stderr"
+    text: str
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What isolation this driver gives, said plainly to the user."""
+
+    mode: str  # e.g. "namespaces+cgroups", "rlimits"
+    detail: str
+    warning: str | None = None
+
+
+StatusListener = Callable[[InstanceStatus], None]
+
+
+class RuntimeDriver(Protocol):
+    """Runs instances and keeps them alive. All methods are safe to call from the event loop."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Start supervising; re-adopt instances left running by a previous control plane."""
+
+    async def close(self, *, stop_instances: bool) -> None:
+        """Stop supervising. Instances keep running unless ``stop_instances``."""
+
+    async def run(self, spec: InstanceSpec) -> InstanceStatus:
+        """Ensure this instance runs. Idempotent by ``spec.id``: for an instance already
+        running (or re-adopted) it only refreshes the kept spec (e.g. ``secret_env``)."""
+
+    async def stop(self, instance_id: InstanceId) -> None:
+        """Stop gracefully (SIGTERM, ``stop_grace``, SIGKILL) and forget the instance."""
+
+    def instances(self) -> list[InstanceStatus]:
+        """A snapshot of every instance this driver knows, adopted ones included."""
+
+    def subscribe(self, listener: StatusListener) -> None:
+        """Call ``listener`` (on the event loop) whenever an instance's status changes."""
+
+    def logs(
+        self, instance_id: InstanceId, *, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
+        """Lines of one instance's output, oldest first; with ``follow``, then new ones."""
+
+    def isolation(self) -> Isolation:
+        """The isolation instances get on this host."""

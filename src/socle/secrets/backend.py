@@ -1,0 +1,108 @@
+"""The secrets backend interface, shared by the core (router, tokens, leases) and engines.
+
+It mirrors Vault's logical request/response: the core authenticates, checks ACLs, routes a
+request to the backend mounted at the longest matching prefix, and turns the backend's
+:class:`Response` into Vault's JSON envelope (``request_id``, ``lease_id``, ``renewable``,
+``lease_duration``, ``data``, ``wrap_info``, ``warnings``, ``auth``). A backend sees only
+its own :class:`Storage` view (already behind the encryption barrier and prefixed with the
+mount's UUID), never the raw state store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Operation(StrEnum):
+    READ = "read"
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    LIST = "list"
+    PATCH = "patch"
+
+
+class SecretsError(Exception):
+    """An error answered as Vault does: an HTTP status and ``{"errors": [...]}``."""
+
+    def __init__(self, status: int, *errors: str) -> None:
+        super().__init__("; ".join(errors) or f"HTTP {status}")
+        self.status = status
+        self.errors = list(errors)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """The caller, as the core resolved it from ``X-Vault-Token``."""
+
+    accessor: str
+    policies: tuple[str, ...]
+    display_name: str = ""
+    entity_id: str = ""
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Request:
+    operation: Operation
+    path: str
+    """Path below the mount point, without a leading slash (``data/db`` for ``secret/data/db``)."""
+    mount_point: str
+    """The mount's path with a trailing slash (``secret/``)."""
+    data: dict[str, Any] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)
+    token: TokenInfo | None = None
+
+
+@dataclass
+class Lease:
+    """A secret with a lifetime; the core's lease manager tracks, renews and revokes it."""
+
+    ttl: float
+    renewable: bool = True
+    max_ttl: float | None = None
+    internal: dict[str, Any] = field(default_factory=dict)
+    """Given back to :meth:`Backend.revoke`/:meth:`Backend.renew`; stored encrypted."""
+
+
+@dataclass
+class Response:
+    data: dict[str, Any] | None = None
+    status: int | None = None
+    """Defaults to 200 with data, 204 without."""
+    warnings: list[str] = field(default_factory=list)
+    lease: Lease | None = None
+    auth: dict[str, Any] | None = None
+    raw_body: bytes | None = None
+    """For endpoints that answer raw bytes (e.g. PKI ``ca/pem``); ``content_type`` applies."""
+    content_type: str = "application/json"
+
+
+class Storage(Protocol):
+    """A backend's private, encrypted key space."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def list(self, prefix: str) -> list[str]:
+        """Direct children of ``prefix``, Vault-style: folders end with ``/``."""
+        ...
+
+
+class Backend(Protocol):
+    """A secrets engine or auth method mounted at a path."""
+
+    async def handle(self, request: Request) -> Response: ...
+
+    async def revoke(self, lease: Lease) -> None:
+        """Undo what a leased secret granted (e.g. drop a database role)."""
+        ...
+
+    async def renew(self, lease: Lease, increment: float | None) -> Lease:
+        """Extend a lease, within the backend's limits."""
+        ...

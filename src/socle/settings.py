@@ -1,0 +1,94 @@
+"""Socle's settings, in one object, read at the edge.
+
+Only the CLI and server entry points build a :class:`Settings` from the environment
+(``SOCLE_*`` variables); everything deeper receives the object or the values it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 7780
+
+
+def default_home() -> Path:
+    """Where Socle keeps its data when SOCLE_HOME is not set."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "socle"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (IPv6 as ``[::1]:PORT``); port 0 means any free port."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. 127.0.0.1:7780")
+    return host.strip("[]"), int(port)
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Environment variables use the ``SOCLE_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="SOCLE_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    """Data directory: state database, releases, logs, tokens, secrets keys."""
+
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    """Where the control-plane API listens. Loopback unless told otherwise."""
+
+    addr: str | None = None
+    """API address the CLI talks to (overrides what the server recorded in ``home``)."""
+
+    token: str | None = None
+    """API token for the CLI (overrides the admin token file in ``home``)."""
+
+    dev: bool = False
+    """Development mode: the secrets engine auto-unseals from a key file (said loudly)."""
+
+    max_parallel_builds: int = 2
+    """How many release builds run at once."""
+
+    releases_kept: int = 5
+    """Releases kept per app, so rollbacks need no rebuild."""
+
+    log_max_bytes: int = 10 * 1024 * 1024
+    """Rotate an instance's log file past this size."""
+
+    log_backups: int = 3
+    """Rotated log files kept per instance."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "state.db"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.home / "releases"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "admin.token"
+
+    @property
+    def server_file(self) -> Path:
+        """Written by a running server: its address and PID."""
+        return self.home / "server.json"
