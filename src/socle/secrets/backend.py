@@ -10,6 +10,7 @@ mount's UUID), never the raw state store.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -80,6 +81,22 @@ class Response:
     content_type: str = "application/json"
 
 
+@dataclass(frozen=True)
+class MountInfo:
+    """What a backend knows about where and how it is mounted (``sys/mounts`` entry)."""
+
+    path: str
+    """With a trailing slash: ``secret/``, ``auth/approle/``."""
+    type: str
+    uuid: str
+    accessor: str
+    description: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+    default_lease_ttl: float = 0.0
+    """0 means the system default (32 days, like Vault)."""
+    max_lease_ttl: float = 0.0
+
+
 class Storage(Protocol):
     """A backend's private, encrypted key space."""
 
@@ -106,3 +123,12 @@ class Backend(Protocol):
     async def renew(self, lease: Lease, increment: float | None) -> Lease:
         """Extend a lease, within the backend's limits."""
         ...
+
+    async def exists(self, request: Request) -> bool:
+        """Whether the target of a write exists: the core asks before a write to choose
+        between the ``create`` and ``update`` ACL capabilities, as Vault does."""
+        ...
+
+
+BackendFactory = Callable[[Storage, MountInfo], Awaitable[Backend]]
+"""Builds a backend for a mount; registered by type name in :mod:`socle.secrets.registry`."""
