@@ -6,8 +6,10 @@ Only the CLI and server entry points build a :class:`Settings` from the environm
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +30,15 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"listen address {value!r} must look like HOST:PORT, e.g. 127.0.0.1:7780")
     return host.strip("[]"), int(port)
+
+
+def read_json_file(path: Path) -> dict[str, Any] | None:
+    """A small JSON file another process writes (e.g. ``server.json``), or None."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, PermissionError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Settings(BaseSettings):

@@ -15,7 +15,9 @@ from socle import __version__
 from socle.cli.output import err_console
 from socle.errors import ManifestError, SocleError
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "socle.cli.apps",
+]
 
 
 class SocleGroup(click.Group):

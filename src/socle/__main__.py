@@ -1,0 +1,3 @@
+from socle.cli.main import main
+
+main()

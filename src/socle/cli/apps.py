@@ -1,0 +1,339 @@
+"""Commands that run the control plane and apps: server, up, down, plan, apply, status,
+history, rollback, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from socle.cli.client import Client, server_url
+from socle.cli.output import console, err_console, json_option, print_json
+from socle.cli.render import app_urls, print_history, print_plan, print_status
+from socle.errors import ConfigError, ServerNotRunning, SocleError
+from socle.settings import Settings, read_json_file
+
+SERVER_START_TIMEOUT = 30.0
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+
+
+def _repo_path(path: str) -> str:
+    resolved = Path(path).resolve()
+    if not resolved.is_dir():
+        raise ConfigError(
+            f"{path} is not a folder", hint="give the folder that holds your manifests"
+        )
+    return str(resolved)
+
+
+env_option = click.option("--env", "env", metavar="ENV", help="Environment overlay to render.")
+listen_option = click.option(
+    "--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:7780; port 0 = any)."
+)
+
+
+def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[str, Any]:
+    """Poll a revision until it is done, showing per-app progress."""
+    last = ""
+    with console.status(f"revision {number}: starting", spinner="dots") as spinner:
+        while True:
+            revision: dict[str, Any] = client.call("GET", f"/api/v1/revisions/{number}")
+            if revision["status"] in (
+                "succeeded",
+                "failed",
+                "rolled_back",
+                "interrupted",
+                "superseded",
+            ):
+                return revision
+            status = client.call("GET", "/api/v1/status")
+            ready = {a["name"]: f"{a['ready']}/{a['desired']}" for a in status["apps"]}
+            parts = [
+                f"{name}: {entry['phase']}"
+                + (f" {ready[name]}" if name in ready and entry["phase"] == "rolling" else "")
+                for name, entry in revision["apps"].items()
+            ]
+            text = f"revision {number} {revision['status']}: " + ", ".join(parts)
+            if text != last and not quiet:
+                spinner.update(escape(text[:200]))
+                last = text
+            time.sleep(0.2)
+
+
+def _report_revision(revision: dict[str, Any]) -> int:
+    status = revision["status"]
+    if status == "succeeded":
+        console.print(f"[green]✓ revision {revision['number']} applied[/]")
+        return 0
+    err_console.print(
+        f"[red]✗ revision {revision['number']} {status}[/]: {escape(revision['message'])}"
+    )
+    for name, entry in revision["apps"].items():
+        if entry["message"]:
+            err_console.print(f"  {name}: {entry['phase']}: {escape(entry['message'])}")
+    return 1
+
+
+def _apply(
+    client: Client, body: dict[str, Any], *, yes: bool, wait: bool, as_json: bool, endpoint: str
+) -> int:
+    if not yes:
+        preview = client.call("POST", "/api/v1/plan", json=body) if endpoint == "apply" else None
+        if preview is not None:
+            print_plan(preview)
+            if not preview["changes"]:
+                return 0
+        if not sys.stdin.isatty():
+            raise ConfigError("refusing to apply without confirmation", hint="pass --yes")
+        if not click.confirm("Apply these changes?", default=False):
+            err_console.print("Cancelled; nothing was changed.")
+            return 1
+    result = client.call("POST", f"/api/v1/{endpoint}", json=body)
+    revision = result["revision"]
+    if revision is None:
+        if as_json:
+            print_json(result)
+        else:
+            console.print("[green]No changes.[/] Everything is up to date.")
+        return 0
+    if yes and not as_json:
+        print_plan(result["plan"])
+    if not wait:
+        if as_json:
+            print_json(result)
+        else:
+            console.print(f"revision {revision['number']} started; follow it with `socle status`")
+        return 0
+    final = _wait_revision(client, revision["number"], quiet=as_json)
+    if as_json:
+        print_json(final)
+        return 0 if final["status"] == "succeeded" else 1
+    return _report_revision(final)
+
+
+@click.command()
+@listen_option
+@click.option("--dev", is_flag=True, help="Development mode: auto-unseal secrets from a key file.")
+def server(listen: str | None, dev: bool) -> None:
+    """Run the control plane in the foreground (Ctrl-C stops it; apps keep running)."""
+    from socle.server import run
+
+    run(_settings(listen=listen, dev=dev or None))
+
+
+def _start_background(settings: Settings, listen: str | None) -> None:
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = settings.home / "server.log"
+    argv = [sys.executable, "-m", "socle", "server"]
+    if listen:
+        argv += ["--listen", listen]
+    env = dict(os.environ, SOCLE_HOME=str(settings.home))
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").splitlines()[-15:]
+            raise SocleError(
+                "the control plane exited at start:\n  " + "\n  ".join(tail),
+                hint=f"see {log_path}",
+            )
+        if server_url(settings):
+            with Client(settings) as client:
+                if client.healthy():
+                    return
+        time.sleep(0.1)
+    raise SocleError("the control plane did not answer in time", hint=f"see {log_path}")
+
+
+def _running(settings: Settings) -> bool:
+    if not server_url(settings):
+        return False
+    try:
+        with Client(settings) as client:
+            return client.healthy()
+    except ServerNotRunning:
+        return False
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path())
+@env_option
+@listen_option
+@click.option("--no-wait", is_flag=True, help="Return once the apply started.")
+def up(path: str | None, env: str | None, listen: str | None, no_wait: bool) -> None:
+    """Start the control plane in the background (if needed), apply PATH and wait."""
+    settings = _settings()
+    if not _running(settings):
+        with console.status("starting the control plane"):
+            _start_background(settings, listen)
+        console.print(
+            f"[green]✓ control plane running[/] at {server_url(settings)} (home {settings.home})"
+        )
+    else:
+        console.print(f"control plane already running at {server_url(settings)}")
+    code = 0
+    with Client(settings) as client:
+        if path:
+            body = {"path": _repo_path(path), "env": env}
+            code = _apply(client, body, yes=True, wait=not no_wait, as_json=False, endpoint="apply")
+        status = client.call("GET", "/api/v1/status")
+    print_status(status)
+    for name, url in app_urls(status):
+        console.print(f"[bold]{name}[/] answers at [link={url}]{url}[/link]")
+    raise SystemExit(code)
+
+
+@click.command()
+@click.option("--keep-apps", is_flag=True, help="Leave app instances running.")
+def down(keep_apps: bool) -> None:
+    """Stop the control plane (and its apps, unless --keep-apps)."""
+    settings = _settings()
+    info = read_json_file(settings.server_file)
+    with Client(settings) as client:
+        client.call("POST", "/api/v1/shutdown", json={"keep_apps": keep_apps})
+    pid = int(info["pid"]) if info and info.get("pid") else None
+    with console.status("stopping"):
+        deadline = time.monotonic() + 120
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+    console.print(
+        "[green]✓ control plane stopped[/]" + (" (apps kept running)" if keep_apps else "")
+    )
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@env_option
+@json_option
+def plan(path: str, env: str | None, as_json: bool) -> None:
+    """Show what apply would change. Exit 0: no change, 2: changes, 1: error."""
+    with Client(_settings()) as client:
+        result = client.call("POST", "/api/v1/plan", json={"path": _repo_path(path), "env": env})
+    if as_json:
+        print_json(result)
+    else:
+        print_plan(result)
+    raise SystemExit(2 if result["changes"] else 0)
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@env_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-wait", is_flag=True, help="Return once the apply started.")
+@json_option
+def apply(path: str, env: str | None, yes: bool, no_wait: bool, as_json: bool) -> None:
+    """Apply the manifests in PATH: build, roll out in dependency order, wait for health."""
+    with Client(_settings()) as client:
+        body = {"path": _repo_path(path), "env": env}
+        code = _apply(client, body, yes=yes, wait=not no_wait, as_json=as_json, endpoint="apply")
+    raise SystemExit(code)
+
+
+@click.command()
+@click.argument("revision", type=click.IntRange(min=1))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--no-wait", is_flag=True, help="Return once the rollback started.")
+@json_option
+def rollback(revision: int, yes: bool, no_wait: bool, as_json: bool) -> None:
+    """Re-apply the desired state of REVISION with its kept releases (no rebuild)."""
+    with Client(_settings()) as client:
+        if not yes and not sys.stdin.isatty():
+            raise ConfigError("refusing to roll back without confirmation", hint="pass --yes")
+        if not yes and not click.confirm(f"Roll back to revision {revision}?", default=False):
+            raise SystemExit(1)
+        code = _apply(
+            client,
+            {"revision": revision},
+            yes=True,
+            wait=not no_wait,
+            as_json=as_json,
+            endpoint="rollback",
+        )
+    raise SystemExit(code)
+
+
+@click.command()
+@json_option
+def status(as_json: bool) -> None:
+    """Apps, their health and instances (PID, address, ports), and the isolation in use."""
+    with Client(_settings()) as client:
+        result = client.call("GET", "/api/v1/status")
+    if as_json:
+        print_json(result)
+    else:
+        print_status(result)
+
+
+@click.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def history(limit: int, as_json: bool) -> None:
+    """Revisions, newest first: who applied what, and how it ended."""
+    with Client(_settings()) as client:
+        result = client.call("GET", "/api/v1/revisions", params={"limit": limit})
+    if as_json:
+        print_json(result)
+    else:
+        print_history(result)
+
+
+@click.command()
+@click.argument("app")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--since", metavar="DURATION", help="Only lines newer than this, e.g. 10m.")
+@click.option("--instance", type=click.IntRange(min=0), help="Only this instance ordinal.")
+@json_option
+def logs(app: str, follow: bool, since: str | None, instance: int | None, as_json: bool) -> None:
+    """Print an app's logs (all instances, oldest first)."""
+    params: dict[str, Any] = {"follow": follow}
+    if since:
+        params["since"] = since
+    if instance is not None:
+        params["instance"] = instance
+    colours = ["cyan", "magenta", "blue", "green", "yellow"]
+    with Client(_settings()) as client:
+        try:
+            for line in client.stream_lines(f"/api/v1/apps/{app}/logs", params):
+                if as_json:
+                    sys.stdout.write(json.dumps(line) + "\n")
+                    continue
+                ordinal = line["instance"].rsplit("-", 1)[-1]
+                colour = colours[int(ordinal) % len(colours)] if ordinal.isdigit() else "white"
+                text = escape(line["text"])
+                if line["stream"] == "stderr":
+                    text = f"[red]{text}[/]"
+                console.print(f"[{colour}]{escape(line['instance'])}[/] {text}", soft_wrap=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def register(group: click.Group) -> None:
+    for command in (server, up, down, plan, apply, rollback, status, history, logs):
+        group.add_command(command)

@@ -1,0 +1,144 @@
+"""Rich renderings of plans, status and history, shared by the app commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from socle.cli.output import console
+
+ACTION_STYLE = {
+    "create": ("+", "green"),
+    "update": ("~", "yellow"),
+    "replace": ("-/+", "magenta"),
+    "delete": ("-", "red"),
+}
+HEALTH_STYLE = {
+    "healthy": "green",
+    "progressing": "cyan",
+    "degraded": "yellow",
+    "failed": "red",
+    "crashloop": "red",
+    "stopped": "dim",
+}
+STATUS_STYLE = {
+    "succeeded": "green",
+    "rolling": "cyan",
+    "building": "cyan",
+    "failed": "red",
+    "rolled_back": "magenta",
+    "interrupted": "yellow",
+    "superseded": "dim",
+}
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return escape(text if len(text) <= 80 else text[:77] + "...")
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    changes = plan["changes"]
+    if not changes:
+        console.print(f"[green]No changes.[/] {plan['unchanged']} app(s) up to date.")
+        return
+    for change in changes:
+        symbol, colour = ACTION_STYLE[change["action"]]
+        console.print(
+            f"[bold {colour}]{symbol} {change['action']}[/] {change['kind']}/{change['name']}"
+            f"  [dim]{escape(change['reason'])}[/]"
+        )
+        for field in change["fields"]:
+            console.print(
+                f"    {escape(field['path'])}: [red]{_value(field['old'])}[/] → "
+                f"[green]{_value(field['new'])}[/]"
+            )
+    counts = plan["counts"]
+    console.print(
+        f"\n[bold]Plan:[/] {counts['create']} to create, {counts['update']} to update, "
+        f"{counts['replace']} to replace, {counts['delete']} to delete, "
+        f"{plan['unchanged']} unchanged."
+    )
+
+
+def _ports(instance: dict[str, Any]) -> str:
+    ports = instance.get("ports") or {}
+    return ", ".join(f"{name}={instance['address']}:{port}" for name, port in ports.items())
+
+
+def print_status(status: dict[str, Any]) -> None:
+    isolation = status["isolation"]
+    console.print(
+        f"[dim]isolation:[/] {escape(isolation['mode'])} [dim]({escape(isolation['detail'])})[/]"
+    )
+    if isolation.get("warning"):
+        console.print(f"[yellow]warning:[/] {escape(isolation['warning'])}")
+    if not status["apps"]:
+        console.print("No apps. Apply manifests with `socle apply PATH`.")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "INSTANCES"):
+        table.add_column(column)
+    for app in status["apps"]:
+        health = app["health"]
+        lines = []
+        for inst in app["instances"]:
+            ready = "[green]ready[/]" if inst["ready"] else f"[yellow]{inst['state']}[/]"
+            lines.append(
+                f"#{inst['ordinal']} pid {inst['pid'] or '-'} {ready} {escape(_ports(inst))}"
+                + (
+                    f" [dim]{escape(inst['message'][:60])}[/]"
+                    if inst["message"] and not inst["ready"]
+                    else ""
+                )
+            )
+        table.add_row(
+            app["name"],
+            f"{app['ready']}/{app['desired']}",
+            f"[{HEALTH_STYLE.get(health, 'white')}]{health}[/]",
+            str(app["restarts"]),
+            app["release"] or "-",
+            str(app["revision"] or "-"),
+            "\n".join(lines) or "-",
+        )
+    console.print(table)
+
+
+def app_urls(status: dict[str, Any]) -> list[tuple[str, str]]:
+    """A URL per app that answers HTTP: the first ready instance's first port."""
+    urls = []
+    for app in status["apps"]:
+        for inst in app["instances"]:
+            if inst["ready"] and inst["ports"]:
+                port = next(iter(inst["ports"].values()))
+                urls.append((app["name"], f"http://{inst['address']}:{port}/"))
+                break
+    return urls
+
+
+def print_history(revisions: list[dict[str, Any]]) -> None:
+    if not revisions:
+        console.print("No revisions yet.")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("REV", "TIME", "WHO", "ENV", "CHANGES", "STATUS", "MESSAGE"):
+        table.add_column(column)
+    for rev in revisions:
+        counts = rev["plan"]["counts"]
+        changes = " ".join(f"{ACTION_STYLE[a][0]}{n}" for a, n in counts.items() if n)
+        status = rev["status"]
+        note = f" (rollback of {rev['rollback_of']})" if rev.get("rollback_of") else ""
+        table.add_row(
+            str(rev["number"]),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rev["created"])),
+            escape(rev["who"]),
+            rev["env"] or "-",
+            changes,
+            f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]{note}",
+            escape(rev["message"][:100]),
+        )
+    console.print(table)

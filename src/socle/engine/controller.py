@@ -1,0 +1,367 @@
+"""The rollout controller: makes the runtime's instances match each app's target.
+
+Like a Kubernetes Deployment controller, it never runs processes itself: it asks the
+runtime driver to start or stop instances, and the driver keeps each one alive and healthy.
+Reconciliation is event driven (a target changed, an instance changed); a timer re-checks
+only apps whose rollout is in progress (for ``minHealthySeconds`` and progress deadlines).
+
+Instance ids are ``<app>-<template[:10]>-<ordinal>``: the template part tells old from new
+instances during a rolling update, and makes re-adoption after a restart exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from socle.engine.targets import Target
+from socle.runtime.driver import (
+    InstanceId,
+    InstanceSpec,
+    InstanceState,
+    InstanceStatus,
+    ReleaseId,
+    RuntimeDriver,
+)
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 0.5
+SecretResolver = Callable[[Target], Awaitable[dict[str, str]]]
+RolloutListener = Callable[[str, str, str], None]
+"""Called with (app, "complete" | "failed" | "deleted", message)."""
+
+
+def instance_id(app: str, template: str, ordinal: int) -> InstanceId:
+    return InstanceId(f"{app}-{template[:10]}-{ordinal}")
+
+
+def template_of(instance: InstanceId) -> str:
+    parts = instance.rsplit("-", 2)
+    return parts[1] if len(parts) == 3 else ""
+
+
+@dataclass
+class AppView:
+    """What the controller can say about one app, for status."""
+
+    name: str
+    desired: int
+    ready: int
+    updated: int
+    instances: list[InstanceStatus]
+    rollout: str
+    message: str
+
+
+async def _no_secrets(_: Target) -> dict[str, str]:
+    return {}
+
+
+class Controller:
+    def __init__(
+        self,
+        driver: RuntimeDriver,
+        on_rollout: RolloutListener,
+        *,
+        resolve_secrets: SecretResolver = _no_secrets,
+    ) -> None:
+        self._driver = driver
+        self._on_rollout = on_rollout
+        self._resolve_secrets = resolve_secrets
+        self._targets: dict[str, Target] = {}
+        self._dependents: dict[str, set[str]] = {}
+        self._dirty: set[str] = set()
+        self._running: set[str] = set()
+        self._stopping: set[InstanceId] = set()
+        self._refreshed: set[InstanceId] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- targets -----------------------------------------------------------------------
+
+    def set_target(self, name: str, target: Target | None) -> None:
+        if target is None:
+            self._targets.pop(name, None)
+        else:
+            self._targets[name] = target
+        self._rebuild_dependents()
+        self.kick(name)
+
+    def target(self, name: str) -> Target | None:
+        return self._targets.get(name)
+
+    def targets(self) -> dict[str, Target]:
+        return dict(self._targets)
+
+    def _rebuild_dependents(self) -> None:
+        dependents: dict[str, set[str]] = {}
+        for name, target in self._targets.items():
+            for dep in target.app.spec.depends_on:
+                dependents.setdefault(dep, set()).add(name)
+        self._dependents = dependents
+
+    # -- loop --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._driver.subscribe(self._on_status)
+        self._loop_task = asyncio.create_task(self._run(), name="socle-controller")
+        for name in set(self._targets) | {i.app for i in self._driver.instances()}:
+            self.kick(name)
+
+    async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def kick(self, name: str) -> None:
+        self._dirty.add(name)
+        self._wake.set()
+
+    def _kick_later(self, name: str, delay: float) -> None:
+        if name in self._timers:
+            return
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._timers.pop(name, None)
+            self.kick(name)
+
+        self._timers[name] = loop.call_later(delay, fire)
+
+    def _on_status(self, status: InstanceStatus) -> None:
+        self.kick(status.app)
+        for dependent in self._dependents.get(status.app, ()):
+            self.kick(dependent)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for name in list(self._dirty):
+                if name in self._running:
+                    continue
+                self._dirty.discard(name)
+                self._running.add(name)
+                self._spawn(self._reconcile_guarded(name))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reconcile_guarded(self, name: str) -> None:
+        try:
+            await self.reconcile(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconcile of app %s failed; retrying", name)
+            self._kick_later(name, 2.0)
+        finally:
+            self._running.discard(name)
+            if name in self._dirty:
+                self._wake.set()
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    def _instances(self, name: str) -> list[InstanceStatus]:
+        return [i for i in self._driver.instances() if i.app == name]
+
+    def _stop(self, instance: InstanceStatus) -> None:
+        if instance.id in self._stopping:
+            return
+        self._stopping.add(instance.id)
+
+        async def run() -> None:
+            try:
+                await self._driver.stop(instance.id)
+            finally:
+                self._stopping.discard(instance.id)
+                self._refreshed.discard(instance.id)
+                self.kick(instance.app)
+
+        self._spawn(run())
+
+    def available(self, name: str) -> bool:
+        """An app others may depend on: its current rollout has every replica ready."""
+        target = self._targets.get(name)
+        if target is None:
+            return True
+        if target.app.spec.replicas == 0:
+            return True
+        tpl = target.state.template[:10]
+        ready = [i for i in self._instances(name) if template_of(i.id) == tpl and i.ready]
+        return len(ready) >= target.app.spec.replicas
+
+    async def _spec(self, target: Target, ordinal: int) -> InstanceSpec:
+        spec = target.app.spec
+        env = {k: v for k, v in spec.env.items() if isinstance(v, str)}
+        return InstanceSpec(
+            id=instance_id(target.name, target.state.template, ordinal),
+            app=target.name,
+            release=ReleaseId(target.state.release),
+            ordinal=ordinal,
+            command=list(spec.run.command),
+            workdir=target.release_root,
+            env=env,
+            secret_env=await self._resolve_secrets(target),
+            ports=[p.name for p in spec.ports],
+            health=spec.health,
+            restart=spec.restart,
+            stop_grace=spec.stop_grace,
+            memory=spec.resources.memory,
+            cpu=spec.resources.cpu,
+            release_root=target.release_root,
+        )
+
+    async def reconcile(self, name: str) -> None:
+        target = self._targets.get(name)
+        live = [i for i in self._instances(name) if i.id not in self._stopping]
+        if target is None:
+            for instance in live:
+                self._stop(instance)
+            if not live and not any(i.app == name for i in self._driver.instances()):
+                self._on_rollout(name, "deleted", "all instances stopped")
+            return
+
+        spec = target.app.spec
+        replicas = spec.replicas
+        tpl = target.state.template[:10]
+        now = time.time()
+        new = [i for i in live if template_of(i.id) == tpl]
+        old = [i for i in live if template_of(i.id) != tpl]
+
+        for instance in new:
+            if instance.ordinal >= replicas:
+                self._stop(instance)
+        new = [i for i in new if i.ordinal < replicas]
+
+        for instance in new:
+            if instance.id not in self._refreshed:
+                # Re-adopted instances get their spec (and secrets) back for later restarts.
+                await self._driver.run(await self._spec(target, instance.ordinal))
+                self._refreshed.add(instance.id)
+
+        def settled(i: InstanceStatus) -> bool:
+            return (
+                i.ready
+                and i.ready_since is not None
+                and now - i.ready_since >= spec.update.min_healthy_seconds
+            )
+
+        recreate = spec.update.strategy == "recreate"
+        if recreate and old:
+            for instance in old:
+                self._stop(instance)
+            old = []
+            waiting_for_old = True
+        else:
+            waiting_for_old = False
+
+        deps_ready = all(self.available(dep) for dep in spec.depends_on)
+        if deps_ready and not waiting_for_old:
+            have = {i.ordinal for i in new}
+            if old:
+                budget = replicas + spec.update.max_surge - len(new) - len(old)
+            else:
+                budget = replicas - len(new)
+            for ordinal in range(replicas):
+                if budget <= 0:
+                    break
+                if ordinal in have:
+                    continue
+                status = await self._driver.run(await self._spec(target, ordinal))
+                self._refreshed.add(status.id)
+                new.append(status)
+                budget -= 1
+
+        if old:
+            new_ready = sum(1 for i in new if settled(i))
+            old_ready = [i for i in old if i.ready]
+            for instance in old:
+                if not instance.ready:
+                    self._stop(instance)
+            removable = new_ready + len(old_ready) - max(replicas - spec.update.max_unavailable, 0)
+            for instance in sorted(old_ready, key=lambda i: -i.ordinal):
+                if removable <= 0:
+                    break
+                self._stop(instance)
+                removable -= 1
+
+        complete = (
+            not old
+            and not waiting_for_old
+            and len(new) == replicas
+            and all(settled(i) for i in new)
+        )
+        rollout = target.rollout
+        if rollout.status == "progressing":
+            if complete:
+                rollout.status = "complete"
+                self._on_rollout(name, "complete", "")
+            elif now - rollout.started > spec.update.progress_deadline_seconds:
+                rollout.status = "failed"
+                rollout.message = self._failure_message(target, new)
+                self._on_rollout(name, "failed", rollout.message)
+            else:
+                self._kick_later(name, RECHECK_SECONDS)
+
+    def _failure_message(self, target: Target, new: list[InstanceStatus]) -> str:
+        deadline = target.app.spec.update.progress_deadline_seconds
+        ready = sum(1 for i in new if i.ready)
+        detail = ""
+        bad = [i for i in new if not i.ready]
+        if bad:
+            worst = bad[0]
+            detail = f"; instance {worst.id} is {worst.state.value}"
+            if worst.message:
+                detail += f": {worst.message}"
+        return (
+            f"release {target.state.release} not ready within {deadline:g}s "
+            f"({ready}/{target.app.spec.replicas} ready){detail}"
+        )
+
+    # -- status ------------------------------------------------------------------------
+
+    def view(self, name: str) -> AppView:
+        target = self._targets.get(name)
+        instances = sorted(self._instances(name), key=lambda i: (i.release, i.ordinal))
+        if target is None:
+            return AppView(name, 0, 0, 0, instances, "deleting", "")
+        tpl = target.state.template[:10]
+        current = [i for i in instances if template_of(i.id) == tpl]
+        return AppView(
+            name=name,
+            desired=target.app.spec.replicas,
+            ready=sum(1 for i in current if i.ready),
+            updated=len(current),
+            instances=instances,
+            rollout=target.rollout.status,
+            message=target.rollout.message,
+        )
+
+
+def health_word(view: AppView) -> str:
+    """One word for a table: healthy, progressing, degraded, failed, stopped."""
+    if view.desired == 0:
+        return "stopped"
+    if any(i.state == InstanceState.CRASHLOOP for i in view.instances):
+        return "crashloop"
+    if view.rollout == "failed":
+        return "failed"
+    if view.ready >= view.desired and view.updated == len(view.instances):
+        return "healthy"
+    if view.rollout == "progressing":
+        return "progressing"
+    return "degraded"

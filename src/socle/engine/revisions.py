@@ -1,0 +1,116 @@
+"""Revisions: every apply (or rollback) is numbered and recorded with its plan and result.
+
+A revision record is small (``revisions/<n>``); the full desired state it applied lives
+apart (``desired/<n>``) so that history listings never read big blobs, and so that a
+rollback can re-apply exactly what that revision applied.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from socle.engine.store import Put, StateStore
+from socle.errors import ConflictError, NotFoundError
+
+TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "interrupted", "superseded"})
+COUNTER_KEY = "meta/revision"
+
+
+def revision_key(number: int) -> str:
+    return f"revisions/{number:010d}"
+
+
+def desired_key(number: int) -> str:
+    return f"desired/{number:010d}"
+
+
+@dataclass
+class Revision:
+    number: int
+    created: float
+    who: str
+    source: str
+    env: str | None
+    digest: str
+    plan: dict[str, Any]
+    status: str = "building"
+    message: str = ""
+    finished: float | None = None
+    rollback_of: int | None = None
+    apps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per changed app: ``{"phase": ..., "message": ...}``."""
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Revision:
+        return cls(**data)
+
+
+class RevisionLog:
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    async def create(self, revision_fields: dict[str, Any], desired: dict[str, Any]) -> Revision:
+        """Allocate the next number (compare-and-swap) and write record and desired state."""
+        while True:
+            counter = await self._store.get(COUNTER_KEY)
+            current = int(counter.value) if counter else 0
+            number = current + 1
+            revision = Revision(number=number, created=time.time(), **revision_fields)
+            try:
+                await self._store.commit(
+                    [
+                        Put(COUNTER_KEY, str(number).encode(), counter.version if counter else 0),
+                        Put(revision_key(number), _encode(revision.to_dict()), 0),
+                        Put(desired_key(number), _encode(desired), 0),
+                    ]
+                )
+            except ConflictError:
+                continue
+            return revision
+
+    def put_op(self, revision: Revision) -> Put:
+        """The write of ``revision``, to commit atomically with other changes."""
+        if revision.done and revision.finished is None:
+            revision.finished = time.time()
+        return Put(revision_key(revision.number), _encode(revision.to_dict()))
+
+    async def save(self, revision: Revision) -> None:
+        await self._store.commit([self.put_op(revision)])
+
+    async def get(self, number: int) -> Revision:
+        record = await self._store.get(revision_key(number))
+        if record is None:
+            raise NotFoundError(
+                f"revision {number} does not exist", hint="see `socle history` for revisions"
+            )
+        return Revision.from_dict(json.loads(record.value))
+
+    async def desired(self, number: int) -> dict[str, Any]:
+        record = await self._store.get(desired_key(number))
+        if record is None:
+            raise NotFoundError(f"revision {number} has no recorded desired state")
+        data: dict[str, Any] = json.loads(record.value)
+        return data
+
+    async def list(self, limit: int = 50) -> list[Revision]:
+        keys = await self._store.keys("revisions/")
+        revisions = []
+        for key in reversed(keys[-limit:] if limit else keys):
+            record = await self._store.get(key)
+            if record:
+                revisions.append(Revision.from_dict(json.loads(record.value)))
+        return revisions
+
+
+def _encode(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), default=str).encode()

@@ -1,0 +1,397 @@
+"""The engine: plan and apply manifests, record revisions, roll back, report status.
+
+Apply is three steps, each leaving a consistent record if the process dies midway:
+1. load, validate and plan (nothing written when the manifests are bad);
+2. build the releases the plan needs (revision ``building``; targets untouched, so a
+   build failure or a crash changes nothing that runs);
+3. write every changed target and the revision status in one atomic commit (``rolling``)
+   and hand the targets to the controller, which converges the runtime. After a restart the
+   controller resumes from the stored targets, so the next start converges too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from socle.engine.controller import AppView, Controller, SecretResolver
+from socle.engine.planner import Action, AppState, Plan, plan
+from socle.engine.releases import Release, ReleaseStore
+from socle.engine.revisions import Revision, RevisionLog
+from socle.engine.store import Delete, Op, Put, StateStore
+from socle.engine.targets import (
+    Rollout,
+    Target,
+    app_state,
+    state_from_dict,
+    state_to_dict,
+    target_key,
+)
+from socle.errors import BuildError, NotFoundError, SocleError
+from socle.model.app import App
+from socle.model.loader import LoadedManifests, load
+from socle.runtime.driver import ReleaseId, RuntimeDriver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Desired:
+    """A fully resolved desired state: app states plus where each app's code comes from."""
+
+    states: dict[str, AppState]
+    apps: dict[str, App]
+    root: Path | None
+    """Manifest repository, for builds; None for a rollback (releases must exist)."""
+
+    def to_dict(self, roots: Mapping[str, str]) -> dict[str, Any]:
+        return {
+            "apps": {
+                name: {**state_to_dict(state), "release_root": roots.get(name, "")}
+                for name, state in self.states.items()
+            }
+        }
+
+
+class Engine:
+    def __init__(
+        self,
+        store: StateStore,
+        driver: RuntimeDriver,
+        releases: ReleaseStore,
+        *,
+        resolve_secrets: SecretResolver | None = None,
+        loader: Callable[[Path, str | None], LoadedManifests] = load,
+    ) -> None:
+        self._store = store
+        self._driver = driver
+        self._releases = releases
+        self._loader = loader
+        self.revisions = RevisionLog(store)
+        kwargs = {"resolve_secrets": resolve_secrets} if resolve_secrets else {}
+        self.controller = Controller(driver, self._on_rollout, **kwargs)
+        self._apply_lock = asyncio.Lock()
+        self._pending: dict[int, set[str]] = {}
+        self._deleting: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for record in await self._store.scan("apps/"):
+            target = Target.from_json(record.value)
+            self.controller.set_target(target.name, target)
+            if target.rollout.status == "progressing":
+                self._pending.setdefault(target.rollout.revision, set()).add(target.name)
+        for revision in await self.revisions.list(limit=20):
+            if revision.status == "building":
+                revision.status = "interrupted"
+                revision.message = (
+                    "the control plane stopped during the build; nothing was changed. "
+                    "Run apply again."
+                )
+                await self.revisions.save(revision)
+            elif revision.status == "rolling" and revision.number not in self._pending:
+                await self._finish(revision)
+        self.controller.start()
+
+    async def stop(self) -> None:
+        await self.controller.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- plan --------------------------------------------------------------------------
+
+    def _current(self) -> dict[str, AppState]:
+        return {name: t.state for name, t in self.controller.targets().items()}
+
+    async def desired_from(self, path: Path, env: str | None) -> tuple[LoadedManifests, Desired]:
+        loaded = await asyncio.to_thread(self._loader, path, env)
+
+        def compute() -> dict[str, AppState]:
+            return {
+                name: app_state(app, self._releases.compute_id(loaded.root, app))
+                for name, app in loaded.apps.items()
+            }
+
+        states = await asyncio.to_thread(compute)
+        return loaded, Desired(states, dict(loaded.apps), loaded.root)
+
+    async def plan(self, path: Path, env: str | None) -> tuple[LoadedManifests, Plan]:
+        loaded, desired = await self.desired_from(path, env)
+        return loaded, plan(desired.states, self._current())
+
+    # -- apply -------------------------------------------------------------------------
+
+    async def apply(self, path: Path, env: str | None, who: str) -> tuple[Plan, Revision | None]:
+        """Plan and start applying; returns at once with the revision (None if no change)."""
+        loaded, desired = await self.desired_from(path, env)
+        return await self._start_apply(
+            desired, who=who, source=str(loaded.root), env=env, digest=loaded.digest()
+        )
+
+    async def rollback(self, number: int, who: str) -> tuple[Plan, Revision | None]:
+        """Re-apply the desired state of revision ``number`` using its kept releases."""
+        data = await self.revisions.desired(number)
+        old = await self.revisions.get(number)
+        states: dict[str, AppState] = {}
+        apps: dict[str, App] = {}
+        for name, entry in data["apps"].items():
+            state = state_from_dict(entry)
+            if self._releases.get(name, ReleaseId(state.release)) is None:
+                raise NotFoundError(
+                    f"release {state.release} of app {name} from revision {number} is no longer kept",
+                    hint="apply that version of the manifests again to rebuild it",
+                )
+            states[name] = state
+            apps[name] = App.model_validate(state.manifest)
+        return await self._start_apply(
+            Desired(states, apps, None),
+            who=who,
+            source=old.source,
+            env=old.env,
+            digest=old.digest,
+            rollback_of=number,
+        )
+
+    async def _start_apply(
+        self,
+        desired: Desired,
+        *,
+        who: str,
+        source: str,
+        env: str | None,
+        digest: str,
+        rollback_of: int | None = None,
+    ) -> tuple[Plan, Revision | None]:
+        await self._apply_lock.acquire()
+        try:
+            the_plan = plan(desired.states, self._current())
+            if the_plan.empty:
+                self._apply_lock.release()
+                return the_plan, None
+            roots = {name: str(t.release_root) for name, t in self.controller.targets().items()}
+            revision = await self.revisions.create(
+                {
+                    "who": who,
+                    "source": source,
+                    "env": env,
+                    "digest": digest,
+                    "plan": the_plan.to_dict(),
+                    "rollback_of": rollback_of,
+                    "apps": {c.name: {"phase": "pending", "message": ""} for c in the_plan.changes},
+                },
+                desired.to_dict(roots),
+            )
+        except BaseException:
+            self._apply_lock.release()
+            raise
+        task = asyncio.create_task(self._execute(desired, the_plan, revision))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return the_plan, revision
+
+    async def _execute(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
+        try:
+            built = await self._build(desired, the_plan, revision)
+            if built is None:
+                return
+            await self._commit(desired, the_plan, revision, built)
+        except Exception as exc:
+            log.exception("apply of revision %s failed", revision.number)
+            revision.status = "failed"
+            revision.message = exc.message if isinstance(exc, SocleError) else repr(exc)
+            await self.revisions.save(revision)
+        finally:
+            self._apply_lock.release()
+
+    async def _build(
+        self, desired: Desired, the_plan: Plan, revision: Revision
+    ) -> dict[str, Release] | None:
+        wanted = [c.name for c in the_plan.changes if c.action != Action.DELETE]
+        # Scale-only changes keep the current release: nothing to build.
+        results: dict[str, Release] = {}
+        to_build: list[str] = []
+        for name in wanted:
+            state = desired.states[name]
+            existing = self._releases.get(name, ReleaseId(state.release))
+            if existing is not None:
+                results[name] = existing
+            elif desired.root is None:
+                raise NotFoundError(f"release {state.release} of app {name} is not kept")
+            else:
+                to_build.append(name)
+
+        async def build_one(name: str) -> None:
+            revision.apps[name] = {"phase": "building", "message": ""}
+            await self.revisions.save(revision)
+            assert desired.root is not None
+            release = await self._releases.ensure(desired.root, desired.apps[name])
+            results[name] = release
+            revision.apps[name] = {"phase": "built", "message": release.id}
+            await self.revisions.save(revision)
+
+        outcomes = await asyncio.gather(*(build_one(n) for n in to_build), return_exceptions=True)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            for name, outcome in zip(to_build, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    message = outcome.message if isinstance(outcome, SocleError) else repr(outcome)
+                    revision.apps[name] = {"phase": "build failed", "message": message}
+            first = errors[0]
+            revision.status = "failed"
+            revision.message = (
+                first.message if isinstance(first, BuildError | SocleError) else repr(first)
+            ) + " (nothing was changed)"
+            await self.revisions.save(revision)
+            return None
+        return results
+
+    async def _commit(
+        self, desired: Desired, the_plan: Plan, revision: Revision, built: dict[str, Release]
+    ) -> None:
+        now = time.time()
+        ops: list[Op] = []
+        new_targets: dict[str, Target | None] = {}
+        for change in the_plan.changes:
+            name = change.name
+            if change.action == Action.DELETE:
+                ops.append(Delete(target_key(name)))
+                new_targets[name] = None
+                revision.apps[name] = {"phase": "deleting", "message": ""}
+                continue
+            current = self.controller.target(name)
+            state = desired.states[name]
+            same_template = current is not None and current.state.template == state.template
+            target = Target(
+                state=state,
+                release_root=built[name].root,
+                rollout=Rollout(revision=revision.number, started=now),
+                previous=None if current is None or same_template else current.state,
+                previous_root=None if current is None or same_template else current.release_root,
+            )
+            if same_template and current is not None:
+                target.previous, target.previous_root = current.previous, current.previous_root
+            ops.append(Put(target_key(name), target.to_json()))
+            new_targets[name] = target
+            revision.apps[name] = {"phase": "rolling", "message": ""}
+        revision.status = "rolling"
+        ops.append(self.revisions.put_op(revision))
+        await self._store.commit(ops)
+
+        self._supersede(set(new_targets))
+        self._pending[revision.number] = set(new_targets)
+        for name, maybe in new_targets.items():
+            if maybe is None:
+                self._deleting[name] = revision.number
+            self.controller.set_target(name, maybe)
+        for name in built:
+            kept = self.controller.target(name)
+            in_use = set()
+            if kept is not None:
+                in_use.add(ReleaseId(kept.state.release))
+                if kept.previous is not None:
+                    in_use.add(ReleaseId(kept.previous.release))
+            await asyncio.to_thread(self._releases.gc, name, in_use)
+
+    def _supersede(self, names: set[str]) -> None:
+        for number, pending in list(self._pending.items()):
+            touched = pending & names
+            if not touched:
+                continue
+            pending -= touched
+            self._spawn(
+                self._mark(number, touched, "superseded", "changed again by a newer revision")
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- rollout events ----------------------------------------------------------------
+
+    def _on_rollout(self, name: str, status: str, message: str) -> None:
+        if status == "deleted":
+            number = self._deleting.pop(name, None)
+            if number is not None:
+                self._spawn(self._mark(number, {name}, "deleted", ""))
+            return
+        target = self.controller.target(name)
+        if target is None:
+            return
+        number = target.rollout.revision
+        if status == "complete":
+            self._spawn(self._persist_target(target))
+            self._spawn(self._mark(number, {name}, "ready", ""))
+            return
+        spec = target.app.spec
+        if spec.update.auto_rollback and target.previous is not None and target.previous_root:
+            back = Target(
+                state=target.previous,
+                release_root=target.previous_root,
+                rollout=Rollout(revision=number, started=time.time(), status="progressing"),
+            )
+            back.rollout.message = f"rolled back after: {message}"
+            self.controller.set_target(name, back)
+            self._spawn(self._persist_target(back))
+            self._spawn(
+                self._mark(
+                    number,
+                    {name},
+                    "rolled back",
+                    f"{message}; rolled back to release {target.previous.release}",
+                )
+            )
+        else:
+            self._spawn(self._persist_target(target))
+            self._spawn(self._mark(number, {name}, "failed", message))
+
+    async def _persist_target(self, target: Target) -> None:
+        await self._store.put(target_key(target.name), target.to_json())
+
+    async def _mark(self, number: int, names: set[str], phase: str, message: str) -> None:
+        try:
+            revision = await self.revisions.get(number)
+        except NotFoundError:
+            return
+        for name in names:
+            revision.apps[name] = {"phase": phase, "message": message}
+        pending = self._pending.get(number)
+        if pending is not None:
+            pending -= names
+        if revision.status == "rolling" and not pending:
+            self._pending.pop(number, None)
+            await self._finish(revision)
+        else:
+            await self.revisions.save(revision)
+
+    async def _finish(self, revision: Revision) -> None:
+        phases = {entry["phase"] for entry in revision.apps.values()}
+        failures = [
+            f"{name}: {entry['message']}"
+            for name, entry in revision.apps.items()
+            if entry["phase"] in ("failed", "rolled back")
+        ]
+        if "failed" in phases:
+            revision.status = "failed"
+        elif "rolled back" in phases:
+            revision.status = "rolled_back"
+        elif phases <= {"superseded"}:
+            revision.status = "superseded"
+        else:
+            revision.status = "succeeded"
+        revision.message = "; ".join(failures)
+        await self.revisions.save(revision)
+
+    # -- status ------------------------------------------------------------------------
+
+    def status(self) -> list[AppView]:
+        names = set(self.controller.targets()) | {i.app for i in self._driver.instances()}
+        return [self.controller.view(name) for name in sorted(names)]

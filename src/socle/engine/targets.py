@@ -1,0 +1,126 @@
+"""What the engine keeps per app: the target the runtime must converge to.
+
+A target is written by apply (or rollback, or an automatic rollback) and read by the
+controller. The *template* digest covers everything that shapes an instance (release,
+command, env, ports, health, resources, restart, stop grace, secret versions), so that a
+template change means new instances while a replica change only scales.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socle.engine.planner import AppState
+from socle.model.app import App
+
+TEMPLATE_FIELDS = ("run", "env", "ports", "health", "resources", "restart", "stopGrace")
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None = None) -> AppState:
+    """The planner's view of an app: manifest, release, template and overall digest."""
+    manifest = app.model_dump(mode="json", by_alias=True)
+    spec = manifest["spec"]
+    template = _digest(
+        {
+            "release": release,
+            "spec": {k: spec.get(k) for k in TEMPLATE_FIELDS},
+            "secrets": dict(sorted((secret_versions or {}).items())),
+        }
+    )
+    return AppState(
+        name=app.name,
+        manifest=manifest,
+        release=release,
+        template=template,
+        digest=_digest({"manifest": manifest, "release": release, "template": template}),
+    )
+
+
+def state_to_dict(state: AppState) -> dict[str, Any]:
+    return {
+        "name": state.name,
+        "manifest": state.manifest,
+        "release": state.release,
+        "template": state.template,
+        "digest": state.digest,
+    }
+
+
+def state_from_dict(data: Mapping[str, Any]) -> AppState:
+    return AppState(
+        name=data["name"],
+        manifest=data["manifest"],
+        release=data["release"],
+        template=data["template"],
+        digest=data["digest"],
+    )
+
+
+@dataclass
+class Rollout:
+    revision: int
+    started: float
+    status: str = "progressing"  # progressing | complete | failed
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "started": self.started,
+            "status": self.status,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Target:
+    """One app's target as stored at ``apps/<name>``."""
+
+    state: AppState
+    release_root: Path
+    rollout: Rollout
+    previous: AppState | None = None
+    previous_root: Path | None = None
+    app: App = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.app = App.model_validate(self.state.manifest)
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    def to_json(self) -> bytes:
+        data = {
+            "state": state_to_dict(self.state),
+            "release_root": str(self.release_root),
+            "rollout": self.rollout.to_dict(),
+            "previous": state_to_dict(self.previous) if self.previous else None,
+            "previous_root": str(self.previous_root) if self.previous_root else None,
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Target:
+        data = json.loads(raw)
+        return cls(
+            state=state_from_dict(data["state"]),
+            release_root=Path(data["release_root"]),
+            rollout=Rollout(**data["rollout"]),
+            previous=state_from_dict(data["previous"]) if data.get("previous") else None,
+            previous_root=Path(data["previous_root"]) if data.get("previous_root") else None,
+        )
+
+
+def target_key(name: str) -> str:
+    return f"apps/{name}"

@@ -1,0 +1,148 @@
+"""The rollout controller's decisions, against the in-memory driver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from socle.engine.controller import Controller, template_of
+from socle.engine.targets import Rollout, Target, app_state
+from socle.model.app import App
+from tests.unit.engine.memdriver import MemDriver
+
+
+def target(name: str, release: str = "r1", **spec: Any) -> Target:
+    body: dict[str, Any] = {"run": {"command": ["python3", "app.py"]}, **spec}
+    app = App.model_validate(
+        {"apiVersion": "socle/v1", "kind": "App", "metadata": {"name": name}, "spec": body}
+    )
+    return Target(app_state(app, release), Path("/nonexistent"), Rollout(1, time.time()))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.driver = MemDriver()
+        self.events: list[tuple[str, str, str]] = []
+        self.controller = Controller(self.driver, lambda *e: self.events.append(e))
+
+    async def settle(self) -> None:
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+
+    async def until(self, check: Callable[[], bool], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, "condition not reached"
+            await asyncio.sleep(0.01)
+
+    def ids(self, app: str) -> list[str]:
+        return sorted(i.id for i in self.driver.instances() if i.app == app)
+
+    def ready_all(self, app: str) -> None:
+        for status in list(self.driver.instances()):
+            if status.app == app and not status.ready:
+                self.driver.make_ready(status.id)
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness()
+    harness.controller.start()
+    yield harness
+    await harness.controller.stop()
+
+
+async def test_create_starts_replicas_and_completes_when_ready(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=2))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    assert not h.events
+    h.ready_all("api")
+    await h.until(lambda: ("api", "complete", "") in h.events)
+
+
+async def test_rolling_update_surges_one_and_keeps_old_until_new_ready(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=2))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    h.ready_all("api")
+    await h.until(lambda: len(h.events) == 1)
+    old = set(h.ids("api"))
+
+    new_target = target("api", release="r2", replicas=2)
+    h.controller.set_target("api", new_target)
+    await h.until(lambda: len(h.ids("api")) == 3)
+    await h.settle()
+    assert old <= set(h.ids("api")), "no old instance may stop before a new one is ready"
+    assert len(h.ids("api")) == 3, "maxSurge=1 allows one extra instance only"
+
+    # readiness one at a time drives the rollout to the end
+    while set(h.ids("api")) & old or len(h.ids("api")) != 2:
+        h.ready_all("api")
+        await h.settle()
+    assert all(template_of(i) == new_target.state.template[:10] for i in h.ids("api"))  # type: ignore[arg-type]
+    await h.until(lambda: h.events.count(("api", "complete", "")) == 2)
+
+
+async def test_failed_rollout_reports_after_deadline(h: Harness) -> None:
+    h.controller.set_target("api", target("api"))
+    await h.until(lambda: len(h.ids("api")) == 1)
+    h.ready_all("api")
+    await h.until(lambda: len(h.events) == 1)
+    h.controller.set_target("api", target("api", release="r2", update={"progressDeadlineSeconds": "200ms"}))
+    await h.until(lambda: any(e[1] == "failed" for e in h.events))
+    failed = [e for e in h.events if e[1] == "failed"][0]
+    assert "not ready within 0.2s" in failed[2]
+    assert len(h.ids("api")) == 2, "the old instance keeps serving"
+
+
+async def test_dependents_wait_for_dependencies(h: Harness) -> None:
+    h.controller.set_target("db", target("db"))
+    h.controller.set_target("web", target("web", dependsOn=["db"]))
+    await h.until(lambda: len(h.ids("db")) == 1)
+    await h.settle()
+    assert h.ids("web") == []
+    h.ready_all("db")
+    await h.until(lambda: len(h.ids("web")) == 1)
+
+
+async def test_scale_down_stops_highest_ordinals(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=3))
+    await h.until(lambda: len(h.ids("api")) == 3)
+    h.controller.set_target("api", target("api", replicas=1))
+    await h.until(lambda: len(h.ids("api")) == 1)
+    assert h.ids("api")[0].endswith("-0")
+
+
+async def test_recreate_stops_old_before_starting_new(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=2, update={"strategy": "recreate"}))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    h.ready_all("api")
+    old = set(h.ids("api"))
+    h.controller.set_target(
+        "api", target("api", release="r2", replicas=2, update={"strategy": "recreate"})
+    )
+    await h.until(lambda: len(h.ids("api")) == 2 and not (set(h.ids("api")) & old))
+    journal = h.driver.journal
+    first_new_start = min(journal.index(("start", i)) for i in h.ids("api"))  # type: ignore[arg-type]
+    last_old_stop = max(journal.index(("stop", i)) for i in old)  # type: ignore[arg-type]
+    assert last_old_stop < first_new_start
+
+
+async def test_delete_stops_everything(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=2))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    h.controller.set_target("api", None)
+    await h.until(lambda: ("api", "deleted", "all instances stopped") in h.events)
+    assert h.ids("api") == []
+
+
+async def test_lost_instance_is_recreated(h: Harness) -> None:
+    h.controller.set_target("api", target("api", replicas=2))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    victim = h.ids("api")[0]
+    await h.driver.stop(victim)  # e.g. removed behind the controller's back
+    await h.until(lambda: victim in h.ids("api"))
