@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.socle_fixture import SocleServer
+
+
+@pytest.fixture
+def socle_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCLE_", "VAULT_"))}
+    env["SOCLE_HOME"] = str(tmp_path / "home")
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
+    srv = SocleServer(home=tmp_path / "home", env=socle_env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
