@@ -140,6 +140,7 @@ async def serve(settings: Settings) -> None:
     finally:
         log.warning("socle control plane stopping (apps %s)", "kept" if keep_apps else "stopped")
         await engine.stop()
+        await releases.close()
         await driver.close(stop_instances=not keep_apps)
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -115,10 +115,11 @@ class Engine:
         loaded = await asyncio.to_thread(self._loader, path, env)
 
         def compute() -> dict[str, AppState]:
-            return {
-                name: app_state(app, self._releases.compute_id(loaded.root, app))
-                for name, app in loaded.apps.items()
-            }
+            with self._releases.batch():
+                return {
+                    name: app_state(app, self._releases.compute_id(loaded.root, app))
+                    for name, app in loaded.apps.items()
+                }
 
         states = await asyncio.to_thread(compute)
         return loaded, Desired(states, dict(loaded.apps), loaded.root)

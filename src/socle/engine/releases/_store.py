@@ -1,0 +1,490 @@
+"""The release store: build each (app, content digest) once, keep it for rollbacks.
+
+Layout under ``releases_dir``::
+
+    <app>/<id>/                  the release: a copy of the workdir plus build outputs
+    <app>/<id>/.socle-release.json   marker, written last; no marker = incomplete
+    <app>/<id>.build.log         output of the last build of that id (kept after failures)
+    <app>/<id>.lock              flock held while building, so two processes build once
+
+Why builds happen in the final folder instead of a temporary one renamed at the end:
+build outputs are often not relocatable (``python3 -m venv`` writes absolute paths into
+scripts and ``pyvenv.cfg``), so the folder a release is built in must be the folder it runs
+from. Atomicity comes from the marker instead of a rename: readers only trust folders with a
+valid marker, and a folder without one is wiped and rebuilt by the next build, whether it
+was left by a failed step or by a control plane killed mid-build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socle.engine.releases._digest import (
+    MARKER_NAME,
+    Tree,
+    TreeHasher,
+    build_json,
+    copy_tree,
+    release_digest,
+)
+from socle.engine.releases._steps import run_step
+from socle.errors import BuildError, ConfigError
+from socle.model.app import NAME_RE, App
+from socle.runtime.driver import ReleaseId
+
+log = logging.getLogger(__name__)
+
+RELEASE_ID_RE = re.compile(r"^r[0-9a-f]{16}$")
+TAIL_LINES = 20
+"""Lines of a failed step's output quoted in the :class:`BuildError`."""
+LOCK_POLL_SECONDS = 0.05
+MARKER_FORMAT = 1
+
+OutputListener = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Release:
+    """A complete, immutable build of one app at one content digest."""
+
+    id: ReleaseId
+    app: str
+    root: Path
+    workdir: Path
+    """Where the app runs from; today the same folder as ``root``."""
+    created: float
+    digest: str
+
+
+@dataclass
+class _Build:
+    """One in-flight build, shared by every ensure() that asks for the same release."""
+
+    listeners: list[OutputListener] = field(default_factory=list)
+    waiters: int = 0
+    task: asyncio.Task[Release] | None = None
+
+
+def _default_env() -> dict[str, str]:
+    """The control plane's own PATH/HOME/LANG: what an operator expects builds to find."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": os.path.expanduser("~"),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+    }
+
+
+class ReleaseStore:
+    """Builds and keeps releases. One instance per ``releases_dir`` and event loop.
+
+    ``base_env`` is the environment every build step starts from (plus the step's own
+    ``env``); by default PATH, HOME and LANG of this process and nothing else, so that no
+    credential of the control plane leaks into a build.
+    """
+
+    def __init__(
+        self,
+        releases_dir: Path,
+        *,
+        keep: int = 5,
+        max_parallel: int = 2,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if keep < 0:
+            raise ConfigError(f"releases keep must be 0 or more, not {keep}")
+        if max_parallel < 1:
+            raise ConfigError(f"releases max_parallel must be at least 1, not {max_parallel}")
+        self.releases_dir = Path(releases_dir)
+        self.keep = keep
+        self._hasher = TreeHasher()
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._inflight: dict[tuple[str, ReleaseId], _Build] = {}
+        self._base_env = dict(base_env) if base_env is not None else _default_env()
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def compute_id(self, repo_root: Path, app: App) -> ReleaseId:
+        """The release id ``app`` would get from the files under ``repo_root`` now.
+
+        Pure: reads files, writes nothing. Fast when little changed (see ``_digest``).
+        """
+        return self._identify(repo_root, app)[0]
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Within this block each workdir is walked once, however many apps share it.
+
+        Use it around a planning pass over many apps; the caller promises that the
+        repository does not change until the block ends.
+        """
+        return self._hasher.batch()
+
+    def _identify(self, repo_root: Path, app: App) -> tuple[ReleaseId, str]:
+        digest = release_digest(self._hasher.digest(repo_root, app), build_json(app))
+        return ReleaseId("r" + digest[:16]), digest
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, app: str, release_id: ReleaseId) -> Release | None:
+        """The complete release, or None (never built, still building, failed, removed)."""
+        if not NAME_RE.match(app) or not RELEASE_ID_RE.match(release_id):
+            return None
+        return _load(self.releases_dir / app / release_id, app, release_id)
+
+    def list(self, app: str) -> list[Release]:
+        """Complete releases of ``app``, newest first."""
+        if not NAME_RE.match(app):
+            return []
+        app_dir = self.releases_dir / app
+        try:
+            names = os.listdir(app_dir)
+        except FileNotFoundError:
+            return []
+        found = [
+            release
+            for name in names
+            if RELEASE_ID_RE.match(name)
+            and (release := _load(app_dir / name, app, ReleaseId(name))) is not None
+        ]
+        found.sort(key=lambda release: (release.created, release.id), reverse=True)
+        return found
+
+    # -- building -------------------------------------------------------------------------
+
+    async def ensure(
+        self, repo_root: Path, app: App, *, on_output: OutputListener | None = None
+    ) -> Release:
+        """The release for ``app``'s current files, built now if it does not exist yet.
+
+        Concurrent calls for the same release share one build (late callers get the output
+        lines from when they joined). If every caller waiting on a build is cancelled, the
+        build is cancelled too and leaves nothing behind.
+        """
+        release_id, digest = await asyncio.to_thread(self._identify, repo_root, app)
+        existing = self.get(app.name, release_id)
+        if existing is not None:
+            return existing
+        key = (app.name, release_id)
+        build = self._inflight.get(key)
+        if build is None:
+            build = _Build()
+            build.task = asyncio.create_task(
+                self._build(repo_root, app, release_id, digest, build),
+                name=f"socle-build-{app.name}-{release_id}",
+            )
+            self._inflight[key] = build
+            build.task.add_done_callback(lambda task: self._finished(key, build, task))
+        task = build.task
+        assert task is not None
+        if on_output is not None:
+            build.listeners.append(on_output)
+        build.waiters += 1
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if build.waiters == 1 and not task.done():
+                task.cancel()
+                # New callers must not join a build that is being torn down; they start
+                # another one, which waits on the file lock until this one has cleaned up.
+                if self._inflight.get(key) is build:
+                    del self._inflight[key]
+            raise
+        finally:
+            build.waiters -= 1
+            if on_output is not None:
+                with contextlib.suppress(ValueError):
+                    build.listeners.remove(on_output)
+
+    def _finished(
+        self, key: tuple[str, ReleaseId], build: _Build, task: asyncio.Task[Release]
+    ) -> None:
+        if self._inflight.get(key) is build:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: an error nobody awaited is not worth a warning
+
+    async def close(self) -> None:
+        """Cancel builds still running (each kills its processes and removes its folder)."""
+        tasks = [build.task for build in self._inflight.values() if build.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _build(
+        self, repo_root: Path, app: App, release_id: ReleaseId, digest: str, build: _Build
+    ) -> Release:
+        app_dir = self.releases_dir / app.name
+        await asyncio.to_thread(app_dir.mkdir, parents=True, exist_ok=True)
+        async with _locked(app_dir / f"{release_id}.lock"):
+            # Another process may have finished it while we waited for the lock.
+            done = self.get(app.name, release_id)
+            if done is not None:
+                return done
+            async with self._slots:
+                return await self._build_locked(repo_root, app, release_id, digest, build)
+
+    async def _build_locked(
+        self, repo_root: Path, app: App, release_id: ReleaseId, digest: str, build: _Build
+    ) -> Release:
+        app_dir = self.releases_dir / app.name
+        root = app_dir / release_id
+        log_path = app_dir / f"{release_id}.build.log"
+        await asyncio.to_thread(_clean_incomplete, app_dir, release_id)
+        tree = Tree.locate(repo_root, app)
+        steps = app.spec.build
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        started = time.monotonic()
+        log.info("building release %s of app %s (%d steps)", release_id, app.name, len(steps))
+        with open(log_path, "w", encoding="utf-8") as log_file:
+
+            def sink(line: str) -> None:
+                log_file.write(line + "\n")
+                log_file.flush()
+                tail.append(line)
+                for listener in list(build.listeners):
+                    try:
+                        listener(line)
+                    except Exception:
+                        log.exception("build output listener failed; detaching it")
+                        with contextlib.suppress(ValueError):
+                            build.listeners.remove(listener)
+
+            try:
+                sink(f"[socle] copying {app.spec.run.workdir} into {root}")
+                copied = await asyncio.to_thread(copy_tree, tree, root)
+                if release_digest(copied, build_json(app)) != digest:
+                    raise BuildError(
+                        f"app {app.name!r}: {tree.workdir_shown} changed while it was being "
+                        f"copied for release {release_id}",
+                        hint="run again once the repository has settled",
+                    )
+                records: list[dict[str, Any]] = []
+                for index, step in enumerate(steps):
+                    where = (
+                        f"app {app.name!r}: build step {index + 1} of {len(steps)} "
+                        f"(spec.build[{index}]) `{shlex.join(step.command)}`"
+                    )
+                    sink(f"[socle] step {index + 1}/{len(steps)}: {shlex.join(step.command)}")
+                    tail.clear()
+                    try:
+                        outcome = await run_step(
+                            step.command,
+                            cwd=root,
+                            env={**self._base_env, **step.env},
+                            timeout=step.timeout,
+                            sink=sink,
+                        )
+                    except BuildError as exc:
+                        raise BuildError(f"{where}: {exc.message}", hint=exc.hint) from exc
+                    if outcome.exit_code != 0:
+                        raise _step_failed(where, outcome.exit_code, step.timeout, tail, log_path)
+                    sink(f"[socle] step {index + 1} done in {outcome.seconds:.1f}s")
+                    records.append(
+                        {
+                            "command": step.command,
+                            "env": sorted(step.env),
+                            "timeout": step.timeout,
+                            "seconds": round(outcome.seconds, 3),
+                        }
+                    )
+                created = time.time()
+                marker = {
+                    "format": MARKER_FORMAT,
+                    "id": release_id,
+                    "app": app.name,
+                    "digest": digest,
+                    "created": created,
+                    "workdir": app.spec.run.workdir,
+                    "steps": records,
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+                await asyncio.to_thread(_write_marker, root, marker)
+                sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
+            except BaseException as exc:
+                # Shielded: a cancelled build must still leave no half-built folder.
+                await asyncio.shield(asyncio.to_thread(shutil.rmtree, root, ignore_errors=True))
+                with contextlib.suppress(Exception):
+                    sink(f"[socle] build failed: {type(exc).__name__}: {exc}")
+                raise
+        log.info("release %s of app %s built", release_id, app.name)
+        return Release(release_id, app.name, root, root, created, digest)
+
+    # -- cleaning -------------------------------------------------------------------------
+
+    def gc(self, app: str, in_use: set[ReleaseId]) -> builtins.list[ReleaseId]:
+        """Remove ``app``'s releases except the ``keep`` newest and those in ``in_use``.
+
+        Returns the removed ids. Logs of failed builds beyond the ``keep`` latest go too.
+        Synchronous (it deletes trees): call it from a thread in async code. A release whose
+        lock is held (being rebuilt right now) is left alone.
+        """
+        if not NAME_RE.match(app):
+            return []
+        releases = self.list(app)
+        keep = {release.id for release in releases[: self.keep]} | in_use
+        removed: builtins.list[ReleaseId] = []
+        app_dir = self.releases_dir / app
+        for release in releases:
+            if release.id in keep:
+                continue
+            with _try_locked(app_dir / f"{release.id}.lock") as held:
+                if not held:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    (release.root / MARKER_NAME).unlink()  # incomplete from here on
+                shutil.rmtree(release.root, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    (app_dir / f"{release.id}.build.log").unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    (app_dir / f"{release.id}.lock").unlink()
+            removed.append(release.id)
+        self._forget_failed(app_dir, {release.id for release in releases})
+        return removed
+
+    def _forget_failed(self, app_dir: Path, complete: set[ReleaseId]) -> None:
+        """Logs of builds that failed are kept for reading, but only the ``keep`` latest."""
+        try:
+            names = os.listdir(app_dir)
+        except FileNotFoundError:
+            return
+        logs = []
+        for name in names:
+            release_id = name.removesuffix(".build.log")
+            if name == release_id or not RELEASE_ID_RE.match(release_id):
+                continue
+            if release_id in complete or (app_dir / release_id).exists():
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                logs.append(((app_dir / name).stat().st_mtime_ns, ReleaseId(release_id)))
+        logs.sort(reverse=True)
+        for _, release_id in logs[self.keep :]:
+            lock = app_dir / f"{release_id}.lock"
+            with _try_locked(lock) as held:
+                if held and not (app_dir / release_id).exists():
+                    (app_dir / f"{release_id}.build.log").unlink(missing_ok=True)
+                    lock.unlink(missing_ok=True)
+
+
+def _step_failed(
+    where: str, exit_code: int | None, timeout: float, tail: deque[str], log_path: Path
+) -> BuildError:
+    if exit_code is None:
+        why = f"timed out after {timeout:g}s (its process group was killed)"
+    elif exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        why = f"was killed by {name}"
+    else:
+        why = f"failed with exit code {exit_code}"
+    lines = "\n".join(f"  | {line}" for line in tail) or "  (no output)"
+    return BuildError(
+        f"{where} {why}\nlast {len(tail)} lines of output:\n{lines}",
+        hint=f"full log: {log_path}; fix the build and apply again (the release is retried)",
+    )
+
+
+def _load(root: Path, app: str, release_id: ReleaseId) -> Release | None:
+    try:
+        data = json.loads((root / MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("id") != release_id or data.get("app") != app:
+        return None
+    digest, created = data.get("digest"), data.get("created")
+    if not isinstance(digest, str) or not digest.startswith(release_id[1:]):
+        return None
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        return None
+    return Release(release_id, app, root, root, float(created), digest)
+
+
+def _write_marker(root: Path, marker: dict[str, Any]) -> None:
+    """Write the marker durably, then atomically: it is what makes a release exist."""
+    tmp = root / f"{MARKER_NAME}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(marker, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, root / MARKER_NAME)
+
+
+def _clean_incomplete(app_dir: Path, building: ReleaseId) -> None:
+    """Wipe release folders without a marker that nobody is building.
+
+    Called with ``building``'s lock held, so its folder is always stale here; the others
+    are checked with a non-blocking lock so a build in another process is never touched.
+    """
+    shutil.rmtree(app_dir / building, ignore_errors=True)
+    for name in os.listdir(app_dir):
+        path = app_dir / name
+        if name == building or not RELEASE_ID_RE.match(name) or not path.is_dir():
+            continue
+        if _load(path, app_dir.name, ReleaseId(name)) is not None:
+            continue
+        lock = app_dir / f"{name}.lock"
+        with _try_locked(lock) as held:
+            if held and _load(path, app_dir.name, ReleaseId(name)) is None:
+                log.info("removing incomplete release folder %s", path)
+                shutil.rmtree(path, ignore_errors=True)
+                lock.unlink(missing_ok=True)
+
+
+def _open_locked(path: Path, *, blocking: bool) -> int | None:
+    """Open and flock ``path``; None if busy. Retries if the file was replaced meanwhile,
+    because a lock on an unlinked file protects nothing."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _try_locked(path: Path) -> Iterator[bool]:
+    fd = _open_locked(path, blocking=False)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def _locked(path: Path) -> AsyncIterator[None]:
+    """Hold ``path``'s flock, polling so the event loop never blocks and cancel works."""
+    while (fd := _open_locked(path, blocking=False)) is None:
+        await asyncio.sleep(LOCK_POLL_SECONDS)
+    try:
+        yield
+    finally:
+        os.close(fd)
