@@ -14,6 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+_MAX_CODE_POINT = 0x10FFFF
+_SURROGATES = range(0xD800, 0xE000)
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The smallest string after every string that starts with ``prefix`` (None: no bound).
+
+    With code-point ordering, the keys starting with ``prefix`` are exactly the half-open
+    range ``[prefix, prefix_end(prefix))``: bump the last character that can be bumped and
+    drop what follows it. Surrogates are skipped because no stored key can contain one.
+    """
+    chars = list(prefix)
+    while chars:
+        last = ord(chars.pop())
+        if last < _MAX_CODE_POINT:
+            bumped = last + 1
+            if bumped in _SURROGATES:
+                bumped = _SURROGATES.stop
+            return "".join(chars) + chr(bumped)
+    return None
+
 
 @dataclass(frozen=True)
 class Record:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from socle.engine.store import Delete, Op, Put, Record
+from socle.engine.store import Delete, Op, Put, Record, prefix_end
 from socle.errors import ConflictError, StoreError
 
 T = TypeVar("T")
@@ -27,9 +27,12 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
-def _prefix_end(prefix: str) -> str:
-    """Smallest string greater than every string starting with ``prefix``."""
-    return prefix + "\U0010ffff"
+def _range(columns: str, prefix: str) -> tuple[str, tuple[str, ...]]:
+    """A query for keys starting with ``prefix`` as an index range (never LIKE)."""
+    end = prefix_end(prefix)
+    if end is None:
+        return f"SELECT {columns} FROM kv WHERE key >= ? ORDER BY key", (prefix,)  # noqa: S608
+    return f"SELECT {columns} FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, end)  # noqa: S608
 
 
 class SqliteStore:
@@ -37,6 +40,7 @@ class SqliteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socle-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path) -> SqliteStore:
@@ -56,9 +60,11 @@ class SqliteStore:
 
     async def _call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
+        if self._closed:
+            raise StoreError(f"state store {self._path} is closed")
         try:
             return await loop.run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeError) as exc:
             raise StoreError(
                 f"state store {self._path}: {exc}",
                 hint="check that the disk is not full and no other program locks the file",
@@ -81,20 +87,14 @@ class SqliteStore:
 
     async def scan(self, prefix: str) -> list[Record]:
         def run() -> list[Record]:
-            rows = self._db.execute(
-                "SELECT key, value, version FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, _prefix_end(prefix)),
-            ).fetchall()
+            rows = self._db.execute(*_range("key, value, version", prefix)).fetchall()
             return [Record(k, bytes(v), ver) for k, v, ver in rows]
 
         return await self._call(run)
 
     async def keys(self, prefix: str) -> list[str]:
         def run() -> list[str]:
-            rows = self._db.execute(
-                "SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, _prefix_end(prefix)),
-            ).fetchall()
+            rows = self._db.execute(*_range("key", prefix)).fetchall()
             return [k for (k,) in rows]
 
         return await self._call(run)
@@ -144,6 +144,7 @@ class SqliteStore:
         if self._conn is not None:
             await self._call(self._db.close)
             self._conn = None
+        self._closed = True
         self._executor.shutdown(wait=True)
 
 

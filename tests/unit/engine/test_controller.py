@@ -92,9 +92,11 @@ async def test_failed_rollout_reports_after_deadline(h: Harness) -> None:
     await h.until(lambda: len(h.ids("api")) == 1)
     h.ready_all("api")
     await h.until(lambda: len(h.events) == 1)
-    h.controller.set_target("api", target("api", release="r2", update={"progressDeadlineSeconds": "200ms"}))
+    h.controller.set_target(
+        "api", target("api", release="r2", update={"progressDeadlineSeconds": "200ms"})
+    )
     await h.until(lambda: any(e[1] == "failed" for e in h.events))
-    failed = [e for e in h.events if e[1] == "failed"][0]
+    failed = next(e for e in h.events if e[1] == "failed")
     assert "not ready within 0.2s" in failed[2]
     assert len(h.ids("api")) == 2, "the old instance keeps serving"
 
