@@ -1,0 +1,313 @@
+"""The local runtime driver: runs, supervises and heals app instances on this host.
+
+The embedded default of Socle's run layer, in the spirit of a kubelet with
+containerd-shims: one small shim process per instance owns the app's output and exit code,
+so the control plane can stop, crash or upgrade without stopping apps, and a new
+:class:`LocalDriver` on the same ``run_dir`` re-adopts them on :meth:`start`.
+
+Layout on disk::
+
+    run_dir/instances/<id>.json   record (no secret values), mode 0600
+    run_dir/instances/<id>.exit   exit status written by the shim
+    run_dir/shim/shim-<hash>.pyc  the byte-compiled shim
+    logs_dir/<id>.log[.N]         JSON-lines output, rotated by size (kept after stop)
+
+Costs at rest: one pidfd reader per instance and, for instances with a health check, one
+timer per probe interval. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
+from typing import Any
+
+from socle.errors import RuntimeDriverError
+from socle.runtime.driver import (
+    InstanceId,
+    InstanceSpec,
+    InstanceStatus,
+    Isolation,
+    LogLine,
+    StatusListener,
+)
+from socle.runtime.local import spawn
+from socle.runtime.local.backoff import BackoffPolicy
+from socle.runtime.local.instance import Host, Instance
+from socle.runtime.local.isolation import MODES, NAMESPACES, detect
+from socle.runtime.local.logs import stream_logs
+from socle.runtime.local.ports import PortAllocator
+from socle.runtime.local.records import (
+    InstanceRecord,
+    RecordStore,
+    check_id,
+    spec_from_json,
+    spec_to_json,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _check_spec(spec: InstanceSpec) -> None:
+    """What the App model validates, checked again for callers building specs by hand."""
+    if len(set(spec.ports)) != len(spec.ports):
+        raise RuntimeDriverError(f"instance {spec.id}: a port name appears twice: {spec.ports}")
+    port = spec.health.port_name if spec.health else None
+    if port is not None and port not in spec.ports:
+        raise RuntimeDriverError(
+            f"instance {spec.id}: the health check uses port {port!r}, which is not in "
+            f"its ports ({', '.join(spec.ports) or 'none'})"
+        )
+
+
+class LocalDriver:
+    """Runs each instance as real processes on this host (see the module docstring)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        run_dir: Path,
+        logs_dir: Path,
+        *,
+        log_max_bytes: int = 10 * 2**20,
+        log_backups: int = 3,
+        isolation: str = "auto",
+        backoff: BackoffPolicy | None = None,
+        cgroup_parent: str = "socle",
+        pids_max: int | None = 4096,
+    ) -> None:
+        """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
+
+        ``backoff`` and ``cgroup_parent`` have production defaults; tests pass a faster
+        backoff. ``pids_max`` caps processes+threads per sandboxed instance.
+        """
+        if isolation not in MODES:
+            raise RuntimeDriverError(
+                f"unknown isolation mode {isolation!r}", hint=f"use one of {', '.join(MODES)}"
+            )
+        if log_max_bytes < 1024 or log_backups < 0:
+            raise RuntimeDriverError(
+                "log_max_bytes must be at least 1024 and log_backups not negative"
+            )
+        # Absolute: shims and records outlive the current directory of this process.
+        self.run_dir = Path(run_dir).absolute()
+        self.logs_dir = Path(logs_dir).absolute()
+        self._requested = isolation
+        self._log_max_bytes = log_max_bytes
+        self._log_backups = log_backups
+        self._backoff = backoff or BackoffPolicy()
+        self._cgroup_parent = cgroup_parent
+        self._pids_max = pids_max
+        self._records = RecordStore(self.run_dir)
+        self._ports = PortAllocator()
+        self._instances: dict[str, Instance] = {}
+        self._listeners: list[StatusListener] = []
+        self._last_emitted: dict[str, tuple[object, ...]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._host: Host | None = None
+        self._closed = False
+        self._lock_fd: int | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Decide isolation, then re-adopt (or restart) every recorded instance."""
+        if self._host is not None:
+            return
+        shim = await asyncio.to_thread(self._prepare_dirs)
+        try:
+            isolation = await asyncio.to_thread(
+                detect, self._requested, cgroup_parent=self._cgroup_parent
+            )
+        except BaseException:
+            self._unlock_run_dir()
+            raise
+        self._host = Host(
+            run_dir=self.run_dir,
+            logs_dir=self.logs_dir,
+            records=self._records,
+            isolation=isolation,
+            backoff=self._backoff,
+            shim=shim,
+            log_max_bytes=self._log_max_bytes,
+            log_backups=self._log_backups,
+            pids_max=self._pids_max,
+            emit=self._emit,
+            spawn_task=self._spawn_task,
+        )
+        if isolation.info.warning:
+            log.warning("runtime isolation: %s", isolation.info.warning)
+        for record in await asyncio.to_thread(self._records.load_all):
+            self._adopt(self._host, record)
+
+    def _prepare_dirs(self) -> Path:
+        for directory in (self.run_dir, self.logs_dir):
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_run_dir()
+        self._records.ensure()
+        return spawn.prepare_shim(self.run_dir)
+
+    def _lock_run_dir(self) -> None:
+        """One supervisor per run_dir: two would both adopt, and restart, every instance.
+
+        An flock dies with its holder, so a killed control plane never leaves it stale.
+        """
+        fd = os.open(self.run_dir / "driver.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeDriverError(
+                f"another control plane is already supervising {self.run_dir}",
+                hint="stop it first, or give this one another run folder",
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock_run_dir(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def _adopt(self, host: Host, record: InstanceRecord) -> None:
+        try:
+            spec = spec_from_json(record.spec)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("instance record %s is unusable, left alone: %s", record.id, exc)
+            return
+        instance = Instance(host, spec, record)
+        self._instances[spec.id] = instance
+        self._ports.reserve(record.ports)
+        if instance.adopt():
+            log.info("re-adopted instance %s (shim pid %s)", spec.id, record.shim)
+        else:
+            log.info("instance %s exited while no control plane ran", spec.id)
+            self._spawn_task(instance.handle_exit())
+
+    async def close(self, *, stop_instances: bool) -> None:
+        """Stop supervising; with ``stop_instances`` stop every instance first."""
+        if stop_instances:
+            await asyncio.gather(*(self.stop(InstanceId(i)) for i in list(self._instances)))
+        for instance in list(self._instances.values()):
+            async with instance.lock:
+                instance.detach()
+        self._instances.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._closed = True
+        self._unlock_run_dir()
+
+    # -- instances ------------------------------------------------------------------------
+
+    def _require_host(self) -> Host:
+        if self._host is None or self._closed:
+            raise RuntimeDriverError(
+                "the local runtime driver is not started",
+                hint="await driver.start() first (and do not use it after close())",
+            )
+        return self._host
+
+    async def run(self, spec: InstanceSpec) -> InstanceStatus:
+        host = self._require_host()
+        check_id(spec.id)
+        _check_spec(spec)
+        known = self._instances.get(spec.id)
+        if known is not None:
+            if sorted(spec.ports) != sorted(known.record.ports):
+                raise RuntimeDriverError(
+                    f"instance {spec.id} already runs with ports "
+                    f"{', '.join(known.record.ports) or 'none'}; it cannot change them",
+                    hint="ports belong to an instance: start a new instance id instead",
+                )
+            known.refresh(spec)
+            return known.status()
+        # Refuse before anything exists: missing workdir or program is the caller's to fix.
+        spawn.resolve_program(spec, spawn.instance_env(spec, dict.fromkeys(spec.ports, 0)))
+        ports = self._ports.allocate(list(spec.ports))
+        record = InstanceRecord(
+            spec=spec_to_json(spec),
+            ports=ports,
+            isolation=host.isolation.instance_detail,
+            sandbox=host.isolation.sandbox,
+        )
+        instance = Instance(host, spec, record)
+        self._instances[spec.id] = instance
+        try:
+            async with instance.lock:
+                await instance.launch()
+        except BaseException:
+            await self._forget(instance)
+            raise
+        return instance.status()
+
+    async def stop(self, instance_id: InstanceId) -> None:
+        instance = self._instances.get(instance_id)
+        if instance is None:
+            return
+        try:
+            await instance.stop()
+        finally:
+            self._instances.pop(instance_id, None)
+            self._ports.release(instance.record.ports)
+            self._last_emitted.pop(instance_id, None)
+
+    async def _forget(self, instance: Instance) -> None:
+        instance.stopping = True
+        self._instances.pop(instance.id, None)
+        self._ports.release(instance.record.ports)
+        if instance.running:
+            await instance.terminate(0.0)
+        await asyncio.to_thread(instance._cleanup)
+
+    def instances(self) -> list[InstanceStatus]:
+        return [instance.status() for instance in self._instances.values()]
+
+    def subscribe(self, listener: StatusListener) -> None:
+        self._listeners.append(listener)
+
+    async def logs(
+        self, instance_id: InstanceId, *, since: float | None = None, follow: bool = False
+    ) -> AsyncIterator[LogLine]:
+        iid = check_id(instance_id)
+        async for line in stream_logs(self.logs_dir, iid, since=since, follow=follow):
+            yield line
+
+    def isolation(self) -> Isolation:
+        if self._host is not None:
+            return self._host.isolation.info
+        # Before start() nothing was probed: say what we expect, plainly marked as such.
+        if self._requested != "none" and os.geteuid() == 0 and shutil.which("bwrap"):
+            return Isolation("namespaces+cgroups", NAMESPACES, "not verified until start()")
+        return Isolation("rlimits", "plain processes", "not verified until start()")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _emit(self, instance: Instance) -> None:
+        """Tell listeners about a change of state, readiness, pid or restart count."""
+        status = instance.status()
+        key = (status.state, status.ready, status.pid, status.restarts, status.last_exit_code)
+        if self._last_emitted.get(status.id) == key:
+            return
+        self._last_emitted[status.id] = key
+        for listener in list(self._listeners):
+            try:
+                listener(status)
+            except Exception:
+                log.exception("runtime status listener failed")
+
+    def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("runtime driver task failed", exc_info=task.exception())
