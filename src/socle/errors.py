@@ -44,16 +44,26 @@ class Problem:
     line: int | None
     path: str
     reason: str
+    column: int | None = None
+    """Only for problems in the YAML text itself (syntax, aliases), where the column helps."""
 
     def __str__(self) -> str:
         where = self.file or "<input>"
         if self.line is not None:
             where = f"{where}:{self.line}"
+            if self.column is not None:
+                where = f"{where}:{self.column}"
         field = f" {self.path}:" if self.path else ""
         return f"{where}:{field} {self.reason}"
 
     def to_dict(self) -> dict[str, object]:
-        return {"file": self.file, "line": self.line, "path": self.path, "reason": self.reason}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "reason": self.reason,
+        }
 
 
 class ManifestError(SocleError):

@@ -17,6 +17,8 @@ from socle.errors import ManifestError, SocleError
 
 COMMAND_MODULES: list[str] = [
     "socle.cli.apps",
+    "socle.cli.secrets",
+    "socle.cli.manifests",
 ]
 
 

@@ -11,7 +11,18 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from socle.model.units import Cpu, Duration, Size
@@ -21,6 +32,18 @@ PORT_NAME_RE = re.compile(r"^[a-z]([a-z0-9_]{0,30})$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 SECRET_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*#[A-Za-z0-9_.-]+$")
+
+
+class FieldError(ValueError):
+    """A validation error about a field *below* the object being validated.
+
+    Model validators can only fail for the whole object; ``at`` (YAML key names and list
+    indices, relative to that object) lets the manifest loader point at the right line.
+    """
+
+    def __init__(self, at: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class Spec(BaseModel):
@@ -40,7 +63,7 @@ Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
 
 
 class Metadata(Spec):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": NAME_RE.pattern, "maxLength": 63})
     labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
@@ -112,14 +135,51 @@ class SecretRef(Spec):
 
 
 def _env_scalar(value: object) -> object:
-    if isinstance(value, bool) or value is None:
-        raise ValueError("env values must be strings, numbers or {secret: 'PATH#KEY'}")
-    if isinstance(value, int | float):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
+    raise ValueError(
+        f"env values must be strings, numbers or {{secret: 'PATH#KEY'}}, not {_kind_of(value)}"
+    )
+
+
+def _kind_of(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false (quote it)"
+    return "a list" if isinstance(value, list) else type(value).__name__
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME_RE.match(value):
+        raise ValueError(f"invalid environment variable name {value!r}")
+    if value == "PORT" or value.startswith("PORT_"):
+        raise ValueError(f"{value} is set by the runtime from spec.ports")
     return value
 
 
-EnvValue = Annotated[str, Field()] | SecretRef
+def _env_branch(value: object) -> str:
+    return "secret" if isinstance(value, dict | SecretRef) else "text"
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+EnvValue = Annotated[
+    Annotated[
+        str,
+        BeforeValidator(_env_scalar),
+        Tag("text"),
+        WithJsonSchema({"type": ["string", "number"]}),
+    ]
+    | Annotated[SecretRef, Tag("secret")],
+    Discriminator(_env_branch),
+]
+"""A plain value (numbers become strings), or a secret reference.
+
+The discriminator tries only the branch that fits the value's shape, so an error names
+what is wrong with that value rather than listing every branch.
+"""
 
 
 class PortSpec(Spec):
@@ -172,8 +232,9 @@ class HealthSpec(Spec):
         probes = [p for p in (self.http, self.tcp, self.exec) if p is not None]
         if len(probes) != 1:
             raise ValueError("health needs exactly one of http, tcp or exec")
-        if self.interval <= 0 or self.timeout <= 0:
-            raise ValueError("health interval and timeout must be greater than zero")
+        for field in ("interval", "timeout"):
+            if getattr(self, field) <= 0:
+                raise FieldError((field,), f"health {field} must be greater than zero")
         return self
 
     @property
@@ -198,8 +259,9 @@ class UpdateSpec(Spec):
     @model_validator(mode="after")
     def _progress_possible(self) -> UpdateSpec:
         if self.strategy == "rolling" and self.max_surge == 0 and self.max_unavailable == 0:
-            raise ValueError(
-                "maxSurge and maxUnavailable cannot both be 0: the update could not progress"
+            raise FieldError(
+                ("maxSurge",),
+                "maxSurge and maxUnavailable cannot both be 0: the update could not progress",
             )
         return self
 
@@ -211,7 +273,7 @@ class AppSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=1000)
     run: RunSpec
     build: list[BuildStep] = Field(default_factory=list)
-    env: dict[str, EnvValue] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     ports: list[PortSpec] = Field(default_factory=list)
     health: HealthSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -221,34 +283,23 @@ class AppSpec(Spec):
     update: UpdateSpec = Field(default_factory=UpdateSpec)
     depends_on: list[str] = Field(default_factory=list)
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env(cls, value: object) -> object:
-        if not isinstance(value, dict):
-            return value
-        out: dict[object, object] = {}
-        for key, val in value.items():
-            if not isinstance(key, str) or not ENV_NAME_RE.match(key):
-                raise ValueError(f"invalid environment variable name {key!r}")
-            if key == "PORT" or key.startswith("PORT_"):
-                raise ValueError(f"{key} is set by the runtime from spec.ports")
-            out[key] = val if isinstance(val, dict) else _env_scalar(val)
-        return out
-
     @model_validator(mode="after")
     def _refs(self) -> AppSpec:
         names = [p.name for p in self.ports]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate port names: {', '.join(dupes)}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise FieldError(("ports", index, "name"), f"duplicate port name {name!r}")
         if self.health and self.health.port_name and self.health.port_name not in names:
-            raise ValueError(
+            probe = "http" if self.health.http else "tcp"
+            raise FieldError(
+                ("health", probe, "port"),
                 f"health check uses port {self.health.port_name!r} which is not in spec.ports "
-                f"({', '.join(names) or 'none declared'})"
+                f"({', '.join(names) or 'none declared'})",
             )
         deps = self.depends_on
-        if len(set(deps)) != len(deps):
-            raise ValueError("dependsOn lists an app twice")
+        for index, dep in enumerate(deps):
+            if dep in deps[:index]:
+                raise FieldError(("dependsOn", index), f"dependsOn lists {dep!r} twice")
         return self
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -86,11 +87,17 @@ def parse_cpu(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
+    """The shortest string that parses back to exactly ``seconds`` ("500ms", "10s", "1.5s").
+
+    Rendered manifests are loaded again and compared, so the text must round-trip.
+    """
     if seconds and seconds < 1:
-        return f"{round(seconds * 1000)}ms"
+        millis = f"{round(seconds * 1000)}ms"
+        if parse_duration(millis) == seconds:
+            return millis
     if seconds == int(seconds):
         return f"{int(seconds)}s"
-    return f"{seconds}s"
+    return f"{Decimal(repr(seconds)):f}s"
 
 
 Duration = Annotated[

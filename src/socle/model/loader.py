@@ -1,0 +1,382 @@
+"""Load a manifest repository into validated objects, or refuse it with every problem found.
+
+``load(path, env)`` reads every manifest file (see :mod:`socle.model.discover` for which),
+applies the ``environments/<env>/`` overlay (:mod:`socle.model.overlay`), validates each
+object with its kind's model (:mod:`socle.model.kinds`) and checks what spans objects
+(duplicates, ``dependsOn``, workdirs). Nothing is returned unless everything is valid; a
+:class:`~socle.errors.ManifestError` lists each problem with file, line, field and reason.
+
+It is built for repositories of thousands of objects: YAML is parsed by libyaml without
+keeping nodes, and files are composed again for line numbers only when they have a problem.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from socle.errors import ManifestError, Problem
+from socle.model import checks, discover, yamlsource
+from socle.model.app import App
+from socle.model.diagnose import describe, format_path, problems_of
+from socle.model.kinds import API_VERSIONS, KINDS
+from socle.model.overlay import Owners, merge
+from socle.model.yamlsource import PathPart
+
+__all__ = ["LoadedManifests", "environments", "load", "render_yaml"]
+
+
+@dataclass(frozen=True)
+class LoadedManifests:
+    """A valid, environment-resolved set of manifests."""
+
+    root: Path
+    """Resolved repository root."""
+    env: str | None
+    apps: dict[str, App]
+    """By ``metadata.name``, sorted by name."""
+    origins: dict[str, str]
+    """``"App/api"`` -> ``"apps/api.yaml:3"``: where each object's document starts."""
+
+    def rendered(self) -> list[dict[str, object]]:
+        """Each object as plain JSON data, camelCase, defaults included, nulls left out."""
+        with _gc_paused():
+            return [
+                app.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for app in self.apps.values()
+            ]
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the canonical JSON of all rendered objects."""
+        with _gc_paused():
+            canonical = json.dumps(
+                self.rendered(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def load(path: Path, env: str | None = None) -> LoadedManifests:
+    """Every manifest under ``path`` with the ``env`` overlay; raises ManifestError."""
+    with _gc_paused():
+        return _Load(path, env).run()
+
+
+def environments(path: Path) -> list[str]:
+    """Names of the overlays in ``environments/`` (sorted); empty if there are none.
+
+    Hidden folders and symlinks that lead out of the repository are not environments.
+    """
+    root = Path(path).resolve()
+    folder = root / discover.ENVIRONMENTS
+    if not folder.is_dir():
+        return []
+    return sorted(
+        child.name
+        for child in folder.iterdir()
+        if child.is_dir()
+        and not child.name.startswith(".")
+        and child.resolve().is_relative_to(root)
+    )
+
+
+def render_yaml(loaded: LoadedManifests) -> str:
+    """Multi-document YAML of the rendered objects; loading it gives the same objects."""
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump_all(
+        loaded.rendered(),
+        Dumper=dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        explicit_start=True,
+        width=100,
+    )
+    return text
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A document: file (relative to the root), position in the file, first line."""
+
+    file: str
+    index: int
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class _Entry:
+    """One object on its way to validation, with where each part of it came from."""
+
+    kind: str
+    name: str
+    data: dict[object, object]
+    source: _Source
+    owners: Owners[_Source] = field(default_factory=Owners)
+
+
+class _Load:
+    """The state of one ``load`` call: problems are collected, never raised early."""
+
+    def __init__(self, path: Path, env: str | None) -> None:
+        self.given = Path(path)
+        self.root = self.given.resolve()
+        self.env = env
+        self.problems: list[Problem] = []
+        self.texts: dict[str, str] = {}
+        self.nodes: dict[str, list[yaml.Node | None]] = {}
+        self.complete = True
+        self.entries: dict[tuple[str, str], _Entry] = {}
+
+    def run(self) -> LoadedManifests:
+        if not self.root.is_dir():
+            raise ManifestError(
+                [Problem(str(self.given), None, "", "no such directory")],
+                hint="give the folder that holds the manifests",
+            )
+        rules, ignore_issues = discover.IgnoreRules.read(self.root)
+        for issue in ignore_issues:
+            self._file_issue(issue.file, issue.issue)
+        files, refusals = discover.manifest_files(
+            self.root, self.root, rules, skip_environments=True
+        )
+        for refusal in refusals:
+            self._file_issue(refusal.file, refusal.issue)
+        self._read_base(files)
+        if self.env is not None:
+            self._apply_environment(self.env, rules)
+        apps = self._validate()
+        self._check(apps)
+        if self.problems:
+            raise ManifestError(sorted(set(self.problems), key=_problem_order))
+        return LoadedManifests(
+            root=self.root,
+            env=self.env,
+            apps={name: apps[name] for name in sorted(apps)},
+            origins={
+                f"{kind}/{name}": str(entry.source)
+                for (kind, name), entry in sorted(self.entries.items())
+            },
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _documents(self, rel: str) -> Iterator[tuple[_Source, object]]:
+        text, issue = discover.read_file(self.root, rel)
+        if text is None:
+            self.complete = False
+            if issue is not None:
+                self._file_issue(rel, issue)
+            return
+        self.texts[rel] = text
+        parsed = yamlsource.parse(text)
+        self.complete = self.complete and parsed.complete
+        for issue in parsed.issues:
+            self._file_issue(rel, issue)
+        for doc in parsed.documents:
+            yield _Source(rel, doc.index, doc.line), doc.data
+
+    def _header(self, source: _Source, data: object, *, patch: bool) -> tuple[str, str] | None:
+        """``(kind, name)`` of a document, or None after reporting why it has none.
+
+        A base document without a name gets ``""``: it is still validated, so that all its
+        problems are reported, but it matches and depends on nothing.
+        """
+        if not isinstance(data, dict):
+            self._report(source, (), f"a manifest must be a mapping, not {describe(data)}")
+            return None
+        version = data.get("apiVersion")
+        kind = data.get("kind")
+        usable = True
+        if version is not None and version not in API_VERSIONS:
+            known = ", ".join(API_VERSIONS)
+            self._report(
+                source, ("apiVersion",), f"unknown apiVersion {describe(version)} (known: {known})"
+            )
+            usable = False
+        kinds = ", ".join(KINDS)
+        if kind is None:
+            reason = f"required field is missing (known kinds: {kinds})"
+            if version is None and not patch:
+                reason += "; if this file is not a manifest, list it in .socleignore"
+            self._report(source, ("kind",), reason)
+            usable = False
+        elif not isinstance(kind, str) or kind not in KINDS:
+            self._report(source, ("kind",), f"unknown kind {describe(kind)} (known kinds: {kinds})")
+            usable = False
+        if not usable:
+            if version is None and not patch:
+                self._report(source, ("apiVersion",), "required field is missing")
+            return None
+        assert isinstance(kind, str)
+        metadata = data.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, dict) else None
+        if isinstance(name, str):
+            return kind, name
+        if patch:
+            self._report(source, ("metadata", "name"), "a patch needs metadata.name")
+            return None
+        return kind, ""
+
+    def _read_base(self, files: list[str]) -> None:
+        first: dict[tuple[str, str], _Source] = {}
+        for rel in files:
+            for source, data in self._documents(rel):
+                key = self._header(source, data, patch=False)
+                if key is None:
+                    continue
+                assert isinstance(data, dict)
+                if not key[1]:
+                    self._validate_one(_Entry(key[0], "", data, source))
+                    continue
+                if key in first:
+                    self._duplicate(key, first[key], source)
+                    continue
+                first[key] = source
+                self.entries[key] = _Entry(key[0], key[1], data, source)
+
+    def _duplicate(self, key: tuple[str, str], first: _Source, again: _Source) -> None:
+        what = f"duplicate {key[0]} {key[1]!r}"
+        self._report(again, ("metadata", "name"), f"{what}: also defined at {first}")
+        self._report(first, ("metadata", "name"), f"{what}: also defined at {again}")
+
+    def _apply_environment(self, env: str, rules: discover.IgnoreRules) -> None:
+        known = environments(self.root)
+        folder = self.root / discover.ENVIRONMENTS / env
+        if env not in known:
+            available = ", ".join(known) if known else "none: there is no environments/ folder"
+            self.problems.append(
+                Problem(
+                    f"{discover.ENVIRONMENTS}/",
+                    None,
+                    "",
+                    f"unknown environment {env!r} (available: {available})",
+                )
+            )
+            return
+        files, refusals = discover.manifest_files(self.root, folder, rules, skip_environments=False)
+        for refusal in refusals:
+            self._file_issue(refusal.file, refusal.issue)
+        for rel in files:
+            for source, data in self._documents(rel):
+                self._apply_patch(source, data)
+
+    def _apply_patch(self, source: _Source, data: object) -> None:
+        key = self._header(source, data, patch=True)
+        if key is None:
+            return
+        assert isinstance(data, dict)
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.data = merge(entry.data, data, source, entry.owners)
+        elif "apiVersion" not in data:
+            names = sorted(name for kind, name in self.entries if kind == key[0])
+            self._report(
+                source,
+                ("metadata", "name"),
+                f"patch for {key[0]} {key[1]!r} matches nothing in the base manifests "
+                f"({', '.join(names[:10]) or 'none'}); a new object needs apiVersion and spec",
+            )
+        else:
+            self.entries[key] = _Entry(key[0], key[1], data, source)
+
+    # -- validation ------------------------------------------------------------------------
+
+    def _validate(self) -> dict[str, App]:
+        apps: dict[str, App] = {}
+        for (kind, name), entry in self.entries.items():
+            model = self._validate_one(entry)
+            if kind == "App" and isinstance(model, App):
+                apps[name] = model
+        return apps
+
+    def _validate_one(self, entry: _Entry) -> BaseModel | None:
+        model_class = KINDS[entry.kind]
+        try:
+            # Manifests use the camelCase names only, like the schema editors check against.
+            return model_class.model_validate(entry.data, by_alias=True, by_name=False)
+        except ValidationError as exc:
+            for path, reason in problems_of(exc, entry.data, model_class):
+                self._report_in(entry, path, reason)
+            return None
+
+    def _check(self, apps: dict[str, App]) -> None:
+        findings = checks.workdirs(self.root, apps)
+        if self.complete:
+            known = [name for kind, name in self.entries if kind == "App"]
+            findings += checks.missing_dependencies(apps, known)
+        findings += checks.dependency_cycles(apps)
+        for name, path, reason in findings:
+            self._report_in(self.entries[("App", name)], path, reason)
+
+    # -- problems --------------------------------------------------------------------------
+
+    def _report_in(self, entry: _Entry, path: tuple[PathPart, ...], reason: str) -> None:
+        """A problem at ``path`` of an object: in the patch that set it, else the base."""
+        owner = entry.owners.find(path)
+        self._report(owner[0] if owner else entry.source, path, reason)
+
+    def _report(self, source: _Source, path: tuple[PathPart, ...], reason: str) -> None:
+        nodes = self.nodes.get(source.file)
+        if nodes is None:
+            nodes = self.nodes[source.file] = yamlsource.compose(self.texts[source.file])
+        root = nodes[source.index] if source.index < len(nodes) else None
+        line = yamlsource.locate(root, path) or source.line
+        self.problems.append(Problem(source.file, line, format_path(path), reason))
+
+    def _file_issue(self, rel: str, issue: yamlsource.Issue) -> None:
+        self.problems.append(
+            Problem(rel, issue.line, format_path(issue.path), issue.reason, issue.column)
+        )
+
+
+def _problem_order(problem: Problem) -> tuple[str, int, int, str, str]:
+    return (
+        problem.file or "",
+        problem.line or 0,
+        problem.column or 0,
+        problem.path,
+        problem.reason,
+    )
+
+
+class _GcPause:
+    """Pause the cyclic GC while building many small objects: it triples load time otherwise.
+
+    Counted, so that concurrent loads (the API runs them in threads) restore it exactly once,
+    and only if it was enabled before the first of them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
