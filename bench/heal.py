@@ -14,7 +14,7 @@ import time
 import httpx
 from _harness import percentiles, socle_server
 
-from tests.e2e.socle_fixture import get_json, instance_url, write_repo
+from tests.e2e.socle_fixture import instance_url, write_repo
 
 
 def main() -> None:
@@ -25,8 +25,7 @@ def main() -> None:
         server.cli("apply", str(repo), "--yes")
         for _ in range(rounds):
             app = server.app("web")
-            url = instance_url(app)
-            pid = get_json(url)["pid"]
+            pid = app["instances"][0]["pid"]
             restarts = app["instances"][0]["restarts"]
             os.kill(pid, signal.SIGKILL)
             killed = time.perf_counter()

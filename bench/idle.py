@@ -35,7 +35,13 @@ def main() -> None:
     window = float(sys.argv[2]) if len(sys.argv) > 2 else 30.0
     per_app = 2
     with socle_server() as (server, tmp):
-        apps = {f"app{i:03d}": {"replicas": per_app, "health": {"http": {"path": "/healthz", "port": "http"}, "interval": "2s"}} for i in range(instances // per_app)}
+        apps = {
+            f"app{i:03d}": {
+                "replicas": per_app,
+                "health": {"http": {"path": "/healthz", "port": "http"}, "interval": "2s"},
+            }
+            for i in range(instances // per_app)
+        }
         repo = write_repo(tmp / "repo", apps)
         started = time.perf_counter()
         server.cli("apply", str(repo), "--yes", timeout=900)

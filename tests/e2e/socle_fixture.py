@@ -7,6 +7,7 @@ Teardown stops it with its apps, then kills by PID anything still running from t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,6 +69,8 @@ class SocleServer:
         self.log = self.home / "server-test.log"
 
     def start(self) -> None:
+        if self.proc is not None:
+            self.proc.wait(30)  # a previous run was stopped: reap it
         self.home.mkdir(parents=True, exist_ok=True)
         info = self.home / "server.json"
         info.unlink(missing_ok=True)
@@ -107,7 +110,9 @@ class SocleServer:
             self.proc.kill()
             self.proc.wait(10)
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [SOCLE, *args],
             env=self.env,
@@ -123,9 +128,21 @@ class SocleServer:
             )
         return result
 
-    def api(self, method: str, path: str, *, token: str | None = None, **kwargs: Any) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token if token is None else token}"}
-        return httpx.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
+    def api(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Call the API with the admin token (or ``token``; an empty one sends none)."""
+        token = self.token if token is None else token
+        sent = dict(headers or {})
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        return httpx.request(method, self.url + path, headers=sent, timeout=60, **kwargs)
 
     def status(self) -> dict[str, Any]:
         response = self.api("GET", "/api/v1/status")
@@ -139,14 +156,12 @@ class SocleServer:
     def cleanup(self) -> None:
         self.stop()
         for pid in processes_under(self.home):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 WEB_APP = textwrap.dedent(
-    '''
+    """
     import json, os, signal, sys
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -171,7 +186,7 @@ WEB_APP = textwrap.dedent(
     server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
     print("listening on", os.environ["PORT"], flush=True)
     server.serve_forever()
-    '''
+    """
 )
 
 
@@ -197,7 +212,9 @@ def write_repo(root: Path, apps: dict[str, dict[str, Any]]) -> Path:
             "update": {"progressDeadlineSeconds": "30s"},
         }
         spec.update(overrides)
-        docs.append({"apiVersion": "socle/v1", "kind": "App", "metadata": {"name": name}, "spec": spec})
+        docs.append(
+            {"apiVersion": "socle/v1", "kind": "App", "metadata": {"name": name}, "spec": spec}
+        )
     (root / "apps.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
     return root
 

@@ -83,6 +83,8 @@ def test_apply_without_confirmation_refuses_when_not_interactive(
 
 
 def test_cli_without_server_says_what_to_do(socle_env: dict[str, str], tmp_path: Path) -> None:
-    srv = SocleServer(home=tmp_path / "empty", env=dict(socle_env, SOCLE_HOME=str(tmp_path / "empty")))
+    srv = SocleServer(
+        home=tmp_path / "empty", env=dict(socle_env, SOCLE_HOME=str(tmp_path / "empty"))
+    )
     result = srv.cli("status", check=False)
     assert result.returncode == 1 and "socle up" in result.stderr

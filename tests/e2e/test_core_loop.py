@@ -30,10 +30,9 @@ def test_plan_apply_status_and_idempotence(server: SocleServer, tmp_path: Path) 
     server.cli("apply", str(repo), "--yes")
     app = server.app("web")
     assert app["ready"] == 2 and app["desired"] == 2 and app["health"] == "healthy"
-    pids = {get_json(instance_url(app, n))["pid"] for n in (0, 1)}
-    assert len(pids) == 2
-    assert {i["pid"] for i in app["instances"]} >= set()  # PIDs are reported
-    assert all(i["pid"] for i in app["instances"])
+    served_by = {get_json(instance_url(app, n))["instance"] for n in (0, 1)}
+    assert served_by == {i["id"] for i in app["instances"]}
+    assert len({i["pid"] for i in app["instances"]}) == 2
 
     again = server.cli("apply", str(repo), "--yes")
     assert "No changes" in again.stdout
@@ -53,7 +52,7 @@ def test_killed_instance_is_restarted(server: SocleServer, tmp_path: Path) -> No
     repo = write_repo(tmp_path / "repo", {"web": {}})
     server.cli("apply", str(repo), "--yes")
     before = server.app("web")["instances"][0]
-    os.kill(get_json(instance_url(server.app("web")))["pid"], signal.SIGKILL)
+    os.kill(before["pid"], signal.SIGKILL)
     killed_at = time.monotonic()
 
     def healed() -> bool:
@@ -63,7 +62,8 @@ def test_killed_instance_is_restarted(server: SocleServer, tmp_path: Path) -> No
     wait_for(healed, 20, "instance to be restarted and healthy")
     print(f"kill -9 -> healthy again in {time.monotonic() - killed_at:.2f}s")
     after = server.app("web")
-    assert get_json(instance_url(after))["pid"] != before["pid"]
+    assert after["instances"][0]["pid"] != before["pid"]
+    assert get_json(instance_url(after))["instance"] == before["id"]
     assert len(after["instances"]) == 1
 
 
@@ -93,7 +93,13 @@ def test_rolling_update_then_auto_rollback_then_manual_rollback(
     history = json.loads(server.cli("history", "--json").stdout)
     assert history[0]["status"] == "rolled_back"
     assert "rolled back to release" in history[0]["message"]
-    wait_for(lambda: server.app("web")["health"] == "healthy" and len(server.app("web")["instances"]) == 2, 30, "rollback to settle")
+    wait_for(
+        lambda: (
+            server.app("web")["health"] == "healthy" and len(server.app("web")["instances"]) == 2
+        ),
+        30,
+        "rollback to settle",
+    )
     app = server.app("web")
     assert {get_json(instance_url(app, n))["version"] for n in (0, 1)} == {"v2"}
 
@@ -111,15 +117,16 @@ def test_apps_outlive_a_killed_control_plane_and_are_readopted(
     server.cli("apply", str(repo), "--yes")
     app = server.app("web")
     urls = [instance_url(app, n) for n in (0, 1)]
-    pids = sorted(get_json(u)["pid"] for u in urls)
+    pids = sorted(i["pid"] for i in app["instances"])
 
     server.kill9()
-    assert sorted(get_json(u)["pid"] for u in urls) == pids, "apps keep serving"
+    assert all(get_json(u)["instance"] for u in urls), "apps keep serving"
     server.start()
     wait_for(lambda: ready_count(server, "web") == 2, 20, "re-adoption")
     app = server.app("web")
     assert len(app["instances"]) == 2, "no duplicates"
-    assert sorted(get_json(instance_url(app, n))["pid"] for n in (0, 1)) == pids
+    assert sorted(i["pid"] for i in app["instances"]) == pids, "the same processes"
+    assert [instance_url(app, n) for n in (0, 1)] == urls
     assert server.cli("plan", str(repo), check=False).returncode == 0
 
 
@@ -131,7 +138,10 @@ def test_control_plane_killed_during_apply_converges_after_restart(
     server.cli("apply", str(repo), "--yes")
     old_urls = [instance_url(server.app("web"), n) for n in (0, 1)]
 
-    write_repo(repo, {"web": {"replicas": 2, "env": {"VERSION": "v2"}, "update": {"minHealthySeconds": "1s"}}})
+    write_repo(
+        repo,
+        {"web": {"replicas": 2, "env": {"VERSION": "v2"}, "update": {"minHealthySeconds": "1s"}}},
+    )
     server.cli("apply", str(repo), "--yes", "--no-wait")
     wait_for(lambda: len(server.app("web")["instances"]) >= 3, 20, "rollout to start")
     server.kill9()
@@ -146,7 +156,11 @@ def test_control_plane_killed_during_apply_converges_after_restart(
 
     wait_for(converged, 60, "convergence after restart")
     latest = json.loads(server.cli("history", "--json").stdout)[0]
-    wait_for(lambda: json.loads(server.cli("history", "--json").stdout)[0]["status"] == "succeeded", 30, "revision to finish")
+    wait_for(
+        lambda: json.loads(server.cli("history", "--json").stdout)[0]["status"] == "succeeded",
+        30,
+        "revision to finish",
+    )
     assert latest["number"] == 2
 
 

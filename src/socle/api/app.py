@@ -75,6 +75,31 @@ def instance_json(instance: InstanceStatus) -> dict[str, Any]:
     return instance.to_dict()
 
 
+async def _who(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    x_socle_token: Annotated[str | None, Header()] = None,
+    x_socle_user: Annotated[str | None, Header()] = None,
+) -> str:
+    """The caller's token name (and the user the CLI says it runs as), or 401."""
+    ctx: ApiContext = request.app.state.ctx
+    token = x_socle_token
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    name = await ctx.tokens.check(token) if token else None
+    if name is None:
+        raise AuthError(
+            "missing or invalid API token",
+            status=401,
+            hint="set SOCLE_TOKEN or use the admin token in SOCLE_HOME/admin.token",
+        )
+    user = (x_socle_user or "")[:64].replace("\n", " ")
+    return f"{name} ({user})" if user else name
+
+
+Who = Annotated[str, Depends(_who)]
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="Socle control plane",
@@ -83,6 +108,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
+    app.state.ctx = ctx
 
     @app.exception_handler(SocleError)
     async def socle_error(_: Request, exc: SocleError) -> JSONResponse:
@@ -105,25 +131,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status_code=400,
         )
 
-    async def who(
-        authorization: Annotated[str | None, Header()] = None,
-        x_socle_token: Annotated[str | None, Header()] = None,
-        x_socle_user: Annotated[str | None, Header()] = None,
-    ) -> str:
-        token = x_socle_token
-        if authorization and authorization.lower().startswith("bearer "):
-            token = authorization[7:].strip()
-        name = await ctx.tokens.check(token) if token else None
-        if name is None:
-            raise AuthError(
-                "missing or invalid API token",
-                status=401,
-                hint="set SOCLE_TOKEN or use the admin token in SOCLE_HOME/admin.token",
-            )
-        user = (x_socle_user or "")[:64].replace("\n", " ")
-        return f"{name} ({user})" if user else name
-
-    Who = Annotated[str, Depends(who)]
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -205,6 +205,15 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool) -> 
     raise SystemExit(code)
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @click.command()
 @click.option("--keep-apps", is_flag=True, help="Leave app instances running.")
 def down(keep_apps: bool) -> None:
@@ -216,11 +225,7 @@ def down(keep_apps: bool) -> None:
     pid = int(info["pid"]) if info and info.get("pid") else None
     with console.status("stopping"):
         deadline = time.monotonic() + 120
-        while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+        while pid and _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
     console.print(
         "[green]✓ control plane stopped[/]" + (" (apps kept running)" if keep_apps else "")

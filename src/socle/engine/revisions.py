@@ -98,7 +98,10 @@ class RevisionLog:
     async def desired(self, number: int) -> dict[str, Any]:
         record = await self._store.get(desired_key(number))
         if record is None:
-            raise NotFoundError(f"revision {number} has no recorded desired state")
+            raise NotFoundError(
+                f"revision {number} has no recorded desired state",
+                hint="see `socle history` for revisions",
+            )
         data: dict[str, Any] = json.loads(record.value)
         return data
 
