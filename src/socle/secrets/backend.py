@@ -49,7 +49,9 @@ class TokenInfo:
 class Request:
     operation: Operation
     path: str
-    """Path below the mount point, without a leading slash (``data/db`` for ``secret/data/db``)."""
+    """Path below the mount point, without a leading slash (``data/db`` for ``secret/data/db``).
+    For LIST it always ends with ``/`` (``metadata/app/``), as in Vault, except at the mount
+    root where it is ``""``. For GET/LIST/DELETE the query parameters are also in ``data``."""
     mount_point: str
     """The mount's path with a trailing slash (``secret/``)."""
     data: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +78,10 @@ class Response:
     warnings: list[str] = field(default_factory=list)
     lease: Lease | None = None
     auth: dict[str, Any] | None = None
+    """Set by auth methods on login; the core turns it into a new orphan token. Keys read:
+    ``policies`` (or ``token_policies``), ``metadata``, ``display_name``, ``ttl``, ``max_ttl``
+    (cap on renewals), ``explicit_max_ttl``, ``period``, ``num_uses``, ``renewable``,
+    ``no_default_policy`` (durations as seconds or ``"1h"``)."""
     raw_body: bytes | None = None
     """For endpoints that answer raw bytes (e.g. PKI ``ca/pem``); ``content_type`` applies."""
     content_type: str = "application/json"
@@ -112,7 +118,20 @@ class Storage(Protocol):
 
 
 class Backend(Protocol):
-    """A secrets engine or auth method mounted at a path."""
+    """A secrets engine or auth method mounted at a path.
+
+    Optional, looked up with ``getattr`` by the core (not part of the protocol, so existing
+    backends need nothing):
+
+    * ``unauthenticated_paths: tuple[str, ...]``: paths (relative, exact or ending in ``*``)
+      answered without a token, like Vault's ``PathsSpecial.Unauthenticated`` (AppRole:
+      ``("login",)``);
+    * ``sudo_paths: tuple[str, ...]``: paths that also need ``sudo`` (``PathsSpecial.Root``);
+    * ``async def close(self) -> None``: called after the mount is removed.
+
+    A status >= 400 with ``data`` is answered with the full envelope (KV v2 deleted
+    versions); without ``data`` as ``{"errors": warnings}``.
+    """
 
     async def handle(self, request: Request) -> Response: ...
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from socle.secrets.backend import BackendFactory
+from socle.secrets.core import approle
+from socle.secrets.engines import database, kv, pki, transit
 
 
 @dataclass
@@ -22,4 +24,9 @@ class BackendRegistry:
 def default_registry() -> BackendRegistry:
     """Every backend Socle ships. Engines add their line here."""
     registry = BackendRegistry()
+    registry.secrets["kv"] = kv.kv_factory
+    registry.secrets["transit"] = transit.transit_factory
+    registry.secrets["pki"] = pki.pki_factory
+    registry.secrets["database"] = database.database_factory
+    registry.auth["approle"] = approle.factory
     return registry

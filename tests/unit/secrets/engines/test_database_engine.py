@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
 
 from socle.secrets.backend import Lease, Operation, Request, TokenInfo
 from socle.secrets.engines._db_templates import (
@@ -27,6 +25,8 @@ from socle.secrets.engines._db_templates import (
 )
 from socle.secrets.engines._db_types import ConnectionConfig, DatabaseError
 from socle.secrets.engines.database import DatabaseBackend
+from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
 
 VALUES = {
     "name": "v-app-abc",

@@ -16,15 +16,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
-from tests.unit.secrets.engines.enginekit import FakeClock, call, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
-from tests.unit.secrets.engines.test_database_engine import RecordingPlugin
 
 from socle.secrets.backend import Backend, Operation, SecretsError
 from socle.secrets.engines.database import DatabaseBackend
 from socle.secrets.engines.kv_v2 import KVv2Backend
 from socle.secrets.engines.pki import PkiBackend
 from socle.secrets.engines.transit import TransitBackend
+from tests.unit.secrets.engines.enginekit import FakeClock, call, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
+from tests.unit.secrets.engines.test_database_engine import RecordingPlugin
 
 VALUES: list[Any] = [
     None,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests.unit.secrets.engines.enginekit import call, exists, fails, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
 
 from socle.secrets.backend import Backend
 from socle.secrets.engines.kv import kv_factory
+from tests.unit.secrets.engines.enginekit import call, exists, fails, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
 
 
 @pytest.fixture

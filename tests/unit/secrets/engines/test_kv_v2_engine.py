@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
 
 from socle.secrets.engines.kv import kv_factory
 from socle.secrets.engines.kv_v2 import KVv2Backend
+from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
 
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 

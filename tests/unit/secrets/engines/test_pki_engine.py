@@ -11,10 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
 
 from socle.secrets.engines.pki import PkiBackend
+from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
 
 DAY = 86400
 

@@ -7,11 +7,11 @@ import hashlib
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
-from tests.unit.secrets.engines.memstorage import MemStorage
 
 from socle.secrets.engines._transit_keys import ERR_TOO_OLD, KeyError_, Keyring, b64decode_go
 from socle.secrets.engines.transit import TransitBackend
+from tests.unit.secrets.engines.enginekit import FakeClock, call, exists, fails, mount
+from tests.unit.secrets.engines.memstorage import MemStorage
 
 
 def b64(data: bytes) -> str:

@@ -1,0 +1,302 @@
+"""One logical request, from token to envelope: the core's hot path.
+
+Order of events (each step can stop the request; only the last ones change anything)::
+
+    route (longest mount prefix)  ->  authenticate (token cache)  ->  create or update?
+    ->  ACL (+ sudo)  ->  audit the request (fail closed)  ->  count a token use
+    ->  backend  ->  lease / login token  ->  audit the response  ->  envelope
+
+Refused requests are audited too (with their error), like Vault. The result is a plain
+:class:`Outcome` that the HTTP layer serialises and ``read_for_app`` reads directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from socle.secrets.backend import Operation, Response, SecretsError
+from socle.secrets.core.audit import build_entry
+from socle.secrets.core.context import Caller, CoreRequest, CoreResponse
+from socle.secrets.core.errors import AuditFailure, PermissionDenied
+from socle.secrets.core.fields import (
+    clamp_ttl,
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_str,
+    parse_str_list,
+    parse_str_map,
+    rfc3339,
+)
+from socle.secrets.core.router import Mounted
+from socle.secrets.core.services import Services
+from socle.secrets.core.tokens import TokenParams
+
+log = logging.getLogger("socle.secrets")
+_WRITES = (Operation.CREATE, Operation.UPDATE)
+
+
+@dataclass
+class Outcome:
+    status: int
+    body: dict[str, Any] | None = None
+    raw: bytes | None = None
+    content_type: str = "application/json"
+
+
+def error_outcome(exc: SecretsError) -> Outcome:
+    return Outcome(exc.status, {"errors": exc.errors})
+
+
+async def authenticate(s: Services, token: str) -> Caller:
+    entry = await s.tokens.lookup(token) if token else None
+    if entry is None:
+        raise PermissionDenied()
+    acl = await s.policies.acl(entry.policies)
+    return Caller(acl, tuple(entry.policies), entry, token, entry.display_name)
+
+
+def _auth_info(caller: Caller | None) -> dict[str, Any] | None:
+    if caller is None:
+        return None
+    entry = caller.entry
+    info: dict[str, Any] = {
+        "client_token": caller.token,
+        "accessor": entry.accessor if entry else "",
+        "display_name": caller.display_name,
+        "policies": list(caller.policies),
+        "token_policies": list(caller.policies),
+        "metadata": (entry.meta or None) if entry else None,
+        "entity_id": "",
+        "token_type": "service",
+    }
+    if entry is not None:
+        info["token_ttl"] = entry.ttl
+        info["token_issue_time"] = rfc3339(entry.creation_time)
+    return info
+
+
+def _request_info(request: CoreRequest, mounted: Mounted | None) -> dict[str, Any]:
+    caller = request.caller
+    return {
+        "id": request.id,
+        "operation": request.operation.value,
+        "mount_point": mounted.entry.path if mounted else "",
+        "mount_type": mounted.entry.type if mounted else "",
+        "mount_accessor": mounted.entry.accessor if mounted else "",
+        "client_token": caller.token if caller else "",
+        "client_token_accessor": caller.entry.accessor if caller and caller.entry else "",
+        "namespace": {"id": "root"},
+        "path": request.path,
+        "data": request.data or None,
+        "remote_address": request.remote_address,
+    }
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+
+    async def handle(
+        self,
+        operation: Operation,
+        path: str,
+        data: dict[str, Any],
+        query: dict[str, str],
+        *,
+        token: str = "",
+        remote_address: str = "",
+        caller: Caller | None = None,
+    ) -> Outcome:
+        s = self.s
+        if operation is Operation.LIST and not path.endswith("/"):
+            path += "/"  # Vault lists folders: the ACL and the backend both see "x/"
+        match = s.router.match(path)
+        mounted, relative = match if match is not None else (None, "")
+        request = CoreRequest(
+            id=str(uuid.uuid4()),
+            operation=operation,
+            path=path,
+            mount_path=mounted.entry.path if mounted else "",
+            relative=relative,
+            data=data,
+            query=query,
+            caller=caller,
+            remote_address=remote_address,
+        )
+        unauthenticated = mounted is not None and mounted.unauthenticated.match(relative)
+        try:
+            if not unauthenticated and request.caller is None:
+                request.caller = await authenticate(s, token)
+            if mounted is not None and operation in _WRITES and not mounted.core:
+                exists = await mounted.backend.exists(request.logical())
+                request.operation = Operation.UPDATE if exists else Operation.CREATE
+            if not unauthenticated:
+                assert request.caller is not None
+                sudo = mounted is not None and mounted.sudo.match(relative)
+                if not request.caller.acl.allows(path, request.operation, data, sudo=sudo):
+                    raise PermissionDenied()
+        except SecretsError as exc:
+            return self._refused(request, mounted, exc)
+        return await self._run(request, mounted, unauthenticated)
+
+    def _refused(self, request: CoreRequest, mounted: Mounted | None, exc: SecretsError) -> Outcome:
+        if self.s.audit.enabled:
+            info = _request_info(request, mounted)
+            auth = _auth_info(request.caller)
+            error = "; ".join(exc.errors)
+            try:
+                self.s.audit.log(
+                    build_entry("request", auth=auth, request=info, error=error), required=True
+                )
+            except AuditFailure as failure:
+                return error_outcome(failure)
+            self.s.audit.log(
+                build_entry("response", auth=auth, request=info, error=error), required=False
+            )
+        return error_outcome(exc)
+
+    async def _run(
+        self, request: CoreRequest, mounted: Mounted | None, unauthenticated: bool
+    ) -> Outcome:
+        s = self.s
+        caller = request.caller
+        audited = s.audit.enabled
+        info: dict[str, Any] = {}
+        auth: dict[str, Any] | None = None
+        if audited:
+            info = _request_info(request, mounted)
+            auth = _auth_info(caller)
+            try:
+                s.audit.log(build_entry("request", auth=auth, request=info), required=True)
+            except AuditFailure as failure:
+                return error_outcome(failure)
+        entry = None if unauthenticated or caller is None else caller.entry
+        revoke_after = entry is not None and await s.tokens.use(entry)
+        try:
+            try:
+                if mounted is None:
+                    raise SecretsError(404, f"no handler for route {request.path!r}")
+                if mounted.core:
+                    response = await mounted.backend.handle_core(request)
+                else:
+                    response = await mounted.backend.handle(request.logical())
+                outcome, logged = await self._finish(request, mounted, response)
+            except SecretsError as exc:
+                if audited:
+                    s.audit.log(
+                        build_entry(
+                            "response", auth=auth, request=info, error="; ".join(exc.errors)
+                        ),
+                        required=False,
+                    )
+                return error_outcome(exc)
+            except Exception:
+                log.exception("internal error on %s %s", request.operation.value, request.path)
+                if audited:
+                    s.audit.log(
+                        build_entry("response", auth=auth, request=info, error="internal error"),
+                        required=False,
+                    )
+                return Outcome(500, {"errors": ["internal error"]})
+            if audited:
+                s.audit.log(
+                    build_entry("response", auth=auth, request=info, response=logged),
+                    required=False,
+                )
+            return outcome
+        finally:
+            if revoke_after and entry is not None:
+                await s.tokens.revoke_tree(entry)
+
+    async def _finish(
+        self, request: CoreRequest, mounted: Mounted, response: Response
+    ) -> tuple[Outcome, dict[str, Any]]:
+        s = self.s
+        caller = request.caller
+        logged: dict[str, Any] = {
+            "mount_type": mounted.entry.type,
+            "mount_accessor": mounted.entry.accessor,
+        }
+        if response.raw_body is not None:
+            logged["data"] = None
+            return Outcome(
+                response.status or 200, None, response.raw_body, response.content_type
+            ), logged
+        body: dict[str, Any] = {
+            "request_id": request.id,
+            "lease_id": "",
+            "renewable": False,
+            "lease_duration": 0,
+            "data": response.data,
+            "wrap_info": None,
+            "warnings": list(response.warnings) or None,
+            "auth": None,
+            "mount_type": mounted.entry.type,
+        }
+        if response.lease is not None:
+            lease = await s.leases.register(
+                mounted.entry, request.path, response.lease, caller.entry if caller else None
+            )
+            body["lease_id"] = lease.lease_id
+            body["renewable"] = lease.renewable
+            body["lease_duration"] = max(0, round(lease.expire_at - s.clock()))
+            logged["secret"] = {"lease_id": lease.lease_id}
+        if response.auth is not None:
+            body["auth"] = (
+                response.auth if mounted.core else await self._login(request, mounted, response)
+            )
+        body["warnings"] = list(response.warnings) or None
+        if isinstance(response, CoreResponse):
+            body.update(response.envelope)
+        if mounted.entry.type == "system" and isinstance(response.data, dict):
+            for key, value in response.data.items():
+                body.setdefault(key, value)  # Vault mirrors sys data at the top level
+        logged["data"] = response.data
+        logged["auth"] = body["auth"]
+        status = response.status
+        if status is None:
+            empty = response.data is None and body["auth"] is None and not body["lease_id"]
+            status = 204 if empty and not response.warnings else 200
+        if status >= 400 and response.data is None:
+            return Outcome(status, {"errors": list(response.warnings)}), logged
+        # >= 400 with data (KV v2 reading a deleted version): Vault sends the envelope.
+        return Outcome(status, None if status == 204 else body), logged
+
+    async def _login(
+        self, request: CoreRequest, mounted: Mounted, response: Response
+    ) -> dict[str, Any]:
+        """Turn an auth method's ``auth`` answer into a new orphan token."""
+        auth = response.auth or {}
+        entry = mounted.entry
+        ttl = parse_duration(auth.get("ttl"), "ttl") or entry.default_lease_ttl
+        max_ttl = clamp_ttl(parse_duration(auth.get("max_ttl"), "max_ttl"), entry.max_lease_ttl)
+        params = TokenParams(
+            policies=parse_str_list(auth.get("policies") or auth.get("token_policies"), "policies"),
+            meta=parse_str_map(auth.get("metadata"), "metadata"),
+            display_name=f"{entry.type}-{parse_str(auth.get('display_name'), 'display_name')}".rstrip(
+                "-"
+            ),
+            num_uses=parse_int(auth.get("num_uses"), "num_uses"),
+            ttl=ttl,
+            max_ttl=max_ttl,
+            explicit_max_ttl=parse_duration(auth.get("explicit_max_ttl"), "explicit_max_ttl"),
+            period=parse_duration(auth.get("period"), "period"),
+            renewable=parse_bool(auth.get("renewable"), "renewable", default=True),
+            no_default_policy=parse_bool(auth.get("no_default_policy"), "no_default_policy"),
+            path=request.path,
+        )
+        token, token_entry, warnings = await self.s.tokens.create(params, None)
+        response.warnings.extend(warnings)
+        return token_entry.auth_block(token, self.s.clock())
+
+
+def runtime_caller(acl: Any, policies: list[str]) -> Caller:
+    """The caller for :meth:`SecretsCore.read_for_app`: exactly these policies, no token."""
+    return Caller(acl, tuple(policies), None, "", "socle-runtime")
+
+
+__all__ = ["Outcome", "Pipeline", "authenticate", "error_outcome", "runtime_caller"]

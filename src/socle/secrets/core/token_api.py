@@ -1,0 +1,197 @@
+"""``auth/token/``: the token store's HTTP endpoints, with Vault's rules for child tokens.
+
+* a child's policies must be a subset of its parent's (``default`` is always allowed), and
+  only a root token can create a root token;
+* ``no_parent`` on ``create`` (an orphan) and ``period`` need root or ``sudo``;
+  ``create-orphan`` needs only its own ``update``;
+* a token with a use limit cannot create children;
+* ``revoke`` removes the token and all its descendants; ``revoke-orphan`` (sudo) only the
+  token, its children become orphans.
+"""
+
+from __future__ import annotations
+
+from socle.secrets.backend import Operation, Response, SecretsError
+from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
+from socle.secrets.core.errors import PermissionDenied
+from socle.secrets.core.fields import (
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_str,
+    parse_str_list,
+    parse_str_map,
+)
+from socle.secrets.core.services import Services
+from socle.secrets.core.tokens import TokenEntry, TokenParams
+
+R, U, L = Operation.READ, Operation.UPDATE, Operation.LIST
+
+
+class TokenBackend:
+    sudo_paths = ("revoke-orphan", "accessors", "accessors/")
+
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._routes = [
+            CoreRoute("create-orphan", {U: self._create_orphan}),
+            CoreRoute("create", {U: self._create}),
+            CoreRoute("lookup-self", {R: self._lookup_self, U: self._lookup_self}),
+            CoreRoute("lookup-accessor", {U: self._lookup_accessor}),
+            CoreRoute("lookup", {R: self._lookup, U: self._lookup}),
+            CoreRoute("renew-self", {U: self._renew_self}),
+            CoreRoute("renew-accessor", {U: self._renew_accessor}),
+            CoreRoute("renew", {U: self._renew}),
+            CoreRoute("revoke-self", {U: self._revoke_self}),
+            CoreRoute("revoke-accessor", {U: self._revoke_accessor}),
+            CoreRoute("revoke-orphan", {U: self._revoke_orphan}),
+            CoreRoute("revoke", {U: self._revoke}),
+            CoreRoute("accessors/?", {L: self._accessors}),
+        ]
+
+    async def handle_core(self, request: CoreRequest) -> Response:
+        return await dispatch(self._routes, request)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    @staticmethod
+    def _me(request: CoreRequest) -> TokenEntry:
+        if request.caller is None or request.caller.entry is None:
+            raise PermissionDenied()
+        return request.caller.entry
+
+    async def _by_token(self, request: CoreRequest) -> tuple[str, TokenEntry]:
+        token = parse_str(request.data.get("token"), "token")
+        if not token:
+            raise SecretsError(400, "missing token")
+        entry = await self._s.tokens.lookup(token)
+        if entry is None:
+            raise SecretsError(403, "bad token")
+        return token, entry
+
+    async def _by_accessor(self, request: CoreRequest) -> TokenEntry:
+        accessor = parse_str(request.data.get("accessor"), "accessor")
+        if not accessor:
+            raise SecretsError(400, "missing accessor")
+        entry = await self._s.tokens.by_accessor(accessor)
+        if entry is None:
+            raise SecretsError(400, "invalid accessor")
+        return entry
+
+    def _privileged(self, request: CoreRequest, path: str) -> bool:
+        caller = request.caller
+        return caller is not None and caller.acl.allows(path, U, request.data, sudo=True)
+
+    # -- create -------------------------------------------------------------------------
+
+    async def _create(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        return await self._create_token(request, orphan_path=False)
+
+    async def _create_orphan(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        return await self._create_token(request, orphan_path=True)
+
+    async def _create_token(self, request: CoreRequest, *, orphan_path: bool) -> Response:
+        parent = self._me(request)
+        data = request.data
+        privileged = parent.is_root or self._privileged(request, request.path)
+        no_parent = parse_bool(data.get("no_parent"), "no_parent")
+        if no_parent and not orphan_path and not privileged:
+            raise SecretsError(400, "root or sudo privileges required to create orphan token")
+        if parent.num_uses != 0:
+            raise SecretsError(400, "restricted use token cannot generate child tokens")
+        token_type = parse_str(data.get("type"), "type")
+        if token_type not in ("", "service", "default"):
+            raise SecretsError(400, f"token type {token_type!r} is not supported (only service)")
+        policies = parse_str_list(data.get("policies"), "policies")
+        if not policies:
+            policies = [p for p in parent.policies if p != "default" or parent.is_root]
+        if not parent.is_root:
+            extra = sorted(set(policies) - set(parent.policies) - {"default"})
+            if extra:
+                raise SecretsError(400, "child policies must be subset of parent")
+        num_uses = parse_int(data.get("num_uses"), "num_uses")
+        if num_uses < 0:
+            raise SecretsError(400, "number of uses cannot be negative")
+        period = parse_duration(data.get("period"), "period")
+        if period and not privileged:
+            raise SecretsError(400, "root or sudo privileges required to create periodic token")
+        custom_id = parse_str(data.get("id"), "id")
+        if custom_id and not parent.is_root:
+            raise SecretsError(400, "root or sudo privileges required to specify token id")
+        params = TokenParams(
+            policies=policies,
+            meta=parse_str_map(data.get("meta"), "meta"),
+            display_name=parse_str(data.get("display_name"), "display_name"),
+            num_uses=num_uses,
+            ttl=parse_duration(data.get("ttl") or data.get("lease"), "ttl"),
+            explicit_max_ttl=parse_duration(data.get("explicit_max_ttl"), "explicit_max_ttl"),
+            period=period,
+            renewable=parse_bool(data.get("renewable"), "renewable", default=True),
+            no_default_policy=parse_bool(data.get("no_default_policy"), "no_default_policy"),
+            path=request.path,
+            token_id=custom_id,
+        )
+        orphan = orphan_path or no_parent
+        token, entry, warnings = await self._s.tokens.create(params, None if orphan else parent)
+        return Response(auth=entry.auth_block(token, self._s.clock()), warnings=warnings)
+
+    # -- lookup -------------------------------------------------------------------------
+
+    async def _lookup_self(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        entry = self._me(request)
+        assert request.caller is not None
+        return Response(data=entry.lookup_data(request.caller.token, self._s.clock()))
+
+    async def _lookup(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        token, entry = await self._by_token(request)
+        return Response(data=entry.lookup_data(token, self._s.clock()))
+
+    async def _lookup_accessor(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        entry = await self._by_accessor(request)
+        return Response(data=entry.lookup_data("", self._s.clock()))
+
+    # -- renew --------------------------------------------------------------------------
+
+    async def _renewed(self, request: CoreRequest, token: str, entry: TokenEntry) -> Response:
+        increment = parse_duration(request.data.get("increment"), "increment")
+        entry, warnings = await self._s.tokens.renew(entry, increment)
+        return Response(auth=entry.auth_block(token, self._s.clock()), warnings=warnings)
+
+    async def _renew_self(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        entry = self._me(request)
+        assert request.caller is not None
+        return await self._renewed(request, request.caller.token, entry)
+
+    async def _renew(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        token, entry = await self._by_token(request)
+        return await self._renewed(request, token, entry)
+
+    async def _renew_accessor(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        return await self._renewed(request, "", await self._by_accessor(request))
+
+    # -- revoke -------------------------------------------------------------------------
+
+    async def _revoke_self(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        await self._s.tokens.revoke_tree(self._me(request))
+        return Response()
+
+    async def _revoke(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        token = parse_str(request.data.get("token"), "token")
+        if not token:
+            raise SecretsError(400, "missing token")
+        entry = await self._s.tokens.lookup(token)
+        if entry is not None:
+            await self._s.tokens.revoke_tree(entry)
+        return Response()
+
+    async def _revoke_accessor(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        await self._s.tokens.revoke_tree(await self._by_accessor(request))
+        return Response()
+
+    async def _revoke_orphan(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        _token, entry = await self._by_token(request)
+        await self._s.tokens.revoke_orphan(entry)
+        return Response()
+
+    async def _accessors(self, request: CoreRequest, _: dict[str, str]) -> Response:
+        return Response(data={"keys": await self._s.tokens.accessors()})
