@@ -14,52 +14,57 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
+from granian.constants import Interfaces
+from granian.server.embed import Server as GranianServer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from socle.api.app import ApiContext, create_app
 from socle.api.tokens import TokenStore, write_secret_file
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
-from socle.engine.store_sqlite import SqliteStore
+from socle.engine.stores import open_store
 from socle.errors import ConfigError
 from socle.runtime.local.driver import LocalDriver
+from socle.secrets.core import SecretsCore
+from socle.secrets.registry import default_registry
 from socle.settings import Settings, parse_listen
 
 log = logging.getLogger("socle.server")
 
 
-def _bind(listen: str) -> socket.socket:
+def _reserve(listen: str) -> tuple[str, int]:
+    """Check that ``listen`` is free (and pick a port for port 0) before serving on it."""
     host, port = parse_listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {listen}: {exc.strerror}",
-            hint="another program uses that port; pick another with --listen HOST:PORT",
-        ) from exc
-    sock.listen(1024)
-    sock.set_inheritable(False)
-    return sock
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {listen}: {exc.strerror}",
+                hint="another program uses that port; pick another with --listen HOST:PORT",
+            ) from exc
+        return host, sock.getsockname()[1]
 
 
-def _url(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
+def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class _ApiServer(uvicorn.Server):
-    """uvicorn, minus its signal handling: the control plane owns SIGTERM/SIGINT."""
+def mount_secrets(api: ASGIApp, secrets: ASGIApp) -> ASGIApp:
+    """One ASGI app: the Vault-compatible secrets API under ``/v1``, the rest to ``api``."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/v1" or path.startswith("/v1/")):
+            await secrets(scope, receive, send)
+        else:
+            await api(scope, receive, send)
+
+    return app
 
 
 class _Lock:
@@ -92,8 +97,8 @@ async def serve(settings: Settings) -> None:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _Lock(home / "server.lock")
     lock.acquire()
-    sock = _bind(settings.listen)
-    store = await SqliteStore.open(settings.db_path)
+    host, port = _reserve(settings.listen)
+    store = await open_store(settings.store or settings.db_path)
     driver = LocalDriver(
         settings.run_dir,
         settings.logs_dir,
@@ -107,7 +112,9 @@ async def serve(settings: Settings) -> None:
     )
     tokens = TokenStore(store)
     await tokens.ensure_admin(settings.token_file)
-    engine = Engine(store, driver, releases)
+    secrets = SecretsCore(store, home, default_registry(), dev=settings.dev)
+    await secrets.start()
+    engine = Engine(store, driver, releases, secrets=secrets)
     await driver.start()
     await engine.start()
 
@@ -120,16 +127,17 @@ async def serve(settings: Settings) -> None:
         stop_event.set()
 
     ctx = ApiContext(engine=engine, driver=driver, tokens=tokens, request_shutdown=request_shutdown)
-    api = create_app(ctx)
-    config = uvicorn.Config(api, log_level="warning", access_log=False, lifespan="off")
-    server = _ApiServer(config)
+    app = mount_secrets(create_app(ctx), secrets.asgi)
+    server = GranianServer(
+        app, address=host, port=port, interface=Interfaces.ASGI, log_enabled=False
+    )
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, request_shutdown, True)
 
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    url = _url(sock)
+    serving = asyncio.create_task(server.serve())
+    url = _url(host, port)
     write_secret_file(settings.server_file, json.dumps({"url": url, "pid": os.getpid()}) + "\n")
     isolation = driver.isolation()
     log.warning("socle control plane listening on %s (home %s)", url, home)
@@ -142,9 +150,10 @@ async def serve(settings: Settings) -> None:
         await engine.stop()
         await releases.close()
         await driver.close(stop_instances=not keep_apps)
-        server.should_exit = True
+        server.stop()  # type: ignore[no-untyped-call]
         with contextlib.suppress(asyncio.CancelledError):
             await serving
+        await secrets.stop()
         await store.close()
         with contextlib.suppress(FileNotFoundError):
             settings.server_file.unlink()

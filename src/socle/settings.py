@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     """Where the control-plane API listens. Loopback unless told otherwise."""
 
+    store: str | None = None
+    """State store: a SQLite path or ``sqlite:///...`` (default ``home/state.db``), or
+    ``postgresql://user@host/db`` to share state across control planes."""
+
     addr: str | None = None
     """API address the CLI talks to (overrides what the server recorded in ``home``)."""
 

@@ -131,7 +131,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
             status_code=400,
         )
 
-
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

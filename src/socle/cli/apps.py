@@ -134,12 +134,14 @@ def server(listen: str | None, dev: bool) -> None:
     run(_settings(listen=listen, dev=dev or None))
 
 
-def _start_background(settings: Settings, listen: str | None) -> None:
+def _start_background(settings: Settings, listen: str | None, dev: bool) -> None:
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = settings.home / "server.log"
     argv = [sys.executable, "-m", "socle", "server"]
     if listen:
         argv += ["--listen", listen]
+    if dev:
+        argv.append("--dev")
     env = dict(os.environ, SOCLE_HOME=str(settings.home))
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -182,12 +184,24 @@ def _running(settings: Settings) -> bool:
 @env_option
 @listen_option
 @click.option("--no-wait", is_flag=True, help="Return once the apply started.")
-def up(path: str | None, env: str | None, listen: str | None, no_wait: bool) -> None:
+@click.option(
+    "--dev/--no-dev",
+    default=True,
+    show_default=True,
+    help="Development mode for a new control plane: the secrets engine is initialised and "
+    "auto-unsealed from a key file in SOCLE_HOME (mode 0600). Use --no-dev in production.",
+)
+def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev: bool) -> None:
     """Start the control plane in the background (if needed), apply PATH and wait."""
     settings = _settings()
     if not _running(settings):
         with console.status("starting the control plane"):
-            _start_background(settings, listen)
+            _start_background(settings, listen, dev)
+        if dev:
+            err_console.print(
+                "[bold yellow]warning:[/] development mode: secrets auto-unseal from "
+                f"{settings.home / 'secrets-dev-unseal.key'}; do not use it in production"
+            )
         console.print(
             f"[green]✓ control plane running[/] at {server_url(settings)} (home {settings.home})"
         )

@@ -80,32 +80,33 @@ def print_status(status: dict[str, Any]) -> None:
     if not status["apps"]:
         console.print("No apps. Apply manifests with `socle apply PATH`.")
         return
-    table = Table(show_edge=False, header_style="bold")
-    for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "INSTANCES"):
-        table.add_column(column)
+    apps = Table(show_edge=False, header_style="bold")
+    for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
+        apps.add_column(column, overflow="fold")
+    instances = Table(show_edge=False, header_style="bold")
+    for column in ("INSTANCE", "PID", "STATE", "RESTARTS", "PORTS"):
+        instances.add_column(column, overflow="fold")
     for app in status["apps"]:
         health = app["health"]
-        lines = []
-        for inst in app["instances"]:
-            ready = "[green]ready[/]" if inst["ready"] else f"[yellow]{inst['state']}[/]"
-            lines.append(
-                f"#{inst['ordinal']} pid {inst['pid'] or '-'} {ready} {escape(_ports(inst))}"
-                + (
-                    f" [dim]{escape(inst['message'][:60])}[/]"
-                    if inst["message"] and not inst["ready"]
-                    else ""
-                )
-            )
-        table.add_row(
+        apps.add_row(
             app["name"],
             f"{app['ready']}/{app['desired']}",
             f"[{HEALTH_STYLE.get(health, 'white')}]{health}[/]",
             str(app["restarts"]),
             app["release"] or "-",
             str(app["revision"] or "-"),
-            "\n".join(lines) or "-",
+            escape(app["message"][:80]),
         )
-    console.print(table)
+        for inst in app["instances"]:
+            state = "[green]ready[/]" if inst["ready"] else f"[yellow]{inst['state']}[/]"
+            if inst["message"] and not inst["ready"]:
+                state += f" [dim]{escape(inst['message'][:60])}[/]"
+            instances.add_row(
+                inst["id"], str(inst["pid"] or "-"), state, str(inst["restarts"]), _ports(inst)
+            )
+    console.print(apps)
+    console.print()
+    console.print(instances)
 
 
 def app_urls(status: dict[str, Any]) -> list[tuple[str, str]]:

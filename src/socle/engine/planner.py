@@ -34,6 +34,8 @@ class AppState:
     """Digest of everything that shapes an instance; a change means new instances."""
     digest: str
     """Digest of manifest + release + template: equal digests mean no change."""
+    secrets: dict[str, int] = field(default_factory=dict)
+    """Version of each referenced secret (``PATH#KEY``); values never appear here."""
 
     @property
     def depends_on(self) -> list[str]:
@@ -45,7 +47,7 @@ class AppState:
         return str(self.manifest.get("spec", {}).get("update", {}).get("strategy", "rolling"))
 
     def comparable(self) -> dict[str, Any]:
-        return {"release": self.release, **self.manifest}
+        return {"release": self.release, "secrets": self.secrets, **self.manifest}
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from socle.engine.controller import AppView, Controller, SecretResolver
+from socle.engine import secret_refs
+from socle.engine.controller import AppView, Controller
 from socle.engine.planner import Action, AppState, Plan, plan
 from socle.engine.releases import Release, ReleaseStore
 from socle.engine.revisions import Revision, RevisionLog
+from socle.engine.secret_refs import SecretReader
 from socle.engine.store import Delete, Op, Put, StateStore
 from socle.engine.targets import (
     Rollout,
@@ -32,7 +34,7 @@ from socle.engine.targets import (
     state_to_dict,
     target_key,
 )
-from socle.errors import BuildError, NotFoundError, SocleError
+from socle.errors import BuildError, ConfigError, ManifestError, NotFoundError, Problem, SocleError
 from socle.model.app import App
 from socle.model.loader import LoadedManifests, load
 from socle.runtime.driver import ReleaseId, RuntimeDriver
@@ -65,16 +67,18 @@ class Engine:
         driver: RuntimeDriver,
         releases: ReleaseStore,
         *,
-        resolve_secrets: SecretResolver | None = None,
+        secrets: SecretReader | None = None,
         loader: Callable[[Path, str | None], LoadedManifests] = load,
+        secret_check_seconds: float = 10.0,
     ) -> None:
         self._store = store
         self._driver = driver
         self._releases = releases
         self._loader = loader
+        self._secrets = secrets
+        self._secret_check_seconds = secret_check_seconds
         self.revisions = RevisionLog(store)
-        kwargs = {"resolve_secrets": resolve_secrets} if resolve_secrets else {}
-        self.controller = Controller(driver, self._on_rollout, **kwargs)
+        self.controller = Controller(driver, self._on_rollout, resolve_secrets=self._secret_env)
         self._apply_lock = asyncio.Lock()
         self._pending: dict[int, set[str]] = {}
         self._deleting: dict[str, int] = {}
@@ -99,6 +103,8 @@ class Engine:
             elif revision.status == "rolling" and revision.number not in self._pending:
                 await self._finish(revision)
         self.controller.start()
+        if self._secrets is not None:
+            self._spawn(self._watch_secrets())
 
     async def stop(self) -> None:
         await self.controller.stop()
@@ -122,6 +128,23 @@ class Engine:
                 }
 
         states = await asyncio.to_thread(compute)
+        problems: list[Problem] = []
+        for name, app in loaded.apps.items():
+            if not secret_refs.references(app):
+                continue
+            if self._secrets is None:
+                raise ConfigError("apps reference secrets but no secrets engine is running")
+            found, bad = await secret_refs.versions(
+                self._secrets, app, loaded.origins.get(f"App/{name}")
+            )
+            problems.extend(bad)
+            states[name] = app_state(app, states[name].release, found)
+        if problems:
+            raise ManifestError(
+                problems,
+                hint="write the secret (`socle secrets put`) and a policy named app-<name> "
+                "that grants read on it; nothing was changed",
+            )
         return loaded, Desired(states, dict(loaded.apps), loaded.root)
 
     async def plan(self, path: Path, env: str | None) -> tuple[LoadedManifests, Plan]:
@@ -315,6 +338,51 @@ class Engine:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    # -- secrets -----------------------------------------------------------------------
+
+    async def _secret_env(self, target: Target) -> dict[str, str]:
+        if not secret_refs.references(target.app):
+            return {}
+        if self._secrets is None:
+            raise ConfigError(f"app {target.name} references secrets but no engine runs")
+        return await secret_refs.values(self._secrets, target.app)
+
+    async def _watch_secrets(self) -> None:
+        """Roll apps whose referenced secrets got a new version (the version is part of
+        the instance template, so the change goes through the same health-gated update)."""
+        while True:
+            await asyncio.sleep(self._secret_check_seconds)
+            try:
+                await self.roll_changed_secrets()
+            except Exception:
+                log.exception("checking secret versions failed; will retry")
+
+    async def roll_changed_secrets(self) -> Revision | None:
+        if self._secrets is None or self._apply_lock.locked():
+            return None
+        states: dict[str, AppState] = {}
+        apps: dict[str, App] = {}
+        changed = False
+        for name, target in self.controller.targets().items():
+            state = target.state
+            if secret_refs.references(target.app):
+                found, problems = await secret_refs.versions(self._secrets, target.app)
+                if not problems and found != state.secrets:
+                    state = app_state(target.app, state.release, found)
+                    changed = True
+            states[name] = state
+            apps[name] = target.app
+        if not changed:
+            return None
+        _, revision = await self._start_apply(
+            Desired(states, apps, None),
+            who="socle (secret changed)",
+            source="secrets",
+            env=None,
+            digest="",
+        )
+        return revision
 
     # -- rollout events ----------------------------------------------------------------
 

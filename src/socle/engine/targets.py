@@ -43,6 +43,7 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
         release=release,
         template=template,
         digest=_digest({"manifest": manifest, "release": release, "template": template}),
+        secrets=dict(sorted((secret_versions or {}).items())),
     )
 
 
@@ -53,6 +54,7 @@ def state_to_dict(state: AppState) -> dict[str, Any]:
         "release": state.release,
         "template": state.template,
         "digest": state.digest,
+        "secrets": state.secrets,
     }
 
 
@@ -63,6 +65,7 @@ def state_from_dict(data: Mapping[str, Any]) -> AppState:
         release=data["release"],
         template=data["template"],
         digest=data["digest"],
+        secrets=dict(data.get("secrets", {})),
     )
 
 

@@ -1,0 +1,62 @@
+"""Env values that reference secrets: resolved at deploy time, never stored in plaintext.
+
+An app's references are read with the ACL policy ``app-<name>`` only (deny by default:
+the operator grants each app exactly the paths it may read). Plans, targets and revisions
+keep the reference and the secret's version; the value exists only in the instance's
+environment (and in memory while starting it).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from socle.errors import Problem
+from socle.model.app import App, SecretRef
+from socle.secrets.backend import SecretsError
+
+
+class SecretReader(Protocol):
+    async def read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]: ...
+
+
+def app_policy(name: str) -> str:
+    return f"app-{name}"
+
+
+def references(app: App) -> dict[str, SecretRef]:
+    """Env name → secret reference, for the env values that are references."""
+    return {k: v for k, v in app.spec.env.items() if isinstance(v, SecretRef)}
+
+
+async def versions(
+    reader: SecretReader, app: App, origin: str | None = None
+) -> tuple[dict[str, int], list[Problem]]:
+    """Current version of each referenced secret, or a Problem per unreadable one."""
+    found: dict[str, int] = {}
+    problems: list[Problem] = []
+    for env_name, ref in references(app).items():
+        try:
+            _, version = await reader.read_for_app([app_policy(app.name)], ref.path, ref.key)
+        except SecretsError as exc:
+            file, _, line = (origin or "").rpartition(":")
+            problems.append(
+                Problem(
+                    file or None,
+                    int(line) if line.isdigit() else None,
+                    f"spec.env.{env_name}",
+                    f"secret {ref.secret!r} cannot be read with policy "
+                    f"{app_policy(app.name)!r}: {'; '.join(exc.errors) or exc}",
+                )
+            )
+            continue
+        found[ref.secret] = version
+    return found, problems
+
+
+async def values(reader: SecretReader, app: App) -> dict[str, str]:
+    """Env name → secret value, for starting instances."""
+    resolved: dict[str, str] = {}
+    for env_name, ref in references(app).items():
+        value, _ = await reader.read_for_app([app_policy(app.name)], ref.path, ref.key)
+        resolved[env_name] = value
+    return resolved
