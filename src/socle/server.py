@@ -114,7 +114,13 @@ async def serve(settings: Settings) -> None:
     await tokens.ensure_admin(settings.token_file)
     secrets = SecretsCore(store, home, default_registry(), dev=settings.dev)
     await secrets.start()
-    engine = Engine(store, driver, releases, secrets=secrets)
+    engine = Engine(
+        store,
+        driver,
+        releases,
+        secrets=secrets,
+        secret_check_seconds=settings.secret_check_seconds,
+    )
     await driver.start()
     await engine.start()
 

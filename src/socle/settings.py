@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     dev: bool = False
     """Development mode: the secrets engine auto-unseals from a key file (said loudly)."""
 
+    secret_check_seconds: float = 10.0
+    """How often the versions of secrets that apps reference are checked (a new version
+    rolls the app)."""
+
     max_parallel_builds: int = 2
     """How many release builds run at once."""
 

@@ -24,3 +24,15 @@ def server(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
         yield srv
     finally:
         srv.cleanup()
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
+    """A control plane in development mode: secrets initialised and auto-unsealed."""
+    env = dict(socle_env, SOCLE_SECRET_CHECK_SECONDS="0.5")
+    srv = SocleServer(home=tmp_path / "home", env=env, args=("--dev",))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()

@@ -63,6 +63,7 @@ class SocleServer:
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
     token: str = ""
+    args: tuple[str, ...] = ()
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,7 +77,7 @@ class SocleServer:
         info.unlink(missing_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [SOCLE, "server", "--listen", "127.0.0.1:0"],
+                [SOCLE, "server", "--listen", "127.0.0.1:0", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=out,
@@ -170,7 +171,8 @@ WEB_APP = textwrap.dedent(
             if self.path == "/healthz" and os.path.exists("unhealthy"):
                 self.send_response(500); self.end_headers(); return
             body = json.dumps({"version": os.environ.get("VERSION", ""), "pid": os.getpid(),
-                               "instance": os.environ.get("SOCLE_INSTANCE")}).encode()
+                               "instance": os.environ.get("SOCLE_INSTANCE"),
+                               "db_password": os.environ.get("DB_PASSWORD")}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
