@@ -62,6 +62,18 @@ def plain(reason: str | None = None) -> HostIsolation:
     return HostIsolation(Isolation(mode="rlimits", detail=PLAIN_DETAIL, warning=warning), False)
 
 
+def _hidden_program_root(program: Path, tmp: Path) -> Path | None:
+    """The folder to show read-only when the program lives under the private /tmp.
+
+    A venv interpreter (``/tmp/x/.venv/bin/python``) needs its whole venv, so a program in a
+    ``bin`` folder brings that folder's parent; any other brings its own folder.
+    """
+    if not program.is_absolute() or tmp not in program.parents:
+        return None
+    root = program.parent.parent if program.parent.name == "bin" else program.parent
+    return root if root != tmp else program.parent if program.parent != tmp else None
+
+
 def bwrap_argv(
     bwrap: str,
     command: list[str],
@@ -80,6 +92,9 @@ def bwrap_argv(
     for path in hidden:
         if path.is_dir() and tmp not in path.parents and path != tmp:
             argv += ["--tmpfs", str(path)]
+    program_root = _hidden_program_root(Path(command[0]), tmp)
+    if program_root is not None:
+        argv += ["--ro-bind", str(program_root), str(program_root)]
     argv += ["--bind", str(release_root), str(release_root)]
     if workdir != release_root and release_root not in workdir.parents:
         argv += ["--bind", str(workdir), str(workdir)]
