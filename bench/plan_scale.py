@@ -1,22 +1,38 @@
 """(b) `plan` time with 1,000 and 10,000 App manifests: no change, and 1% changed.
 
-Apps have ``replicas: 0`` so that applying the baseline starts no process. Reports the
-server-side plan time (load + validate + digest + diff) and the CLI's wall time.
-Target: plan of 10,000 manifests <= 1 s. Prints JSON.
+Apps have ``replicas: 0`` so that applying the baseline starts no process. Reports:
+
+* ``baseline_apply_seconds``: ``socle apply --yes --no-wait`` of all the apps, then the
+  revision polled (every second, over the API) until it is done. ``socle apply`` without
+  ``--no-wait`` polls the whole revision and the status of every app five times a second,
+  which at this scale measures the polling more than the apply;
+* per plan: the server-side ``seconds`` field of the API (load + validate + digest + diff)
+  and the CLI's wall time (process start, imports, HTTP, JSON);
+* ``in_process``: the same plans on an engine in this process (in-memory runtime driver),
+  split into load / desired states / diff / digest, with what the manifest cache reused.
+
+"1% changed" rewrites every file (like a checkout that touches all of them) with new
+content in 1% of the apps. Target: plan of 10,000 manifests <= 1 s. Prints JSON.
+Usage: ``python bench/plan_scale.py [COUNT ...]`` (default 1000 10000).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
 import yaml
 from _harness import socle_server
 
 FILES = 100
+ROUNDS = 5
 
 
 def write(repo: Path, count: int, changed: int = 0) -> None:
@@ -45,12 +61,12 @@ def write(repo: Path, count: int, changed: int = 0) -> None:
         (repo / f"apps-{f:03d}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
-def measure(server: object, repo: Path, rounds: int = 5) -> dict[str, float | int]:
+def measure(server: Any, repo: Path, rounds: int = ROUNDS) -> dict[str, float | int]:
     server_times, cli_times = [], []
     changes = 0
     for _ in range(rounds):
         started = time.perf_counter()
-        result = server.cli("plan", str(repo), "--json", check=False, timeout=600)  # type: ignore[attr-defined]
+        result = server.cli("plan", str(repo), "--json", check=False, timeout=600)
         cli_times.append(time.perf_counter() - started)
         data = json.loads(result.stdout)
         server_times.append(data["seconds"])
@@ -59,8 +75,90 @@ def measure(server: object, repo: Path, rounds: int = 5) -> dict[str, float | in
         "changes": changes,
         "server_seconds_p50": round(statistics.median(server_times), 3),
         "server_seconds_min": round(min(server_times), 3),
+        "server_seconds_max": round(max(server_times), 3),
         "cli_seconds_p50": round(statistics.median(cli_times), 3),
     }
+
+
+def apply_baseline(server: Any, repo: Path) -> float:
+    started = time.perf_counter()
+    result = server.cli("apply", str(repo), "--yes", "--no-wait", "--json", timeout=1800)
+    number = json.loads(result.stdout)["revision"]["number"]
+    while True:
+        try:
+            response = server.api("GET", f"/api/v1/revisions/{number}")
+        except httpx.TimeoutException:
+            continue  # a busy control plane answers late: keep waiting, it is the measure
+        response.raise_for_status()
+        revision = response.json()
+        if revision["status"] not in ("building", "rolling"):
+            break
+        time.sleep(1.0)
+    if revision["status"] != "succeeded":
+        raise AssertionError(f"baseline apply {revision['status']}: {revision['message']}")
+    return time.perf_counter() - started
+
+
+def in_process(count: int) -> dict[str, Any]:
+    """Plans on an in-process engine, timed step by step (no HTTP, no CLI)."""
+    from socle.engine.releases import ReleaseStore
+    from socle.engine.service import Engine
+    from socle.engine.stores import open_store
+    from socle.model.loader import load
+    from tests.unit.engine.memdriver import MemDriver
+
+    async def run() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="socle-bench-") as tmp:
+            repo = Path(tmp) / "repo"
+            write(repo, count)
+            store = await open_store(Path(tmp) / "state.db")
+            engine = Engine(store, MemDriver(), ReleaseStore(Path(tmp) / "releases"))
+            try:
+                await engine.start()
+                first = await steps(engine, repo)
+                _, revision = await engine.apply(repo, None, "bench")
+                assert revision is not None
+                while not (await engine.revisions.get(revision.number)).done:
+                    await asyncio.sleep(0.2)
+                unchanged = [await steps(engine, repo) for _ in range(ROUNDS)]
+                write(repo, count, changed=count // 100)
+                changed = [await steps(engine, repo) for _ in range(ROUNDS)]
+            finally:
+                await engine.stop()
+                await store.close()
+        return {
+            "first_plan_cold_cache": first,
+            "no_change_p50": _median_steps(unchanged),
+            "one_percent_changed_first": changed[0],
+            "one_percent_changed_p50": _median_steps(changed),
+        }
+
+    async def steps(engine: Engine, repo: Path) -> dict[str, Any]:
+        cache = engine.manifest_cache
+        t0 = time.perf_counter()
+        await asyncio.to_thread(load, repo, None, cache=cache)
+        t1 = time.perf_counter()
+        stats = cache.stats
+        # The engine's own plan loads again (all cache hits now): states + diff + a load.
+        loaded, the_plan = await engine.plan(repo, None)
+        t2 = time.perf_counter()
+        loaded.digest()
+        t3 = time.perf_counter()
+        return {
+            "load": round(t1 - t0, 4),
+            "plan_after_load": round(t2 - t1, 4),
+            "digest": round(t3 - t2, 4),
+            "changes": len(the_plan.changes),
+            "files_parsed": stats.parsed,
+            "files_read_same_text": stats.text_hits,
+            "objects_validated": stats.validated,
+        }
+
+    return asyncio.run(run())
+
+
+def _median_steps(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
 
 
 def main() -> None:
@@ -70,20 +168,19 @@ def main() -> None:
         with socle_server() as (server, tmp):
             repo = tmp / "repo"
             write(repo, count)
-            started = time.perf_counter()
-            server.cli("apply", str(repo), "--yes", timeout=1800)
-            baseline = time.perf_counter() - started
+            baseline = apply_baseline(server, repo)
             unchanged = measure(server, repo)
             write(repo, count, changed=count // 100)
             changed = measure(server, repo)
-            results.append(
-                {
-                    "apps": count,
-                    "baseline_apply_seconds": round(baseline, 2),
-                    "no_change": unchanged,
-                    "one_percent_changed": changed,
-                }
-            )
+        results.append(
+            {
+                "apps": count,
+                "baseline_apply_seconds": round(baseline, 2),
+                "no_change": unchanged,
+                "one_percent_changed": changed,
+                "in_process": in_process(count),
+            }
+        )
     print(json.dumps({"bench": "plan_scale", "results": results}, indent=2))
 
 

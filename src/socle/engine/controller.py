@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from socle.engine.targets import Target
@@ -86,12 +86,30 @@ class Controller:
     # -- targets -----------------------------------------------------------------------
 
     def set_target(self, name: str, target: Target | None) -> None:
-        if target is None:
-            self._targets.pop(name, None)
-        else:
+        """Set (or with None, remove) one app's target and reconcile it.
+
+        Costs O(its dependencies), not O(apps): applies and restarts set every target.
+        """
+        old = self._targets.pop(name, None) if target is None else self._targets.get(name)
+        if target is not None:
             self._targets[name] = target
-        self._rebuild_dependents()
+        old_deps = old.app.spec.depends_on if old is not None else ()
+        new_deps = target.app.spec.depends_on if target is not None else ()
+        if old_deps != new_deps:
+            for dep in old_deps:
+                dependents = self._dependents.get(dep)
+                if dependents is not None:
+                    dependents.discard(name)
+                    if not dependents:
+                        del self._dependents[dep]
+            for dep in new_deps:
+                self._dependents.setdefault(dep, set()).add(name)
         self.kick(name)
+
+    def set_targets(self, targets: Mapping[str, Target | None]) -> None:
+        """:meth:`set_target` for each entry (None removes)."""
+        for name, target in targets.items():
+            self.set_target(name, target)
 
     def target(self, name: str) -> Target | None:
         return self._targets.get(name)
@@ -99,12 +117,9 @@ class Controller:
     def targets(self) -> dict[str, Target]:
         return dict(self._targets)
 
-    def _rebuild_dependents(self) -> None:
-        dependents: dict[str, set[str]] = {}
-        for name, target in self._targets.items():
-            for dep in target.app.spec.depends_on:
-                dependents.setdefault(dep, set()).add(name)
-        self._dependents = dependents
+    def dependents(self, name: str) -> set[str]:
+        """Apps whose target depends on ``name``."""
+        return set(self._dependents.get(name, ()))
 
     # -- loop --------------------------------------------------------------------------
 

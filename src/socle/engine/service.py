@@ -12,6 +12,7 @@ Apply is three steps, each leaving a consistent record if the process dies midwa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ from socle.engine.revisions import Revision, RevisionLog
 from socle.engine.secret_refs import SecretReader
 from socle.engine.store import Delete, Op, Put, StateStore
 from socle.engine.targets import (
+    AppStateCache,
     Rollout,
     Target,
     app_state,
@@ -36,10 +38,16 @@ from socle.engine.targets import (
 )
 from socle.errors import BuildError, ConfigError, ManifestError, NotFoundError, Problem, SocleError
 from socle.model.app import App
+from socle.model.cache import ManifestCache
 from socle.model.loader import LoadedManifests, load
 from socle.runtime.driver import ReleaseId, RuntimeDriver
 
 log = logging.getLogger(__name__)
+
+PROGRESS_SAVE_SECONDS = 1.0
+"""During builds, the revision's per-app phases are written at most this often, and at
+most 5% of the time: each write is the whole revision record (it grows with the apps), so
+writing it per app built would cost O(apps²)."""
 
 
 @dataclass
@@ -74,7 +82,13 @@ class Engine:
         self._store = store
         self._driver = driver
         self._releases = releases
-        self._loader = loader
+        self.manifest_cache = ManifestCache()
+        """Parsed and validated manifests kept between plans (default loader only)."""
+        self.state_cache = AppStateCache()
+        """Planner states of unchanged apps, kept between plans."""
+        self._loader = (
+            functools.partial(load, cache=self.manifest_cache) if loader is load else loader
+        )
         self._secrets = secrets
         self._secret_check_seconds = secret_check_seconds
         self.revisions = RevisionLog(store)
@@ -82,6 +96,7 @@ class Engine:
         self._apply_lock = asyncio.Lock()
         self._pending: dict[int, set[str]] = {}
         self._deleting: dict[str, int] = {}
+        self._revision_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -119,11 +134,12 @@ class Engine:
 
     async def desired_from(self, path: Path, env: str | None) -> tuple[LoadedManifests, Desired]:
         loaded = await asyncio.to_thread(self._loader, path, env)
+        cache = self.state_cache
 
         def compute() -> dict[str, AppState]:
             with self._releases.batch():
                 return {
-                    name: app_state(app, self._releases.compute_id(loaded.root, app))
+                    name: cache.state(app, self._releases.compute_id(loaded.root, app))
                     for name, app in loaded.apps.items()
                 }
 
@@ -138,7 +154,8 @@ class Engine:
                 self._secrets, app, loaded.origins.get(f"App/{name}")
             )
             problems.extend(bad)
-            states[name] = app_state(app, states[name].release, found)
+            states[name] = cache.state(app, states[name].release, found)
+        cache.end_pass()
         if problems:
             raise ManifestError(
                 problems,
@@ -239,29 +256,56 @@ class Engine:
         self, desired: Desired, the_plan: Plan, revision: Revision
     ) -> dict[str, Release] | None:
         wanted = [c.name for c in the_plan.changes if c.action != Action.DELETE]
-        # Scale-only changes keep the current release: nothing to build.
-        results: dict[str, Release] = {}
-        to_build: list[str] = []
-        for name in wanted:
-            state = desired.states[name]
-            existing = self._releases.get(name, ReleaseId(state.release))
-            if existing is not None:
-                results[name] = existing
-            elif desired.root is None:
-                raise NotFoundError(f"release {state.release} of app {name} is not kept")
-            else:
-                to_build.append(name)
+
+        def kept() -> tuple[dict[str, Release], list[str]]:
+            # Scale-only changes keep the current release: nothing to build.
+            found: dict[str, Release] = {}
+            missing: list[str] = []
+            for name in wanted:
+                state = desired.states[name]
+                existing = self._releases.get(name, ReleaseId(state.release))
+                if existing is not None:
+                    found[name] = existing
+                elif desired.root is None:
+                    raise NotFoundError(f"release {state.release} of app {name} is not kept")
+                else:
+                    missing.append(name)
+            return found, missing
+
+        results, to_build = await asyncio.to_thread(kept)
+        if not to_build:
+            return results
+        root = desired.root
+        assert root is not None
+        for name in to_build:
+            revision.apps[name] = {"phase": "building", "message": ""}
+        await self.revisions.save(revision)
+        loop = asyncio.get_running_loop()
+        next_save = loop.time() + PROGRESS_SAVE_SECONDS
+        saving = False
 
         async def build_one(name: str) -> None:
-            revision.apps[name] = {"phase": "building", "message": ""}
-            await self.revisions.save(revision)
-            assert desired.root is not None
-            release = await self._releases.ensure(desired.root, desired.apps[name])
+            nonlocal next_save, saving
+            release = await self._releases.ensure(root, desired.apps[name])
             results[name] = release
             revision.apps[name] = {"phase": "built", "message": release.id}
-            await self.revisions.save(revision)
+            # Progress for `socle apply`, throttled: the final phases are written by the
+            # commit (or the failure below) anyway.
+            if not saving and loop.time() >= next_save:
+                saving = True
+                started = loop.time()
+                try:
+                    await self.revisions.save(revision)
+                finally:
+                    took = loop.time() - started
+                    saving, next_save = False, loop.time() + max(PROGRESS_SAVE_SECONDS, 20 * took)
 
-        outcomes = await asyncio.gather(*(build_one(n) for n in to_build), return_exceptions=True)
+        # One walk of each workdir for all the apps that share it; ensure() still checks
+        # every copy against its id, so a file changed meanwhile fails that build.
+        with self._releases.batch():
+            outcomes = await asyncio.gather(
+                *(build_one(n) for n in to_build), return_exceptions=True
+            )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if errors:
             for name, outcome in zip(to_build, outcomes, strict=True):
@@ -299,6 +343,7 @@ class Engine:
                 rollout=Rollout(revision=revision.number, started=now),
                 previous=None if current is None or same_template else current.state,
                 previous_root=None if current is None or same_template else current.release_root,
+                known_app=desired.apps.get(name),
             )
             if same_template and current is not None:
                 target.previous, target.previous_root = current.previous, current.previous_root
@@ -314,15 +359,25 @@ class Engine:
         for name, maybe in new_targets.items():
             if maybe is None:
                 self._deleting[name] = revision.number
-            self.controller.set_target(name, maybe)
+        self.controller.set_targets(new_targets)
+        in_use: dict[str, set[ReleaseId]] = {}
         for name in built:
             kept = self.controller.target(name)
-            in_use = set()
+            in_use[name] = set()
             if kept is not None:
-                in_use.add(ReleaseId(kept.state.release))
+                in_use[name].add(ReleaseId(kept.state.release))
                 if kept.previous is not None:
-                    in_use.add(ReleaseId(kept.previous.release))
-            await asyncio.to_thread(self._releases.gc, name, in_use)
+                    in_use[name].add(ReleaseId(kept.previous.release))
+
+        def collect() -> None:
+            for name, releases in in_use.items():
+                try:
+                    self._releases.gc(name, releases)
+                except Exception:
+                    # Committed already: a release left behind is only disk space.
+                    log.exception("removing old releases of app %s failed", name)
+
+        await asyncio.to_thread(collect)
 
     def _supersede(self, names: set[str]) -> None:
         for number, pending in list(self._pending.items()):
@@ -426,10 +481,17 @@ class Engine:
         await self._store.put(target_key(target.name), target.to_json())
 
     async def _mark(self, number: int, names: set[str], phase: str, message: str) -> None:
+        """Record a per-app outcome; one at a time, since each rewrites the whole record."""
+        async with self._revision_lock:
+            await self._mark_locked(number, names, phase, message)
+
+    async def _mark_locked(self, number: int, names: set[str], phase: str, message: str) -> None:
         try:
             revision = await self.revisions.get(number)
         except NotFoundError:
             return
+        if revision.done:
+            return  # e.g. an automatic rollback settling after its revision was recorded
         for name in names:
             revision.apps[name] = {"phase": phase, "message": message}
         pending = self._pending.get(number)

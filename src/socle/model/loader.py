@@ -8,6 +8,10 @@ object with its kind's model (:mod:`socle.model.kinds`) and checks what spans ob
 
 It is built for repositories of thousands of objects: YAML is parsed by libyaml without
 keeping nodes, and files are composed again for line numbers only when they have a problem.
+A caller that loads the same repository again and again passes a
+:class:`~socle.model.cache.ManifestCache`: unchanged files are then neither read nor parsed,
+and unchanged objects are not validated again (overlays and cross-object checks still run,
+so problems and their file:line are the same as without a cache).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from socle.errors import ManifestError, Problem
 from socle.model import checks, discover, yamlsource
 from socle.model.app import App
+from socle.model.cache import CachedModel, DocKey, ManifestCache
 from socle.model.diagnose import describe, format_path, problems_of
 from socle.model.kinds import API_VERSIONS, KINDS
 from socle.model.overlay import Owners, merge
@@ -46,6 +51,8 @@ class LoadedManifests:
     """By ``metadata.name``, sorted by name."""
     origins: dict[str, str]
     """``"App/api"`` -> ``"apps/api.yaml:3"``: where each object's document starts."""
+    canonical: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Canonical JSON of the rendered objects already known (from a cache), by name."""
 
     def rendered(self) -> list[dict[str, object]]:
         """Each object as plain JSON data, camelCase, defaults included, nulls left out."""
@@ -56,18 +63,41 @@ class LoadedManifests:
             ]
 
     def digest(self) -> str:
-        """SHA-256 (hex) of the canonical JSON of all rendered objects."""
+        """SHA-256 (hex) of the canonical JSON of all rendered objects (as a JSON list).
+
+        Built from per-object canonical JSON, which a cached load already knows.
+        """
+        known = self.canonical
         with _gc_paused():
-            canonical = json.dumps(
-                self.rendered(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-            )
-        return hashlib.sha256(canonical.encode()).hexdigest()
+            parts = [known.get(name) or canonical_json(app) for name, app in self.apps.items()]
+        return hashlib.sha256(("[" + ",".join(parts) + "]").encode()).hexdigest()
 
 
-def load(path: Path, env: str | None = None) -> LoadedManifests:
-    """Every manifest under ``path`` with the ``env`` overlay; raises ManifestError."""
+def canonical_json(app: App) -> str:
+    """The rendered object as canonical JSON: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(
+        app.model_dump(mode="json", by_alias=True, exclude_none=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def load(
+    path: Path, env: str | None = None, *, cache: ManifestCache | None = None
+) -> LoadedManifests:
+    """Every manifest under ``path`` with the ``env`` overlay; raises ManifestError.
+
+    With ``cache``, files and objects unchanged since an earlier load with the same cache
+    are reused (see :mod:`socle.model.cache`); the result is the same either way.
+    """
     with _gc_paused():
-        return _Load(path, env).run()
+        if cache is None or not cache.begin():
+            return _Load(path, env, None).run()
+        try:
+            return _Load(path, env, cache).run()
+        finally:
+            cache.end()
 
 
 def environments(path: Path) -> list[str]:
@@ -124,13 +154,18 @@ class _Entry:
     data: dict[object, object]
     source: _Source
     owners: Owners[_Source] = field(default_factory=Owners)
+    keys: tuple[DocKey, ...] | None = None
+    """The cached documents ``data`` was made of (base, then patches), if all are cached."""
+    cached: CachedModel | None = None
+    """The cache's entry for the validated object, once validated."""
 
 
 class _Load:
     """The state of one ``load`` call: problems are collected, never raised early."""
 
-    def __init__(self, path: Path, env: str | None) -> None:
+    def __init__(self, path: Path, env: str | None, cache: ManifestCache | None) -> None:
         self.given = Path(path)
+        self.cache = cache
         self.root = self.given.resolve()
         self.env = env
         self.problems: list[Problem] = []
@@ -168,24 +203,45 @@ class _Load:
                 f"{kind}/{name}": str(entry.source)
                 for (kind, name), entry in sorted(self.entries.items())
             },
+            canonical=self._canonical(apps),
         )
+
+    def _canonical(self, apps: dict[str, App]) -> dict[str, str]:
+        """Canonical JSON of each cached app, computed once per validated object."""
+        known: dict[str, str] = {}
+        for (kind, name), entry in self.entries.items():
+            cached = entry.cached
+            if kind != "App" or cached is None or cached.model is not apps.get(name):
+                continue
+            if cached.canonical is None:
+                cached.canonical = canonical_json(apps[name])
+            known[name] = cached.canonical
+        return known
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _documents(self, rel: str) -> Iterator[tuple[_Source, object]]:
-        text, issue = discover.read_file(self.root, rel)
-        if text is None:
+    def _documents(self, rel: str) -> Iterator[tuple[_Source, object, DocKey | None]]:
+        serial: int | None = None
+        if self.cache is not None:
+            cached, issue = self.cache.read(self.root, rel)
+            text = parsed = None
+            if cached is not None:
+                text, parsed, serial = cached.text, cached.parsed, cached.serial
+        else:
+            text, issue = discover.read_file(self.root, rel)
+            parsed = yamlsource.parse(text) if text is not None else None
+        if text is None or parsed is None:
             self.complete = False
             if issue is not None:
                 self._file_issue(rel, issue)
             return
         self.texts[rel] = text
-        parsed = yamlsource.parse(text)
         self.complete = self.complete and parsed.complete
         for issue in parsed.issues:
             self._file_issue(rel, issue)
         for doc in parsed.documents:
-            yield _Source(rel, doc.index, doc.line), doc.data
+            key = None if serial is None else (serial, doc.index)
+            yield _Source(rel, doc.index, doc.line), doc.data, key
 
     def _header(self, source: _Source, data: object, *, patch: bool) -> tuple[str, str] | None:
         """``(kind, name)`` of a document, or None after reporting why it has none.
@@ -232,7 +288,7 @@ class _Load:
     def _read_base(self, files: list[str]) -> None:
         first: dict[tuple[str, str], _Source] = {}
         for rel in files:
-            for source, data in self._documents(rel):
+            for source, data, doc in self._documents(rel):
                 key = self._header(source, data, patch=False)
                 if key is None:
                     continue
@@ -244,7 +300,8 @@ class _Load:
                     self._duplicate(key, first[key], source)
                     continue
                 first[key] = source
-                self.entries[key] = _Entry(key[0], key[1], data, source)
+                keys = None if doc is None else (doc,)
+                self.entries[key] = _Entry(key[0], key[1], data, source, keys=keys)
 
     def _duplicate(self, key: tuple[str, str], first: _Source, again: _Source) -> None:
         what = f"duplicate {key[0]} {key[1]!r}"
@@ -269,10 +326,10 @@ class _Load:
         for refusal in refusals:
             self._file_issue(refusal.file, refusal.issue)
         for rel in files:
-            for source, data in self._documents(rel):
-                self._apply_patch(source, data)
+            for source, data, doc in self._documents(rel):
+                self._apply_patch(source, data, doc)
 
-    def _apply_patch(self, source: _Source, data: object) -> None:
+    def _apply_patch(self, source: _Source, data: object, doc: DocKey | None) -> None:
         key = self._header(source, data, patch=True)
         if key is None:
             return
@@ -280,6 +337,7 @@ class _Load:
         entry = self.entries.get(key)
         if entry is not None:
             entry.data = merge(entry.data, data, source, entry.owners)
+            entry.keys = None if entry.keys is None or doc is None else (*entry.keys, doc)
         elif "apiVersion" not in data:
             names = sorted(name for kind, name in self.entries if kind == key[0])
             self._report(
@@ -289,7 +347,8 @@ class _Load:
                 f"({', '.join(names[:10]) or 'none'}); a new object needs apiVersion and spec",
             )
         else:
-            self.entries[key] = _Entry(key[0], key[1], data, source)
+            keys = None if doc is None else (doc,)
+            self.entries[key] = _Entry(key[0], key[1], data, source, keys=keys)
 
     # -- validation ------------------------------------------------------------------------
 
@@ -302,14 +361,22 @@ class _Load:
         return apps
 
     def _validate_one(self, entry: _Entry) -> BaseModel | None:
+        cache, keys = self.cache, entry.keys
+        if cache is not None and keys is not None:
+            entry.cached = cache.model(keys)
+            if entry.cached is not None:
+                return entry.cached.model
         model_class = KINDS[entry.kind]
         try:
             # Manifests use the camelCase names only, like the schema editors check against.
-            return model_class.model_validate(entry.data, by_alias=True, by_name=False)
+            model = model_class.model_validate(entry.data, by_alias=True, by_name=False)
         except ValidationError as exc:
             for path, reason in problems_of(exc, entry.data, model_class):
                 self._report_in(entry, path, reason)
             return None
+        if cache is not None and keys is not None:
+            entry.cached = cache.keep_model(keys, model)
+        return model
 
     def _check(self, apps: dict[str, App]) -> None:
         findings = checks.workdirs(self.root, apps)

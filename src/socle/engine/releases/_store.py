@@ -13,6 +13,13 @@ scripts and ``pyvenv.cfg``), so the folder a release is built in must be the fol
 from. Atomicity comes from the marker instead of a rename: readers only trust folders with a
 valid marker, and a folder without one is wiped and rebuilt by the next build, whether it
 was left by a failed step or by a control plane killed mid-build.
+
+Why one folder per app even when apps share a workdir and steps (hence a release id): the
+runtime binds the release folder read-write into the app's sandbox ("apps own their release
+folder", :mod:`socle.runtime.local.isolation`), so a shared folder would let one app change
+the code and the state of another. Releases without build steps are only a copy, made in a
+single thread hop (lock, copy, check, marker) with up to :data:`COPY_PARALLEL` at once; a
+build waits for a slot *before* taking its lock, so many waiting builds hold no descriptor.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from socle.engine.releases._digest import (
     MARKER_NAME,
@@ -55,8 +62,11 @@ TAIL_LINES = 20
 """Lines of a failed step's output quoted in the :class:`BuildError`."""
 LOCK_POLL_SECONDS = 0.05
 MARKER_FORMAT = 1
+COPY_PARALLEL = 8
+"""Releases without build steps (a copy of the workdir) made at once: disk work only."""
 
 OutputListener = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class ReleaseStore:
         self.keep = keep
         self._hasher = TreeHasher()
         self._slots = asyncio.Semaphore(max_parallel)
+        self._copy_slots = asyncio.Semaphore(max(max_parallel, COPY_PARALLEL))
         self._inflight: dict[tuple[str, ReleaseId], _Build] = {}
         self._base_env = dict(base_env) if base_env is not None else _default_env()
 
@@ -229,13 +240,19 @@ class ReleaseStore:
         self, repo_root: Path, app: App, release_id: ReleaseId, digest: str, build: _Build
     ) -> Release:
         app_dir = self.releases_dir / app.name
-        await asyncio.to_thread(app_dir.mkdir, parents=True, exist_ok=True)
-        async with _locked(app_dir / f"{release_id}.lock"):
-            # Another process may have finished it while we waited for the lock.
-            done = self.get(app.name, release_id)
-            if done is not None:
-                return done
-            async with self._slots:
+        # The slot before the lock: builds waiting for a slot hold no file descriptor, so
+        # ten thousand apps applied at once do not open ten thousand lock files.
+        async with self._slots if app.spec.build else self._copy_slots:
+            if not app.spec.build:
+                copied = await self._copy_only(repo_root, app, release_id, digest, build)
+                if copied is not None:
+                    return copied
+            await asyncio.to_thread(app_dir.mkdir, parents=True, exist_ok=True)
+            async with _locked(app_dir / f"{release_id}.lock"):
+                # Another process may have finished it while we waited for the lock.
+                done = self.get(app.name, release_id)
+                if done is not None:
+                    return done
                 return await self._build_locked(repo_root, app, release_id, digest, build)
 
     async def _build_locked(
@@ -244,8 +261,6 @@ class ReleaseStore:
         app_dir = self.releases_dir / app.name
         root = app_dir / release_id
         log_path = app_dir / f"{release_id}.build.log"
-        await asyncio.to_thread(_clean_incomplete, app_dir, release_id)
-        tree = Tree.locate(repo_root, app)
         steps = app.spec.build
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         started = time.monotonic()
@@ -266,13 +281,11 @@ class ReleaseStore:
 
             try:
                 sink(f"[socle] copying {app.spec.run.workdir} into {root}")
-                copied = await asyncio.to_thread(copy_tree, tree, root)
-                if release_digest(copied, build_json(app)) != digest:
-                    raise BuildError(
-                        f"app {app.name!r}: {tree.workdir_shown} changed while it was being "
-                        f"copied for release {release_id}",
-                        hint="run again once the repository has settled",
-                    )
+                # One thread hop for all the disk work before the steps; without steps the
+                # marker is written in it too, so a plain copy is one hop in all.
+                created = await _run_to_end(
+                    self._copy, repo_root, app, release_id, digest, None if steps else started
+                )
                 records: list[dict[str, Any]] = []
                 for index, step in enumerate(steps):
                     where = (
@@ -302,18 +315,10 @@ class ReleaseStore:
                             "seconds": round(outcome.seconds, 3),
                         }
                     )
-                created = time.time()
-                marker = {
-                    "format": MARKER_FORMAT,
-                    "id": release_id,
-                    "app": app.name,
-                    "digest": digest,
-                    "created": created,
-                    "workdir": app.spec.run.workdir,
-                    "steps": records,
-                    "seconds": round(time.monotonic() - started, 3),
-                }
-                await asyncio.to_thread(_write_marker, root, marker)
+                if steps:
+                    created = time.time()
+                    marker = _marker(app, release_id, digest, created, records, started)
+                    await _run_to_end(_write_marker, root, marker)
                 sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
             except BaseException as exc:
                 # Shielded: a cancelled build must still leave no half-built folder.
@@ -323,6 +328,119 @@ class ReleaseStore:
                 raise
         log.info("release %s of app %s built", release_id, app.name)
         return Release(release_id, app.name, root, root, created, digest)
+
+    async def _copy_only(
+        self, repo_root: Path, app: App, release_id: ReleaseId, digest: str, build: _Build
+    ) -> Release | None:
+        """A release without build steps, made in one thread hop (it is only disk work).
+
+        None if another process holds its lock: the caller then waits for it like for any
+        build. Output lines reach the listeners when the copy is done.
+        """
+        lines: builtins.list[str] = []
+        task = asyncio.ensure_future(
+            asyncio.to_thread(self._copy_release, repo_root, app, release_id, digest, lines)
+        )
+        try:
+            result = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: let it end, then remove what it made.
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is None:
+                made = task.result()
+                if made is not None and made[1]:
+                    await asyncio.shield(asyncio.to_thread(self._discard, app.name, release_id))
+            raise
+        finally:
+            for line in lines:
+                for listener in list(build.listeners):
+                    try:
+                        listener(line)
+                    except Exception:
+                        log.exception("build output listener failed; detaching it")
+                        with contextlib.suppress(ValueError):
+                            build.listeners.remove(listener)
+        return None if result is None else result[0]
+
+    def _copy_release(
+        self,
+        repo_root: Path,
+        app: App,
+        release_id: ReleaseId,
+        digest: str,
+        lines: builtins.list[str],
+    ) -> tuple[Release, bool] | None:
+        """Lock, copy, mark: the whole of a release without steps. Synchronous.
+
+        Returns the release and whether this call made it (False: it already existed);
+        None, having done nothing, if the lock is held elsewhere.
+        """
+        app_dir = self.releases_dir / app.name
+        app_dir.mkdir(parents=True, exist_ok=True)
+        with _try_locked(app_dir / f"{release_id}.lock") as held:
+            if not held:
+                return None
+            done = self.get(app.name, release_id)
+            if done is not None:
+                return done, False
+            root = app_dir / release_id
+            started = time.monotonic()
+            log.info("building release %s of app %s (no steps)", release_id, app.name)
+            with open(app_dir / f"{release_id}.build.log", "w", encoding="utf-8") as log_file:
+
+                def sink(line: str) -> None:
+                    log_file.write(line + "\n")
+                    lines.append(line)
+
+                try:
+                    sink(f"[socle] copying {app.spec.run.workdir} into {root}")
+                    created = self._copy(repo_root, app, release_id, digest, started)
+                    sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
+                except BaseException as exc:
+                    shutil.rmtree(root, ignore_errors=True)
+                    with contextlib.suppress(Exception):
+                        sink(f"[socle] build failed: {type(exc).__name__}: {exc}")
+                    raise
+        log.info("release %s of app %s built", release_id, app.name)
+        return Release(release_id, app.name, root, root, created, digest), True
+
+    def _discard(self, app: str, release_id: ReleaseId) -> None:
+        """Remove a release this store just made for a build nobody waits for any more."""
+        app_dir = self.releases_dir / app
+        with _try_locked(app_dir / f"{release_id}.lock") as held:
+            if held:
+                with contextlib.suppress(FileNotFoundError):
+                    (app_dir / release_id / MARKER_NAME).unlink()
+                shutil.rmtree(app_dir / release_id, ignore_errors=True)
+
+    def _copy(
+        self,
+        repo_root: Path,
+        app: App,
+        release_id: ReleaseId,
+        digest: str,
+        marker_started: float | None,
+    ) -> float:
+        """Wipe stale folders, copy the workdir and check it is what ``release_id`` names.
+
+        With ``marker_started`` (a build without steps) also write the marker. Returns the
+        creation time. Synchronous; called with the release's lock held.
+        """
+        app_dir = self.releases_dir / app.name
+        root = app_dir / release_id
+        _clean_incomplete(app_dir, release_id)
+        tree = Tree.locate(repo_root, app)
+        copied = copy_tree(tree, root)
+        if release_digest(copied, build_json(app)) != digest:
+            raise BuildError(
+                f"app {app.name!r}: {tree.workdir_shown} changed while it was being "
+                f"copied for release {release_id}",
+                hint="run again once the repository has settled",
+            )
+        created = time.time()
+        if marker_started is not None:
+            _write_marker(root, _marker(app, release_id, digest, created, [], marker_started))
+        return created
 
     # -- cleaning -------------------------------------------------------------------------
 
@@ -398,6 +516,39 @@ def _step_failed(
         f"{where} {why}\nlast {len(tail)} lines of output:\n{lines}",
         hint=f"full log: {log_path}; fix the build and apply again (the release is retried)",
     )
+
+
+def _marker(
+    app: App,
+    release_id: ReleaseId,
+    digest: str,
+    created: float,
+    steps: builtins.list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    return {
+        "format": MARKER_FORMAT,
+        "id": release_id,
+        "app": app.name,
+        "digest": digest,
+        "created": created,
+        "workdir": app.spec.run.workdir,
+        "steps": steps,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+async def _run_to_end(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread. A thread cannot be stopped: if the caller is cancelled,
+    wait until ``fn`` returns, then raise, so that cleanup never races with its writes."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 def _load(root: Path, app: str, release_id: ReleaseId) -> Release | None:
