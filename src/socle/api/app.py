@@ -175,8 +175,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return [r.to_dict() for r in await ctx.engine.revisions.list(limit)]
 
     @app.get("/api/v1/revisions/{number}")
-    async def revision(number: int, _: Who) -> dict[str, Any]:
-        return (await ctx.engine.revisions.get(number)).to_dict()
+    async def revision(number: int, _: Who, plan: bool = True) -> dict[str, Any]:
+        """One revision; ``plan=false`` leaves out the plan's changes (for progress polls)."""
+        return (await ctx.engine.revisions.get(number)).to_dict(plan=plan)
 
     @app.get("/api/v1/status")
     async def status(_: Who) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from socle.errors import ConfigError, ServerNotRunning, SocleError
 from socle.settings import Settings, read_json_file
 
 SERVER_START_TIMEOUT = 30.0
+TERMINAL_STATUSES = ("succeeded", "failed", "rolled_back", "interrupted", "superseded")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -47,30 +48,41 @@ listen_option = click.option(
 
 def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[str, Any]:
     """Poll a revision until it is done, showing per-app progress."""
-    last = ""
+    last_text, last_status, ready = "", 0.0, {}
     with console.status(f"revision {number}: starting", spinner="dots") as spinner:
         while True:
-            revision: dict[str, Any] = client.call("GET", f"/api/v1/revisions/{number}")
-            if revision["status"] in (
-                "succeeded",
-                "failed",
-                "rolled_back",
-                "interrupted",
-                "superseded",
-            ):
-                return revision
-            status = client.call("GET", "/api/v1/status")
-            ready = {a["name"]: f"{a['ready']}/{a['desired']}" for a in status["apps"]}
-            parts = [
-                f"{name}: {entry['phase']}"
-                + (f" {ready[name]}" if name in ready and entry["phase"] == "rolling" else "")
-                for name, entry in revision["apps"].items()
-            ]
-            text = f"revision {number} {revision['status']}: " + ", ".join(parts)
-            if text != last and not quiet:
+            revision: dict[str, Any] = client.call(
+                "GET", f"/api/v1/revisions/{number}", params={"plan": "false"}
+            )
+            if revision["status"] in TERMINAL_STATUSES:
+                return client.call("GET", f"/api/v1/revisions/{number}")  # type: ignore[no-any-return]
+            if quiet:
+                time.sleep(0.25)
+                continue
+            if revision["status"] == "rolling" and time.monotonic() - last_status > 1.0:
+                status = client.call("GET", "/api/v1/status")
+                ready = {a["name"]: f"{a['ready']}/{a['desired']}" for a in status["apps"]}
+                last_status = time.monotonic()
+            text = f"revision {number} {revision['status']}: " + _progress(revision, ready)
+            if text != last_text:
                 spinner.update(escape(text[:200]))
-                last = text
-            time.sleep(0.2)
+                last_text = text
+            time.sleep(0.25)
+
+
+def _progress(revision: dict[str, Any], ready: dict[str, str]) -> str:
+    """ "api: rolling 1/2, worker: pending" — or counts per phase for big revisions."""
+    apps: dict[str, dict[str, str]] = revision["apps"]
+    if len(apps) > 8:
+        phases: dict[str, int] = {}
+        for entry in apps.values():
+            phases[entry["phase"]] = phases.get(entry["phase"], 0) + 1
+        return ", ".join(f"{count} {phase}" for phase, count in sorted(phases.items()))
+    return ", ".join(
+        f"{name}: {entry['phase']}"
+        + (f" {ready[name]}" if name in ready and entry["phase"] == "rolling" else "")
+        for name, entry in apps.items()
+    )
 
 
 def _report_revision(revision: dict[str, Any]) -> int:

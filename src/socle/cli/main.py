@@ -15,15 +15,38 @@ from socle import __version__
 from socle.cli.output import err_console
 from socle.errors import ManifestError, SocleError
 
-COMMAND_MODULES: list[str] = [
-    "socle.cli.apps",
-    "socle.cli.secrets",
-    "socle.cli.manifests",
-]
+COMMANDS: dict[str, str] = {
+    "up": "socle.cli.apps",
+    "down": "socle.cli.apps",
+    "server": "socle.cli.apps",
+    "plan": "socle.cli.apps",
+    "apply": "socle.cli.apps",
+    "status": "socle.cli.apps",
+    "history": "socle.cli.apps",
+    "rollback": "socle.cli.apps",
+    "logs": "socle.cli.apps",
+    "validate": "socle.cli.manifests",
+    "render": "socle.cli.manifests",
+    "schema": "socle.cli.manifests",
+    "operator": "socle.cli.secrets",
+    "secrets": "socle.cli.secrets",
+    "audit": "socle.cli.secrets",
+}
+"""Command name → module whose ``register(group)`` adds it. Modules load on first use, so
+``socle plan`` does not pay for importing the secrets engine."""
 
 
 class SocleGroup(click.Group):
-    """Turns every SocleError into a clear message, a hint and a non-zero exit code."""
+    """Loads command modules lazily; turns every SocleError into a clear message, a hint
+    and a non-zero exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(COMMANDS[cmd_name]).register(self)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -55,10 +78,6 @@ def cli() -> None:
 
     Start with `socle up examples/quickstart`, then `socle status`.
     """
-
-
-for _module in COMMAND_MODULES:
-    importlib.import_module(_module).register(cli)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from socle.engine.store import Put, StateStore
@@ -47,8 +47,12 @@ class Revision:
     def done(self) -> bool:
         return self.status in TERMINAL
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, plan: bool = True) -> dict[str, Any]:
+        """Shallow (JSON encoding walks the rest); without ``plan`` for cheap progress polls."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not plan:
+            data["plan"] = {"counts": self.plan.get("counts", {})}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Revision:

@@ -97,6 +97,7 @@ class Engine:
         self._pending: dict[int, set[str]] = {}
         self._deleting: dict[str, int] = {}
         self._revision_lock = asyncio.Lock()
+        self._marks: dict[int, list[tuple[set[str], str, str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -481,27 +482,32 @@ class Engine:
         await self._store.put(target_key(target.name), target.to_json())
 
     async def _mark(self, number: int, names: set[str], phase: str, message: str) -> None:
-        """Record a per-app outcome; one at a time, since each rewrites the whole record."""
+        """Record per-app outcomes. Each write rewrites the whole revision record, so outcomes
+        that arrive together are queued and applied in one read-modify-write, in order."""
+        self._marks.setdefault(number, []).append((set(names), phase, message))
         async with self._revision_lock:
-            await self._mark_locked(number, names, phase, message)
+            batch = self._marks.pop(number, None)
+            if batch:
+                await self._apply_marks(number, batch)
 
-    async def _mark_locked(self, number: int, names: set[str], phase: str, message: str) -> None:
+    async def _apply_marks(self, number: int, batch: list[tuple[set[str], str, str]]) -> None:
         try:
             revision = await self.revisions.get(number)
         except NotFoundError:
             return
         if revision.done:
             return  # e.g. an automatic rollback settling after its revision was recorded
-        for name in names:
-            revision.apps[name] = {"phase": phase, "message": message}
         pending = self._pending.get(number)
-        if pending is not None:
-            pending -= names
-        if revision.status == "rolling" and not pending:
-            self._pending.pop(number, None)
-            await self._finish(revision)
-        else:
-            await self.revisions.save(revision)
+        for names, phase, message in batch:
+            for name in names:
+                revision.apps[name] = {"phase": phase, "message": message}
+            if pending is not None:
+                pending -= names
+            if revision.status == "rolling" and not pending:
+                self._pending.pop(number, None)
+                await self._finish(revision)
+                return
+        await self.revisions.save(revision)
 
     async def _finish(self, revision: Revision) -> None:
         phases = {entry["phase"] for entry in revision.apps.values()}

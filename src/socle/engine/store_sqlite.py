@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL,
     version INTEGER NOT NULL
-) WITHOUT ROWID;
+);
 """
 
 
