@@ -17,11 +17,16 @@ from tests.e2e.socle_fixture import SocleServer  # noqa: E402
 
 
 @contextmanager
-def socle_server() -> Iterator[tuple[SocleServer, Path]]:
+def socle_server(
+    args: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> Iterator[tuple[SocleServer, Path]]:
+    """A control plane in a fresh temporary SOCLE_HOME; ``args`` go to ``socle server``
+    (e.g. ``("--dev",)``) and ``env`` is added to the cleaned environment."""
     with tempfile.TemporaryDirectory(prefix="socle-bench-") as tmp:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCLE_", "VAULT_"))}
-        env["SOCLE_HOME"] = str(Path(tmp) / "home")
-        server = SocleServer(home=Path(tmp) / "home", env=env)
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCLE_", "VAULT_"))}
+        base["SOCLE_HOME"] = str(Path(tmp) / "home")
+        base.update(env or {})
+        server = SocleServer(home=Path(tmp) / "home", env=base, args=args)
         server.start()
         try:
             yield server, Path(tmp)

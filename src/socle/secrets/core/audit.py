@@ -13,8 +13,21 @@ Durability: a line is written with one ``write(2)`` on an ``O_APPEND`` descripto
 in the kernel once the request proceeds; there is no ``fsync`` per line (that would cap
 throughput at the disk's flush rate); a host crash can lose the last lines, a process
 crash cannot. Fail closed: if devices are enabled and none can write the request line, the
-request is refused with 500 before anything is done. A device notices its file was
-removed (link count 0) and reopens the path; if that fails the device is failing.
+request is refused with 500 before anything is done. Before each request line a device
+checks that its file still has a name (link count > 0) and reopens the path if it was
+removed; if that fails the device is failing. A response line is written where its request
+line went, without a second check: a file removed in the middle of a request may keep that
+one response line (response lines are best effort in Socle), and the next request line
+starts a new chain at the path. Each check is an ``fstat`` that releases the GIL, which on
+the server costs a thread switch; once per request is what the fail-closed rule needs.
+
+Cost per request (the hot path of every audited read): an :class:`AuditEvent` carries the
+request to every device twice, as the request line and then the response line. A device
+hashes and serialises the ``auth`` and ``request`` blocks once per request and splices the
+same JSON text into both lines; the ``auth`` block and the HMACs of the caller's token and
+accessor are kept per token (keyed by the token store's HMAC of the token, never the token
+itself), since they are the same on every request that token makes. The lines are the bytes
+``json.dumps`` would give for the whole entry, so the verifier and log tools see no change.
 """
 
 from __future__ import annotations
@@ -30,16 +43,20 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from socle.secrets.backend import SecretsError
-from socle.secrets.core.audit_chain import last_line_hash, seal_line
+from socle.secrets.core.audit_chain import dumps, last_line_hash, seal_body
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.errors import AuditFailure
 from socle.secrets.core.fields import rfc3339
 
+if TYPE_CHECKING:
+    from socle.secrets.core.context import Caller
+
 log = logging.getLogger("socle.secrets")
 TABLE_KEY = "core/audit"
+_TOKEN_CACHE_LIMIT = 10_000
 
 
 @dataclass
@@ -65,23 +82,67 @@ class Hasher:
     """HMAC-SHA256 of strings, and of every string inside JSON-like data."""
 
     def __init__(self, salt: bytes) -> None:
-        self._salt = salt
+        self._mac = hmac.new(salt, digestmod=hashlib.sha256)  # keyed once, copied per value
+        self._empty = self._hmac("")  # e.g. every live KV version's "deletion_time"
+
+    def _hmac(self, value: str) -> str:
+        mac = self._mac.copy()
+        mac.update(value.encode())
+        return "hmac-sha256:" + mac.hexdigest()
 
     def hash(self, value: str) -> str:
-        return "hmac-sha256:" + hmac.digest(self._salt, value.encode(), "sha256").hex()
+        return self._hmac(value) if value else self._empty
 
     def walk(self, value: Any) -> Any:
         """Hash every string, and numbers too (unlike Vault): a secret such as a PIN sent as
         a JSON number must not reach the log in clear. Booleans and nulls stay."""
         if isinstance(value, str):
             return self.hash(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return self.hash(repr(value))
         if isinstance(value, dict):
             return {k: self.walk(v) for k, v in value.items()}
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return self.hash(repr(value))
         if isinstance(value, list | tuple):
             return [self.walk(v) for v in value]
         return value
+
+
+class AuditEvent:
+    """One request as the devices record it: its request line, then its response line.
+
+    ``request`` is the raw (unhashed) request block, as the pipeline builds it; ``caller``
+    gives the ``auth`` block. Each device keeps here the JSON of the two blocks once hashed,
+    so the response line re-uses the request line's work.
+    """
+
+    __slots__ = ("caller", "request", "shared")
+
+    def __init__(self, caller: Caller | None, request: dict[str, Any]) -> None:
+        self.caller = caller
+        self.request = request
+        self.shared: dict[FileDevice, tuple[bytes, bytes]] = {}
+        """Per device: the serialised hashed ``auth`` and ``request`` blocks."""
+
+
+def auth_block(caller: Caller | None) -> dict[str, Any] | None:
+    """The raw ``auth`` block of an entry (Vault's shape), before hashing."""
+    if caller is None:
+        return None
+    entry = caller.entry
+    info: dict[str, Any] = {
+        "client_token": caller.token,
+        "accessor": entry.accessor if entry else "",
+        "display_name": caller.display_name,
+        "policies": list(caller.policies),
+        "token_policies": list(caller.policies),
+        "metadata": (entry.meta or None) if entry else None,
+        "entity_id": "",
+        "token_type": "service",
+    }
+    if entry is not None:
+        info["token_ttl"] = entry.ttl
+        info["token_issue_time"] = rfc3339(entry.creation_time)
+    return info
 
 
 class FileDevice:
@@ -94,7 +155,8 @@ class FileDevice:
         self.file_path = Path(file_path)
         self._fd: int | None = None
         self._prev = ""
-        self._memo: tuple[Any, Any, Any, Any] | None = None
+        self._tokens: dict[str, tuple[bytes, str, str]] = {}
+        """Token entry id -> (hashed ``auth`` block JSON, hashed token, hashed accessor)."""
         self.failing = False
 
     def open(self) -> None:
@@ -127,34 +189,77 @@ class FileDevice:
             finally:
                 self._fd = None
 
-    def _healthy_fd(self) -> int:
-        if self._fd is not None and os.fstat(self._fd).st_nlink > 0:
+    def _healthy_fd(self, check_link: bool) -> int:
+        if self._fd is not None and (not check_link or os.fstat(self._fd).st_nlink > 0):
             return self._fd
         self.open()  # removed or never opened: reopen the path (raises when impossible)
         assert self._fd is not None
         return self._fd
 
-    def hashed(self, entry: dict[str, Any]) -> dict[str, Any]:
-        """:func:`hash_entry`, reusing the hashed ``auth`` and ``request`` blocks of the
-        request line for the response line (same objects): half the HMACs per request."""
-        auth, request = entry.get("auth"), entry["request"]
-        memo = self._memo
-        if memo is not None and memo[0] is auth and memo[1] is request:
-            out = hash_entry(self.hasher, entry, skip=True)
-            out["auth"], out["request"] = memo[2], memo[3]
-            return out
-        out = hash_entry(self.hasher, entry)
-        self._memo = (auth, request, out["auth"], out["request"])
-        return out
+    # -- hashing --------------------------------------------------------------------------
 
-    def write(self, entry: dict[str, Any]) -> None:
-        fd = self._healthy_fd()  # first: a reopened file restarts the chain from its last line
-        line = seal_line(entry, self._prev)
-        data = memoryview(line + b"\n")
+    def _caller(self, caller: Caller | None) -> tuple[bytes, str, str]:
+        """The hashed ``auth`` block (JSON) and the hashed token and accessor of a caller,
+        computed once per token: they are the same on every request it makes."""
+        entry = caller.entry if caller is not None else None
+        if entry is not None:
+            cached = self._tokens.get(entry.id)
+            if cached is not None:
+                return cached
+        auth = auth_block(caller)
+        if not auth:
+            return b"{}", "", ""
+        hashed = _hash_auth(self.hasher, auth)
+        result = (dumps(hashed), hashed["client_token"], hashed["accessor"])
+        if entry is not None:
+            if len(self._tokens) >= _TOKEN_CACHE_LIMIT:
+                del self._tokens[next(iter(self._tokens))]  # oldest first
+            self._tokens[entry.id] = result
+        return result
+
+    def _shared(self, event: AuditEvent) -> tuple[bytes, bytes]:
+        """The hashed ``auth`` and ``request`` blocks of ``event`` as JSON, made once."""
+        shared = event.shared.get(self)
+        if shared is None:
+            auth, token, accessor = self._caller(event.caller)
+            request = dict(event.request)
+            if request["client_token"]:
+                request["client_token"] = token or self.hasher.hash(request["client_token"])
+            if request["client_token_accessor"]:
+                request["client_token_accessor"] = accessor or self.hasher.hash(
+                    request["client_token_accessor"]
+                )
+            if request["data"] is not None:
+                request["data"] = self.hasher.walk(request["data"])
+            shared = event.shared[self] = (auth, dumps(request))
+        return shared
+
+    def line(
+        self, moment: bytes, event: AuditEvent, response: dict[str, Any] | None, error: str
+    ) -> bytes:
+        """The body of one entry, as ``json.dumps`` gives it (without the chain fields):
+        ``time``, ``type``, ``auth``, ``request``, then ``response`` (response lines only)
+        and ``error`` (when there is one)."""
+        auth, request = self._shared(event)
+        kind = b"request" if response is None else b"response"
+        parts = [b'{"time":"', moment, b'","type":"', kind, b'","auth":', auth]
+        parts += [b',"request":', request]
+        if response is not None:
+            parts += [b',"response":', dumps(hash_response(self.hasher, response))]
+        if error:
+            parts += [b',"error":', dumps(error)]
+        return b"".join(parts)
+
+    def write(self, line: bytes, *, check_link: bool = True) -> None:
+        """Chain and append one entry made by :meth:`line`. ``check_link``: first make
+        sure the file still has a name (one ``fstat``), reopening the path if not."""
+        fd = self._healthy_fd(check_link)  # first: a reopened file restarts the chain
+        sealed, digest = seal_body(line, self._prev)
+        data = memoryview(sealed + b"\n")
         while data:
             written = os.write(fd, data)
             data = data[written:]
-        self._prev = hashlib.sha256(line).hexdigest()
+        self._prev = digest
 
 
 class AuditBroker:
@@ -232,15 +337,34 @@ class AuditBroker:
             raise SecretsError(400, f"unknown audit device {path!r}")
         return device.hasher.hash(value)
 
-    def log(self, entry: dict[str, Any], *, required: bool) -> None:
-        """Write to every device. With ``required`` (the request line), raise
-        :class:`AuditFailure` if devices exist and none succeeded."""
+    def log_request(self, event: AuditEvent, *, error: str = "") -> None:
+        """The request line, on every device; fail closed: raise :class:`AuditFailure` if
+        devices exist and none could write it."""
+        self._log(event, None, error, required=True)
+
+    def log_response(
+        self, event: AuditEvent, *, response: dict[str, Any] | None = None, error: str = ""
+    ) -> None:
+        """The response line (``response``: the raw response block), best effort."""
+        self._log(event, response or {}, error, required=False)
+
+    def _log(
+        self,
+        event: AuditEvent,
+        response: dict[str, Any] | None,
+        error: str,
+        *,
+        required: bool,
+    ) -> None:
         if not self.devices:
             return
+        moment = _now().encode()
         ok = 0
         for device in self.devices.values():
             try:
-                device.write(device.hashed(entry))
+                # The link check guards the lines that must land (request lines); a
+                # response line follows its request line within the same request.
+                device.write(device.line(moment, event, response, error), check_link=required)
                 ok += 1
                 if device.failing:
                     device.failing = False
@@ -258,30 +382,16 @@ class AuditBroker:
             raise AuditFailure()
 
 
-def hash_entry(hasher: Hasher, entry: dict[str, Any], *, skip: bool = False) -> dict[str, Any]:
-    """Apply the hashing rules to a raw entry built by :func:`build_entry` (``skip``: leave
-    ``auth`` and ``request`` to the caller, who has them hashed already)."""
-    out = dict(entry)
-    if not skip:
-        auth = entry.get("auth")
-        if auth:
-            out["auth"] = _hash_auth(hasher, auth)
-        request = dict(entry["request"])
-        for key in ("client_token", "client_token_accessor"):
-            if request.get(key):
-                request[key] = hasher.hash(request[key])
-        if request.get("data") is not None:
-            request["data"] = hasher.walk(request["data"])
-        out["request"] = request
-    response = entry.get("response")
-    if response:
-        response = dict(response)
-        if response.get("data") is not None:
-            response["data"] = hasher.walk(response["data"])
-        if response.get("auth"):
-            response["auth"] = _hash_auth(hasher, response["auth"])
-        out["response"] = response
-    return out
+def hash_response(hasher: Hasher, response: dict[str, Any]) -> dict[str, Any]:
+    """The response block with its data and auth hashed."""
+    if not response:
+        return response
+    response = dict(response)
+    if response.get("data") is not None:
+        response["data"] = hasher.walk(response["data"])
+    if response.get("auth"):
+        response["auth"] = _hash_auth(hasher, response["auth"])
+    return response
 
 
 def _hash_auth(hasher: Hasher, auth: dict[str, Any]) -> dict[str, Any]:
@@ -304,24 +414,3 @@ def _now() -> str:
     if whole != _second[0]:
         _second[0], _second[1] = whole, rfc3339(whole)[:19]
     return f"{_second[1]}.{int((now - whole) * 1e6):06d}Z"
-
-
-def build_entry(
-    kind: str,
-    *,
-    auth: dict[str, Any] | None,
-    request: dict[str, Any],
-    response: dict[str, Any] | None = None,
-    error: str = "",
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "time": _now(),
-        "type": kind,
-        "auth": auth or {},
-        "request": request,
-    }
-    if kind == "response":
-        entry["response"] = response or {}
-    if error:
-        entry["error"] = error
-    return entry

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from socle.secrets.core import _json
+
 GENESIS = ""
 _SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}$')
 
@@ -34,12 +36,29 @@ def digest(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+def dumps(value: Any) -> bytes:
+    """The JSON of audit lines: compact, ASCII only (``json.dumps`` with those options)."""
+    return _json.dumps(value)
+
+
 def seal_line(entry: dict[str, Any], prev_hash: str) -> bytes:
     """Serialise ``entry`` as one chained line (without the newline)."""
-    body = json.dumps(
-        {**entry, "prev_hash": prev_hash}, separators=(",", ":"), ensure_ascii=True
-    ).encode()
+    body = dumps({**entry, "prev_hash": prev_hash})
     return body[:-1] + b',"hash":"' + digest(body).encode() + b'"}'
+
+
+def seal_body(fields: bytes, prev_hash: str) -> tuple[bytes, str]:
+    """:func:`seal_line` for an entry already serialised: ``fields`` is its JSON without
+    the closing brace (``{"time":...``, at least one field), as the audit writer builds it.
+    Returns the line and its digest (the next line's ``prev_hash``), hashing the shared
+    prefix of the two only once."""
+    body = fields + b',"prev_hash":"' + prev_hash.encode() + b'"'
+    prefix = hashlib.sha256(body)
+    own = prefix.copy()
+    own.update(b"}")
+    suffix = b',"hash":"' + own.hexdigest().encode() + b'"}'
+    prefix.update(suffix)
+    return body + suffix, prefix.hexdigest()
 
 
 @dataclass(frozen=True)

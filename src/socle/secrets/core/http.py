@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from socle.secrets.backend import Operation, SecretsError
+from socle.secrets.core import _json
 from socle.secrets.core.errors import SealedError
 from socle.secrets.core.paths import api_path
 from socle.secrets.core.pipeline import Outcome, error_outcome
@@ -92,8 +93,11 @@ class VaultHTTP:
 
     async def _handle(self, scope: Scope, receive: Receive, method: str) -> Outcome:
         path = api_path(scope.get("raw_path"), scope.get("path", ""))
-        query = dict(
-            parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        raw_query = scope.get("query_string", b"")
+        query = (
+            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else {}
         )
         token = ""
         length: int | None = None
@@ -164,7 +168,7 @@ class VaultHTTP:
         elif outcome.body is None or outcome.status == 204:
             payload = b""
         else:
-            payload = json.dumps(outcome.body, separators=(",", ":"), default=str).encode()
+            payload = _json.dumps(outcome.body, default=str)
             headers.append((b"content-type", _JSON))
         if outcome.status != 204:
             headers.append((b"content-length", str(len(payload)).encode()))
@@ -176,9 +180,14 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SecretsError(400, f"failed to parse JSON input: {exc}") from None
     if not isinstance(data, dict):
         raise SecretsError(400, "failed to parse JSON input: the body must be a JSON object")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN`` and ``Infinity`` are not JSON (Vault refuses them too)."""
+    raise ValueError(f"invalid value {name}")

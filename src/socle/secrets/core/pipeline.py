@@ -13,12 +13,12 @@ Refused requests are audited too (with their error), like Vault. The result is a
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from socle.secrets.backend import Operation, Response, SecretsError
-from socle.secrets.core.audit import build_entry
+from socle.secrets.core.audit import AuditEvent
 from socle.secrets.core.context import Caller, CoreRequest, CoreResponse
 from socle.secrets.core.errors import AuditFailure, PermissionDenied
 from socle.secrets.core.fields import (
@@ -29,7 +29,6 @@ from socle.secrets.core.fields import (
     parse_str,
     parse_str_list,
     parse_str_map,
-    rfc3339,
 )
 from socle.secrets.core.router import Mounted
 from socle.secrets.core.services import Services
@@ -47,6 +46,39 @@ class Outcome:
     content_type: str = "application/json"
 
 
+class _RandomPool:
+    """OS randomness read 4 KiB at a time. Each ``getrandom(2)`` releases the GIL, and on
+    the server every release lets an HTTP thread in and costs a thread switch: one read per
+    256 request ids instead of one per request. Emptied in a forked child."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._used = 0
+
+    def take(self, size: int) -> bytes:
+        if self._used + size > len(self._buffer):
+            self._buffer, self._used = os.urandom(4096), 0
+        chunk = self._buffer[self._used : self._used + size]
+        self._used += size
+        return chunk
+
+    def reset(self) -> None:
+        self._buffer, self._used = b"", 0
+
+
+_random = _RandomPool()
+os.register_at_fork(after_in_child=_random.reset)
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4), as ``str(uuid.uuid4())`` gives, at a fraction of the cost."""
+    raw = bytearray(_random.take(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def error_outcome(exc: SecretsError) -> Outcome:
     return Outcome(exc.status, {"errors": exc.errors})
 
@@ -57,26 +89,6 @@ async def authenticate(s: Services, token: str) -> Caller:
         raise PermissionDenied()
     acl = await s.policies.acl(entry.policies)
     return Caller(acl, tuple(entry.policies), entry, token, entry.display_name)
-
-
-def _auth_info(caller: Caller | None) -> dict[str, Any] | None:
-    if caller is None:
-        return None
-    entry = caller.entry
-    info: dict[str, Any] = {
-        "client_token": caller.token,
-        "accessor": entry.accessor if entry else "",
-        "display_name": caller.display_name,
-        "policies": list(caller.policies),
-        "token_policies": list(caller.policies),
-        "metadata": (entry.meta or None) if entry else None,
-        "entity_id": "",
-        "token_type": "service",
-    }
-    if entry is not None:
-        info["token_ttl"] = entry.ttl
-        info["token_issue_time"] = rfc3339(entry.creation_time)
-    return info
 
 
 def _request_info(request: CoreRequest, mounted: Mounted | None) -> dict[str, Any]:
@@ -117,7 +129,7 @@ class Pipeline:
         match = s.router.match(path)
         mounted, relative = match if match is not None else (None, "")
         request = CoreRequest(
-            id=str(uuid.uuid4()),
+            id=new_request_id(),
             operation=operation,
             path=path,
             mount_path=mounted.entry.path if mounted else "",
@@ -127,7 +139,11 @@ class Pipeline:
             caller=caller,
             remote_address=remote_address,
         )
-        unauthenticated = mounted is not None and mounted.unauthenticated.match(relative)
+        unauthenticated = (
+            mounted is not None
+            and bool(mounted.unauthenticated)
+            and mounted.unauthenticated.match(relative)
+        )
         try:
             if not unauthenticated and request.caller is None:
                 request.caller = await authenticate(s, token)
@@ -136,7 +152,7 @@ class Pipeline:
                 request.operation = Operation.UPDATE if exists else Operation.CREATE
             if not unauthenticated:
                 assert request.caller is not None
-                sudo = mounted is not None and mounted.sudo.match(relative)
+                sudo = mounted is not None and bool(mounted.sudo) and mounted.sudo.match(relative)
                 if not request.caller.acl.allows(path, request.operation, data, sudo=sudo):
                     raise PermissionDenied()
         except SecretsError as exc:
@@ -144,19 +160,15 @@ class Pipeline:
         return await self._run(request, mounted, unauthenticated)
 
     def _refused(self, request: CoreRequest, mounted: Mounted | None, exc: SecretsError) -> Outcome:
-        if self.s.audit.enabled:
-            info = _request_info(request, mounted)
-            auth = _auth_info(request.caller)
+        audit = self.s.audit
+        if audit.enabled:
+            event = AuditEvent(request.caller, _request_info(request, mounted))
             error = "; ".join(exc.errors)
             try:
-                self.s.audit.log(
-                    build_entry("request", auth=auth, request=info, error=error), required=True
-                )
+                audit.log_request(event, error=error)
             except AuditFailure as failure:
                 return error_outcome(failure)
-            self.s.audit.log(
-                build_entry("response", auth=auth, request=info, error=error), required=False
-            )
+            audit.log_response(event, error=error)
         return error_outcome(exc)
 
     async def _run(
@@ -164,14 +176,12 @@ class Pipeline:
     ) -> Outcome:
         s = self.s
         caller = request.caller
-        audited = s.audit.enabled
-        info: dict[str, Any] = {}
-        auth: dict[str, Any] | None = None
-        if audited:
-            info = _request_info(request, mounted)
-            auth = _auth_info(caller)
+        audit = s.audit
+        event: AuditEvent | None = None
+        if audit.enabled:
+            event = AuditEvent(caller, _request_info(request, mounted))
             try:
-                s.audit.log(build_entry("request", auth=auth, request=info), required=True)
+                audit.log_request(event)
             except AuditFailure as failure:
                 return error_outcome(failure)
         entry = None if unauthenticated or caller is None else caller.entry
@@ -186,27 +196,16 @@ class Pipeline:
                     response = await mounted.backend.handle(request.logical())
                 outcome, logged = await self._finish(request, mounted, response)
             except SecretsError as exc:
-                if audited:
-                    s.audit.log(
-                        build_entry(
-                            "response", auth=auth, request=info, error="; ".join(exc.errors)
-                        ),
-                        required=False,
-                    )
+                if event is not None:
+                    audit.log_response(event, error="; ".join(exc.errors))
                 return error_outcome(exc)
             except Exception:
                 log.exception("internal error on %s %s", request.operation.value, request.path)
-                if audited:
-                    s.audit.log(
-                        build_entry("response", auth=auth, request=info, error="internal error"),
-                        required=False,
-                    )
+                if event is not None:
+                    audit.log_response(event, error="internal error")
                 return Outcome(500, {"errors": ["internal error"]})
-            if audited:
-                s.audit.log(
-                    build_entry("response", auth=auth, request=info, response=logged),
-                    required=False,
-                )
+            if event is not None:
+                audit.log_response(event, response=logged)
             return outcome
         finally:
             if revoke_after and entry is not None:

@@ -167,7 +167,7 @@ class TokenStore:
     def __init__(self, barrier: Barrier, clock: Clock = time.time) -> None:
         self._barrier = barrier
         self._clock = clock
-        self._salt = b""
+        self._mac = hmac.new(b"", digestmod=hashlib.sha256)
         self._cache: OrderedDict[str, TokenEntry] = OrderedDict()
         self.on_revoke: Callable[[TokenEntry], Awaitable[None]] | None = None
         """Set by the core: revokes the token's leases and cubbyhole."""
@@ -183,11 +183,13 @@ class TokenStore:
                 raise SecretsError(500, "token store salt is missing")
             salt = secrets.token_bytes(32)
             await self._barrier.put("token/salt", salt)
-        self._salt = salt
+        self._mac = hmac.new(salt, digestmod=hashlib.sha256)
         self._cache.clear()
 
     def hash(self, value: str) -> str:
-        return hmac.new(self._salt, value.encode(), hashlib.sha256).hexdigest()
+        mac = self._mac.copy()  # keyed once at load: a copy per value skips the key setup
+        mac.update(value.encode())
+        return mac.hexdigest()
 
     # -- reading ------------------------------------------------------------------------
 

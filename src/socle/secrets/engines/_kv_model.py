@@ -119,7 +119,9 @@ class KeyMeta:
             "max_versions": self.max_versions,
             "cas_required": self.cas_required,
             "delete_version_after": go_duration(self.delete_version_after),
-            "custom_metadata": self.custom_metadata,
+            "custom_metadata": (
+                dict(self.custom_metadata) if self.custom_metadata is not None else None
+            ),
         }
 
     def version_summary(self, number: int, version: VersionMeta) -> dict[str, Any]:

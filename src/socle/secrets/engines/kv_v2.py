@@ -14,12 +14,21 @@ Storage layout (the core encrypts every value): ``config``, ``meta/<path>`` (one
 document per secret: the version table) and ``ver/<sha256(path)>/<n>`` (the data of one
 version). Hashing the path keeps version data out of the listing namespace, so a secret
 called ``a/1`` can never collide with version 1 of ``a``.
+
+Reads keep the parsed version tables of recently read secrets (and their formatted
+``metadata`` blocks) in memory, so a hot read decrypts and parses only the version data;
+secret *values* are never cached here (they stay ciphertext in the barrier's cache). Every
+write goes through this class, which drops the path's table after writing, and a read that
+raced a write does not keep what it loaded (a generation counter), so a read never sees a
+table older than the last completed write.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from socle.secrets.backend import Lease, MountInfo, Request, Response, SecretsError, Storage
@@ -62,6 +71,27 @@ INVALID_V2_PATH = (
 CAS_MANDATED_WARNING = (
     '"cas_required" set to false, but is mandated by backend config. This value will be ignored.'
 )
+READ_CACHE_ENTRIES = 10_000
+
+
+@dataclass
+class _ReadView:
+    """A secret's version table as the read paths use it: never mutated once cached."""
+
+    meta: KeyMeta
+    data_prefix: str
+    """Where the versions' data live: ``ver/<sha256(path)>/``."""
+    summaries: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self, number: int, entry: VersionMeta) -> dict[str, Any]:
+        """:meth:`KeyMeta.version_summary`, formatted once, handed out as a copy."""
+        cached = self.summaries.get(number)
+        if cached is None:
+            cached = self.summaries[number] = self.meta.version_summary(number, entry)
+        summary = dict(cached)
+        if summary["custom_metadata"] is not None:
+            summary["custom_metadata"] = dict(summary["custom_metadata"])
+        return summary
 
 
 class KVv2Backend:
@@ -72,6 +102,9 @@ class KVv2Backend:
         self._mount = mount
         self._clock = clock
         self._locks = KeyLocks()
+        self._views: OrderedDict[str, _ReadView] = OrderedDict()
+        self._generation = 0
+        """Bumped by every write, so that a read racing it does not cache a stale table."""
         self._router = Router(
             [
                 Route("config", handlers(read=self._config_read, write=self._config_write)),
@@ -121,19 +154,47 @@ class KVv2Backend:
     # -- storage helpers --------------------------------------------------------------
 
     @staticmethod
-    def _version_key(path: str, number: int) -> str:
-        digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"ver/{digest}/{number}"
+    def _data_prefix(path: str) -> str:
+        return f"ver/{hashlib.sha256(path.encode('utf-8', 'surrogatepass')).hexdigest()}/"
+
+    @classmethod
+    def _version_key(cls, path: str, number: int) -> str:
+        return f"{cls._data_prefix(path)}{number}"
 
     async def _config(self) -> EngineConfig:
         return EngineConfig.from_json(await get_json(self._storage, "config"))
 
     async def _load_meta(self, path: str) -> KeyMeta | None:
+        """A fresh copy of the version table from storage, for writers to change."""
         raw = await get_json(self._storage, "meta/" + path)
         return KeyMeta.from_json(raw) if raw is not None else None
 
+    async def _view(self, path: str) -> _ReadView | None:
+        """The version table for reading (shared: never change it)."""
+        view = self._views.get(path)
+        if view is not None:
+            self._views.move_to_end(path)
+            return view
+        generation = self._generation
+        meta = await self._load_meta(path)
+        if meta is None:
+            return None
+        view = _ReadView(meta, self._data_prefix(path))
+        if generation == self._generation:  # no write completed while we were loading
+            self._views[path] = view
+            if len(self._views) > READ_CACHE_ENTRIES:
+                self._views.popitem(last=False)
+        return view
+
+    def _forget(self, path: str) -> None:
+        self._generation += 1
+        self._views.pop(path, None)
+
     async def _save_meta(self, meta: KeyMeta) -> None:
-        await put_json(self._storage, "meta/" + meta.path, meta.to_json())
+        try:
+            await put_json(self._storage, "meta/" + meta.path, meta.to_json())
+        finally:
+            self._forget(meta.path)
 
     async def _meta_exists(self, request: Request, params: Params) -> bool:
         return await self._storage.get("meta/" + params.get("path", "")) is not None
@@ -160,18 +221,18 @@ class KVv2Backend:
     async def _data_read(self, request: Request, params: Params) -> Response:
         path = params["path"]
         version = get_int(merged(request), "version")
-        meta = await self._load_meta(path)
-        if meta is None:
+        view = await self._view(path)
+        if view is None:
             raise SecretsError(404)
-        number = version if version > 0 else meta.current_version
-        entry = meta.versions.get(number)
+        number = version if version > 0 else view.meta.current_version
+        entry = view.meta.versions.get(number)
         if entry is None:
             raise SecretsError(404)
-        body: dict[str, Any] = {"data": None, "metadata": meta.version_summary(number, entry)}
+        body: dict[str, Any] = {"data": None, "metadata": view.summary(number, entry)}
         if entry.destroyed or entry.is_deleted(self._clock()):
             # Vault answers 404 *with* the metadata so clients can tell deleted from absent.
             return Response(data=body, status=404)
-        stored = await get_json(self._storage, self._version_key(path, number))
+        stored = await get_json(self._storage, f"{view.data_prefix}{number}")
         if stored is None:
             raise SecretsError(500, "could not find version data")
         body["data"] = stored
@@ -248,10 +309,10 @@ class KVv2Backend:
     # -- metadata ---------------------------------------------------------------------
 
     async def _meta_read(self, request: Request, params: Params) -> Response:
-        meta = await self._load_meta(params["path"])
-        if meta is None:
+        view = await self._view(params["path"])
+        if view is None:
             raise SecretsError(404)
-        return Response(data=meta.describe())
+        return Response(data=view.meta.describe())
 
     async def _meta_list(self, request: Request, params: Params) -> Response:
         folder = params["path"]
@@ -306,7 +367,10 @@ class KVv2Backend:
                 return Response()
             for number in meta.versions:
                 await self._storage.delete(self._version_key(path, number))
-            await self._storage.delete("meta/" + path)
+            try:
+                await self._storage.delete("meta/" + path)
+            finally:
+                self._forget(path)
         return Response()
 
     # -- delete / undelete / destroy --------------------------------------------------
@@ -379,11 +443,11 @@ class KVv2Backend:
         depth = get_int(args, "depth")
         if depth < 0:
             raise SecretsError(400, "depth must be a non-negative integer")
-        meta = await self._load_meta(path)
-        if meta is None:
+        view = await self._view(path)
+        if view is None:
             raise SecretsError(404)
-        number = version if version > 0 else meta.current_version
-        entry = meta.versions.get(number)
+        number = version if version > 0 else view.meta.current_version
+        entry = view.meta.versions.get(number)
         if entry is None:
             raise SecretsError(404)
         summary = {**entry.describe(), "version": number}
