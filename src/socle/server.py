@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.engine.stores import open_store
 from socle.errors import ConfigError
+from socle.lockfile import try_lock
 from socle.runtime.local.driver import LocalDriver
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry
@@ -75,15 +75,12 @@ class _Lock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self._path)
+        if fd is None:
             raise ConfigError(
                 f"another Socle control plane is running with {self._path.parent}",
                 hint="use `socle status`, or `socle down` to stop it",
-            ) from None
+            )
         self._fd = fd
 
     def release(self) -> None:

@@ -88,3 +88,17 @@ def test_cli_without_server_says_what_to_do(socle_env: dict[str, str], tmp_path:
     )
     result = srv.cli("status", check=False)
     assert result.returncode == 1 and "socle up" in result.stderr
+
+
+def test_second_control_plane_on_the_same_home_is_refused(server: SocleServer) -> None:
+    result = server.cli("server", "--listen", "127.0.0.1:0", check=False, timeout=30)
+    assert result.returncode == 1
+    assert "another Socle control plane is running" in result.stderr
+    assert server.status()["apps"] == []
+
+
+def test_bad_listen_address_is_refused(socle_env: dict[str, str], tmp_path: Path) -> None:
+    srv = SocleServer(home=tmp_path / "h2", env=dict(socle_env, SOCLE_HOME=str(tmp_path / "h2")))
+    for bad in ("nonsense", "127.0.0.1:99999", ":80"):
+        result = srv.cli("server", "--listen", bad, check=False, timeout=30)
+        assert result.returncode == 1 and "HOST:PORT" in result.stderr, (bad, result.stderr)

@@ -19,7 +19,6 @@ timer per probe interval. Nothing polls.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError
+from socle.lockfile import try_lock
 from socle.runtime.driver import (
     InstanceId,
     InstanceSpec,
@@ -158,15 +158,12 @@ class LocalDriver:
 
         An flock dies with its holder, so a killed control plane never leaves it stale.
         """
-        fd = os.open(self.run_dir / "driver.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_lock(self.run_dir / "driver.lock")
+        if fd is None:
             raise RuntimeDriverError(
                 f"another control plane is already supervising {self.run_dir}",
                 hint="stop it first, or give this one another run folder",
-            ) from None
+            )
         self._lock_fd = fd
 
     def _unlock_run_dir(self) -> None:
