@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -50,8 +51,35 @@ def _reserve(listen: str) -> tuple[str, int]:
         return host, sock.getsockname()[1]
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, *, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The API's certificate and key; refuse to serve plain HTTP beyond loopback."""
+    host, _ = parse_listen(settings.listen)
+    if settings.tls_cert is None and settings.tls_key is None:
+        if not _loopback(host):
+            raise ConfigError(
+                f"refusing to listen on {settings.listen} without TLS",
+                hint="set SOCLE_TLS_CERT and SOCLE_TLS_KEY (PEM files; the secrets engine's "
+                "PKI can issue them), or listen on 127.0.0.1",
+            )
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ConfigError("TLS needs both SOCLE_TLS_CERT and SOCLE_TLS_KEY")
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist or is not a file")
+    return settings.tls_cert, settings.tls_key
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def mount_secrets(api: ASGIApp, secrets: ASGIApp) -> ASGIApp:
@@ -90,6 +118,7 @@ class _Lock:
 
 
 async def serve(settings: Settings) -> None:
+    tls = _tls_files(settings)
     home = settings.home
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = _Lock(home / "server.lock")
@@ -132,7 +161,13 @@ async def serve(settings: Settings) -> None:
     ctx = ApiContext(engine=engine, driver=driver, tokens=tokens, request_shutdown=request_shutdown)
     app = mount_secrets(create_app(ctx), secrets.asgi)
     server = GranianServer(
-        app, address=host, port=port, interface=Interfaces.ASGI, log_enabled=False
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        log_enabled=False,
+        ssl_cert=tls[0] if tls else None,
+        ssl_key=tls[1] if tls else None,
     )
 
     loop = asyncio.get_running_loop()
@@ -140,7 +175,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, request_shutdown, True)
 
     serving = asyncio.create_task(server.serve())
-    url = _url(host, port)
+    url = _url(host, port, tls=tls is not None)
     write_secret_file(settings.server_file, json.dumps({"url": url, "pid": os.getpid()}) + "\n")
     isolation = driver.isolation()
     log.warning("socle control plane listening on %s (home %s)", url, home)

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     """State store: a SQLite path or ``sqlite:///...`` (default ``home/state.db``), or
     ``postgresql://user@host/db`` to share state across control planes."""
 
+    tls_cert: Path | None = None
+    """PEM certificate (chain) for the API. Required to listen beyond loopback."""
+
+    tls_key: Path | None = None
+    """PEM private key matching ``tls_cert``."""
+
+    ca: Path | None = None
+    """CA bundle the CLI trusts for an ``https://`` control plane (default: system CAs)."""
+
     addr: str | None = None
     """API address the CLI talks to (overrides what the server recorded in ``home``)."""
 

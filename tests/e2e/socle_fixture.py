@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -64,6 +65,8 @@ class SocleServer:
     url: str = ""
     token: str = ""
     args: tuple[str, ...] = ()
+    verify: str | bool = True
+    """CA file (or True for the system's) that HTTPS calls from the tests trust."""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,10 +94,16 @@ class SocleServer:
                 raise AssertionError(f"server exited:\n{self.log.read_text()[-3000:]}")
             data = json.loads(info.read_text())
             self.url = data["url"]
-            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+            response = httpx.get(self.url + "/healthz", timeout=1, verify=self._tls())
+            return response.status_code == 200
 
         wait_for(ready, 30, "control plane to answer")
         self.token = (self.home / "admin.token").read_text().strip()
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        if isinstance(self.verify, str):
+            return ssl.create_default_context(cafile=self.verify)
+        return self.verify
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -143,7 +152,9 @@ class SocleServer:
         sent = dict(headers or {})
         if token:
             sent["Authorization"] = f"Bearer {token}"
-        return httpx.request(method, self.url + path, headers=sent, timeout=60, **kwargs)
+        return httpx.request(
+            method, self.url + path, headers=sent, timeout=60, verify=self._tls(), **kwargs
+        )
 
     def status(self) -> dict[str, Any]:
         response = self.api("GET", "/api/v1/status")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import socket
+import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +44,10 @@ class Client:
         headers = {"X-Socle-User": f"{getpass.getuser()}@{socket.gethostname()}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(settings.ca)) if settings.ca else True
+        )
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._http.close()
