@@ -139,16 +139,12 @@ async def _drain(reader: _Reader, since: float | None) -> AsyncIterator[LogLine]
             yield line
 
 
-async def stream_logs(
-    logs_dir: Path, instance_id: InstanceId, *, since: float | None, follow: bool
+async def _drain_files(
+    paths: list[Path], instance_id: InstanceId, since: float | None
 ) -> AsyncIterator[LogLine]:
-    """The async side: history oldest first, then (with ``follow``) new lines until cancelled."""
-    path = log_path(logs_dir, instance_id)
-    files = await asyncio.to_thread(log_files, logs_dir, instance_id)
-    for backup in files:
-        if backup == path:
-            continue
-        reader = _open(backup, instance_id)
+    """Every line of these whole (rotated) files, in order."""
+    for path in paths:
+        reader = _open(path, instance_id)
         if reader is None:
             continue
         try:
@@ -156,6 +152,16 @@ async def stream_logs(
                 yield line
         finally:
             reader.close()
+
+
+async def stream_logs(
+    logs_dir: Path, instance_id: InstanceId, *, since: float | None, follow: bool
+) -> AsyncIterator[LogLine]:
+    """The async side: history oldest first, then (with ``follow``) new lines until cancelled."""
+    path = log_path(logs_dir, instance_id)
+    files = await asyncio.to_thread(log_files, logs_dir, instance_id)
+    async for line in _drain_files([f for f in files if f != path], instance_id, since):
+        yield line
     current = _open(path, instance_id)
     try:
         if current is not None:
@@ -182,15 +188,8 @@ async def stream_logs(
                 skipped = await asyncio.to_thread(_newer_backups, logs_dir, instance_id, current)
                 current.close()
                 current = None
-                for backup in skipped:
-                    reader = _open(backup, instance_id)
-                    if reader is None:
-                        continue
-                    try:
-                        async for line in _drain(reader, since):
-                            yield line
-                    finally:
-                        reader.close()
+                async for line in _drain_files(skipped, instance_id, since):
+                    yield line
                 current = _open(path, instance_id)
                 if current is not None:
                     async for line in _drain(current, since):
