@@ -97,7 +97,12 @@ class SocleServer:
             response = httpx.get(self.url + "/healthz", timeout=1, verify=self._tls())
             return response.status_code == 200
 
-        wait_for(ready, 30, "control plane to answer")
+        try:
+            wait_for(ready, 30, "control plane to answer")
+        except BaseException:
+            self.proc.kill()  # a server that never answered is not left behind
+            self.proc.wait(10)
+            raise
         self.token = (self.home / "admin.token").read_text().strip()
 
     def _tls(self) -> ssl.SSLContext | bool:
