@@ -87,6 +87,19 @@ class Router:
         return await route.exists(request, params)
 
 
+class RoutedBackend:
+    """The part of the Backend protocol every routed engine shares: dispatch and existence
+    checks go through the engine's :class:`Router`."""
+
+    _router: Router
+
+    async def handle(self, request: Request) -> Response:
+        return await self._router.dispatch(request)
+
+    async def exists(self, request: Request) -> bool:
+        return await self._router.exists(request)
+
+
 def handlers(
     *,
     read: Handler | None = None,

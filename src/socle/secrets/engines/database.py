@@ -44,6 +44,7 @@ from socle.secrets.engines._framework import (
     KeyLocks,
     Params,
     Route,
+    RoutedBackend,
     Router,
     get_json,
     handlers,
@@ -97,7 +98,7 @@ PLUGINS: dict[str, Callable[[], DbPlugin]] = {"postgresql-database-plugin": _pos
 """Plugin name → constructor; imported lazily so unused drivers are never loaded."""
 
 
-class DatabaseBackend:
+class DatabaseBackend(RoutedBackend):
     """One mounted database engine."""
 
     def __init__(
@@ -138,12 +139,6 @@ class DatabaseBackend:
         )
 
     # -- Backend protocol -------------------------------------------------------------
-
-    async def handle(self, request: Request) -> Response:
-        return await self._router.dispatch(request)
-
-    async def exists(self, request: Request) -> bool:
-        return await self._router.exists(request)
 
     async def revoke(self, lease: Lease) -> None:
         """Drop the database user behind a lease (the role's statements or the default)."""

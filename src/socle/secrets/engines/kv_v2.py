@@ -37,6 +37,7 @@ from socle.secrets.engines._framework import (
     KeyLocks,
     Params,
     Route,
+    RoutedBackend,
     Router,
     get_json,
     handlers,
@@ -94,7 +95,7 @@ class _ReadView:
         return summary
 
 
-class KVv2Backend:
+class KVv2Backend(RoutedBackend):
     """One mounted KV v2 engine."""
 
     def __init__(self, storage: Storage, mount: MountInfo, clock: Clock = system_clock) -> None:
@@ -138,12 +139,6 @@ class KVv2Backend:
         )
 
     # -- Backend protocol -------------------------------------------------------------
-
-    async def handle(self, request: Request) -> Response:
-        return await self._router.dispatch(request)
-
-    async def exists(self, request: Request) -> bool:
-        return await self._router.exists(request)
 
     async def revoke(self, lease: Lease) -> None:
         """KV hands out no leases; nothing to undo."""

@@ -40,6 +40,7 @@ from socle.secrets.engines._framework import (
     Clock,
     Params,
     Route,
+    RoutedBackend,
     Router,
     get_json,
     go_duration,
@@ -74,7 +75,7 @@ SYSTEM_TTL = 32 * 24 * 3600.0
 SERIAL = r"(?P<serial>[0-9A-Fa-f:-]+|ca|crl|ca_chain)"
 
 
-class PkiBackend:
+class PkiBackend(RoutedBackend):
     """One mounted PKI engine."""
 
     unauthenticated_paths = ("cert/*", "ca", "ca/pem", "ca_chain", "crl", "crl/pem")
@@ -127,9 +128,6 @@ class PkiBackend:
             return await self._router.dispatch(request)
         except CertError as exc:
             raise SecretsError(400, str(exc)) from None
-
-    async def exists(self, request: Request) -> bool:
-        return await self._router.exists(request)
 
     async def revoke(self, lease: Lease) -> None:
         """Certificates are revoked through ``revoke``, not leases."""

@@ -39,6 +39,7 @@ from socle.secrets.engines._framework import (
     KeyLocks,
     Params,
     Route,
+    RoutedBackend,
     Router,
     get_json,
     handlers,
@@ -61,7 +62,7 @@ MAX_RANDOM_BYTES = 128 * 1024
 NAMED = f"(?P<name>{NAME})"
 
 
-class TransitBackend:
+class TransitBackend(RoutedBackend):
     """One mounted transit engine."""
 
     def __init__(
@@ -107,12 +108,6 @@ class TransitBackend:
         )
 
     # -- Backend protocol -------------------------------------------------------------
-
-    async def handle(self, request: Request) -> Response:
-        return await self._router.dispatch(request)
-
-    async def exists(self, request: Request) -> bool:
-        return await self._router.exists(request)
 
     async def revoke(self, lease: Lease) -> None:
         """Transit hands out no leases."""
