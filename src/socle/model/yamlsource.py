@@ -309,8 +309,15 @@ def _safety_scan(text: str) -> list[Issue]:
                     break
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
-    except yaml.YAMLError:
-        pass  # the regular parse reports syntax errors with their position
+    except yaml.YAMLError as exc:
+        # libyaml may refuse deep flow nesting itself while scanning ahead (PyYAML >= 6.0.3,
+        # at its own limit): that is our nesting refusal too. Other syntax errors are
+        # reported by the regular parse with their position.
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None and not issues and "nesting" in str(getattr(exc, "problem", "")):
+            issues.append(
+                Issue(mark.line + 1, mark.column + 1, f"nested deeper than {MAX_DEPTH} levels")
+            )
     finally:
         loader.dispose()
     return issues

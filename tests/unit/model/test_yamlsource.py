@@ -106,10 +106,13 @@ def test_safety_scan_triggers(text: str, scanned: bool) -> None:
 
 
 def test_huge_flow_nesting_is_refused_without_crashing() -> None:
+    """One located refusal, whether our scan or libyaml's own depth limit sees it first."""
     parsed = parse("a: " + "[" * 2_000_000)
-    assert [(i.line, i.column, i.reason) for i in parsed.issues] == [
-        (1, 67, "nested deeper than 64 levels")
-    ]
+    assert parsed.documents == []
+    assert len(parsed.issues) == 1
+    issue = parsed.issues[0]
+    assert issue.line == 1 and issue.column is not None and issue.column > 64
+    assert issue.reason == "nested deeper than 64 levels"
 
 
 def test_decode() -> None:

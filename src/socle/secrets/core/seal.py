@@ -140,13 +140,12 @@ class SealManager:
             return False
         parts, self._parts = self._parts, []
         self._nonce = ""
+        # Shares of another split can repeat an x coordinate (1 in 255 per pair): that is a
+        # wrong combination like any other, not a different error.
         try:
             key = parts[0] if len(parts) == 1 else shamir.combine(parts)
-        except ValueError as exc:
-            raise SecretsError(400, f"invalid unseal key shares: {exc}") from None
-        try:
             await self._barrier.unlock(key)
-        except InvalidUnsealKey:
+        except (ValueError, InvalidUnsealKey):
             raise SecretsError(
                 400, "the unseal key shares are wrong: progress was reset, start again"
             ) from None

@@ -99,3 +99,12 @@ def test_gf256_field_axioms() -> None:
         a, b, c = rng.randrange(256), rng.randrange(256), rng.randrange(256)
         assert shamir._mul(a, b ^ c) == shamir._mul(a, b) ^ shamir._mul(a, c)
         assert shamir._mul(a, b) == shamir._mul(b, a)
+
+
+def test_shares_of_two_splits_with_the_same_x_are_refused_as_duplicates() -> None:
+    """Shares of different splits may carry the same x coordinate; combine says so."""
+    first = shamir.split(b"a" * 32, 3, 2)
+    second = shamir.split(b"b" * 32, 3, 2)
+    foreign = second[0][:-1] + first[0][-1:]  # a share of the other split, same x as first[0]
+    with pytest.raises(ValueError, match="duplicate"):
+        shamir.combine([first[0], foreign])
