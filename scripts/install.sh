@@ -26,9 +26,9 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-if [[ "${1:-}" == "--test" ]]; then
-  .venv/bin/python -m pip install -q -e '.[test]'
-else
-  .venv/bin/python -m pip install -q -e .
-fi
+# Exact versions from the lock files (scripts/lock.sh makes them from pyproject.toml), so a
+# new release of a library cannot change what CI or a user runs; then Socle itself.
+if [[ "${1:-}" == "--test" ]]; then lock=requirements-test.lock; else lock=requirements.lock; fi
+.venv/bin/python -m pip install -q -r "$lock"
+.venv/bin/python -m pip install -q --no-deps -e .
 echo "socle: installed $(.venv/bin/socle --version) in .venv"
