@@ -103,8 +103,8 @@ def in_process(count: int) -> dict[str, Any]:
     """Plans on an in-process engine, timed step by step (no HTTP, no CLI)."""
     from socle.engine.releases import ReleaseStore
     from socle.engine.service import Engine
-    from socle.engine.stores import open_store
     from socle.model.loader import load
+    from socle.state.registry import open_store
     from tests.unit.engine.memdriver import MemDriver
 
     async def run() -> dict[str, Any]:

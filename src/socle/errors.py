@@ -1,7 +1,8 @@
 """Socle's exception tree.
 
 Every error a user can see is a :class:`SocleError`: it carries a message that says what
-went wrong and a hint that says what to do next. Library errors are translated at the
+went wrong, a hint that says what to do next and the HTTP status the API answers it with
+(``http_status``; 5xx means a fault of the server, not of the request). Library errors are translated at the
 boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception leaks out.
 
     SocleError
@@ -12,6 +13,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── StoreError             the state store failed
     ├── BuildError             a release build step failed (permanent for that release)
     ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
+    ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
     ├── ApiError               the control plane answered with an error
     │   └── AuthError          missing/invalid token
     └── ServerNotRunning       the CLI could not reach a control plane
@@ -26,6 +28,7 @@ class SocleError(Exception):
     """Base of every user-facing error."""
 
     exit_code: int = 1
+    http_status: int = 500
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -69,6 +72,8 @@ class Problem:
 class ManifestError(SocleError):
     """The manifests are invalid; nothing was changed."""
 
+    http_status = 422
+
     def __init__(self, problems: list[Problem], *, hint: str | None = None) -> None:
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
@@ -87,25 +92,50 @@ class ManifestError(SocleError):
 class ConfigError(SocleError):
     """Bad settings, environment variables or command-line flags."""
 
+    http_status = 400
+
 
 class NotFoundError(SocleError):
     """A named object does not exist."""
+
+    http_status = 404
 
 
 class ConflictError(SocleError):
     """A compare-and-swap write found another version than expected."""
 
+    http_status = 409
+
 
 class StoreError(SocleError):
     """The state store failed to read or write."""
+
+    http_status = 503
 
 
 class BuildError(SocleError):
     """A build step of a release failed."""
 
+    http_status = 422
+
 
 class RuntimeDriverError(SocleError):
     """The runtime driver could not do what was asked."""
+
+    http_status = 500
+
+
+class SecretUnavailable(SocleError):
+    """A secret that an app references cannot be read with the app's policy.
+
+    The secrets engine raises it at its boundary, so that callers (the engine) need not know
+    the engine's own error types; ``status`` is the engine's answer (403, 404, 503).
+    """
+
+    def __init__(self, message: str, *, status: int = 404, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.http_status = status
 
 
 class ApiError(SocleError):
@@ -114,6 +144,7 @@ class ApiError(SocleError):
     def __init__(self, message: str, *, status: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.status = status
+        self.http_status = status
 
 
 class AuthError(ApiError):

@@ -24,13 +24,13 @@ from socle.api.app import ApiContext, create_app
 from socle.api.tokens import TokenStore, write_secret_file
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
-from socle.engine.stores import open_store
 from socle.errors import ConfigError
 from socle.lockfile import try_lock
 from socle.runtime.local.driver import LocalDriver
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry
 from socle.settings import Settings, parse_listen
+from socle.state.registry import open_store
 
 log = logging.getLogger("socle.server")
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.e2e.socle_fixture import SOCLE, SocleServer
-from tests.integration.engine.pg_server import PgServer, running_postgres, skip_reason
+from tests.support.pg_server import PgServer, running_postgres, skip_reason
 
 DEV_KEY_FILE = "secrets-dev-unseal.key"
 

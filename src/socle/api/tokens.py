@@ -14,7 +14,7 @@ import secrets
 import time
 from pathlib import Path
 
-from socle.engine.store import StateStore
+from socle.state.store import StateStore
 
 PREFIX = "auth/tokens/"
 

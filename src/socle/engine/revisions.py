@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from socle.engine.store import Put, StateStore
 from socle.errors import ConflictError, NotFoundError
+from socle.state.store import Put, StateStore
 
 TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "interrupted", "superseded"})
 COUNTER_KEY = "meta/revision"

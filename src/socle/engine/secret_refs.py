@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from socle.errors import Problem
+from socle.errors import Problem, SecretUnavailable
 from socle.model.app import App, SecretRef
-from socle.secrets.backend import SecretsError
 
 
 class SecretReader(Protocol):
-    async def read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]: ...
+    async def read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]:
+        """The value (text) and version of ``path#key`` as ``policies`` allow;
+        :class:`~socle.errors.SecretUnavailable` when they do not, or it does not exist."""
+        ...
 
 
 def app_policy(name: str) -> str:
@@ -37,7 +39,7 @@ async def versions(
     for env_name, ref in references(app).items():
         try:
             _, version = await reader.read_for_app([app_policy(app.name)], ref.path, ref.key)
-        except SecretsError as exc:
+        except SecretUnavailable as exc:
             file, _, line = (origin or "").rpartition(":")
             problems.append(
                 Problem(
@@ -45,7 +47,7 @@ async def versions(
                     int(line) if line.isdigit() else None,
                     f"spec.env.{env_name}",
                     f"secret {ref.secret!r} cannot be read with policy "
-                    f"{app_policy(app.name)!r}: {'; '.join(exc.errors) or exc}",
+                    f"{app_policy(app.name)!r}: {exc.message}",
                 )
             )
             continue

@@ -26,7 +26,6 @@ from socle.engine.planner import Action, AppState, Plan, plan
 from socle.engine.releases import Release, ReleaseStore
 from socle.engine.revisions import Revision, RevisionLog
 from socle.engine.secret_refs import SecretReader
-from socle.engine.store import Delete, Op, Put, StateStore
 from socle.engine.targets import (
     AppStateCache,
     Rollout,
@@ -41,6 +40,7 @@ from socle.model.app import App
 from socle.model.cache import ManifestCache
 from socle.model.loader import LoadedManifests, load
 from socle.runtime.driver import ReleaseId, RuntimeDriver
+from socle.state.store import Delete, Op, Put, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from socle.engine import service
 from socle.engine.controller import Controller
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
-from socle.engine.store import Put
-from socle.engine.store_sqlite import SqliteStore
 from socle.engine.targets import AppStateCache, Rollout, Target, app_state
 from socle.model.app import App
+from socle.state.sqlite import SqliteStore
+from socle.state.store import Put
 from tests.unit.engine.memdriver import MemDriver
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from socle.engine.store import StateStore
+from socle.errors import SecretUnavailable
 from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.errors import SealedError
@@ -37,6 +37,7 @@ from socle.secrets.core.pipeline import Pipeline, runtime_caller
 from socle.secrets.core.seal import SealManager, decode_share
 from socle.secrets.core.services import Services
 from socle.secrets.core.tokens import TokenParams
+from socle.state.store import StateStore
 
 if TYPE_CHECKING:
     from socle.secrets.registry import BackendRegistry
@@ -170,6 +171,17 @@ class SecretsCore:
     # -- runtime ------------------------------------------------------------------------
 
     async def read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]:
+        """One value of a secret for an app, checked against exactly ``policies``.
+
+        The engine's side of the boundary: every refusal becomes
+        :class:`~socle.errors.SecretUnavailable` (see :meth:`_read_for_app`).
+        """
+        try:
+            return await self._read_for_app(policies, path, key)
+        except SecretsError as exc:
+            raise SecretUnavailable("; ".join(exc.errors) or str(exc), status=exc.status) from None
+
+    async def _read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]:
         """One value of a secret for an app, checked against exactly ``policies``.
 
         ``path`` is an API path (``secret/data/app/db``); on a KV v2 mount the ``data/``

@@ -31,10 +31,10 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from socle.engine.store import Delete, Put, StateStore
 from socle.errors import ConflictError
 from socle.secrets.core.errors import IntegrityError, SealedError
 from socle.secrets.core.keyring import Keyring, KeyTerm
+from socle.state.store import Delete, Put, StateStore
 
 log = logging.getLogger("socle.secrets")
 

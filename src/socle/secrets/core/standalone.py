@@ -16,10 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from socle.engine.store_sqlite import SqliteStore
 from socle.secrets.core import SecretsCore
 from socle.secrets.core.http import Receive, Scope, Send
 from socle.secrets.registry import BackendRegistry, default_registry
+from socle.state.sqlite import SqliteStore
 
 
 class StandaloneApp:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from socle.secrets.backend import SecretsError
+from socle.errors import SecretUnavailable
 from tests.integration.secrets.socle_vault_server import VaultServer
 
 
@@ -33,11 +33,11 @@ def test_read_for_app(vault_server: VaultServer) -> None:
         (["web"], "secret/data/web/db", "nokey", 404),
         (["web"], "secret/../sys", "x", 400),
     ):
-        with pytest.raises(SecretsError) as caught:
+        with pytest.raises(SecretUnavailable) as caught:
             vault_server.run(core.read_for_app(policies, path, key))
-        assert caught.value.status == status, (path, caught.value.errors)
+        assert caught.value.status == status, (path, caught.value.message)
 
     root.sys.seal()
-    with pytest.raises(SecretsError) as sealed:
+    with pytest.raises(SecretUnavailable) as sealed:
         vault_server.run(core.read_for_app(["web"], "secret/data/web/db", "password"))
     assert sealed.value.status == 503

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from socle.engine.store_sqlite import SqliteStore
 from socle.secrets.core.barrier import DATA_PREFIX, Barrier, InvalidUnsealKey, StorageView
 from socle.secrets.core.errors import IntegrityError, SealedError
 from socle.secrets.core.keyring import Keyring
+from socle.state.sqlite import SqliteStore
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from socle.engine.store import Op, Record, StateStore
-from socle.engine.store_postgres import (
+from socle.errors import ConfigError, StoreError
+from socle.state.postgres import (
     CONNECTION_HINT,
     PostgresStore,
     check_dsn,
@@ -17,9 +17,9 @@ from socle.engine.store_postgres import (
     redact_dsn,
     scrub,
 )
-from socle.engine.store_sqlite import SqliteStore
-from socle.engine.stores import StoreRegistry, default_registry, open_store, sqlite_path
-from socle.errors import ConfigError, StoreError
+from socle.state.registry import StoreRegistry, default_registry, open_store, sqlite_path
+from socle.state.sqlite import SqliteStore
+from socle.state.store import Op, Record, StateStore
 
 SECRET = "Hunter2-very-secret"
 

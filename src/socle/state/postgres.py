@@ -1,6 +1,6 @@
 """PostgreSQL state store, for control planes that share state across machines.
 
-Same contract as the SQLite store (see :mod:`socle.engine.store`), kept in one table::
+Same contract as the SQLite store (see :mod:`socle.state.store`), kept in one table::
 
     socle_kv(key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, version bigint NOT NULL)
 
@@ -56,8 +56,8 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from socle.engine.store import Delete, Op, Put, Record, prefix_end
 from socle.errors import ConfigError, ConflictError, StoreError
+from socle.state.store import Delete, Op, Put, Record, prefix_end
 
 T = TypeVar("T")
 
@@ -174,7 +174,7 @@ def check_dsn(dsn: str) -> None:
 
 
 class PostgresStore:
-    """The :class:`~socle.engine.store.StateStore` on PostgreSQL (psycopg 3, async)."""
+    """The :class:`~socle.state.store.StateStore` on PostgreSQL (psycopg 3, async)."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn

@@ -4,9 +4,9 @@ Settings name the store with one string, so that moving from the embedded defaul
 shared database is a configuration change, not a code change:
 
 - ``/var/lib/socle/state.db`` or ``state.db`` (a plain path) or ``sqlite:///abs/path.db``
-  → :class:`~socle.engine.store_sqlite.SqliteStore`;
+  → :class:`~socle.state.sqlite.SqliteStore`;
 - ``postgresql://user:password@host:5432/db?sslmode=verify-full`` (or ``postgres://``)
-  → :class:`~socle.engine.store_postgres.PostgresStore`, every libpq option passed through.
+  → :class:`~socle.state.postgres.PostgresStore`, every libpq option passed through.
 
 A backend is one module plus one :meth:`StoreRegistry.register` call. The registry is an
 object you can build and pass around (tests register in-memory stores), not a hidden global;
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from socle.engine.store import StateStore
 from socle.errors import ConfigError
+from socle.state.store import StateStore
 
 Opener = Callable[[str], Awaitable[StateStore]]
 """Opens a store from its full URL (the scheme is already known to match)."""
@@ -130,13 +130,13 @@ def sqlite_path(url: str) -> Path:
 
 
 async def _open_sqlite(url: str) -> StateStore:
-    from socle.engine.store_sqlite import SqliteStore
+    from socle.state.sqlite import SqliteStore
 
     return await SqliteStore.open(sqlite_path(url))
 
 
 async def _open_postgres(url: str) -> StateStore:
-    from socle.engine.store_postgres import PostgresStore
+    from socle.state.postgres import PostgresStore
 
     return await PostgresStore.open(url)
 

@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from socle.engine.store import Delete, Op, Put, Record, prefix_end
 from socle.errors import ConflictError, StoreError
+from socle.state.store import Delete, Op, Put, Record, prefix_end
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 Every test takes ``store`` (and, for races between processes, ``other_store``: a second,
 independent instance on the same data), parametrized over SQLite and a real PostgreSQL
 server (see ``pg_server.py``; the PostgreSQL half skips without root). Stores are opened
-through :func:`socle.engine.stores.open_store`, as the server does. Tests at the end of the
+through :func:`socle.state.registry.open_store`, as the server does. Tests at the end of the
 file cover what only PostgreSQL has: a DSN with a password, a server that goes away, a table
 made by someone else.
 """
@@ -19,12 +19,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from socle.engine.store import Delete, Op, Put, StateStore
-from socle.engine.store_postgres import KEY_LOCKS, PostgresStore, lock_id
-from socle.engine.stores import open_store
 from socle.errors import ConflictError, StoreError
-from tests.integration.engine.pg_server import PgServer
-from tests.integration.engine.pg_server import pg_server as pg_server  # session fixture
+from socle.state.postgres import KEY_LOCKS, PostgresStore, lock_id
+from socle.state.registry import open_store
+from socle.state.store import Delete, Op, Put, StateStore
+from tests.support.pg_server import PgServer
+from tests.support.pg_server import pg_server as pg_server  # session fixture
 
 
 @dataclass(frozen=True)
