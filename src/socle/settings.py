@@ -113,6 +113,16 @@ class Settings(BaseSettings):
         return self.home / "logs"
 
     @property
+    def volumes_dir(self) -> Path:
+        """Persistent data of ``Volume`` objects, one folder per volume."""
+        return self.home / "volumes"
+
+    @property
+    def backups_dir(self) -> Path:
+        """Where scheduled backups are written (``socle backup create`` defaults here too)."""
+        return self.home / "backups"
+
+    @property
     def token_file(self) -> Path:
         return self.home / "admin.token"
 

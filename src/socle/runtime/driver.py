@@ -22,6 +22,20 @@ ReleaseId = NewType("ReleaseId", str)
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host folder shown inside an instance at ``target`` (e.g. a Volume's data).
+
+    The driver binds ``source`` at ``target`` in the instance's filesystem view, read-only
+    when ``read_only``; a writable mount is the only place besides scratch space where the
+    instance may write, and the driver makes its top folder owned by the instance's uid.
+    """
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """Everything a driver needs to run one instance of one release of an app.
 
@@ -46,6 +60,8 @@ class InstanceSpec:
     cpu: float | None = None
     release_root: Path | None = None
     """Release folder the workdir lives in (bound into the sandbox); defaults to workdir."""
+    mounts: list[Mount] = field(default_factory=list)
+    """Extra folders (volumes) bound into the instance; see :class:`Mount`."""
 
 
 class InstanceState(StrEnum):

@@ -19,6 +19,7 @@ timer per probe interval. Nothing polls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -65,6 +66,11 @@ def _check_spec(spec: InstanceSpec) -> None:
         )
 
 
+def default_cgroup_parent(run_dir: Path) -> str:
+    """``socle-<12 hex digits of the run folder's path>``: one cgroup subtree per home."""
+    return "socle-" + hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+
+
 class LocalDriver:
     """Runs each instance as real processes on this host (see the module docstring)."""
 
@@ -79,13 +85,15 @@ class LocalDriver:
         log_backups: int = 3,
         isolation: str = "auto",
         backoff: BackoffPolicy | None = None,
-        cgroup_parent: str = "socle",
+        cgroup_parent: str | None = None,
         pids_max: int | None = 4096,
     ) -> None:
         """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
 
         ``backoff`` and ``cgroup_parent`` have production defaults; tests pass a faster
-        backoff. ``pids_max`` caps processes+threads per sandboxed instance.
+        backoff. The default cgroup parent is unique per run folder (``socle-<digest>``), so
+        that two homes started from one shell never share (or clean up) each other's cgroups.
+        ``pids_max`` caps processes+threads per sandboxed instance.
         """
         if isolation not in MODES:
             raise RuntimeDriverError(
@@ -102,7 +110,7 @@ class LocalDriver:
         self._log_max_bytes = log_max_bytes
         self._log_backups = log_backups
         self._backoff = backoff or BackoffPolicy()
-        self._cgroup_parent = cgroup_parent
+        self._cgroup_parent = cgroup_parent or default_cgroup_parent(self.run_dir)
         self._pids_max = pids_max
         self._records = RecordStore(self.run_dir)
         self._ports = PortAllocator()
