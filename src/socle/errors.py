@@ -11,6 +11,8 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── NotFoundError          a named thing (app, revision, release) does not exist
     ├── ConflictError          a compare-and-swap write lost a race
     ├── StoreError             the state store failed
+    ├── LeaseHeld              another control plane leads on the shared state store
+    ├── LeaseLost              this control plane lost its leader lease and stopped acting
     ├── BuildError             a release build step failed (permanent for that release)
     ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
     ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
@@ -109,6 +111,18 @@ class ConflictError(SocleError):
 
 class StoreError(SocleError):
     """The state store failed to read or write."""
+
+    http_status = 503
+
+
+class LeaseHeld(SocleError):
+    """Another control plane holds the leader lease of the shared state store."""
+
+    http_status = 409
+
+
+class LeaseLost(SocleError):
+    """The leader lease was lost while running: the control plane stopped acting (fenced)."""
 
     http_status = 503
 

@@ -90,7 +90,22 @@ class Settings(BaseSettings):
     log_backups: int = 3
     """Rotated log files kept per instance."""
 
-    @field_validator("listen")
+    standby: bool = False
+    """With a shared (PostgreSQL) store: when another control plane leads, wait as a standby
+    and take over when it stops, instead of refusing to start."""
+
+    leader_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often a leader checks that it still holds the lease; it stops acting (exits)
+    as soon as it does not."""
+
+    consul_listen: str = "127.0.0.1:8500"
+    """Where the Consul-compatible reads (catalog, health, agent, KV) will listen: their own
+    listener, so that ``/v1/...`` stays the Vault API on the main one. Not served yet."""
+
+    dns_listen: str = "127.0.0.1:8600"
+    """Where the service-discovery DNS will listen. Not served yet."""
+
+    @field_validator("listen", "consul_listen", "dns_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)

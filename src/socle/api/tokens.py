@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from pathlib import Path
 
+from socle.fs import write_private
 from socle.state.store import StateStore
 
 PREFIX = "auth/tokens/"
@@ -27,16 +27,6 @@ def new_token() -> str:
     return "socle_" + secrets.token_urlsafe(32)
 
 
-def write_secret_file(path: Path, content: str) -> None:
-    """Create or replace a file readable by its owner only, never briefly wider."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(content)
-    os.replace(tmp, path)
-
-
 class TokenStore:
     def __init__(self, store: StateStore) -> None:
         self._store = store
@@ -48,7 +38,7 @@ class TokenStore:
             return
         token = new_token()
         await self.add(token, "admin")
-        write_secret_file(token_file, token + "\n")
+        write_private(token_file, token + "\n")
 
     async def add(self, token: str, name: str) -> None:
         body = json.dumps({"name": name, "created": time.time()}).encode()

@@ -18,6 +18,7 @@ from socle.cli.client import Client, server_url
 from socle.cli.output import console, err_console, json_option, print_json
 from socle.cli.render import app_urls, print_history, print_plan, print_status
 from socle.errors import ConfigError, ServerNotRunning, SocleError
+from socle.fs import private_dir
 from socle.settings import Settings, read_json_file
 
 SERVER_START_TIMEOUT = 30.0
@@ -152,7 +153,7 @@ def server(listen: str | None, dev: bool, tls_cert: str | None, tls_key: str | N
 
 
 def _start_background(settings: Settings, listen: str | None, dev: bool) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(settings.home)
     log_path = settings.home / "server.log"
     argv = [sys.executable, "-m", "socle", "server"]
     if listen:

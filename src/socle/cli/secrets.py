@@ -22,6 +22,7 @@ from rich.table import Table
 
 from socle.cli.output import console, err_console, json_option, print_json
 from socle.errors import ApiError, AuthError, ConfigError, NotFoundError, ServerNotRunning
+from socle.fs import write_private
 from socle.secrets.core.audit_chain import verify_file
 from socle.settings import Settings, read_json_file
 
@@ -174,10 +175,7 @@ def init(
     assert result is not None
     if save_root_token:
         path = Path.home() / TOKEN_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(result["root_token"])
-        path.chmod(0o600)
+        write_private(path, result["root_token"])
     if as_json:
         print_json(result)
         return

@@ -26,6 +26,7 @@ from socle.runtime.driver import (
     ReleaseId,
     RuntimeDriver,
 )
+from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Controller:
         on_rollout: RolloutListener,
         *,
         resolve_secrets: SecretResolver = _no_secrets,
+        tasks: TaskMonitor | None = None,
     ) -> None:
         self._driver = driver
         self._on_rollout = on_rollout
@@ -79,7 +81,7 @@ class Controller:
         self._stopping: set[InstanceId] = set()
         self._refreshed: set[InstanceId] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = (tasks if tasks is not None else TaskMonitor()).group("controller")
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -135,9 +137,7 @@ class Controller:
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def kick(self, name: str) -> None:
         self._dirty.add(name)
@@ -168,20 +168,17 @@ class Controller:
                     continue
                 self._dirty.discard(name)
                 self._running.add(name)
-                self._spawn(self._reconcile_guarded(name))
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._reconcile_guarded(name), f"reconcile:{name}")
 
     async def _reconcile_guarded(self, name: str) -> None:
         try:
             await self.reconcile(name)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("reconcile of app %s failed; retrying", name)
+        except Exception as exc:
+            self._tasks.monitor.report(
+                f"controller/reconcile:{name}", exc, message="reconcile failed; retrying in 2s"
+            )
             self._kick_later(name, 2.0)
         finally:
             self._running.discard(name)
@@ -206,7 +203,7 @@ class Controller:
                 self._refreshed.discard(instance.id)
                 self.kick(instance.app)
 
-        self._spawn(run())
+        self._tasks.spawn(run(), f"stop:{instance.id}")
 
     def available(self, name: str) -> bool:
         """An app others may depend on: its current rollout has every replica ready."""

@@ -41,6 +41,7 @@ from socle.model.cache import ManifestCache
 from socle.model.loader import LoadedManifests, load
 from socle.runtime.driver import ReleaseId, RuntimeDriver
 from socle.state.store import Delete, Op, Put, StateStore
+from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Engine:
         secrets: SecretReader | None = None,
         loader: Callable[[Path, str | None], LoadedManifests] = load,
         secret_check_seconds: float = 10.0,
+        tasks: TaskMonitor | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -92,13 +94,16 @@ class Engine:
         self._secrets = secrets
         self._secret_check_seconds = secret_check_seconds
         self.revisions = RevisionLog(store)
-        self.controller = Controller(driver, self._on_rollout, resolve_secrets=self._secret_env)
+        monitor = tasks if tasks is not None else TaskMonitor()
+        self.controller = Controller(
+            driver, self._on_rollout, resolve_secrets=self._secret_env, tasks=monitor
+        )
         self._apply_lock = asyncio.Lock()
         self._pending: dict[int, set[str]] = {}
         self._deleting: dict[str, int] = {}
         self._revision_lock = asyncio.Lock()
         self._marks: dict[int, list[tuple[set[str], str, str]]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = monitor.group("engine")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -120,13 +125,11 @@ class Engine:
                 await self._finish(revision)
         self.controller.start()
         if self._secrets is not None:
-            self._spawn(self._watch_secrets())
+            self._tasks.spawn(self._watch_secrets(), "watch-secrets")
 
     async def stop(self) -> None:
         await self.controller.stop()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     # -- plan --------------------------------------------------------------------------
 
@@ -234,9 +237,7 @@ class Engine:
         except BaseException:
             self._apply_lock.release()
             raise
-        task = asyncio.create_task(self._execute(desired, the_plan, revision))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._execute(desired, the_plan, revision), f"apply:{revision.number}")
         return the_plan, revision
 
     async def _execute(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
@@ -391,9 +392,7 @@ class Engine:
             )
 
     def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, getattr(coro, "__name__", "task"))
 
     # -- secrets -----------------------------------------------------------------------
 

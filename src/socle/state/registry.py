@@ -6,7 +6,13 @@ shared database is a configuration change, not a code change:
 - ``/var/lib/socle/state.db`` or ``state.db`` (a plain path) or ``sqlite:///abs/path.db``
   → :class:`~socle.state.sqlite.SqliteStore`;
 - ``postgresql://user:password@host:5432/db?sslmode=verify-full`` (or ``postgres://``)
-  → :class:`~socle.state.postgres.PostgresStore`, every libpq option passed through.
+  → :class:`~socle.state.postgres.PostgresStore`, every libpq option passed through;
+- ``memory://name`` → :class:`~socle.state.memory.MemoryStore`, in this process only (tests,
+  throw-away runs): stores opened with the same name *through the same registry* share data.
+
+A store that several control planes may share also registers a leader lease
+(:meth:`StoreRegistry.register_lease`, :mod:`socle.state.lease`); :meth:`StoreRegistry.open_lease`
+returns None for the others (SQLite: one control plane per home, kept by a file lock).
 
 A backend is one module plus one :meth:`StoreRegistry.register` call. The registry is an
 object you can build and pass around (tests register in-memory stores), not a hidden global;
@@ -26,10 +32,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from socle.errors import ConfigError
+from socle.state.lease import Holder, LeaderLease
 from socle.state.store import StateStore
 
 Opener = Callable[[str], Awaitable[StateStore]]
 """Opens a store from its full URL (the scheme is already known to match)."""
+
+LeaseOpener = Callable[[str, Holder], Awaitable[LeaderLease]]
+"""Makes the leader lease of the store at a URL, for the given would-be holder."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
 _LIBPQ_KEYWORDS = re.compile(
@@ -44,6 +54,9 @@ class StoreRegistry:
 
     def __init__(self) -> None:
         self._openers: dict[str, Opener] = {}
+        self._leases: dict[str, LeaseOpener] = {}
+        self.memory: dict[str, object] = {}
+        """Data of ``memory://`` stores opened through this registry, by name."""
 
     def register(self, scheme: str, opener: Opener) -> None:
         """Serve URLs ``scheme://...`` with ``opener``; schemes are case-insensitive."""
@@ -53,6 +66,21 @@ class StoreRegistry:
         if key in self._openers:
             raise ValueError(f"a store is already registered for {key}://")
         self._openers[key] = opener
+
+    def register_lease(self, scheme: str, opener: LeaseOpener) -> None:
+        """Stores of ``scheme`` are shared between control planes: lease them with ``opener``."""
+        key = scheme.lower()
+        if key not in self._openers:
+            raise ValueError(f"register a store for {key}:// before its lease")
+        if key in self._leases:
+            raise ValueError(f"a lease is already registered for {key}://")
+        self._leases[key] = opener
+
+    async def open_lease(self, url_or_path: str | Path, holder: Holder) -> LeaderLease | None:
+        """The leader lease of the store ``url_or_path`` names, or None if it needs none."""
+        scheme, url = self.resolve(url_or_path)
+        opener = self._leases.get(scheme)
+        return None if opener is None else await opener(url, holder)
 
     @property
     def schemes(self) -> list[str]:
@@ -141,12 +169,27 @@ async def _open_postgres(url: str) -> StateStore:
     return await PostgresStore.open(url)
 
 
+async def _lease_postgres(url: str, holder: Holder) -> LeaderLease:
+    from socle.state.postgres_lease import PostgresLease
+
+    return PostgresLease(url, holder)
+
+
 def default_registry() -> StoreRegistry:
-    """A new registry with the stores Socle ships: SQLite and PostgreSQL."""
+    """A new registry with the stores Socle ships: SQLite, PostgreSQL and in-memory."""
     registry = StoreRegistry()
     registry.register("sqlite", _open_sqlite)
     registry.register("postgresql", _open_postgres)
     registry.register("postgres", _open_postgres)
+    registry.register_lease("postgresql", _lease_postgres)
+    registry.register_lease("postgres", _lease_postgres)
+
+    async def open_memory(url: str) -> StateStore:
+        from socle.state.memory import MemoryStore
+
+        return MemoryStore.open(url, registry.memory)
+
+    registry.register("memory", open_memory)
     return registry
 
 

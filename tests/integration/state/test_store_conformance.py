@@ -1,7 +1,7 @@
 """State-store conformance suite: written once, run against every backend.
 
 Every test takes ``store`` (and, for races between processes, ``other_store``: a second,
-independent instance on the same data), parametrized over SQLite and a real PostgreSQL
+independent instance on the same data), parametrized over the in-memory store, SQLite and a real PostgreSQL
 server (see ``pg_server.py``; the PostgreSQL half skips without root). Stores are opened
 through :func:`socle.state.registry.open_store`, as the server does. Tests at the end of the
 file cover what only PostgreSQL has: a DSN with a password, a server that goes away, a table
@@ -21,7 +21,7 @@ import pytest
 
 from socle.errors import ConflictError, StoreError
 from socle.state.postgres import KEY_LOCKS, PostgresStore, lock_id
-from socle.state.registry import open_store
+from socle.state.registry import StoreRegistry, default_registry, open_store
 from socle.state.store import Delete, Op, Put, StateStore
 from tests.support.pg_server import PgServer
 from tests.support.pg_server import pg_server as pg_server  # session fixture
@@ -33,13 +33,17 @@ class Backend:
 
     name: str
     location: str
+    registry: StoreRegistry | None = None
+    """In-memory stores share data only through one registry: the test's own."""
 
     async def open(self) -> StateStore:
-        return await open_store(self.location)
+        return await open_store(self.location, registry=self.registry)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.root)])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.root)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "memory":
+        return Backend("memory", "memory://conformance", default_registry())
     if request.param == "sqlite":
         return Backend("sqlite", f"sqlite://{tmp_path}/state.db")
     server: PgServer = request.getfixturevalue("pg_server")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -52,6 +51,7 @@ from socle.engine.releases._digest import (
 )
 from socle.engine.releases._steps import run_step
 from socle.errors import BuildError, ConfigError
+from socle.fs import lock as fs_lock
 from socle.model.app import NAME_RE, App
 from socle.runtime.driver import ReleaseId
 
@@ -598,31 +598,9 @@ def _clean_incomplete(app_dir: Path, building: ReleaseId) -> None:
                 lock.unlink(missing_ok=True)
 
 
-def _open_locked(path: Path, *, blocking: bool) -> int | None:
-    """Open and flock ``path``; None if busy. Retries if the file was replaced meanwhile,
-    because a lock on an unlinked file protects nothing."""
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-
-
 @contextlib.contextmanager
 def _try_locked(path: Path) -> Iterator[bool]:
-    fd = _open_locked(path, blocking=False)
+    fd = fs_lock(path, blocking=False)
     try:
         yield fd is not None
     finally:
@@ -633,7 +611,7 @@ def _try_locked(path: Path) -> Iterator[bool]:
 @contextlib.asynccontextmanager
 async def _locked(path: Path) -> AsyncIterator[None]:
     """Hold ``path``'s flock, polling so the event loop never blocks and cancel works."""
-    while (fd := _open_locked(path, blocking=False)) is None:
+    while (fd := fs_lock(path, blocking=False)) is None:
         await asyncio.sleep(LOCK_POLL_SECONDS)
     try:
         yield

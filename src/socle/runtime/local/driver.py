@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError
-from socle.lockfile import try_lock
+from socle.fs import try_lock
 from socle.runtime.driver import (
     InstanceId,
     InstanceSpec,
@@ -50,6 +50,7 @@ from socle.runtime.local.records import (
     spec_from_json,
     spec_to_json,
 )
+from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,15 @@ class LocalDriver:
         backoff: BackoffPolicy | None = None,
         cgroup_parent: str | None = None,
         pids_max: int | None = 4096,
+        tasks: TaskMonitor | None = None,
     ) -> None:
         """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
 
         ``backoff`` and ``cgroup_parent`` have production defaults; tests pass a faster
         backoff. The default cgroup parent is unique per run folder (``socle-<digest>``), so
         that two homes started from one shell never share (or clean up) each other's cgroups.
-        ``pids_max`` caps processes+threads per sandboxed instance.
+        ``pids_max`` caps processes+threads per sandboxed instance. ``tasks`` collects the
+        failures of the driver's background tasks (the server passes its monitor).
         """
         if isolation not in MODES:
             raise RuntimeDriverError(
@@ -117,7 +120,7 @@ class LocalDriver:
         self._instances: dict[str, Instance] = {}
         self._listeners: list[StatusListener] = []
         self._last_emitted: dict[str, tuple[object, ...]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = (tasks if tasks is not None else TaskMonitor()).group("runtime")
         self._host: Host | None = None
         self._closed = False
         self._lock_fd: int | None = None
@@ -202,10 +205,7 @@ class LocalDriver:
             async with instance.lock:
                 instance.detach()
         self._instances.clear()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
         self._closed = True
         self._unlock_run_dir()
 
@@ -308,11 +308,4 @@ class LocalDriver:
                 log.exception("runtime status listener failed")
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("runtime driver task failed", exc_info=task.exception())
+        self._tasks.spawn(coro, getattr(coro, "__qualname__", "task"))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError
+from socle.fs import private_dir, write_private
 from socle.model.app import HealthSpec
 from socle.runtime.driver import InstanceId, InstanceSpec, ReleaseId
 from socle.runtime.local.procs import ProcRef
@@ -163,8 +163,7 @@ class RecordStore:
         self.dir = run_dir / "instances"
 
     def ensure(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.dir, 0o700)
+        private_dir(self.dir)
 
     def record_path(self, instance_id: str) -> Path:
         return self.dir / f"{instance_id}.json"
@@ -174,15 +173,8 @@ class RecordStore:
 
     def write(self, record: InstanceRecord) -> None:
         """Atomic and private: readers see the old or the new record, never half of one."""
-        path = self.record_path(record.id)
-        tmp = path.with_name(f".{path.name}.tmp")
-        data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        data = json.dumps(record.to_json(), indent=1, sort_keys=True)
+        write_private(self.record_path(record.id), data)
 
     def load_all(self) -> list[InstanceRecord]:
         """Every readable record; a broken one is logged and left for a human to look at."""

@@ -21,13 +21,13 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from socle.errors import SecretUnavailable
+from socle.fs import write_private
 from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.errors import SealedError
@@ -91,12 +91,13 @@ class SecretsCore:
         if not self.seal.initialized:
             result = await self.initialize(1, 1)
             self.home.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                json.dump(
-                    {"unseal_key": result["keys_base64"][0], "root_token": result["root_token"]},
-                    handle,
-                )
+            write_private(
+                key_file,
+                json.dumps(
+                    {"unseal_key": result["keys_base64"][0], "root_token": result["root_token"]}
+                ),
+                durable=True,
+            )
         if not key_file.exists():
             log.error("dev mode: %s is missing; the secrets engine stays sealed", key_file)
             return

@@ -1,0 +1,35 @@
+"""What the API's routers reach: the subsystems of one control plane, passed in explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from socle.api.tokens import TokenStore
+from socle.engine.service import Engine
+from socle.runtime.driver import RuntimeDriver
+
+
+def _no_control_plane() -> dict[str, object]:
+    return {}
+
+
+@dataclass
+class ApiContext:
+    engine: Engine
+    driver: RuntimeDriver
+    tokens: TokenStore
+    request_shutdown: Callable[[bool], None]
+    control_plane: Callable[[], dict[str, object]] = field(default=_no_control_plane)
+    """The "control plane" section of status: components, background tasks, leader lease."""
+
+
+def context(request: Request) -> ApiContext:
+    """The context of the app serving ``request`` (a FastAPI dependency)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+__all__ = ["ApiContext", "context"]

@@ -1,0 +1,93 @@
+"""Plan, apply, rollback, revisions and status: the engine's API."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import Field
+
+from socle.api.auth import Who
+from socle.api.context import ApiContext, context
+from socle.api.models import Body
+from socle.api.routes.system import isolation_json
+from socle.engine.controller import health_word
+
+router = APIRouter(prefix="/api/v1")
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+class ApplyBody(Body):
+    path: str = Field(min_length=1, max_length=4096)
+    env: str | None = Field(default=None, max_length=63)
+
+
+class RollbackBody(Body):
+    revision: int = Field(ge=1)
+
+
+@router.post("/plan")
+async def plan(body: ApplyBody, ctx: Ctx, _: Who) -> dict[str, Any]:
+    started = time.perf_counter()
+    loaded, the_plan = await ctx.engine.plan(Path(body.path), body.env)
+    return {
+        "env": body.env,
+        "apps": len(loaded.apps),
+        "digest": loaded.digest(),
+        "seconds": round(time.perf_counter() - started, 4),
+        **the_plan.to_dict(),
+    }
+
+
+@router.post("/apply")
+async def apply(body: ApplyBody, ctx: Ctx, user: Who) -> dict[str, Any]:
+    the_plan, revision = await ctx.engine.apply(Path(body.path), body.env, user)
+    return {"plan": the_plan.to_dict(), "revision": revision.to_dict() if revision else None}
+
+
+@router.post("/rollback")
+async def rollback(body: RollbackBody, ctx: Ctx, user: Who) -> dict[str, Any]:
+    the_plan, revision = await ctx.engine.rollback(body.revision, user)
+    return {"plan": the_plan.to_dict(), "revision": revision.to_dict() if revision else None}
+
+
+@router.get("/revisions")
+async def revisions(
+    ctx: Ctx, _: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> list[Any]:
+    return [r.to_dict() for r in await ctx.engine.revisions.list(limit)]
+
+
+@router.get("/revisions/{number}")
+async def revision(number: int, ctx: Ctx, _: Who, plan: bool = True) -> dict[str, Any]:
+    """One revision; ``plan=false`` leaves out the plan's changes (for progress polls)."""
+    return (await ctx.engine.revisions.get(number)).to_dict(plan=plan)
+
+
+@router.get("/status")
+async def status(ctx: Ctx, _: Who) -> dict[str, Any]:
+    apps = []
+    for view in ctx.engine.status():
+        target = ctx.engine.controller.target(view.name)
+        apps.append(
+            {
+                "name": view.name,
+                "desired": view.desired,
+                "ready": view.ready,
+                "updated": view.updated,
+                "health": health_word(view),
+                "rollout": view.rollout,
+                "message": view.message,
+                "restarts": sum(i.restarts for i in view.instances),
+                "release": target.state.release if target else None,
+                "revision": target.rollout.revision if target else None,
+                "instances": [i.to_dict() for i in view.instances],
+            }
+        )
+    return {
+        "isolation": isolation_json(ctx),
+        "control_plane": ctx.control_plane(),
+        "apps": apps,
+    }

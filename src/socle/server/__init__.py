@@ -1,0 +1,182 @@
+"""The control plane process: the composition root, one asyncio loop.
+
+:func:`build_components` lists the components in start order (store, leader lease, secrets,
+runtime, engine, API); :func:`serve` starts them, waits for a shutdown request (SIGTERM,
+SIGINT, ``POST /api/v1/shutdown``) or a fence (the leader lease was lost), then stops them in
+reverse. Stopping the control plane (even ``kill -9``) leaves app instances running; the next
+start re-adopts them. ``socle down`` stops the apps first.
+
+One control plane per SOCLE_HOME (an flock); on a shared PostgreSQL store, one leader per
+database (the leader lease: the second one refuses, or waits with ``--standby``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+from socle.errors import ConfigError
+from socle.fs import private_dir, try_lock
+from socle.server.components import Component, Components
+from socle.server.parts import (
+    ApiComponent,
+    EngineComponent,
+    LeaseComponent,
+    Plane,
+    RuntimeComponent,
+    SecretsComponent,
+    StoreComponent,
+    check_not_fenced,
+)
+from socle.settings import Settings, parse_listen
+from socle.state.registry import StoreRegistry, default_registry
+from socle.tasks import TaskMonitor
+
+log = logging.getLogger("socle.server")
+
+__all__ = ["Component", "Components", "build_components", "run", "serve"]
+
+
+def _reserve(listen: str) -> tuple[str, int]:
+    """Check that ``listen`` is free (and pick a port for port 0) before serving on it."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {listen}: {exc.strerror}",
+                hint="another program uses that port; pick another with --listen HOST:PORT",
+            ) from exc
+        return host, sock.getsockname()[1]
+
+
+def _url(host: str, port: int, *, tls: bool) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _tls_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The API's certificate and key; refuse to serve plain HTTP beyond loopback."""
+    host, _ = parse_listen(settings.listen)
+    if settings.tls_cert is None and settings.tls_key is None:
+        if not _loopback(host):
+            raise ConfigError(
+                f"refusing to listen on {settings.listen} without TLS",
+                hint="set SOCLE_TLS_CERT and SOCLE_TLS_KEY (PEM files; the secrets engine's "
+                "PKI can issue them), or listen on 127.0.0.1",
+            )
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise ConfigError("TLS needs both SOCLE_TLS_CERT and SOCLE_TLS_KEY")
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist or is not a file")
+    return settings.tls_cert, settings.tls_key
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+class _HomeLock:
+    """One control plane per SOCLE_HOME: an flock held for the life of the process."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = try_lock(self._path)
+        if fd is None:
+            raise ConfigError(
+                f"another Socle control plane is running with {self._path.parent}",
+                hint="use `socle status`, or `socle down` to stop it",
+            )
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def build_components(plane: Plane) -> Components:
+    """The control plane, in start order. A new subsystem is one more line here."""
+    components = plane.components
+    components.add(StoreComponent(plane))
+    components.add(LeaseComponent(plane))
+    components.add(SecretsComponent(plane))
+    components.add(RuntimeComponent(plane))
+    components.add(EngineComponent(plane))
+    components.add(ApiComponent(plane, status=plane.status))
+    return components
+
+
+async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> None:
+    tls = _tls_files(settings)
+    private_dir(settings.home)
+    home_lock = _HomeLock(settings.home / "server.lock")
+    home_lock.acquire()
+    try:
+        host, port = _reserve(settings.listen)
+        plane = Plane(
+            settings=settings,
+            stores=stores if stores is not None else default_registry(),
+            monitor=TaskMonitor(),
+            components=Components(),
+            host=host,
+            port=port,
+            url=_url(host, port, tls=tls is not None),
+            tls=tls,
+        )
+        components = build_components(plane)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, plane.request_shutdown, True)
+        await _run(plane, components)
+    finally:
+        home_lock.release()
+    check_not_fenced(plane)
+
+
+async def _run(plane: Plane, components: Components) -> None:
+    """Start (interruptible by a shutdown request, e.g. a standby told to stop), wait, stop."""
+    starting = asyncio.ensure_future(components.start())
+    stopping = asyncio.ensure_future(plane.stop_event.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.warning("stop requested while starting; stopping what started")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        stopping.cancel()
+        return
+    try:
+        starting.result()  # a failed start already stopped what started: re-raise
+    except BaseException:
+        stopping.cancel()
+        raise
+    try:
+        await stopping
+    finally:
+        log.warning(
+            "socle control plane stopping (apps %s)", "kept" if plane.keep_apps else "stopped"
+        )
+        await components.stop()
+
+
+def run(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings))

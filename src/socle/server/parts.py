@@ -1,0 +1,322 @@
+"""The control plane's components, in the order :func:`socle.server.serve` starts them.
+
+Each component owns one part (what it opens in ``start`` it closes in ``stop``) and reads
+what earlier components made from the shared :class:`Plane`. Adding a subsystem (gitops,
+network, observe) is one class here plus one line in :func:`socle.server.build_components`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from granian.constants import Interfaces
+from granian.server.embed import Server as GranianServer
+
+from socle.api.app import ApiContext, create_app
+from socle.api.tokens import TokenStore
+from socle.engine.releases import ReleaseStore
+from socle.engine.service import Engine
+from socle.errors import LeaseLost, SocleError
+from socle.fs import write_private
+from socle.runtime.local.driver import LocalDriver
+from socle.secrets.core import SecretsCore
+from socle.secrets.registry import default_registry as secrets_registry
+from socle.server.addresses import main_listener
+from socle.server.components import Components
+from socle.settings import Settings
+from socle.state.lease import Holder, LeaderLease
+from socle.state.registry import StoreRegistry
+from socle.state.store import StateStore
+from socle.tasks import TaskGroup, TaskMonitor
+
+log = logging.getLogger("socle.server")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Plane:
+    """What the components of one control plane share; filled in as they start."""
+
+    settings: Settings
+    stores: StoreRegistry
+    monitor: TaskMonitor
+    components: Components
+    host: str
+    port: int
+    url: str
+    tls: tuple[Path, Path] | None
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    keep_apps: bool = True
+    fenced: str | None = None
+    """Why this control plane stopped acting (leader lease lost), or None."""
+    store: StateStore | None = None
+    lease: LeaderLease | None = None
+    secrets: SecretsCore | None = None
+    driver: LocalDriver | None = None
+    engine: Engine | None = None
+
+    def request_shutdown(self, keep_apps: bool) -> None:
+        self.keep_apps = keep_apps
+        self.stop_event.set()
+
+    def fence(self, reason: str) -> None:
+        """Stop acting at once: apps keep running, the components stop, the process exits."""
+        if self.fenced is None:
+            self.fenced = reason
+            log.error("fencing: %s; stopping the engine, runtime and API", reason)
+        self.request_shutdown(True)
+
+    def status(self) -> dict[str, object]:
+        """The "control plane" section of ``/api/v1/status``."""
+        lease = None
+        if self.lease is not None:
+            lease = {"role": "leader", "store": repr(self.lease)}
+        return {
+            "components": self.components.states(),
+            "tasks": self.monitor.to_dict(),
+            "leader": lease,
+        }
+
+
+def need(value: T | None, what: str) -> T:
+    """``value``, which an earlier component made; a wrong component order fails loudly."""
+    if value is None:
+        raise SocleError(f"component order is wrong: {what} is not started yet")
+    return value
+
+
+class StoreComponent:
+    name = "store"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        settings = self._plane.settings
+        self._plane.store = await self._plane.stores.open(settings.store or settings.db_path)
+
+    async def stop(self) -> None:
+        store, self._plane.store = self._plane.store, None
+        if store is not None:
+            await store.close()
+
+
+class LeaseComponent:
+    """Leader lease of a shared store (none for SQLite), checked until the process ends.
+
+    With ``standby`` it waits for the lease; otherwise a held lease refuses the start with
+    the holder's host, pid and address. Once held, it is checked every
+    ``leader_check_seconds``; a lost lease fences the control plane (:meth:`Plane.fence`).
+    """
+
+    name = "leader-lease"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._tasks: TaskGroup = plane.monitor.group("leader-lease")
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        holder = Holder(
+            host=os.uname().nodename, pid=os.getpid(), address=plane.url, home=str(settings.home)
+        )
+        lease = await plane.stores.open_lease(settings.store or settings.db_path, holder)
+        if lease is None:
+            return
+        try:
+            await lease.acquire(wait=settings.standby, retry_seconds=settings.leader_check_seconds)
+        except BaseException:
+            await lease.release()
+            raise
+        plane.lease = lease
+        log.warning("leader lease held: this control plane leads")
+        self._tasks.spawn(self._watch(lease), "watch")
+
+    async def _watch(self, lease: LeaderLease) -> None:
+        interval = self._plane.settings.leader_check_seconds
+        while True:
+            await asyncio.sleep(interval)
+            if not await lease.check():
+                self._plane.fence("lost the leader lease of the shared state store")
+                return
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+        lease, self._plane.lease = self._plane.lease, None
+        if lease is not None:
+            await lease.release()
+
+
+class SecretsComponent:
+    name = "secrets"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        store = need(plane.store, "store")
+        secrets = SecretsCore(
+            store, plane.settings.home, secrets_registry(), dev=plane.settings.dev
+        )
+        await secrets.start()
+        plane.secrets = secrets
+
+    async def stop(self) -> None:
+        secrets, self._plane.secrets = self._plane.secrets, None
+        if secrets is not None:
+            await secrets.stop()
+
+
+class RuntimeComponent:
+    """The local supervisor; on stop, apps keep running unless the shutdown said otherwise."""
+
+    name = "runtime"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        settings = self._plane.settings
+        driver = LocalDriver(
+            settings.run_dir,
+            settings.logs_dir,
+            log_max_bytes=settings.log_max_bytes,
+            log_backups=settings.log_backups,
+            tasks=self._plane.monitor,
+        )
+        await driver.start()
+        self._plane.driver = driver
+        isolation = driver.isolation()
+        if isolation.warning:
+            log.warning("isolation: %s", isolation.warning)
+
+    async def stop(self) -> None:
+        driver, self._plane.driver = self._plane.driver, None
+        if driver is not None:
+            await driver.close(stop_instances=not self._plane.keep_apps)
+
+
+class EngineComponent:
+    name = "engine"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._releases: ReleaseStore | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        releases = ReleaseStore(
+            settings.releases_dir,
+            keep=settings.releases_kept,
+            max_parallel=settings.max_parallel_builds,
+        )
+        engine = Engine(
+            need(plane.store, "store"),
+            need(plane.driver, "runtime"),
+            releases,
+            secrets=need(plane.secrets, "secrets"),
+            secret_check_seconds=settings.secret_check_seconds,
+            tasks=plane.monitor,
+        )
+        try:
+            await engine.start()
+        except BaseException:
+            await releases.close()
+            raise
+        self._releases = releases
+        plane.engine = engine
+
+    async def stop(self) -> None:
+        engine, self._plane.engine = self._plane.engine, None
+        try:
+            if engine is not None:
+                await engine.stop()
+        finally:
+            releases, self._releases = self._releases, None
+            if releases is not None:
+                await releases.close()
+
+
+class ApiComponent:
+    """The HTTP listener: the platform API and the Vault API (see :mod:`.addresses`)."""
+
+    name = "api"
+
+    def __init__(self, plane: Plane, *, status: Callable[[], dict[str, object]]) -> None:
+        self._plane = plane
+        self._status = status
+        self._server: GranianServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        tokens = TokenStore(need(plane.store, "store"))
+        await tokens.ensure_admin(settings.token_file)
+        ctx = ApiContext(
+            engine=need(plane.engine, "engine"),
+            driver=need(plane.driver, "runtime"),
+            tokens=tokens,
+            request_shutdown=plane.request_shutdown,
+            control_plane=self._status,
+        )
+        app = main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi)
+        server = GranianServer(
+            app,
+            address=plane.host,
+            port=plane.port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+            ssl_cert=plane.tls[0] if plane.tls else None,
+            ssl_key=plane.tls[1] if plane.tls else None,
+        )
+        self._server = server
+        self._serving = plane.monitor.group("api").spawn(server.serve(), "serve")
+        write_private(
+            settings.server_file, json.dumps({"url": plane.url, "pid": os.getpid()}) + "\n"
+        )
+        log.warning("socle control plane listening on %s (home %s)", plane.url, settings.home)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._plane.settings.server_file.unlink()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()  # type: ignore[no-untyped-call]
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+
+def check_not_fenced(plane: Plane) -> None:
+    if plane.fenced is not None:
+        raise LeaseLost(
+            f"this control plane stopped acting: {plane.fenced}",
+            hint="another control plane may lead now; apps of this host kept running. "
+            "Start it again (with --standby to wait for the lease)",
+        )
+
+
+__all__ = [
+    "ApiComponent",
+    "EngineComponent",
+    "LeaseComponent",
+    "Plane",
+    "RuntimeComponent",
+    "SecretsComponent",
+    "StoreComponent",
+    "check_not_fenced",
+]
