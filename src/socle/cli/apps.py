@@ -142,14 +142,30 @@ def _apply(
 @click.option("--dev", is_flag=True, help="Development mode: auto-unseal secrets from a key file.")
 @click.option("--tls-cert", type=click.Path(dir_okay=False), help="PEM certificate for the API.")
 @click.option("--tls-key", type=click.Path(dir_okay=False), help="PEM key for the API.")
-def server(listen: str | None, dev: bool, tls_cert: str | None, tls_key: str | None) -> None:
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="On a shared (PostgreSQL) store led by another control plane, wait and take over "
+    "when it stops, instead of refusing to start.",
+)
+def server(
+    listen: str | None, dev: bool, tls_cert: str | None, tls_key: str | None, standby: bool
+) -> None:
     """Run the control plane in the foreground (Ctrl-C stops it; apps keep running).
 
     Listening beyond loopback needs TLS (--tls-cert/--tls-key or SOCLE_TLS_CERT/KEY).
     """
     from socle.server import run
 
-    run(_settings(listen=listen, dev=dev or None, tls_cert=tls_cert, tls_key=tls_key))
+    run(
+        _settings(
+            listen=listen,
+            dev=dev or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            standby=standby or None,
+        )
+    )
 
 
 def _start_background(settings: Settings, listen: str | None, dev: bool) -> None:

@@ -77,6 +77,7 @@ def print_status(status: dict[str, Any]) -> None:
     )
     if isolation.get("warning"):
         console.print(f"[yellow]warning:[/] {escape(isolation['warning'])}")
+    print_control_plane(status.get("control_plane") or {})
     if not status["apps"]:
         console.print("No apps. Apply manifests with `socle apply PATH`.")
         return
@@ -107,6 +108,30 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(apps)
     console.print()
     console.print(instances)
+
+
+def print_control_plane(plane: dict[str, Any]) -> None:
+    """The "control plane" section: components, leader lease, background-task failures."""
+    if not plane:
+        return
+    components = plane.get("components") or []
+    down = [c for c in components if c.get("state") != "running"]
+    words = [f"{len(components) - len(down)}/{len(components)} components running"]
+    words += [f"{escape(c['name'])} {escape(c['state'])}" for c in down]
+    leader = plane.get("leader")
+    if leader:
+        words.append(f"leader on {escape(str(leader.get('store', '')))}")
+    console.print(f"[dim]control plane:[/] {', '.join(words)}")
+    tasks = plane.get("tasks") or {}
+    failures = int(tasks.get("failures") or 0)
+    last = tasks.get("last_failure")
+    if failures and last:
+        when = time.strftime("%H:%M:%S", time.localtime(float(last["time"])))
+        console.print(
+            f"[red]background task failures:[/] {failures}; last: "
+            f"{escape(str(last['task']))} at {when}: {escape(str(last['error']))}",
+            soft_wrap=True,
+        )
 
 
 def app_urls(status: dict[str, Any]) -> list[tuple[str, str]]:
