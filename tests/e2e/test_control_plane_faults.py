@@ -86,17 +86,13 @@ def test_failed_background_task_shows_in_status(
     assert names == ["store", "leader-lease", "secrets", "runtime", "engine", "api"]
 
     # The build outlives the table: the apply's background task cannot record its outcome.
-    repo = write_repo(
-        tmp_path / "repo", {"web": {"build": [{"command": ["sh", "-c", "sleep 3"]}]}}
-    )
+    repo = write_repo(tmp_path / "repo", {"web": {"build": [{"command": ["sh", "-c", "sleep 3"]}]}})
     srv.cli("apply", str(repo), "--yes", "--no-wait")
     postgres.psql("ALTER TABLE socle_kv RENAME TO socle_kv_gone", dbname=dbname)
     try:
 
         def failed() -> dict[str, object] | None:
-            last: dict[str, object] | None = srv.status()["control_plane"]["tasks"][
-                "last_failure"
-            ]
+            last: dict[str, object] | None = srv.status()["control_plane"]["tasks"]["last_failure"]
             return last
 
         last = wait_for(failed, 60, "the apply task to fail")
