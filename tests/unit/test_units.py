@@ -1,6 +1,6 @@
 import pytest
 
-from socle.model.units import parse_cpu, parse_duration, parse_size
+from socle.model.units import parse_cpu, parse_duration, parse_size, parse_vault_duration
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,32 @@ def test_bad_size(bad: object) -> None:
 @pytest.mark.parametrize(("text", "cores"), [("500m", 0.5), (2, 2.0), ("1.5", 1.5)])
 def test_cpu(text: object, cores: float) -> None:
     assert parse_cpu(text) == cores
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (3600, 3600.0),
+        ("3600", 3600.0),
+        ("7d", 7 * 86400.0),
+        ("1h30m", 5400.0),
+        ("90s", 90.0),
+        ("300ms", 0.3),
+        ("-1.5h", -5400.0),
+        ("+2m", 120.0),
+        ("0", 0.0),
+        (".5s", 0.5),
+        ("1us", 1e-6),
+    ],
+)
+def test_vault_durations(value: object, seconds: float) -> None:
+    assert parse_vault_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "1d12h", "h", "1x", "1h 30m", True, None, float("nan"), float("inf"), "9" * 70, 10**12],
+)
+def test_vault_durations_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_vault_duration(bad)

@@ -1,7 +1,14 @@
-"""Durations ("500ms", "10s", "1m30s") and sizes ("256Mi", "1G") as users write them."""
+"""Durations ("500ms", "10s", "1m30s") and sizes ("256Mi", "1G") as users write them.
+
+The one module for units: manifests use :func:`parse_duration` (units ms to d, no sign);
+the Vault-compatible API uses :func:`parse_vault_duration` (Vault's syntax: whole seconds,
+``"7d"``, or a Go duration such as ``"1h30m"``, ``"-1.5h"``, ``"300ms"``). Both scan with
+:func:`scan_duration`.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal
 from typing import Annotated
@@ -26,6 +33,66 @@ _SIZE_UNITS = {
 }
 _CPU = re.compile(r"^(\d+(?:\.\d+)?)(m)?$")
 
+GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+"""Units of Go's ``time.ParseDuration`` (what Vault accepts after its own forms)."""
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+
+MAX_VAULT_DURATION_SECONDS = 100 * 365 * 24 * 3600
+"""Anything longer is a typo or an attack on date arithmetic, not a real TTL."""
+
+
+def scan_duration(text: str, part: re.Pattern[str], units: dict[str, float]) -> float | None:
+    """The sum of ``part`` matches (number, unit) that cover all of ``text``; None if
+    anything else is in it (or it is empty)."""
+    pos = 0
+    total = 0.0
+    while pos < len(text):
+        match = part.match(text, pos)
+        if match is None:
+            return None
+        total += float(match.group(1)) * units[match.group(2)]
+        pos = match.end()
+    return total if pos else None
+
+
+def parse_vault_duration(value: object) -> float:
+    """Seconds, signed, from what Vault accepts for a TTL: ``3600``, ``"3600"``, ``"7d"``
+    or a Go duration (``"1h30m"``, ``"-1.5h"``, ``"0"``). ValueError says why not."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > MAX_VAULT_DURATION_SECONDS:
+            raise ValueError("duration out of range")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a duration")
+    text = value.strip()
+    if len(text) > 64:
+        raise ValueError("duration too long")
+    if re.fullmatch(r"[+-]?\d+", text):
+        seconds = float(int(text))
+    elif re.fullmatch(r"[+-]?\d+d", text):
+        seconds = float(int(text[:-1]) * 86400)
+    else:
+        sign = -1.0 if text[:1] == "-" else 1.0
+        body = text[1:] if text[:1] in ("+", "-") else text
+        scanned = 0.0 if body == "0" else scan_duration(body, _GO_PART, GO_UNITS)
+        if scanned is None:
+            raise ValueError(f'time: invalid duration "{text}"')
+        seconds = sign * scanned
+    if abs(seconds) > MAX_VAULT_DURATION_SECONDS:
+        raise ValueError("duration out of range")
+    return seconds
+
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a Go-style duration string; refuses negatives and junk."""
@@ -37,15 +104,8 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a duration must be a number of seconds or a string like '10s'")
-    text = value.strip()
-    pos = 0
-    total = 0.0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or pos == 0:
+    total = scan_duration(value.strip(), _DURATION_PART, _DURATION_UNITS)
+    if total is None:
         raise ValueError(
             f"invalid duration {value!r}: use forms like '500ms', '10s', '1m30s', '2h'"
         )

@@ -16,49 +16,24 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from socle.model.units import parse_vault_duration
 from socle.secrets.backend import SecretsError
 
 SYSTEM_MAX_TTL = 32 * 24 * 3600
 """Vault's default and maximum lease/token TTL: 32 days (768h)."""
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-    "d": 86400.0,
-}
-
-
 def parse_duration(value: Any, field: str) -> int:
-    """Seconds from ``3600``, ``"3600"``, ``"1h30m"`` or ``"90s"`` (Go duration syntax)."""
+    """Whole seconds from Vault's TTL syntax: ``3600``, ``"3600"``, ``"7d"``, ``"1h30m"``,
+    ``"90s"`` (see :func:`socle.model.units.parse_vault_duration`); never negative."""
     if value is None or value == "":
         return 0
-    if isinstance(value, bool):
-        raise SecretsError(400, f"{field}: expected a duration, got a boolean")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise SecretsError(400, f"{field}: a duration cannot be negative")
-        return int(value)
-    if not isinstance(value, str):
-        raise SecretsError(400, f'{field}: expected a duration like 3600 or "1h"')
-    text = value.strip()
-    if text.isdigit():
-        return int(text)
-    total = 0.0
-    pos = 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or not text:
-        raise SecretsError(400, f'{field}: invalid duration {value!r} (use 3600, "90s" or "1h")')
-    return int(total)
+    try:
+        seconds = parse_vault_duration(value)
+    except ValueError as exc:
+        raise SecretsError(400, f'{field}: {exc} (use 3600, "90s" or "1h")') from None
+    if seconds < 0:
+        raise SecretsError(400, f"{field}: a duration cannot be negative")
+    return int(seconds)
 
 
 def parse_bool(value: Any, field: str, default: bool = False) -> bool:

@@ -15,25 +15,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from socle.model.units import parse_vault_duration
 from socle.secrets.backend import Request, SecretsError
 
 INT64_MAX = 2**63 - 1
-MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600
-"""Anything longer is a typo or an attack on date arithmetic, not a real TTL."""
-
-_GO_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
 def merged(request: Request) -> dict[str, Any]:
     """Query parameters and body as one mapping, body winning, as Vault merges them."""
     out: dict[str, Any] = dict(request.query)
@@ -122,47 +107,11 @@ def get_duration(data: Mapping[str, Any], name: str, default: float = 0.0) -> fl
 
 
 def parse_duration(name: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise bad_input(name, value, "expected a duration")
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or abs(value) > MAX_DURATION_SECONDS:
-            raise bad_input(name, value, "duration out of range")
-        return float(value)
-    if not isinstance(value, str):
-        raise bad_input(name, value, "expected a duration")
-    text = value.strip()
-    if len(text) > 64:
-        raise bad_input(name, value, "duration too long")
-    if re.fullmatch(r"[+-]?\d+", text):
-        seconds = float(int(text))
-    elif re.fullmatch(r"[+-]?\d+d", text):
-        seconds = float(int(text[:-1]) * 86400)
-    else:
-        seconds = _go_duration(name, text)
-    if abs(seconds) > MAX_DURATION_SECONDS:
-        raise bad_input(name, value, "duration out of range")
-    return seconds
-
-
-def _go_duration(name: str, text: str) -> float:
-    sign = 1.0
-    body = text
-    if body[:1] in ("+", "-"):
-        sign = -1.0 if body[0] == "-" else 1.0
-        body = body[1:]
-    if body == "0":
-        return 0.0
-    total = 0.0
-    position = 0
-    while position < len(body):
-        match = _GO_DURATION_PART.match(body, position)
-        if match is None:
-            raise bad_input(name, text, f'time: invalid duration "{text}"')
-        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
-        position = match.end()
-    if not body:
-        raise bad_input(name, text, f'time: invalid duration "{text}"')
-    return sign * total
+    """Vault's TTL syntax (see :func:`socle.model.units.parse_vault_duration`)."""
+    try:
+        return parse_vault_duration(value)
+    except ValueError as exc:
+        raise bad_input(name, value, str(exc)) from None
 
 
 def get_str_list(data: Mapping[str, Any], name: str, *, comma: bool = True) -> list[str] | None:
