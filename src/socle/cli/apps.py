@@ -19,10 +19,10 @@ from socle.cli.output import console, err_console, json_option, print_json
 from socle.cli.render import app_urls, print_history, print_plan, print_status
 from socle.errors import ConfigError, ServerNotRunning, SocleError
 from socle.fs import private_dir
+from socle.model.status import TERMINAL_REVISION_STATUSES, ChangePhase, RevisionStatus
 from socle.settings import Settings, read_json_file
 
 SERVER_START_TIMEOUT = 30.0
-TERMINAL_STATUSES = ("succeeded", "failed", "rolled_back", "interrupted", "superseded")
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -55,12 +55,15 @@ def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[
             revision: dict[str, Any] = client.call(
                 "GET", f"/api/v1/revisions/{number}", params={"plan": "false"}
             )
-            if revision["status"] in TERMINAL_STATUSES:
+            if revision["status"] in TERMINAL_REVISION_STATUSES:
                 return client.call("GET", f"/api/v1/revisions/{number}")  # type: ignore[no-any-return]
             if quiet:
                 time.sleep(0.25)
                 continue
-            if revision["status"] == "rolling" and time.monotonic() - last_status > 1.0:
+            if (
+                revision["status"] == RevisionStatus.ROLLING
+                and time.monotonic() - last_status > 1.0
+            ):
                 status = client.call("GET", "/api/v1/status")
                 ready = {a["name"]: f"{a['ready']}/{a['desired']}" for a in status["apps"]}
                 last_status = time.monotonic()
@@ -81,14 +84,14 @@ def _progress(revision: dict[str, Any], ready: dict[str, str]) -> str:
         return ", ".join(f"{count} {phase}" for phase, count in sorted(phases.items()))
     return ", ".join(
         f"{name}: {entry['phase']}"
-        + (f" {ready[name]}" if name in ready and entry["phase"] == "rolling" else "")
+        + (f" {ready[name]}" if name in ready and entry["phase"] == ChangePhase.ROLLING else "")
         for name, entry in apps.items()
     )
 
 
 def _report_revision(revision: dict[str, Any]) -> int:
     status = revision["status"]
-    if status == "succeeded":
+    if status == RevisionStatus.SUCCEEDED:
         console.print(f"[green]✓ revision {revision['number']} applied[/]")
         return 0
     err_console.print(
@@ -133,7 +136,7 @@ def _apply(
     final = _wait_revision(client, revision["number"], quiet=as_json)
     if as_json:
         print_json(final)
-        return 0 if final["status"] == "succeeded" else 1
+        return 0 if final["status"] == RevisionStatus.SUCCEEDED else 1
     return _report_revision(final)
 
 

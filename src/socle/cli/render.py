@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from socle.cli.output import console
+from socle.model.status import AppHealth, RevisionStatus
 
 ACTION_STYLE = {
     "create": ("+", "green"),
@@ -18,21 +19,21 @@ ACTION_STYLE = {
     "delete": ("-", "red"),
 }
 HEALTH_STYLE = {
-    "healthy": "green",
-    "progressing": "cyan",
-    "degraded": "yellow",
-    "failed": "red",
-    "crashloop": "red",
-    "stopped": "dim",
+    AppHealth.HEALTHY: "green",
+    AppHealth.PROGRESSING: "cyan",
+    AppHealth.DEGRADED: "yellow",
+    AppHealth.FAILED: "red",
+    AppHealth.CRASHLOOP: "red",
+    AppHealth.STOPPED: "dim",
 }
 STATUS_STYLE = {
-    "succeeded": "green",
-    "rolling": "cyan",
-    "building": "cyan",
-    "failed": "red",
-    "rolled_back": "magenta",
-    "interrupted": "yellow",
-    "superseded": "dim",
+    RevisionStatus.SUCCEEDED: "green",
+    RevisionStatus.ROLLING: "cyan",
+    RevisionStatus.BUILDING: "cyan",
+    RevisionStatus.FAILED: "red",
+    RevisionStatus.ROLLED_BACK: "magenta",
+    RevisionStatus.INTERRUPTED: "yellow",
+    RevisionStatus.SUPERSEDED: "dim",
 }
 
 

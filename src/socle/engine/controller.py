@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from socle.engine.targets import Target
+from socle.model.status import AppHealth, RolloutStatus
 from socle.runtime.driver import (
     InstanceId,
     InstanceSpec,
@@ -318,14 +319,14 @@ class Controller:
             and all(settled(i) for i in new)
         )
         rollout = target.rollout
-        if rollout.status == "progressing":
+        if rollout.status == RolloutStatus.PROGRESSING:
             if complete:
-                rollout.status = "complete"
-                self._on_rollout(name, "complete", "")
+                rollout.status = RolloutStatus.COMPLETE
+                self._on_rollout(name, RolloutStatus.COMPLETE, "")
             elif now - rollout.started > spec.update.progress_deadline_seconds:
-                rollout.status = "failed"
+                rollout.status = RolloutStatus.FAILED
                 rollout.message = self._failure_message(target, new)
-                self._on_rollout(name, "failed", rollout.message)
+                self._on_rollout(name, RolloutStatus.FAILED, rollout.message)
             else:
                 self._kick_later(name, RECHECK_SECONDS)
 
@@ -364,16 +365,16 @@ class Controller:
         )
 
 
-def health_word(view: AppView) -> str:
+def health_word(view: AppView) -> AppHealth:
     """One word for a table: healthy, progressing, degraded, failed, stopped."""
     if view.desired == 0:
-        return "stopped"
+        return AppHealth.STOPPED
     if any(i.state == InstanceState.CRASHLOOP for i in view.instances):
-        return "crashloop"
-    if view.rollout == "failed":
-        return "failed"
+        return AppHealth.CRASHLOOP
+    if view.rollout == RolloutStatus.FAILED:
+        return AppHealth.FAILED
     if view.ready >= view.desired and view.updated == len(view.instances):
-        return "healthy"
-    if view.rollout == "progressing":
-        return "progressing"
-    return "degraded"
+        return AppHealth.HEALTHY
+    if view.rollout == RolloutStatus.PROGRESSING:
+        return AppHealth.PROGRESSING
+    return AppHealth.DEGRADED

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from socle.errors import ConflictError, NotFoundError
+from socle.model.status import TERMINAL_REVISION_STATUSES, RevisionStatus
 from socle.state.store import Put, StateStore
 
-TERMINAL = frozenset({"succeeded", "failed", "rolled_back", "interrupted", "superseded"})
+TERMINAL = TERMINAL_REVISION_STATUSES
 COUNTER_KEY = "meta/revision"
 
 
@@ -36,7 +37,7 @@ class Revision:
     env: str | None
     digest: str
     plan: dict[str, Any]
-    status: str = "building"
+    status: str = RevisionStatus.BUILDING
     message: str = ""
     finished: float | None = None
     rollback_of: int | None = None

@@ -39,6 +39,7 @@ from socle.errors import BuildError, ConfigError, ManifestError, NotFoundError, 
 from socle.model.app import App
 from socle.model.cache import ManifestCache
 from socle.model.loader import LoadedManifests, load
+from socle.model.status import ChangePhase, RevisionStatus, RolloutStatus
 from socle.runtime.driver import ReleaseId, RuntimeDriver
 from socle.state.store import Delete, Op, Put, StateStore
 from socle.tasks import TaskMonitor
@@ -111,17 +112,17 @@ class Engine:
         for record in await self._store.scan("apps/"):
             target = Target.from_json(record.value)
             self.controller.set_target(target.name, target)
-            if target.rollout.status == "progressing":
+            if target.rollout.status == RolloutStatus.PROGRESSING:
                 self._pending.setdefault(target.rollout.revision, set()).add(target.name)
         for revision in await self.revisions.list(limit=20):
-            if revision.status == "building":
-                revision.status = "interrupted"
+            if revision.status == RevisionStatus.BUILDING:
+                revision.status = RevisionStatus.INTERRUPTED
                 revision.message = (
                     "the control plane stopped during the build; nothing was changed. "
                     "Run apply again."
                 )
                 await self.revisions.save(revision)
-            elif revision.status == "rolling" and revision.number not in self._pending:
+            elif revision.status == RevisionStatus.ROLLING and revision.number not in self._pending:
                 await self._finish(revision)
         self.controller.start()
         if self._secrets is not None:
@@ -230,7 +231,10 @@ class Engine:
                     "digest": digest,
                     "plan": the_plan.to_dict(),
                     "rollback_of": rollback_of,
-                    "apps": {c.name: {"phase": "pending", "message": ""} for c in the_plan.changes},
+                    "apps": {
+                        c.name: {"phase": ChangePhase.PENDING, "message": ""}
+                        for c in the_plan.changes
+                    },
                 },
                 desired.to_dict(roots),
             )
@@ -248,7 +252,7 @@ class Engine:
             await self._commit(desired, the_plan, revision, built)
         except Exception as exc:
             log.exception("apply of revision %s failed", revision.number)
-            revision.status = "failed"
+            revision.status = RevisionStatus.FAILED
             revision.message = exc.message if isinstance(exc, SocleError) else repr(exc)
             await self.revisions.save(revision)
         finally:
@@ -280,7 +284,7 @@ class Engine:
         root = desired.root
         assert root is not None
         for name in to_build:
-            revision.apps[name] = {"phase": "building", "message": ""}
+            revision.apps[name] = {"phase": ChangePhase.BUILDING, "message": ""}
         await self.revisions.save(revision)
         loop = asyncio.get_running_loop()
         next_save = loop.time() + PROGRESS_SAVE_SECONDS
@@ -290,7 +294,7 @@ class Engine:
             nonlocal next_save, saving
             release = await self._releases.ensure(root, desired.apps[name])
             results[name] = release
-            revision.apps[name] = {"phase": "built", "message": release.id}
+            revision.apps[name] = {"phase": ChangePhase.BUILT, "message": release.id}
             # Progress for `socle apply`, throttled: the final phases are written by the
             # commit (or the failure below) anyway.
             if not saving and loop.time() >= next_save:
@@ -315,7 +319,7 @@ class Engine:
                     message = outcome.message if isinstance(outcome, SocleError) else repr(outcome)
                     revision.apps[name] = {"phase": "build failed", "message": message}
             first = errors[0]
-            revision.status = "failed"
+            revision.status = RevisionStatus.FAILED
             revision.message = (
                 first.message if isinstance(first, BuildError | SocleError) else repr(first)
             ) + " (nothing was changed)"
@@ -351,8 +355,8 @@ class Engine:
                 target.previous, target.previous_root = current.previous, current.previous_root
             ops.append(Put(target_key(name), target.to_json()))
             new_targets[name] = target
-            revision.apps[name] = {"phase": "rolling", "message": ""}
-        revision.status = "rolling"
+            revision.apps[name] = {"phase": ChangePhase.ROLLING, "message": ""}
+        revision.status = RevisionStatus.ROLLING
         ops.append(self.revisions.put_op(revision))
         await self._store.commit(ops)
 
@@ -388,7 +392,9 @@ class Engine:
                 continue
             pending -= touched
             self._spawn(
-                self._mark(number, touched, "superseded", "changed again by a newer revision")
+                self._mark(
+                    number, touched, ChangePhase.SUPERSEDED, "changed again by a newer revision"
+                )
             )
 
     def _spawn(self, coro: Any) -> None:
@@ -445,22 +451,24 @@ class Engine:
         if status == "deleted":
             number = self._deleting.pop(name, None)
             if number is not None:
-                self._spawn(self._mark(number, {name}, "deleted", ""))
+                self._spawn(self._mark(number, {name}, ChangePhase.DELETED, ""))
             return
         target = self.controller.target(name)
         if target is None:
             return
         number = target.rollout.revision
-        if status == "complete":
+        if status == RolloutStatus.COMPLETE:
             self._spawn(self._persist_target(target))
-            self._spawn(self._mark(number, {name}, "ready", ""))
+            self._spawn(self._mark(number, {name}, ChangePhase.READY, ""))
             return
         spec = target.app.spec
         if spec.update.auto_rollback and target.previous is not None and target.previous_root:
             back = Target(
                 state=target.previous,
                 release_root=target.previous_root,
-                rollout=Rollout(revision=number, started=time.time(), status="progressing"),
+                rollout=Rollout(
+                    revision=number, started=time.time(), status=RolloutStatus.PROGRESSING
+                ),
             )
             back.rollout.message = f"rolled back after: {message}"
             self.controller.set_target(name, back)
@@ -469,13 +477,13 @@ class Engine:
                 self._mark(
                     number,
                     {name},
-                    "rolled back",
+                    ChangePhase.ROLLED_BACK,
                     f"{message}; rolled back to release {target.previous.release}",
                 )
             )
         else:
             self._spawn(self._persist_target(target))
-            self._spawn(self._mark(number, {name}, "failed", message))
+            self._spawn(self._mark(number, {name}, ChangePhase.FAILED, message))
 
     async def _persist_target(self, target: Target) -> None:
         await self._store.put(target_key(target.name), target.to_json())
@@ -502,7 +510,7 @@ class Engine:
                 revision.apps[name] = {"phase": phase, "message": message}
             if pending is not None:
                 pending -= names
-            if revision.status == "rolling" and not pending:
+            if revision.status == RevisionStatus.ROLLING and not pending:
                 self._pending.pop(number, None)
                 await self._finish(revision)
                 return
@@ -513,16 +521,16 @@ class Engine:
         failures = [
             f"{name}: {entry['message']}"
             for name, entry in revision.apps.items()
-            if entry["phase"] in ("failed", "rolled back")
+            if entry["phase"] in (ChangePhase.FAILED, ChangePhase.ROLLED_BACK)
         ]
-        if "failed" in phases:
-            revision.status = "failed"
-        elif "rolled back" in phases:
-            revision.status = "rolled_back"
-        elif phases <= {"superseded"}:
-            revision.status = "superseded"
+        if ChangePhase.FAILED in phases:
+            revision.status = RevisionStatus.FAILED
+        elif ChangePhase.ROLLED_BACK in phases:
+            revision.status = RevisionStatus.ROLLED_BACK
+        elif phases <= {ChangePhase.SUPERSEDED}:
+            revision.status = RevisionStatus.SUPERSEDED
         else:
-            revision.status = "succeeded"
+            revision.status = RevisionStatus.SUCCEEDED
         revision.message = "; ".join(failures)
         await self.revisions.save(revision)
 

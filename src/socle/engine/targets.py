@@ -22,6 +22,7 @@ from typing import Any
 
 from socle.engine.planner import AppState
 from socle.model.app import App
+from socle.model.status import RolloutStatus
 
 TEMPLATE_FIELDS = ("run", "env", "ports", "health", "resources", "restart", "stopGrace")
 
@@ -129,7 +130,7 @@ def state_from_dict(data: Mapping[str, Any]) -> AppState:
 class Rollout:
     revision: int
     started: float
-    status: str = "progressing"  # progressing | complete | failed
+    status: str = RolloutStatus.PROGRESSING
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:

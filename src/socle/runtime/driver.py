@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import NewType, Protocol
 
 from socle.model.app import HealthSpec, RestartPolicy
+from socle.model.status import InstanceState as InstanceState  # re-exported for drivers
 
 InstanceId = NewType("InstanceId", str)
 ReleaseId = NewType("ReleaseId", str)
@@ -62,16 +62,6 @@ class InstanceSpec:
     """Release folder the workdir lives in (bound into the sandbox); defaults to workdir."""
     mounts: list[Mount] = field(default_factory=list)
     """Extra folders (volumes) bound into the instance; see :class:`Mount`."""
-
-
-class InstanceState(StrEnum):
-    STARTING = "starting"  # process started, health not yet passed
-    RUNNING = "running"  # process up (and ready if it has a health check)
-    UNHEALTHY = "unhealthy"  # process up, health failing
-    BACKOFF = "backoff"  # exited, waiting to restart
-    CRASHLOOP = "crashloop"  # exited repeatedly; restarting with long backoff
-    EXITED = "exited"  # exited and will not be restarted (restart policy)
-    STOPPING = "stopping"  # SIGTERM sent
 
 
 @dataclass

@@ -22,6 +22,7 @@ from socle.secrets.backend import SecretsError
 SYSTEM_MAX_TTL = 32 * 24 * 3600
 """Vault's default and maximum lease/token TTL: 32 days (768h)."""
 
+
 def parse_duration(value: Any, field: str) -> int:
     """Whole seconds from Vault's TTL syntax: ``3600``, ``"3600"``, ``"7d"``, ``"1h30m"``,
     ``"90s"`` (see :func:`socle.model.units.parse_vault_duration`); never negative."""

@@ -19,6 +19,8 @@ from socle.model.units import parse_vault_duration
 from socle.secrets.backend import Request, SecretsError
 
 INT64_MAX = 2**63 - 1
+
+
 def merged(request: Request) -> dict[str, Any]:
     """Query parameters and body as one mapping, body winning, as Vault merges them."""
     out: dict[str, Any] = dict(request.query)
