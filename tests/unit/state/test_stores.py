@@ -273,3 +273,38 @@ async def test_a_closed_postgres_store_refuses_calls() -> None:
 )
 def test_prefix_end(prefix: str, end: str | None) -> None:
     assert prefix_end(prefix) == end
+
+
+async def test_memory_stores_share_data_by_name_within_one_registry() -> None:
+    registry = default_registry()
+    one = await registry.open("memory://shared")
+    two = await registry.open("memory://shared")
+    alone = await registry.open("memory://")
+    other_registry = await default_registry().open("memory://shared")
+    await one.put("k", b"v")
+    assert (await two.get("k")) is not None
+    assert await alone.get("k") is None
+    assert await other_registry.get("k") is None  # no global state between registries
+    await one.close()
+    with pytest.raises(StoreError):
+        await one.get("k")
+    assert (await two.get("k")) is not None
+
+
+@pytest.mark.parametrize("url", ["memory://x/path", "memory://x?opt=1"])
+async def test_bad_memory_urls(url: str) -> None:
+    with pytest.raises(ConfigError, match="memory://NAME"):
+        await default_registry().open(url)
+
+
+async def test_only_shared_stores_have_a_lease(tmp_path: Path) -> None:
+    from socle.state.lease import Holder
+
+    me = Holder(host="h", pid=1, address="http://127.0.0.1:1", home=str(tmp_path))
+    registry = default_registry()
+    assert await registry.open_lease(tmp_path / "state.db", me) is None
+    assert await registry.open_lease("memory://x", me) is None
+    lease = await registry.open_lease("postgresql://u@127.0.0.1:1/db", me)
+    assert lease is not None and "postgresql://u@127.0.0.1:1/db" in repr(lease)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_lease("postgresql", lambda url, holder: None)  # type: ignore[arg-type,return-value]
