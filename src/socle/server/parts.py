@@ -167,7 +167,11 @@ class SecretsComponent:
         plane = self._plane
         store = need(plane.store, "store")
         secrets = SecretsCore(
-            store, plane.settings.home, secrets_registry(), dev=plane.settings.dev
+            store,
+            plane.settings.home,
+            secrets_registry(),
+            dev=plane.settings.dev,
+            tasks=plane.monitor,
         )
         await secrets.start()
         plane.secrets = secrets

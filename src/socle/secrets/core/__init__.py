@@ -38,6 +38,7 @@ from socle.secrets.core.seal import SealManager, decode_share
 from socle.secrets.core.services import Services
 from socle.secrets.core.tokens import TokenParams
 from socle.state.store import StateStore
+from socle.tasks import TaskMonitor
 
 if TYPE_CHECKING:
     from socle.secrets.registry import BackendRegistry
@@ -61,8 +62,10 @@ class SecretsCore:
         dev: bool = False,
         max_body_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
+        tasks: TaskMonitor | None = None,
     ) -> None:
         self.home = home
+        self._tasks = tasks
         self.dev = dev
         self.registry = registry
         self.barrier = Barrier(store)
@@ -117,7 +120,7 @@ class SecretsCore:
         async with self._lock:
             result = await self.seal.initialize(shares, threshold)
             try:
-                services = Services.build(self.barrier, self.registry, self._clock)
+                services = Services.build(self.barrier, self.registry, self._clock, self._tasks)
                 await services.load(first=True, dev=self.dev)
                 token, _, _ = await services.tokens.create(
                     TokenParams(policies=["root"], display_name="root", path="auth/token/root"),
@@ -145,7 +148,7 @@ class SecretsCore:
             return self.seal.status()
 
     async def _post_unseal(self) -> None:
-        services = Services.build(self.barrier, self.registry, self._clock)
+        services = Services.build(self.barrier, self.registry, self._clock, self._tasks)
         try:
             await services.load(first=False, dev=self.dev)
             await services.start()

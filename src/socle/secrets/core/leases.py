@@ -39,6 +39,7 @@ from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.fields import SYSTEM_MAX_TTL, clamp_ttl, rfc3339
 from socle.secrets.core.router import MountEntry, Router
 from socle.secrets.core.tokens import TokenEntry, TokenStore
+from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.secrets")
 Clock = Callable[[], float]
@@ -98,7 +99,12 @@ def _token_index(token_id: str, lease_id: str) -> str:
 
 class ExpirationManager:
     def __init__(
-        self, barrier: Barrier, router: Router, tokens: TokenStore, clock: Clock = time.time
+        self,
+        barrier: Barrier,
+        router: Router,
+        tokens: TokenStore,
+        clock: Clock = time.time,
+        tasks: TaskMonitor | None = None,
     ) -> None:
         self._barrier = barrier
         self._router = router
@@ -109,6 +115,7 @@ class ExpirationManager:
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._tasks = (tasks if tasks is not None else TaskMonitor()).group("secrets")
         self._lock = asyncio.Lock()
 
     # -- schedule -----------------------------------------------------------------------
@@ -136,7 +143,7 @@ class ExpirationManager:
                 self.schedule("token", token.id, token.expire_at)
             elif token.num_uses < 0:  # used up before a crash: finish the revocation
                 self.schedule("token", token.id, self._clock())
-        self._task = asyncio.create_task(self._run(), name="socle-secrets-expiry")
+        self._task = self._tasks.spawn(self._run(), "expiry")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -19,6 +19,7 @@ from socle.secrets.core.mounts import MountManager
 from socle.secrets.core.policy_store import PolicyStore
 from socle.secrets.core.router import Router
 from socle.secrets.core.tokens import TokenEntry, TokenStore
+from socle.tasks import TaskMonitor
 
 if TYPE_CHECKING:
     from socle.secrets.registry import BackendRegistry
@@ -40,7 +41,11 @@ class Services:
 
     @classmethod
     def build(
-        cls, barrier: Barrier, registry: BackendRegistry, clock: Clock = time.time
+        cls,
+        barrier: Barrier,
+        registry: BackendRegistry,
+        clock: Clock = time.time,
+        tasks: TaskMonitor | None = None,
     ) -> Services:
         # Imported here: the built-in backends import this module for the type.
         from socle.secrets.core.cubbyhole import Cubbyhole
@@ -57,7 +62,7 @@ class Services:
             tokens=tokens,
             router=router,
             mounts=MountManager(barrier, registry, router, builtins),
-            leases=ExpirationManager(barrier, router, tokens, clock),
+            leases=ExpirationManager(barrier, router, tokens, clock, tasks),
             audit=AuditBroker(barrier),
             clock=clock,
         )
