@@ -7,7 +7,8 @@ records, the state database), so the rules live here once:
   then ``rename``): readers see the old or the new content, never half of it, and the file
   is created ``0600``, never briefly wider (no ``chmod`` after the fact). The temporary file
   is opened with ``O_EXCL | O_NOFOLLOW``, so a planted symlink cannot redirect the write.
-- :func:`private_dir` creates a folder ``0700`` and tightens an existing one.
+- :func:`private_dir` creates a folder ``0700`` and tightens an existing one;
+  :func:`open_private_append` opens a log ``0600`` (tightening an older, wider one).
 - :func:`try_lock` / :func:`lock` hold an ``flock``, which dies with its holder: a killed
   process never leaves a stale lock behind. The lock file is re-checked after locking: a lock
   taken on a file that someone replaced meanwhile protects nothing, so it is taken again.
@@ -65,6 +66,20 @@ def write_private(path: Path, data: bytes | str, *, durable: bool = False) -> No
         raise
 
 
+def open_private_append(path: Path) -> int:
+    """A descriptor appending to ``path``, created 0600; an existing file is tightened to
+    0600 (a log written by an older version may be wider). Symlinks are not followed."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, PRIVATE_FILE)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != PRIVATE_FILE:
+            os.fchmod(fd, PRIVATE_FILE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def lock(path: Path, *, blocking: bool) -> int | None:
     """Hold an exclusive flock on ``path`` (created 0600); close the descriptor to release.
 
@@ -95,4 +110,4 @@ def try_lock(path: Path) -> int | None:
     return lock(path, blocking=False)
 
 
-__all__ = ["lock", "private_dir", "try_lock", "write_private"]
+__all__ = ["lock", "open_private_append", "private_dir", "try_lock", "write_private"]

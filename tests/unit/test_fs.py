@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from socle.fs import private_dir, try_lock, write_private
+from socle.fs import open_private_append, private_dir, try_lock, write_private
 
 
 def mode(path: Path) -> int:
@@ -76,3 +76,19 @@ def test_try_lock_relocks_a_replaced_file(tmp_path: Path) -> None:
     assert fresh is not None and os.fstat(fresh).st_ino == path.stat().st_ino
     os.close(held)
     os.close(fresh)
+
+
+def test_open_private_append_creates_and_tightens(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("old\n")
+    log.chmod(0o644)
+    fd = open_private_append(log)
+    try:
+        os.write(fd, b"new\n")
+    finally:
+        os.close(fd)
+    assert log.read_text() == "old\nnew\n" and mode(log) == 0o600
+    link = tmp_path / "link.log"
+    link.symlink_to(log)
+    with pytest.raises(OSError):
+        open_private_append(link)

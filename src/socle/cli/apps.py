@@ -18,7 +18,7 @@ from socle.cli.client import Client, server_url
 from socle.cli.output import console, err_console, json_option, print_json
 from socle.cli.render import app_urls, print_history, print_plan, print_status
 from socle.errors import ConfigError, ServerNotRunning, SocleError
-from socle.fs import private_dir
+from socle.fs import open_private_append, private_dir
 from socle.model.status import TERMINAL_REVISION_STATUSES, ChangePhase, RevisionStatus
 from socle.settings import Settings, read_json_file
 
@@ -180,7 +180,7 @@ def _start_background(settings: Settings, listen: str | None, dev: bool) -> None
     if dev:
         argv.append("--dev")
     env = dict(os.environ, SOCLE_HOME=str(settings.home))
-    with open(log_path, "ab") as log:
+    with os.fdopen(open_private_append(log_path), "ab") as log:
         proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
