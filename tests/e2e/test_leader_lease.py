@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,8 +73,40 @@ def test_a_second_control_plane_refuses_naming_the_leader(
     assert "--standby" in result.stderr  # the hint says how to wait instead
     assert not (home / "server.json").exists()
     assert not (home / "admin.token").exists()  # refused before writing anything
-    # The leader was not disturbed.
-    assert leader.status()["control_plane"]["leader"] is not None
+    # The leader was not disturbed, and says it leads.
+    shown = leader.status()["control_plane"]["leader"]
+    assert leader.proc is not None
+    assert shown["role"] == "leader" and shown["pid"] == leader.proc.pid
+    assert shown["address"] == leader.url
+    assert "leader of its shared store" in leader.cli("status").stdout
+
+
+def test_a_waiting_standby_stops_cleanly_on_sigterm(
+    leader: SocleServer, tmp_path: Path, socle_env: dict[str, str], dsn: str
+) -> None:
+    home = tmp_path / "standby"
+    home.mkdir()
+    log = home / "out.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [SOCLE, "server", "--listen", "127.0.0.1:0", "--standby"],
+            env=_env(socle_env, home, dsn),
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: "waiting to take over" in log.read_text(), 60, "standby")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert "Traceback" not in log.read_text()
+        assert not (home / "server.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert leader.status()["control_plane"]["leader"]["pid"] == leader.proc.pid  # type: ignore[union-attr]
 
 
 def test_a_standby_takes_over_when_the_leader_is_killed(

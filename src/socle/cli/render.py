@@ -121,7 +121,9 @@ def print_control_plane(plane: dict[str, Any]) -> None:
     words += [f"{escape(c['name'])} {escape(c['state'])}" for c in down]
     leader = plane.get("leader")
     if leader:
-        words.append(f"leader on {escape(str(leader.get('store', '')))}")
+        words.append(
+            f"leader of its shared store (pid {leader.get('pid')} on {escape(str(leader.get('host')))})"
+        )
     console.print(f"[dim]control plane:[/] {', '.join(words)}")
     tasks = plane.get("tasks") or {}
     failures = int(tasks.get("failures") or 0)

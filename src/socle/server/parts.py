@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ class Plane:
     """Why this control plane stopped acting (leader lease lost), or None."""
     store: StateStore | None = None
     lease: LeaderLease | None = None
+    leader_since: float | None = None
+    """When this control plane took the leader lease (None: its store needs no lease)."""
+    holder: Holder | None = None
     secrets: SecretsCore | None = None
     driver: LocalDriver | None = None
     engine: Engine | None = None
@@ -78,8 +82,8 @@ class Plane:
     def status(self) -> dict[str, object]:
         """The "control plane" section of ``/api/v1/status``."""
         lease = None
-        if self.lease is not None:
-            lease = {"role": "leader", "store": repr(self.lease)}
+        if self.lease is not None and self.holder is not None:
+            lease = {"role": "leader", "since": self.leader_since, **self.holder.to_dict()}
         return {
             "components": self.components.states(),
             "tasks": self.monitor.to_dict(),
@@ -139,20 +143,27 @@ class LeaseComponent:
             await lease.release()
             raise
         plane.lease = lease
+        plane.holder = holder
+        plane.leader_since = time.time()
         log.warning("leader lease held: this control plane leads")
         self._tasks.spawn(self._watch(lease), "watch")
 
     async def _watch(self, lease: LeaderLease) -> None:
+        """Check the lease until it is lost; anything unexpected here also fences."""
         interval = self._plane.settings.leader_check_seconds
-        while True:
-            await asyncio.sleep(interval)
-            if not await lease.check():
-                self._plane.fence("lost the leader lease of the shared state store")
-                return
+        reason = "lost the leader lease of the shared state store"
+        try:
+            while await lease.check():
+                await asyncio.sleep(interval)
+        except Exception as exc:
+            self._plane.monitor.report("leader-lease/watch", exc)
+            reason = f"could not check the leader lease ({type(exc).__name__})"
+        self._plane.fence(reason)
 
     async def stop(self) -> None:
         await self._tasks.close()
         lease, self._plane.lease = self._plane.lease, None
+        self._plane.holder = self._plane.leader_since = None
         if lease is not None:
             await lease.release()
 
