@@ -70,6 +70,12 @@ def test_store_fault_is_a_5xx_with_a_request_id(
         assert re.fullmatch(r"[0-9a-f]{32}", fresh) and odd.json()["request_id"] == fresh
         wait_for(lambda: "trace-7.a_b" in srv.log.read_text(), 10, "request id in the log")
         assert fresh in srv.log.read_text()
+
+        shown = srv.cli("history", check=False)
+        assert shown.returncode != 0
+        rid = re.search(r"request id ([0-9a-f]{32})", shown.stderr)
+        assert rid is not None, shown.stderr
+        assert rid.group(1) in srv.log.read_text()
     finally:
         postgres.psql("ALTER TABLE socle_kv_gone RENAME TO socle_kv", dbname=dbname)
     assert srv.api("GET", "/api/v1/revisions").status_code == 200

@@ -111,4 +111,9 @@ def _raise_for(response: httpx.Response) -> None:
         )
     if response.status_code == 401:
         raise AuthError(message, status=401, hint=hint)
+    if response.status_code >= 500:
+        # A fault of the server: the request id ties this report to the server's log.
+        rid = body.get("request_id") or response.headers.get("x-request-id")
+        if rid:
+            hint = f"{hint + '; ' if hint else ''}the server log has details under request id {rid}"
     raise ApiError(message, status=response.status_code, hint=hint)
