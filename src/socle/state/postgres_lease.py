@@ -47,6 +47,9 @@ log = logging.getLogger("socle.state.lease")
 LEADER_LOCK = 2
 """Store-wide lock id of the leader lease (0 and 1 are the store's schema and writers locks)."""
 
+SCHEMA_LOCK = 0
+"""The store's schema lock, also taken to create ``socle_leader``."""
+
 CHECK_TIMEOUT_S = 10.0
 """A lease check that takes longer than this counts as lost: a leader that cannot reach the
 database cannot know whether it still leads."""
@@ -121,7 +124,12 @@ class PostgresLease:
                 with contextlib.suppress(psycopg.Error):
                     await self._conn.close()
             self._conn = await self._connect()
-            await self._conn.execute(_CREATE)
+            async with self._conn.transaction():
+                # As for the store's table: CREATE IF NOT EXISTS races with itself.
+                await self._conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (STORE_LOCKS, SCHEMA_LOCK)
+                )
+                await self._conn.execute(_CREATE)
         cursor = await self._conn.execute(
             "SELECT pg_try_advisory_lock(%s, %s)", (STORE_LOCKS, LEADER_LOCK)
         )
