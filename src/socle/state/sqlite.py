@@ -7,6 +7,8 @@ connection is never shared across threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +16,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from socle.errors import ConflictError, StoreError
+from socle.fs import PRIVATE_FILE
 from socle.state.store import Delete, Op, Put, Record, prefix_end
 
 T = TypeVar("T")
+
+SIDE_FILES = ("-wal", "-shm", "-journal")
+"""Files SQLite keeps next to the database; they hold its data too."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -50,12 +56,18 @@ class SqliteStore:
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        # SQLite creates the -wal and -shm files with the database file's mode: make the
+        # database private *before* it opens, and tighten what an older version left.
+        os.close(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))
+        for path in (self._path, *(self._path.with_name(self._path.name + s) for s in SIDE_FILES)):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mode & 0o777 != PRIVATE_FILE:
+                    path.chmod(PRIVATE_FILE)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
-        self._path.chmod(0o600)
         self._conn = conn
 
     async def _call(self, fn: Callable[[], T]) -> T:

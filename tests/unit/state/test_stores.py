@@ -308,3 +308,40 @@ async def test_only_shared_stores_have_a_lease(tmp_path: Path) -> None:
     assert lease is not None and "postgresql://u@127.0.0.1:1/db" in repr(lease)
     with pytest.raises(ValueError, match="already registered"):
         registry.register_lease("postgresql", lambda url, holder: None)  # type: ignore[arg-type,return-value]
+
+
+async def test_sqlite_files_are_private_even_from_an_older_home(tmp_path: Path) -> None:
+    import stat
+
+    db = tmp_path / "state.db"
+    first = await SqliteStore.open(db)
+    await first.put("k", b"v")
+    await first.close()
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        side = tmp_path / name
+        if side.exists():
+            side.chmod(0o644)  # as an older version left them
+    store = await SqliteStore.open(db)
+    try:
+        await store.put("k", b"w")
+        files = [p for p in tmp_path.iterdir() if p.name.startswith("state.db")]
+        assert {p.name for p in files} >= {"state.db", "state.db-wal"}
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    finally:
+        await store.close()
+
+
+async def test_a_new_sqlite_store_never_has_wider_files(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        store = await SqliteStore.open(tmp_path / "fresh.db")
+        await store.put("k", b"v")
+        for path in tmp_path.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+        await store.close()
+    finally:
+        os.umask(old)
