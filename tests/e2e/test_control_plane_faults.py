@@ -92,12 +92,17 @@ def test_failed_background_task_shows_in_status(
     assert names == ["store", "leader-lease", "secrets", "runtime", "engine", "api"]
 
     # The build outlives the table: the apply's background task cannot record its outcome.
-    repo = write_repo(tmp_path / "repo", {"web": {"build": [{"command": ["sh", "-c", "sleep 3"]}]}})
+    # Its step waits for a file that the test writes only once the table is gone.
+    wait_go = "while [ ! -e go ]; do sleep 0.1; done"
+    repo = write_repo(tmp_path / "repo", {"web": {"build": [{"command": ["sh", "-c", wait_go]}]}})
     srv.cli("apply", str(repo), "--yes", "--no-wait")
     postgres.psql("ALTER TABLE socle_kv RENAME TO socle_kv_gone", dbname=dbname)
     try:
 
         def failed() -> dict[str, object] | None:
+            for folder in [srv.home / "releases", *(srv.home / "releases").rglob("*")]:
+                if folder.is_dir() and not (folder / "go").exists():
+                    (folder / "go").touch()
             last: dict[str, object] | None = srv.status()["control_plane"]["tasks"]["last_failure"]
             return last
 
