@@ -16,6 +16,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── BuildError             a release build step failed (permanent for that release)
     ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
     ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
+    ├── BackupError            a backup archive is bad (tampered, truncated, hostile) or cannot be made
     ├── ApiError               the control plane answered with an error
     │   └── AuthError          missing/invalid token
     └── ServerNotRunning       the CLI could not reach a control plane
@@ -150,6 +151,18 @@ class SecretUnavailable(SocleError):
         super().__init__(message, hint=hint)
         self.status = status
         self.http_status = status
+
+
+class BackupError(SocleError):
+    """A backup cannot be made, or an archive is bad: tampered, truncated or hostile.
+
+    ``entry`` names the first bad entry of the archive when there is one."""
+
+    http_status = 422
+
+    def __init__(self, message: str, *, entry: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.entry = entry
 
 
 class ApiError(SocleError):

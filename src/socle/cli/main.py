@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "operator": "socle.cli.secrets",
     "secrets": "socle.cli.secrets",
     "audit": "socle.cli.secrets",
+    "backup": "socle.cli.backup",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -23,6 +23,7 @@ from granian.server.embed import Server as GranianServer
 
 from socle.api.app import ApiContext, create_app
 from socle.api.tokens import TokenStore
+from socle.backup.guard import check_start_safe
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import LeaseLost, SocleError
@@ -106,7 +107,17 @@ class StoreComponent:
 
     async def start(self) -> None:
         settings = self._plane.settings
-        self._plane.store = await self._plane.stores.open(settings.store or settings.db_path)
+        store = await self._plane.stores.open(settings.store or settings.db_path)
+        try:
+            # Before anything writes to it: an empty store while this home's apps still
+            # run means lost state, and starting would stop every app.
+            await check_start_safe(
+                store, settings.run_dir, store_name="SOCLE_STORE" if settings.store else "state.db"
+            )
+        except BaseException:
+            await store.close()
+            raise
+        self._plane.store = store
 
     async def stop(self) -> None:
         store, self._plane.store = self._plane.store, None

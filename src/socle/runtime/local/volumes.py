@@ -26,6 +26,7 @@ Errors: a bad name or size, or a shrink below the data in use, is a
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import os
@@ -223,7 +224,7 @@ class LocalVolumeProvider:
         """The folder that holds the volume's files (bound into instances)."""
         return self.volume_dir(name) / DATA_DIR
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         """Every volume with readable metadata, sorted."""
         if not self.dir.is_dir():
             return []
@@ -239,8 +240,8 @@ class LocalVolumeProvider:
 
     # -- the work, in a thread ---------------------------------------------------------
 
-    def _start(self) -> list[str]:
-        mounted: list[str] = []
+    def _start(self) -> builtins.list[str]:
+        mounted: builtins.list[str] = []
         with self._lock:
             for name in self.names():
                 meta = self._read_meta(name)
@@ -433,7 +434,7 @@ class LocalVolumeProvider:
             meta = self._read_meta(name)
             return None if meta is None else self._describe(name, meta)
 
-    def _list(self) -> list[VolumeInfo]:
+    def _list(self) -> builtins.list[VolumeInfo]:
         with self._lock:
             out = []
             for name in self.names():
