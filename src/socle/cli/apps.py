@@ -267,12 +267,24 @@ def _alive(pid: int) -> bool:
 
 @click.command()
 @click.option("--keep-apps", is_flag=True, help="Leave app instances running.")
-def down(keep_apps: bool) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="If no control plane answers, stop this home's app instances from their records.",
+)
+def down(keep_apps: bool, force: bool) -> None:
     """Stop the control plane (and its apps, unless --keep-apps)."""
     settings = _settings()
     info = read_json_file(settings.server_file)
-    with Client(settings) as client:
-        client.call("POST", "/api/v1/shutdown", json={"keep_apps": keep_apps})
+    try:
+        with Client(settings) as client:
+            client.call("POST", "/api/v1/shutdown", json={"keep_apps": keep_apps})
+    except ServerNotRunning:
+        if not force or keep_apps:
+            raise
+        stopped = _stop_orphans(settings)
+        console.print(f"[green]✓ no control plane was running; stopped {stopped} instance(s)[/]")
+        return
     pid = int(info["pid"]) if info and info.get("pid") else None
     with console.status("stopping"):
         deadline = time.monotonic() + 120
@@ -281,6 +293,23 @@ def down(keep_apps: bool) -> None:
     console.print(
         "[green]✓ control plane stopped[/]" + (" (apps kept running)" if keep_apps else "")
     )
+
+
+def _stop_orphans(settings: Settings) -> int:
+    """Adopt the instances recorded under ``run/`` and stop them, without a control plane
+    (the driver's lock on ``run/`` refuses if one is in fact running)."""
+    import asyncio
+
+    from socle.runtime.local.driver import LocalDriver
+
+    async def run() -> int:
+        driver = LocalDriver(settings.run_dir, settings.logs_dir)
+        await driver.start()
+        count = len(driver.instances())
+        await driver.close(stop_instances=True)
+        return count
+
+    return asyncio.run(run())
 
 
 @click.command()
