@@ -365,6 +365,8 @@ def _check_consistency(manifest: Manifest, members: list[tarfile.TarInfo]) -> No
         raise BackupError(
             f"{MANIFEST_NAME}: store is {manifest.store!r} but the archive holds {state or 'no state'}"
         )
+    if manifest.scope == "volume" and any(m.name.startswith("releases/") for m in members):
+        raise BackupError(f"{MANIFEST_NAME}: a volume backup cannot hold releases")
     used: dict[str, int] = {}
     for member in members:
         parts = member.name.split("/")

@@ -130,8 +130,19 @@ async def _volume_entries(
     for name in names:
         info = await provider.info(name)
         if info is not None:
+            _check_mounted(name, info.path, info.enforced)
             out[name] = VolumeEntry(name, info.size_bytes, info.retained, info.enforced)
     return out
+
+
+def _check_mounted(name: str, path: Path, enforced: bool) -> None:
+    """An enforced volume's files live inside its image: unmounted, the folder is empty and
+    a backup would silently miss them."""
+    if enforced and not os.path.ismount(path):
+        raise BackupError(
+            f"volume {name}: its ext4 image is not mounted, its files cannot be read",
+            hint="run the backup as root (it mounts the images), or start the control plane",
+        )
 
 
 def _write_archive(
@@ -236,6 +247,7 @@ async def backup_volume(
     info = await provider.info(name)
     if info is None:
         raise BackupError(f"no volume named {name!r}")
+    _check_mounted(name, info.path, info.enforced)
     dest = dest_dir.absolute() / f"{name}-{utc_stamp(now)}.tar"
     manifest = Manifest(
         created=(now or dt.datetime.now(dt.UTC)).isoformat(),
