@@ -191,6 +191,11 @@ async def create_backup(
     started = time.monotonic()
     dest = (dest or default_archive(settings)).absolute()
     kind, url = _store_kind(settings)
+    if kind == "sqlite" and not sqlite_path(url).is_file():
+        raise BackupError(
+            f"no state store at {sqlite_path(url)}",
+            hint="is SOCLE_HOME right? A home that never ran `socle server` has nothing to back up",
+        )
     provider = provider or LocalVolumeProvider(settings.volumes_dir)
     await provider.start()  # after a reboot, enforced volumes' files are inside unmounted images
     volumes = await _volume_entries(provider, provider.names())

@@ -63,6 +63,11 @@ class _Bar:
             self._progress.advance(self._task, amount)
 
 
+def _say(text: str) -> None:
+    """One message, never wrapped mid-path (logs and pipes keep whole lines)."""
+    console.print(text, soft_wrap=True)
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -97,14 +102,14 @@ def create(file: Path | None, as_json: bool) -> None:
     manifest = result.manifest
     mib = result.size / (1024 * 1024)
     rate = mib / result.seconds if result.seconds > 0 else 0.0
-    console.print(f"[green]✓ backup written:[/] {escape(str(result.path))}")
-    console.print(
+    _say(f"[green]✓ backup written:[/] {escape(str(result.path))}")
+    _say(
         f"  {mib:.1f} MiB in {result.seconds:.1f} s ({rate:.0f} MiB/s); state store "
         f"({manifest.store}), {len(manifest.releases)} release(s), "
         f"{len(manifest.volumes)} volume(s)"
     )
     for skipped in manifest.skipped:
-        err_console.print(f"[yellow]skipped:[/] {escape(skipped)}")
+        err_console.print(f"[yellow]skipped:[/] {escape(skipped)}", soft_wrap=True)
 
 
 @backup.command()
@@ -130,7 +135,7 @@ def verify(file: Path, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    console.print(
+    _say(
         f"[green]✓ {escape(str(file))} is intact:[/] {len(manifest.entries)} entries, "
         f"{manifest.total_bytes} bytes checked (made {escape(manifest.created)})"
     )
@@ -163,17 +168,17 @@ def restore(file: Path, force: bool, as_json: bool) -> None:
             }
         )
         return
-    console.print(f"[green]✓ restored into {escape(str(settings.home))}[/]")
+    _say(f"[green]✓ restored into {escape(str(settings.home))}[/]")
     if manifest.scope == "volume":
-        console.print(f"  volume(s): {', '.join(sorted(manifest.volumes))}")
+        _say(f"  volume(s): {', '.join(sorted(manifest.volumes))}")
         return
-    console.print(
+    _say(
         f"  state store ({manifest.store}), {len(manifest.releases)} release(s), "
         f"{len(manifest.volumes)} volume(s)"
     )
-    console.print("next: `socle server` (or `socle up`) brings the apps back.")
+    _say("next: `socle server` (or `socle up`) brings the apps back.")
     dev_key = "secrets-dev-unseal.key"
-    console.print(
+    _say(
         "secrets are sealed: unseal with your key shares (`socle operator unseal`); in dev "
         f"mode copy {dev_key} from the old home into {escape(os.fspath(settings.home))} first."
     )
