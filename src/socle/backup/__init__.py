@@ -1,7 +1,6 @@
 """Backups and restores of a Socle home, scheduled volume backups, and the start guard.
 
 ``manifest``    what an archive holds and which entries are safe (pure)
-``cron``        five-field cron schedules (pure)
 ``archive``     writing, verifying and extracting tar archives (blocking)
 ``statestore``  SQLite online backup, pg_dump / pg_restore
 ``operations``  create / verify / restore a home, back up one volume

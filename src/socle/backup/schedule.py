@@ -20,9 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from socle.backup.cron import Cron, parse
 from socle.backup.operations import backup_volume
 from socle.errors import SocleError
+from socle.model.cron import Cron, parse
 from socle.runtime.local.volumes import LocalVolumeProvider
 
 log = logging.getLogger(__name__)

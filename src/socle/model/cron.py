@@ -6,8 +6,10 @@ comma-separated list of those. Months and weekdays also take English three-lette
 (``jan``, ``mon``); weekday 0 and 7 are both Sunday. As in Vixie cron, when both
 day-of-month and day-of-week are restricted, a day matches if *either* does.
 
-Bad schedules raise :class:`ValueError` naming the field and the reason, which the Volume
-model turns into a manifest problem with file and line.
+Bad schedules raise :class:`ValueError` naming the field and the reason, so a pydantic
+validator (the Volume kind's ``spec.backup.schedule``) turns them into a manifest problem
+with file and line. Lives in the model, like :mod:`socle.model.units`, so manifests can be
+checked with it; the scheduled backups (:mod:`socle.backup.schedule`) run on it.
 """
 
 from __future__ import annotations

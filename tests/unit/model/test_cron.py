@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from socle.backup.cron import parse
+from socle.model.cron import parse
 
 
 def at(text: str) -> dt.datetime:
