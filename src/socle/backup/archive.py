@@ -197,6 +197,8 @@ class ArchiveWriter:
             try:
                 self._tar.addfile(info, reader)
             except OSError as exc:
+                if exc.errno is not None:  # a real I/O error (a full disk), not a short read
+                    raise
                 raise BackupError(
                     f"{item.source} changed size while it was being copied: {exc}",
                     hint="run the backup again, or stop the app that writes it "

@@ -232,7 +232,12 @@ async def create_backup(
                 )
             return _write_archive(dest, manifest, sources, state, reporter)
 
-    size = await asyncio.to_thread(run)
+    try:
+        size = await asyncio.to_thread(run)
+    except OSError as exc:
+        raise BackupError(
+            f"the backup failed: {exc}", hint="nothing was left at " + str(dest)
+        ) from exc
     return BackupResult(dest, manifest, size, time.monotonic() - started)
 
 
@@ -270,7 +275,10 @@ async def backup_volume(
         prune(dest_dir, f"{name}-", keep)
         return size
 
-    size = await asyncio.to_thread(run)
+    try:
+        size = await asyncio.to_thread(run)
+    except OSError as exc:
+        raise BackupError(f"the backup of volume {name} failed: {exc}") from exc
     return BackupResult(dest, manifest, size, time.monotonic() - started)
 
 
@@ -454,6 +462,12 @@ async def _write_back(
 
     try:
         await asyncio.to_thread(run)
+    except OSError as exc:
+        raise BackupError(
+            f"the restore failed midway: {exc}",
+            hint=f"{home} is partly restored; fix the cause (disk space?) and run the restore "
+            "again with --force",
+        ) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for name, volume in manifest.volumes.items():

@@ -470,3 +470,16 @@ async def test_a_dangerous_start_is_refused(tmp: Path) -> None:
         await check_start_safe(empty, run_dir, store_name="state.db")  # nothing runs: fine
     finally:
         await empty.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+async def test_a_full_disk_fails_the_backup_cleanly(tmp: Path) -> None:
+    source = tmp / "home"
+    await _make_home(source)
+    small = tmp / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    with pytest.raises(BackupError, match="the backup failed") as caught:
+        await create_backup(_settings(source), small / "b.tar")
+    assert "No space left" in caught.value.message
+    assert list(small.iterdir()) == []  # no partial archive, no temporary folder
