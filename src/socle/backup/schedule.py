@@ -45,7 +45,11 @@ def _utc_now() -> dt.datetime:
 
 
 class VolumeBackupScheduler:
-    """Runs :func:`~socle.backup.operations.backup_volume` on each volume's schedule."""
+    """Runs :func:`~socle.backup.operations.backup_volume` on each volume's schedule.
+
+    A control-plane component: ``name``, ``start()``, ``stop()``."""
+
+    name = "volume-backups"
 
     def __init__(
         self,

@@ -64,6 +64,7 @@ async def test_the_component_starts_and_stops(tmp_path: Path) -> None:
         return [VolumeBackupPlan("v", "* * * * *", keep=1)]
 
     scheduler = VolumeBackupScheduler(provider, tmp_path / "backups", plans)
+    assert scheduler.name == "volume-backups"
     await scheduler.start()
     await asyncio.wait_for(asked.wait(), 30)
     await scheduler.stop()
