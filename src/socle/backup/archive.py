@@ -18,13 +18,15 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import stat
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 from socle.backup.manifest import (
     MANIFEST_NAME,
@@ -44,6 +46,8 @@ Progress = Callable[[int], None]
 """Called with the number of bytes just read or written."""
 
 COPY_CHUNK = 1 << 20
+WRITE_QUEUE = 16
+"""Chunks (of up to :data:`COPY_CHUNK`) waiting for the writer thread."""
 RELEASE_MARKER = ".socle-release.json"
 """A release folder is complete (and kept) only with this marker (see the release store)."""
 EXT4_LOST_FOUND = "lost+found"
@@ -129,6 +133,53 @@ def release_roots(releases_dir: Path) -> list[tuple[str, Path]]:
 # -- writing -----------------------------------------------------------------------------
 
 
+class BackgroundWriter:
+    """A write-only file whose writes happen on another thread.
+
+    Why: reading and hashing a file and writing the archive then overlap (both release the
+    GIL), instead of the disk waiting for the hash and the hash for the disk. At most
+    :data:`WRITE_QUEUE` chunks wait in memory; an error of the writing thread is raised by
+    the next :meth:`write` or by :meth:`close`."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE)
+        self._error: OSError | None = None
+        self._offset = 0
+        self._thread = threading.Thread(target=self._run, name="socle-backup-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: the producer learns of the error on its next write
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError as exc:
+                self._error = exc
+
+    def write(self, data: bytes) -> int:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(bytes(data))
+        self._offset += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        """Wait for every queued write; then fsync. Raises the writer's error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        os.fsync(self._fd)
+
+
 class _HashingReader:
     """Hands tarfile a file's bytes while hashing them and reporting progress."""
 
@@ -147,8 +198,9 @@ class _HashingReader:
 class ArchiveWriter:
     """Adds items to a new tar and collects their manifest entries; the manifest goes last."""
 
-    def __init__(self, handle: IO[bytes], progress: Progress = _noop) -> None:
-        self._tar = tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 (closed by finish())
+    def __init__(self, handle: IO[bytes] | BackgroundWriter, progress: Progress = _noop) -> None:
+        fileobj = cast(IO[bytes], handle)  # tarfile only calls write() and tell()
+        self._tar = tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 (closed by finish())
         self._tar.copybufsize = COPY_CHUNK  # type: ignore[attr-defined]
         self._progress = progress
         self.entries: list[Entry] = []

@@ -30,6 +30,7 @@ from socle import __version__
 from socle.backup import statestore
 from socle.backup.archive import (
     ArchiveWriter,
+    BackgroundWriter,
     Checked,
     Item,
     extract,
@@ -158,9 +159,10 @@ def _write_archive(
     _private_dir(dest.parent)
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    out = BackgroundWriter(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            writer = ArchiveWriter(handle, reporter.advance)
+        try:
+            writer = ArchiveWriter(out, reporter.advance)
             items = [s for s in sources if isinstance(s, Item)]
             manifest.skipped = [s for s in sources if isinstance(s, str)]
             total = sum(i.size for i in items) + (state[1].stat().st_size if state else 0)
@@ -170,8 +172,11 @@ def _write_archive(
             for item in items:
                 writer.add(item)
             writer.finish(manifest)
-            handle.flush()
-            os.fsync(handle.fileno())
+        finally:
+            try:
+                out.close()  # every byte written and fsynced, or the writer's error
+            finally:
+                os.close(fd)
         os.replace(partial, dest)
     except BaseException:
         partial.unlink(missing_ok=True)
