@@ -377,6 +377,8 @@ def _check_member(
         raise _bad(name, "hard links are refused")
     if member.isdev() or member.isfifo():
         raise _bad(name, "device files and FIFOs are refused")
+    if member.issparse():  # never written by a backup; its real size hides in a map
+        raise _bad(name, "sparse entries are refused")
     if member.issym():
         if entry.type != "symlink" or entry.target != member.linkname:
             raise _bad(name, "symlink differs from the manifest")

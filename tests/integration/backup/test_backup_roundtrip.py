@@ -333,6 +333,7 @@ def _member(name: str, kind: bytes = tarfile.REGTYPE, data: bytes | None = b"x",
         ),
         ("device", [_member("volumes/v/data/sda", tarfile.BLKTYPE, None)], "device"),
         ("fifo", [_member("volumes/v/data/p", tarfile.FIFOTYPE, None)], "FIFO"),
+        ("sparse", [_member("volumes/v/data/s", tarfile.GNUTYPE_SPARSE, None)], "sparse"),
     ],
 )
 async def test_hostile_archives_are_refused_before_anything_is_written(
