@@ -47,6 +47,8 @@ Progress = Callable[[int], None]
 
 COPY_CHUNK = 1 << 20
 WRITE_QUEUE = 16
+THREADED_WRITE = 8 * COPY_CHUNK
+"""Restored files from this size on are written by a :class:`BackgroundWriter`."""
 """Chunks (of up to :data:`COPY_CHUNK`) waiting for the writer thread."""
 RELEASE_MARKER = ".socle-release.json"
 """A release folder is complete (and kept) only with this marker (see the release store)."""
@@ -141,8 +143,9 @@ class BackgroundWriter:
     :data:`WRITE_QUEUE` chunks wait in memory; an error of the writing thread is raised by
     the next :meth:`write` or by :meth:`close`."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, *, durable: bool = True) -> None:
         self._fd = fd
+        self._durable = durable
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=WRITE_QUEUE)
         self._error: OSError | None = None
         self._offset = 0
@@ -171,13 +174,15 @@ class BackgroundWriter:
         return self._offset
 
     def close(self) -> None:
-        """Wait for every queued write; then fsync. Raises the writer's error, if any."""
+        """Wait for every queued write; then fsync if ``durable``. Raises the writer's
+        error, if any."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         if self._error is not None:
             raise self._error
-        os.fsync(self._fd)
+        if self._durable:
+            os.fsync(self._fd)
 
 
 class _HashingReader:
@@ -510,10 +515,16 @@ def _write_file(
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as out:
-            while chunk := handle.read(COPY_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                progress(len(chunk))
+            # Big files: write on another thread while the next bytes are read and hashed.
+            sink = BackgroundWriter(fd, durable=False) if member.size >= THREADED_WRITE else out
+            try:
+                while chunk := handle.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    progress(len(chunk))
+            finally:
+                if isinstance(sink, BackgroundWriter):
+                    sink.close()
             if chown:
                 os.fchown(out.fileno(), member.uid, member.gid)
             os.fchmod(out.fileno(), _safe_mode(member.mode))

@@ -74,8 +74,9 @@ async def _make_home(home: Path, *, store: str | None = None) -> dict[str, bytes
     incomplete.mkdir()  # no marker: an interrupted build, not a kept release
     (settings.releases_dir / "web" / f"{RELEASE}.build.log").write_text("log")
     provider = LocalVolumeProvider(settings.volumes_dir)
-    info = await provider.ensure("data", 16 * MiB)
+    info = await provider.ensure("data", 32 * MiB)
     (info.path / "notes.db").write_bytes(os.urandom(3 * MiB))
+    (info.path / "big.bin").write_bytes(os.urandom(9 * MiB))  # restored on a writer thread
     (info.path / "sub").mkdir()
     (info.path / "sub" / "hello.txt").write_text("hello")
     if os.geteuid() == 0:  # an app's uid: kept through the restore
@@ -145,9 +146,10 @@ async def test_round_trip_of_a_home(tmp: Path) -> None:
     assert os.readlink(release / "main.py") == "app.py"
     provider = LocalVolumeProvider(target / "volumes")
     data = await provider.info("data")
-    assert data is not None and data.size_bytes == 16 * MiB and not data.retained
-    original = (source / "volumes" / "data" / "data" / "notes.db").read_bytes()
-    assert (data.path / "notes.db").read_bytes() == original
+    assert data is not None and data.size_bytes == 32 * MiB and not data.retained
+    for name in ("notes.db", "big.bin"):
+        original = (source / "volumes" / "data" / "data" / name).read_bytes()
+        assert (data.path / name).read_bytes() == original
     assert (data.path / "sub" / "hello.txt").read_text() == "hello"
     if os.geteuid() == 0:
         assert data.enforced and os.path.ismount(data.path)
