@@ -14,6 +14,11 @@ nothing else on the host fills up). It needs root, loop devices and ``mkfs.ext4`
 measured (walked in a thread, cached for :data:`USAGE_CACHE_SECONDS`) and reported with a
 warning, never enforced.
 
+Why resizing may need the apps stopped: growing a mounted ext4 needs ``CAP_SYS_RESOURCE``
+(some hosts do not give it to root); without it, and always for shrinking, the image is
+resized unmounted, which is only safe when no sandbox still holds a copy of the mount, so it
+is refused until the apps that mount the volume are stopped.
+
 Why mounts are re-established by :meth:`LocalVolumeProvider.start`: a reboot or a crash
 drops them while ``volume.json`` and the image stay; an already mounted image is left alone,
 so calling it twice, or while apps use the volume, is safe.
