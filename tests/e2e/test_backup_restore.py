@@ -171,3 +171,18 @@ def test_secrets_come_back_sealed_and_open_with_the_old_dev_key(
         assert read["data"]["data"]["password"] == "s3cret-value-42"
     finally:
         restored.cleanup()
+
+
+def test_the_control_plane_makes_a_backup_on_request(tmp_path: Path, server: SocleServer) -> None:
+    assert server.api("POST", "/api/v1/backups", token="").status_code == 401
+    assert server.api("GET", "/api/v1/backups", token="").status_code == 401
+    made = json.loads(server.cli("backup", "create", "--server", "--json").stdout)
+    path = Path(made["path"])
+    assert path.parent == server.home / "backups" and path.name.startswith("socle-")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert made["store"] == "sqlite"
+    listed = server.api("GET", "/api/v1/backups").json()["backups"]
+    assert [entry["path"] for entry in listed] == [str(path)]
+    assert "is intact" in server.cli("backup", "verify", str(path)).stdout
+    refused = server.cli("backup", "create", str(tmp_path / "x.tar"), "--server", check=False)
+    assert refused.returncode == 1 and "names the file" in refused.stderr

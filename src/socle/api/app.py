@@ -14,9 +14,9 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import engine, runtime, system
+from socle.api.routes import backups, engine, runtime, system
 
-ROUTERS: list[APIRouter] = [system.router, engine.router, runtime.router]
+ROUTERS: list[APIRouter] = [system.router, engine.router, runtime.router, backups.router]
 """Every router of the platform API, in the order they are matched."""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from socle.api.tokens import TokenStore
+from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
 from socle.runtime.driver import RuntimeDriver
 
@@ -24,6 +25,8 @@ class ApiContext:
     request_shutdown: Callable[[bool], None]
     control_plane: Callable[[], dict[str, object]] = field(default=_no_control_plane)
     """The "control plane" section of status: components, background tasks, leader lease."""
+    backups: HomeBackups | None = None
+    """Backups on request (``POST /api/v1/backups``); None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

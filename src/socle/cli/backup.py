@@ -25,9 +25,13 @@ from rich.progress import (
 )
 
 from socle.backup.operations import create_backup, restore_backup, verify_backup
+from socle.cli.client import Client
 from socle.cli.output import console, err_console, json_option, print_json
 from socle.errors import ConfigError
 from socle.settings import Settings
+
+BACKUP_TIMEOUT = 6 * 3600.0
+"""How long the CLI waits for a control plane to write a backup (big volumes take time)."""
 
 
 class _Bar:
@@ -86,30 +90,73 @@ def backup() -> None:
 
 @backup.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--server",
+    "on_server",
+    is_flag=True,
+    help="Ask the control plane (SOCLE_ADDR or this home's) to write the archive on its "
+    "host, under its SOCLE_HOME/backups.",
+)
 @json_option
-def create(file: Path | None, as_json: bool) -> None:
+def create(file: Path | None, on_server: bool, as_json: bool) -> None:
     """Write one archive of the state store, kept releases and volumes.
 
     FILE defaults to SOCLE_HOME/backups/socle-<UTC time>.tar (mode 0600). The admin token
     and the dev unseal key are never included; secrets are in it as ciphertext only.
+    Works whether the control plane runs or not.
     """
     settings = _settings()
+    if on_server:
+        if file is not None:
+            raise ConfigError(
+                "with --server the control plane names the file",
+                hint="drop FILE; the archive goes to the server's SOCLE_HOME/backups",
+            )
+        with (
+            Client(settings, timeout=BACKUP_TIMEOUT) as client,
+            console.status("the control plane is writing the backup"),
+        ):
+            data = client.call("POST", "/api/v1/backups")
+        if as_json:
+            print_json(data)
+            return
+        _summary(
+            str(data["path"]),
+            int(data["size"]),
+            float(data["seconds"]),
+            str(data["store"]),
+            len(data["releases"]),
+            len(data["volumes"]),
+        )
+        for skipped in data["skipped"]:
+            err_console.print(f"[yellow]skipped:[/] {escape(str(skipped))}", soft_wrap=True)
+        return
     with _Bar(_show_progress(as_json)) as bar:
         result = asyncio.run(create_backup(settings, file, reporter=bar))
     if as_json:
         print_json(result.to_dict())
         return
     manifest = result.manifest
-    mib = result.size / (1024 * 1024)
-    rate = mib / result.seconds if result.seconds > 0 else 0.0
-    _say(f"[green]✓ backup written:[/] {escape(str(result.path))}")
-    _say(
-        f"  {mib:.1f} MiB in {result.seconds:.1f} s ({rate:.0f} MiB/s); state store "
-        f"({manifest.store}), {len(manifest.releases)} release(s), "
-        f"{len(manifest.volumes)} volume(s)"
+    _summary(
+        str(result.path),
+        result.size,
+        result.seconds,
+        manifest.store,
+        len(manifest.releases),
+        len(manifest.volumes),
     )
     for skipped in manifest.skipped:
         err_console.print(f"[yellow]skipped:[/] {escape(skipped)}", soft_wrap=True)
+
+
+def _summary(path: str, size: int, seconds: float, store: str, releases: int, volumes: int) -> None:
+    mib = size / (1024 * 1024)
+    rate = mib / seconds if seconds > 0 else 0.0
+    _say(f"[green]✓ backup written:[/] {escape(path)}")
+    _say(
+        f"  {mib:.1f} MiB in {seconds:.1f} s ({rate:.0f} MiB/s); state store ({store}), "
+        f"{releases} release(s), {volumes} volume(s)"
+    )
 
 
 @backup.command()

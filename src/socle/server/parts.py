@@ -24,6 +24,7 @@ from granian.server.embed import Server as GranianServer
 from socle.api.app import ApiContext, create_app
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
+from socle.backup.service import HomeBackups
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import LeaseLost, SocleError
@@ -297,6 +298,7 @@ class ApiComponent:
             tokens=tokens,
             request_shutdown=plane.request_shutdown,
             control_plane=self._status,
+            backups=HomeBackups(settings),
         )
         app = main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi)
         server = GranianServer(

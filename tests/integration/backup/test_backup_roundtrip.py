@@ -486,3 +486,20 @@ async def test_a_full_disk_fails_the_backup_cleanly(tmp: Path) -> None:
         await create_backup(_settings(source), small / "b.tar")
     assert "No space left" in caught.value.message
     assert list(small.iterdir()) == []  # no partial archive, no temporary folder
+
+
+async def test_the_control_plane_makes_one_backup_at_a_time(tmp: Path) -> None:
+    import asyncio
+
+    from socle.backup.service import HomeBackups
+    from socle.errors import ConflictError
+
+    source = tmp / "home"
+    await _make_home(source)
+    backups = HomeBackups(_settings(source))
+    first, second = await asyncio.gather(backups.create(), backups.create(), return_exceptions=True)
+    assert not isinstance(first, BaseException)
+    assert isinstance(second, ConflictError)
+    assert first.path.parent == source / "backups"
+    listed = await backups.list()
+    assert [entry["path"] for entry in listed] == [str(first.path)]
