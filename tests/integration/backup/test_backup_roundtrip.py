@@ -390,6 +390,12 @@ async def test_a_volume_backup_restores_one_volume_into_a_home(tmp: Path) -> Non
     assert info is not None and (info.path / "sub" / "hello.txt").read_text() == "hello"
     with pytest.raises(BackupError, match="already exists"):
         await restore_backup(_settings(target), result.path)
+    # --force puts the backup's files back in place of what the volume holds now.
+    (info.path / "sub" / "hello.txt").write_text("changed")
+    (info.path / "new.txt").write_text("made after the backup")
+    await restore_backup(_settings(target), result.path, force=True)
+    assert (info.path / "sub" / "hello.txt").read_text() == "hello"
+    assert not (info.path / "new.txt").exists()
 
 
 async def test_a_store_kind_mismatch_is_refused(tmp: Path, pg_server: PgServer) -> None:
