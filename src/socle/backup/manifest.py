@@ -33,9 +33,12 @@ MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 RELEASE_ID_RE = re.compile(r"^r[0-9a-f]{16}$")
 SQLITE_ENTRY = "state/state.db"
 PGDUMP_ENTRY = "state/state.pgdump"
-SYSTEM_LINK_PREFIXES = ("/usr/",)
-"""Absolute symlink targets a *release* may hold: build tools link to system programs
-(``python3 -m venv`` makes ``.venv/bin/python3 -> /usr/bin/python3``). Volumes may not."""
+SYSTEM_LINK_PREFIXES = ("/",)
+"""Absolute symlink targets a *release* may hold. Build tools link to the interpreter
+wherever it lives (``python3 -m venv`` makes ``.venv/bin/python3 -> /usr/bin/python3``, or a
+path under ``/opt`` or ``/root/.pyenv``), so any absolute target is kept: restore never
+writes or reads through a link, and at run time the app's sandbox decides what the link can
+reach (``/etc/shadow`` and the Socle home are not in its view). Volumes may hold none."""
 
 EXCLUDED = {
     "admin.token": "the admin API token; a restored home gets a new one at first start",
@@ -251,7 +254,7 @@ def check_symlink(path: str, target: str) -> None:
     """Refuse a symlink that leads out of its release or volume folder.
 
     A relative target must stay inside :func:`entry_root` once joined to the link's folder;
-    an absolute one is allowed only in a release, into :data:`SYSTEM_LINK_PREFIXES`.
+    an absolute one is allowed only in a release (see :data:`SYSTEM_LINK_PREFIXES`).
     Restore never writes through a symlink anyway; this keeps a restored volume from
     pointing apps or operators at the host's files."""
     root = entry_root(path)
@@ -273,7 +276,7 @@ def check_symlink(path: str, target: str) -> None:
             normal.startswith(prefix) for prefix in SYSTEM_LINK_PREFIXES
         ):
             return
-        raise bad("absolute target outside /usr (or inside a volume)")
+        raise bad("absolute target in a volume")
     joined = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if joined != root and not joined.startswith(root + "/"):
         raise bad(f"leads outside {root}")
