@@ -15,6 +15,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── LeaseLost              this control plane lost its leader lease and stopped acting
     ├── BuildError             a release build step failed (permanent for that release)
     ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
+    │   └── StartRefused       this instance can never start as specified (permanent)
     ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
     ├── BackupError            a backup archive is bad (tampered, truncated, hostile) or cannot be made
     ├── ApiError               the control plane answered with an error
@@ -138,6 +139,15 @@ class RuntimeDriverError(SocleError):
     """The runtime driver could not do what was asked."""
 
     http_status = 500
+
+
+class StartRefused(RuntimeDriverError):
+    """An instance can never start as specified: its program is missing or not executable,
+    its command or env holds a NUL byte, an env name is invalid. Retrying the same spec
+    cannot help (releases are immutable), so a rollout fails at once instead of waiting
+    for its deadline."""
+
+    http_status = 422
 
 
 class SecretUnavailable(SocleError):

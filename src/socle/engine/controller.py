@@ -7,6 +7,13 @@ only apps whose rollout is in progress (for ``minHealthySeconds`` and progress d
 
 Instance ids are ``<app>-<template[:10]>-<ordinal>``: the template part tells old from new
 instances during a rolling update, and makes re-adoption after a restart exact.
+
+Every start failure counts. A rollout fails *at once*, with the instance's reason, when an
+instance of the new release is in a state that waiting cannot fix (``FAILED``: it can never
+start; ``CRASHLOOP``: it exits again and again) or when the driver refuses its spec; any
+other error while starting it (a secret that cannot be read now, a store hiccup) is
+retried with a delay and counted against ``progressDeadlineSeconds``, which is checked on
+a timer, so the deadline fires even if no instance ever reports anything.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from socle.engine.targets import Target
+from socle.errors import RuntimeDriverError, SocleError
 from socle.model.status import AppHealth, RolloutStatus
 from socle.runtime.driver import (
+    FINAL_FAILURES,
     InstanceId,
     InstanceSpec,
     InstanceState,
@@ -32,6 +41,8 @@ from socle.tasks import TaskMonitor
 log = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 0.5
+RETRY_SECONDS = 2.0
+"""Delay before trying again to start an instance after an error that may pass."""
 SecretResolver = Callable[[Target], Awaitable[dict[str, str]]]
 RolloutListener = Callable[[str, str, str], None]
 """Called with (app, "complete" | "failed" | "deleted", message)."""
@@ -81,6 +92,9 @@ class Controller:
         self._running: set[str] = set()
         self._stopping: set[InstanceId] = set()
         self._refreshed: set[InstanceId] = set()
+        self._start_errors: dict[str, str] = {}
+        """Per app: the last error that kept an instance of its current rollout from
+        starting (a transient one, retried); shown when the deadline passes."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks = (tasks if tasks is not None else TaskMonitor()).group("controller")
         self._wake = asyncio.Event()
@@ -180,7 +194,9 @@ class Controller:
             self._tasks.monitor.report(
                 f"controller/reconcile:{name}", exc, message="reconcile failed; retrying in 2s"
             )
-            self._kick_later(name, 2.0)
+            self._start_errors[name] = _reason(exc)
+            self._kick_later(name, RETRY_SECONDS)
+            self._judge_deadline(name)  # whatever fails above, the deadline still holds
         finally:
             self._running.discard(name)
             if name in self._dirty:
@@ -260,10 +276,15 @@ class Controller:
                 self._stop(instance)
         new = [i for i in new if i.ordinal < replicas]
 
+        refused: str | None = None
         for instance in new:
             if instance.id not in self._refreshed:
                 # Re-adopted instances get their spec (and secrets) back for later restarts.
-                await self._driver.run(await self._spec(target, instance.ordinal))
+                try:
+                    await self._driver.run(await self._spec(target, instance.ordinal))
+                except Exception as exc:
+                    refused = refused or self._start_failed(target, instance.id, exc)
+                    continue
                 self._refreshed.add(instance.id)
 
         def settled(i: InstanceStatus) -> bool:
@@ -294,10 +315,15 @@ class Controller:
                     break
                 if ordinal in have:
                     continue
-                status = await self._driver.run(await self._spec(target, ordinal))
+                budget -= 1
+                iid = instance_id(target.name, target.state.template, ordinal)
+                try:
+                    status = await self._driver.run(await self._spec(target, ordinal))
+                except Exception as exc:
+                    refused = refused or self._start_failed(target, iid, exc)
+                    continue
                 self._refreshed.add(status.id)
                 new.append(status)
-                budget -= 1
 
         if old:
             new_ready = sum(1 for i in new if settled(i))
@@ -319,16 +345,68 @@ class Controller:
             and all(settled(i) for i in new)
         )
         rollout = target.rollout
-        if rollout.status == RolloutStatus.PROGRESSING:
-            if complete:
-                rollout.status = RolloutStatus.COMPLETE
-                self._on_rollout(name, RolloutStatus.COMPLETE, "")
-            elif now - rollout.started > spec.update.progress_deadline_seconds:
-                rollout.status = RolloutStatus.FAILED
-                rollout.message = self._failure_message(target, new)
-                self._on_rollout(name, RolloutStatus.FAILED, rollout.message)
-            else:
-                self._kick_later(name, RECHECK_SECONDS)
+        if rollout.status != RolloutStatus.PROGRESSING:
+            return
+        if complete:
+            self._start_errors.pop(name, None)
+            rollout.status = RolloutStatus.COMPLETE
+            self._on_rollout(name, RolloutStatus.COMPLETE, "")
+            return
+        hopeless = next((i for i in new if i.state in FINAL_FAILURES), None)
+        if refused is not None:
+            self._fail(target, refused)
+        elif hopeless is not None:
+            self._fail(target, self._hopeless_message(target, hopeless))
+        elif not self._judge_deadline(name, new):
+            self._kick_later(name, RECHECK_SECONDS)
+
+    def _start_failed(self, target: Target, iid: InstanceId, exc: Exception) -> str | None:
+        """An instance could not be asked to start. A spec the driver refuses fails the
+        rollout at once (returns why); anything else is retried later (returns None)."""
+        reason = _reason(exc)
+        if isinstance(exc, RuntimeDriverError):
+            return (
+                f"release {target.state.release} cannot start: instance {iid} was refused: {reason}"
+            )
+        if not isinstance(exc, SocleError):  # a bug, not a state: keep its traceback
+            self._tasks.monitor.report(
+                f"controller/start:{iid}", exc, message="starting an instance failed; retrying"
+            )
+        self._start_errors[target.name] = f"instance {iid} could not be started: {reason}"
+        self._kick_later(target.name, RETRY_SECONDS)
+        return None
+
+    def _fail(self, target: Target, message: str) -> None:
+        rollout = target.rollout
+        rollout.status = RolloutStatus.FAILED
+        rollout.message = message
+        self._start_errors.pop(target.name, None)
+        self._on_rollout(target.name, RolloutStatus.FAILED, message)
+
+    def _judge_deadline(self, name: str, new: list[InstanceStatus] | None = None) -> bool:
+        """Fail the app's rollout if its progress deadline passed; True if it did.
+
+        Needs nothing from the instances: also called when reconciling itself failed."""
+        target = self._targets.get(name)
+        if target is None or target.rollout.status != RolloutStatus.PROGRESSING:
+            return False
+        deadline = target.app.spec.update.progress_deadline_seconds
+        if time.time() - target.rollout.started <= deadline:
+            return False
+        if new is None:
+            tpl = target.state.template[:10]
+            new = [i for i in self._instances(name) if template_of(i.id) == tpl]
+        self._fail(target, self._failure_message(target, new))
+        return True
+
+    def _hopeless_message(self, target: Target, instance: InstanceStatus) -> str:
+        """A rollout stopped early: which instance, in which state, and its own words."""
+        why = "cannot start" if instance.state is InstanceState.FAILED else "is in a crash loop"
+        detail = f": {instance.message}" if instance.message else ""
+        return (
+            f"release {target.state.release} {why}: instance {instance.id} is "
+            f"{instance.state.value}{detail}"
+        )
 
     def _failure_message(self, target: Target, new: list[InstanceStatus]) -> str:
         deadline = target.app.spec.update.progress_deadline_seconds
@@ -340,6 +418,8 @@ class Controller:
             detail = f"; instance {worst.id} is {worst.state.value}"
             if worst.message:
                 detail += f": {worst.message}"
+        elif len(new) < target.app.spec.replicas and target.name in self._start_errors:
+            detail = f"; {self._start_errors[target.name]}"
         return (
             f"release {target.state.release} not ready within {deadline:g}s "
             f"({ready}/{target.app.spec.replicas} ready){detail}"
@@ -363,6 +443,10 @@ class Controller:
             rollout=target.rollout.status,
             message=target.rollout.message,
         )
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, SocleError) else f"{type(exc).__name__}: {exc}"
 
 
 def health_word(view: AppView) -> AppHealth:

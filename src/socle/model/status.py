@@ -80,6 +80,7 @@ class InstanceState(StrEnum):
     CRASHLOOP = "crashloop"  # exited repeatedly; restarting with long backoff
     EXITED = "exited"  # exited and will not be restarted (restart policy)
     STOPPING = "stopping"  # SIGTERM sent
+    FAILED = "failed"  # cannot be started as specified; not retried until the spec changes
 
 
 __all__ = [

@@ -64,6 +64,13 @@ class InstanceSpec:
     """Extra folders (volumes) bound into the instance; see :class:`Mount`."""
 
 
+FINAL_FAILURES = frozenset({InstanceState.FAILED, InstanceState.CRASHLOOP})
+"""States that say a release will not become ready by waiting longer: a rollout stops at
+once on them instead of at its progress deadline. ``FAILED`` comes from a permanent start
+failure (program not found, a NUL byte in the command or env, an invalid env name);
+``CRASHLOOP`` from an instance that exits, or fails to start, again and again."""
+
+
 @dataclass
 class InstanceStatus:
     id: InstanceId
@@ -135,7 +142,13 @@ class RuntimeDriver(Protocol):
 
     async def run(self, spec: InstanceSpec) -> InstanceStatus:
         """Ensure this instance runs. Idempotent by ``spec.id``: for an instance already
-        running (or re-adopted) it only refreshes the kept spec (e.g. ``secret_env``)."""
+        running (or re-adopted) it only refreshes the kept spec (e.g. ``secret_env``).
+
+        A start failure is a state, not an exception: a spec that can never start (program
+        not found, a NUL byte in the command or env) gives a ``FAILED`` instance with the
+        reason in its message; a failure that may pass (cgroup or fork trouble) gives
+        ``BACKOFF`` and is retried like a crash. Raises ``RuntimeDriverError`` only when the
+        call itself is refused (an invalid id, ports changed for a known id)."""
 
     async def stop(self, instance_id: InstanceId) -> None:
         """Stop gracefully (SIGTERM, ``stop_grace``, SIGKILL) and forget the instance."""

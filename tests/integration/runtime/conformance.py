@@ -29,7 +29,6 @@ from typing import Any
 
 import pytest
 
-from socle.errors import RuntimeDriverError
 from socle.model.app import HealthSpec
 from socle.runtime.driver import (
     InstanceId,
@@ -137,6 +136,22 @@ def app_processes(instance_id: str) -> list[int]:
         except OSError:
             continue
         if argv[1:] == [b"server.py"] and f"SOCLE_INSTANCE={instance_id}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def conformance_processes(instance_id: str) -> list[int]:
+    """Host pids whose environment names this instance (anything it started)."""
+    found = []
+    needle = f"SOCLE_INSTANCE={instance_id}".encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ:
             found.append(int(entry))
     return found
 
@@ -364,15 +379,42 @@ class RuntimeDriverConformance:
         assert kept.pid == stay.pid and kept.restarts == 0
         assert len(app_processes("gone-0")) == 1
 
-    async def test_missing_program_is_a_clear_error(
+    async def test_missing_program_fails_at_once_with_the_reason(
         self, driver: RuntimeDriver, app_dir: Path
     ) -> None:
         spec = make_spec(app_dir, "missing-0", command=["./no-such-program", "x"])
-        with pytest.raises(RuntimeDriverError) as caught:
-            await driver.run(spec)
-        assert "no-such-program" in caught.value.message
-        assert str(app_dir) in caught.value.message
+        first = await driver.run(spec)  # a start failure is a state, not an exception
+        assert first.state is InstanceState.FAILED and not first.ready and first.pid is None
+        assert "no-such-program" in first.message and str(app_dir) in first.message
+        await asyncio.sleep(0.3)  # never retried: the same spec cannot start later
+        status = await wait_for(driver, "missing-0", lambda s: s.state is InstanceState.FAILED)
+        assert status.restarts == 0 and status.pid is None
+        again = await driver.run(spec)  # idempotent: still the same failed instance
+        assert again.state is InstanceState.FAILED and again.restarts == 0
+        await driver.stop(InstanceId("missing-0"))
         assert status_of(driver, "missing-0") is None
+
+    @pytest.mark.parametrize(
+        ("overrides", "expected"),
+        [
+            ({"env": {"BAD": "a\0b"}}, "value of environment variable BAD holds a NUL byte"),
+            (
+                {"secret_env": {"DB_PASSWORD": "pw-canary\0tail"}},
+                "secret value of environment variable DB_PASSWORD holds a NUL byte",
+            ),
+            ({"env": {"A=B": "x"}}, "invalid environment variable name 'A=B'"),
+            ({"command": [sys.executable, "server.py\0x"]}, "run.command[1] holds a NUL byte"),
+        ],
+        ids=["nul-env", "nul-secret", "bad-env-name", "nul-command"],
+    )
+    async def test_unstartable_spec_fails_at_once(
+        self, driver: RuntimeDriver, app_dir: Path, overrides: dict[str, Any], expected: str
+    ) -> None:
+        status = await driver.run(make_spec(app_dir, "nul-0", **overrides))
+        assert status.state is InstanceState.FAILED
+        assert expected in status.message
+        assert "pw-canary" not in status.message, "a secret value is never shown"
+        assert conformance_processes("nul-0") == []
 
     async def test_exec_failure_is_a_quick_exit_with_the_reason(
         self, driver: RuntimeDriver, app_dir: Path

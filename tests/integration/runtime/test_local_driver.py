@@ -17,7 +17,8 @@ import pytest
 
 from socle.errors import RuntimeDriverError
 from socle.runtime.driver import InstanceId, InstanceState
-from socle.runtime.local import LocalDriver, read_logs
+from socle.runtime.local import BackoffPolicy, LocalDriver, read_logs
+from socle.runtime.local import cgroups as cg
 from socle.runtime.local.records import RecordStore
 
 _NAME = "socle_tests_runtime_conformance"
@@ -247,8 +248,8 @@ async def test_tcp_health_check(driver: LocalDriver, app_dir: Path) -> None:
 async def test_bad_arguments_are_refused(driver: LocalDriver, app_dir: Path) -> None:
     with pytest.raises(RuntimeDriverError, match="invalid instance id"):
         await driver.run(make_spec(app_dir, "../escape"))
-    with pytest.raises(RuntimeDriverError, match="workdir"):
-        await driver.run(make_spec(app_dir / "missing", "nowhere-0"))
+    nowhere = await driver.run(make_spec(app_dir / "missing", "nowhere-0"))
+    assert nowhere.state is InstanceState.FAILED and "workdir" in nowhere.message
     with pytest.raises(RuntimeDriverError, match="isolation"):
         LocalDriver(driver.run_dir, driver.logs_dir, isolation="vm")
     with pytest.raises(RuntimeDriverError, match="not in its ports"):
@@ -325,3 +326,79 @@ async def test_one_supervisor_per_run_folder(driver: LocalDriver) -> None:
     other = LocalDriver(driver.run_dir, driver.logs_dir, isolation="none")
     with pytest.raises(RuntimeDriverError, match="already supervising"):
         await other.start()
+
+
+def _rewrite_record(driver: LocalDriver, instance_id: str, **fields: object) -> None:
+    path = RecordStore(driver.run_dir).record_path(instance_id)
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+async def test_shim_no_record_names_is_stopped_at_start(
+    driver: LocalDriver, make_driver: Callable[[], Awaitable[LocalDriver]], app_dir: Path
+) -> None:
+    """kill -9 between spawning a new instance and recording it: nobody knows the shim."""
+    await driver.run(make_spec(app_dir, "lost-0"))
+    before = await wait_for(driver, "lost-0", ready_after(0))
+    assert before.pid is not None
+    await driver.close(stop_instances=False)
+    RecordStore(driver.run_dir).record_path("lost-0").unlink()  # as if never written
+
+    second = await make_driver()
+    await conformance.wait_gone(before.pid)
+    assert conformance.conformance_processes("lost-0") == []
+    assert second.instances() == []
+
+
+async def test_shim_spawned_after_the_last_record_is_stopped_and_restarted(
+    driver: LocalDriver, make_driver: Callable[[], Awaitable[LocalDriver]], app_dir: Path
+) -> None:
+    """kill -9 between a restart's spawn and its record: the record still says 'no shim'."""
+    await driver.run(make_spec(app_dir, "again-0"))
+    before = await wait_for(driver, "again-0", ready_after(0))
+    assert before.pid is not None
+    await driver.close(stop_instances=False)
+    _rewrite_record(driver, "again-0", shim=None, child=None, app=None)
+
+    second = await make_driver()
+    await conformance.wait_gone(before.pid)
+    after = await wait_for(second, "again-0", ready_after(1))
+    assert after.pid != before.pid
+    assert conformance.app_processes("again-0") == [after.pid], "exactly one, supervised"
+
+
+async def test_another_homes_processes_are_never_touched(
+    driver: LocalDriver,
+    make_driver: Callable[[], Awaitable[LocalDriver]],
+    app_dir: Path,
+    tmp_path: Path,
+    isolation_mode: str,
+    cgroup_parent: str,
+) -> None:
+    """Two run folders, the same instance id: a start of one never reaps the other's."""
+    other = LocalDriver(
+        tmp_path / "other-run",
+        tmp_path / "other-logs",
+        isolation=isolation_mode,
+        backoff=BackoffPolicy(base=0.05, cap=1.0),
+        cgroup_parent=f"{cgroup_parent}-other",
+    )
+    await other.start()
+    try:
+        await other.run(make_spec(app_dir, "twin-0"))
+        theirs = await wait_for(other, "twin-0", ready_after(0))
+        await driver.run(make_spec(app_dir, "twin-0"))
+        ours = await wait_for(driver, "twin-0", ready_after(0))
+        await driver.close(stop_instances=False)
+        RecordStore(driver.run_dir).record_path("twin-0").unlink()
+
+        await make_driver()  # reaps our unrecorded twin-0, and only ours
+        assert ours.pid is not None and theirs.pid is not None
+        await conformance.wait_gone(ours.pid)
+        assert alive(theirs.pid)
+        assert (await info(theirs))["pid"] > 0
+    finally:
+        await other.close(stop_instances=True)
+        for base in cg.detect(f"{cgroup_parent}-other").parents.values():
+            cg.remove([str(base)])

@@ -28,6 +28,8 @@ class MemDriver:
         self.started: list[InstanceId] = []
         self.stopped: list[InstanceId] = []
         self.journal: list[tuple[str, InstanceId]] = []
+        self.errors: dict[str, Exception] = {}
+        """Per app: what ``run()`` raises for it (a refused spec, a transient fault)."""
         self._listeners: list[StatusListener] = []
 
     async def start(self) -> None:
@@ -38,6 +40,8 @@ class MemDriver:
             self.live.clear()
 
     async def run(self, spec: InstanceSpec) -> InstanceStatus:
+        if spec.app in self.errors:
+            raise self.errors[spec.app]
         self.specs[spec.id] = spec
         if spec.id in self.live:
             return self.live[spec.id]
@@ -91,6 +95,12 @@ class MemDriver:
         status.ready = True
         status.state = InstanceState.RUNNING
         status.ready_since = time.time() - 3600
+        self._emit(status)
+
+    def set_state(self, instance_id: InstanceId, state: InstanceState, message: str) -> None:
+        """What a real driver reports for a start failure or a crash loop."""
+        status = self.live[instance_id]
+        status.state, status.message, status.ready = state, message, False
         self._emit(status)
 
     def _emit(self, status: InstanceStatus) -> None:

@@ -12,7 +12,9 @@ import pytest
 
 from socle.engine.controller import Controller, template_of
 from socle.engine.targets import Rollout, Target, app_state
+from socle.errors import RuntimeDriverError, SecretUnavailable
 from socle.model.app import App
+from socle.runtime.driver import InstanceId, InstanceState
 from tests.unit.engine.memdriver import MemDriver
 
 
@@ -148,3 +150,82 @@ async def test_lost_instance_is_recreated(h: Harness) -> None:
     victim = h.ids("api")[0]
     await h.driver.stop(victim)  # e.g. removed behind the controller's back
     await h.until(lambda: victim in h.ids("api"))
+
+
+async def _rolled_to_r2(h: Harness, **update: Any) -> str:
+    """api at r1 (complete), then a target for r2; returns the new instance's id."""
+    h.controller.set_target("api", target("api"))
+    await h.until(lambda: len(h.ids("api")) == 1)
+    h.ready_all("api")
+    await h.until(lambda: len(h.events) == 1)
+    old = h.ids("api")[0]
+    h.controller.set_target("api", target("api", release="r2", update=update))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    return next(i for i in h.ids("api") if i != old)
+
+
+def failures(h: Harness) -> list[str]:
+    return [e[2] for e in h.events if e[1] == "failed"]
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        (InstanceState.FAILED, "cannot start"),
+        (InstanceState.CRASHLOOP, "is in a crash loop"),
+    ],
+)
+async def test_hopeless_instance_fails_the_rollout_at_once(
+    h: Harness, state: InstanceState, words: str
+) -> None:
+    new = await _rolled_to_r2(h, progressDeadlineSeconds="1h")
+    await h.settle()
+    assert not failures(h)
+    h.driver.set_state(InstanceId(new), state, "could not start: program 'x' not found")
+    await h.until(lambda: bool(failures(h)))
+    message = failures(h)[0]
+    assert words in message and new in message and "program 'x' not found" in message
+    assert "not ready within" not in message, "no waiting for the deadline"
+    assert len(failures(h)) == 1
+
+
+async def test_spec_refused_by_the_driver_fails_at_once(h: Harness) -> None:
+    h.driver.errors["api"] = RuntimeDriverError("invalid instance id 'api\\n-x-0'")
+    h.controller.set_target("api", target("api", update={"progressDeadlineSeconds": "1h"}))
+    await h.until(lambda: bool(failures(h)))
+    assert "was refused: invalid instance id" in failures(h)[0]
+
+
+async def test_transient_start_error_counts_against_the_deadline(h: Harness) -> None:
+    h.driver.errors["api"] = SecretUnavailable("the secrets engine is sealed")
+    h.controller.set_target("api", target("api", update={"progressDeadlineSeconds": "300ms"}))
+    await h.until(lambda: bool(failures(h)))
+    message = failures(h)[0]
+    assert "not ready within 0.3s (0/1 ready)" in message, "retried until the deadline"
+    assert "the secrets engine is sealed" in message
+
+
+async def test_deadline_fires_when_reconcile_itself_keeps_failing() -> None:
+    async def broken(_: Target) -> dict[str, str]:
+        raise RuntimeError("resolver bug")
+
+    harness = Harness()
+    harness.controller = Controller(
+        harness.driver, lambda *e: harness.events.append(e), resolve_secrets=broken
+    )
+    harness.controller.start()
+    try:
+        harness.controller.set_target(
+            "api", target("api", update={"progressDeadlineSeconds": "200ms"})
+        )
+        await harness.until(lambda: bool(failures(harness)), timeout=10)
+        assert "resolver bug" in failures(harness)[0]
+    finally:
+        await harness.controller.stop()
+
+
+async def test_deadline_fires_when_no_instance_reports_anything(h: Harness) -> None:
+    await _rolled_to_r2(h, progressDeadlineSeconds="200ms")
+    await h.until(lambda: bool(failures(h)))
+    assert "not ready within 0.2s" in failures(h)[0]
+    assert "is starting" in failures(h)[0]

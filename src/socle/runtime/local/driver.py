@@ -14,6 +14,12 @@ Layout on disk::
 
 Costs at rest: one pidfd reader per instance and, for instances with a health check, one
 timer per probe interval. Nothing polls.
+
+Crash ordering: the record of a new shim is written right after it is spawned, so a
+control plane killed in between leaves a shim no record names. :meth:`LocalDriver.start`
+therefore first stops every process and cgroup of this home that the records do not
+account for (:mod:`.strays`), then re-adopts the recorded ones: after any ``kill -9``,
+each process of the home is supervised again or gone, never running twice.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from socle.runtime.driver import (
     LogLine,
     StatusListener,
 )
-from socle.runtime.local import spawn
+from socle.runtime.local import spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
 from socle.runtime.local.instance import Host, Instance
 from socle.runtime.local.isolation import MODES, NAMESPACES, detect
@@ -154,7 +160,11 @@ class LocalDriver:
         )
         if isolation.info.warning:
             log.warning("runtime isolation: %s", isolation.info.warning)
-        for record in await asyncio.to_thread(self._records.load_all):
+        records = await asyncio.to_thread(self._records.load_all)
+        parents = list(isolation.cgroups.parents.values())
+        for line in await asyncio.to_thread(strays.reap, self.run_dir, records, parents):
+            log.warning("%s", line)
+        for record in records:
             self._adopt(self._host, record)
 
     def _prepare_dirs(self) -> Path:
@@ -233,8 +243,6 @@ class LocalDriver:
                 )
             known.refresh(spec)
             return known.status()
-        # Refuse before anything exists: missing workdir or program is the caller's to fix.
-        spawn.resolve_program(spec, spawn.instance_env(spec, dict.fromkeys(spec.ports, 0)))
         ports = self._ports.allocate(list(spec.ports))
         record = InstanceRecord(
             spec=spec_to_json(spec),
@@ -246,7 +254,7 @@ class LocalDriver:
         self._instances[spec.id] = instance
         try:
             async with instance.lock:
-                await instance.launch()
+                await instance.start_or_fail()  # a start failure is a state, not an error
         except BaseException:
             await self._forget(instance)
             raise

@@ -9,6 +9,12 @@ An instance's processes: ``shim`` (our child, or adopted), ``child`` (what the s
 the app itself, or bubblewrap), ``app`` (the app's host pid; inside bubblewrap it is the
 grandchild). Exits are noticed through a pidfd on the shim, in the event loop, with no
 polling: the shim outlives the app by the time it takes to write the exit status.
+
+Start failures are states, never retried silently: a spec that can never start
+(:func:`preflight` refuses it: program not found, NUL byte, bad env name) makes the instance
+``FAILED``, with no process, no record and no retry; a failure that may pass (cgroup
+setup, spawning the shim, the exec inside the shim) counts as a crash: ``BACKOFF``, then
+``CRASHLOOP``, with the reason in the message.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from socle.errors import RuntimeDriverError
+from socle.errors import RuntimeDriverError, StartRefused
 from socle.model.app import HealthSpec
 from socle.runtime.driver import InstanceSpec, InstanceState, InstanceStatus
 from socle.runtime.local import cgroups, procs, spawn
@@ -119,8 +125,11 @@ class Instance:
         self.host.emit(self)
 
     def save(self) -> None:
-        """Small atomic write; done inline (it is far below a millisecond)."""
-        if not self.detached:
+        """Small atomic write; done inline (it is far below a millisecond).
+
+        A FAILED instance has no record: there is nothing to re-adopt, and the next control
+        plane asks for it again (and finds it failing again)."""
+        if not self.detached and self.state is not InstanceState.FAILED:
             self.host.records.write(self.record)
 
     @property
@@ -130,13 +139,17 @@ class Instance:
     # -- starting -------------------------------------------------------------------------
 
     async def launch(self) -> None:
-        """Start a new shim + app (caller holds the lock). Raises RuntimeDriverError."""
+        """Start a new shim + app (caller holds the lock).
+
+        Raises :class:`StartRefused` when the spec can never start (nothing was created),
+        and ``RuntimeDriverError`` for a failure that may pass. See :meth:`start_or_fail`.
+        """
         host = self.host
         spec = self.spec
         self.generation += 1
         self.unhealthy_reason = None
         self.env = spawn.instance_env(spec, self.record.ports)
-        program = spawn.resolve_program(spec, self.env)
+        program = preflight(spec, self.env)
         command = [program, *spec.command[1:]]
         iso = host.isolation
         dirs: list[str] = []
@@ -184,6 +197,8 @@ class Instance:
         try:
             host.records.clear_status(spec.id)
             spawned = await asyncio.to_thread(spawn.spawn_shim, args.argv(command), self.env)
+        except ValueError as exc:  # a NUL byte preflight() did not foresee: same verdict
+            raise StartRefused(f"instance {spec.id}: cannot start its shim: {exc}") from exc
         except OSError as exc:
             raise RuntimeDriverError(f"instance {spec.id}: cannot start its shim: {exc}") from exc
         record = self.record
@@ -209,6 +224,27 @@ class Instance:
         if self.running and not self.stopping:
             self._after_start("started")
 
+    async def start_or_fail(self) -> None:
+        """:meth:`launch`, with a start failure turned into a state (caller holds the lock):
+        ``FAILED`` when it can never start, else counted like a crash (backoff, restart)."""
+        try:
+            await self.launch()
+        except StartRefused as exc:
+            await self.fail(exc.message)
+        except RuntimeDriverError as exc:
+            self.schedule_restart(f"could not start: {exc.message}")
+
+    async def fail(self, reason: str) -> None:
+        """A permanent start failure: FAILED with the reason; no process, record or retry."""
+        record = self.record
+        record.shim = record.child = record.app = None
+        self.ready_since = None
+        stale, record.cgroups = record.cgroups, []
+        if stale:
+            await asyncio.to_thread(cgroups.remove, stale)
+        await asyncio.to_thread(self.host.records.delete, self.id)
+        self._set(InstanceState.FAILED, f"could not start: {reason}", ready=False)
+
     def _after_start(self, message: str) -> None:
         """Process is up: ready now, or once the health check passes."""
         health = self.spec.health
@@ -230,6 +266,9 @@ class Instance:
         if not shim.alive():  # the pidfd pins the pid: this check is final
             os.close(pidfd)
             return False
+        if self.record.child is None:  # the last control plane died before it noted them
+            self.record.child, self.record.app = _started_by(shim.pid, sandbox=self.record.sandbox)
+            self.save()
         self.generation += 1
         self.oom_baseline = cgroups.oom_kills(self.record.cgroups)  # a few bytes of sysfs
         self.watch(pidfd)
@@ -340,10 +379,7 @@ class Instance:
             if self.stopping or self.detached or self.running or generation != self.generation:
                 return
             self.record.restarts += 1
-            try:
-                await self.launch()
-            except RuntimeDriverError as exc:
-                self.schedule_restart(f"could not start: {exc.message}")
+            await self.start_or_fail()
 
     def refresh(self, spec: InstanceSpec) -> None:
         """``run()`` for a known id: keep the process, take the new spec (e.g. secrets)."""
@@ -459,6 +495,59 @@ class Instance:
         self.save()
         self.detached = True
         self._unwatch()
+
+
+def _started_by(shim: int, *, sandbox: bool) -> tuple[procs.ProcRef | None, procs.ProcRef | None]:
+    """The shim's child and the app's host process, looked up once (no waiting)."""
+    kids = procs.children(shim)
+    child = procs.ProcRef.of(kids[0]) if kids else None
+    if child is None or not sandbox:
+        return child, child
+    for init in procs.children(child.pid):
+        for app in procs.children(init):
+            ref = procs.ProcRef.of(app)
+            if ref is not None:
+                return child, ref
+    return child, None
+
+
+def preflight(spec: InstanceSpec, env: dict[str, str]) -> str:
+    """The program to run, or :class:`StartRefused` saying why this spec can never start.
+
+    Checked before anything is created, so that a hopeless spec fails its rollout at once
+    instead of being retried: NUL bytes (the kernel cannot pass them), env names that are
+    empty or hold ``=``, a missing or non-executable program or workdir. A secret value is
+    never quoted, only the name of the variable that holds it.
+    """
+    for index, arg in enumerate(spec.command):
+        if "\0" in arg:
+            raise StartRefused(
+                f"instance {spec.id}: run.command[{index}] holds a NUL byte",
+                hint="the kernel cannot pass NUL bytes to a program: fix run.command",
+            )
+    for key, value in env.items():
+        if not key or "=" in key or "\0" in key:
+            raise StartRefused(
+                f"instance {spec.id}: invalid environment variable name {key!r}",
+                hint="names must be non-empty and hold neither '=' nor a NUL byte",
+            )
+        if "\0" in value:
+            what = "the secret value of" if key in spec.secret_env else "the value of"
+            raise StartRefused(
+                f"instance {spec.id}: {what} environment variable {key} holds a NUL byte",
+                hint="the kernel cannot pass NUL bytes in the environment: "
+                + (
+                    "write the secret again without it"
+                    if key in spec.secret_env
+                    else "fix spec.env in the App manifest"
+                ),
+            )
+    try:
+        return spawn.resolve_program(spec, env)
+    except StartRefused:
+        raise
+    except RuntimeDriverError as exc:
+        raise StartRefused(exc.message, hint=exc.hint) from exc
 
 
 def describe_exit(
