@@ -165,6 +165,7 @@ def reap(run_dir: Path, records: list[InstanceRecord], cgroup_parents: Iterable[
             f"stopped unrecorded shim {shim.proc.pid} of instance {shim.instance} "
             f"({len(tree)} processes)"
         )
+    _wait_gone(killed)  # before the cgroups: a dying process still shows in cgroup.procs
     for base in cgroup_parents:
         try:
             folders = [p for p in base.iterdir() if p.is_dir()]
@@ -178,5 +179,4 @@ def reap(run_dir: Path, records: list[InstanceRecord], cgroup_parents: Iterable[
                 done.append(f"killed {count} unrecorded processes in cgroup {folder}")
             if not any(r.id == folder.name for r in records):
                 cgroups.remove([str(folder)])
-    _wait_gone(killed)
     return done
