@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from socle.engine.targets import Target
-from socle.errors import RuntimeDriverError, SocleError
+from socle.errors import SocleError, StartRefused
 from socle.model.status import AppHealth, RolloutStatus
 from socle.runtime.driver import (
     FINAL_FAILURES,
@@ -361,10 +361,11 @@ class Controller:
             self._kick_later(name, RECHECK_SECONDS)
 
     def _start_failed(self, target: Target, iid: InstanceId, exc: Exception) -> str | None:
-        """An instance could not be asked to start. A spec the driver refuses fails the
-        rollout at once (returns why); anything else is retried later (returns None)."""
+        """An instance could not be asked to start. A spec the driver refuses for good
+        (:class:`StartRefused`) fails the rollout at once (returns why); anything else, a
+        driver shutting down included, is retried later (returns None)."""
         reason = _reason(exc)
-        if isinstance(exc, RuntimeDriverError):
+        if isinstance(exc, StartRefused):
             return (
                 f"release {target.state.release} cannot start: instance {iid} was refused: {reason}"
             )

@@ -147,8 +147,9 @@ class RuntimeDriver(Protocol):
         A start failure is a state, not an exception: a spec that can never start (program
         not found, a NUL byte in the command or env) gives a ``FAILED`` instance with the
         reason in its message; a failure that may pass (cgroup or fork trouble) gives
-        ``BACKOFF`` and is retried like a crash. Raises ``RuntimeDriverError`` only when the
-        call itself is refused (an invalid id, ports changed for a known id)."""
+        ``BACKOFF`` and is retried like a crash. Raises ``StartRefused`` for a spec no
+        instance can be made of (an invalid id), ``RuntimeDriverError`` when the call is
+        refused for now (driver not started, ports changed for a known id)."""
 
     async def stop(self, instance_id: InstanceId) -> None:
         """Stop gracefully (SIGTERM, ``stop_grace``, SIGKILL) and forget the instance."""

@@ -402,3 +402,23 @@ async def test_another_homes_processes_are_never_touched(
         await other.close(stop_instances=True)
         for base in cg.detect(f"{cgroup_parent}-other").parents.values():
             cg.remove([str(base)])
+
+
+async def test_a_restart_that_cannot_start_is_counted_and_heals(
+    driver: LocalDriver, app_dir: Path
+) -> None:
+    """FAILED is for a spec's first start only: an instance that ran retries, like a crash."""
+    script = app_dir / "app.sh"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} server.py\n")
+    script.chmod(0o755)
+    await driver.run(make_spec(app_dir, "heal-0", command=["./app.sh"]))
+    first = await wait_for(driver, "heal-0", ready_after(0))
+    assert first.pid is not None
+    script.chmod(0o644)  # the host breaks for a while
+    os.kill(first.pid, signal.SIGKILL)
+    broken = await wait_for(driver, "heal-0", lambda s: "not executable" in s.message)
+    assert broken.state in (InstanceState.BACKOFF, InstanceState.CRASHLOOP)
+    assert "could not start" in broken.message
+    script.chmod(0o755)  # and is fixed: the instance comes back on its own
+    healed = await wait_for(driver, "heal-0", lambda s: s.ready and s.restarts >= 2, timeout=20)
+    assert healed.pid not in (None, first.pid)

@@ -12,7 +12,7 @@ import pytest
 
 from socle.engine.controller import Controller, template_of
 from socle.engine.targets import Rollout, Target, app_state
-from socle.errors import RuntimeDriverError, SecretUnavailable
+from socle.errors import RuntimeDriverError, SecretUnavailable, StartRefused
 from socle.model.app import App
 from socle.runtime.driver import InstanceId, InstanceState
 from tests.unit.engine.memdriver import MemDriver
@@ -190,19 +190,29 @@ async def test_hopeless_instance_fails_the_rollout_at_once(
 
 
 async def test_spec_refused_by_the_driver_fails_at_once(h: Harness) -> None:
-    h.driver.errors["api"] = RuntimeDriverError("invalid instance id 'api\\n-x-0'")
+    h.driver.errors["api"] = StartRefused("invalid instance id 'api\\n-x-0'")
     h.controller.set_target("api", target("api", update={"progressDeadlineSeconds": "1h"}))
     await h.until(lambda: bool(failures(h)))
     assert "was refused: invalid instance id" in failures(h)[0]
 
 
-async def test_transient_start_error_counts_against_the_deadline(h: Harness) -> None:
-    h.driver.errors["api"] = SecretUnavailable("the secrets engine is sealed")
+@pytest.mark.parametrize(
+    "error",
+    [
+        SecretUnavailable("the secrets engine is sealed"),
+        RuntimeDriverError("the local runtime driver is not started"),  # e.g. shutting down
+    ],
+    ids=["sealed", "driver-closed"],
+)
+async def test_transient_start_error_counts_against_the_deadline(
+    h: Harness, error: Exception
+) -> None:
+    h.driver.errors["api"] = error
     h.controller.set_target("api", target("api", update={"progressDeadlineSeconds": "300ms"}))
     await h.until(lambda: bool(failures(h)))
     message = failures(h)[0]
     assert "not ready within 0.3s (0/1 ready)" in message, "retried until the deadline"
-    assert "the secrets engine is sealed" in message
+    assert str(error) in message
 
 
 async def test_deadline_fires_when_reconcile_itself_keeps_failing() -> None:

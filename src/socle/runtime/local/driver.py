@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
-from socle.errors import RuntimeDriverError
+from socle.errors import RuntimeDriverError, StartRefused
 from socle.fs import try_lock
 from socle.runtime.driver import (
     InstanceId,
@@ -231,8 +231,11 @@ class LocalDriver:
 
     async def run(self, spec: InstanceSpec) -> InstanceStatus:
         host = self._require_host()
-        check_id(spec.id)
-        _check_spec(spec)
+        try:
+            check_id(spec.id)
+            _check_spec(spec)
+        except RuntimeDriverError as exc:  # no instance can be made of this spec
+            raise StartRefused(exc.message, hint=exc.hint) from exc
         known = self._instances.get(spec.id)
         if known is not None:
             if sorted(spec.ports) != sorted(known.record.ports):
@@ -254,7 +257,7 @@ class LocalDriver:
         self._instances[spec.id] = instance
         try:
             async with instance.lock:
-                await instance.start_or_fail()  # a start failure is a state, not an error
+                await instance.start_or_fail(first=True)  # a failure is a state, not an error
         except BaseException:
             await self._forget(instance)
             raise

@@ -12,9 +12,9 @@ polling: the shim outlives the app by the time it takes to write the exit status
 
 Start failures are states, never retried silently: a spec that can never start
 (:func:`preflight` refuses it: program not found, NUL byte, bad env name) makes the instance
-``FAILED``, with no process, no record and no retry; a failure that may pass (cgroup
-setup, spawning the shim, the exec inside the shim) counts as a crash: ``BACKOFF``, then
-``CRASHLOOP``, with the reason in the message.
+``FAILED`` at its first start, with no process, no record and no retry; a failure that may
+pass (cgroup setup, spawning the shim, the exec inside the shim, any failed restart)
+counts as a crash: ``BACKOFF``, then ``CRASHLOOP``, with the reason in the message.
 """
 
 from __future__ import annotations
@@ -224,13 +224,21 @@ class Instance:
         if self.running and not self.stopping:
             self._after_start("started")
 
-    async def start_or_fail(self) -> None:
-        """:meth:`launch`, with a start failure turned into a state (caller holds the lock):
-        ``FAILED`` when it can never start, else counted like a crash (backoff, restart)."""
+    async def start_or_fail(self, *, first: bool) -> None:
+        """:meth:`launch`, with a start failure turned into a state (caller holds the lock).
+
+        The first start of a spec that can never start is ``FAILED``; any other failure is
+        counted like a crash (backoff, restart, crash loop). A restart refused for good
+        (e.g. the host's interpreter gone during an upgrade) is counted too: an instance
+        that ran once should heal once the host does, not stay down until the next apply.
+        """
         try:
             await self.launch()
         except StartRefused as exc:
-            await self.fail(exc.message)
+            if first:
+                await self.fail(exc.message)
+            else:
+                self.schedule_restart(f"could not start: {exc.message}")
         except RuntimeDriverError as exc:
             self.schedule_restart(f"could not start: {exc.message}")
 
@@ -379,7 +387,7 @@ class Instance:
             if self.stopping or self.detached or self.running or generation != self.generation:
                 return
             self.record.restarts += 1
-            await self.start_or_fail()
+            await self.start_or_fail(first=False)
 
     def refresh(self, spec: InstanceSpec) -> None:
         """``run()`` for a known id: keep the process, take the new spec (e.g. secrets)."""
