@@ -322,6 +322,7 @@ class Controller:
                 except Exception as exc:
                     refused = refused or self._start_failed(target, iid, exc)
                     continue
+                self._start_errors.pop(name, None)  # that error passed
                 self._refreshed.add(status.id)
                 new.append(status)
 

@@ -116,3 +116,8 @@ def test_proc_ref_detects_pid_reuse() -> None:
     assert not ProcRef(me.pid, me.start + 1).alive()
     assert ProcRef.from_json(me.to_json()) == me
     assert ProcRef.from_json("nope") is None
+
+
+def test_an_id_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(RuntimeDriverError, match="invalid instance id"):
+        check_id("web-0\n")

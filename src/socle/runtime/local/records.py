@@ -32,7 +32,7 @@ RECORD_VERSION = 1
 
 
 def check_id(instance_id: str) -> InstanceId:
-    if not ID_RE.match(instance_id):
+    if not ID_RE.fullmatch(instance_id):  # match() would let a trailing newline through
         raise RuntimeDriverError(
             f"invalid instance id {instance_id!r}",
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
