@@ -32,6 +32,52 @@ PORT_NAME_RE = re.compile(r"^[a-z]([a-z0-9_]{0,30})$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 SECRET_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*#[A-Za-z0-9_.-]+$")
+# Patterns are always applied with ``fullmatch``: ``$`` alone also matches before a
+# trailing newline, so ``re.match`` would let "api\n" through as a name.
+
+CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters (NUL, escape, newline, ...): never in names or paths."""
+CONTROLS_BUT_SPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""The same, allowing tab, newline and carriage return (multi-line values, PEM blocks)."""
+
+MAX_PORTS = 64
+"""Ports per app: each one is a listening socket and a line in every status."""
+MIN_PROBE_INTERVAL = 0.1
+"""Health probes at most 10 times a second per instance (exec probes fork each time)."""
+MIN_PROBE_TIMEOUT = 0.01
+
+
+def _shown(char: str) -> str:
+    return repr(char)[1:-1]
+
+
+def no_controls(value: str) -> str:
+    """Refuse control characters (for names, label values, paths, env names)."""
+    if found := CONTROLS.search(value):
+        raise ValueError(f"control character {_shown(found.group())!r} is not allowed here")
+    return value
+
+
+def text_value(value: str) -> str:
+    """Refuse NUL and terminal escapes; tabs and newlines are fine (env values, arguments)."""
+    if found := CONTROLS_BUT_SPACE.search(value):
+        what = (
+            "a NUL byte"
+            if found.group() == "\x00"
+            else f"control character {_shown(found.group())!r}"
+        )
+        raise ValueError(f"{what} is not allowed in a command argument or environment value")
+    return value
+
+
+def plain_env_name(value: str) -> str:
+    if not ENV_NAME_RE.fullmatch(value):
+        raise ValueError(f"invalid environment variable name {value!r}")
+    return value
+
+
+BuildEnvName = Annotated[str, AfterValidator(plain_env_name)]
+TextValue = Annotated[str, AfterValidator(text_value)]
 
 
 class FieldError(ValueError):
@@ -58,7 +104,9 @@ class Spec(BaseModel):
     )
 
 
-Argv = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+Argv = Annotated[
+    list[Annotated[str, Field(min_length=1), AfterValidator(text_value)]], Field(min_length=1)
+]
 """A command as an argument list; never a shell string."""
 
 
@@ -69,7 +117,7 @@ class Metadata(Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 f"invalid name {value!r}: use 1-63 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit"
@@ -80,10 +128,12 @@ class Metadata(Spec):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, val in value.items():
-            if not LABEL_KEY_RE.match(key):
+            if not LABEL_KEY_RE.fullmatch(key):
                 raise ValueError(f"invalid label key {key!r}")
             if len(val) > 63:
                 raise ValueError(f"label {key!r}: value longer than 63 characters")
+            if CONTROLS.search(val):
+                raise ValueError(f"label {key!r}: control characters are not allowed in values")
         return value
 
 
@@ -97,7 +147,7 @@ class RunSpec(Spec):
     @classmethod
     def _workdir(cls, value: str) -> str:
         parts = value.replace("\\", "/").split("/")
-        if value.startswith("/") or ".." in parts or "\x00" in value:
+        if value.startswith("/") or ".." in parts or CONTROLS.search(value):
             raise ValueError(
                 f"workdir {value!r} must be a relative path inside the manifest repository"
             )
@@ -106,7 +156,7 @@ class RunSpec(Spec):
 
 class BuildStep(Spec):
     command: Argv
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[BuildEnvName, TextValue] = Field(default_factory=dict)
     timeout: Duration = 600.0
 
 
@@ -118,7 +168,7 @@ class SecretRef(Spec):
     @field_validator("secret")
     @classmethod
     def _ref(cls, value: str) -> str:
-        if not SECRET_REF_RE.match(value) or ".." in value.split("#")[0].split("/"):
+        if not SECRET_REF_RE.fullmatch(value) or ".." in value.split("#")[0].split("/"):
             raise ValueError(
                 f"invalid secret reference {value!r}: use 'MOUNT/PATH#KEY', "
                 "e.g. 'secret/data/db#password'"
@@ -153,8 +203,7 @@ def _kind_of(value: object) -> str:
 
 
 def _env_name(value: str) -> str:
-    if not ENV_NAME_RE.match(value):
-        raise ValueError(f"invalid environment variable name {value!r}")
+    plain_env_name(value)
     if value == "PORT" or value.startswith("PORT_"):
         raise ValueError(f"{value} is set by the runtime from spec.ports")
     return value
@@ -169,6 +218,7 @@ EnvValue = Annotated[
     Annotated[
         str,
         BeforeValidator(_env_scalar),
+        AfterValidator(text_value),
         Tag("text"),
         WithJsonSchema({"type": ["string", "number"]}),
     ]
@@ -188,7 +238,7 @@ class PortSpec(Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not PORT_NAME_RE.match(value):
+        if not PORT_NAME_RE.fullmatch(value):
             raise ValueError(
                 f"invalid port name {value!r}: lowercase letter then letters, digits, '_'"
             )
@@ -232,9 +282,23 @@ class HealthSpec(Spec):
         probes = [p for p in (self.http, self.tcp, self.exec) if p is not None]
         if len(probes) != 1:
             raise ValueError("health needs exactly one of http, tcp or exec")
-        for field in ("interval", "timeout"):
-            if getattr(self, field) <= 0:
-                raise FieldError((field,), f"health {field} must be greater than zero")
+        if self.interval < MIN_PROBE_INTERVAL:
+            raise FieldError(
+                ("interval",),
+                f"health interval must be at least {MIN_PROBE_INTERVAL * 1000:g}ms "
+                "(probes run at most 10 times a second)",
+            )
+        if "timeout" not in self.model_fields_set and self.timeout > self.interval:
+            object.__setattr__(self, "timeout", self.interval)  # the default fits the interval
+        if self.timeout < MIN_PROBE_TIMEOUT:
+            raise FieldError(
+                ("timeout",), f"health timeout must be at least {MIN_PROBE_TIMEOUT * 1000:g}ms"
+            )
+        if self.timeout > self.interval:
+            raise FieldError(
+                ("timeout",),
+                "health timeout cannot be longer than the interval between probes",
+            )
         return self
 
     @property
@@ -274,7 +338,7 @@ class AppSpec(Spec):
     run: RunSpec
     build: list[BuildStep] = Field(default_factory=list)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    ports: list[PortSpec] = Field(default_factory=list)
+    ports: list[PortSpec] = Field(default_factory=list, max_length=MAX_PORTS)
     health: HealthSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     restart: RestartPolicy = "always"
@@ -298,6 +362,8 @@ class AppSpec(Spec):
             )
         deps = self.depends_on
         for index, dep in enumerate(deps):
+            if isinstance(dep, str) and not NAME_RE.fullmatch(dep):
+                raise FieldError(("dependsOn", index), f"invalid app name {dep!r} in dependsOn")
             if dep in deps[:index]:
                 raise FieldError(("dependsOn", index), f"dependsOn lists {dep!r} twice")
         return self

@@ -50,7 +50,7 @@ def format_path(parts: Sequence[PathPart]) -> str:
     for part in parts:
         if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        elif _PLAIN_KEY.match(str(part)):
+        elif _PLAIN_KEY.fullmatch(str(part)):
             out += f".{part}" if out else str(part)
         else:
             out += f"[{json.dumps(str(part))}]"

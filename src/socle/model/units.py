@@ -4,13 +4,18 @@ The one module for units: manifests use :func:`parse_duration` (units ms to d, n
 the Vault-compatible API uses :func:`parse_vault_duration` (Vault's syntax: whole seconds,
 ``"7d"``, or a Go duration such as ``"1h30m"``, ``"-1.5h"``, ``"300ms"``). Both scan with
 :func:`scan_duration`.
+
+Every parser refuses what would fail later instead of now: NaN and infinities (YAML's
+``.nan``, ``.inf``), negative values, and values beyond a sane bound (a duration over a
+year, a size over a pebibyte, more than 1024 cores), which would overflow a timer, a
+cgroup file or an integer somewhere downstream.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -94,14 +99,33 @@ def parse_vault_duration(value: object) -> float:
     return seconds
 
 
+MAX_DURATION = 365 * 86400.0
+"""One year: longer timers are mistakes (and overflow some of the clocks they feed)."""
+MAX_SIZE = 1024**5
+"""One pebibyte."""
+MAX_CPU = 1024.0
+
+
+def _bounded_duration(seconds: float, shown: object) -> float:
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {shown!r}: it must be a finite number")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {shown!r} is longer than a year (365d)")
+    return seconds
+
+
 def parse_duration(value: object) -> float:
     """Seconds from a number or a Go-style duration string; refuses negatives and junk."""
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '10s'")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration {value!r} is longer than a year (365d)") from None
+        return _bounded_duration(seconds, value)
     if not isinstance(value, str) or not value.strip():
         raise ValueError("a duration must be a number of seconds or a string like '10s'")
     total = scan_duration(value.strip(), _DURATION_PART, _DURATION_UNITS)
@@ -109,7 +133,7 @@ def parse_duration(value: object) -> float:
         raise ValueError(
             f"invalid duration {value!r}: use forms like '500ms', '10s', '1m30s', '2h'"
         )
-    return total
+    return _bounded_duration(total, value)
 
 
 def parse_size(value: object) -> int:
@@ -117,17 +141,21 @@ def parse_size(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError("a size must be a number of bytes or a string like '128Mi'")
     if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("a size must be positive")
-        return value
-    if not isinstance(value, str):
+        size = value
+    elif isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if not match:
+            raise ValueError(f"invalid size {value!r}: use forms like '128Mi', '1Gi', '500M'")
+        try:  # exact decimal arithmetic: no float overflow to inf, no rounding surprises
+            size = int(Decimal(match.group(1)) * _SIZE_UNITS[match.group(2)])
+        except (InvalidOperation, OverflowError):
+            raise ValueError(f"invalid size {value!r}") from None
+    else:
         raise ValueError("a size must be a number of bytes or a string like '128Mi'")
-    match = _SIZE.match(value.strip())
-    if not match:
-        raise ValueError(f"invalid size {value!r}: use forms like '128Mi', '1Gi', '500M'")
-    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
     if size <= 0:
         raise ValueError("a size must be positive")
+    if size > MAX_SIZE:
+        raise ValueError(f"size {value!r} is larger than 1Pi")
     return size
 
 
@@ -136,13 +164,20 @@ def parse_cpu(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("cpu must be a number of cores or a string like '500m'")
     if isinstance(value, int | float):
-        cores = float(value)
-    elif isinstance(value, str) and (match := _CPU.match(value.strip())):
+        try:
+            cores = float(value)
+        except OverflowError:
+            raise ValueError(f"cpu {value!r} is more than {MAX_CPU:g} cores") from None
+    elif isinstance(value, str) and (match := _CPU.fullmatch(value.strip())):
         cores = float(match.group(1)) / (1000 if match.group(2) else 1)
     else:
         raise ValueError(f"invalid cpu {value!r}: use cores (0.5, 2) or millicores ('500m')")
+    if not math.isfinite(cores):
+        raise ValueError(f"invalid cpu {value!r}: it must be a finite number")
     if cores <= 0:
         raise ValueError("cpu must be positive")
+    if cores > MAX_CPU:
+        raise ValueError(f"cpu {value!r} is more than {MAX_CPU:g} cores")
     return cores
 
 
