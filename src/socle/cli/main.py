@@ -9,10 +9,9 @@ from __future__ import annotations
 import importlib
 
 import click
-from rich.markup import escape
 
 from socle import __version__
-from socle.cli.output import err_console
+from socle.cli.output import err_console, safe
 from socle.errors import ManifestError, SocleError
 
 COMMANDS: dict[str, str] = {
@@ -32,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "secrets": "socle.cli.secrets",
     "audit": "socle.cli.secrets",
     "backup": "socle.cli.backup",
+    "token": "socle.cli.tokens",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""
@@ -57,17 +57,17 @@ class SocleGroup(click.Group):
                 f"[bold red]error:[/] {len(exc.problems)} problem(s) in manifests", markup=True
             )
             for problem in exc.problems:
-                err_console.print(f"  {escape(str(problem))}", markup=True, soft_wrap=True)
+                err_console.print(f"  {safe(str(problem))}", markup=True, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True)
+                err_console.print(f"[yellow]hint:[/] {safe(exc.hint, lines=True)}", markup=True)
             raise SystemExit(exc.exit_code) from None
         except SocleError as exc:
             err_console.print(
-                f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True
+                f"[bold red]error:[/] {safe(exc.message, lines=True)}", markup=True, soft_wrap=True
             )
             if exc.hint:
                 err_console.print(
-                    f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, soft_wrap=True
+                    f"[yellow]hint:[/] {safe(exc.hint, lines=True)}", markup=True, soft_wrap=True
                 )
             raise SystemExit(exc.exit_code) from None
 

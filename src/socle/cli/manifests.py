@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import click
-from rich.markup import escape
 
-from socle.cli.output import console, json_option, print_json
+from socle.cli.output import console, json_option, print_json, safe
 from socle.errors import ManifestError, Problem
 from socle.model.loader import LoadedManifests, load, render_yaml
 from socle.model.schema import json_schema
@@ -71,11 +70,11 @@ def validate(path: Path, env: str | None, as_json: bool) -> None:
             )
         else:
             for problem in exc.problems:
-                console.print(escape(str(_shown(path, problem))), soft_wrap=True)
+                console.print(safe(str(_shown(path, problem))), soft_wrap=True)
             count = len(exc.problems)
             console.print(
                 f"[bold red]{count} problem{'s' if count != 1 else ''}[/] in "
-                f"{escape(str(path))}; nothing was changed",
+                f"{safe(str(path))}; nothing was changed",
                 soft_wrap=True,
             )
         raise SystemExit(1) from None
@@ -94,7 +93,7 @@ def validate(path: Path, env: str | None, as_json: bool) -> None:
         )
         return
     count = len(loaded.apps)
-    where = f" (env {escape(env)})" if env else ""
+    where = f" (env {safe(env)})" if env else ""
     console.print(f"[green]{count} app{'s' if count != 1 else ''} valid{where}[/]")
 
 

@@ -6,10 +6,9 @@ import json
 import time
 from typing import Any
 
-from rich.markup import escape
 from rich.table import Table
 
-from socle.cli.output import console
+from socle.cli.output import console, safe
 from socle.model.status import AppHealth, RevisionStatus
 
 ACTION_STYLE = {
@@ -39,7 +38,7 @@ STATUS_STYLE = {
 
 def _value(value: Any) -> str:
     text = json.dumps(value) if not isinstance(value, str) else value
-    return escape(text if len(text) <= 80 else text[:77] + "...")
+    return safe(text if len(text) <= 80 else text[:77] + "...")
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -50,12 +49,13 @@ def print_plan(plan: dict[str, Any]) -> None:
     for change in changes:
         symbol, colour = ACTION_STYLE[change["action"]]
         console.print(
-            f"[bold {colour}]{symbol} {change['action']}[/] {change['kind']}/{change['name']}"
-            f"  [dim]{escape(change['reason'])}[/]"
+            f"[bold {colour}]{symbol} {change['action']}[/] "
+            f"{safe(change['kind'])}/{safe(change['name'])}"
+            f"  [dim]{safe(change['reason'])}[/]"
         )
         for field in change["fields"]:
             console.print(
-                f"    {escape(field['path'])}: [red]{_value(field['old'])}[/] → "
+                f"    {safe(field['path'])}: [red]{_value(field['old'])}[/] → "
                 f"[green]{_value(field['new'])}[/]"
             )
     counts = plan["counts"]
@@ -68,16 +68,18 @@ def print_plan(plan: dict[str, Any]) -> None:
 
 def _ports(instance: dict[str, Any]) -> str:
     ports = instance.get("ports") or {}
-    return ", ".join(f"{name}={instance['address']}:{port}" for name, port in ports.items())
+    return ", ".join(
+        f"{safe(name)}={safe(instance['address'])}:{safe(port)}" for name, port in ports.items()
+    )
 
 
 def print_status(status: dict[str, Any]) -> None:
     isolation = status["isolation"]
     console.print(
-        f"[dim]isolation:[/] {escape(isolation['mode'])} [dim]({escape(isolation['detail'])})[/]"
+        f"[dim]isolation:[/] {safe(isolation['mode'])} [dim]({safe(isolation['detail'])})[/]"
     )
     if isolation.get("warning"):
-        console.print(f"[yellow]warning:[/] {escape(isolation['warning'])}")
+        console.print(f"[yellow]warning:[/] {safe(isolation['warning'])}")
     print_control_plane(status.get("control_plane") or {})
     if not status["apps"]:
         console.print("No apps. Apply manifests with `socle apply PATH`.")
@@ -91,24 +93,33 @@ def print_status(status: dict[str, Any]) -> None:
     for app in status["apps"]:
         health = app["health"]
         apps.add_row(
-            app["name"],
+            safe(app["name"]),
             f"{app['ready']}/{app['desired']}",
-            f"[{HEALTH_STYLE.get(health, 'white')}]{health}[/]",
+            f"[{HEALTH_STYLE.get(health, 'white')}]{safe(health)}[/]",
             str(app["restarts"]),
-            app["release"] or "-",
+            safe(app["release"] or "-"),
             str(app["revision"] or "-"),
-            escape(app["message"][:80]),
+            safe(app["message"][:80]),
         )
         for inst in app["instances"]:
-            state = "[green]ready[/]" if inst["ready"] else f"[yellow]{inst['state']}[/]"
+            state = "[green]ready[/]" if inst["ready"] else f"[yellow]{safe(inst['state'])}[/]"
             if inst["message"] and not inst["ready"]:
-                state += f" [dim]{escape(inst['message'][:60])}[/]"
+                state += f" [dim]{safe(inst['message'][:60])}[/]"
             instances.add_row(
-                inst["id"], str(inst["pid"] or "-"), state, str(inst["restarts"]), _ports(inst)
+                safe(inst["id"]),
+                str(inst["pid"] or "-"),
+                state,
+                str(inst["restarts"]),
+                _ports(inst),
             )
     console.print(apps)
     console.print()
     console.print(instances)
+    urls = app_urls(status)
+    if urls:
+        console.print()
+    for name, url in urls:
+        console.print(f"[bold]{safe(name)}[/] answers at {safe(url)}")
 
 
 def print_control_plane(plane: dict[str, Any]) -> None:
@@ -118,11 +129,11 @@ def print_control_plane(plane: dict[str, Any]) -> None:
     components = plane.get("components") or []
     down = [c for c in components if c.get("state") != "running"]
     words = [f"{len(components) - len(down)}/{len(components)} components running"]
-    words += [f"{escape(c['name'])} {escape(c['state'])}" for c in down]
+    words += [f"{safe(c['name'])} {safe(c['state'])}" for c in down]
     leader = plane.get("leader")
     if leader:
         words.append(
-            f"leader of its shared store (pid {leader.get('pid')} on {escape(str(leader.get('host')))})"
+            f"leader of its shared store (pid {leader.get('pid')} on {safe(str(leader.get('host')))})"
         )
     console.print(f"[dim]control plane:[/] {', '.join(words)}")
     tasks = plane.get("tasks") or {}
@@ -132,7 +143,7 @@ def print_control_plane(plane: dict[str, Any]) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(float(last["time"])))
         console.print(
             f"[red]background task failures:[/] {failures}; last: "
-            f"{escape(str(last['task']))} at {when}: {escape(str(last['error']))}",
+            f"{safe(str(last['task']))} at {when}: {safe(str(last['error']))}",
             soft_wrap=True,
         )
 
@@ -144,7 +155,9 @@ def app_urls(status: dict[str, Any]) -> list[tuple[str, str]]:
         for inst in app["instances"]:
             if inst["ready"] and inst["ports"]:
                 port = next(iter(inst["ports"].values()))
-                urls.append((app["name"], f"http://{inst['address']}:{port}/"))
+                host = inst["address"]
+                host = f"[{host}]" if ":" in host else host
+                urls.append((app["name"], f"http://{host}:{port}/"))
                 break
     return urls
 
@@ -164,10 +177,10 @@ def print_history(revisions: list[dict[str, Any]]) -> None:
         table.add_row(
             str(rev["number"]),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rev["created"])),
-            escape(rev["who"]),
-            rev["env"] or "-",
+            safe(rev["who"]),
+            safe(rev["env"] or "-"),
             changes,
-            f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]{note}",
-            escape(rev["message"][:100]),
+            f"[{STATUS_STYLE.get(status, 'white')}]{safe(status)}[/]{note}",
+            safe(rev["message"][:100]),
         )
     console.print(table)

@@ -17,10 +17,9 @@ from typing import Any
 
 import click
 import httpx
-from rich.markup import escape
 from rich.table import Table
 
-from socle.cli.output import console, err_console, json_option, print_json
+from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.errors import ApiError, AuthError, ConfigError, NotFoundError, ServerNotRunning
 from socle.fs import write_private
 from socle.secrets.core.audit_chain import verify_file
@@ -308,7 +307,7 @@ def put(
         print_json(meta)
     else:
         console.print(
-            f"Wrote {escape(mount.strip('/'))}/{escape(path.strip('/'))} "
+            f"Wrote {safe(mount.strip('/'))}/{safe(path.strip('/'))} "
             f"version {meta.get('version', '?')}."
         )
 
@@ -353,7 +352,7 @@ def get(
         return
     table = Table("Key", "Value")
     for key, value in sorted(data.items()):
-        table.add_row(escape(key), escape(str(value)))
+        table.add_row(safe(key), safe(str(value)))
     console.print(table)
     metadata = body.get("metadata") or {}
     err_console.print(
@@ -376,7 +375,7 @@ def list_(path: str, mount: str, address: str | None, token: str | None, as_json
         print_json(keys)
         return
     for key in keys:
-        console.print(escape(str(key)))
+        console.print(safe(str(key)))
 
 
 @secrets_group.command("delete")
@@ -389,7 +388,7 @@ def delete(path: str, mount: str, address: str | None, token: str | None) -> Non
     with _client(address, token) as client:
         client.call("DELETE", _kv_path(mount, "data", path))
     console.print(
-        f"Deleted the latest version of {escape(mount.strip('/'))}/{escape(path.strip('/'))}."
+        f"Deleted the latest version of {safe(mount.strip('/'))}/{safe(path.strip('/'))}."
     )
 
 
@@ -413,7 +412,7 @@ def verify(file: Path, as_json: bool) -> None:
         )
     else:
         err_console.print(
-            f"[bold red]tampered:[/] line {result.bad_line}: {escape(result.reason)}",
+            f"[bold red]tampered:[/] line {result.bad_line}: {safe(result.reason)}",
             soft_wrap=True,
         )
     if not result.ok:
