@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import getpass
 import json
-import socket
 import ssl
 from collections.abc import Iterator
 from typing import Any
@@ -41,7 +39,7 @@ class Client:
             )
         self.url = url
         token = api_token(settings)
-        headers = {"X-Socle-User": f"{getpass.getuser()}@{socket.gethostname()}"}
+        headers: dict[str, str] = {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         verify: ssl.SSLContext | bool = (
