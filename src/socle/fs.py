@@ -9,6 +9,8 @@ records, the state database), so the rules live here once:
   is opened with ``O_EXCL | O_NOFOLLOW``, so a planted symlink cannot redirect the write.
 - :func:`private_dir` creates a folder ``0700`` and tightens an existing one;
   :func:`open_private_append` opens a log ``0600`` (tightening an older, wider one).
+- :func:`tighten` walks a home made by an older version (or under a loose umask) once at
+  start and removes group/other bits; the server then runs with :data:`UMASK`.
 - :func:`try_lock` / :func:`lock` hold an ``flock``, which dies with its holder: a killed
   process never leaves a stale lock behind. The lock file is re-checked after locking: a lock
   taken on a file that someone replaced meanwhile protects nothing, so it is taken again.
@@ -21,6 +23,8 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 PRIVATE_FILE = 0o600
@@ -80,6 +84,63 @@ def open_private_append(path: Path) -> int:
     return fd
 
 
+UMASK = 0o077
+"""The control plane's umask: nothing it creates is readable by others."""
+
+
+@dataclass
+class Tightened:
+    """What :func:`tighten` changed (for one log line)."""
+
+    folders: int = 0
+    files: int = 0
+
+
+def _strip(path: str, mode: int, want: int | None = None) -> bool:
+    new = want if want is not None else stat.S_IMODE(mode) & 0o700
+    if stat.S_IMODE(mode) == new:
+        return False
+    os.chmod(path, new, follow_symlinks=False)
+    return True
+
+
+def tighten(home: Path) -> Tightened:
+    """Walk ``home`` once: folders to 0700, files to their owner bits only.
+
+    For homes made by older versions or under a loose umask (the WAL/SHM of SQLite, logs,
+    releases). Symbolic links are never followed (a link planted in the home must not let
+    us chmod a file elsewhere); entries owned by another uid (an app's volume, chowned on
+    purpose) are left as they are; only group/other bits are removed, so executables in
+    releases stay executable.
+    """
+    done = Tightened()
+    try:
+        top = os.lstat(home)
+    except FileNotFoundError:
+        return done
+    if not stat.S_ISDIR(top.st_mode):
+        return done
+    if _strip(str(home), top.st_mode, 0o700):
+        done.folders += 1
+    for root, dirs, files in os.walk(home, followlinks=False):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue  # an instance removed it meanwhile
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != top.st_uid:
+                continue  # links are not followed; app-owned files (volumes) are the app's
+            try:
+                if stat.S_ISDIR(info.st_mode):
+                    done.folders += _strip(path, info.st_mode, 0o700)
+                elif _strip(path, info.st_mode):
+                    done.files += 1
+            except FileNotFoundError:
+                continue
+    return done
+
+
 def lock(path: Path, *, blocking: bool) -> int | None:
     """Hold an exclusive flock on ``path`` (created 0600); close the descriptor to release.
 
@@ -110,4 +171,13 @@ def try_lock(path: Path) -> int | None:
     return lock(path, blocking=False)
 
 
-__all__ = ["lock", "open_private_append", "private_dir", "try_lock", "write_private"]
+__all__ = [
+    "UMASK",
+    "Tightened",
+    "lock",
+    "open_private_append",
+    "private_dir",
+    "tighten",
+    "try_lock",
+    "write_private",
+]

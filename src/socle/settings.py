@@ -105,6 +105,36 @@ class Settings(BaseSettings):
     dns_listen: str = "127.0.0.1:8600"
     """Where the service-discovery DNS will listen. Not served yet."""
 
+    max_connections: int = Field(default=2048, ge=16, le=16384)
+    """Connections the API serves at once; more wait in the listen backlog. Idle
+    keep-alive connections are closed after ``header_timeout``, so they cannot hold
+    these slots for long."""
+
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a client has to send a request's headers, and that an idle keep-alive
+    connection stays open."""
+
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a request body may stall between two chunks before the request is cut."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body of the platform API (``/api/v1``); larger ones get 413 unread."""
+
+    max_secrets_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest request body of the Vault-compatible API (``/v1``), Vault's own default."""
+
+    audit_dirs: str = ""
+    """Extra folders (``:``-separated, absolute) where audit devices may write files;
+    by default only ``home/audit/`` (or ``stdout``)."""
+
+    @field_validator("audit_dirs")
+    @classmethod
+    def _check_audit_dirs(cls, value: str) -> str:
+        for folder in filter(None, value.split(":")):
+            if not folder.startswith("/"):
+                raise ValueError(f"audit_dirs: {folder!r} must be an absolute path")
+        return value
+
     @field_validator("listen", "consul_listen", "dns_listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:

@@ -102,3 +102,18 @@ def test_bad_listen_address_is_refused(socle_env: dict[str, str], tmp_path: Path
     for bad in ("nonsense", "127.0.0.1:99999", ":80"):
         result = srv.cli("server", "--listen", bad, check=False, timeout=30)
         assert result.returncode == 1 and "HOST:PORT" in result.stderr, (bad, result.stderr)
+
+
+def test_control_characters_in_api_bodies_are_client_errors(
+    server: SocleServer, tmp_path: Path
+) -> None:
+    repo = write_repo(tmp_path / "repo", {"web": {}})
+    for body in (
+        {"path": str(repo) + "\x00"},
+        {"path": str(repo), "env": "dev\x00"},
+        {"path": str(repo), "env": "dev\n"},
+        {"path": str(repo), "env": "../../etc"},
+    ):
+        response = server.api("POST", "/api/v1/plan", json=body)
+        assert response.status_code in (400, 422), (body, response.text)
+        assert "path" in response.text or "env" in response.text

@@ -2,7 +2,8 @@
 authenticated by token.
 
 ``/healthz`` is the only unauthenticated route (for liveness checks) and says nothing but
-"ok". The OpenAPI document is at ``/api/v1/openapi.json``. Errors: see :mod:`socle.api.faults`.
+"ok"; the token itself is checked before any route runs, by :class:`socle.api.tokens.TokenGate`
+at the edge (see :func:`socle.api.limits.guard`). The OpenAPI document is at ``/api/v1/openapi.json``. Errors: see :mod:`socle.api.faults`.
 A new subsystem's API is a module under :mod:`socle.api.routes` and one entry in
 :data:`ROUTERS`.
 """
@@ -14,9 +15,15 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, runtime, system
+from socle.api.routes import backups, engine, runtime, system, tokens
 
-ROUTERS: list[APIRouter] = [system.router, engine.router, runtime.router, backups.router]
+ROUTERS: list[APIRouter] = [
+    system.router,
+    engine.router,
+    runtime.router,
+    backups.router,
+    tokens.router,
+]
 """Every router of the platform API, in the order they are matched."""
 
 

@@ -10,6 +10,7 @@ from fastapi import Request
 from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
+from socle.redact import Redactor
 from socle.runtime.driver import RuntimeDriver
 
 
@@ -27,6 +28,8 @@ class ApiContext:
     """The "control plane" section of status: components, background tasks, leader lease."""
     backups: HomeBackups | None = None
     """Backups on request (``POST /api/v1/backups``); None: not offered."""
+    redact: Redactor = field(default_factory=Redactor)
+    """Masks resolved secret values in every message the API returns."""
 
 
 def context(request: Request) -> ApiContext:

@@ -97,7 +97,9 @@ class RequestIdMiddleware:
 async def _socle_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, SocleError)
     status = exc.http_status if 400 <= exc.http_status <= 599 else 500
-    body = exc.to_dict()
+    ctx = getattr(request.app.state, "ctx", None)
+    redact = getattr(ctx, "redact", None)
+    body = redact.deep(exc.to_dict()) if redact is not None else exc.to_dict()
     if status >= 500:
         rid = request_id(request.scope)
         log.error(

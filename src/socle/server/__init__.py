@@ -13,15 +13,19 @@ database (the leader lease: the second one refuses, or waits with ``--standby``)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 from pathlib import Path
 
 from socle.errors import ConfigError
-from socle.fs import private_dir, try_lock
+from socle.fs import UMASK, private_dir, tighten, try_lock
+from socle.redact import Redactor
+from socle.redact import install as install_redactor
 from socle.server.components import Component, Components
 from socle.server.parts import (
     ApiComponent,
@@ -89,6 +93,14 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _raise_nofile() -> None:
+    """Open-file soft limit up to the hard limit: every client connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class _HomeLock:
     """One control plane per SOCLE_HOME: an flock held for the life of the process."""
 
@@ -125,12 +137,25 @@ def build_components(plane: Plane) -> Components:
 
 async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> None:
     tls = _tls_files(settings)
+    redactor = Redactor()  # fed with every secret value the engine resolves
+    install_redactor(redactor)
+    os.umask(UMASK)  # nothing the control plane creates is readable by others
     private_dir(settings.home)
     home_lock = _HomeLock(settings.home / "server.lock")
     home_lock.acquire()
     try:
+        tightened = await asyncio.to_thread(tighten, settings.home)
+        if tightened.folders or tightened.files:
+            log.warning(
+                "tightened %s: %d folder(s) and %d file(s) were readable by others",
+                settings.home,
+                tightened.folders,
+                tightened.files,
+            )
+        _raise_nofile()
         host, port = _reserve(settings.listen)
         plane = Plane(
+            redactor=redactor,
             settings=settings,
             stores=stores if stores is not None else default_registry(),
             monitor=TaskMonitor(),

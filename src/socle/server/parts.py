@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from granian.constants import Interfaces
+from granian.http import HTTP1Settings
 from granian.server.embed import Server as GranianServer
 
 from socle.api.app import ApiContext, create_app
+from socle.api.limits import guard
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
 from socle.backup.service import HomeBackups
@@ -29,6 +31,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import LeaseLost, SocleError
 from socle.fs import write_private
+from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry as secrets_registry
@@ -66,6 +69,8 @@ class Plane:
     leader_since: float | None = None
     """When this control plane took the leader lease (None: its store needs no lease)."""
     holder: Holder | None = None
+    redactor: Redactor = field(default_factory=Redactor)
+    """Every secret value the engine resolves, masked in logs and API answers."""
     secrets: SecretsCore | None = None
     driver: LocalDriver | None = None
     engine: Engine | None = None
@@ -195,6 +200,7 @@ class SecretsComponent:
             secrets_registry(),
             dev=plane.settings.dev,
             tasks=plane.monitor,
+            audit_dirs=[Path(p) for p in plane.settings.audit_dirs.split(":") if p],
         )
         await secrets.start()
         plane.secrets = secrets
@@ -253,7 +259,7 @@ class EngineComponent:
             need(plane.store, "store"),
             need(plane.driver, "runtime"),
             releases,
-            secrets=need(plane.secrets, "secrets"),
+            secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
         )
@@ -299,14 +305,27 @@ class ApiComponent:
             request_shutdown=plane.request_shutdown,
             control_plane=self._status,
             backups=HomeBackups(settings),
+            redact=plane.redactor,
         )
-        app = main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi)
+        app = guard(
+            main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi),
+            tokens,
+            max_body_bytes=settings.max_body_bytes,
+            max_secrets_body_bytes=settings.max_secrets_body_bytes,
+            body_timeout=settings.body_timeout,
+        )
         server = GranianServer(
             app,
             address=plane.host,
             port=plane.port,
             interface=Interfaces.ASGI,
             log_enabled=False,
+            # Every open connection holds one of `backpressure` slots, idle or not: enough
+            # slots that hundreds of idle clients starve nobody, a deep backlog for bursts,
+            # and a header timeout that also closes idle keep-alive connections.
+            backlog=1024,
+            backpressure=settings.max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
             ssl_cert=plane.tls[0] if plane.tls else None,
             ssl_key=plane.tls[1] if plane.tls else None,
         )

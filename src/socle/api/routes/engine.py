@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.models import Body
 from socle.api.routes.system import isolation_json
 from socle.engine.controller import health_word
+from socle.model.app import no_controls
 
 router = APIRouter(prefix="/api/v1")
 Ctx = Annotated[ApiContext, Depends(context)]
 
 
+ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
 class ApplyBody(Body):
     path: str = Field(min_length=1, max_length=4096)
     env: str | None = Field(default=None, max_length=63)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return no_controls(value)  # a NUL byte would otherwise surface as a 500 from os.stat
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.fullmatch(value):
+            raise ValueError(f"invalid environment name {value!r}")
+        return value
 
 
 class RollbackBody(Body):
@@ -44,26 +61,31 @@ async def plan(body: ApplyBody, ctx: Ctx, _: Who) -> dict[str, Any]:
 @router.post("/apply")
 async def apply(body: ApplyBody, ctx: Ctx, user: Who) -> dict[str, Any]:
     the_plan, revision = await ctx.engine.apply(Path(body.path), body.env, user)
-    return {"plan": the_plan.to_dict(), "revision": revision.to_dict() if revision else None}
+    shown = ctx.redact.deep(revision.to_dict()) if revision else None
+    return {"plan": the_plan.to_dict(), "revision": shown}
 
 
 @router.post("/rollback")
 async def rollback(body: RollbackBody, ctx: Ctx, user: Who) -> dict[str, Any]:
     the_plan, revision = await ctx.engine.rollback(body.revision, user)
-    return {"plan": the_plan.to_dict(), "revision": revision.to_dict() if revision else None}
+    shown = ctx.redact.deep(revision.to_dict()) if revision else None
+    return {"plan": the_plan.to_dict(), "revision": shown}
 
 
 @router.get("/revisions")
 async def revisions(
     ctx: Ctx, _: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> list[Any]:
-    return [r.to_dict() for r in await ctx.engine.revisions.list(limit)]
+    return [ctx.redact.deep(r.to_dict()) for r in await ctx.engine.revisions.list(limit)]
 
 
 @router.get("/revisions/{number}")
 async def revision(number: int, ctx: Ctx, _: Who, plan: bool = True) -> dict[str, Any]:
     """One revision; ``plan=false`` leaves out the plan's changes (for progress polls)."""
-    return (await ctx.engine.revisions.get(number)).to_dict(plan=plan)
+    data: dict[str, Any] = ctx.redact.deep(
+        (await ctx.engine.revisions.get(number)).to_dict(plan=plan)
+    )
+    return data
 
 
 @router.get("/status")
@@ -89,5 +111,5 @@ async def status(ctx: Ctx, _: Who) -> dict[str, Any]:
     return {
         "isolation": isolation_json(ctx),
         "control_plane": ctx.control_plane(),
-        "apps": apps,
+        "apps": ctx.redact.deep(apps),
     }

@@ -465,12 +465,12 @@ def copy_tree(tree: Tree, dest: Path) -> str:
     are normalised (0755 / 0644) because only the exec bit is part of the digest.
     """
     entries = walk(tree)
-    dest.mkdir(mode=0o755)
+    dest.mkdir(mode=0o700)
     written: dict[str, str] = {}
     for entry in entries:
         target = dest / entry.rel
         if entry.kind == "d":
-            target.mkdir(mode=0o755)
+            target.mkdir(mode=0o700)
         elif entry.kind == "l":
             os.symlink(entry.target, target)
         else:
@@ -484,6 +484,7 @@ def copy_tree(tree: Tree, dest: Path) -> str:
                 raise BuildError(
                     f"{tree.workdir_shown}: cannot copy {entry.rel}: {exc.strerror}"
                 ) from exc
-            os.chmod(target, 0o755 if entry.executable else 0o644)
+            # Owner-only like everything under SOCLE_HOME; the digest covers only the x bit.
+            os.chmod(target, 0o700 if entry.executable else 0o600)
             written[entry.rel] = digest.hexdigest()
     return tree_digest(entries, lambda entry: written[entry.rel])

@@ -58,6 +58,14 @@ def resolve_program(spec: InstanceSpec, env: dict[str, str]) -> str:
             f"instance {spec.id}: workdir {spec.workdir} does not exist",
             hint="build the release first, or fix run.workdir in the App manifest",
         )
+    for name, value in env.items():
+        if "\x00" in name or "\x00" in value:
+            source = "the secret it references" if name in spec.secret_env else "its value"
+            raise RuntimeDriverError(
+                f"instance {spec.id}: environment variable {name!r} contains a NUL byte "
+                f"({source}); a process environment cannot hold one",
+                hint="fix the value (secrets: write a new version without the NUL byte)",
+            )
     program = spec.command[0]
     if "/" in program:
         path = Path(program) if program.startswith("/") else spec.workdir / program
@@ -75,9 +83,11 @@ def resolve_program(spec: InstanceSpec, env: dict[str, str]) -> str:
         return str(path)
     found = shutil.which(program, path=env.get("PATH", BASE_PATH))
     if found is None:
+        # A PATH read from a secret is the secret's business: never copy it into a message.
+        shown = "(from a secret)" if "PATH" in spec.secret_env else env.get("PATH", BASE_PATH)
         raise RuntimeDriverError(
             f"instance {spec.id}: program {program!r} not found on PATH "
-            f"{env.get('PATH', BASE_PATH)} (workdir {spec.workdir})",
+            f"{shown} (workdir {spec.workdir})",
             hint="install it, set PATH in the App's env, or give a path like .venv/bin/python",
         )
     return found

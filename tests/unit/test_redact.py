@@ -1,0 +1,69 @@
+"""Secret values are masked in log records (message, args, tracebacks) and API data."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+
+from socle.redact import MASK, RedactingFilter, RedactingReader, Redactor
+
+SECRET = "hunter2-but-longer"
+
+
+def _logger(redactor: Redactor) -> tuple[logging.Logger, io.StringIO]:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactingFilter(redactor))
+    logger = logging.getLogger(f"test-redact-{id(out)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    return logger, out
+
+
+def test_values_are_masked_in_messages_args_and_tracebacks() -> None:
+    redactor = Redactor()
+    redactor.add(SECRET)
+    logger, out = _logger(redactor)
+    logger.warning("plain %s and repr %r", SECRET, SECRET + "\n")
+    try:
+        raise RuntimeError(f"exec failed with PATH={SECRET}")
+    except RuntimeError:
+        logger.exception("boom")
+    text = out.getvalue()
+    assert SECRET not in text and text.count(MASK) >= 3
+    assert "exec failed with PATH=****" in text
+
+
+def test_short_values_are_not_masked_and_longest_wins() -> None:
+    redactor = Redactor()
+    redactor.add("yes")
+    redactor.add("abcd")
+    redactor.add("abcdefgh")
+    assert redactor("yes abcdefgh abcd") == f"yes {MASK} {MASK}"
+    assert redactor.deep({"a": ["abcd", 1, None], "b": {"c": "xabcdx"}}) == {
+        "a": [MASK, 1, None],
+        "b": {"c": f"x{MASK}x"},
+    }
+
+
+def test_quoted_spellings_are_masked() -> None:
+    redactor = Redactor()
+    redactor.add('line1\nli"ne2')
+    assert redactor(repr('line1\nli"ne2')) == f"'{MASK}'"
+    assert redactor('"line1\\nli\\"ne2"') == f'"{MASK}"'
+
+
+class _Secrets:
+    async def read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]:
+        return f"{path}#{key}-value", 3
+
+
+def test_the_reader_feeds_the_redactor() -> None:
+    redactor = Redactor()
+    reader = RedactingReader(_Secrets(), redactor)
+    assert asyncio.run(reader.read_for_app(["p"], "secret/data/db", "pw")) == (
+        "secret/data/db#pw-value",
+        3,
+    )
+    assert redactor("x secret/data/db#pw-value y") == f"x {MASK} y"
