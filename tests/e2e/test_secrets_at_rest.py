@@ -127,7 +127,7 @@ def test_every_engine_leaves_only_ciphertext(
     m.add("root token", root_token)
     m.add_bytes("unseal key", base64.b64decode(keys["unseal_key"]))
 
-    audit_log = home / "audit.log"
+    audit_log = home / "audit" / "audit.log"
     client.sys.enable_audit_device("file", options={"file_path": str(audit_log)})
 
     # Policies: the name may be stored and logged in clear, the rules may not.

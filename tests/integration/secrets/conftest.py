@@ -48,6 +48,8 @@ def vault_server_factory(tmp_path: Path) -> Iterator[Callable[..., VaultServer]]
             home, registry = previous.home, previous.registry
         home = home or tmp_path / f"home{len(servers)}"
         registry = registry if registry is not None else default_registry()
+        # Audit devices may write only in allowed folders: these tests use their tmp_path.
+        core_options.setdefault("audit_dirs", [tmp_path])
         app = StandaloneApp(home, registry, **core_options)
         runner = _ThreadedUvicorn(app)
         runner.start()

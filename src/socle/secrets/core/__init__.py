@@ -22,7 +22,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +63,12 @@ class SecretsCore:
         max_body_bytes: int = 1 << 20,
         clock: Callable[[], float] = time.time,
         tasks: TaskMonitor | None = None,
+        audit_dirs: Sequence[Path] = (),
     ) -> None:
         self.home = home
         self._tasks = tasks
+        self.audit_dirs = (home / "audit", *audit_dirs)
+        """Where audit devices may write: ``home/audit`` and what the operator allowed."""
         self.dev = dev
         self.registry = registry
         self.barrier = Barrier(store)
@@ -120,7 +123,9 @@ class SecretsCore:
         async with self._lock:
             result = await self.seal.initialize(shares, threshold)
             try:
-                services = Services.build(self.barrier, self.registry, self._clock, self._tasks)
+                services = Services.build(
+                    self.barrier, self.registry, self._clock, self._tasks, self.audit_dirs
+                )
                 await services.load(first=True, dev=self.dev)
                 token, _, _ = await services.tokens.create(
                     TokenParams(policies=["root"], display_name="root", path="auth/token/root"),
@@ -148,7 +153,9 @@ class SecretsCore:
             return self.seal.status()
 
     async def _post_unseal(self) -> None:
-        services = Services.build(self.barrier, self.registry, self._clock, self._tasks)
+        services = Services.build(
+            self.barrier, self.registry, self._clock, self._tasks, self.audit_dirs
+        )
         try:
             await services.load(first=False, dev=self.dev)
             await services.start()

@@ -28,10 +28,19 @@ same JSON text into both lines; the ``auth`` block and the HMACs of the caller's
 accessor are kept per token (keyed by the token store's HMAC of the token, never the token
 itself), since they are the same on every request that token makes. The lines are the bytes
 ``json.dumps`` would give for the whole entry, so the verifier and log tools see no change.
+
+Where a device may write: a device is enabled through the API, so its ``file_path`` is
+input from a client holding a sudo token, and the server runs as root. It may only name a
+file under ``SOCLE_HOME/audit/`` (created 0700 on demand) or under a folder the operator
+allowed (``SOCLE_AUDIT_DIRS``), or be ``stdout`` (Vault's spelling: the server's own
+output). ``..``, relative paths, control characters and a symbolic link anywhere between
+the allowed folder and the file are refused with 400 before anything is created, opened or
+chmodded; the file itself is opened with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
@@ -41,6 +50,7 @@ import secrets
 import stat
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,6 +65,7 @@ if TYPE_CHECKING:
     from socle.secrets.core.context import Caller
 
 log = logging.getLogger("socle.secrets")
+STDOUT = "stdout"
 TABLE_KEY = "core/audit"
 _TOKEN_CACHE_LIMIT = 10_000
 
@@ -145,13 +156,64 @@ def auth_block(caller: Caller | None) -> dict[str, Any] | None:
     return info
 
 
+def _refuse(message: str) -> SecretsError:
+    return SecretsError(400, f"file audit device: {message}")
+
+
+def check_file_path(raw: str, allowed: Sequence[Path]) -> Path | None:
+    """The file a device may write (None: ``stdout``), or a 400 saying why not.
+
+    Checks only; creates nothing. ``allowed[0]`` is ``SOCLE_HOME/audit``, which
+    :func:`prepare_folder` may create; other allowed folders must exist.
+    """
+    if raw == STDOUT:
+        return None
+    if not raw or not os.path.isabs(raw):
+        raise _refuse("options.file_path must be an absolute path (or 'stdout')")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in raw):
+        raise _refuse("options.file_path must not contain control characters")
+    if any(part in ("..", ".") for part in raw.split("/")) or raw.endswith("/"):
+        raise _refuse(f"options.file_path {raw!r} must be a plain path to a file (no '..')")
+    path = Path(raw)
+    if allowed and allowed[0].is_symlink():
+        raise _refuse(f"{allowed[0]} is a symbolic link; refused")
+    for base in allowed:
+        if path.parent != base and base not in path.parent.parents:
+            continue
+        folder = path.parent
+        if folder.exists() or folder != base:
+            real_base = Path(os.path.realpath(base))
+            expected = real_base / folder.relative_to(base)
+            if Path(os.path.realpath(folder)) != expected:
+                raise _refuse(f"{folder} is reached through a symbolic link; refused")
+        if path.is_symlink():
+            raise _refuse(f"{path} is a symbolic link; refused")
+        return path
+    places = ", ".join(str(b) for b in allowed)
+    raise SecretsError(
+        400,
+        f"file audit device: {raw} is outside the folders audit logs may be written to "
+        f"({places}) and is not 'stdout'; the operator can allow a folder with SOCLE_AUDIT_DIRS",
+    )
+
+
+def prepare_folder(path: Path, allowed: Sequence[Path]) -> None:
+    """Create ``SOCLE_HOME/audit`` (0700) when a device writes straight into it."""
+    if allowed and path.parent == allowed[0]:
+        allowed[0].mkdir(mode=0o700, parents=False, exist_ok=True)
+
+
 class FileDevice:
     def __init__(self, config: AuditConfig, salt: bytes) -> None:
         self.config = config
         self.hasher = Hasher(salt)
         file_path = config.options.get("file_path", "")
-        if not file_path or not os.path.isabs(file_path):
+        if file_path != STDOUT and (not file_path or not os.path.isabs(file_path)):
             raise SecretsError(400, "file audit device: options.file_path must be an absolute path")
+        self.stdout = file_path == STDOUT
+        """Lines go to the server's standard output (no chain across restarts)."""
+        self.refused: str | None = None
+        """Why this device may not write (its path broke the folder rule): it never reopens."""
         self.file_path = Path(file_path)
         self._fd: int | None = None
         self._prev = ""
@@ -161,8 +223,13 @@ class FileDevice:
 
     def open(self) -> None:
         self.close()
+        if self.stdout:
+            self._fd = os.dup(1)
+            self._prev = ""
+            return
         prev = last_line_hash(self.file_path)
-        fd = os.open(self.file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(self.file_path, flags, 0o600)
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
@@ -190,6 +257,8 @@ class FileDevice:
                 self._fd = None
 
     def _healthy_fd(self, check_link: bool) -> int:
+        if self.refused is not None:
+            raise OSError(errno.EACCES, self.refused)
         if self._fd is not None and (not check_link or os.fstat(self._fd).st_nlink > 0):
             return self._fd
         self.open()  # removed or never opened: reopen the path (raises when impossible)
@@ -265,9 +334,17 @@ class FileDevice:
 class AuditBroker:
     """The enabled devices, their table (behind the barrier) and the fail-closed rule."""
 
-    def __init__(self, barrier: Barrier) -> None:
+    def __init__(self, barrier: Barrier, allowed: Sequence[Path] = ()) -> None:
         self._barrier = barrier
+        self.allowed = tuple(allowed)
+        """Folders device files may be in; the first is ``SOCLE_HOME/audit``."""
         self.devices: dict[str, FileDevice] = {}
+
+    def _checked(self, device: FileDevice) -> None:
+        if device.stdout:
+            return
+        check_file_path(str(device.file_path), self.allowed)
+        prepare_folder(device.file_path, self.allowed)
 
     @property
     def enabled(self) -> bool:
@@ -280,10 +357,15 @@ class AuditBroker:
             salt = await self._barrier.get(f"audit/salt/{config.uuid}")
             device = FileDevice(config, salt or b"")
             try:
+                self._checked(device)  # a device enabled before the folder rule fails closed
                 device.open()
             except OSError as exc:
                 device.failing = True
                 log.error("audit device %s cannot open its file: %s", config.path, exc.strerror)
+            except SecretsError as exc:
+                device.failing = True
+                device.refused = str(exc)
+                log.error("audit device %s refused: %s", config.path, exc)
             self.devices[config.path] = device
 
     async def _save(self) -> None:
@@ -302,6 +384,7 @@ class AuditBroker:
         config = AuditConfig(path, type_, str(uuid.uuid4()), description, options, local)
         salt = secrets.token_bytes(32)
         device = FileDevice(config, salt)
+        self._checked(device)
         try:
             device.open()
         except OSError as exc:

@@ -8,8 +8,9 @@ still holding the old object fails at the barrier, which has forgotten its keys.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from socle.secrets.core.audit import AuditBroker
@@ -46,7 +47,9 @@ class Services:
         registry: BackendRegistry,
         clock: Clock = time.time,
         tasks: TaskMonitor | None = None,
+        audit_dirs: Sequence[Path] = (),
     ) -> Services:
+        """``audit_dirs``: folders audit device files may be in (``SOCLE_HOME/audit`` first)."""
         # Imported here: the built-in backends import this module for the type.
         from socle.secrets.core.cubbyhole import Cubbyhole
         from socle.secrets.core.sys_backend import SystemBackend
@@ -63,7 +66,7 @@ class Services:
             router=router,
             mounts=MountManager(barrier, registry, router, builtins),
             leases=ExpirationManager(barrier, router, tokens, clock, tasks),
-            audit=AuditBroker(barrier),
+            audit=AuditBroker(barrier, audit_dirs),
             clock=clock,
         )
         cubbyhole = Cubbyhole(StorageView(barrier, "cubbyhole/"))

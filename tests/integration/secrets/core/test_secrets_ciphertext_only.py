@@ -25,7 +25,7 @@ def _scan(home: Path, needles: list[str]) -> list[tuple[str, str]]:
 def test_no_plaintext_at_rest(vault_server_factory: Callable[..., VaultServer]) -> None:
     server = vault_server_factory(registry=make_registry())
     root = server.client()
-    audit = server.home / "audit.log"
+    audit = server.home / "audit" / "audit.log"
     root.sys.enable_audit_device("file", options={"file_path": str(audit)})
     needles = [MARKER, server.root_token, *server.unseal_keys]
 
