@@ -3,6 +3,7 @@ history, rollback, logs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -12,14 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from socle.cli.client import Client, server_url
-from socle.cli.output import console, err_console, json_option, print_json
-from socle.cli.render import app_urls, print_history, print_plan, print_status
+from socle.cli.output import console, err_console, json_option, print_json, safe
+from socle.cli.render import print_history, print_plan, print_status
 from socle.errors import ConfigError, ServerNotRunning, SocleError
-from socle.fs import open_private_append, private_dir
-from socle.model.status import TERMINAL_REVISION_STATUSES, ChangePhase, RevisionStatus
+from socle.fs import open_private_append, private_dir, write_private
+from socle.model.status import (
+    TERMINAL_REVISION_STATUSES,
+    AppHealth,
+    ChangePhase,
+    RevisionStatus,
+)
 from socle.settings import Settings, read_json_file
 
 SERVER_START_TIMEOUT = 30.0
@@ -41,7 +46,42 @@ def _repo_path(path: str) -> str:
     return str(resolved)
 
 
-env_option = click.option("--env", "env", metavar="ENV", help="Environment overlay to render.")
+def _remembered_file(settings: Settings) -> Path:
+    return settings.home / "repository.json"
+
+
+def _remember(settings: Settings, path: str, env: str | None) -> None:
+    """Note the repository (and environment) for later commands run without a PATH."""
+    with contextlib.suppress(OSError):  # a remote control plane's home may not be ours
+        write_private(_remembered_file(settings), json.dumps({"path": path, "env": env}) + "\n")
+
+
+def _repository(
+    settings: Settings, path: str | None, env: str | None, *, remember: bool
+) -> tuple[str, str | None]:
+    """The repository and environment to use: PATH, or the one last given to up/apply."""
+    if path is not None:
+        resolved = _repo_path(path)
+        if remember:
+            _remember(settings, resolved, env)
+        return resolved, env
+    saved = read_json_file(_remembered_file(settings))
+    if not saved or not isinstance(saved.get("path"), str):
+        raise ConfigError(
+            "no PATH given, and no repository was applied from this home yet",
+            hint="give the folder of your manifests, e.g. `socle apply examples/quickstart`; "
+            "later commands without a PATH reuse it",
+        )
+    if env is None and isinstance(saved.get("env"), str):
+        env = saved["env"]
+    shown = saved["path"] + (f" (env {env})" if env else "")
+    err_console.print(f"[dim]using {safe(shown)}, as last given to `socle up`/`apply`[/]")
+    return _repo_path(saved["path"]), env
+
+
+env_option = click.option(
+    "--env", "-e", "env", metavar="ENV", help="Apply the environments/ENV overlay."
+)
 listen_option = click.option(
     "--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:7780; port 0 = any)."
 )
@@ -69,7 +109,7 @@ def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[
                 last_status = time.monotonic()
             text = f"revision {number} {revision['status']}: " + _progress(revision, ready)
             if text != last_text:
-                spinner.update(escape(text[:200]))
+                spinner.update(safe(text[:200]))
                 last_text = text
             time.sleep(0.25)
 
@@ -95,11 +135,11 @@ def _report_revision(revision: dict[str, Any]) -> int:
         console.print(f"[green]✓ revision {revision['number']} applied[/]")
         return 0
     err_console.print(
-        f"[red]✗ revision {revision['number']} {status}[/]: {escape(revision['message'])}"
+        f"[red]✗ revision {revision['number']} {status}[/]: {safe(revision['message'])}"
     )
     for name, entry in revision["apps"].items():
         if entry["message"]:
-            err_console.print(f"  {name}: {entry['phase']}: {escape(entry['message'])}")
+            err_console.print(f"  {safe(name)}: {safe(entry['phase'])}: {safe(entry['message'])}")
     return 1
 
 
@@ -247,13 +287,53 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
     code = 0
     with Client(settings) as client:
         if path:
-            body = {"path": _repo_path(path), "env": env}
+            repo, env = _repository(settings, path, env, remember=True)
+            body = {"path": repo, "env": env}
             code = _apply(client, body, yes=True, wait=not no_wait, as_json=False, endpoint="apply")
+        elif not no_wait:
+            code = _wait_settled(client)
         status = client.call("GET", "/api/v1/status")
     print_status(status)
-    for name, url in app_urls(status):
-        console.print(f"[bold]{name}[/] answers at [link={url}]{url}[/link]")
+    if not path and not status["apps"]:
+        console.print(
+            "Nothing is applied yet: run `socle apply PATH` (or `socle up PATH`) with the "
+            "folder of your manifests."
+        )
     raise SystemExit(code)
+
+
+SETTLE_TIMEOUT = 180.0
+
+
+def _wait_settled(client: Client) -> int:
+    """After a start without PATH: wait for the last rollout and for re-adopted apps to be
+    healthy, instead of showing a "degraded" that is only "still starting"."""
+    latest = client.call("GET", "/api/v1/revisions", params={"limit": 1})
+    if latest and latest[0]["status"] not in TERMINAL_REVISION_STATUSES:
+        final = _wait_revision(client, latest[0]["number"])
+        if final["status"] != RevisionStatus.SUCCEEDED:
+            return _report_revision(final)
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    with console.status("waiting for apps to be healthy", spinner="dots") as spinner:
+        while True:
+            apps = client.call("GET", "/api/v1/status")["apps"]
+            waiting = [a["name"] for a in apps if a["ready"] < a["desired"]]
+            if not waiting:
+                return 0
+            broken = [
+                a["name"] for a in apps if a["health"] in (AppHealth.FAILED, AppHealth.CRASHLOOP)
+            ]
+            if broken:
+                err_console.print(f"[red]not healthy:[/] {safe(', '.join(broken))}")
+                return 1
+            if time.monotonic() > deadline:
+                err_console.print(
+                    f"[yellow]still not healthy after {SETTLE_TIMEOUT:g}s:[/] "
+                    + safe(", ".join(waiting))
+                )
+                return 1
+            spinner.update(safe(f"waiting for {', '.join(waiting[:8])} to be healthy"))
+            time.sleep(0.5)
 
 
 def _alive(pid: int) -> bool:
@@ -313,13 +393,18 @@ def _stop_orphans(settings: Settings) -> int:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", required=False, type=click.Path())
 @env_option
 @json_option
-def plan(path: str, env: str | None, as_json: bool) -> None:
-    """Show what apply would change. Exit 0: no change, 2: changes, 1: error."""
-    with Client(_settings()) as client:
-        result = client.call("POST", "/api/v1/plan", json={"path": _repo_path(path), "env": env})
+def plan(path: str | None, env: str | None, as_json: bool) -> None:
+    """Show what apply would change. Exit 0: no change, 2: changes, 1: error.
+
+    Without PATH, the repository (and environment) last given to `socle up`/`apply`.
+    """
+    settings = _settings()
+    repo, env = _repository(settings, path, env, remember=False)
+    with Client(settings) as client:
+        result = client.call("POST", "/api/v1/plan", json={"path": repo, "env": env})
     if as_json:
         print_json(result)
     else:
@@ -328,15 +413,20 @@ def plan(path: str, env: str | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("path", type=click.Path())
+@click.argument("path", required=False, type=click.Path())
 @env_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Return once the apply started.")
 @json_option
-def apply(path: str, env: str | None, yes: bool, no_wait: bool, as_json: bool) -> None:
-    """Apply the manifests in PATH: build, roll out in dependency order, wait for health."""
-    with Client(_settings()) as client:
-        body = {"path": _repo_path(path), "env": env}
+def apply(path: str | None, env: str | None, yes: bool, no_wait: bool, as_json: bool) -> None:
+    """Apply the manifests in PATH: build, roll out in dependency order, wait for health.
+
+    Without PATH, the repository (and environment) last given to `socle up`/`apply`.
+    """
+    settings = _settings()
+    repo, env = _repository(settings, path, env, remember=True)
+    with Client(settings) as client:
+        body = {"path": repo, "env": env}
         code = _apply(client, body, yes=yes, wait=not no_wait, as_json=as_json, endpoint="apply")
     raise SystemExit(code)
 
@@ -411,10 +501,10 @@ def logs(app: str, follow: bool, since: str | None, instance: int | None, as_jso
                     continue
                 ordinal = line["instance"].rsplit("-", 1)[-1]
                 colour = colours[int(ordinal) % len(colours)] if ordinal.isdigit() else "white"
-                text = escape(line["text"])
+                text = safe(line["text"])
                 if line["stream"] == "stderr":
                     text = f"[red]{text}[/]"
-                console.print(f"[{colour}]{escape(line['instance'])}[/] {text}", soft_wrap=True)
+                console.print(f"[{colour}]{safe(line['instance'])}[/] {text}", soft_wrap=True)
         except KeyboardInterrupt:
             pass
 
