@@ -31,6 +31,7 @@ from socle.errors import SocleError
 log = logging.getLogger("socle.api")
 
 HEADER = "X-Request-Id"
+SCOPE_KEY = "socle.request_id"
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -69,7 +70,10 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope)
+        # Wrapped twice (at the edge, so that answers of the limits and the token gate carry
+        # an id too, and inside the app): the outer one decides, the inner one reuses it.
+        rid = scope.get(SCOPE_KEY) or _incoming_id(scope)
+        scope[SCOPE_KEY] = rid
         scope.setdefault("state", {})["request_id"] = rid
         started = False
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from socle.api.faults import RequestIdMiddleware
 from socle.api.tokens import TokenGate, TokenStore
 
 DEFAULT_API_BODY = 1024 * 1024
@@ -164,14 +165,16 @@ def guard(
     max_secrets_body_bytes: int = DEFAULT_SECRETS_BODY,
     body_timeout: float = 30.0,
 ) -> ASGIApp:
-    """The whole control-plane app behind its edge: body limits first, then the token.
+    """The whole control-plane app behind its edge: a request id, body limits, the token.
 
     Order matters: a declared oversized body is refused before anything else (even before
     the token lookup), then ``/api/v1`` needs a valid token before any route reads a byte.
     """
-    return BodyLimit(
-        TokenGate(app, tokens),
-        [BodyRule("/v1/", max_secrets_body_bytes)],
-        default_max_bytes=max_body_bytes,
-        body_timeout=body_timeout,
+    return RequestIdMiddleware(
+        BodyLimit(
+            TokenGate(app, tokens),
+            [BodyRule("/v1/", max_secrets_body_bytes)],
+            default_max_bytes=max_body_bytes,
+            body_timeout=body_timeout,
+        )
     )
