@@ -45,7 +45,11 @@ def test_a_secret_used_as_path_is_masked_everywhere(
         return next((t for t in texts if words in t), "")
 
     wait_for(lambda: failed("not found on PATH"), 60, "the start to fail")
-    wait_for(lambda: failed("'TOKEN' contains a NUL byte"), 60, "the NUL secret to be refused")
+    wait_for(
+        lambda: failed("environment variable TOKEN holds a NUL byte"),
+        60,
+        "the NUL secret to be refused",
+    )
 
     outputs = [
         json.dumps(dev_server.status()),

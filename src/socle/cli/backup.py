@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -26,7 +25,7 @@ from rich.progress import (
 
 from socle.backup.operations import create_backup, restore_backup, verify_backup
 from socle.cli.client import Client
-from socle.cli.output import console, err_console, json_option, print_json
+from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.errors import ConfigError
 from socle.settings import Settings
 
@@ -60,7 +59,7 @@ class _Bar:
     def phase(self, description: str, total: int | None) -> None:
         if self._task is not None:
             self._progress.update(self._task, visible=False)
-        self._task = self._progress.add_task(escape(description), total=total)
+        self._task = self._progress.add_task(safe(description), total=total)
 
     def advance(self, amount: int) -> None:
         if self._task is not None:
@@ -129,7 +128,7 @@ def create(file: Path | None, on_server: bool, as_json: bool) -> None:
             len(data["volumes"]),
         )
         for skipped in data["skipped"]:
-            err_console.print(f"[yellow]skipped:[/] {escape(str(skipped))}", soft_wrap=True)
+            err_console.print(f"[yellow]skipped:[/] {safe(str(skipped))}", soft_wrap=True)
         return
     with _Bar(_show_progress(as_json)) as bar:
         result = asyncio.run(create_backup(settings, file, reporter=bar))
@@ -146,13 +145,13 @@ def create(file: Path | None, on_server: bool, as_json: bool) -> None:
         len(manifest.volumes),
     )
     for skipped in manifest.skipped:
-        err_console.print(f"[yellow]skipped:[/] {escape(skipped)}", soft_wrap=True)
+        err_console.print(f"[yellow]skipped:[/] {safe(skipped)}", soft_wrap=True)
 
 
 def _summary(path: str, size: int, seconds: float, store: str, releases: int, volumes: int) -> None:
     mib = size / (1024 * 1024)
     rate = mib / seconds if seconds > 0 else 0.0
-    _say(f"[green]✓ backup written:[/] {escape(path)}")
+    _say(f"[green]✓ backup written:[/] {safe(path)}")
     _say(
         f"  {mib:.1f} MiB in {seconds:.1f} s ({rate:.0f} MiB/s); state store ({store}), "
         f"{releases} release(s), {volumes} volume(s)"
@@ -183,8 +182,8 @@ def verify(file: Path, as_json: bool) -> None:
         print_json(summary)
         return
     _say(
-        f"[green]✓ {escape(str(file))} is intact:[/] {len(manifest.entries)} entries, "
-        f"{manifest.total_bytes} bytes checked (made {escape(manifest.created)})"
+        f"[green]✓ {safe(str(file))} is intact:[/] {len(manifest.entries)} entries, "
+        f"{manifest.total_bytes} bytes checked (made {safe(manifest.created)})"
     )
 
 
@@ -215,7 +214,7 @@ def restore(file: Path, force: bool, as_json: bool) -> None:
             }
         )
         return
-    _say(f"[green]✓ restored into {escape(str(settings.home))}[/]")
+    _say(f"[green]✓ restored into {safe(str(settings.home))}[/]")
     if manifest.scope == "volume":
         _say(f"  volume(s): {', '.join(sorted(manifest.volumes))}")
         return
@@ -227,7 +226,7 @@ def restore(file: Path, force: bool, as_json: bool) -> None:
     dev_key = "secrets-dev-unseal.key"
     _say(
         "secrets are sealed: unseal with your key shares (`socle operator unseal`); in dev "
-        f"mode copy {dev_key} from the old home into {escape(os.fspath(settings.home))} first."
+        f"mode copy {dev_key} from the old home into {safe(os.fspath(settings.home))} first."
     )
 
 

@@ -58,14 +58,6 @@ def resolve_program(spec: InstanceSpec, env: dict[str, str]) -> str:
             f"instance {spec.id}: workdir {spec.workdir} does not exist",
             hint="build the release first, or fix run.workdir in the App manifest",
         )
-    for name, value in env.items():
-        if "\x00" in name or "\x00" in value:
-            source = "the secret it references" if name in spec.secret_env else "its value"
-            raise RuntimeDriverError(
-                f"instance {spec.id}: environment variable {name!r} contains a NUL byte "
-                f"({source}); a process environment cannot hold one",
-                hint="fix the value (secrets: write a new version without the NUL byte)",
-            )
     program = spec.command[0]
     if "/" in program:
         path = Path(program) if program.startswith("/") else spec.workdir / program
