@@ -139,6 +139,14 @@ class TokenStore:
     async def _find(self, name: str) -> tuple[str, int, TokenInfo] | None:
         return next((r for r in await self._records() if r[2].name == name), None)
 
+    async def _named(self, name: str) -> list[tuple[str, int, TokenInfo]]:
+        """Every record called ``name``: one, except in homes where an older version made
+        a new admin token each time ``admin.token`` went missing (all of them go together)."""
+        found = [r for r in await self._records() if r[2].name == name]
+        if not found:
+            raise NotFoundError(f"no token named {name!r}", hint="see `socle token list`")
+        return found
+
     async def create(self, name: str, *, ttl: float | None = None, admin: bool = False) -> str:
         """A new token called ``name`` (refused if the name is taken); returned once."""
         check_token_name(name)
@@ -161,11 +169,8 @@ class TokenStore:
         return sorted((r[2] for r in await self._records()), key=lambda i: i.name)
 
     async def revoke(self, name: str) -> None:
-        found = await self._find(name)
-        if found is None:
-            raise NotFoundError(f"no token named {name!r}", hint="see `socle token list`")
-        key, version, info = found
-        if info.admin:
+        found = await self._named(name)
+        if any(r[2].admin for r in found):
             now = time.time()
             managers = [r for r in await self._records() if r[2].admin and not r[2].expired(now)]
             if all(r[2].name == name for r in managers):
@@ -175,15 +180,14 @@ class TokenStore:
                     "admin token first; a lost admin token is recovered with "
                     "`socle token rotate admin --local` while the server is stopped",
                 )
-        await self._store.delete(key, expect_version=version)
-        self._forget(key)
+        await self._store.commit([Delete(key, expect_version=version) for key, version, _ in found])
+        for key, _, _ in found:
+            self._forget(key)
 
     async def rotate(self, name: str) -> str:
         """Replace ``name``'s token by a new one (same name and rights); the old one dies."""
-        found = await self._find(name)
-        if found is None:
-            raise NotFoundError(f"no token named {name!r}", hint="see `socle token list`")
-        key, version, info = found
+        found = await self._named(name)
+        info = found[0][2]
         token = new_token()
         fresh = TokenInfo(name=info.name, created=time.time(), admin=info.admin, expires=None)
         if info.expires is not None:
@@ -196,11 +200,12 @@ class TokenStore:
         # One commit: a crash leaves either the old token or the new one, never both or none.
         await self._store.commit(
             [
-                Delete(key, expect_version=version),
+                *(Delete(key, expect_version=version) for key, version, _ in found),
                 Put(PREFIX + digest(token), _encode(fresh), expect_version=0),
             ]
         )
-        self._forget(key)
+        for key, _, _ in found:
+            self._forget(key)
         return token
 
     def _forget(self, key: str) -> None:
