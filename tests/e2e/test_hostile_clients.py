@@ -178,3 +178,15 @@ def test_openapi_and_health_need_no_token_but_nothing_else_does(server: SocleSer
     for method, path in (("GET", "/api/v1/tokens"), ("POST", "/api/v1/plan"), ("GET", "/api/v1/x")):
         response = httpx.request(method, server.url + path, timeout=30)
         assert response.status_code == 401, (path, response.text)
+
+
+def test_http2_prior_knowledge_is_not_served(server: SocleServer) -> None:
+    """HTTP/2 connections would have no idle timeout: the listener speaks HTTP/1.1 only."""
+    sock = socket.create_connection(_address(server), timeout=30)
+    with contextlib.closing(sock):
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        data = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(4096):
+                data += chunk
+        assert not data or data.startswith(b"HTTP/1.1 4"), data[:100]

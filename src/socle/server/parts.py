@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from granian.constants import Interfaces
+from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 from granian.server.embed import Server as GranianServer
 
@@ -322,7 +322,9 @@ class ApiComponent:
             log_enabled=False,
             # Every open connection holds one of `backpressure` slots, idle or not: enough
             # slots that hundreds of idle clients starve nobody, a deep backlog for bursts,
-            # and a header timeout that also closes idle keep-alive connections.
+            # and a header timeout that also closes idle keep-alive connections. HTTP/1.1 only:
+            # granian's HTTP/2 connections have no idle timeout (our clients speak 1.1).
+            http=HTTPModes.http1,
             backlog=1024,
             backpressure=settings.max_connections,
             http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
