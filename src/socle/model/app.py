@@ -253,7 +253,7 @@ class HttpCheck(Spec):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c in value for c in "\r\n \x00"):
+        if not value.startswith("/") or " " in value or CONTROLS.search(value):
             raise ValueError(f"http check path {value!r} must start with '/' and have no spaces")
         return value
 

@@ -163,6 +163,12 @@ def test_hostile_value_is_refused_with_its_place(
     assert reason in problem.reason, problem
 
 
+def test_http_check_path_with_an_escape_is_refused(problems: Problems) -> None:
+    body = f"ports: [{{name: http}}]\nhealth:\n  http: {{port: http, path: {q('/h' + chr(27))}}}\n"
+    (problem,) = problems({"a.yaml": app("api", body)})
+    assert problem.path == "spec.health.http.path" and problem.line == 10
+
+
 def test_workdir_with_controls_is_refused(problems: Problems) -> None:
     doc = HEAD.format(name="api") + f"spec:\n  run: {{command: [x], workdir: {q('a' + chr(10))}}}\n"
     (problem,) = problems({"a.yaml": doc})
