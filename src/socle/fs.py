@@ -110,8 +110,9 @@ def tighten(home: Path) -> Tightened:
     For homes made by older versions or under a loose umask (the WAL/SHM of SQLite, logs,
     releases). Symbolic links are never followed (a link planted in the home must not let
     us chmod a file elsewhere); entries owned by another uid (an app's volume, chowned on
-    purpose) are left as they are; only group/other bits are removed, so executables in
-    releases stay executable.
+    purpose) are left as they are, entries given to another group keep their group bits
+    (shared on purpose with one app), and otherwise only group/other bits are removed, so
+    executables in releases stay executable.
     """
     done = Tightened()
     try:
@@ -131,10 +132,14 @@ def tighten(home: Path) -> Tightened:
                 continue  # an instance removed it meanwhile
             if stat.S_ISLNK(info.st_mode) or info.st_uid != top.st_uid:
                 continue  # links are not followed; app-owned files (volumes) are the app's
+            # Shared on purpose with one group (an app's gid, e.g. its read-only release): the
+            # group keeps its bits; anyone else never.
+            keep = 0o770 if info.st_gid != top.st_gid else 0o700
             try:
                 if stat.S_ISDIR(info.st_mode):
-                    done.folders += _strip(path, info.st_mode, 0o700)
-                elif _strip(path, info.st_mode):
+                    want = 0o700 if keep == 0o700 else stat.S_IMODE(info.st_mode) & keep
+                    done.folders += _strip(path, info.st_mode, want)
+                elif _strip(path, info.st_mode, stat.S_IMODE(info.st_mode) & keep):
                     done.files += 1
             except FileNotFoundError:
                 continue

@@ -72,7 +72,7 @@ async def test_a_loose_home_is_tightened(tmp_path: Path) -> None:
         await store.close()
 
 
-def test_files_of_another_owner_are_left_alone(tmp_path: Path) -> None:
+def test_files_of_another_owner_or_group_keep_that_owner_or_group(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         return
     home = tmp_path / "home"
@@ -82,6 +82,14 @@ def test_files_of_another_owner_are_left_alone(tmp_path: Path) -> None:
     for path in (volume, volume / "db.sqlite"):
         os.chown(path, 4242, 4242)
     volume.chmod(0o750)
+    shared = home / "releases" / "web"
+    shared.mkdir(parents=True)
+    (shared / "app.py").write_text("print()\n")
+    os.chown(shared, 0, 4242)
+    os.chown(shared / "app.py", 0, 4242)
+    shared.chmod(0o755)
+    (shared / "app.py").chmod(0o644)
     tighten(home)
     assert _mode(volume) == 0o750
     assert _mode(home / "volumes") == 0o700
+    assert _mode(shared) == 0o750 and _mode(shared / "app.py") == 0o640
