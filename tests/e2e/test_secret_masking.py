@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
 from tests.e2e.test_secrets_apps import grep_home, vault
 
 SECRET_PATH = "/opt/s3cr3t-path-7f3a9c"
+ECHOED = "echoed-secret-51be"
+TALKER = (
+    "import os, sys, time\n"
+    "print('my secret is', os.environ['ECHO'], flush=True)\n"
+    "time.sleep(3600)\n"
+)
 
 
 def test_a_secret_used_as_path_is_masked_everywhere(
@@ -16,14 +23,17 @@ def test_a_secret_used_as_path_is_masked_everywhere(
 ) -> None:
     client = vault(dev_server)
     client.secrets.kv.v2.create_or_update_secret(
-        "db", secret={"path": SECRET_PATH, "nul": "before\x00after-nul-value"}, mount_point="secret"
+        "db",
+        secret={"path": SECRET_PATH, "nul": "before\x00after-nul-value", "echo": ECHOED},
+        mount_point="secret",
     )
     client.sys.create_or_update_policy(
         "app-web", 'path "secret/data/db" { capabilities = ["read"] }'
     )
-    client.sys.create_or_update_policy(
-        "app-nul", 'path "secret/data/db" { capabilities = ["read"] }'
-    )
+    for app in ("nul", "talker"):
+        client.sys.create_or_update_policy(
+            f"app-{app}", 'path "secret/data/db" { capabilities = ["read"] }'
+        )
     repo = write_repo(
         tmp_path / "repo",
         {
@@ -33,6 +43,12 @@ def test_a_secret_used_as_path_is_masked_everywhere(
                 "env": {"PATH": {"secret": "secret/data/db#path"}},
             },
             "nul": {"env": {"TOKEN": {"secret": "secret/data/db#nul"}}},
+            # An app that prints its own secret: `socle logs` masks it, as CI systems do.
+            "talker": {
+                "run": {"command": [sys.executable, "-c", TALKER]},
+                "env": {"ECHO": {"secret": "secret/data/db#echo"}},
+                "health": None,
+            },
         },
     )
     dev_server.cli("apply", str(repo), "--yes", "--no-wait")
@@ -50,6 +66,13 @@ def test_a_secret_used_as_path_is_masked_everywhere(
         60,
         "the NUL secret to be refused",
     )
+
+    talked = wait_for(
+        lambda: (out := dev_server.cli("logs", "talker").stdout) and "my secret is" in out and out,
+        60,
+        "the talker's line",
+    )
+    assert ECHOED not in talked and "my secret is ****" in talked
 
     outputs = [
         json.dumps(dev_server.status()),

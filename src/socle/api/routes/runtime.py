@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -48,7 +48,9 @@ async def logs(
             hint="see `socle status` for apps and instances",
         )
     streams = [ctx.driver.logs(i.id, since=since_time, follow=follow) for i in chosen]
-    return StreamingResponse(_ndjson(_merge(streams, follow)), media_type="application/x-ndjson")
+    return StreamingResponse(
+        _ndjson(_merge(streams, follow), ctx.redact), media_type="application/x-ndjson"
+    )
 
 
 async def _merge(streams: list[AsyncIterator[LogLine]], follow: bool) -> AsyncIterator[LogLine]:
@@ -75,7 +77,11 @@ async def _merge(streams: list[AsyncIterator[LogLine]], follow: bool) -> AsyncIt
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _ndjson(lines: AsyncIterator[LogLine]) -> AsyncIterator[bytes]:
+async def _ndjson(
+    lines: AsyncIterator[LogLine], redact: Callable[[str], str]
+) -> AsyncIterator[bytes]:
+    """One JSON line per log line; secret values the app was given are masked, as CI
+    systems do, so that `socle logs` never shows one even if the app prints it."""
     async for line in lines:
         record = {"time": line.time, "instance": line.instance, "stream": line.stream}
-        yield (json.dumps({**record, "text": line.text}) + "\n").encode()
+        yield (json.dumps({**record, "text": redact(line.text)}) + "\n").encode()
