@@ -14,9 +14,15 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, runtime, system
+from socle.api.routes import backups, engine, runtime, system, volumes
 
-ROUTERS: list[APIRouter] = [system.router, engine.router, runtime.router, backups.router]
+ROUTERS: list[APIRouter] = [
+    system.router,
+    engine.router,
+    runtime.router,
+    backups.router,
+    volumes.router,
+]
 """Every router of the platform API, in the order they are matched."""
 
 

@@ -25,6 +25,10 @@ HEALTH_STYLE = {
     AppHealth.FAILED: "red",
     AppHealth.CRASHLOOP: "red",
     AppHealth.STOPPED: "dim",
+    # Kinds other than App (Volume rows) say these:
+    "ready": "green",
+    "warning": "yellow",
+    "missing": "red",
 }
 STATUS_STYLE = {
     RevisionStatus.SUCCEEDED: "green",
@@ -45,7 +49,7 @@ def _value(value: Any) -> str:
 def print_plan(plan: dict[str, Any]) -> None:
     changes = plan["changes"]
     if not changes:
-        console.print(f"[green]No changes.[/] {plan['unchanged']} app(s) up to date.")
+        console.print(f"[green]No changes.[/] {plan['unchanged']} object(s) up to date.")
         return
     for change in changes:
         symbol, colour = ACTION_STYLE[change["action"]]
@@ -80,7 +84,9 @@ def print_status(status: dict[str, Any]) -> None:
         console.print(f"[yellow]warning:[/] {escape(isolation['warning'])}")
     print_control_plane(status.get("control_plane") or {})
     if not status["apps"]:
-        console.print("No apps. Apply manifests with `socle apply PATH`.")
+        if not status.get("objects"):
+            console.print("No apps. Apply manifests with `socle apply PATH`.")
+        print_objects(status)
         return
     apps = Table(show_edge=False, header_style="bold")
     for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
@@ -109,6 +115,41 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(apps)
     console.print()
     console.print(instances)
+    print_objects(status)
+
+
+def print_objects(status: dict[str, Any]) -> None:
+    """Objects of the kinds other than App (Volumes, ...): one generic table."""
+    others = [o for o in status.get("objects", []) if o.get("kind") != "App"]
+    if not others:
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("OBJECT", "HEALTH", "DETAIL", "REV", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for row in others:
+        health = row.get("health", "-")
+        detail = ""
+        if "size_bytes" in row:
+            used = row.get("used_bytes")
+            detail = f"{_bytes(used) if used is not None else '-'} / {_bytes(row['size_bytes'])}"
+        table.add_row(
+            escape(f"{row['kind']}/{row['name']}"),
+            f"[{HEALTH_STYLE.get(health, 'white')}]{escape(str(health))}[/]",
+            detail,
+            str(row.get("revision") or "-"),
+            escape(str(row.get("message") or "")[:80]),
+        )
+    console.print()
+    console.print(table)
+
+
+def _bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)  # pragma: no cover
 
 
 def print_control_plane(plane: dict[str, Any]) -> None:

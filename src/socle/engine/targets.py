@@ -22,9 +22,14 @@ from typing import Any
 
 from socle.engine.planner import AppState
 from socle.model.app import App
+from socle.model.kinds import ObjectRef
 from socle.model.status import RolloutStatus
+from socle.state.store import Delete, Op, Put, Record, StateStore
 
 TEMPLATE_FIELDS = ("run", "env", "ports", "health", "resources", "restart", "stopGrace")
+OPTIONAL_TEMPLATE_FIELDS = ("volumes",)
+"""Part of the template only when set, so that apps without them keep the template (and
+the instances) they had before the field existed."""
 
 
 def _digest(value: Any) -> str:
@@ -39,7 +44,10 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
     template = _digest(
         {
             "release": release,
-            "spec": {k: spec.get(k) for k in TEMPLATE_FIELDS},
+            "spec": {
+                **{k: spec.get(k) for k in TEMPLATE_FIELDS},
+                **{k: spec[k] for k in OPTIONAL_TEMPLATE_FIELDS if spec.get(k)},
+            },
             "secrets": dict(sorted((secret_versions or {}).items())),
         }
     )
@@ -144,7 +152,7 @@ class Rollout:
 
 @dataclass
 class Target:
-    """One app's target as stored at ``apps/<name>``."""
+    """One app's target as stored at ``objects/App/<name>``."""
 
     state: AppState
     release_root: Path
@@ -187,5 +195,68 @@ class Target:
         )
 
 
-def target_key(name: str) -> str:
-    return f"apps/{name}"
+OBJECTS_PREFIX = "objects/"
+
+
+def object_key(kind: str, name: str) -> str:
+    """Where an object's target lives: ``objects/<Kind>/<name>``."""
+    return f"{OBJECTS_PREFIX}{kind}/{name}"
+
+
+class TargetRecords:
+    """Target records with compare-and-swap: every write says which version it replaces.
+
+    The version of each record is remembered from the last read or write (a successful
+    write of version ``v`` leaves ``v + 1``, the stores' contract; were it otherwise, the
+    next write would lose with ConflictError and be retried from fresh state, never
+    overwrite). Two control planes (or two loops) writing the same target can therefore
+    never silently overwrite each other: the loser gets :class:`~socle.errors.ConflictError`.
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._versions: dict[ObjectRef, int] = {}
+
+    async def load(self) -> dict[str, dict[str, bytes]]:
+        """Every stored target, by kind then name (remembering versions)."""
+        found: dict[str, dict[str, bytes]] = {}
+        for record in await self._store.scan(OBJECTS_PREFIX):
+            kind, _, name = record.key[len(OBJECTS_PREFIX) :].partition("/")
+            found.setdefault(kind, {})[name] = record.value
+            self._versions[(kind, name)] = record.version
+        return found
+
+    def version(self, ref: ObjectRef) -> int:
+        return self._versions.get(ref, 0)
+
+    def put_op(self, ref: ObjectRef, value: bytes) -> Put:
+        return Put(object_key(*ref), value, self._versions.get(ref, 0))
+
+    def delete_op(self, ref: ObjectRef) -> Delete:
+        return Delete(object_key(*ref), self._versions.get(ref, 0))
+
+    def committed(self, ops: list[Op]) -> None:
+        """Record the versions left by ``ops``, once their commit succeeded."""
+        for op in ops:
+            if not op.key.startswith(OBJECTS_PREFIX):
+                continue
+            kind, _, name = op.key[len(OBJECTS_PREFIX) :].partition("/")
+            if isinstance(op, Put):
+                self._versions[(kind, name)] = (op.expect_version or 0) + 1
+            else:
+                self._versions.pop((kind, name), None)
+
+    async def refresh(self, ref: ObjectRef) -> Record | None:
+        """Read one target again (after a lost race), remembering its version."""
+        record = await self._store.get(object_key(*ref))
+        if record is None:
+            self._versions.pop(ref, None)
+        else:
+            self._versions[ref] = record.version
+        return record
+
+    async def put(self, ref: ObjectRef, value: bytes) -> None:
+        """One compare-and-swap write (ConflictError if another writer got there first)."""
+        op = self.put_op(ref, value)
+        await self._store.commit([op])
+        self.committed([op])

@@ -14,6 +14,8 @@ from pydantic import Field, field_validator
 from socle.model.app import Metadata, Spec
 from socle.model.units import Size
 
+MIN_SIZE = 1024 * 1024
+"""The smallest volume: a filesystem image needs room for its own metadata."""
 _CRON_FIELDS: tuple[tuple[str, int, int], ...] = (
     ("minute", 0, 59),
     ("hour", 0, 23),
@@ -96,8 +98,8 @@ class VolumeSpec(Spec):
     @field_validator("size")
     @classmethod
     def _size(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError("a volume size must be at least 1 byte, e.g. '1Gi'")
+        if value < MIN_SIZE:
+            raise ValueError(f"a volume needs at least 1Mi ({MIN_SIZE} bytes), e.g. '1Gi'")
         return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from socle.engine.service import Engine
 from socle.errors import LeaseLost, SocleError
 from socle.fs import write_private
 from socle.runtime.local.driver import LocalDriver
+from socle.runtime.volumes import VolumeProvider
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry as secrets_registry
 from socle.server.addresses import main_listener
@@ -234,6 +236,20 @@ class RuntimeComponent:
             await driver.close(stop_instances=not self._plane.keep_apps)
 
 
+async def volume_provider(settings: Settings) -> VolumeProvider | None:
+    """The local volume provider (``SOCLE_HOME/volumes``), imported only when present."""
+    try:
+        module = importlib.import_module("socle.runtime.local.volumes")
+    except ModuleNotFoundError:
+        log.warning("no volume provider in this build: Volume objects cannot be applied")
+        return None
+    provider: VolumeProvider = module.LocalVolumeProvider(settings.volumes_dir)
+    start = getattr(provider, "start", None)
+    if start is not None:
+        await start()
+    return provider
+
+
 class EngineComponent:
     name = "engine"
 
@@ -254,6 +270,7 @@ class EngineComponent:
             need(plane.driver, "runtime"),
             releases,
             secrets=need(plane.secrets, "secrets"),
+            volumes=await volume_provider(settings),
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
         )
