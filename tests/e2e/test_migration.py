@@ -19,7 +19,7 @@ DATA = Path(__file__).parent / "data" / "home-before-kinds"
 
 def _private_copy(source: Path, target: Path) -> None:
     shutil.copytree(source, target)
-    for folder, dirs, files in os.walk(target):
+    for folder, _dirs, files in os.walk(target):
         os.chmod(folder, 0o700)
         for name in files:
             os.chmod(Path(folder) / name, 0o600)

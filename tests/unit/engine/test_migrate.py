@@ -33,7 +33,7 @@ async def test_migrates_targets_and_desired_states_once(tmp_path: Path) -> None:
     store = await SqliteStore.open(tmp_path / "state.db")
     try:
         api, api_state = old_target("api", replicas=2)
-        worker, worker_state = old_target("worker", dependsOn=["api"])
+        worker, _ = old_target("worker", dependsOn=["api"])
         await store.put("apps/api", api)
         await store.put("apps/worker", worker)
         old_desired = {"apps": {"api": {**api_state, "release_root": "/old/r"}}}
