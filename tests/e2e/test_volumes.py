@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,16 @@ from tests.e2e.socle_fixture import SocleServer, wait_for
 pytest.importorskip("socle.runtime.local.volumes", reason="needs the local volume provider")
 
 NOTES = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "apps" / "notes"
+
+
+@pytest.fixture(autouse=True)
+def _unmount_volumes(tmp_path: Path) -> Iterator[None]:
+    """Volumes may be loop-mounted images: unmount what this test's home left mounted."""
+    yield
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    for point in sorted((line.split()[1] for line in mounts), reverse=True):
+        if point.startswith(str(tmp_path) + "/"):
+            subprocess.run(["umount", point], check=False, capture_output=True)
 
 
 def write_repo(root: Path, *, marker: str = "v1", cache: bool = True) -> Path:

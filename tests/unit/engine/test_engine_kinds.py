@@ -283,3 +283,16 @@ async def test_revision_writes_are_compare_and_swap(tmp_path: Path) -> None:
         assert (await two.get(created.number)).message == "mine, after reading again"
     finally:
         await store.close()
+
+
+async def test_a_volume_left_unreleased_by_a_crash_is_retained_at_start(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "state.db")
+    parts = Parts(tmp_path)
+    await parts.volumes.ensure("orphan", 1024**2)  # made, then the commit that dropped it crashed
+    engine = await parts.engine(store)
+    try:
+        assert ("retain", "orphan") in parts.volumes.calls
+        assert parts.volumes.retained == {"orphan"} and (tmp_path / "volumes" / "orphan").is_dir()
+    finally:
+        await engine.stop()
+        await store.close()

@@ -119,7 +119,15 @@ class VolumeHandler:
         return {}
 
     async def start(self) -> None:
-        """Nothing runs for a Volume: its data is on disk."""
+        """Nothing runs for a Volume; but a volume the stored targets no longer declare and
+        the provider does not mark retained lost its release to a crash between a commit
+        and the release: mark it retained now (never purge on a guess: data is kept)."""
+        if self._provider is None:
+            return
+        for info in await self._provider.list():
+            if info.name not in self._targets and not info.retained:
+                log.warning("volume %s is no longer declared: keeping its data", info.name)
+                await self._provider.release(info.name, purge=False)
 
     async def stop(self) -> None:
         """Nothing to stop."""
