@@ -19,9 +19,10 @@ Usage: ``python bench/plan_scale.py [COUNT ...]`` (default 1000 10000).
 half Apps and half Volumes, each App mounting its own Volume (a cross-kind dependency per
 App), on an in-process engine with a temp-dir volume provider. Reports the baseline apply,
 *warm* plans (no change; 1% changed) and *cold* plans after a restart: the first plan of a
-new engine in this process (every Socle cache empty), and of a new process (imports,
-store open and engine start timed apart from the plan itself). Targets: warm <= 1 s, cold
-<= 2 s.
+new engine in this process, and of a new process (imports, store open and engine start
+timed apart from the plan itself), both starting from the planning caches the engine saved
+at stop (:mod:`socle.engine.plancache`), and for reference a new process without them.
+Targets: warm <= 1 s, cold <= 2 s.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def write_two_kinds(repo: Path, count: int, changed: int = 0) -> None:
         (repo / f"objects-{f:03d}.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
 
-def _cold_child(home: str) -> None:
+def _cold_child(home: str, cached: bool) -> None:
     """In a new process: imports, store open, engine start and the first plan, timed."""
     t0 = time.perf_counter()
     from socle.engine.releases import ReleaseStore
@@ -219,7 +220,13 @@ def _cold_child(home: str) -> None:
         base = Path(home)
         store = await open_store(base / "state.db")
         volumes = DirVolumes(base / "volumes")
-        engine = Engine(store, MemDriver(), ReleaseStore(base / "releases"), volumes=volumes)
+        engine = Engine(
+            store,
+            MemDriver(),
+            ReleaseStore(base / "releases"),
+            volumes=volumes,
+            cache_file=base / "plan.pickle" if cached else None,
+        )
         t2 = time.perf_counter()
         await engine.start()
         t3 = time.perf_counter()
@@ -227,6 +234,8 @@ def _cold_child(home: str) -> None:
         t4 = time.perf_counter()
         _, again = await engine.plan(base / "repo", None)
         t5 = time.perf_counter()
+        if cached:
+            engine._cache_file = None  # measure, do not rewrite the cache
         await engine.stop()
         await store.close()
         return {
@@ -261,7 +270,14 @@ def two_kinds(count: int) -> dict[str, Any]:
         write_two_kinds(repo, count)
         store = await open_store(base / "state.db")
         volumes = DirVolumes(base / "volumes")
-        engine = Engine(store, MemDriver(), ReleaseStore(base / "releases"), volumes=volumes)
+        cache_file = base / "plan.pickle"
+        engine = Engine(
+            store,
+            MemDriver(),
+            ReleaseStore(base / "releases"),
+            volumes=volumes,
+            cache_file=cache_file,
+        )
         await engine.start()
         started = time.perf_counter()
         _, revision = await engine.apply(repo, None, "bench")
@@ -274,9 +290,18 @@ def two_kinds(count: int) -> dict[str, Any]:
         write_two_kinds(repo, count, changed=count // 200)
         changed = [await plan_seconds(engine, repo) for _ in range(ROUNDS)]
         write_two_kinds(repo, count)
-        await engine.stop()
-        # Restart in this process: a new engine, every Socle cache empty.
-        engine = Engine(store, MemDriver(), ReleaseStore(base / "releases"), volumes=volumes)
+        await plan_seconds(engine, repo)
+        t0 = time.perf_counter()
+        await engine.stop()  # saves the planning caches
+        stop_seconds = time.perf_counter() - t0
+        # Restart in this process: a new engine that adopts the saved caches.
+        engine = Engine(
+            store,
+            MemDriver(),
+            ReleaseStore(base / "releases"),
+            volumes=volumes,
+            cache_file=cache_file,
+        )
         t0 = time.perf_counter()
         await engine.start()
         start_seconds = time.perf_counter() - t0
@@ -290,6 +315,8 @@ def two_kinds(count: int) -> dict[str, Any]:
             "warm_no_change_changes": warm[0][1],
             "warm_one_percent_changed_p50": round(statistics.median(t for t, _ in changed), 3),
             "warm_one_percent_changed_changes": changed[0][1],
+            "stop_seconds_with_cache_save": round(stop_seconds, 3),
+            "plan_cache_bytes": cache_file.stat().st_size,
             "restart_engine_start_seconds": round(start_seconds, 3),
             "cold_first_plan_same_process": round(cold[0], 3),
             "cold_first_plan_changes": cold[1],
@@ -297,20 +324,21 @@ def two_kinds(count: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="socle-bench-") as tmp:
         result = asyncio.run(run(Path(tmp)))
-        child = subprocess.run(
-            [sys.executable, __file__, "--cold-child", tmp],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=600,
-        )
-        result["cold_new_process"] = json.loads(child.stdout)
+        for label, flag in (("cold_new_process", "cached"), ("cold_new_process_no_cache", "")):
+            child = subprocess.run(
+                [sys.executable, __file__, "--cold-child", tmp, flag],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=600,
+            )
+            result[label] = json.loads(child.stdout)
     return {"objects": count, "apps": count // 2, "volumes": count // 2, **result}
 
 
 def main() -> None:
     if sys.argv[1:2] == ["--cold-child"]:
-        _cold_child(sys.argv[2])
+        _cold_child(sys.argv[2], sys.argv[3:4] == ["cached"])
         return
     if sys.argv[1:2] == ["--kinds"]:
         count = int(sys.argv[2]) if len(sys.argv) > 2 else 10000

@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from socle.engine import plancache
 from socle.engine.kinds import (
     ApplyContext,
     HandlerDeps,
@@ -52,6 +54,9 @@ PROGRESS_SAVE_SECONDS = 1.0
 """During builds, the revision's per-object phases are written at most this often, and at
 most 5% of the time: each write is the whole revision record (it grows with the objects),
 so writing it per object built would cost O(objects²)."""
+
+CACHE_SAVE_SECONDS = 60.0
+"""After an apply, the planning caches are saved unless they were in the last minute."""
 
 DELETE_WAIT_SECONDS = 0.2
 """How often a pending delete checks whether the objects that depended on it settled."""
@@ -85,6 +90,7 @@ class Engine:
         secret_check_seconds: float = 10.0,
         handlers: Callable[[HandlerDeps], HandlerRegistry] = build_handlers,
         tasks: TaskMonitor | None = None,
+        cache_file: Path | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -115,6 +121,9 @@ class Engine:
         self._revision_lock = asyncio.Lock()
         self._marks: dict[int, list[tuple[set[str], str, str]]] = {}
         self._tasks = monitor.group("engine")
+        self._cache_file = cache_file
+        """Where the planning caches are kept across restarts (None: not kept)."""
+        self._cache_saved = 0.0
 
     def handler(self, kind: str) -> Any:
         """The handler of ``kind`` (typed Any: callers know which handler class they want)."""
@@ -133,6 +142,7 @@ class Engine:
 
     async def start(self) -> None:
         await migrate(self._store)
+        await self._adopt_cache()
         stored = await self.targets.load()
         for kind, records in stored.items():
             if kind not in self.handlers:
@@ -161,6 +171,44 @@ class Engine:
         for handler in self.handlers.values():
             await handler.stop()
         await self._tasks.close()
+        await self.save_cache()
+
+    # -- planning caches across restarts -----------------------------------------------
+
+    async def _adopt_cache(self) -> None:
+        path = self._cache_file
+        if path is None or not isinstance(self._loader, functools.partial):
+            return
+        content = await asyncio.to_thread(plancache.load, path)
+        if content is None:
+            return
+        try:
+            self.manifest_cache.adopt(content["manifests"])
+            for kind, exported in content["handlers"].items():
+                if kind in self.handlers:
+                    self.handlers.get(kind).adopt_cache(exported)
+        except Exception:
+            log.exception("ignoring the plan cache %s", path)
+
+    async def save_cache(self) -> None:
+        """Save the planning caches (at stop, and after applies at most every
+        :data:`CACHE_SAVE_SECONDS`); failures are logged, never fatal."""
+        path = self._cache_file
+        if path is None or not isinstance(self._loader, functools.partial):
+            return
+
+        def save() -> None:
+            content = {
+                "manifests": self.manifest_cache.export(),
+                "handlers": {kind: h.export_cache() for kind, h in self.handlers.items()},
+            }
+            plancache.save(path, content)
+
+        try:
+            await asyncio.to_thread(save)
+            self._cache_saved = time.monotonic()
+        except Exception:
+            log.exception("saving the plan cache to %s failed", path)
 
     # -- plan --------------------------------------------------------------------------
 
@@ -374,6 +422,9 @@ class Engine:
             self._spawn(self._mark(revision.number, ready, ChangePhase.READY, ""))
         for (kind, name), waiting in waiters.items():
             self._spawn(self._delete_when_free(kind, name, revision.number, waiting))
+        if time.monotonic() - self._cache_saved > CACHE_SAVE_SECONDS:
+            self._cache_saved = time.monotonic()
+            self._spawn(self.save_cache())
 
     def _delete_waiters(self, the_plan: Plan) -> dict[ObjectRef, set[str]]:
         """For each delete, the objects of this plan that depended on it before the plan

@@ -111,6 +111,20 @@ class AppStateCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def export(self) -> list[tuple[App, AppState, tuple[str, tuple[tuple[str, int], ...]]]]:
+        """The entries as ``(app, state, (release, secrets))``, keyed again by :meth:`adopt`
+        (object ids do not survive a restart; the app objects themselves do, when pickled
+        together with the manifest cache that holds them)."""
+        with self._lock:
+            return [(app, state, (k[1], k[2])) for k, (app, state, _) in self._entries.items()]
+
+    def adopt(
+        self, entries: list[tuple[App, AppState, tuple[str, tuple[tuple[str, int], ...]]]]
+    ) -> None:
+        with self._lock:
+            for app, state, (release, secrets) in entries:
+                self._entries[(id(app), release, secrets)] = (app, state, self._pass)
+
 
 def state_to_dict(state: AppState) -> dict[str, Any]:
     return {

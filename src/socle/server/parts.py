@@ -271,6 +271,7 @@ class EngineComponent:
             releases,
             secrets=need(plane.secrets, "secrets"),
             volumes=await volume_provider(settings),
+            cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
         )

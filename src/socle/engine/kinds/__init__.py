@@ -126,6 +126,14 @@ class KindHandler(Protocol):
         whatever the kind adds."""
         ...
 
+    def export_cache(self) -> Any:
+        """The handler's planning cache, to be pickled with the manifest cache (None: none)."""
+        ...
+
+    def adopt_cache(self, exported: Any) -> None:
+        """Start from what :meth:`export_cache` gave in an earlier process."""
+        ...
+
 
 @dataclass
 class HandlerDeps:

@@ -363,6 +363,12 @@ class AppHandler:
                     return
         log.error("could not write the target of app %s: it keeps changing", target.name)
 
+    def export_cache(self) -> Any:
+        return self.state_cache.export()
+
+    def adopt_cache(self, exported: Any) -> None:
+        self.state_cache.adopt(exported)
+
     # -- status ------------------------------------------------------------------------
 
     def names(self) -> list[str]:

@@ -100,6 +100,7 @@ class VolumeHandler:
         self._report = deps.report
         self._targets: dict[str, _Target] = {}
         self._pending_delete: dict[str, _Target] = {}
+        self._states: dict[int, tuple[Volume, VolumeState]] = {}
 
     @property
     def provider(self) -> VolumeProvider | None:
@@ -140,9 +141,26 @@ class VolumeHandler:
         return {name: t.state for name, t in self._targets.items()}
 
     async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
-        return {
-            name: VolumeState.of(cast(Volume, obj)) for name, obj in loaded.of_kind(KIND).items()
-        }
+        """States by model identity: the manifest cache hands the same object out again
+        while its documents are unchanged (entries hold the model, so ids stay unique)."""
+        known = self._states
+        fresh: dict[int, tuple[Volume, VolumeState]] = {}
+        states: dict[str, ObjectState] = {}
+        for name, obj in loaded.of_kind(KIND).items():
+            volume = cast(Volume, obj)
+            entry = known.get(id(volume))
+            if entry is None or entry[0] is not volume:
+                entry = (volume, VolumeState.of(volume))
+            fresh[id(volume)] = entry
+            states[name] = entry[1]
+        self._states = fresh
+        return states
+
+    def export_cache(self) -> Any:
+        return list(self._states.values())
+
+    def adopt_cache(self, exported: Any) -> None:
+        self._states = {id(volume): (volume, state) for volume, state in exported}
 
     def encode(self, name: str, state: ObjectState) -> dict[str, Any]:
         return _encode(cast(VolumeState, state))
