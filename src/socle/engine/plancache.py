@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import socle
+from socle.fs import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,8 @@ def save(path: Path, content: dict[str, Any]) -> None:
         {"format": FORMAT, "code": code_digest(), "content": content},
         protocol=pickle.HIGHEST_PROTOCOL,
     )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    private_dir(path.parent)
+    write_private(path, data)
 
 
 def load(path: Path) -> dict[str, Any] | None:
