@@ -5,7 +5,7 @@ Standard library only (``http.server`` + ``sqlite3``). The SQLite file is in ``$
 restarts and a crash of the control plane; the release folder itself is read-only.
 
     GET  /healthz      200 once the database answers
-    GET  /notes        every note, newest first
+    GET  / or /notes   every note, newest first
     POST /notes        body = the note's text (UTF-8, at most 4 KiB); answers its id
 """
 
@@ -48,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 DB.execute("SELECT 1").fetchone()
             self._reply(200, {"status": "ok"})
-        elif self.path == "/notes":
+        elif self.path in ("/", "/notes"):
             with LOCK:
                 rows = DB.execute(
                     "SELECT id, text, created FROM notes ORDER BY id DESC"
