@@ -14,7 +14,6 @@ kinds involved.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +134,7 @@ def build_default_kinds() -> KindRegistry:
     return registry
 
 
-@functools.cache
 def default_kinds() -> KindRegistry:
-    """The shipped registry, built once; callers needing other kinds pass their own."""
+    """A fresh registry of the shipped kinds (cheap: two entries; nothing global to mutate);
+    callers needing other kinds build and pass their own."""
     return build_default_kinds()

@@ -164,7 +164,7 @@ def test_registry_refuses_duplicates_and_is_not_global() -> None:
         registry.register("volume", Volume)
     assert list(build_default_kinds()) == ["App", "Volume"]
     assert build_default_kinds() is not build_default_kinds()
-    assert default_kinds() is default_kinds()
+    assert default_kinds() is not default_kinds(), "no shared registry to mutate"
 
 
 def test_a_registry_without_volume_refuses_the_kind(write_repo: WriteRepo) -> None:
