@@ -109,12 +109,12 @@ CASES: list[tuple[str, Files, list[tuple[str, int, str, str]]]] = [
     (
         "cron with four fields",
         {"v.yaml": volume("d", "  backup: {schedule: '0 3 * *'}\n")},
-        [("v.yaml", 7, "spec.backup.schedule", "must have 5 fields")],
+        [("v.yaml", 7, "spec.backup.schedule", "a schedule has 5 fields")],
     ),
     (
         "cron hour out of range",
         {"v.yaml": volume("d", "  backup: {schedule: '0 24 * * *'}\n")},
-        [("v.yaml", 7, "spec.backup.schedule", "24 is out of range 0-23")],
+        [("v.yaml", 7, "spec.backup.schedule", "hour: 24 is out of range 0-23")],
     ),
     (
         "keep below one",
