@@ -296,3 +296,38 @@ async def test_a_volume_left_unreleased_by_a_crash_is_retained_at_start(tmp_path
     finally:
         await engine.stop()
         await store.close()
+
+
+async def test_scheduled_backups_follow_the_applied_volumes(
+    setup: tuple[Engine, Parts, SqliteStore], tmp_path: Path
+) -> None:
+    from socle.backup.schedule import VolumeBackupPlan
+    from socle.server.components import Components
+    from socle.server.parts import Plane, VolumeBackupsComponent
+    from socle.settings import Settings
+    from socle.state.registry import default_registry
+    from socle.tasks import TaskMonitor
+
+    engine, parts, _ = setup
+    plane = Plane(
+        settings=Settings(home=tmp_path / "home"),
+        stores=default_registry(),
+        monitor=TaskMonitor(),
+        components=Components(),
+        host="127.0.0.1",
+        port=0,
+        url="http://127.0.0.1:0",
+        tls=None,
+    )
+    component = VolumeBackupsComponent(plane)
+    assert await component.plans() == []  # no engine yet
+    plane.engine = engine
+    backed = volume("data") + "  backup: {schedule: '0 3 * * *', keep: 3}\n"
+    repo = write(
+        tmp_path / "repo",
+        *BASE[:2],
+        backed.replace("spec: {size: 1Gi, retain: true}\n", "spec:\n  size: 1Gi\n"),
+        BASE[3],
+    )
+    await apply(engine, parts, repo)
+    assert await component.plans() == [VolumeBackupPlan("data", "0 3 * * *", 3)]
