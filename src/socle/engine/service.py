@@ -124,6 +124,10 @@ class Engine:
         self._cache_file = cache_file
         """Where the planning caches are kept across restarts (None: not kept)."""
         self._cache_saved = 0.0
+        self._cache_adopted = asyncio.Event()
+        """Set once the saved caches were adopted (or there were none): plans wait for it."""
+        self._cache_complete = False
+        """Whether adoption ran to its end: a cache cut short is never saved over the file."""
 
     def handler(self, kind: str) -> Any:
         """The handler of ``kind`` (typed Any: callers know which handler class they want)."""
@@ -142,7 +146,9 @@ class Engine:
 
     async def start(self) -> None:
         await migrate(self._store)
-        await self._adopt_cache()
+        # In the background: unpickling 10,000 validated objects takes seconds, and the
+        # control plane should answer meanwhile; the first plan waits for it.
+        self._tasks.spawn(self._adopt_cache(), "adopt-plan-cache")
         stored = await self.targets.load()
         for kind, records in stored.items():
             if kind not in self.handlers:
@@ -176,19 +182,23 @@ class Engine:
     # -- planning caches across restarts -----------------------------------------------
 
     async def _adopt_cache(self) -> None:
-        path = self._cache_file
-        if path is None or not isinstance(self._loader, functools.partial):
-            return
-        content = await asyncio.to_thread(plancache.load, path)
-        if content is None:
-            return
         try:
-            self.manifest_cache.adopt(content["manifests"])
-            for kind, exported in content["handlers"].items():
-                if kind in self.handlers:
-                    self.handlers.get(kind).adopt_cache(exported)
-        except Exception:
-            log.exception("ignoring the plan cache %s", path)
+            path = self._cache_file
+            if path is None or not isinstance(self._loader, functools.partial):
+                return
+            content = await asyncio.to_thread(plancache.load, path)
+            if content is None:
+                return
+            try:
+                self.manifest_cache.adopt(content["manifests"])
+                for kind, exported in content["handlers"].items():
+                    if kind in self.handlers:
+                        self.handlers.get(kind).adopt_cache(exported)
+            except Exception:
+                log.exception("ignoring the plan cache %s", path)
+        finally:
+            self._cache_complete = not _cancelling()
+            self._cache_adopted.set()
 
     async def save_cache(self) -> None:
         """Save the planning caches (at stop, and after applies at most every
@@ -196,6 +206,8 @@ class Engine:
         path = self._cache_file
         if path is None or not isinstance(self._loader, functools.partial):
             return
+        if not self._cache_complete:
+            return  # stopped before the saved caches were adopted: keep the file as it is
 
         def save() -> None:
             content = {
@@ -220,6 +232,7 @@ class Engine:
         return current
 
     async def desired_from(self, path: Path, env: str | None) -> tuple[LoadedManifests, Desired]:
+        await self._cache_adopted.wait()
         loaded = await asyncio.to_thread(self._loader, path, env)
         states: dict[ObjectRef, ObjectState] = {}
         for kind, handler in self.handlers.items():
@@ -571,3 +584,9 @@ class Engine:
         for handler in self.handlers.values():
             rows.extend(await handler.status())
         return rows
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (inside its ``finally``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
