@@ -418,6 +418,7 @@ class Engine:
             applied.setdefault(change.kind, {})[change.name] = state
             revision.apps[change.label] = {"phase": ChangePhase.ROLLING, "message": ""}
         revision.status = RevisionStatus.ROLLING
+        ops.append(self.targets.generation_op())
         ops.append(self.revisions.put_op(revision))
         await self._store.commit(ops)
         self.targets.committed(ops)
@@ -477,9 +478,8 @@ class Engine:
         """After a lost race: read every target again so the next plan starts from what
         the other writer stored."""
         stored = await self.targets.load()
-        for kind, records in stored.items():
-            if kind in self.handlers:
-                await self.handlers.get(kind).restore(records)
+        for kind, handler in self.handlers.items():
+            await handler.restore(stored.get(kind, {}))
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro, getattr(coro, "__name__", "task"))

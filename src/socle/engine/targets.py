@@ -210,6 +210,8 @@ class Target:
 
 
 OBJECTS_PREFIX = "objects/"
+GENERATION_KEY = "meta/targets-generation"
+"""Bumped (compare-and-swap) by every plan's commit: see :class:`TargetRecords`."""
 
 
 def object_key(kind: str, name: str) -> str:
@@ -225,14 +227,28 @@ class TargetRecords:
     next write would lose with ConflictError and be retried from fresh state, never
     overwrite). Two control planes (or two loops) writing the same target can therefore
     never silently overwrite each other: the loser gets :class:`~socle.errors.ConflictError`.
+
+    Per-record versions alone would let a writer with a stale view commit a plan that does
+    not touch what the other changed (it deleted ``api``; we update ``cache`` and keep
+    running ``api``). So every plan's commit also bumps one generation record
+    (:data:`GENERATION_KEY`, :meth:`generation_op`): a plan commits only on the view it was
+    made from. Single-target writes of the rollout controller do not bump it (they change a
+    rollout's status, never what is wanted).
     """
 
     def __init__(self, store: StateStore) -> None:
         self._store = store
         self._versions: dict[ObjectRef, int] = {}
+        self._generation = (0, 0)
+        """``(value, record version)`` of :data:`GENERATION_KEY` as last seen."""
 
     async def load(self) -> dict[str, dict[str, bytes]]:
         """Every stored target, by kind then name (remembering versions)."""
+        generation = await self._store.get(GENERATION_KEY)
+        self._generation = (
+            (int(generation.value), generation.version) if generation is not None else (0, 0)
+        )
+        self._versions = {}
         found: dict[str, dict[str, bytes]] = {}
         for record in await self._store.scan(OBJECTS_PREFIX):
             kind, _, name = record.key[len(OBJECTS_PREFIX) :].partition("/")
@@ -249,9 +265,17 @@ class TargetRecords:
     def delete_op(self, ref: ObjectRef) -> Delete:
         return Delete(object_key(*ref), self._versions.get(ref, 0))
 
+    def generation_op(self) -> Put:
+        """The bump of the targets' generation that a plan's commit must include."""
+        value, version = self._generation
+        return Put(GENERATION_KEY, str(value + 1).encode(), version)
+
     def committed(self, ops: list[Op]) -> None:
         """Record the versions left by ``ops``, once their commit succeeded."""
         for op in ops:
+            if op.key == GENERATION_KEY and isinstance(op, Put):
+                self._generation = (int(op.value), (op.expect_version or 0) + 1)
+                continue
             if not op.key.startswith(OBJECTS_PREFIX):
                 continue
             kind, _, name = op.key[len(OBJECTS_PREFIX) :].partition("/")

@@ -259,6 +259,18 @@ async def test_two_writers_never_overwrite_each_other(
         # Fresh now: the same change plans as one update on top of the first writer's state.
         _, again = await second.plan(other, None)
         assert [f"{c.action.value} {c.label}" for c in again.changes] == ["update Volume/cache"]
+        # The first writer deletes api; the second, stale again, loses again and then also
+        # forgets api (a target the winner removed is no target any more).
+        await apply(first, parts, write(repo, BASE[0], BASE[2], BASE[3]))
+        assert "api" in second.controller.targets()
+        _, revision = await second.apply(other, None, "second")
+        assert revision is not None
+        for _ in range(500):
+            if (await second.revisions.get(revision.number)).done:
+                break
+            await asyncio.sleep(0.01)
+        assert "api" not in second.controller.targets()
+        assert "db" in second.controller.targets()
     finally:
         await second.stop()
 

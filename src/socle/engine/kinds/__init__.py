@@ -66,8 +66,9 @@ class KindHandler(Protocol):
     def kind(self) -> str: ...
 
     async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
-        """Targets read from the store at start, by name; returns the names whose outcome
-        is still pending with their revision number (e.g. a rollout in progress)."""
+        """Every stored target of this kind, by name (at start, and again after another
+        writer won a race): objects not in ``records`` are no longer targets. Returns the
+        names whose outcome is still pending, with their revision (a rollout in progress)."""
         ...
 
     async def start(self) -> None: ...

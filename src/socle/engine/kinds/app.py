@@ -80,6 +80,8 @@ class AppHandler:
 
     async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
         pending: dict[str, int] = {}
+        for name in set(self.controller.targets()) - set(records):
+            self.controller.set_target(name, None)
         for raw in records.values():
             target = Target.from_json(raw)
             self.controller.set_target(target.name, target)

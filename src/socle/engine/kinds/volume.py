@@ -115,8 +115,7 @@ class VolumeHandler:
         return self._provider
 
     async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
-        for name, raw in records.items():
-            self._targets[name] = _Target.from_json(raw)
+        self._targets = {name: _Target.from_json(raw) for name, raw in records.items()}
         return {}
 
     async def start(self) -> None:
