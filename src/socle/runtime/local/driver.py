@@ -46,7 +46,7 @@ from socle.runtime.driver import (
 from socle.runtime.local import spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
 from socle.runtime.local.instance import Host, Instance
-from socle.runtime.local.isolation import MODES, NAMESPACES, detect
+from socle.runtime.local.isolation import MODES, NAMESPACES, check_mounts, detect
 from socle.runtime.local.logs import stream_logs
 from socle.runtime.local.ports import PortAllocator
 from socle.runtime.local.records import (
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 def _check_spec(spec: InstanceSpec) -> None:
     """What the App model validates, checked again for callers building specs by hand."""
+    check_mounts(spec.id, spec.mounts)
     if len(set(spec.ports)) != len(spec.ports):
         raise RuntimeDriverError(f"instance {spec.id}: a port name appears twice: {spec.ports}")
     port = spec.health.port_name if spec.health else None
@@ -95,6 +96,7 @@ class LocalDriver:
         cgroup_parent: str | None = None,
         pids_max: int | None = 4096,
         tasks: TaskMonitor | None = None,
+        max_parallel_starts: int | None = None,
     ) -> None:
         """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
 
@@ -103,6 +105,9 @@ class LocalDriver:
         that two homes started from one shell never share (or clean up) each other's cgroups.
         ``pids_max`` caps processes+threads per sandboxed instance. ``tasks`` collects the
         failures of the driver's background tasks (the server passes its monitor).
+        ``max_parallel_starts`` bounds how many instances start at once (default twice the
+        cores): a start is a burst of CPU (bubblewrap, an interpreter importing its app),
+        and 100 at once on two cores starved every one of them past its health deadline.
         """
         if isolation not in MODES:
             raise RuntimeDriverError(
@@ -130,6 +135,10 @@ class LocalDriver:
         self._host: Host | None = None
         self._closed = False
         self._lock_fd: int | None = None
+        starts = max_parallel_starts or 2 * (os.cpu_count() or 1)
+        if starts < 1:
+            raise RuntimeDriverError("max_parallel_starts must be at least 1")
+        self._start_slots = asyncio.Semaphore(starts)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,7 +149,7 @@ class LocalDriver:
         shim = await asyncio.to_thread(self._prepare_dirs)
         try:
             isolation = await asyncio.to_thread(
-                detect, self._requested, cgroup_parent=self._cgroup_parent
+                detect, self._requested, cgroup_parent=self._cgroup_parent, run_dir=self.run_dir
             )
         except BaseException:
             self._unlock_run_dir()
@@ -157,6 +166,7 @@ class LocalDriver:
             pids_max=self._pids_max,
             emit=self._emit,
             spawn_task=self._spawn_task,
+            start_slots=self._start_slots,
         )
         if isolation.info.warning:
             log.warning("runtime isolation: %s", isolation.info.warning)
@@ -256,7 +266,7 @@ class LocalDriver:
         instance = Instance(host, spec, record)
         self._instances[spec.id] = instance
         try:
-            async with instance.lock:
+            async with host.start_slots, instance.lock:
                 await instance.start_or_fail(first=True)  # a failure is a state, not an error
         except BaseException:
             await self._forget(instance)

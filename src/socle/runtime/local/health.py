@@ -8,9 +8,12 @@ back in rotation within a few hundred ms); failures in that phase count at most 
 
 Probes are deliberately cheap, because 200 instances probed every 2 s is 100 probes a
 second: http is a bare non-blocking socket writing one ``GET`` and reading the status line (no
-HTTP client, no TLS), tcp is a bare connect. exec runs the command *outside* any sandbox
-(in the instance's workdir, with the instance's environment), which is simpler than entering
-namespaces and enough for a check of the app's own endpoints or files.
+HTTP client, no TLS), tcp is a bare connect. exec runs the command in a sandbox identical
+to the instance's (its uid, filesystem view, read-only release, syscall filter, fixed
+``HOME``; see :meth:`socle.runtime.local.instance.Instance.confine_check`), with the
+instance's environment and a timeout: the check is as hostile as the app it checks, and an
+app must never be able to turn its check into something that runs with more privilege.
+Only without a sandbox (isolation "none") does it run as a plain process.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
 from socle.model.app import HealthSpec
+from socle.runtime.driver import ConfinedCommand
 from socle.runtime.local.ports import HOST
 
+Confine = Callable[[list[str]], ConfinedCommand | None]
+"""Wraps an exec check's argv into the instance's sandbox (None: run it plainly)."""
 FAST_INTERVAL = 0.1
 FIRST_PROBE = 0.05
 
@@ -145,13 +152,13 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def exec_probe(
-    argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float
-) -> str | None:
-    """Run the check command; exit 0 passes. Watched by pidfd, no thread per check."""
-    try:
-        proc = await asyncio.to_thread(
-            subprocess.Popen,
+def _start_check(
+    argv: list[str], cwd: Path, env: dict[str, str], confine: Confine | None
+) -> subprocess.Popen[bytes]:
+    """Start the check (blocking): confined when the instance is, else plainly."""
+    confined = confine(argv) if confine is not None else None
+    if confined is None:
+        return subprocess.Popen(
             argv,
             cwd=cwd,
             env=env,
@@ -160,6 +167,32 @@ async def exec_probe(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+    try:
+        return subprocess.Popen(
+            confined.argv,
+            cwd="/",
+            env=confined.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=confined.pass_fds,
+        )
+    finally:
+        confined.close()
+
+
+async def exec_probe(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float,
+    confine: Confine | None = None,
+) -> str | None:
+    """Run the check command; exit 0 passes. Watched by pidfd, no thread per check."""
+    try:
+        proc = await asyncio.to_thread(_start_check, argv, cwd, env, confine)
     except OSError as exc:
         return f"cannot run {argv[0]!r}: {exc}"
     loop = asyncio.get_running_loop()
@@ -185,7 +218,12 @@ async def exec_probe(
 
 
 async def probe(
-    spec: HealthSpec, *, ports: dict[str, int], cwd: Path, env: dict[str, str]
+    spec: HealthSpec,
+    *,
+    ports: dict[str, int],
+    cwd: Path,
+    env: dict[str, str],
+    confine: Confine | None = None,
 ) -> str | None:
     """Run the one probe the spec names; None if it passed, else why not."""
     if spec.http is not None:
@@ -193,5 +231,7 @@ async def probe(
     if spec.tcp is not None:
         return await tcp_probe(ports[spec.tcp.port], spec.timeout)
     if spec.exec is not None:
-        return await exec_probe(list(spec.exec.command), cwd=cwd, env=env, timeout=spec.timeout)
+        return await exec_probe(
+            list(spec.exec.command), cwd=cwd, env=env, timeout=spec.timeout, confine=confine
+        )
     return None

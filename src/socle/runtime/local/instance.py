@@ -23,23 +23,26 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError, StartRefused
 from socle.model.app import HealthSpec
-from socle.runtime.driver import InstanceSpec, InstanceState, InstanceStatus
+from socle.runtime.driver import ConfinedCommand, InstanceSpec, InstanceState, InstanceStatus
 from socle.runtime.local import cgroups, procs, spawn
 from socle.runtime.local.backoff import BackoffPolicy
-from socle.runtime.local.isolation import HostIsolation, bwrap_argv
+from socle.runtime.local.isolation import HostIsolation, prepare_instance, remove_scratch
 from socle.runtime.local.logs import last_line, log_path
 from socle.runtime.local.ports import HOST
 from socle.runtime.local.prober import Prober
 from socle.runtime.local.records import ExitStatus, InstanceRecord, RecordStore, spec_to_json
+from socle.runtime.local.sandbox import Profile, sandbox_env
+from socle.runtime.local.shim import SECCOMP_FD_ARG
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class Host:
     pids_max: int | None
     emit: Callable[[Instance], None]
     spawn_task: Callable[[Coroutine[Any, Any, None]], None]
+    start_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    """Bounds instance starts (first starts and restarts) running at once."""
 
 
 class Instance:
@@ -69,7 +74,7 @@ class Instance:
         self.host = host
         self.spec = spec
         self.record = record
-        self.env = spawn.instance_env(spec, record.ports)
+        self.env = self._env(spec)
         self.state = InstanceState.STARTING
         self.ready = False
         self.ready_since: float | None = None
@@ -89,6 +94,41 @@ class Instance:
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def _env(self, spec: InstanceSpec) -> dict[str, str]:
+        env = spawn.instance_env(spec, self.record.ports)
+        return sandbox_env(env) if self.host.isolation.sandbox else env
+
+    def _profile(self, command: list[str], *, check: bool, seccomp_fd: int | str | None) -> Profile:
+        """The instance's sandbox; a check gets an identical one that dies with us."""
+        spec = self.spec
+        return Profile(
+            command=command,
+            workdir=spec.workdir,
+            release_root=spec.release_root or spec.workdir,
+            hostname=spec.id,
+            uid=self.record.uid,
+            seccomp_fd=seccomp_fd,
+            mounts=list(spec.mounts),
+            scratch=self.record.scratch_path,
+            die_with_parent=check,
+        )
+
+    def confine_check(self, argv: list[str]) -> ConfinedCommand | None:
+        """An exec check's command inside the app's sandbox (None when not sandboxed):
+        same uid, view, filter and HOME as the app, so the app cannot make its check run
+        anything with more privilege than itself (blocking: opens the filter)."""
+        iso = self.host.isolation
+        if not iso.sandbox or iso.seccomp is None:
+            return None
+        program = argv[0]
+        if "/" in program and not program.startswith("/"):
+            program = str(self.spec.workdir / program)
+        elif "/" not in program:
+            program = shutil.which(program, path=self.env.get("PATH", spawn.BASE_PATH)) or program
+        fd = os.open(iso.seccomp, os.O_RDONLY)
+        profile = self._profile([program, *argv[1:]], check=True, seccomp_fd=fd)
+        return ConfinedCommand(iso.argv(profile), dict(self.env), (fd,))
 
     @property
     def running(self) -> bool:
@@ -113,6 +153,7 @@ class Instance:
             last_exit_code=self.record.last_exit_code,
             isolation=self.record.isolation,
             message=self.message,
+            uid=self.record.uid,
         )
 
     def _set(self, state: InstanceState, message: str | None = None, *, ready: bool) -> None:
@@ -148,7 +189,7 @@ class Instance:
         spec = self.spec
         self.generation += 1
         self.unhealthy_reason = None
-        self.env = spawn.instance_env(spec, self.record.ports)
+        self.env = self._env(spec)
         program = preflight(spec, self.env)
         command = [program, *spec.command[1:]]
         iso = host.isolation
@@ -174,15 +215,13 @@ class Instance:
         if stale:
             await asyncio.to_thread(cgroups.remove, stale)
         if iso.sandbox:
-            assert iso.bwrap is not None
-            command = bwrap_argv(
-                iso.bwrap,
-                command,
-                workdir=spec.workdir,
-                release_root=spec.release_root or spec.workdir,
-                hostname=spec.id,
-                hidden=[host.run_dir, host.logs_dir],
+            uid = await asyncio.to_thread(iso.uid_of, spec.app)
+            scratch = await asyncio.to_thread(
+                prepare_instance, host.run_dir, spec.id, list(spec.mounts), uid
             )
+            self.record.uid = uid
+            self.record.scratch = str(scratch)
+            command = iso.argv(self._profile(command, check=False, seccomp_fd=SECCOMP_FD_ARG))
         args = spawn.ShimArgs(
             shim=host.shim,
             log=log_path(host.logs_dir, spec.id),
@@ -190,9 +229,10 @@ class Instance:
             max_bytes=host.log_max_bytes,
             backups=host.log_backups,
             cgroups=dirs,
-            rlimit_as=None if iso.sandbox else spec.memory,
+            rlimit_as=None if iso.sandbox and iso.cgroups.parents else spec.memory,
             workdir=spec.workdir,
             sandbox=iso.sandbox,
+            seccomp=iso.seccomp if iso.sandbox else None,
         )
         try:
             host.records.clear_status(spec.id)
@@ -382,7 +422,7 @@ class Instance:
         )
 
     async def restart(self, generation: int) -> None:
-        async with self.lock:
+        async with self.host.start_slots, self.lock:
             self.restart_timer = None
             if self.stopping or self.detached or self.running or generation != self.generation:
                 return
@@ -393,7 +433,7 @@ class Instance:
         """``run()`` for a known id: keep the process, take the new spec (e.g. secrets)."""
         self.spec = spec
         self.record.spec = spec_to_json(spec)
-        self.env = spawn.instance_env(spec, self.record.ports)
+        self.env = self._env(spec)
         self.save()
         if self.waiting_for_secrets and not self.missing_secrets and not self.stopping:
             self.waiting_for_secrets = False
@@ -408,6 +448,7 @@ class Instance:
             ports=self.record.ports,
             cwd=self.spec.workdir,
             env=lambda: self.env,  # refreshed by run(): exec checks get new secret values
+            confine=self.confine_check,
             on_ready=self._on_ready,
             on_unhealthy=self._on_unhealthy,
         )
@@ -493,6 +534,7 @@ class Instance:
         if not cgroups.remove(self.record.cgroups, timeout=KILL_WAIT):
             log.warning("instance %s: could not remove cgroups %s", self.id, self.record.cgroups)
         self.host.records.delete(self.id)
+        remove_scratch(self.host.run_dir, self.id)
 
     def detach(self) -> None:
         """Stop supervising but leave the processes running (control plane shutting down)."""
