@@ -177,9 +177,11 @@ class BuildSandbox(Protocol):
         cwd: Path,
         env: Mapping[str, str],
         memory: int | None,
-    ) -> ConfinedCommand:
-        """``argv`` (program already resolved to an absolute path) as a confined command.
-        Raises :class:`socle.errors.RuntimeDriverError` if the sandbox cannot be had."""
+    ) -> ConfinedCommand | None:
+        """``argv`` (program already resolved to an absolute path) as a confined command,
+        or None where this host gives no sandbox (isolation "none": the driver's
+        ``isolation()`` says so). Raises :class:`socle.errors.RuntimeDriverError` if a
+        sandbox is expected but cannot be had."""
 
 
 StatusListener = Callable[[InstanceStatus], None]

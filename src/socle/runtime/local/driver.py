@@ -29,13 +29,14 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError, StartRefused
 from socle.fs import try_lock
 from socle.runtime.driver import (
+    ConfinedCommand,
     InstanceId,
     InstanceSpec,
     InstanceStatus,
@@ -46,7 +47,13 @@ from socle.runtime.driver import (
 from socle.runtime.local import spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
 from socle.runtime.local.instance import Host, Instance
-from socle.runtime.local.isolation import MODES, NAMESPACES, check_mounts, detect
+from socle.runtime.local.isolation import (
+    MODES,
+    NAMESPACES,
+    HostIsolation,
+    check_mounts,
+    detect,
+)
 from socle.runtime.local.logs import stream_logs
 from socle.runtime.local.ports import PortAllocator
 from socle.runtime.local.records import (
@@ -56,9 +63,11 @@ from socle.runtime.local.records import (
     spec_from_json,
     spec_to_json,
 )
+from socle.runtime.local.sandbox import Profile, program_roots, sandbox_env
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
+PRLIMIT = "/usr/bin/prlimit"
 
 
 def _check_spec(spec: InstanceSpec) -> None:
@@ -305,6 +314,10 @@ class LocalDriver:
         async for line in stream_logs(self.logs_dir, iid, since=since, follow=follow):
             yield line
 
+    def build_sandbox(self) -> LocalBuildSandbox:
+        """What the release store confines build steps with (see :class:`LocalBuildSandbox`)."""
+        return LocalBuildSandbox(self)
+
     def isolation(self) -> Isolation:
         if self._host is not None:
             return self._host.isolation.info
@@ -330,3 +343,66 @@ class LocalDriver:
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro, getattr(coro, "__qualname__", "task"))
+
+
+class LocalBuildSandbox:
+    """:class:`socle.runtime.driver.BuildSandbox` for this host: build steps in the app's
+    sandbox (same uid, view and filter as its instances), with the release being built as
+    the only writable host folder, the host network (package installs), a throwaway
+    ``HOME``, and ``RLIMIT_AS``/``RLIMIT_NPROC`` through ``prlimit`` (util-linux)."""
+
+    def __init__(self, driver: LocalDriver) -> None:
+        self._driver = driver
+
+    def _isolation(self) -> HostIsolation | None:
+        host = self._driver._host
+        if host is None:
+            raise RuntimeDriverError(
+                "the local runtime driver is not started: cannot sandbox a build",
+                hint="start the driver before building releases",
+            )
+        return host.isolation if host.isolation.sandbox else None
+
+    def prepare(self, app: str, release_root: Path) -> None:
+        iso = self._isolation()
+        uid = iso.uid_of(app) if iso is not None else None
+        if uid is None:
+            return
+        for dirpath, dirnames, filenames in os.walk(release_root):
+            for name in [*dirnames, *filenames]:
+                os.lchown(os.path.join(dirpath, name), uid, uid)
+        os.chown(release_root, uid, uid)
+
+    def wrap(
+        self,
+        app: str,
+        argv: list[str],
+        *,
+        release_root: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        memory: int | None,
+    ) -> ConfinedCommand | None:
+        iso = self._isolation()
+        if iso is None or iso.seccomp is None:
+            return None
+        limits = [PRLIMIT, "--nproc=4096"]
+        if memory:
+            limits.append(f"--as={memory}")
+        fd = os.open(iso.seccomp, os.O_RDONLY)
+        try:
+            profile = Profile(
+                command=[*limits, "--", *argv],
+                workdir=cwd,
+                release_root=release_root,
+                hostname=f"build-{app}"[:63],
+                uid=iso.uid_of(app),
+                seccomp_fd=fd,
+                writable_release=True,
+                die_with_parent=True,
+                extra_ro=tuple(program_roots(argv[0], hidden_ok=[release_root])),
+            )
+            return ConfinedCommand(iso.argv(profile), sandbox_env(dict(env)), (fd,))
+        except BaseException:
+            os.close(fd)
+            raise
