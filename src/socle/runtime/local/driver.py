@@ -147,6 +147,7 @@ class LocalDriver:
         starts = max_parallel_starts or 2 * (os.cpu_count() or 1)
         if starts < 1:
             raise RuntimeDriverError("max_parallel_starts must be at least 1")
+        self.max_parallel_starts = starts
         self._start_slots = asyncio.Semaphore(starts)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -275,8 +276,7 @@ class LocalDriver:
         instance = Instance(host, spec, record)
         self._instances[spec.id] = instance
         try:
-            async with host.start_slots, instance.lock:
-                await instance.start_or_fail(first=True)  # a failure is a state, not an error
+            await instance.start_bounded(first=True)  # a failure is a state, not an error
         except BaseException:
             await self._forget(instance)
             raise

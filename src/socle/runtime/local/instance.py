@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 
 KILL_WAIT = 5.0
 """How long to wait for processes to disappear after SIGKILL before giving up on them."""
+BOOT_WINDOW = 5.0
+"""A start holds its slot (:attr:`Host.start_slots`) until the instance is ready, leaves
+``starting``, or this many seconds pass: booting apps (and their 100 ms probes before the
+first success) are the CPU burst to bound, not only the exec."""
 
 
 @dataclass
@@ -90,6 +94,8 @@ class Instance:
         self.oom_baseline = 0
         self.prober: Prober | None = None
         self.restart_timer: asyncio.TimerHandle | None = None
+        self.settled = asyncio.Event()
+        """Set once the current start is over: ready, or no longer ``starting``."""
 
     @property
     def id(self) -> str:
@@ -163,6 +169,8 @@ class Instance:
         if ready and not self.ready:
             self.ready_since = time.time()
         self.ready = ready
+        if ready or state is not InstanceState.STARTING:
+            self.settled.set()
         self.host.emit(self)
 
     def save(self) -> None:
@@ -421,13 +429,40 @@ class Instance:
             delay, lambda: self.host.spawn_task(self.restart(generation))
         )
 
+    async def start_bounded(self, *, first: bool, generation: int | None = None) -> None:
+        """:meth:`start_or_fail` within a start slot (:attr:`Host.start_slots`), held until
+        the start settles (see :data:`BOOT_WINDOW`). With ``generation`` this is a restart,
+        skipped if the instance moved on meanwhile. The caller holds no lock."""
+        await self.host.start_slots.acquire()
+        handed = False
+        try:
+            async with self.lock:
+                if generation is not None:
+                    self.restart_timer = None
+                    if self.stopping or self.detached or self.running:
+                        return
+                    if generation != self.generation:
+                        return
+                    self.record.restarts += 1
+                self.settled = asyncio.Event()
+                await self.start_or_fail(first=first)
+            self.host.spawn_task(self._release_slot_when_settled(self.settled))
+            handed = True
+        finally:
+            if not handed:
+                self.host.start_slots.release()
+
+    async def _release_slot_when_settled(self, settled: asyncio.Event) -> None:
+        try:
+            async with asyncio.timeout(BOOT_WINDOW):
+                await settled.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.host.start_slots.release()
+
     async def restart(self, generation: int) -> None:
-        async with self.host.start_slots, self.lock:
-            self.restart_timer = None
-            if self.stopping or self.detached or self.running or generation != self.generation:
-                return
-            self.record.restarts += 1
-            await self.start_or_fail(first=False)
+        await self.start_bounded(first=False, generation=generation)
 
     def refresh(self, spec: InstanceSpec) -> None:
         """``run()`` for a known id: keep the process, take the new spec (e.g. secrets)."""

@@ -21,6 +21,7 @@ not enforced (an app may open more ports than it declares).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -31,7 +32,7 @@ from socle.errors import RuntimeDriverError
 from socle.runtime.driver import Isolation, Mount
 from socle.runtime.local import cgroups, seccomp
 from socle.runtime.local.cgroups import Cgroups
-from socle.runtime.local.sandbox import SCRATCH, SETPRIV, Profile, bwrap_argv
+from socle.runtime.local.sandbox import SCRATCH, SETPRIV, Profile, bwrap_argv, snapshot_etc
 from socle.runtime.local.uids import UidAllocator
 
 MODES = ("auto", "sandbox", "none")
@@ -73,6 +74,8 @@ class HostIsolation:
     seccomp: Path | None = None
     """The compiled syscall filter, opened anew for every sandbox (bubblewrap reads it)."""
     uids: UidAllocator | None = None
+    etc: Path | None = None
+    """The filtered /etc every sandbox binds (see :func:`.sandbox.snapshot_etc`)."""
 
     @property
     def instance_detail(self) -> str:
@@ -86,6 +89,8 @@ class HostIsolation:
 
     def argv(self, profile: Profile) -> list[str]:
         assert self.bwrap is not None
+        if profile.etc is None and self.etc is not None:
+            profile = dataclasses.replace(profile, etc=self.etc)
         return bwrap_argv(self.bwrap, profile)
 
 
@@ -122,7 +127,7 @@ def plain(reason: str | None = None) -> HostIsolation:
     return HostIsolation(Isolation("rlimits", PLAIN_DETAIL, warning, prot), False)
 
 
-def _probe(bwrap: str, filter_path: Path, *, rootless: bool) -> str | None:
+def _probe(bwrap: str, filter_path: Path, etc: Path, *, rootless: bool) -> str | None:
     """Run a trivial sandbox with the full profile once; None if it works, else why not."""
     true = shutil.which("true") or "/bin/true"
     fd = os.open(filter_path, os.O_RDONLY)
@@ -135,6 +140,7 @@ def _probe(bwrap: str, filter_path: Path, *, rootless: bool) -> str | None:
             uid=None if rootless else PROBE_UID,
             seccomp_fd=fd,
             die_with_parent=True,
+            etc=etc,
         )
         argv = bwrap_argv(bwrap, profile)
         done = subprocess.run(argv, capture_output=True, timeout=10, check=False, pass_fds=(fd,))
@@ -165,6 +171,7 @@ def detect(
     bwrap = shutil.which("bwrap")
     root = os.geteuid() == 0
     filter_path: Path | None = None
+    etc: Path | None = None
     if run_dir is None:
         problem = "no run folder to keep the syscall filter in"
     elif bwrap is None:
@@ -174,10 +181,11 @@ def detect(
     else:
         try:
             filter_path = seccomp.write_filter(run_dir)
+            etc = snapshot_etc(run_dir / "etc")
         except (RuntimeDriverError, OSError) as exc:
-            problem = f"cannot build the syscall filter: {exc}"
+            problem = f"cannot prepare the sandbox: {exc}"
         else:
-            failure = _probe(bwrap, filter_path, rootless=not root)
+            failure = _probe(bwrap, filter_path, etc, rootless=not root)
             if failure is not None:
                 what = "namespaces" if root else "unprivileged user namespaces"
                 problem = f"bubblewrap cannot create {what} here: {failure}"
@@ -207,6 +215,7 @@ def detect(
             bwrap,
             rootless=True,
             seccomp=filter_path,
+            etc=etc,
         )
     groups = cgroups.detect(cgroup_parent)
     extra: list[str] = []
@@ -230,6 +239,7 @@ def detect(
         groups,
         seccomp=filter_path,
         uids=UidAllocator(run_dir),
+        etc=etc,
     )
 
 

@@ -35,6 +35,7 @@ instead (``--unshare-user``) and the app keeps the control plane's uid (see
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -104,6 +105,9 @@ class Profile:
     """Checks and build steps die with whoever runs them; apps outlive the control plane."""
     extra_ro: tuple[Path, ...] = ()
     """More host folders to show read-only (e.g. the interpreter of a build step)."""
+    etc: Path | None = None
+    """A filtered copy of /etc (:func:`snapshot_etc`) bound as one folder; None binds the
+    allowed entries one by one (about 25 more mounts per sandbox)."""
 
 
 def _venv_home(venv: Path) -> Path | None:
@@ -191,13 +195,45 @@ class _Argv:
         self.made.add(dest)
 
 
-def _system_view(out: _Argv) -> None:
+def snapshot_etc(dest: Path) -> Path:
+    """Copy the allowed entries of /etc into ``dest`` (replacing what was there) and return
+    it; blocking. One bind of this folder instead of one per entry makes a sandbox cheaper
+    to set up (mount operations take a kernel-wide lock, so they also serialise starts).
+    Taken at driver start: later edits of the host's /etc (resolv.conf) need a restart."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o755, parents=True)
+    os.chmod(tmp, 0o755)  # noqa: S103 - public system files, read by every app's uid
+    for name in ETC_ALLOWED:
+        source = Path("/etc") / name
+        target = tmp / name
+        try:
+            if source.is_dir():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(source, target, symlinks=True)
+            elif source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)  # follows links: resolv.conf -> /run/...
+                os.chmod(target, 0o644)
+        except OSError:
+            continue  # unreadable or vanished: one name less is not a reason to fail
+    for folder, _, _ in os.walk(tmp):
+        os.chmod(folder, 0o755)  # noqa: S103 - as above
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return dest
+
+
+def _system_view(out: _Argv, etc: Path | None) -> None:
     for folder in SYSTEM_DIRS:
         if os.path.islink(folder):
             out.argv += ["--symlink", os.readlink(folder), folder]
             out.made.add(folder)
         elif os.path.isdir(folder):
             out.add("--ro-bind", folder, folder)
+    if etc is not None:
+        out.add("--ro-bind", str(etc), "/etc")
+        return
     for name in ETC_ALLOWED:
         source = os.path.join("/etc", name)
         if os.path.exists(source):  # follows links: resolv.conf -> /run/... is bound as a file
@@ -207,7 +243,7 @@ def _system_view(out: _Argv) -> None:
 def bwrap_argv(bwrap: str, profile: Profile) -> list[str]:
     """The bubblewrap invocation for one sandbox (argv list, never a shell string)."""
     out = _Argv(bwrap)
-    _system_view(out)
+    _system_view(out, profile.etc)
     out.argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", TMP]
     out.made |= {"/proc", "/dev", TMP}
     release = profile.release_root

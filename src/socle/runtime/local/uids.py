@@ -23,7 +23,6 @@ import threading
 from pathlib import Path
 
 from socle.errors import RuntimeDriverError
-from socle.lockfile import try_lock
 
 BASE = 200_000
 """First id of the range; far above what distributions give to users (1000-60000)."""
@@ -121,35 +120,30 @@ class UidAllocator:
             found = self._known.get(app)
             if found is not None:
                 return found
-            # The driver holds the run folder's lock, so no other process writes here;
-            # the file lock only guards against a stray second writer.
-            fd = try_lock(self.path.with_name(f"{LEDGER}.lock"))
-            if fd is None:
-                raise RuntimeDriverError(f"the uid ledger {self.path} is locked by another process")
-            try:
-                apps = self._load()
-                found = apps.get(app)
+            # One writer: the driver holds the run folder's lock (one driver per run
+            # folder) and this thread lock. No flock of our own: a shim forked by another
+            # thread would inherit it for a moment and make the next allocation fail.
+            apps = self._load()
+            found = apps.get(app)
+            if found is None:
+                taken = set(apps.values()) | _used_host_ids()
+                subordinate = _subordinate_ranges()
+                found = next(
+                    (
+                        i
+                        for i in range(self.start, self.start + BLOCK)
+                        if i not in taken and not any(i in r for r in subordinate)
+                    ),
+                    None,
+                )
                 if found is None:
-                    taken = set(apps.values()) | _used_host_ids()
-                    subordinate = _subordinate_ranges()
-                    found = next(
-                        (
-                            i
-                            for i in range(self.start, self.start + BLOCK)
-                            if i not in taken and not any(i in r for r in subordinate)
-                        ),
-                        None,
+                    raise RuntimeDriverError(
+                        f"no free uid left for app {app!r} in {self.start}.."
+                        f"{self.start + BLOCK - 1}",
+                        hint="this home has allocated a uid to every app it ever ran; "
+                        "use a new home",
                     )
-                    if found is None:
-                        raise RuntimeDriverError(
-                            f"no free uid left for app {app!r} in {self.start}.."
-                            f"{self.start + BLOCK - 1}",
-                            hint="this home has allocated a uid to every app it ever ran; "
-                            "use a new home",
-                        )
-                    apps[app] = found
-                    self._save(apps)
-                self._known = apps
-                return found
-            finally:
-                os.close(fd)
+                apps[app] = found
+                self._save(apps)
+            self._known = apps
+            return found
