@@ -61,6 +61,7 @@ from socle.engine.releases._digest import (
 from socle.engine.releases._steps import Confine, run_step
 from socle.errors import BuildError, ConfigError
 from socle.fs import lock as fs_lock
+from socle.fs import open_private_append
 from socle.model.app import NAME_RE, App
 from socle.runtime.driver import BuildSandbox, ReleaseId
 
@@ -649,8 +650,8 @@ def _seal_and_mark(root: Path, marker: dict[str, Any]) -> str:
 @contextlib.contextmanager
 def _private_log(path: Path) -> Iterator[Any]:
     """A build log opened for writing, owner-only (0600) even if it existed before."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
+    fd = open_private_append(path)
+    os.ftruncate(fd, 0)
     with open(fd, "w", encoding="utf-8") as handle:
         yield handle
 

@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from socle.errors import RuntimeDriverError
+from socle.fs import write_private
 
 DENIED = (
     # filesystems and the root
@@ -139,11 +140,5 @@ def write_filter(run_dir: Path) -> Path:
     path = run_dir / f"seccomp-{hashlib.sha256(program).hexdigest()[:12]}.bpf"
     if path.is_file() and path.read_bytes() == program:
         return path
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, program)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(path, program)
     return path

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 
 from socle.errors import RuntimeDriverError
+from socle.fs import write_private
 
 BASE = 200_000
 """First id of the range; far above what distributions give to users (1000-60000)."""
@@ -97,15 +97,8 @@ class UidAllocator:
         return {str(k): int(v) for k, v in apps.items()}
 
     def _save(self, apps: dict[str, int]) -> None:
-        tmp = self.path.with_name(f".{LEDGER}.{os.getpid()}.tmp")
         body = json.dumps({"format": 1, "base": self.start, "apps": apps}, indent=1)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, body.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_private(self.path, body, durable=True)
 
     def known(self) -> dict[str, int]:
         with self._lock:
