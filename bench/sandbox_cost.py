@@ -39,7 +39,7 @@ from socle.model.app import HealthSpec
 from socle.runtime.driver import InstanceId, InstanceSpec, ReleaseId
 from socle.runtime.local import LocalDriver
 from socle.runtime.local.procs import children
-from socle.runtime.local.sandbox import Profile, bwrap_argv
+from socle.runtime.local.sandbox import Profile, bwrap_argv, snapshot_etc
 from socle.runtime.local.seccomp import write_filter
 
 HTTP_APP = """
@@ -69,6 +69,7 @@ def exec_cost(tmp: Path, rounds: int = 30) -> dict[str, object]:
     bwrap = shutil.which("bwrap")
     assert bwrap is not None
     filter_path = write_filter(tmp)
+    etc = snapshot_etc(tmp / "etc")  # as the driver does: one bind for the filtered /etc
     results: dict[str, list[float]] = {"old": [], "new": []}
     for _ in range(rounds):
         started = time.perf_counter()
@@ -82,6 +83,7 @@ def exec_cost(tmp: Path, rounds: int = 30) -> dict[str, object]:
             hostname="bench",
             uid=65534,
             seccomp_fd=fd,
+            etc=etc,
         )
         started = time.perf_counter()
         subprocess.run(bwrap_argv(bwrap, profile), check=True, pass_fds=(fd,))
