@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -30,6 +31,8 @@ from socle.model.app import App, HealthSpec
 from socle.runtime.driver import InstanceId, InstanceSpec, InstanceState, Mount, ReleaseId
 from socle.runtime.local import LocalDriver
 from socle.runtime.local.logs import read_logs
+from socle.runtime.local.sandbox import Profile, bwrap_argv, snapshot_etc
+from socle.runtime.local.seccomp import write_filter
 from socle.runtime.local.uids import BASE
 from tests.integration.runtime.conftest import FAST_BACKOFF, SANDBOX_OK, Janitor
 
@@ -107,6 +110,7 @@ class Home:
         self.releases = root / "releases"
         self.volumes = root / "volumes"
         self.repo = root.parent / f"{root.name}-repo"
+        self.extra: list[Path] = []
         for folder in (root, self.unseal.parent, self.releases, self.volumes, self.repo):
             folder.mkdir(parents=True, mode=0o700)
         self.token.write_text("admin-token-value\n")
@@ -135,7 +139,8 @@ def home() -> Iterator[Home]:
         yield made
     finally:
         shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(made.repo, ignore_errors=True)
+        for path in [made.repo, *made.extra]:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -434,3 +439,57 @@ async def test_a_modified_release_is_never_reused(driver: LocalDriver, home: Hom
         assert store.get("kept", again.id) is not None
     finally:
         await store.close()
+
+
+def test_rootless_profile_holds_for_an_ordinary_user(home: Home) -> None:
+    """The profile a non-root control plane uses (an unprivileged user namespace), run by
+    ``nobody``: same view, filter, no capabilities, no new privileges, read-only /etc."""
+    tmp_path = home.root.parent / f"{home.root.name}-nobody"  # reachable by nobody
+    tmp_path.mkdir(mode=0o755)
+    home.extra.append(tmp_path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    filter_path = write_filter(run_dir)
+    etc = snapshot_etc(run_dir / "etc")
+    for path in (tmp_path, run_dir, filter_path):
+        os.chown(path, 65534, 65534)
+    script = (
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; "
+        "ls /; cat /etc/shadow 2>&1; { echo x > /etc/x; } 2>&1; "
+        "{ echo x > /proc/sys/kernel/core_pattern; } 2>&1; unshare -U true 2>&1; true"
+    )
+    fd = os.open(filter_path, os.O_RDONLY)
+    try:
+        profile = Profile(
+            command=["/bin/sh", "-c", script],
+            workdir=Path("/usr"),
+            release_root=Path("/usr"),
+            hostname="rootless",
+            uid=None,
+            seccomp_fd=fd,
+            etc=etc,
+            die_with_parent=True,
+        )
+        argv = ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        done = subprocess.run(
+            [*argv, *bwrap_argv("/usr/bin/bwrap", profile)],
+            pass_fds=(fd,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(fd)
+    out = done.stdout
+    if "setting up uid map" in done.stderr or "No permission" in done.stderr:
+        pytest.skip(f"unprivileged user namespaces are not allowed here: {done.stderr}")
+    assert done.returncode == 0, done.stderr
+    assert "CapEff:\t0000000000000000" in out and "NoNewPrivs:\t1" in out
+    assert "Seccomp:\t2" in out
+    assert "root" not in out.split() and "home" not in out.split()
+    assert "No such file" in out  # /etc/shadow is absent
+    assert "Read-only file system" in out or "Permission denied" in out
+    assert "/proc/sys/kernel/core_pattern" in out  # the write failed and said why
+    assert "Operation not permitted" in out  # unshare denied by the filter
+    assert Path("/proc/sys/kernel/core_pattern").read_text().strip() != "x"

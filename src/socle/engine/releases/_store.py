@@ -149,6 +149,7 @@ class ReleaseStore:
         self._sandbox = sandbox
         self._build_memory = build_memory
         self._seal_cache: SealCache = {}
+        self._refused: set[tuple[str, ReleaseId]] = set()
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -185,25 +186,29 @@ class ReleaseStore:
         return None
 
     def intact(self, release: Release) -> bool:
-        """True if ``release`` is exactly what was sealed; else it is dropped (its marker
-        removed, so the next build of that id starts afresh) and False (blocking)."""
+        """True if ``release`` is exactly what was sealed (blocking).
+
+        A release that changed, or that an older version built without a seal (apps could
+        write it then), is never reused: the next apply rebuilds it in place, a rollback to
+        it is refused. Its folder is left alone until then, since instances may still run
+        from it.
+        """
         try:
             now = sealed_digest(release.root, self._seal_cache) if release.sealed else ""
         except OSError as exc:
             now = f"unreadable: {exc}"
         if release.sealed and now == release.sealed:
             return True
-        why = "changed since it was sealed" if release.sealed else "was never sealed"
-        log.warning(
-            "release %s of app %s %s: it will not be run again (rebuilt on the next apply)",
-            release.id,
-            release.app,
-            why,
-        )
-        with _try_locked(release.root.parent / f"{release.id}.lock") as held:
-            if held:
-                with contextlib.suppress(OSError):
-                    (release.root / MARKER_NAME).unlink()
+        key = (release.app, release.id)
+        if key not in self._refused:
+            self._refused.add(key)
+            why = "changed since it was sealed" if release.sealed else "was never sealed"
+            log.warning(
+                "release %s of app %s %s: it will not be run again (rebuilt on the next apply)",
+                release.id,
+                release.app,
+                why,
+            )
         return False
 
     def list(self, app: str) -> list[Release]:
