@@ -108,12 +108,15 @@ class Instance:
     def _profile(self, command: list[str], *, check: bool, seccomp_fd: int | str | None) -> Profile:
         """The instance's sandbox; a check gets an identical one that dies with us."""
         spec = self.spec
+        iso = self.host.isolation
         return Profile(
             command=command,
             workdir=spec.workdir,
             release_root=spec.release_root or spec.workdir,
             hostname=spec.id,
-            uid=self.record.uid,
+            # An instance adopted from an older version has no uid recorded: its checks
+            # still run as the app's uid, never as root (blocking: callers are threads).
+            uid=self.record.uid if self.record.uid is not None else iso.uid_of(spec.app),
             seccomp_fd=seccomp_fd,
             mounts=list(spec.mounts),
             scratch=self.record.scratch_path,
