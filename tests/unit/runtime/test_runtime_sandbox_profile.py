@@ -111,3 +111,15 @@ def test_this_interpreter_is_found() -> None:
 def test_home_is_fixed_inside_the_sandbox() -> None:
     env = sandbox_env({"HOME": "/root", "PATH": "/usr/bin"})
     assert env["HOME"] == SCRATCH and env["PATH"] == "/usr/bin"
+
+
+def test_a_script_brings_its_interpreter(tmp_path: Path) -> None:
+    base = tmp_path / "opt" / "tool"
+    (base / "bin").mkdir(parents=True)
+    (base / "bin" / "lua").write_text("")
+    script = tmp_path / "rel" / "run"
+    script.parent.mkdir()
+    script.write_text(f"#!{base / 'bin' / 'lua'} -e\nprint(1)\n")
+    assert program_roots(str(script), hidden_ok=[tmp_path / "rel"]) == [base]
+    script.write_text("#!/usr/bin/env lua\n")
+    assert program_roots(str(script), hidden_ok=[tmp_path / "rel"]) == []

@@ -123,6 +123,22 @@ def _venv_home(venv: Path) -> Path | None:
     return None
 
 
+def _shebang(path: Path) -> Path | None:
+    """The absolute interpreter a ``#!`` script names (``/usr/bin/env`` is a system
+    program: what it finds on PATH is the PATH's business), else None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words or not words[0].startswith(b"/"):
+        return None
+    return Path(os.fsdecode(words[0]))
+
+
 def _system(path: Path) -> bool:
     text = str(path)
     return any(text == d or text.startswith(d + "/") for d in SYSTEM_DIRS)
@@ -135,7 +151,9 @@ def _prefix_of(program: Path) -> Path:
 
 def program_roots(program: str, *, hidden_ok: Iterable[Path] = ()) -> list[Path]:
     """Host folders to show read-only so that ``program`` can run: none for a system
-    program, else its prefix (a venv and its base interpreter's prefix, a pyenv version).
+    program, else its prefix (a venv and its base interpreter's prefix, a pyenv version);
+    for a ``#!`` script, the same for its interpreter. What a script runs by other means
+    (``exec /opt/x/bin/tool``) is not guessed: it must be on a system path or in a volume.
 
     A venv's ``bin/python`` is a symlink to the base interpreter, and ``pyvenv.cfg`` names
     where that is: both are needed. Folders inside ``hidden_ok`` (the release, already
@@ -156,6 +174,9 @@ def program_roots(program: str, *, hidden_ok: Iterable[Path] = ()) -> list[Path]
         roots.append(folder)
 
     candidates = [path, Path(os.path.realpath(path))]
+    interpreter = _shebang(path)
+    if interpreter is not None:  # a script: its interpreter must be there too
+        candidates += [interpreter, Path(os.path.realpath(interpreter))]
     for candidate in candidates:
         if _system(candidate):
             continue
