@@ -74,7 +74,6 @@ DENIED = (
     "nfsservctl",
     "_sysctl",
     "uselib",
-    "personality",
     "io_uring_setup",
     "io_uring_enter",
     "io_uring_register",
