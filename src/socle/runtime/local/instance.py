@@ -50,7 +50,7 @@ KILL_WAIT = 5.0
 """How long to wait for processes to disappear after SIGKILL before giving up on them."""
 BOOT_WINDOW = 5.0
 """A start holds its slot (:attr:`Host.start_slots`) until the instance is ready, leaves
-``starting``, or this many seconds pass: booting apps (and their 100 ms probes before the
+``starting``, or this many seconds pass: booting apps (and their fast probes before the
 first success) are the CPU burst to bound, not only the exec."""
 
 
