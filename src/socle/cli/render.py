@@ -80,6 +80,13 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(
         f"[dim]isolation:[/] {escape(isolation['mode'])} [dim]({escape(isolation['detail'])})[/]"
     )
+    protections = isolation.get("protections") or {}
+    if protections:
+        marks = [
+            f"[green]✓[/] {escape(name)}" if held else f"[red]✗[/] {escape(name)}"
+            for name, held in protections.items()
+        ]
+        console.print("[dim]protections:[/] " + "  ".join(marks))
     if isolation.get("warning"):
         console.print(f"[yellow]warning:[/] {escape(isolation['warning'])}")
     print_control_plane(status.get("control_plane") or {})
@@ -92,7 +99,7 @@ def print_status(status: dict[str, Any]) -> None:
     for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
         apps.add_column(column, overflow="fold")
     instances = Table(show_edge=False, header_style="bold")
-    for column in ("INSTANCE", "PID", "STATE", "RESTARTS", "PORTS"):
+    for column in ("INSTANCE", "PID", "UID", "STATE", "RESTARTS", "PORTS"):
         instances.add_column(column, overflow="fold")
     for app in status["apps"]:
         health = app["health"]
@@ -109,8 +116,14 @@ def print_status(status: dict[str, Any]) -> None:
             state = "[green]ready[/]" if inst["ready"] else f"[yellow]{inst['state']}[/]"
             if inst["message"] and not inst["ready"]:
                 state += f" [dim]{escape(inst['message'][:60])}[/]"
+            uid = inst.get("uid")
             instances.add_row(
-                inst["id"], str(inst["pid"] or "-"), state, str(inst["restarts"]), _ports(inst)
+                inst["id"],
+                str(inst["pid"] or "-"),
+                "-" if uid is None else str(uid),
+                state,
+                str(inst["restarts"]),
+                _ports(inst),
             )
     console.print(apps)
     console.print()

@@ -302,6 +302,7 @@ class EngineComponent:
             settings.releases_dir,
             keep=settings.releases_kept,
             max_parallel=settings.max_parallel_builds,
+            sandbox=need(plane.driver, "runtime").build_sandbox(),
         )
         engine = Engine(
             need(plane.store, "store"),
