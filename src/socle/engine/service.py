@@ -145,7 +145,9 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await migrate(self._store)
+        if await migrate(self._store):
+            # A home made by an earlier version: its releases carry no seal yet.
+            await asyncio.to_thread(self._releases.seal_unsealed)
         # In the background: unpickling 10,000 validated objects takes seconds, and the
         # control plane should answer meanwhile; the first plan waits for it.
         self._tasks.spawn(self._adopt_cache(), "adopt-plan-cache")

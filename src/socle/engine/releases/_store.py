@@ -211,6 +211,37 @@ class ReleaseStore:
             )
         return False
 
+    def seal_unsealed(self) -> int:
+        """Seal, as they are, the complete releases an earlier version built (blocking).
+
+        Called once, when a home made by an earlier version is migrated: those releases are
+        what the apps run and what revisions roll back to, and nothing recorded what they
+        held, so the upgrade is the point from which they are trusted (as they are) and
+        checked (any later change is refused). Returns how many were sealed.
+        """
+        count = 0
+        if not self.releases_dir.is_dir():
+            return 0
+        for app_dir in sorted(self.releases_dir.iterdir()):
+            if not app_dir.is_dir() or not NAME_RE.match(app_dir.name):
+                continue
+            for root in sorted(app_dir.iterdir()):
+                if not RELEASE_ID_RE.match(root.name):
+                    continue
+                release = _load(root, app_dir.name, ReleaseId(root.name))
+                if release is None or release.sealed:
+                    continue
+                marker = json.loads((root / MARKER_NAME).read_text(encoding="utf-8"))
+                _seal_and_mark(root, marker)
+                count += 1
+        if count:
+            log.warning(
+                "sealed %d release(s) built by an earlier version as they are; from now on "
+                "a change to them is refused (apply again to rebuild one you do not trust)",
+                count,
+            )
+        return count
+
     def list(self, app: str) -> list[Release]:
         """Complete releases of ``app``, newest first."""
         if not NAME_RE.match(app):
