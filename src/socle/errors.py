@@ -10,6 +10,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── ConfigError            bad settings or CLI flags
     ├── NotFoundError          a named thing (app, revision, release) does not exist
     ├── ConflictError          a compare-and-swap write lost a race
+    ├── DeleteAllRefused       a plan would delete every object (needs --allow-delete-all)
     ├── StoreError             the state store failed
     ├── LeaseHeld              another control plane leads on the shared state store
     ├── LeaseLost              this control plane lost its leader lease and stopped acting
@@ -107,6 +108,12 @@ class NotFoundError(SocleError):
 
 class ConflictError(SocleError):
     """A compare-and-swap write found another version than expected."""
+
+    http_status = 409
+
+
+class DeleteAllRefused(SocleError):
+    """A plan would delete every object and keep none: refused unless asked for explicitly."""
 
     http_status = 409
 

@@ -104,6 +104,10 @@ def _strip(path: str, mode: int, want: int | None = None) -> bool:
     return True
 
 
+UNWALKED = ("releases", "volumes")
+"""Folders of the home whose contents :func:`tighten` leaves alone (see there)."""
+
+
 def tighten(home: Path) -> Tightened:
     """Walk ``home`` once: folders to 0700, files to their owner bits only.
 
@@ -113,6 +117,12 @@ def tighten(home: Path) -> Tightened:
     purpose) are left as they are, entries given to another group keep their group bits
     (shared on purpose with one app), and otherwise only group/other bits are removed, so
     executables in releases stay executable.
+
+    The contents of ``releases/`` and ``volumes/`` (the folders themselves become 0700, which
+    keeps everyone else out) are not walked: a sealed release is
+    root-owned and world-readable on purpose (the app's uid reads its code through a
+    read-only bind; its modes are part of its seal), a volume's data is the app's, and
+    walking a volume of millions of files would let an app slow every start.
     """
     done = Tightened()
     try:
@@ -143,6 +153,8 @@ def tighten(home: Path) -> Tightened:
                     done.files += 1
             except FileNotFoundError:
                 continue
+        if root == str(home):
+            dirs[:] = [d for d in dirs if d not in UNWALKED]
     return done
 
 

@@ -25,14 +25,23 @@ def test_server_tightens_an_existing_home(tmp_path: Path, socle_env: dict[str, s
         server.start()
         repo = write_repo(tmp_path / "repo", {"web": {"build": [{"command": ["true"]}]}})
         server.cli("apply", str(repo), "--yes")
+        # Readable by others on purpose, behind owner-only folders: releases (an app's uid
+        # reads its sealed code through a read-only bind) and the sandbox's copy of the
+        # host's public /etc files (run/etc). Build logs and everything else are private.
+        public = (home / "releases", home / "run" / "etc")
+        for folder in (home, home / "releases", home / "run"):
+            assert stat.S_IMODE(folder.lstat().st_mode) == 0o700, folder
+        logs = list(home.glob("releases/*/*.build.log"))
+        assert logs and all(stat.S_IMODE(p.lstat().st_mode) == 0o600 for p in logs)
         loose = [
             (str(p), oct(stat.S_IMODE(p.lstat().st_mode)))
             for p in [home, *home.rglob("*")]
             if not p.is_symlink()
+            and not any(folder == p or folder in p.parents for folder in public)
             and p.lstat().st_uid == os.geteuid()
             and stat.S_IMODE(p.lstat().st_mode) & 0o077
         ]
-        assert loose == []
+        assert loose == [], loose[:5]
         assert (home / "state.db-wal").exists()
     finally:
         server.cleanup()

@@ -51,7 +51,8 @@ def bad_repo(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("env", "summary"), [("dev", "2 apps valid (env dev)"), (None, "2 apps valid")]
+    ("env", "summary"),
+    [("dev", "3 apps, 1 volume valid (env dev)"), (None, "3 apps, 1 volume valid")],
 )
 def test_validate_quickstart(env: str | None, summary: str) -> None:
     result = socle("validate", QUICKSTART, *(["--env", env] if env else []))
@@ -66,7 +67,14 @@ def test_validate_json() -> None:
     assert data["valid"] is True and data["problems"] == []
     assert [(a["name"], a["origin"]) for a in data["apps"]] == [
         ("api", "socle/api.yaml:2"),
+        ("notes", "socle/notes.yaml:13"),
         ("worker", "socle/worker.yaml:2"),
+    ]
+    assert [(o["kind"], o["name"]) for o in data["objects"]] == [
+        ("App", "api"),
+        ("App", "notes"),
+        ("App", "worker"),
+        ("Volume", "notes-data"),
     ]
     assert len(data["digest"]) == 64
 
@@ -110,9 +118,11 @@ def test_render_yaml_applies_the_overlay() -> None:
     result = socle("render", QUICKSTART, "--env", "prod")
     assert result.returncode == 0, result.stderr
     documents = list(yaml.safe_load_all(result.stdout))
-    assert [(d["metadata"]["name"], d["spec"]["replicas"]) for d in documents] == [
-        ("api", 3),
-        ("worker", 1),
+    assert [(d["kind"], d["metadata"]["name"], d["spec"].get("replicas")) for d in documents] == [
+        ("App", "api", 3),
+        ("App", "notes", 1),
+        ("App", "worker", 1),
+        ("Volume", "notes-data", None),
     ]
     assert documents[0]["spec"]["env"]["GREETING"] == "hello from prod"
 
@@ -121,7 +131,7 @@ def test_render_json() -> None:
     result = socle("render", QUICKSTART, "--env", "dev", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert [d["metadata"]["name"] for d in data] == ["api", "worker"]
+    assert [d["metadata"]["name"] for d in data] == ["api", "notes", "worker", "notes-data"]
     assert data[0]["spec"]["stopGrace"] == "10s"
 
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, runtime, system, tokens
+from socle.api.routes import backups, engine, runtime, system, tokens, volumes
 
 ROUTERS: list[APIRouter] = [
     system.router,
@@ -23,6 +23,7 @@ ROUTERS: list[APIRouter] = [
     runtime.router,
     backups.router,
     tokens.router,
+    volumes.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

@@ -119,11 +119,11 @@ def release_roots(releases_dir: Path) -> list[tuple[str, Path]]:
     if not releases_dir.is_dir():
         return out
     for app_dir in sorted(releases_dir.iterdir()):
-        if not NAME_RE.match(app_dir.name) or not app_dir.is_dir() or app_dir.is_symlink():
+        if not NAME_RE.fullmatch(app_dir.name) or not app_dir.is_dir() or app_dir.is_symlink():
             continue
         for rel in sorted(app_dir.iterdir()):
             if (
-                RELEASE_ID_RE.match(rel.name)
+                RELEASE_ID_RE.fullmatch(rel.name)
                 and rel.is_dir()
                 and not rel.is_symlink()
                 and (rel / RELEASE_MARKER).is_file()

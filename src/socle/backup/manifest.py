@@ -148,7 +148,7 @@ class Manifest:
                 raise ValueError(f"scope: unknown {scope!r}")
             volumes = {}
             for name, v in dict(data.get("volumes") or {}).items():
-                if not NAME_RE.match(name):
+                if not NAME_RE.fullmatch(name):
                     raise ValueError(f"volumes: invalid name {name!r}")
                 size = v["size_bytes"]
                 if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -240,11 +240,15 @@ def check_path(path: str) -> str:
             raise bad("unknown state file")
         return path
     if top == "releases":
-        if len(parts) < 3 or not NAME_RE.match(parts[1]) or not RELEASE_ID_RE.match(parts[2]):
+        if (
+            len(parts) < 3
+            or not NAME_RE.fullmatch(parts[1])
+            or not RELEASE_ID_RE.fullmatch(parts[2])
+        ):
             raise bad("not under releases/<app>/<release id>")
         return path
     if top == "volumes":
-        if len(parts) < 3 or not NAME_RE.match(parts[1]) or parts[2] != "data":
+        if len(parts) < 3 or not NAME_RE.fullmatch(parts[1]) or parts[2] != "data":
             raise bad("not under volumes/<name>/data")
         return path
     raise bad("unknown top-level folder")

@@ -82,6 +82,11 @@ def _repository(
 env_option = click.option(
     "--env", "-e", "env", metavar="ENV", help="Apply the environments/ENV overlay."
 )
+allow_delete_all_option = click.option(
+    "--allow-delete-all",
+    is_flag=True,
+    help="Allow a plan that deletes every object (refused otherwise, e.g. for an empty folder).",
+)
 listen_option = click.option(
     "--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:7780; port 0 = any)."
 )
@@ -395,16 +400,18 @@ def _stop_orphans(settings: Settings) -> int:
 @click.command()
 @click.argument("path", required=False, type=click.Path())
 @env_option
+@allow_delete_all_option
 @json_option
-def plan(path: str | None, env: str | None, as_json: bool) -> None:
+def plan(path: str | None, env: str | None, allow_delete_all: bool, as_json: bool) -> None:
     """Show what apply would change. Exit 0: no change, 2: changes, 1: error.
 
     Without PATH, the repository (and environment) last given to `socle up`/`apply`.
     """
     settings = _settings()
     repo, env = _repository(settings, path, env, remember=False)
+    body = {"path": repo, "env": env, "allow_delete_all": allow_delete_all}
     with Client(settings) as client:
-        result = client.call("POST", "/api/v1/plan", json={"path": repo, "env": env})
+        result = client.call("POST", "/api/v1/plan", json=body)
     if as_json:
         print_json(result)
     else:
@@ -415,10 +422,18 @@ def plan(path: str | None, env: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("path", required=False, type=click.Path())
 @env_option
+@allow_delete_all_option
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Return once the apply started.")
 @json_option
-def apply(path: str | None, env: str | None, yes: bool, no_wait: bool, as_json: bool) -> None:
+def apply(
+    path: str | None,
+    env: str | None,
+    allow_delete_all: bool,
+    yes: bool,
+    no_wait: bool,
+    as_json: bool,
+) -> None:
     """Apply the manifests in PATH: build, roll out in dependency order, wait for health.
 
     Without PATH, the repository (and environment) last given to `socle up`/`apply`.
@@ -426,7 +441,7 @@ def apply(path: str | None, env: str | None, yes: bool, no_wait: bool, as_json: 
     settings = _settings()
     repo, env = _repository(settings, path, env, remember=True)
     with Client(settings) as client:
-        body = {"path": repo, "env": env}
+        body = {"path": repo, "env": env, "allow_delete_all": allow_delete_all}
         code = _apply(client, body, yes=yes, wait=not no_wait, as_json=as_json, endpoint="apply")
     raise SystemExit(code)
 

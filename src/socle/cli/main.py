@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "audit": "socle.cli.secrets",
     "backup": "socle.cli.backup",
     "token": "socle.cli.tokens",
+    "volume": "socle.cli.volumes",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -79,22 +79,30 @@ def validate(path: Path, env: str | None, as_json: bool) -> None:
             )
         raise SystemExit(1) from None
     if as_json:
+        objects = [
+            {"kind": kind, "name": name, "origin": loaded.origins[f"{kind}/{name}"]}
+            for kind, name in loaded.objects
+        ]
         print_json(
             {
                 "valid": True,
                 "env": env,
                 "digest": loaded.digest(),
-                "apps": [
-                    {"kind": "App", "name": name, "origin": loaded.origins[f"App/{name}"]}
-                    for name in loaded.apps
-                ],
+                "objects": objects,
+                "apps": [o for o in objects if o["kind"] == "App"],
                 "problems": [],
             }
         )
         return
-    count = len(loaded.apps)
+    counts: dict[str, int] = {}
+    for kind, _ in loaded.objects:
+        counts[kind] = counts.get(kind, 0) + 1
     where = f" (env {safe(env)})" if env else ""
-    console.print(f"[green]{count} app{'s' if count != 1 else ''} valid{where}[/]")
+    summary = (
+        ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items())
+        or "0 objects"
+    )
+    console.print(f"[green]{summary} valid{where}[/]")
 
 
 @click.command()

@@ -24,6 +24,10 @@ HEALTH_STYLE = {
     AppHealth.FAILED: "red",
     AppHealth.CRASHLOOP: "red",
     AppHealth.STOPPED: "dim",
+    # Kinds other than App (Volume rows) say these:
+    "ready": "green",
+    "warning": "yellow",
+    "missing": "red",
 }
 STATUS_STYLE = {
     RevisionStatus.SUCCEEDED: "green",
@@ -44,7 +48,7 @@ def _value(value: Any) -> str:
 def print_plan(plan: dict[str, Any]) -> None:
     changes = plan["changes"]
     if not changes:
-        console.print(f"[green]No changes.[/] {plan['unchanged']} app(s) up to date.")
+        console.print(f"[green]No changes.[/] {plan['unchanged']} object(s) up to date.")
         return
     for change in changes:
         symbol, colour = ACTION_STYLE[change["action"]]
@@ -78,17 +82,26 @@ def print_status(status: dict[str, Any]) -> None:
     console.print(
         f"[dim]isolation:[/] {safe(isolation['mode'])} [dim]({safe(isolation['detail'])})[/]"
     )
+    protections = isolation.get("protections") or {}
+    if protections:
+        marks = [
+            f"[green]✓[/] {safe(name)}" if held else f"[red]✗[/] {safe(name)}"
+            for name, held in protections.items()
+        ]
+        console.print("[dim]protections:[/] " + "  ".join(marks))
     if isolation.get("warning"):
         console.print(f"[yellow]warning:[/] {safe(isolation['warning'])}")
     print_control_plane(status.get("control_plane") or {})
     if not status["apps"]:
-        console.print("No apps. Apply manifests with `socle apply PATH`.")
+        if not status.get("objects"):
+            console.print("No apps. Apply manifests with `socle apply PATH`.")
+        print_objects(status)
         return
     apps = Table(show_edge=False, header_style="bold")
     for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
         apps.add_column(column, overflow="fold")
     instances = Table(show_edge=False, header_style="bold")
-    for column in ("INSTANCE", "PID", "STATE", "RESTARTS", "PORTS"):
+    for column in ("INSTANCE", "PID", "UID", "STATE", "RESTARTS", "PORTS"):
         instances.add_column(column, overflow="fold")
     for app in status["apps"]:
         health = app["health"]
@@ -105,9 +118,11 @@ def print_status(status: dict[str, Any]) -> None:
             state = "[green]ready[/]" if inst["ready"] else f"[yellow]{safe(inst['state'])}[/]"
             if inst["message"] and not inst["ready"]:
                 state += f" [dim]{safe(inst['message'][:60])}[/]"
+            uid = inst.get("uid")
             instances.add_row(
                 safe(inst["id"]),
                 str(inst["pid"] or "-"),
+                "-" if uid is None else str(uid),
                 state,
                 str(inst["restarts"]),
                 _ports(inst),
@@ -120,6 +135,41 @@ def print_status(status: dict[str, Any]) -> None:
         console.print()
     for name, url in urls:
         console.print(f"[bold]{safe(name)}[/] answers at {safe(url)}")
+    print_objects(status)
+
+
+def print_objects(status: dict[str, Any]) -> None:
+    """Objects of the kinds other than App (Volumes, ...): one generic table."""
+    others = [o for o in status.get("objects", []) if o.get("kind") != "App"]
+    if not others:
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("OBJECT", "HEALTH", "DETAIL", "REV", "MESSAGE"):
+        table.add_column(column, overflow="fold")
+    for row in others:
+        health = row.get("health", "-")
+        detail = ""
+        if "size_bytes" in row:
+            used = row.get("used_bytes")
+            detail = f"{_bytes(used) if used is not None else '-'} / {_bytes(row['size_bytes'])}"
+        table.add_row(
+            safe(f"{row['kind']}/{row['name']}"),
+            f"[{HEALTH_STYLE.get(health, 'white')}]{safe(str(health))}[/]",
+            detail,
+            str(row.get("revision") or "-"),
+            safe(str(row.get("message") or "")[:80]),
+        )
+    console.print()
+    console.print(table)
+
+
+def _bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)  # pragma: no cover
 
 
 def print_control_plane(plane: dict[str, Any]) -> None:

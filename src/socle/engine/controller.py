@@ -33,6 +33,7 @@ from socle.runtime.driver import (
     InstanceSpec,
     InstanceState,
     InstanceStatus,
+    Mount,
     ReleaseId,
     RuntimeDriver,
 )
@@ -44,6 +45,7 @@ RECHECK_SECONDS = 0.5
 RETRY_SECONDS = 2.0
 """Delay before trying again to start an instance after an error that may pass."""
 SecretResolver = Callable[[Target], Awaitable[dict[str, str]]]
+MountResolver = Callable[[Target], Awaitable[list[Mount]]]
 RolloutListener = Callable[[str, str, str], None]
 """Called with (app, "complete" | "failed" | "deleted", message)."""
 
@@ -74,6 +76,10 @@ async def _no_secrets(_: Target) -> dict[str, str]:
     return {}
 
 
+async def _no_mounts(_: Target) -> list[Mount]:
+    return []
+
+
 class Controller:
     def __init__(
         self,
@@ -82,10 +88,12 @@ class Controller:
         *,
         resolve_secrets: SecretResolver = _no_secrets,
         tasks: TaskMonitor | None = None,
+        resolve_mounts: MountResolver = _no_mounts,
     ) -> None:
         self._driver = driver
         self._on_rollout = on_rollout
         self._resolve_secrets = resolve_secrets
+        self._resolve_mounts = resolve_mounts
         self._targets: dict[str, Target] = {}
         self._dependents: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
@@ -252,6 +260,7 @@ class Controller:
             memory=spec.resources.memory,
             cpu=spec.resources.cpu,
             release_root=target.release_root,
+            mounts=await self._resolve_mounts(target),
         )
 
     async def reconcile(self, name: str) -> None:

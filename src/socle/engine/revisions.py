@@ -14,14 +14,17 @@ from typing import Any
 
 from socle.errors import ConflictError, NotFoundError
 from socle.model.status import TERMINAL_REVISION_STATUSES, RevisionStatus
-from socle.state.store import Put, StateStore
+from socle.state.store import Op, Put, StateStore
 
 TERMINAL = TERMINAL_REVISION_STATUSES
 COUNTER_KEY = "meta/revision"
 
 
+REVISIONS_PREFIX = "revisions/"
+
+
 def revision_key(number: int) -> str:
-    return f"revisions/{number:010d}"
+    return f"{REVISIONS_PREFIX}{number:010d}"
 
 
 def desired_key(number: int) -> str:
@@ -61,8 +64,15 @@ class Revision:
 
 
 class RevisionLog:
+    """Revision records, every write compare-and-swap against the version last seen.
+
+    Two writers (two loops, or two control planes on one store) cannot silently overwrite
+    a revision: the one that lost gets :class:`~socle.errors.ConflictError` and reads again.
+    """
+
     def __init__(self, store: StateStore) -> None:
         self._store = store
+        self._versions: dict[int, int] = {}
 
     async def create(self, revision_fields: dict[str, Any], desired: dict[str, Any]) -> Revision:
         """Allocate the next number (compare-and-swap) and write record and desired state."""
@@ -81,16 +91,39 @@ class RevisionLog:
                 )
             except ConflictError:
                 continue
+            self._versions[number] = 1
             return revision
 
     def put_op(self, revision: Revision) -> Put:
-        """The write of ``revision``, to commit atomically with other changes."""
+        """The write of ``revision`` (compare-and-swap), to commit with other changes;
+        call :meth:`committed` once the commit succeeded."""
         if revision.done and revision.finished is None:
             revision.finished = time.time()
-        return Put(revision_key(revision.number), _encode(revision.to_dict()))
+        return Put(
+            revision_key(revision.number),
+            _encode(revision.to_dict()),
+            self._versions.get(revision.number),
+        )
+
+    def committed(self, ops: list[Op]) -> None:
+        """Remember the versions left by a successful commit of ``ops``."""
+        for op in ops:
+            if isinstance(op, Put) and op.key.startswith(REVISIONS_PREFIX):
+                number = int(op.key[len(REVISIONS_PREFIX) :])
+                if op.expect_version is not None:
+                    self._versions[number] = op.expect_version + 1
+                else:
+                    self._versions.pop(number, None)
 
     async def save(self, revision: Revision) -> None:
-        await self._store.commit([self.put_op(revision)])
+        """Write ``revision``; ConflictError if another writer changed it since we read it."""
+        op = self.put_op(revision)
+        try:
+            await self._store.commit([op])
+        except ConflictError:
+            self._versions.pop(revision.number, None)
+            raise
+        self.committed([op])
 
     async def get(self, number: int) -> Revision:
         record = await self._store.get(revision_key(number))
@@ -98,6 +131,7 @@ class RevisionLog:
             raise NotFoundError(
                 f"revision {number} does not exist", hint="see `socle history` for revisions"
             )
+        self._versions[number] = record.version
         return Revision.from_dict(json.loads(record.value))
 
     async def desired(self, number: int) -> dict[str, Any]:
@@ -116,7 +150,9 @@ class RevisionLog:
         for key in reversed(keys[-limit:] if limit else keys):
             record = await self._store.get(key)
             if record:
-                revisions.append(Revision.from_dict(json.loads(record.value)))
+                revision = Revision.from_dict(json.loads(record.value))
+                self._versions[revision.number] = record.version
+                revisions.append(revision)
         return revisions
 
 

@@ -1,12 +1,17 @@
-"""The engine: plan and apply manifests, record revisions, roll back, report status.
+"""The engine: plan and apply manifests of every kind, record revisions, roll back, report.
+
+The engine names no kind: each kind's handler (:mod:`socle.engine.kinds`) says what its
+objects mean; the engine addresses objects by ``(kind, name)``.
 
 Apply is three steps, each leaving a consistent record if the process dies midway:
-1. load, validate and plan (nothing written when the manifests are bad);
-2. build the releases the plan needs (revision ``building``; targets untouched, so a
-   build failure or a crash changes nothing that runs);
-3. write every changed target and the revision status in one atomic commit (``rolling``)
-   and hand the targets to the controller, which converges the runtime. After a restart the
-   controller resumes from the stored targets, so the next start converges too.
+1. load, validate and plan (nothing written when the manifests are bad, or when the plan
+   would delete every object without ``allow_delete_all``);
+2. prepare what the plan needs (revision ``building``; targets untouched, so a failure or a
+   crash changes nothing that runs): Apps build releases, Volumes make their folders;
+3. write every changed target and the revision status in one atomic commit (``rolling``),
+   every write compare-and-swap, and hand the targets to their handlers in dependency
+   order; deletes of objects others depended on wait until those have settled. After a
+   restart the handlers resume from the stored targets, so the next start converges too.
 """
 
 from __future__ import annotations
@@ -15,59 +20,61 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from socle.engine import secret_refs
-from socle.engine.controller import AppView, Controller
-from socle.engine.planner import Action, AppState, Plan, plan
-from socle.engine.releases import Release, ReleaseStore
+from socle.engine import plancache
+from socle.engine.kinds import (
+    ApplyContext,
+    HandlerDeps,
+    HandlerRegistry,
+    build_handlers,
+)
+from socle.engine.migrate import migrate
+from socle.engine.planner import Action, ObjectState, Plan, plan
+from socle.engine.releases import ReleaseStore
 from socle.engine.revisions import Revision, RevisionLog
 from socle.engine.secret_refs import SecretReader
-from socle.engine.targets import (
-    AppStateCache,
-    Rollout,
-    Target,
-    app_state,
-    state_from_dict,
-    state_to_dict,
-    target_key,
-)
-from socle.errors import BuildError, ConfigError, ManifestError, NotFoundError, Problem, SocleError
-from socle.model.app import App
+from socle.engine.targets import TargetRecords
+from socle.errors import ConflictError, NotFoundError, SocleError
 from socle.model.cache import ManifestCache
+from socle.model.kinds import ObjectRef, format_reference, parse_reference
 from socle.model.loader import LoadedManifests, load
-from socle.model.status import ChangePhase, RevisionStatus, RolloutStatus
-from socle.runtime.driver import ReleaseId, RuntimeDriver
-from socle.state.store import Delete, Op, Put, StateStore
+from socle.model.status import ChangePhase, RevisionStatus
+from socle.runtime.driver import RuntimeDriver
+from socle.runtime.volumes import VolumeProvider
+from socle.state.store import Op, StateStore
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
 
 PROGRESS_SAVE_SECONDS = 1.0
-"""During builds, the revision's per-app phases are written at most this often, and at
-most 5% of the time: each write is the whole revision record (it grows with the apps), so
-writing it per app built would cost O(apps²)."""
+"""During builds, the revision's per-object phases are written at most this often, and at
+most 5% of the time: each write is the whole revision record (it grows with the objects),
+so writing it per object built would cost O(objects²)."""
+
+CACHE_SAVE_SECONDS = 60.0
+"""After an apply, the planning caches are saved unless they were in the last minute."""
+
+DELETE_WAIT_SECONDS = 0.2
+"""How often a pending delete checks whether the objects that depended on it settled."""
 
 
 @dataclass
 class Desired:
-    """A fully resolved desired state: app states plus where each app's code comes from."""
+    """A fully resolved desired state: every object's planner state, by (kind, name)."""
 
-    states: dict[str, AppState]
-    apps: dict[str, App]
+    states: dict[ObjectRef, ObjectState]
     root: Path | None
-    """Manifest repository, for builds; None for a rollback (releases must exist)."""
+    """Manifest repository, for builds; None for a re-apply of recorded states."""
 
-    def to_dict(self, roots: Mapping[str, str]) -> dict[str, Any]:
-        return {
-            "apps": {
-                name: {**state_to_dict(state), "release_root": roots.get(name, "")}
-                for name, state in self.states.items()
-            }
-        }
+    def to_dict(self, handlers: HandlerRegistry) -> dict[str, Any]:
+        by_kind: dict[str, dict[str, Any]] = {}
+        for (kind, name), state in self.states.items():
+            by_kind.setdefault(kind, {})[name] = handlers.get(kind).encode(name, state)
+        return {"objects": by_kind}
 
 
 class Engine:
@@ -78,42 +85,81 @@ class Engine:
         releases: ReleaseStore,
         *,
         secrets: SecretReader | None = None,
+        volumes: VolumeProvider | None = None,
         loader: Callable[[Path, str | None], LoadedManifests] = load,
         secret_check_seconds: float = 10.0,
+        handlers: Callable[[HandlerDeps], HandlerRegistry] = build_handlers,
         tasks: TaskMonitor | None = None,
+        cache_file: Path | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
         self._releases = releases
         self.manifest_cache = ManifestCache()
         """Parsed and validated manifests kept between plans (default loader only)."""
-        self.state_cache = AppStateCache()
-        """Planner states of unchanged apps, kept between plans."""
         self._loader = (
             functools.partial(load, cache=self.manifest_cache) if loader is load else loader
         )
         self._secrets = secrets
         self._secret_check_seconds = secret_check_seconds
         self.revisions = RevisionLog(store)
+        self.targets = TargetRecords(store)
         monitor = tasks if tasks is not None else TaskMonitor()
-        self.controller = Controller(
-            driver, self._on_rollout, resolve_secrets=self._secret_env, tasks=monitor
+        self.handlers = handlers(
+            HandlerDeps(
+                driver=driver,
+                releases=releases,
+                targets=self.targets,
+                report=self._report,
+                secrets=secrets,
+                volumes=volumes,
+                tasks=monitor,
+            )
         )
         self._apply_lock = asyncio.Lock()
         self._pending: dict[int, set[str]] = {}
-        self._deleting: dict[str, int] = {}
         self._revision_lock = asyncio.Lock()
         self._marks: dict[int, list[tuple[set[str], str, str]]] = {}
         self._tasks = monitor.group("engine")
+        self._cache_file = cache_file
+        """Where the planning caches are kept across restarts (None: not kept)."""
+        self._cache_saved = 0.0
+        self._cache_adopted = asyncio.Event()
+        """Set once the saved caches were adopted (or there were none): plans wait for it."""
+        self._cache_complete = False
+        """Whether adoption ran to its end: a cache cut short is never saved over the file."""
+
+    def handler(self, kind: str) -> Any:
+        """The handler of ``kind`` (typed Any: callers know which handler class they want)."""
+        return self.handlers.get(kind)
+
+    # Compatibility views of the App handler, used by status code and tests.
+    @property
+    def controller(self) -> Any:
+        return self.handler("App").controller
+
+    @property
+    def state_cache(self) -> Any:
+        return self.handler("App").state_cache
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        for record in await self._store.scan("apps/"):
-            target = Target.from_json(record.value)
-            self.controller.set_target(target.name, target)
-            if target.rollout.status == RolloutStatus.PROGRESSING:
-                self._pending.setdefault(target.rollout.revision, set()).add(target.name)
+        if await migrate(self._store):
+            # A home made by an earlier version: its releases carry no seal yet.
+            await asyncio.to_thread(self._releases.seal_unsealed)
+        # In the background: unpickling 10,000 validated objects takes seconds, and the
+        # control plane should answer meanwhile; the first plan waits for it.
+        self._tasks.spawn(self._adopt_cache(), "adopt-plan-cache")
+        stored = await self.targets.load()
+        for kind, records in stored.items():
+            if kind not in self.handlers:
+                log.error("state holds %d %s target(s) but no handler knows the kind; "
+                          "they are kept untouched", len(records), kind)  # fmt: skip
+                continue
+            pending = await self.handlers.get(kind).restore(records)
+            for name, number in pending.items():
+                self._pending.setdefault(number, set()).add(format_reference((kind, name)))
         for revision in await self.revisions.list(limit=20):
             if revision.status == RevisionStatus.BUILDING:
                 revision.status = RevisionStatus.INTERRUPTED
@@ -124,86 +170,120 @@ class Engine:
                 await self.revisions.save(revision)
             elif revision.status == RevisionStatus.ROLLING and revision.number not in self._pending:
                 await self._finish(revision)
-        self.controller.start()
+        for handler in self.handlers.values():
+            await handler.start()
         if self._secrets is not None:
-            self._tasks.spawn(self._watch_secrets(), "watch-secrets")
+            self._tasks.spawn(self._watch_refresh(), "watch-refresh")
 
     async def stop(self) -> None:
-        await self.controller.stop()
+        for handler in self.handlers.values():
+            await handler.stop()
         await self._tasks.close()
+        await self.save_cache()
+
+    # -- planning caches across restarts -----------------------------------------------
+
+    async def _adopt_cache(self) -> None:
+        try:
+            path = self._cache_file
+            if path is None or not isinstance(self._loader, functools.partial):
+                return
+            content = await asyncio.to_thread(plancache.load, path)
+            if content is None:
+                return
+            try:
+                self.manifest_cache.adopt(content["manifests"])
+                for kind, exported in content["handlers"].items():
+                    if kind in self.handlers:
+                        self.handlers.get(kind).adopt_cache(exported)
+            except Exception:
+                log.exception("ignoring the plan cache %s", path)
+        finally:
+            self._cache_complete = not _cancelling()
+            self._cache_adopted.set()
+
+    async def save_cache(self) -> None:
+        """Save the planning caches (at stop, and after applies at most every
+        :data:`CACHE_SAVE_SECONDS`); failures are logged, never fatal."""
+        path = self._cache_file
+        if path is None or not isinstance(self._loader, functools.partial):
+            return
+        if not self._cache_complete:
+            return  # stopped before the saved caches were adopted: keep the file as it is
+
+        def save() -> None:
+            content = {
+                "manifests": self.manifest_cache.export(),
+                "handlers": {kind: h.export_cache() for kind, h in self.handlers.items()},
+            }
+            plancache.save(path, content)
+
+        try:
+            await asyncio.to_thread(save)
+            self._cache_saved = time.monotonic()
+        except Exception:
+            log.exception("saving the plan cache to %s failed", path)
 
     # -- plan --------------------------------------------------------------------------
 
-    def _current(self) -> dict[str, AppState]:
-        return {name: t.state for name, t in self.controller.targets().items()}
+    def _current(self) -> dict[ObjectRef, ObjectState]:
+        current: dict[ObjectRef, ObjectState] = {}
+        for kind, handler in self.handlers.items():
+            for name, state in handler.current().items():
+                current[(kind, name)] = state
+        return current
 
     async def desired_from(self, path: Path, env: str | None) -> tuple[LoadedManifests, Desired]:
+        await self._cache_adopted.wait()
         loaded = await asyncio.to_thread(self._loader, path, env)
-        cache = self.state_cache
+        states: dict[ObjectRef, ObjectState] = {}
+        for kind, handler in self.handlers.items():
+            for name, state in (await handler.desired(loaded)).items():
+                states[(kind, name)] = state
+        return loaded, Desired(states, loaded.root)
 
-        def compute() -> dict[str, AppState]:
-            with self._releases.batch():
-                return {
-                    name: cache.state(app, self._releases.compute_id(loaded.root, app))
-                    for name, app in loaded.apps.items()
-                }
-
-        states = await asyncio.to_thread(compute)
-        problems: list[Problem] = []
-        for name, app in loaded.apps.items():
-            if not secret_refs.references(app):
-                continue
-            if self._secrets is None:
-                raise ConfigError("apps reference secrets but no secrets engine is running")
-            found, bad = await secret_refs.versions(
-                self._secrets, app, loaded.origins.get(f"App/{name}")
-            )
-            problems.extend(bad)
-            states[name] = cache.state(app, states[name].release, found)
-        cache.end_pass()
-        if problems:
-            raise ManifestError(
-                problems,
-                hint="write the secret (`socle secrets put`) and a policy named app-<name> "
-                "that grants read on it; nothing was changed",
-            )
-        return loaded, Desired(states, dict(loaded.apps), loaded.root)
-
-    async def plan(self, path: Path, env: str | None) -> tuple[LoadedManifests, Plan]:
+    async def plan(
+        self, path: Path, env: str | None, *, allow_delete_all: bool = False
+    ) -> tuple[LoadedManifests, Plan]:
         loaded, desired = await self.desired_from(path, env)
-        return loaded, plan(desired.states, self._current())
+        return loaded, plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
 
     # -- apply -------------------------------------------------------------------------
 
-    async def apply(self, path: Path, env: str | None, who: str) -> tuple[Plan, Revision | None]:
+    async def apply(
+        self, path: Path, env: str | None, who: str, *, allow_delete_all: bool = False
+    ) -> tuple[Plan, Revision | None]:
         """Plan and start applying; returns at once with the revision (None if no change)."""
         loaded, desired = await self.desired_from(path, env)
         return await self._start_apply(
-            desired, who=who, source=str(loaded.root), env=env, digest=loaded.digest()
+            desired,
+            who=who,
+            source=str(loaded.root),
+            env=env,
+            digest=loaded.digest(),
+            allow_delete_all=allow_delete_all,
         )
 
     async def rollback(self, number: int, who: str) -> tuple[Plan, Revision | None]:
-        """Re-apply the desired state of revision ``number`` using its kept releases."""
+        """Re-apply the desired state of revision ``number`` (kept releases, no rebuild)."""
         data = await self.revisions.desired(number)
         old = await self.revisions.get(number)
-        states: dict[str, AppState] = {}
-        apps: dict[str, App] = {}
-        for name, entry in data["apps"].items():
-            state = state_from_dict(entry)
-            if self._releases.get(name, ReleaseId(state.release)) is None:
-                raise NotFoundError(
-                    f"release {state.release} of app {name} from revision {number} is no longer kept",
-                    hint="apply that version of the manifests again to rebuild it",
-                )
-            states[name] = state
-            apps[name] = App.model_validate(state.manifest)
+        states: dict[ObjectRef, ObjectState] = {}
+        for kind, entries in data["objects"].items():
+            if kind not in self.handlers:
+                raise NotFoundError(f"revision {number} holds {kind} objects, unknown here")
+            handler = self.handlers.get(kind)
+            decoded = {name: handler.decode(entry) for name, entry in entries.items()}
+            await handler.check_reapply(decoded, number)
+            states.update({(kind, name): state for name, state in decoded.items()})
         return await self._start_apply(
-            Desired(states, apps, None),
+            Desired(states, None),
             who=who,
             source=old.source,
             env=old.env,
             digest=old.digest,
             rollback_of=number,
+            allow_delete_all=True,  # the revision being rolled back to is what was asked
         )
 
     async def _start_apply(
@@ -215,14 +295,14 @@ class Engine:
         env: str | None,
         digest: str,
         rollback_of: int | None = None,
+        allow_delete_all: bool = False,
     ) -> tuple[Plan, Revision | None]:
         await self._apply_lock.acquire()
         try:
-            the_plan = plan(desired.states, self._current())
+            the_plan = plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
             if the_plan.empty:
                 self._apply_lock.release()
                 return the_plan, None
-            roots = {name: str(t.release_root) for name, t in self.controller.targets().items()}
             revision = await self.revisions.create(
                 {
                     "who": who,
@@ -232,11 +312,11 @@ class Engine:
                     "plan": the_plan.to_dict(),
                     "rollback_of": rollback_of,
                     "apps": {
-                        c.name: {"phase": ChangePhase.PENDING, "message": ""}
+                        c.label: {"phase": ChangePhase.PENDING, "message": ""}
                         for c in the_plan.changes
                     },
                 },
-                desired.to_dict(roots),
+                desired.to_dict(self.handlers),
             )
         except BaseException:
             self._apply_lock.release()
@@ -246,148 +326,147 @@ class Engine:
 
     async def _execute(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
         try:
-            built = await self._build(desired, the_plan, revision)
-            if built is None:
-                return
-            await self._commit(desired, the_plan, revision, built)
+            if await self._prepare(desired, the_plan, revision):
+                await self._commit(desired, the_plan, revision)
         except Exception as exc:
             log.exception("apply of revision %s failed", revision.number)
             revision.status = RevisionStatus.FAILED
             revision.message = exc.message if isinstance(exc, SocleError) else repr(exc)
+            if isinstance(exc, ConflictError):
+                revision.message += (
+                    " (another writer changed the targets meanwhile; nothing of this "
+                    "revision was committed: plan and apply again)"
+                )
+                await self._reload_targets()
             await self.revisions.save(revision)
         finally:
             self._apply_lock.release()
 
-    async def _build(
-        self, desired: Desired, the_plan: Plan, revision: Revision
-    ) -> dict[str, Release] | None:
-        wanted = [c.name for c in the_plan.changes if c.action != Action.DELETE]
+    def _by_kind(self, the_plan: Plan) -> dict[str, list[Any]]:
+        groups: dict[str, list[Any]] = {}
+        for change in the_plan.changes:
+            groups.setdefault(change.kind, []).append(change)
+        return groups
 
-        def kept() -> tuple[dict[str, Release], list[str]]:
-            # Scale-only changes keep the current release: nothing to build.
-            found: dict[str, Release] = {}
-            missing: list[str] = []
-            for name in wanted:
-                state = desired.states[name]
-                existing = self._releases.get(name, ReleaseId(state.release))
-                if existing is not None:
-                    found[name] = existing
-                elif desired.root is None:
-                    raise NotFoundError(f"release {state.release} of app {name} is not kept")
-                else:
-                    missing.append(name)
-            return found, missing
-
-        results, to_build = await asyncio.to_thread(kept)
-        if not to_build:
-            return results
-        root = desired.root
-        assert root is not None
-        for name in to_build:
-            revision.apps[name] = {"phase": ChangePhase.BUILDING, "message": ""}
-        await self.revisions.save(revision)
+    async def _prepare(self, desired: Desired, the_plan: Plan, revision: Revision) -> bool:
+        """Each kind's work before the commit, kinds in the order of the plan's first
+        change of each (dependencies first). False (revision failed) if any failed."""
         loop = asyncio.get_running_loop()
         next_save = loop.time() + PROGRESS_SAVE_SECONDS
         saving = False
 
-        async def build_one(name: str) -> None:
-            nonlocal next_save, saving
-            release = await self._releases.ensure(root, desired.apps[name])
-            results[name] = release
-            revision.apps[name] = {"phase": ChangePhase.BUILT, "message": release.id}
-            # Progress for `socle apply`, throttled: the final phases are written by the
-            # commit (or the failure below) anyway.
-            if not saving and loop.time() >= next_save:
-                saving = True
-                started = loop.time()
-                try:
-                    await self.revisions.save(revision)
-                finally:
-                    took = loop.time() - started
-                    saving, next_save = False, loop.time() + max(PROGRESS_SAVE_SECONDS, 20 * took)
-
-        # One walk of each workdir for all the apps that share it; ensure() still checks
-        # every copy against its id, so a file changed meanwhile fails that build.
-        with self._releases.batch():
-            outcomes = await asyncio.gather(
-                *(build_one(n) for n in to_build), return_exceptions=True
-            )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        if errors:
-            for name, outcome in zip(to_build, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    message = outcome.message if isinstance(outcome, SocleError) else repr(outcome)
-                    revision.apps[name] = {"phase": "build failed", "message": message}
-            first = errors[0]
-            revision.status = RevisionStatus.FAILED
-            revision.message = (
-                first.message if isinstance(first, BuildError | SocleError) else repr(first)
-            ) + " (nothing was changed)"
+        async def save() -> None:
             await self.revisions.save(revision)
-            return None
-        return results
 
-    async def _commit(
-        self, desired: Desired, the_plan: Plan, revision: Revision, built: dict[str, Release]
-    ) -> None:
-        now = time.time()
-        ops: list[Op] = []
-        new_targets: dict[str, Target | None] = {}
-        for change in the_plan.changes:
-            name = change.name
-            if change.action == Action.DELETE:
-                ops.append(Delete(target_key(name)))
-                new_targets[name] = None
-                revision.apps[name] = {"phase": "deleting", "message": ""}
-                continue
-            current = self.controller.target(name)
-            state = desired.states[name]
-            same_template = current is not None and current.state.template == state.template
-            target = Target(
-                state=state,
-                release_root=built[name].root,
-                rollout=Rollout(revision=revision.number, started=now),
-                previous=None if current is None or same_template else current.state,
-                previous_root=None if current is None or same_template else current.release_root,
-                known_app=desired.apps.get(name),
+        async def progress(label: str, phase: str, message: str) -> None:
+            nonlocal next_save, saving
+            revision.apps[label] = {"phase": phase, "message": message}
+            # Throttled: the commit (or the failure) writes the final phases anyway.
+            if saving or loop.time() < next_save:
+                return
+            saving = True
+            started = loop.time()
+            try:
+                await self.revisions.save(revision)
+            finally:
+                took = loop.time() - started
+                saving, next_save = False, loop.time() + max(PROGRESS_SAVE_SECONDS, 20 * took)
+
+        failures: dict[str, str] = {}
+        for kind, changes in self._by_kind(the_plan).items():
+            handler = self.handlers.get(kind)
+
+            def mark(name: str, phase: str, message: str, kind: str = kind) -> None:
+                revision.apps[format_reference((kind, name))] = {"phase": phase, "message": message}
+
+            async def report(name: str, phase: str, message: str, kind: str = kind) -> None:
+                await progress(format_reference((kind, name)), phase, message)
+
+            ctx = ApplyContext(revision.number, desired.root, mark, save, report)
+            wanted = {c.name: desired.states[c.ref] for c in changes if c.ref in desired.states}
+            found = await handler.prepare(changes, wanted, ctx)
+            failures.update({format_reference((kind, n)): m for n, m in found.items()})
+            if failures:
+                break
+        if not failures:
+            return True
+        for label, message in failures.items():
+            phase = (
+                ChangePhase.BUILD_FAILED
+                if parse_reference(label)[0] == "App"
+                else ChangePhase.FAILED
             )
-            if same_template and current is not None:
-                target.previous, target.previous_root = current.previous, current.previous_root
-            ops.append(Put(target_key(name), target.to_json()))
-            new_targets[name] = target
-            revision.apps[name] = {"phase": ChangePhase.ROLLING, "message": ""}
+            revision.apps[label] = {"phase": phase, "message": message}
+        revision.status = RevisionStatus.FAILED
+        revision.message = next(iter(failures.values())) + " (nothing was changed)"
+        await self.revisions.save(revision)
+        return False
+
+    async def _commit(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
+        ops: list[Op] = []
+        applied: dict[str, dict[str, ObjectState | None]] = {}
+        for change in the_plan.changes:
+            ref = change.ref
+            handler = self.handlers.get(change.kind)
+            if change.action == Action.DELETE:
+                ops.append(self.targets.delete_op(ref))
+                applied.setdefault(change.kind, {})[change.name] = None
+                revision.apps[change.label] = {"phase": ChangePhase.DELETING, "message": ""}
+                continue
+            state = desired.states[ref]
+            ops.append(
+                self.targets.put_op(ref, handler.record(change.name, state, revision.number))
+            )
+            applied.setdefault(change.kind, {})[change.name] = state
+            revision.apps[change.label] = {"phase": ChangePhase.ROLLING, "message": ""}
         revision.status = RevisionStatus.ROLLING
+        ops.append(self.targets.generation_op())
         ops.append(self.revisions.put_op(revision))
         await self._store.commit(ops)
+        self.targets.committed(ops)
+        self.revisions.committed(ops)
 
-        self._supersede(set(new_targets))
-        self._pending[revision.number] = set(new_targets)
-        for name, maybe in new_targets.items():
-            if maybe is None:
-                self._deleting[name] = revision.number
-        self.controller.set_targets(new_targets)
-        in_use: dict[str, set[ReleaseId]] = {}
-        for name in built:
-            kept = self.controller.target(name)
-            in_use[name] = set()
-            if kept is not None:
-                in_use[name].add(ReleaseId(kept.state.release))
-                if kept.previous is not None:
-                    in_use[name].add(ReleaseId(kept.previous.release))
+        labels = {c.label for c in the_plan.changes}
+        waiters = self._delete_waiters(the_plan)
+        self._supersede(labels)
+        self._pending[revision.number] = set(labels)
+        ready: set[str] = set()
+        for kind, objects in applied.items():
+            pending = await self.handlers.get(kind).activate(objects, revision.number)
+            ready |= {format_reference((kind, n)) for n in objects if n not in pending}
+        if ready:
+            self._spawn(self._mark(revision.number, ready, ChangePhase.READY, ""))
+        for (kind, name), waiting in waiters.items():
+            self._spawn(self._delete_when_free(kind, name, revision.number, waiting))
+        if time.monotonic() - self._cache_saved > CACHE_SAVE_SECONDS:
+            self._cache_saved = time.monotonic()
+            self._spawn(self.save_cache())
 
-        def collect() -> None:
-            for name, releases in in_use.items():
-                try:
-                    self._releases.gc(name, releases)
-                except Exception:
-                    # Committed already: a release left behind is only disk space.
-                    log.exception("removing old releases of app %s failed", name)
+    def _delete_waiters(self, the_plan: Plan) -> dict[ObjectRef, set[str]]:
+        """For each delete, the objects of this plan that depended on it before the plan
+        (an App stops using a Volume before the Volume goes). Read before activation."""
+        deletes = [c.ref for c in the_plan.changes if c.action == Action.DELETE]
+        if not deletes:
+            return {}
+        before = self._current()
+        depends = {
+            c.ref: set(before[c.ref].dependencies()) for c in the_plan.changes if c.ref in before
+        }
+        return {
+            ref: {
+                c.label for c in the_plan.changes if c.ref != ref and ref in depends.get(c.ref, ())
+            }
+            for ref in deletes
+        }
 
-        await asyncio.to_thread(collect)
+    async def _delete_when_free(self, kind: str, name: str, number: int, waiters: set[str]) -> None:
+        while waiters & self._pending.get(number, set()):
+            await asyncio.sleep(DELETE_WAIT_SECONDS)
+        await self.handlers.get(kind).delete(name, number)
 
-    def _supersede(self, names: set[str]) -> None:
+    def _supersede(self, labels: set[str]) -> None:
         for number, pending in list(self._pending.items()):
-            touched = pending & names
+            touched = pending & labels
             if not touched:
                 continue
             pending -= touched
@@ -397,47 +476,41 @@ class Engine:
                 )
             )
 
+    async def _reload_targets(self) -> None:
+        """After a lost race: read every target again so the next plan starts from what
+        the other writer stored."""
+        stored = await self.targets.load()
+        for kind, handler in self.handlers.items():
+            await handler.restore(stored.get(kind, {}))
+
     def _spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro, getattr(coro, "__name__", "task"))
 
-    # -- secrets -----------------------------------------------------------------------
+    # -- changes on their own (rotated secrets) ----------------------------------------
 
-    async def _secret_env(self, target: Target) -> dict[str, str]:
-        if not secret_refs.references(target.app):
-            return {}
-        if self._secrets is None:
-            raise ConfigError(f"app {target.name} references secrets but no engine runs")
-        return await secret_refs.values(self._secrets, target.app)
-
-    async def _watch_secrets(self) -> None:
-        """Roll apps whose referenced secrets got a new version (the version is part of
-        the instance template, so the change goes through the same health-gated update)."""
+    async def _watch_refresh(self) -> None:
+        """Re-apply objects whose state changed on their own (e.g. an app's referenced
+        secret got a new version): the change goes through the same health-gated update."""
         while True:
             await asyncio.sleep(self._secret_check_seconds)
             try:
                 await self.roll_changed_secrets()
             except Exception:
-                log.exception("checking secret versions failed; will retry")
+                log.exception("checking for changed objects failed; will retry")
 
     async def roll_changed_secrets(self) -> Revision | None:
-        if self._secrets is None or self._apply_lock.locked():
+        if self._apply_lock.locked():
             return None
-        states: dict[str, AppState] = {}
-        apps: dict[str, App] = {}
+        states = self._current()
         changed = False
-        for name, target in self.controller.targets().items():
-            state = target.state
-            if secret_refs.references(target.app):
-                found, problems = await secret_refs.versions(self._secrets, target.app)
-                if not problems and found != state.secrets:
-                    state = app_state(target.app, state.release, found)
-                    changed = True
-            states[name] = state
-            apps[name] = target.app
+        for kind, handler in self.handlers.items():
+            for name, state in (await handler.refreshed()).items():
+                states[(kind, name)] = state
+                changed = True
         if not changed:
             return None
         _, revision = await self._start_apply(
-            Desired(states, apps, None),
+            Desired(states, None),
             who="socle (secret changed)",
             source="secrets",
             env=None,
@@ -445,57 +518,28 @@ class Engine:
         )
         return revision
 
-    # -- rollout events ----------------------------------------------------------------
+    # -- outcomes ----------------------------------------------------------------------
 
-    def _on_rollout(self, name: str, status: str, message: str) -> None:
-        if status == "deleted":
-            number = self._deleting.pop(name, None)
-            if number is not None:
-                self._spawn(self._mark(number, {name}, ChangePhase.DELETED, ""))
-            return
-        target = self.controller.target(name)
-        if target is None:
-            return
-        number = target.rollout.revision
-        if status == RolloutStatus.COMPLETE:
-            self._spawn(self._persist_target(target))
-            self._spawn(self._mark(number, {name}, ChangePhase.READY, ""))
-            return
-        spec = target.app.spec
-        if spec.update.auto_rollback and target.previous is not None and target.previous_root:
-            back = Target(
-                state=target.previous,
-                release_root=target.previous_root,
-                rollout=Rollout(
-                    revision=number, started=time.time(), status=RolloutStatus.PROGRESSING
-                ),
-            )
-            back.rollout.message = f"rolled back after: {message}"
-            self.controller.set_target(name, back)
-            self._spawn(self._persist_target(back))
-            self._spawn(
-                self._mark(
-                    number,
-                    {name},
-                    ChangePhase.ROLLED_BACK,
-                    f"{message}; rolled back to release {target.previous.release}",
-                )
-            )
-        else:
-            self._spawn(self._persist_target(target))
-            self._spawn(self._mark(number, {name}, ChangePhase.FAILED, message))
+    def _report(self, number: int, kind: str, name: str, phase: str, message: str) -> None:
+        """An object's outcome, reported by its handler after the commit."""
+        self._spawn(self._mark(number, {format_reference((kind, name))}, phase, message))
 
-    async def _persist_target(self, target: Target) -> None:
-        await self._store.put(target_key(target.name), target.to_json())
-
-    async def _mark(self, number: int, names: set[str], phase: str, message: str) -> None:
-        """Record per-app outcomes. Each write rewrites the whole revision record, so outcomes
-        that arrive together are queued and applied in one read-modify-write, in order."""
-        self._marks.setdefault(number, []).append((set(names), phase, message))
+    async def _mark(self, number: int, labels: set[str], phase: str, message: str) -> None:
+        """Record per-object outcomes. Each write rewrites the whole revision record, so
+        outcomes that arrive together are queued and applied in one read-modify-write, in
+        order (compare-and-swap: a lost race is read again and applied again)."""
+        self._marks.setdefault(number, []).append((set(labels), phase, message))
         async with self._revision_lock:
             batch = self._marks.pop(number, None)
-            if batch:
-                await self._apply_marks(number, batch)
+            if not batch:
+                return
+            for _ in range(5):
+                try:
+                    await self._apply_marks(number, batch)
+                    return
+                except ConflictError:
+                    log.warning("revision %s changed meanwhile; applying outcomes again", number)
+            log.error("could not record outcomes of revision %s: it keeps changing", number)
 
     async def _apply_marks(self, number: int, batch: list[tuple[set[str], str, str]]) -> None:
         try:
@@ -505,11 +549,11 @@ class Engine:
         if revision.done:
             return  # e.g. an automatic rollback settling after its revision was recorded
         pending = self._pending.get(number)
-        for names, phase, message in batch:
-            for name in names:
-                revision.apps[name] = {"phase": phase, "message": message}
+        for labels, phase, message in batch:
+            for label in labels:
+                revision.apps[label] = {"phase": phase, "message": message}
             if pending is not None:
-                pending -= names
+                pending -= labels
             if revision.status == RevisionStatus.ROLLING and not pending:
                 self._pending.pop(number, None)
                 await self._finish(revision)
@@ -536,6 +580,15 @@ class Engine:
 
     # -- status ------------------------------------------------------------------------
 
-    def status(self) -> list[AppView]:
-        names = set(self.controller.targets()) | {i.app for i in self._driver.instances()}
-        return [self.controller.view(name) for name in sorted(names)]
+    async def status(self) -> list[dict[str, Any]]:
+        """One row per object of every kind (``kind``, ``name``, ``health``, ...)."""
+        rows: list[dict[str, Any]] = []
+        for handler in self.handlers.values():
+            rows.extend(await handler.status())
+        return rows
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (inside its ``finally``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -22,9 +22,14 @@ from typing import Any
 
 from socle.engine.planner import AppState
 from socle.model.app import App
+from socle.model.kinds import ObjectRef
 from socle.model.status import RolloutStatus
+from socle.state.store import Delete, Op, Put, Record, StateStore
 
 TEMPLATE_FIELDS = ("run", "env", "ports", "health", "resources", "restart", "stopGrace")
+OPTIONAL_TEMPLATE_FIELDS = ("volumes",)
+"""Part of the template only when set, so that apps without them keep the template (and
+the instances) they had before the field existed."""
 
 
 def _digest(value: Any) -> str:
@@ -39,7 +44,10 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
     template = _digest(
         {
             "release": release,
-            "spec": {k: spec.get(k) for k in TEMPLATE_FIELDS},
+            "spec": {
+                **{k: spec.get(k) for k in TEMPLATE_FIELDS},
+                **{k: spec[k] for k in OPTIONAL_TEMPLATE_FIELDS if spec.get(k)},
+            },
             "secrets": dict(sorted((secret_versions or {}).items())),
         }
     )
@@ -103,6 +111,20 @@ class AppStateCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def export(self) -> list[tuple[App, AppState, tuple[str, tuple[tuple[str, int], ...]]]]:
+        """The entries as ``(app, state, (release, secrets))``, keyed again by :meth:`adopt`
+        (object ids do not survive a restart; the app objects themselves do, when pickled
+        together with the manifest cache that holds them)."""
+        with self._lock:
+            return [(app, state, (k[1], k[2])) for k, (app, state, _) in self._entries.items()]
+
+    def adopt(
+        self, entries: list[tuple[App, AppState, tuple[str, tuple[tuple[str, int], ...]]]]
+    ) -> None:
+        with self._lock:
+            for app, state, (release, secrets) in entries:
+                self._entries[(id(app), release, secrets)] = (app, state, self._pass)
+
 
 def state_to_dict(state: AppState) -> dict[str, Any]:
     return {
@@ -144,7 +166,7 @@ class Rollout:
 
 @dataclass
 class Target:
-    """One app's target as stored at ``apps/<name>``."""
+    """One app's target as stored at ``objects/App/<name>``."""
 
     state: AppState
     release_root: Path
@@ -187,5 +209,92 @@ class Target:
         )
 
 
-def target_key(name: str) -> str:
-    return f"apps/{name}"
+OBJECTS_PREFIX = "objects/"
+GENERATION_KEY = "meta/targets-generation"
+"""Bumped (compare-and-swap) by every plan's commit: see :class:`TargetRecords`."""
+
+
+def object_key(kind: str, name: str) -> str:
+    """Where an object's target lives: ``objects/<Kind>/<name>``."""
+    return f"{OBJECTS_PREFIX}{kind}/{name}"
+
+
+class TargetRecords:
+    """Target records with compare-and-swap: every write says which version it replaces.
+
+    The version of each record is remembered from the last read or write (a successful
+    write of version ``v`` leaves ``v + 1``, the stores' contract; were it otherwise, the
+    next write would lose with ConflictError and be retried from fresh state, never
+    overwrite). Two control planes (or two loops) writing the same target can therefore
+    never silently overwrite each other: the loser gets :class:`~socle.errors.ConflictError`.
+
+    Per-record versions alone would let a writer with a stale view commit a plan that does
+    not touch what the other changed (it deleted ``api``; we update ``cache`` and keep
+    running ``api``). So every plan's commit also bumps one generation record
+    (:data:`GENERATION_KEY`, :meth:`generation_op`): a plan commits only on the view it was
+    made from. Single-target writes of the rollout controller do not bump it (they change a
+    rollout's status, never what is wanted).
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+        self._versions: dict[ObjectRef, int] = {}
+        self._generation = (0, 0)
+        """``(value, record version)`` of :data:`GENERATION_KEY` as last seen."""
+
+    async def load(self) -> dict[str, dict[str, bytes]]:
+        """Every stored target, by kind then name (remembering versions)."""
+        generation = await self._store.get(GENERATION_KEY)
+        self._generation = (
+            (int(generation.value), generation.version) if generation is not None else (0, 0)
+        )
+        self._versions = {}
+        found: dict[str, dict[str, bytes]] = {}
+        for record in await self._store.scan(OBJECTS_PREFIX):
+            kind, _, name = record.key[len(OBJECTS_PREFIX) :].partition("/")
+            found.setdefault(kind, {})[name] = record.value
+            self._versions[(kind, name)] = record.version
+        return found
+
+    def version(self, ref: ObjectRef) -> int:
+        return self._versions.get(ref, 0)
+
+    def put_op(self, ref: ObjectRef, value: bytes) -> Put:
+        return Put(object_key(*ref), value, self._versions.get(ref, 0))
+
+    def delete_op(self, ref: ObjectRef) -> Delete:
+        return Delete(object_key(*ref), self._versions.get(ref, 0))
+
+    def generation_op(self) -> Put:
+        """The bump of the targets' generation that a plan's commit must include."""
+        value, version = self._generation
+        return Put(GENERATION_KEY, str(value + 1).encode(), version)
+
+    def committed(self, ops: list[Op]) -> None:
+        """Record the versions left by ``ops``, once their commit succeeded."""
+        for op in ops:
+            if op.key == GENERATION_KEY and isinstance(op, Put):
+                self._generation = (int(op.value), (op.expect_version or 0) + 1)
+                continue
+            if not op.key.startswith(OBJECTS_PREFIX):
+                continue
+            kind, _, name = op.key[len(OBJECTS_PREFIX) :].partition("/")
+            if isinstance(op, Put):
+                self._versions[(kind, name)] = (op.expect_version or 0) + 1
+            else:
+                self._versions.pop((kind, name), None)
+
+    async def refresh(self, ref: ObjectRef) -> Record | None:
+        """Read one target again (after a lost race), remembering its version."""
+        record = await self._store.get(object_key(*ref))
+        if record is None:
+            self._versions.pop(ref, None)
+        else:
+            self._versions[ref] = record.version
+        return record
+
+    async def put(self, ref: ObjectRef, value: bytes) -> None:
+        """One compare-and-swap write (ConflictError if another writer got there first)."""
+        op = self.put_op(ref, value)
+        await self._store.commit([op])
+        self.committed([op])

@@ -8,8 +8,9 @@ snake_case in Python.
 
 from __future__ import annotations
 
+import posixpath
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +33,13 @@ PORT_NAME_RE = re.compile(r"^[a-z]([a-z0-9_]{0,30})$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 LABEL_KEY_RE = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 SECRET_REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]*#[A-Za-z0-9_.-]+$")
+DEPENDENCY_RE = re.compile(r"^([A-Z][A-Za-z0-9]{0,62}/)?[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+"""A ``dependsOn`` entry: ``NAME`` (an App) or ``KIND/NAME`` (``Volume/data``)."""
+SYSTEM_FOLDERS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin",
+    "/sys", "/usr",
+)  # fmt: skip
+"""Where a volume may not be mounted: the sandbox's own view of the system lives there."""
 # Patterns are always applied with ``fullmatch``: ``$`` alone also matches before a
 # trailing newline, so ``re.match`` would let "api\n" through as a name.
 
@@ -333,6 +341,37 @@ class UpdateSpec(Spec):
 RestartPolicy = Literal["always", "on-failure", "never"]
 
 
+class VolumeMount(Spec):
+    """``{name: data, mountPath: /data, readOnly: false}``: a Volume shown inside instances."""
+
+    name: str
+    """``metadata.name`` of a Volume in the same manifests."""
+    mount_path: str
+    read_only: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return Metadata._name(value)
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, value: str) -> str:
+        if not value.startswith("/") or "\x00" in value:
+            raise ValueError(f"mountPath {value!r} must be an absolute path such as /data")
+        normal = posixpath.normpath(value)
+        if normal.startswith("//"):
+            normal = "/" + normal.lstrip("/")
+        if normal != value:
+            raise ValueError(f"mountPath {value!r} is not normalised: write {normal!r}")
+        if value == "/":
+            raise ValueError("mountPath cannot be / (it would hide the whole system)")
+        for folder in SYSTEM_FOLDERS:
+            if value == folder or value.startswith(folder + "/"):
+                raise ValueError(f"mountPath {value!r} is under the system folder {folder}")
+        return value
+
+
 class AppSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=1000)
     run: RunSpec
@@ -346,6 +385,35 @@ class AppSpec(Spec):
     """Time between SIGTERM and SIGKILL when stopping an instance."""
     update: UpdateSpec = Field(default_factory=UpdateSpec)
     depends_on: list[str] = Field(default_factory=list)
+    volumes: list[VolumeMount] = Field(default_factory=list)
+    """Volumes mounted into every instance; each implies a dependency on that Volume."""
+
+    @field_validator("depends_on")
+    @classmethod
+    def _dependency_names(cls, value: list[str]) -> list[str]:
+        for index, dep in enumerate(value):
+            if not DEPENDENCY_RE.fullmatch(dep):
+                raise FieldError(
+                    (index,),
+                    f"invalid dependsOn entry {dep!r}: use an app name ('api') or "
+                    "KIND/NAME ('Volume/data')",
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _mounts(self) -> AppSpec:
+        for index, mount in enumerate(self.volumes):
+            for other in self.volumes[:index]:
+                if other.mount_path == mount.mount_path:
+                    raise FieldError(
+                        ("volumes", index, "mountPath"),
+                        f"mountPath {mount.mount_path!r} is used twice in this app",
+                    )
+                if other.name == mount.name:
+                    raise FieldError(
+                        ("volumes", index, "name"), f"volume {mount.name!r} is mounted twice"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _refs(self) -> AppSpec:
@@ -362,8 +430,6 @@ class AppSpec(Spec):
             )
         deps = self.depends_on
         for index, dep in enumerate(deps):
-            if isinstance(dep, str) and not NAME_RE.fullmatch(dep):
-                raise FieldError(("dependsOn", index), f"invalid app name {dep!r} in dependsOn")
             if dep in deps[:index]:
                 raise FieldError(("dependsOn", index), f"dependsOn lists {dep!r} twice")
         return self
@@ -378,3 +444,20 @@ class App(Spec):
     @property
     def name(self) -> str:
         return self.metadata.name
+
+
+def app_references(app: App) -> list[Any]:
+    """What an App needs before it starts: ``dependsOn`` entries, and each mounted Volume.
+
+    Returns :class:`socle.model.kinds.Reference` values (imported here to keep this module
+    free of the registry).
+    """
+    from socle.model.kinds import Reference, parse_reference
+
+    found: list[Any] = []
+    for index, dep in enumerate(app.spec.depends_on):
+        kind, name = parse_reference(dep)
+        found.append(Reference(("spec", "dependsOn", index), kind, name))
+    for index, mount in enumerate(app.spec.volumes):
+        found.append(Reference(("spec", "volumes", index, "name"), "Volume", mount.name, "volumes"))
+    return found

@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from pydantic import BaseModel
 
@@ -203,3 +204,35 @@ class ManifestCache:
     def __len__(self) -> int:
         """Number of files kept."""
         return len(self._files)
+
+    # -- across restarts --------------------------------------------------------------------
+
+    def export(self) -> dict[str, object]:
+        """What a later process may start from (see :meth:`adopt`); waits for a running load.
+
+        The objects are shared with this cache, not copied: serialise them before the next
+        load (callers pickle the result together with what else refers to the same models,
+        so that identities survive).
+        """
+        with self._lock:
+            return {
+                "files": dict(self._files),
+                "models": dict(self._models),
+                "serial": next(self._serials),
+                "generation": self._generation,
+            }
+
+    def adopt(self, exported: dict[str, object]) -> None:
+        """Start from what :meth:`export` returned in an earlier process.
+
+        Stamps include the inode, ctime and device, so a file changed while no control plane
+        ran is read again; entries are trusted no more than they were when exported.
+        """
+        files = cast(dict[str, CachedFile], exported["files"])
+        models = cast(dict[tuple[DocKey, ...], CachedModel], exported["models"])
+        serial = cast(int, exported["serial"])
+        generation = cast(int, exported["generation"])
+        with self._lock:
+            self._files, self._models = files, models
+            self._serials = itertools.count(serial)
+            self._generation = generation

@@ -1,8 +1,9 @@
 """Checks across fields and objects that a single model cannot make on its own.
 
-Each check is a pure function of the validated apps (and the repository root for paths)
-returning findings ``(app name, field path, reason)``; the loader turns them into located
-problems. Graph walks are iterative: a chain of 10,000 apps must not hit the recursion limit.
+Each check is a pure function of the validated objects (and the repository root for paths)
+returning findings ``((kind, name), field path, reason)``; the loader turns them into
+located problems. References and cycles span kinds: ``dependsOn: [Volume/data]`` and an
+App's ``spec.volumes`` are edges like ``dependsOn: [api]``. Graph walks are iterative: a chain of 10,000 apps must not hit the recursion limit.
 """
 
 from __future__ import annotations
@@ -10,36 +11,54 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from socle.model.app import App
+from socle.model.kinds import Finding, ObjectRef, Reference, format_reference
 from socle.model.yamlsource import PathPart
 
-Finding = tuple[str, tuple[PathPart, ...], str]
+NameFinding = tuple[str, tuple[PathPart, ...], str]
 
 
-def missing_dependencies(apps: Mapping[str, App], known: Iterable[str]) -> list[Finding]:
-    """``dependsOn`` entries that name no app (``known`` includes apps that failed validation)."""
+def missing_references(
+    references: Mapping[ObjectRef, list[Reference]], known: Iterable[ObjectRef]
+) -> list[Finding]:
+    """References to objects that do not exist (``known`` includes objects that failed
+    validation, so that one bad object does not make every reference to it an error too)."""
     names = set(known)
     findings: list[Finding] = []
-    for name, app in apps.items():
-        for index, dep in enumerate(app.spec.depends_on):
-            if dep not in names:
-                hint = ", ".join(sorted(names)[:10]) or "none"
-                findings.append(
-                    (
-                        name,
-                        ("spec", "dependsOn", index),
-                        f"dependsOn names {dep!r}, which is not an App in these manifests "
-                        f"(apps: {hint})",
-                    )
+    for ref, refs in references.items():
+        for reference in refs:
+            if reference.ref in names:
+                continue
+            same = sorted(name for kind, name in names if kind == reference.kind)
+            plural = reference.kind.lower() + "s"
+            hint = ", ".join(same[:10]) or "none"
+            written = (
+                reference.name if reference.field == "volumes" else format_reference(reference.ref)
+            )
+            findings.append(
+                (
+                    ref,
+                    reference.path,
+                    f"{reference.field} names {written!r}, which is not "
+                    f"a{'n' if reference.kind[0] in 'AEIOU' else ''} {reference.kind} "
+                    f"in these manifests ({plural}: {hint})",
                 )
+            )
     return findings
 
 
-def dependency_cycles(apps: Mapping[str, App]) -> list[Finding]:
-    """One finding per cycle, on its alphabetically first app: ``a -> b -> a``."""
+def dependency_cycles(references: Mapping[ObjectRef, list[Reference]]) -> list[Finding]:
+    """One finding per cycle, on its first object: ``a -> Volume/x -> a``.
+
+    Objects are ordered by their written form (``api`` for an App, ``Kind/name`` else).
+    """
+    text = {ref: format_reference(ref) for ref in references}
+    by_text = {t: ref for ref, t in text.items()}
     graph = {
-        name: sorted({d for d in app.spec.depends_on if d in apps}) for name, app in apps.items()
+        text[ref]: sorted({format_reference(r.ref) for r in refs if r.ref in references})
+        for ref, refs in references.items()
     }
     findings: list[Finding] = []
     for component in _strongly_connected(graph):
@@ -47,15 +66,18 @@ def dependency_cycles(apps: Mapping[str, App]) -> list[Finding]:
         if len(component) == 1 and start not in graph[start]:
             continue
         cycle = _shortest_cycle(graph, start, component)
-        index = apps[start].spec.depends_on.index(cycle[1])
-        findings.append(
-            (
-                start,
-                ("spec", "dependsOn", index),
-                f"dependency cycle: {' -> '.join(cycle)}",
-            )
-        )
+        first = by_text[start]
+        path = next(r.path for r in references[first] if format_reference(r.ref) == cycle[1])
+        findings.append((first, path, f"dependency cycle: {' -> '.join(cycle)}"))
     return sorted(findings)
+
+
+def app_dependency_cycles(apps: Mapping[str, App]) -> list[NameFinding]:
+    """:func:`dependency_cycles` of Apps alone, by app name (for callers holding only apps)."""
+    from socle.model.app import app_references
+
+    refs = {("App", name): app_references(app) for name, app in apps.items()}
+    return [(ref[1], path, reason) for ref, path, reason in dependency_cycles(refs)]
 
 
 def _strongly_connected(graph: Mapping[str, list[str]]) -> list[set[str]]:
@@ -118,9 +140,9 @@ def _shortest_cycle(graph: Mapping[str, list[str]], start: str, within: set[str]
     return [start, start]  # pragma: no cover - a component always closes a cycle
 
 
-def workdirs(root: Path, apps: Mapping[str, App]) -> list[Finding]:
+def workdirs(root: Path, apps: Mapping[str, Any]) -> list[NameFinding]:
     """``spec.run.workdir`` must be a folder inside the repository, symlinks resolved."""
-    findings: list[Finding] = []
+    findings: list[NameFinding] = []
     reasons: dict[str, str | None] = {}
     for name, app in apps.items():
         workdir = app.spec.run.workdir

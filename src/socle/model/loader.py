@@ -33,7 +33,7 @@ from socle.model import checks, discover, yamlsource
 from socle.model.app import App
 from socle.model.cache import CachedModel, DocKey, ManifestCache
 from socle.model.diagnose import describe, format_path, problems_of
-from socle.model.kinds import API_VERSIONS, KINDS
+from socle.model.kinds import API_VERSIONS, KindRegistry, ObjectRef, Reference, default_kinds
 from socle.model.overlay import Owners, merge
 from socle.model.yamlsource import PathPart
 
@@ -47,19 +47,29 @@ class LoadedManifests:
     root: Path
     """Resolved repository root."""
     env: str | None
-    apps: dict[str, App]
-    """By ``metadata.name``, sorted by name."""
+    objects: dict[ObjectRef, BaseModel]
+    """Every object by ``(kind, name)``, sorted by kind then name."""
     origins: dict[str, str]
     """``"App/api"`` -> ``"apps/api.yaml:3"``: where each object's document starts."""
-    canonical: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
-    """Canonical JSON of the rendered objects already known (from a cache), by name."""
+    canonical: dict[ObjectRef, str] = field(default_factory=dict, repr=False, compare=False)
+    """Canonical JSON of the rendered objects already known (from a cache)."""
+    apps: dict[str, App] = field(init=False, repr=False, compare=False)
+    """The ``App`` objects by name: a view of ``objects`` for callers that run apps."""
+
+    def __post_init__(self) -> None:
+        apps = {n: o for (k, n), o in self.objects.items() if k == "App" and isinstance(o, App)}
+        object.__setattr__(self, "apps", apps)
+
+    def of_kind(self, kind: str) -> dict[str, BaseModel]:
+        """The objects of one kind by name."""
+        return {name: obj for (k, name), obj in self.objects.items() if k == kind}
 
     def rendered(self) -> list[dict[str, object]]:
         """Each object as plain JSON data, camelCase, defaults included, nulls left out."""
         with _gc_paused():
             return [
-                app.model_dump(mode="json", by_alias=True, exclude_none=True)
-                for app in self.apps.values()
+                obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for obj in self.objects.values()
             ]
 
     def digest(self) -> str:
@@ -69,14 +79,14 @@ class LoadedManifests:
         """
         known = self.canonical
         with _gc_paused():
-            parts = [known.get(name) or canonical_json(app) for name, app in self.apps.items()]
+            parts = [known.get(ref) or canonical_json(obj) for ref, obj in self.objects.items()]
         return hashlib.sha256(("[" + ",".join(parts) + "]").encode()).hexdigest()
 
 
-def canonical_json(app: App) -> str:
+def canonical_json(obj: BaseModel) -> str:
     """The rendered object as canonical JSON: sorted keys, no spaces, UTF-8 kept."""
     return json.dumps(
-        app.model_dump(mode="json", by_alias=True, exclude_none=True),
+        obj.model_dump(mode="json", by_alias=True, exclude_none=True),
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -84,18 +94,24 @@ def canonical_json(app: App) -> str:
 
 
 def load(
-    path: Path, env: str | None = None, *, cache: ManifestCache | None = None
+    path: Path,
+    env: str | None = None,
+    *,
+    cache: ManifestCache | None = None,
+    kinds: KindRegistry | None = None,
 ) -> LoadedManifests:
     """Every manifest under ``path`` with the ``env`` overlay; raises ManifestError.
 
     With ``cache``, files and objects unchanged since an earlier load with the same cache
-    are reused (see :mod:`socle.model.cache`); the result is the same either way.
+    are reused (see :mod:`socle.model.cache`); the result is the same either way. ``kinds``
+    defaults to :func:`~socle.model.kinds.default_kinds`.
     """
+    registry = kinds if kinds is not None else default_kinds()
     with _gc_paused():
         if cache is None or not cache.begin():
-            return _Load(path, env, None).run()
+            return _Load(path, env, None, registry).run()
         try:
-            return _Load(path, env, cache).run()
+            return _Load(path, env, cache, registry).run()
         finally:
             cache.end()
 
@@ -163,7 +179,10 @@ class _Entry:
 class _Load:
     """The state of one ``load`` call: problems are collected, never raised early."""
 
-    def __init__(self, path: Path, env: str | None, cache: ManifestCache | None) -> None:
+    def __init__(
+        self, path: Path, env: str | None, cache: ManifestCache | None, kinds: KindRegistry
+    ) -> None:
+        self.kinds = kinds
         self.given = Path(path)
         self.cache = cache
         self.root = self.given.resolve()
@@ -191,31 +210,31 @@ class _Load:
         self._read_base(files)
         if self.env is not None:
             self._apply_environment(self.env, rules)
-        apps = self._validate()
-        self._check(apps)
+        objects = self._validate()
+        self._check(objects)
         if self.problems:
             raise ManifestError(sorted(set(self.problems), key=_problem_order))
         return LoadedManifests(
             root=self.root,
             env=self.env,
-            apps={name: apps[name] for name in sorted(apps)},
+            objects={ref: objects[ref] for ref in sorted(objects)},
             origins={
                 f"{kind}/{name}": str(entry.source)
                 for (kind, name), entry in sorted(self.entries.items())
             },
-            canonical=self._canonical(apps),
+            canonical=self._canonical(objects),
         )
 
-    def _canonical(self, apps: dict[str, App]) -> dict[str, str]:
-        """Canonical JSON of each cached app, computed once per validated object."""
-        known: dict[str, str] = {}
-        for (kind, name), entry in self.entries.items():
+    def _canonical(self, objects: dict[ObjectRef, BaseModel]) -> dict[ObjectRef, str]:
+        """Canonical JSON of each cached object, computed once per validated object."""
+        known: dict[ObjectRef, str] = {}
+        for ref, entry in self.entries.items():
             cached = entry.cached
-            if kind != "App" or cached is None or cached.model is not apps.get(name):
+            if cached is None or cached.model is not objects.get(ref):
                 continue
             if cached.canonical is None:
-                cached.canonical = canonical_json(apps[name])
-            known[name] = cached.canonical
+                cached.canonical = canonical_json(objects[ref])
+            known[ref] = cached.canonical
         return known
 
     # -- reading ---------------------------------------------------------------------------
@@ -261,14 +280,14 @@ class _Load:
                 source, ("apiVersion",), f"unknown apiVersion {describe(version)} (known: {known})"
             )
             usable = False
-        kinds = ", ".join(KINDS)
+        kinds = ", ".join(self.kinds)
         if kind is None:
             reason = f"required field is missing (known kinds: {kinds})"
             if version is None and not patch:
                 reason += "; if this file is not a manifest, list it in .socleignore"
             self._report(source, ("kind",), reason)
             usable = False
-        elif not isinstance(kind, str) or kind not in KINDS:
+        elif not isinstance(kind, str) or kind not in self.kinds:
             self._report(source, ("kind",), f"unknown kind {describe(kind)} (known kinds: {kinds})")
             usable = False
         if not usable:
@@ -352,13 +371,13 @@ class _Load:
 
     # -- validation ------------------------------------------------------------------------
 
-    def _validate(self) -> dict[str, App]:
-        apps: dict[str, App] = {}
-        for (kind, name), entry in self.entries.items():
+    def _validate(self) -> dict[ObjectRef, BaseModel]:
+        objects: dict[ObjectRef, BaseModel] = {}
+        for ref, entry in self.entries.items():
             model = self._validate_one(entry)
-            if kind == "App" and isinstance(model, App):
-                apps[name] = model
-        return apps
+            if model is not None:
+                objects[ref] = model
+        return objects
 
     def _validate_one(self, entry: _Entry) -> BaseModel | None:
         cache, keys = self.cache, entry.keys
@@ -366,7 +385,7 @@ class _Load:
             entry.cached = cache.model(keys)
             if entry.cached is not None:
                 return entry.cached.model
-        model_class = KINDS[entry.kind]
+        model_class = self.kinds.model(entry.kind)
         try:
             # Manifests use the camelCase names only, like the schema editors check against.
             model = model_class.model_validate(entry.data, by_alias=True, by_name=False)
@@ -378,14 +397,28 @@ class _Load:
             entry.cached = cache.keep_model(keys, model)
         return model
 
-    def _check(self, apps: dict[str, App]) -> None:
-        findings = checks.workdirs(self.root, apps)
+    def _check(self, objects: dict[ObjectRef, BaseModel]) -> None:
+        findings: list[tuple[ObjectRef, tuple[PathPart, ...], str]] = []
+        by_kind: dict[str, dict[str, BaseModel]] = {}
+        for (kind, name), obj in objects.items():
+            by_kind.setdefault(kind, {})[name] = obj
+        references: dict[ObjectRef, list[Reference]] = {}
+        for kind, info in self.kinds.items():
+            found = by_kind.get(kind, {})
+            for check in info.checks:
+                findings += [((kind, n), p, r) for n, p, r in check(self.root, found)]
+            for name, obj in found.items():
+                refs = info.references(obj)
+                if refs:
+                    references[(kind, name)] = refs
         if self.complete:
-            known = [name for kind, name in self.entries if kind == "App"]
-            findings += checks.missing_dependencies(apps, known)
-        findings += checks.dependency_cycles(apps)
-        for name, path, reason in findings:
-            self._report_in(self.entries[("App", name)], path, reason)
+            findings += checks.missing_references(references, self.entries)
+        # Every object takes part in cycles, so an edge to an object without references
+        # of its own (a Volume) is still an edge.
+        graph = {ref: references.get(ref, []) for ref in objects}
+        findings += checks.dependency_cycles(graph)
+        for ref, path, reason in findings:
+            self._report_in(self.entries[ref], path, reason)
 
     # -- problems --------------------------------------------------------------------------
 

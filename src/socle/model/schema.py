@@ -12,22 +12,24 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from socle.model.kinds import KINDS
+from socle.model.kinds import KindRegistry, default_kinds
 
 SCHEMA_ID = "urn:socle:schema:manifest:v1"
 
 
-def json_schema() -> dict[str, object]:
+def json_schema(kinds: KindRegistry | None = None) -> dict[str, object]:
     """The schema as a JSON-ready dict; ``$defs`` holds every kind and its parts."""
+    registry = kinds if kinds is not None else default_kinds()
+    models = {kind: info.model for kind, info in registry.items()}
     refs, definitions = models_json_schema(
-        [(model, "validation") for model in KINDS.values()],
+        [(model, "validation") for model in models.values()],
         by_alias=True,
         ref_template="#/$defs/{model}",
         title="Socle manifest",
     )
     branches: list[dict[str, Any]] = []
     mapping: dict[str, str] = {}
-    for kind, model in KINDS.items():
+    for kind, model in models.items():
         ref = refs[(model, "validation")]
         branches.append(ref)
         mapping[kind] = ref["$ref"]

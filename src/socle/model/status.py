@@ -38,16 +38,20 @@ TERMINAL_REVISION_STATUSES = frozenset(
 
 
 class ChangePhase(StrEnum):
-    """Where one app of a revision is."""
+    """Where one object of a revision is."""
 
     PENDING = "pending"
     BUILDING = "building"
     BUILT = "built"
+    BUILD_FAILED = "build failed"
+    ENSURED = "ensured"
+    """A Volume exists with its size, before the commit."""
     ROLLING = "rolling"
     READY = "ready"
     FAILED = "failed"
     ROLLED_BACK = "rolled back"
     SUPERSEDED = "superseded"
+    DELETING = "deleting"
     DELETED = "deleted"
 
 
@@ -70,6 +74,16 @@ class AppHealth(StrEnum):
     STOPPED = "stopped"
 
 
+class VolumeHealth(StrEnum):
+    """One word per Volume for status tables."""
+
+    READY = "ready"
+    WARNING = "warning"
+    """Its size is not enforced, or usage is above it."""
+    MISSING = "missing"
+    """Declared, but the provider has no such volume."""
+
+
 class InstanceState(StrEnum):
     """The state of one running instance, as its runtime driver reports it."""
 
@@ -90,4 +104,5 @@ __all__ = [
     "InstanceState",
     "RevisionStatus",
     "RolloutStatus",
+    "VolumeHealth",
 ]

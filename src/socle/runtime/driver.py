@@ -9,7 +9,9 @@ protocol.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NewType, Protocol
@@ -88,6 +90,8 @@ class InstanceStatus:
     last_exit_code: int | None
     isolation: str
     message: str = ""
+    uid: int | None = None
+    """The host uid the instance runs as (its app's own), None when it is not known."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -106,6 +110,7 @@ class InstanceStatus:
             "last_exit_code": self.last_exit_code,
             "isolation": self.isolation,
             "message": self.message,
+            "uid": self.uid,
         }
 
 
@@ -124,6 +129,59 @@ class Isolation:
     mode: str  # e.g. "namespaces+cgroups", "rlimits"
     detail: str
     warning: str | None = None
+    protections: dict[str, bool] = field(default_factory=dict)
+    """Which container practices hold on this host (``read_only_code``, ``non_root``,
+    ``syscall_filter``, ...): True enforced, False not. Empty when the driver cannot tell."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "detail": self.detail,
+            "warning": self.warning,
+            "protections": dict(self.protections),
+        }
+
+
+@dataclass
+class ConfinedCommand:
+    """A command wrapped to run confined: run ``argv`` with exactly ``env``, keeping the
+    descriptors ``pass_fds`` open in the child, then call :meth:`close` once it started."""
+
+    argv: list[str]
+    env: dict[str, str]
+    pass_fds: tuple[int, ...] = ()
+
+    def close(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
+
+
+class BuildSandbox(Protocol):
+    """How a driver confines the build steps of an app (the release store calls it).
+
+    A build step is as hostile as the app: it runs as the app's uid, sees the same minimal
+    filesystem, and may write only into the release it builds (plus a private ``/tmp``).
+    """
+
+    def prepare(self, app: str, release_root: Path) -> None:
+        """Make ``release_root`` writable for ``app``'s steps (blocking)."""
+
+    def wrap(
+        self,
+        app: str,
+        argv: list[str],
+        *,
+        release_root: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        memory: int | None,
+    ) -> ConfinedCommand | None:
+        """``argv`` (program already resolved to an absolute path) as a confined command,
+        or None where this host gives no sandbox (isolation "none": the driver's
+        ``isolation()`` says so). Raises :class:`socle.errors.RuntimeDriverError` if a
+        sandbox is expected but cannot be had."""
 
 
 StatusListener = Callable[[InstanceStatus], None]

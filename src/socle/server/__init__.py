@@ -35,6 +35,8 @@ from socle.server.parts import (
     RuntimeComponent,
     SecretsComponent,
     StoreComponent,
+    VolumeBackupsComponent,
+    VolumesComponent,
     check_not_fenced,
 )
 from socle.settings import Settings, parse_listen
@@ -130,7 +132,9 @@ def build_components(plane: Plane) -> Components:
     components.add(LeaseComponent(plane))
     components.add(SecretsComponent(plane))
     components.add(RuntimeComponent(plane))
+    components.add(VolumesComponent(plane))
     components.add(EngineComponent(plane))
+    components.add(VolumeBackupsComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))
     return components
 

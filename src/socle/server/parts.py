@@ -26,6 +26,7 @@ from socle.api.app import ApiContext, create_app
 from socle.api.limits import guard
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
+from socle.backup.schedule import VolumeBackupPlan, VolumeBackupScheduler
 from socle.backup.service import HomeBackups
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
@@ -33,6 +34,7 @@ from socle.errors import LeaseLost, SocleError
 from socle.fs import write_private
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
+from socle.runtime.local.volumes import LocalVolumeProvider
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry as secrets_registry
 from socle.server.addresses import main_listener
@@ -73,6 +75,7 @@ class Plane:
     """Every secret value the engine resolves, masked in logs and API answers."""
     secrets: SecretsCore | None = None
     driver: LocalDriver | None = None
+    volumes: LocalVolumeProvider | None = None
     engine: Engine | None = None
 
     def request_shutdown(self, keep_apps: bool) -> None:
@@ -240,6 +243,57 @@ class RuntimeComponent:
             await driver.close(stop_instances=not self._plane.keep_apps)
 
 
+class VolumesComponent:
+    """The local volume provider: its enforced volumes mounted again after a reboot or a
+    crash (before the engine starts apps that mount them). On stop the mounts stay: apps
+    that outlive the control plane keep writing to them."""
+
+    name = "volumes"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        provider = LocalVolumeProvider(self._plane.settings.volumes_dir)
+        await provider.start()
+        self._plane.volumes = provider
+
+    async def stop(self) -> None:
+        self._plane.volumes = None
+
+
+class VolumeBackupsComponent:
+    """Scheduled backups of the Volumes whose manifests ask for one (``spec.backup``)."""
+
+    name = "volume-backups"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._scheduler: VolumeBackupScheduler | None = None
+
+    async def plans(self) -> list[VolumeBackupPlan]:
+        engine = self._plane.engine
+        if engine is None:
+            return []
+        return [
+            VolumeBackupPlan(name, backup["schedule"], int(backup.get("keep", 7)))
+            for name, state in sorted(engine.handler("Volume").declared().items())
+            if (backup := state.manifest["spec"].get("backup"))
+        ]
+
+    async def start(self) -> None:
+        plane = self._plane
+        self._scheduler = VolumeBackupScheduler(
+            need(plane.volumes, "volumes"), plane.settings.backups_dir, self.plans
+        )
+        await self._scheduler.start()
+
+    async def stop(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            await scheduler.stop()
+
+
 class EngineComponent:
     name = "engine"
 
@@ -254,12 +308,15 @@ class EngineComponent:
             settings.releases_dir,
             keep=settings.releases_kept,
             max_parallel=settings.max_parallel_builds,
+            sandbox=need(plane.driver, "runtime").build_sandbox(),
         )
         engine = Engine(
             need(plane.store, "store"),
             need(plane.driver, "runtime"),
             releases,
             secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
+            volumes=need(plane.volumes, "volumes"),
+            cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
         )
@@ -304,7 +361,7 @@ class ApiComponent:
             tokens=tokens,
             request_shutdown=plane.request_shutdown,
             control_plane=self._status,
-            backups=HomeBackups(settings),
+            backups=HomeBackups(settings, plane.volumes),
             redact=plane.redactor,
         )
         app = guard(

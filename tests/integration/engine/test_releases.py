@@ -385,3 +385,28 @@ async def test_escaped_daemon_holding_output_does_not_hang_the_build(
                 os.kill(int(pidfile.read_text()), signal.SIGKILL)
                 break
             await asyncio.sleep(0.02)
+
+
+async def test_releases_of_an_earlier_version_are_sealed_once_at_upgrade(
+    store: ReleaseStore, repo: Path
+) -> None:
+    app = make_app([py_step("open('built.txt', 'w').write('ok')")])
+    release = await store.ensure(repo, app)
+    marker = release.root / ".socle-release.json"
+    # what an earlier version left: a complete release, writable, its marker without a seal
+    data = json.loads(marker.read_text())
+    del data["sealed"]
+    os.chmod(release.root, 0o755)
+    os.chmod(marker, 0o644)
+    marker.write_text(json.dumps(data))
+    assert store.get("web", release.id) is None  # never sealed: not trusted as such
+
+    assert store.seal_unsealed() == 1
+    assert store.seal_unsealed() == 0
+    kept = store.get("web", release.id)
+    assert kept is not None and kept.sealed
+
+    os.chmod(release.root, 0o755)
+    (release.root / "built.txt").chmod(0o644)
+    (release.root / "built.txt").write_text("rewritten")
+    assert ReleaseStore(store.releases_dir).get("web", release.id) is None

@@ -2,8 +2,9 @@
 
 Behaviour by environment variable:
 APP_MODE=serve (default): HTTP on $PORT. /health is 200 unless ./unhealthy exists (503);
-  /info returns pid, env, visible pids and hostname as JSON. SIGTERM writes ./terminated
-  and exits 0, unless APP_IGNORE_TERM=1.
+  /info returns pid, env, visible pids and hostname as JSON. SIGTERM writes
+  $APP_STATE_DIR/terminated (the release is read-only in a sandbox; default ./) and exits
+  0, unless APP_IGNORE_TERM=1.
 APP_MODE=exit: print, then exit with APP_EXIT_CODE after APP_DELAY seconds.
 APP_MODE=crash: print "boom <n>" on stderr and exit 3.
 APP_MODE=spam: print "line <n>" every APP_EVERY seconds, forever.
@@ -22,7 +23,7 @@ mode = os.environ.get("APP_MODE", "serve")
 
 
 def on_term(signum: int, frame: object) -> None:
-    with open("terminated", "w") as handle:
+    with open(os.path.join(os.environ.get("APP_STATE_DIR", "."), "terminated"), "w") as handle:
         handle.write("SIGTERM")
     sys.exit(0)
 

@@ -7,9 +7,12 @@ from typing import Any
 import pytest
 
 from socle.engine.diff import diff
+from socle.engine.kinds.volume import VolumeState
 from socle.engine.planner import Action, dependency_order, plan
 from socle.engine.targets import app_state
+from socle.errors import DeleteAllRefused
 from socle.model.app import App
+from socle.model.volume import Volume
 
 
 def make(name: str, release: str = "r1", **spec: Any) -> Any:
@@ -20,8 +23,8 @@ def make(name: str, release: str = "r1", **spec: Any) -> Any:
     return app_state(app, release)
 
 
-def states(*items: Any) -> dict[str, Any]:
-    return {s.name: s for s in items}
+def states(*items: Any) -> dict[tuple[str, str], Any]:
+    return {(s.kind, s.name): s for s in items}
 
 
 def test_nothing_to_do() -> None:
@@ -75,7 +78,7 @@ def test_create_in_dependency_order_delete_reversed() -> None:
     desired = states(make("web", dependsOn=["api"]), make("api", dependsOn=["db"]), make("db"))
     result = plan(desired, {})
     assert [c.name for c in result.changes] == ["db", "api", "web"]
-    gone = plan({}, desired)
+    gone = plan({}, desired, allow_delete_all=True)
     assert [(c.action, c.name) for c in gone.changes] == [
         (Action.DELETE, "web"),
         (Action.DELETE, "api"),
@@ -86,7 +89,7 @@ def test_create_in_dependency_order_delete_reversed() -> None:
 def test_order_is_stable_and_total() -> None:
     apps = states(*(make(f"app{i:02d}") for i in range(20)), make("zz", dependsOn=["app05"]))
     order = dependency_order(apps)
-    assert order.index("zz") > order.index("app05")
+    assert order.index(("App", "zz")) > order.index(("App", "app05"))
     assert sorted(order) == sorted(apps)
     assert dependency_order(dict(reversed(list(apps.items())))) == order
 
@@ -114,3 +117,103 @@ def test_secret_versions_change_the_template() -> None:
     v2 = app_state(app, "r1", {"secret/data/db#password": 2})
     assert v1.template != v2.template
     assert v1.manifest["spec"]["env"]["DB"] == {"secret": "secret/data/db#password"}
+
+
+def vol(name: str, size: str = "1Gi", **spec: Any) -> VolumeState:
+    volume = Volume.model_validate(
+        {
+            "apiVersion": "socle/v1",
+            "kind": "Volume",
+            "metadata": {"name": name},
+            "spec": {"size": size, **spec},
+        }
+    )
+    return VolumeState.of(volume)
+
+
+def mounted(name: str, *volumes: str, **spec: Any) -> Any:
+    mounts = [{"name": v, "mountPath": f"/{v}"} for v in volumes]
+    return make(name, volumes=mounts, **spec)
+
+
+def labels(result: Any) -> list[tuple[str, str]]:
+    return [(c.action.value, f"{c.kind}/{c.name}") for c in result.changes]
+
+
+# (id, current, desired, expected (action, Kind/name) in order)
+TWO_KINDS: list[tuple[str, list[Any], list[Any], list[tuple[str, str]]]] = [
+    (
+        "volumes before the apps that mount them, whatever the names",
+        [],
+        [mounted("alpha", "zdata"), vol("zdata"), make("solo")],
+        [("create", "App/solo"), ("create", "Volume/zdata"), ("create", "App/alpha")],
+    ),
+    (
+        "dependsOn Volume/x orders like a mount",
+        [],
+        [make("api", dependsOn=["Volume/a", "db"]), make("db"), vol("a")],
+        [("create", "App/db"), ("create", "Volume/a"), ("create", "App/api")],
+    ),
+    (
+        "deletes come last, the app before its volume",
+        [mounted("db", "data"), vol("data"), make("web")],
+        [make("web")],
+        [("delete", "App/db"), ("delete", "Volume/data")],
+    ),
+    (
+        "an app and a volume of the same name are two objects",
+        [make("data")],
+        [make("data"), vol("data")],
+        [("create", "Volume/data")],
+    ),
+    (
+        "resizing a volume is an update of the volume only",
+        [mounted("db", "data"), vol("data")],
+        [mounted("db", "data"), vol("data", "2Gi")],
+        [("update", "Volume/data")],
+    ),
+    (
+        "a new mount changes the app's template (rolling update)",
+        [make("db"), vol("data")],
+        [mounted("db", "data"), vol("data")],
+        [("update", "App/db")],
+    ),
+    (
+        "unchanged objects of both kinds",
+        [mounted("db", "data"), vol("data")],
+        [mounted("db", "data"), vol("data")],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "expected"),
+    [c[1:] for c in TWO_KINDS],
+    ids=[c[0] for c in TWO_KINDS],
+)
+def test_two_kinds(current: list[Any], desired: list[Any], expected: list[tuple[str, str]]) -> None:
+    assert labels(plan(states(*desired), states(*current))) == expected
+
+
+def test_volume_change_keeps_the_app_template_and_says_why() -> None:
+    result = plan(states(vol("data", "2Gi")), states(vol("data")))
+    (change,) = result.changes
+    assert change.reason.startswith("resize") and change.label == "Volume/data"
+    assert [(f.path, f.old, f.new) for f in change.fields] == [("spec.size", 1024**3, 2 * 1024**3)]
+    assert mounted("db", "data").template == mounted("db", "data").template
+    assert mounted("db", "data").template != make("db").template
+    assert make("db").template == app_state(App.model_validate(make("db").manifest), "r1").template
+
+
+def test_deleting_everything_is_refused_unless_allowed() -> None:
+    current = states(make("a"), vol("v"))
+    with pytest.raises(DeleteAllRefused, match="delete every object") as info:
+        plan({}, current)
+    assert info.value.hint is not None and "--allow-delete-all" in info.value.hint
+    assert labels(plan({}, current, allow_delete_all=True)) == [
+        ("delete", "Volume/v"),
+        ("delete", "App/a"),
+    ]
+    assert plan({}, {}).empty
+    assert labels(plan(states(make("a")), current)) == [("delete", "Volume/v")]

@@ -53,7 +53,7 @@ def test_cached_loads_equal_uncached_ones(write_repo: WriteRepo) -> None:
 def test_digest_is_the_sha256_of_the_rendered_list(write_repo: WriteRepo) -> None:
     root = write_repo(BASE)
     loaded = load(root, cache=trusting())
-    assert set(loaded.canonical) == {"api", "web", "worker"}
+    assert set(loaded.canonical) == {("App", "api"), ("App", "web"), ("App", "worker")}
     legacy = json.dumps(
         loaded.rendered(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )

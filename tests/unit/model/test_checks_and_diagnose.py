@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from socle.model import checks
-from socle.model.app import App
+from socle.model.app import App, app_references
 from socle.model.diagnose import describe, format_path, known_fields
+from socle.model.kinds import ObjectRef, Reference
 
 
 def apps(graph: dict[str, list[str]]) -> dict[str, App]:
@@ -23,6 +24,10 @@ def apps(graph: dict[str, list[str]]) -> dict[str, App]:
     }
 
 
+def refs(graph: dict[str, list[str]]) -> dict[ObjectRef, list[Reference]]:
+    return {("App", name): app_references(app) for name, app in apps(graph).items()}
+
+
 @pytest.mark.parametrize(
     ("graph", "cycles"),
     [
@@ -36,20 +41,46 @@ def apps(graph: dict[str, list[str]]) -> dict[str, App]:
     ],
 )
 def test_dependency_cycles(graph: dict[str, list[str]], cycles: list[str]) -> None:
-    found = checks.dependency_cycles(apps(graph))
+    found = checks.app_dependency_cycles(apps(graph))
     assert [reason.removeprefix("dependency cycle: ") for _, _, reason in found] == cycles
 
 
 def test_long_chains_do_not_recurse() -> None:
     graph = {f"a{i}": [f"a{i + 1}"] for i in range(5000)}
     graph["a5000"] = ["a0"]
-    (finding,) = checks.dependency_cycles(apps(graph))
-    assert finding[0] == "a0" and finding[2].count("->") == 5001
+    (finding,) = checks.dependency_cycles(refs(graph))
+    assert finding[0] == ("App", "a0") and finding[2].count("->") == 5001
 
 
 def test_missing_dependencies() -> None:
-    found = checks.missing_dependencies(apps({"a": ["b", "c"]}), known=["a", "b"])
-    assert [(name, path) for name, path, _ in found] == [("a", ("spec", "dependsOn", 1))]
+    found = checks.missing_references(refs({"a": ["b", "c"]}), known=[("App", "a"), ("App", "b")])
+    assert [(ref, path) for ref, path, _ in found] == [(("App", "a"), ("spec", "dependsOn", 1))]
+
+
+def test_references_across_kinds() -> None:
+    """``Volume/data`` and a mounted volume are references to a Volume; a bare name to an App."""
+    (app,) = apps({"a": ["b", "Volume/data"]}).values()
+    app = app.model_copy(update={"spec": app.spec.model_copy(update={"volumes": []})})
+    found = {(r.kind, r.name, r.path) for r in app_references(app)}
+    assert found == {
+        ("App", "b", ("spec", "dependsOn", 0)),
+        ("Volume", "data", ("spec", "dependsOn", 1)),
+    }
+    graph = {("App", "a"): app_references(app)}
+    missing = checks.missing_references(graph, known=[("App", "a"), ("App", "b"), ("Volume", "x")])
+    assert [reason for _, _, reason in missing] == [
+        "dependsOn names 'Volume/data', which is not a Volume in these manifests (volumes: x)"
+    ]
+
+
+def test_cycle_through_another_kind_is_named_with_kinds() -> None:
+    graph: dict[ObjectRef, list[Reference]] = {
+        ("App", "a"): [Reference(("spec", "dependsOn", 0), "Widget", "w")],
+        ("Widget", "w"): [Reference(("spec", "needs", 0), "App", "a")],
+    }
+    (finding,) = checks.dependency_cycles(graph)
+    cycle = "dependency cycle: Widget/w -> a -> Widget/w"
+    assert finding == (("Widget", "w"), ("spec", "needs", 0), cycle)
 
 
 @pytest.mark.parametrize(

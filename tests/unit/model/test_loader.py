@@ -117,14 +117,19 @@ def test_render_round_trip(tmp_path: Path, env: str | None) -> None:
     loaded = load(QUICKSTART, env)
     text = render_yaml(loaded)
     documents = list(yaml.safe_load_all(text))
-    assert [d["metadata"]["name"] for d in documents] == list(loaded.apps)
-    assert all(d["apiVersion"] == "socle/v1" and d["kind"] == "App" for d in documents)
+    assert [(d["kind"], d["metadata"]["name"]) for d in documents] == list(loaded.objects)
+    assert all(d["apiVersion"] == "socle/v1" for d in documents)
     copy = write_files(
         tmp_path / "copy",
-        {"rendered.yaml": text, "apps/api/.keep": "", "apps/worker/.keep": ""},
+        {
+            "rendered.yaml": text,
+            "apps/api/.keep": "",
+            "apps/worker/.keep": "",
+            "apps/notes/.keep": "",
+        },
     )
     again = load(copy)
-    assert again.apps == loaded.apps
+    assert again.objects == loaded.objects
     assert again.digest() == loaded.digest()
 
 
@@ -133,7 +138,9 @@ def test_quickstart_is_valid_in_every_environment() -> None:
     base = load(QUICKSTART)
     dev = load(QUICKSTART, "dev")
     prod = load(QUICKSTART, "prod")
-    assert list(base.apps) == ["api", "worker"]
+    assert list(base.apps) == ["api", "notes", "worker"]
+    assert list(base.of_kind("Volume")) == ["notes-data"]
+    assert base.apps["notes"].spec.volumes[0].mount_path == "/data"
     assert dev.apps["api"].spec.replicas == 2
     assert dev.apps["api"].spec.env["GREETING"] == "hello from dev"
     assert prod.apps["api"].spec.replicas == 3

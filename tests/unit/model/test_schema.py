@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from socle.model.kinds import KINDS
+from socle.model.kinds import default_kinds
 from socle.model.loader import load
 from socle.model.schema import json_schema
 
@@ -25,10 +25,13 @@ def test_shape() -> None:
     schema = json_schema()
     json.dumps(schema)  # JSON-ready
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["oneOf"] == [{"$ref": "#/$defs/App"}]
-    assert schema["discriminator"] == {"propertyName": "kind", "mapping": {"App": "#/$defs/App"}}
+    assert schema["oneOf"] == [{"$ref": "#/$defs/App"}, {"$ref": "#/$defs/Volume"}]
+    assert schema["discriminator"] == {
+        "propertyName": "kind",
+        "mapping": {"App": "#/$defs/App", "Volume": "#/$defs/Volume"},
+    }
     defs: dict[str, Any] = schema["$defs"]  # type: ignore[assignment]
-    assert set(KINDS) <= set(defs)
+    assert {"App", "Volume"} <= set(defs) and set(default_kinds()) <= set(defs)
     app = defs["App"]
     assert app["additionalProperties"] is False
     assert set(app["required"]) == {"apiVersion", "kind", "metadata", "spec"}

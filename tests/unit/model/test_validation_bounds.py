@@ -138,7 +138,7 @@ CASES: list[tuple[str, str, int, str, str]] = [
         f"dependsOn: [{q('db' + chr(10))}]\n",
         8,
         "spec.dependsOn[0]",
-        "invalid app name",
+        "invalid dependsOn entry",
     ),
 ]
 

@@ -10,6 +10,7 @@ import pytest
 from socle.model.app import HealthSpec
 from socle.runtime.local.health import (
     FAST_INTERVAL,
+    FAST_NET_INTERVAL,
     HealthEvent,
     HealthTracker,
     http_probe,
@@ -23,11 +24,16 @@ def _spec(**fields: object) -> HealthSpec:
 
 def test_ready_after_success_threshold_then_normal_interval() -> None:
     tracker = HealthTracker(_spec(interval=2, successThreshold=2), started=0.0)
-    assert tracker.next_delay() == FAST_INTERVAL
+    assert tracker.next_delay() == FAST_NET_INTERVAL
     assert tracker.record(None, 0.1) is None
     assert tracker.next_delay() == 2.0
     assert tracker.record(None, 2.1) is HealthEvent.READY
     assert tracker.ready
+
+
+def test_exec_checks_start_slower_than_network_probes() -> None:
+    spec = HealthSpec.model_validate({"exec": {"command": ["true"]}, "interval": 2})
+    assert HealthTracker(spec, started=0.0).next_delay() == FAST_INTERVAL
 
 
 def test_unhealthy_after_failure_threshold_consecutive_failures() -> None:

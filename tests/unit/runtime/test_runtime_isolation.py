@@ -1,4 +1,4 @@
-"""The bubblewrap command line and the isolation decision."""
+"""The isolation decision and the protections it reports."""
 
 from __future__ import annotations
 
@@ -7,46 +7,8 @@ from pathlib import Path
 import pytest
 
 from socle.errors import RuntimeDriverError
-from socle.runtime.local.isolation import bwrap_argv, detect
-
-
-def test_bwrap_argv_namespaces_without_net_or_die_with_parent() -> None:
-    argv = bwrap_argv(
-        "/usr/bin/bwrap",
-        ["/usr/bin/python3", "app.py"],
-        workdir=Path("/srv/rel/app"),
-        release_root=Path("/srv/rel"),
-        hostname="web-0",
-        hidden=[Path("/var/lib/socle/run"), Path("/nonexistent/logs")],
-    )
-    assert argv[0] == "/usr/bin/bwrap"
-    for flag in ("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"):
-        assert flag in argv
-    assert "--new-session" in argv
-    assert "--die-with-parent" not in argv and "--unshare-net" not in argv
-    assert "--unshare-all" not in argv
-    assert argv[argv.index("--cap-drop") + 1] == "ALL"
-    assert argv[argv.index("--chdir") + 1] == "/srv/rel/app"
-    assert argv[argv.index("--bind") + 1 : argv.index("--bind") + 3] == ["/srv/rel", "/srv/rel"]
-    assert argv[-3:] == ["--", "/usr/bin/python3", "app.py"]
-    # Hidden folders that exist get an empty tmpfs, before the release is bound.
-    assert "/nonexistent/logs" not in argv
-    assert argv.index("--ro-bind") < argv.index("--tmpfs") < argv.index("--bind")
-
-
-def test_hidden_existing_folder_is_masked(tmp_path: Path) -> None:
-    hidden = Path("/var")  # exists, not under /tmp
-    argv = bwrap_argv(
-        "bwrap", ["x"], workdir=tmp_path, release_root=tmp_path, hostname="h", hidden=[hidden]
-    )
-    assert argv[argv.index("/var") - 1 : argv.index("/var") + 1] == ["--tmpfs", "/var"]
-
-
-def test_workdir_outside_release_root_is_bound_too() -> None:
-    argv = bwrap_argv(
-        "bwrap", ["x"], workdir=Path("/w"), release_root=Path("/r"), hostname="h", hidden=[]
-    )
-    assert argv.count("--bind") == 2
+from socle.runtime.driver import InstanceId, Mount
+from socle.runtime.local.isolation import PROTECTIONS, check_mounts, detect, protections
 
 
 def test_none_mode_says_plainly_what_is_missing() -> None:
@@ -54,8 +16,42 @@ def test_none_mode_says_plainly_what_is_missing() -> None:
     assert not host.sandbox
     assert host.info.mode == "rlimits"
     assert host.info.warning is not None and "not sandboxed" in host.info.warning
+    assert set(host.info.protections) == set(PROTECTIONS)
+    assert not host.info.protections["syscall_filter"]
+    assert "syscall_filter" in host.info.warning
 
 
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(RuntimeDriverError, match="unknown isolation mode"):
         detect("chroot")
+
+
+def test_protections_as_root_leave_only_ports_unenforced() -> None:
+    prot = protections(sandbox=True, per_app_uid=True, limits=True, rlimits=False)
+    assert [name for name, held in prot.items() if not held] == ["minimal_ports"]
+
+
+def test_protections_without_cgroups_say_limits_are_missing() -> None:
+    prot = protections(sandbox=True, per_app_uid=True, limits=False, rlimits=False)
+    assert not prot["resource_limits"]
+
+
+@pytest.mark.parametrize(
+    ("target", "why"),
+    [
+        ("data", "normalized absolute"),
+        ("/", "normalized absolute"),
+        ("/data/../etc", "normalized absolute"),
+        ("/proc/sys", "system folder"),
+        ("/etc", "system folder"),
+        ("/usr/lib/x", "system folder"),
+        ("/scratch", "system folder"),
+    ],
+)
+def test_mount_targets_that_would_cover_the_sandbox_are_refused(target: str, why: str) -> None:
+    with pytest.raises(RuntimeDriverError, match=why):
+        check_mounts(InstanceId("a-0"), [Mount(Path("/srv/vol"), target)])
+
+
+def test_ordinary_mount_target_passes() -> None:
+    check_mounts(InstanceId("a-0"), [Mount(Path("/srv/vol"), "/data")])

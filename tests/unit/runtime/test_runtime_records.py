@@ -9,7 +9,7 @@ import pytest
 
 from socle.errors import RuntimeDriverError
 from socle.model.app import HealthSpec
-from socle.runtime.driver import InstanceId, InstanceSpec, ReleaseId
+from socle.runtime.driver import InstanceId, InstanceSpec, Mount, ReleaseId
 from socle.runtime.local.procs import ProcRef
 from socle.runtime.local.records import (
     InstanceRecord,
@@ -41,6 +41,7 @@ def _spec() -> InstanceSpec:
         memory=128 * 2**20,
         cpu=0.5,
         release_root=Path("/srv/releases/abc"),
+        mounts=[Mount(Path("/srv/volumes/data"), "/data"), Mount(Path("/srv/cfg"), "/cfg", True)],
     )
 
 
@@ -70,6 +71,8 @@ def test_record_round_trip_and_file_mode(tmp_path: Path) -> None:
         streak=2,
         started_at=1700000000.5,
         last_exit_code=137,
+        uid=200_017,
+        scratch="/srv/run/scratch/web-abc-0",
     )
     store.write(record)
     path = store.record_path("web-abc-0")

@@ -14,7 +14,6 @@ from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.models import Body
 from socle.api.routes.system import isolation_json
-from socle.engine.controller import health_word
 from socle.model.app import no_controls
 
 router = APIRouter(prefix="/api/v1")
@@ -27,6 +26,8 @@ ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 class ApplyBody(Body):
     path: str = Field(min_length=1, max_length=4096)
     env: str | None = Field(default=None, max_length=63)
+    allow_delete_all: bool = False
+    """Allow a plan that deletes every object (e.g. an empty folder); refused otherwise."""
 
     @field_validator("path")
     @classmethod
@@ -48,10 +49,13 @@ class RollbackBody(Body):
 @router.post("/plan")
 async def plan(body: ApplyBody, ctx: Ctx, _: Who) -> dict[str, Any]:
     started = time.perf_counter()
-    loaded, the_plan = await ctx.engine.plan(Path(body.path), body.env)
+    loaded, the_plan = await ctx.engine.plan(
+        Path(body.path), body.env, allow_delete_all=body.allow_delete_all
+    )
     return {
         "env": body.env,
         "apps": len(loaded.apps),
+        "objects": len(loaded.objects),
         "digest": loaded.digest(),
         "seconds": round(time.perf_counter() - started, 4),
         **the_plan.to_dict(),
@@ -60,7 +64,9 @@ async def plan(body: ApplyBody, ctx: Ctx, _: Who) -> dict[str, Any]:
 
 @router.post("/apply")
 async def apply(body: ApplyBody, ctx: Ctx, user: Who) -> dict[str, Any]:
-    the_plan, revision = await ctx.engine.apply(Path(body.path), body.env, user)
+    the_plan, revision = await ctx.engine.apply(
+        Path(body.path), body.env, user, allow_delete_all=body.allow_delete_all
+    )
     shown = ctx.redact.deep(revision.to_dict()) if revision else None
     return {"plan": the_plan.to_dict(), "revision": shown}
 
@@ -90,26 +96,11 @@ async def revision(number: int, ctx: Ctx, _: Who, plan: bool = True) -> dict[str
 
 @router.get("/status")
 async def status(ctx: Ctx, _: Who) -> dict[str, Any]:
-    apps = []
-    for view in ctx.engine.status():
-        target = ctx.engine.controller.target(view.name)
-        apps.append(
-            {
-                "name": view.name,
-                "desired": view.desired,
-                "ready": view.ready,
-                "updated": view.updated,
-                "health": health_word(view),
-                "rollout": view.rollout,
-                "message": view.message,
-                "restarts": sum(i.restarts for i in view.instances),
-                "release": target.state.release if target else None,
-                "revision": target.rollout.revision if target else None,
-                "instances": [i.to_dict() for i in view.instances],
-            }
-        )
+    """Every object of every kind (``objects``); ``apps`` keeps the App rows as before."""
+    objects = ctx.redact.deep(await ctx.engine.status())
     return {
         "isolation": isolation_json(ctx),
         "control_plane": ctx.control_plane(),
-        "apps": ctx.redact.deep(apps),
+        "apps": [row for row in objects if row["kind"] == "App"],
+        "objects": objects,
     }

@@ -26,8 +26,7 @@ async def healthz() -> dict[str, str]:
 
 
 def isolation_json(ctx: ApiContext) -> dict[str, Any]:
-    isolation = ctx.driver.isolation()
-    return {"mode": isolation.mode, "detail": isolation.detail, "warning": isolation.warning}
+    return ctx.driver.isolation().to_dict()
 
 
 @router.get("/api/v1/info")

@@ -488,3 +488,97 @@ def copy_tree(tree: Tree, dest: Path) -> str:
             os.chmod(target, 0o700 if entry.executable else 0o600)
             written[entry.rel] = digest.hexdigest()
     return tree_digest(entries, lambda entry: written[entry.rel])
+
+
+# -- sealed releases --------------------------------------------------------------------
+
+SEAL_FORMAT = b"socle-sealed/1"
+
+
+class _SealKey(NamedTuple):
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    mode: int
+
+
+SealCache = dict[str, tuple[_SealKey, str]]
+"""path -> (stat key, sha256) of sealed files: a re-check reads only what changed.
+
+``ctime`` is in the key and only the kernel sets it (any write, chmod or rename changes
+it), so an unchanged key means unchanged content even against someone who resets mtimes.
+"""
+_SEAL_CACHE_MAX = 1 << 18
+
+
+def seal_tree(root: Path, *, owner: tuple[int, int] | None = (0, 0)) -> None:
+    """Make a finished release read-only for everyone but its owner (root by default):
+    folders 0755, files 0644 or 0755 (any exec bit kept), nothing setuid, setgid or
+    sticky; symlinks are left as they are (their own mode means nothing)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if owner is not None:
+                os.lchown(path, *owner)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            # Readable by the app's uid inside its sandbox; on the host the releases folder
+            # above is owner-only, so nobody else reaches these.
+            if stat.S_ISDIR(st.st_mode):
+                os.chmod(path, 0o755)  # noqa: S103 - see above
+            elif stat.S_ISREG(st.st_mode):
+                os.chmod(path, 0o755 if st.st_mode & 0o111 else 0o644)
+            else:  # a fifo or socket a build left behind: nothing a release needs
+                os.unlink(path)
+    if owner is not None:
+        os.chown(root, *owner)
+    os.chmod(root, 0o755)  # noqa: S103 - as above
+
+
+def sealed_digest(root: Path, cache: SealCache | None = None) -> str:
+    """sha256 over everything in a release folder, build outputs included (``.venv``...),
+    except the marker: paths, kinds, modes, owners, symlink texts and file contents.
+
+    Recorded in the marker when the release is sealed and compared before a release is
+    reused (apply, rollback), so a modified release is never run again.
+    """
+    digest = hashlib.sha256(SEAL_FORMAT)
+    base = str(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, base)
+        entries = sorted([*dirnames, *filenames])
+        for name in entries:
+            path = os.path.join(dirpath, name)
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            if rel == MARKER_NAME:
+                continue
+            st = os.lstat(path)
+            head = f"{rel}\0{st.st_mode:o}\0{st.st_uid}:{st.st_gid}\0"
+            if stat.S_ISLNK(st.st_mode):
+                body = "l" + os.readlink(path)
+            elif stat.S_ISREG(st.st_mode):
+                body = "f" + _sealed_file(path, st, {} if cache is None else cache)
+            else:
+                body = "d"
+            digest.update(f"{head}{body}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def _sealed_file(path: str, st: os.stat_result, cache: SealCache) -> str:
+    key = _SealKey(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+    cached = cache.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            sha.update(chunk)
+    value = sha.hexdigest()
+    if time.time_ns() - st.st_ctime_ns > RACY_NS:  # see RACY_NS: never cache a racy entry
+        if len(cache) >= _SEAL_CACHE_MAX:
+            cache.clear()
+        cache[path] = (key, value)
+    return value

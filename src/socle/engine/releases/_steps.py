@@ -4,6 +4,12 @@ Each step is its own session (process group), so a timeout or a cancelled build 
 everything the step started, compilers and test servers included, with one signal. Output
 (stdout and stderr merged, in order) goes line by line to a sink; the caller decides where
 lines end up (log file, last-lines buffer, listeners).
+
+A step is as hostile as the app it builds: with a ``confine`` callback (the runtime's
+:class:`socle.runtime.driver.BuildSandbox`) it runs in the app's sandbox, as the app's uid,
+with the release folder as the only writable host path. The sandbox dies with the step's
+session leader (bubblewrap ``--die-with-parent``), and with it every process inside, so
+"kill the group" still means "kill everything the step started".
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from socle.errors import BuildError
+from socle.errors import BuildError, SocleError
+from socle.runtime.driver import ConfinedCommand
+
+Confine = Callable[[list[str]], ConfinedCommand | None]
+"""Wraps a resolved step argv into the app's sandbox; None runs it as a plain process."""
 
 DRAIN_SECONDS = 2.0
 """After a step exits, how long to wait for output still in the pipe before giving up.
@@ -77,6 +87,7 @@ async def run_step(
     env: Mapping[str, str],
     timeout: float,
     sink: Callable[[str], None],
+    confine: Confine | None = None,
 ) -> StepOutcome:
     """Run ``argv`` in ``cwd`` with exactly ``env``; stdin is /dev/null.
 
@@ -85,22 +96,36 @@ async def run_step(
     happens, no process of the step's group outlives this call.
     """
     program = resolve_program(argv[0], cwd, env.get("PATH", os.defpath))
+    command, run_env, run_cwd = [program, *argv[1:]], dict(env), cwd
+    fds: tuple[int, ...] = ()
+    confined: ConfinedCommand | None = None
+    if confine is not None:
+        try:
+            confined = await asyncio.to_thread(confine, command)
+        except SocleError as exc:
+            raise BuildError(f"cannot sandbox the step: {exc.message}", hint=exc.hint) from exc
+        if confined is not None:
+            command, run_env, run_cwd = confined.argv, confined.env, Path("/")
+            fds = confined.pass_fds
     loop = asyncio.get_running_loop()
     started = time.monotonic()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _StepProtocol(loop, sink),
-            program,
-            *argv[1:],
-            cwd=cwd,
-            env=dict(env),
+            *command,
+            cwd=run_cwd,
+            env=run_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=fds,
         )
     except OSError as exc:
         raise BuildError(f"cannot start {program}: {exc.strerror}") from exc
+    finally:
+        if confined is not None:
+            confined.close()
     group = transport.get_pid()
     exit_code: int | None
     try:

@@ -14,10 +14,16 @@ from. Atomicity comes from the marker instead of a rename: readers only trust fo
 valid marker, and a folder without one is wiped and rebuilt by the next build, whether it
 was left by a failed step or by a control plane killed mid-build.
 
-Why one folder per app even when apps share a workdir and steps (hence a release id): the
-runtime binds the release folder read-write into the app's sandbox ("apps own their release
-folder", :mod:`socle.runtime.local.isolation`), so a shared folder would let one app change
-the code and the state of another. Releases without build steps are only a copy, made in a
+Why one folder per app even when apps share a workdir and steps (hence a release id): build
+steps run as the app's own uid with the release as their only writable folder, so a shared
+folder would let one app's build change the code of another.
+
+Sealing: once the steps are done the release is handed back to root (folders 0755, files
+0644/0755, see :func:`seal_tree`) and a digest of *everything* in it (build outputs
+included) goes into the marker. Apps get the release read-only; before a kept release is
+reused (:meth:`ReleaseStore.get`: apply, rollback) the digest is checked again, and a
+release that changed is dropped (rebuilt by the next apply, refused by a rollback), never
+run. Build logs are owner-only (0600). Releases without build steps are only a copy, made in a
 single thread hop (lock, copy, check, marker) with up to :data:`COPY_PARALLEL` at once; a
 build waits for a slot *before* taking its lock, so many waiting builds hold no descriptor.
 """
@@ -43,17 +49,21 @@ from typing import Any, TypeVar
 
 from socle.engine.releases._digest import (
     MARKER_NAME,
+    SealCache,
     Tree,
     TreeHasher,
     build_json,
     copy_tree,
     release_digest,
+    seal_tree,
+    sealed_digest,
 )
-from socle.engine.releases._steps import run_step
+from socle.engine.releases._steps import Confine, run_step
 from socle.errors import BuildError, ConfigError
 from socle.fs import lock as fs_lock
+from socle.fs import open_private_append
 from socle.model.app import NAME_RE, App
-from socle.runtime.driver import ReleaseId
+from socle.runtime.driver import BuildSandbox, ReleaseId
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +72,8 @@ TAIL_LINES = 20
 """Lines of a failed step's output quoted in the :class:`BuildError`."""
 LOCK_POLL_SECONDS = 0.05
 MARKER_FORMAT = 1
+BUILD_MEMORY = 2 * 2**30
+"""Default address-space limit (RLIMIT_AS) of a sandboxed build step: 2 GiB."""
 COPY_PARALLEL = 8
 """Releases without build steps (a copy of the workdir) made at once: disk work only."""
 
@@ -80,6 +92,8 @@ class Release:
     """Where the app runs from; today the same folder as ``root``."""
     created: float
     digest: str
+    sealed: str = ""
+    """Digest of the whole folder when it was sealed (empty for an unsealed release)."""
 
 
 @dataclass
@@ -105,7 +119,10 @@ class ReleaseStore:
 
     ``base_env`` is the environment every build step starts from (plus the step's own
     ``env``); by default PATH, HOME and LANG of this process and nothing else, so that no
-    credential of the control plane leaks into a build.
+    credential of the control plane leaks into a build. ``sandbox`` confines build steps
+    (the runtime's, as the app's uid); without one they run as plain processes, which only
+    tests and ``isolation="none"`` hosts should do. ``build_memory`` limits a sandboxed
+    step's address space.
     """
 
     def __init__(
@@ -115,6 +132,8 @@ class ReleaseStore:
         keep: int = 5,
         max_parallel: int = 2,
         base_env: Mapping[str, str] | None = None,
+        sandbox: BuildSandbox | None = None,
+        build_memory: int | None = BUILD_MEMORY,
     ) -> None:
         if keep < 0:
             raise ConfigError(f"releases keep must be 0 or more, not {keep}")
@@ -127,6 +146,10 @@ class ReleaseStore:
         self._copy_slots = asyncio.Semaphore(max(max_parallel, COPY_PARALLEL))
         self._inflight: dict[tuple[str, ReleaseId], _Build] = {}
         self._base_env = dict(base_env) if base_env is not None else _default_env()
+        self._sandbox = sandbox
+        self._build_memory = build_memory
+        self._seal_cache: SealCache = {}
+        self._refused: set[tuple[str, ReleaseId]] = set()
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -152,14 +175,76 @@ class ReleaseStore:
     # -- reading --------------------------------------------------------------------------
 
     def get(self, app: str, release_id: ReleaseId) -> Release | None:
-        """The complete release, or None (never built, still building, failed, removed)."""
-        if not NAME_RE.match(app) or not RELEASE_ID_RE.match(release_id):
+        """The complete, untouched release, or None (never built, still building, failed,
+        removed, or changed since it was sealed). Blocking: it re-checks the release's
+        digest (cheap when nothing changed: only files whose stat changed are read)."""
+        if not NAME_RE.fullmatch(app) or not RELEASE_ID_RE.fullmatch(release_id):
             return None
-        return _load(self.releases_dir / app / release_id, app, release_id)
+        release = _load(self.releases_dir / app / release_id, app, release_id)
+        if release is None or self.intact(release):
+            return release
+        return None
+
+    def intact(self, release: Release) -> bool:
+        """True if ``release`` is exactly what was sealed (blocking).
+
+        A release that changed, or that an older version built without a seal (apps could
+        write it then), is never reused: the next apply rebuilds it in place, a rollback to
+        it is refused. Its folder is left alone until then, since instances may still run
+        from it.
+        """
+        try:
+            now = sealed_digest(release.root, self._seal_cache) if release.sealed else ""
+        except OSError as exc:
+            now = f"unreadable: {exc}"
+        if release.sealed and now == release.sealed:
+            return True
+        key = (release.app, release.id)
+        if key not in self._refused:
+            self._refused.add(key)
+            why = "changed since it was sealed" if release.sealed else "was never sealed"
+            log.warning(
+                "release %s of app %s %s: it will not be run again (rebuilt on the next apply)",
+                release.id,
+                release.app,
+                why,
+            )
+        return False
+
+    def seal_unsealed(self) -> int:
+        """Seal, as they are, the complete releases an earlier version built (blocking).
+
+        Called once, when a home made by an earlier version is migrated: those releases are
+        what the apps run and what revisions roll back to, and nothing recorded what they
+        held, so the upgrade is the point from which they are trusted (as they are) and
+        checked (any later change is refused). Returns how many were sealed.
+        """
+        count = 0
+        if not self.releases_dir.is_dir():
+            return 0
+        for app_dir in sorted(self.releases_dir.iterdir()):
+            if not app_dir.is_dir() or not NAME_RE.fullmatch(app_dir.name):
+                continue
+            for root in sorted(app_dir.iterdir()):
+                if not RELEASE_ID_RE.fullmatch(root.name):
+                    continue
+                release = _load(root, app_dir.name, ReleaseId(root.name))
+                if release is None or release.sealed:
+                    continue
+                marker = json.loads((root / MARKER_NAME).read_text(encoding="utf-8"))
+                _seal_and_mark(root, marker)
+                count += 1
+        if count:
+            log.warning(
+                "sealed %d release(s) built by an earlier version as they are; from now on "
+                "a change to them is refused (apply again to rebuild one you do not trust)",
+                count,
+            )
+        return count
 
     def list(self, app: str) -> list[Release]:
         """Complete releases of ``app``, newest first."""
-        if not NAME_RE.match(app):
+        if not NAME_RE.fullmatch(app):
             return []
         app_dir = self.releases_dir / app
         try:
@@ -169,7 +254,7 @@ class ReleaseStore:
         found = [
             release
             for name in names
-            if RELEASE_ID_RE.match(name)
+            if RELEASE_ID_RE.fullmatch(name)
             and (release := _load(app_dir / name, app, ReleaseId(name))) is not None
         ]
         found.sort(key=lambda release: (release.created, release.id), reverse=True)
@@ -187,7 +272,7 @@ class ReleaseStore:
         build is cancelled too and leaves nothing behind.
         """
         release_id, digest = await asyncio.to_thread(self._identify, repo_root, app)
-        existing = self.get(app.name, release_id)
+        existing = await asyncio.to_thread(self.get, app.name, release_id)
         if existing is not None:
             return existing
         key = (app.name, release_id)
@@ -247,7 +332,7 @@ class ReleaseStore:
                 copied = await self._copy_only(repo_root, app, release_id, digest, build)
                 if copied is not None:
                     return copied
-            await asyncio.to_thread(app_dir.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(app_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
             async with _locked(app_dir / f"{release_id}.lock"):
                 # Another process may have finished it while we waited for the lock.
                 done = self.get(app.name, release_id)
@@ -265,7 +350,7 @@ class ReleaseStore:
         tail: deque[str] = deque(maxlen=TAIL_LINES)
         started = time.monotonic()
         log.info("building release %s of app %s (%d steps)", release_id, app.name, len(steps))
-        with open(log_path, "w", encoding="utf-8") as log_file:
+        with _private_log(log_path) as log_file:
 
             def sink(line: str) -> None:
                 log_file.write(line + "\n")
@@ -283,9 +368,12 @@ class ReleaseStore:
                 sink(f"[socle] copying {app.spec.run.workdir} into {root}")
                 # One thread hop for all the disk work before the steps; without steps the
                 # marker is written in it too, so a plain copy is one hop in all.
-                created = await _run_to_end(
+                created, sealed = await _run_to_end(
                     self._copy, repo_root, app, release_id, digest, None if steps else started
                 )
+                if steps and self._sandbox is not None:
+                    await _run_to_end(self._sandbox.prepare, app.name, root)
+                step_confine = self._confine(app.name, root)
                 records: list[dict[str, Any]] = []
                 for index, step in enumerate(steps):
                     where = (
@@ -301,6 +389,7 @@ class ReleaseStore:
                             env={**self._base_env, **step.env},
                             timeout=step.timeout,
                             sink=sink,
+                            confine=step_confine({**self._base_env, **step.env}),
                         )
                     except BuildError as exc:
                         raise BuildError(f"{where}: {exc.message}", hint=exc.hint) from exc
@@ -318,7 +407,7 @@ class ReleaseStore:
                 if steps:
                     created = time.time()
                     marker = _marker(app, release_id, digest, created, records, started)
-                    await _run_to_end(_write_marker, root, marker)
+                    sealed = await _run_to_end(_seal_and_mark, root, marker)
                 sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
             except BaseException as exc:
                 # Shielded: a cancelled build must still leave no half-built folder.
@@ -327,7 +416,21 @@ class ReleaseStore:
                     sink(f"[socle] build failed: {type(exc).__name__}: {exc}")
                 raise
         log.info("release %s of app %s built", release_id, app.name)
-        return Release(release_id, app.name, root, root, created, digest)
+        return Release(release_id, app.name, root, root, created, digest, sealed)
+
+    def _confine(self, app: str, root: Path) -> Callable[[dict[str, str]], Confine | None]:
+        """Per step env, the callback that puts a step's argv into the app's sandbox."""
+        sandbox = self._sandbox
+        memory = self._build_memory
+
+        def for_env(env: dict[str, str]) -> Confine | None:
+            if sandbox is None:
+                return None
+            return lambda argv: sandbox.wrap(
+                app, argv, release_root=root, cwd=root, env=env, memory=memory
+            )
+
+        return for_env
 
     async def _copy_only(
         self, repo_root: Path, app: App, release_id: ReleaseId, digest: str, build: _Build
@@ -376,7 +479,7 @@ class ReleaseStore:
         None, having done nothing, if the lock is held elsewhere.
         """
         app_dir = self.releases_dir / app.name
-        app_dir.mkdir(parents=True, exist_ok=True)
+        app_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _try_locked(app_dir / f"{release_id}.lock") as held:
             if not held:
                 return None
@@ -386,7 +489,7 @@ class ReleaseStore:
             root = app_dir / release_id
             started = time.monotonic()
             log.info("building release %s of app %s (no steps)", release_id, app.name)
-            with open(app_dir / f"{release_id}.build.log", "w", encoding="utf-8") as log_file:
+            with _private_log(app_dir / f"{release_id}.build.log") as log_file:
 
                 def sink(line: str) -> None:
                     log_file.write(line + "\n")
@@ -394,7 +497,7 @@ class ReleaseStore:
 
                 try:
                     sink(f"[socle] copying {app.spec.run.workdir} into {root}")
-                    created = self._copy(repo_root, app, release_id, digest, started)
+                    created, sealed = self._copy(repo_root, app, release_id, digest, started)
                     sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
                 except BaseException as exc:
                     shutil.rmtree(root, ignore_errors=True)
@@ -402,7 +505,7 @@ class ReleaseStore:
                         sink(f"[socle] build failed: {type(exc).__name__}: {exc}")
                     raise
         log.info("release %s of app %s built", release_id, app.name)
-        return Release(release_id, app.name, root, root, created, digest), True
+        return Release(release_id, app.name, root, root, created, digest, sealed), True
 
     def _discard(self, app: str, release_id: ReleaseId) -> None:
         """Remove a release this store just made for a build nobody waits for any more."""
@@ -420,11 +523,12 @@ class ReleaseStore:
         release_id: ReleaseId,
         digest: str,
         marker_started: float | None,
-    ) -> float:
+    ) -> tuple[float, str]:
         """Wipe stale folders, copy the workdir and check it is what ``release_id`` names.
 
-        With ``marker_started`` (a build without steps) also write the marker. Returns the
-        creation time. Synchronous; called with the release's lock held.
+        With ``marker_started`` (a build without steps) also seal it and write the marker.
+        Returns the creation time and the sealed digest ("" when not sealed yet).
+        Synchronous; called with the release's lock held.
         """
         app_dir = self.releases_dir / app.name
         root = app_dir / release_id
@@ -438,9 +542,11 @@ class ReleaseStore:
                 hint="run again once the repository has settled",
             )
         created = time.time()
+        sealed = ""
         if marker_started is not None:
-            _write_marker(root, _marker(app, release_id, digest, created, [], marker_started))
-        return created
+            marker = _marker(app, release_id, digest, created, [], marker_started)
+            sealed = _seal_and_mark(root, marker)
+        return created, sealed
 
     # -- cleaning -------------------------------------------------------------------------
 
@@ -451,7 +557,7 @@ class ReleaseStore:
         Synchronous (it deletes trees): call it from a thread in async code. A release whose
         lock is held (being rebuilt right now) is left alone.
         """
-        if not NAME_RE.match(app):
+        if not NAME_RE.fullmatch(app):
             return []
         releases = self.list(app)
         keep = {release.id for release in releases[: self.keep]} | in_use
@@ -483,7 +589,7 @@ class ReleaseStore:
         logs = []
         for name in names:
             release_id = name.removesuffix(".build.log")
-            if name == release_id or not RELEASE_ID_RE.match(release_id):
+            if name == release_id or not RELEASE_ID_RE.fullmatch(release_id):
                 continue
             if release_id in complete or (app_dir / release_id).exists():
                 continue
@@ -563,7 +669,27 @@ def _load(root: Path, app: str, release_id: ReleaseId) -> Release | None:
         return None
     if not isinstance(created, int | float) or isinstance(created, bool):
         return None
-    return Release(release_id, app, root, root, float(created), digest)
+    sealed = data.get("sealed")
+    sealed = sealed if isinstance(sealed, str) else ""
+    return Release(release_id, app, root, root, float(created), digest, sealed)
+
+
+def _seal_and_mark(root: Path, marker: dict[str, Any]) -> str:
+    """Seal the finished release (root-owned, read-only for others), record the digest of
+    everything in it in the marker, write the marker last. Returns that digest."""
+    seal_tree(root, owner=(0, 0) if os.geteuid() == 0 else None)
+    sealed = sealed_digest(root)
+    _write_marker(root, {**marker, "sealed": sealed})
+    return sealed
+
+
+@contextlib.contextmanager
+def _private_log(path: Path) -> Iterator[Any]:
+    """A build log opened for writing, owner-only (0600) even if it existed before."""
+    fd = open_private_append(path)
+    os.ftruncate(fd, 0)
+    with open(fd, "w", encoding="utf-8") as handle:
+        yield handle
 
 
 def _write_marker(root: Path, marker: dict[str, Any]) -> None:
@@ -586,7 +712,7 @@ def _clean_incomplete(app_dir: Path, building: ReleaseId) -> None:
     shutil.rmtree(app_dir / building, ignore_errors=True)
     for name in os.listdir(app_dir):
         path = app_dir / name
-        if name == building or not RELEASE_ID_RE.match(name) or not path.is_dir():
+        if name == building or not RELEASE_ID_RE.fullmatch(name) or not path.is_dir():
             continue
         if _load(path, app_dir.name, ReleaseId(name)) is not None:
             continue

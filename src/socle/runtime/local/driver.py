@@ -29,13 +29,14 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError, StartRefused
 from socle.fs import try_lock
 from socle.runtime.driver import (
+    ConfinedCommand,
     InstanceId,
     InstanceSpec,
     InstanceStatus,
@@ -46,7 +47,13 @@ from socle.runtime.driver import (
 from socle.runtime.local import spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
 from socle.runtime.local.instance import Host, Instance
-from socle.runtime.local.isolation import MODES, NAMESPACES, detect
+from socle.runtime.local.isolation import (
+    MODES,
+    NAMESPACES,
+    HostIsolation,
+    check_mounts,
+    detect,
+)
 from socle.runtime.local.logs import stream_logs
 from socle.runtime.local.ports import PortAllocator
 from socle.runtime.local.records import (
@@ -56,13 +63,16 @@ from socle.runtime.local.records import (
     spec_from_json,
     spec_to_json,
 )
+from socle.runtime.local.sandbox import Profile, program_roots, sandbox_env
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
+PRLIMIT = "/usr/bin/prlimit"
 
 
 def _check_spec(spec: InstanceSpec) -> None:
     """What the App model validates, checked again for callers building specs by hand."""
+    check_mounts(spec.id, spec.mounts)
     if len(set(spec.ports)) != len(spec.ports):
         raise RuntimeDriverError(f"instance {spec.id}: a port name appears twice: {spec.ports}")
     port = spec.health.port_name if spec.health else None
@@ -95,6 +105,7 @@ class LocalDriver:
         cgroup_parent: str | None = None,
         pids_max: int | None = 4096,
         tasks: TaskMonitor | None = None,
+        max_parallel_starts: int | None = None,
     ) -> None:
         """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
 
@@ -103,6 +114,9 @@ class LocalDriver:
         that two homes started from one shell never share (or clean up) each other's cgroups.
         ``pids_max`` caps processes+threads per sandboxed instance. ``tasks`` collects the
         failures of the driver's background tasks (the server passes its monitor).
+        ``max_parallel_starts`` bounds how many instances start at once (default twice the
+        cores): a start is a burst of CPU (bubblewrap, an interpreter importing its app),
+        and 100 at once on two cores starved every one of them past its health deadline.
         """
         if isolation not in MODES:
             raise RuntimeDriverError(
@@ -130,6 +144,11 @@ class LocalDriver:
         self._host: Host | None = None
         self._closed = False
         self._lock_fd: int | None = None
+        starts = max_parallel_starts or 2 * (os.cpu_count() or 1)
+        if starts < 1:
+            raise RuntimeDriverError("max_parallel_starts must be at least 1")
+        self.max_parallel_starts = starts
+        self._start_slots = asyncio.Semaphore(starts)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -140,7 +159,7 @@ class LocalDriver:
         shim = await asyncio.to_thread(self._prepare_dirs)
         try:
             isolation = await asyncio.to_thread(
-                detect, self._requested, cgroup_parent=self._cgroup_parent
+                detect, self._requested, cgroup_parent=self._cgroup_parent, run_dir=self.run_dir
             )
         except BaseException:
             self._unlock_run_dir()
@@ -157,6 +176,7 @@ class LocalDriver:
             pids_max=self._pids_max,
             emit=self._emit,
             spawn_task=self._spawn_task,
+            start_slots=self._start_slots,
         )
         if isolation.info.warning:
             log.warning("runtime isolation: %s", isolation.info.warning)
@@ -256,8 +276,7 @@ class LocalDriver:
         instance = Instance(host, spec, record)
         self._instances[spec.id] = instance
         try:
-            async with instance.lock:
-                await instance.start_or_fail(first=True)  # a failure is a state, not an error
+            await instance.start_bounded(first=True)  # a failure is a state, not an error
         except BaseException:
             await self._forget(instance)
             raise
@@ -295,6 +314,10 @@ class LocalDriver:
         async for line in stream_logs(self.logs_dir, iid, since=since, follow=follow):
             yield line
 
+    def build_sandbox(self) -> LocalBuildSandbox:
+        """What the release store confines build steps with (see :class:`LocalBuildSandbox`)."""
+        return LocalBuildSandbox(self)
+
     def isolation(self) -> Isolation:
         if self._host is not None:
             return self._host.isolation.info
@@ -320,3 +343,74 @@ class LocalDriver:
 
     def _spawn_task(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.spawn(coro, getattr(coro, "__qualname__", "task"))
+
+
+class LocalBuildSandbox:
+    """:class:`socle.runtime.driver.BuildSandbox` for this host: build steps in the app's
+    sandbox (same uid, view and filter as its instances), with the release being built as
+    the only writable host folder, the host network (package installs), a throwaway
+    ``HOME``, and ``RLIMIT_AS``/``RLIMIT_NPROC`` through ``prlimit`` (util-linux)."""
+
+    def __init__(self, driver: LocalDriver) -> None:
+        self._driver = driver
+
+    def _isolation(self) -> HostIsolation | None:
+        host = self._driver._host
+        if host is None:
+            raise RuntimeDriverError(
+                "the local runtime driver is not started: cannot sandbox a build",
+                hint="start the driver before building releases",
+            )
+        return host.isolation if host.isolation.sandbox else None
+
+    def prepare(self, app: str, release_root: Path) -> None:
+        iso = self._isolation()
+        uid = iso.uid_of(app) if iso is not None else None
+        if uid is None:
+            return
+        # Folders searchable by others too (0711): bwrap enters the working folder as root
+        # after dropping its capabilities, so an owner-only folder of the app's uid (the
+        # server's umask is 077) would shut it out. They sit in releases/, which is 0700.
+        for dirpath, dirnames, filenames in os.walk(release_root):
+            for name in dirnames:
+                path = os.path.join(dirpath, name)
+                if not os.path.islink(path):
+                    os.chmod(path, os.lstat(path).st_mode & 0o7777 | 0o711)  # noqa: S103
+            for name in [*dirnames, *filenames]:
+                os.lchown(os.path.join(dirpath, name), uid, uid)
+        os.chmod(release_root, os.lstat(release_root).st_mode & 0o7777 | 0o711)  # noqa: S103
+        os.chown(release_root, uid, uid)
+
+    def wrap(
+        self,
+        app: str,
+        argv: list[str],
+        *,
+        release_root: Path,
+        cwd: Path,
+        env: Mapping[str, str],
+        memory: int | None,
+    ) -> ConfinedCommand | None:
+        iso = self._isolation()
+        if iso is None or iso.seccomp is None:
+            return None
+        limits = [PRLIMIT, "--nproc=4096"]
+        if memory:
+            limits.append(f"--as={memory}")
+        fd = os.open(iso.seccomp, os.O_RDONLY)
+        try:
+            profile = Profile(
+                command=[*limits, "--", *argv],
+                workdir=cwd,
+                release_root=release_root,
+                hostname=f"build-{app}"[:63],
+                uid=iso.uid_of(app),
+                seccomp_fd=fd,
+                writable_release=True,
+                die_with_parent=True,
+                extra_ro=tuple(program_roots(argv[0], hidden_ok=[release_root])),
+            )
+            return ConfinedCommand(iso.argv(profile), sandbox_env(dict(env)), (fd,))
+        except BaseException:
+            os.close(fd)
+            raise

@@ -23,28 +23,35 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from socle.errors import RuntimeDriverError, StartRefused
 from socle.model.app import HealthSpec
-from socle.runtime.driver import InstanceSpec, InstanceState, InstanceStatus
+from socle.runtime.driver import ConfinedCommand, InstanceSpec, InstanceState, InstanceStatus
 from socle.runtime.local import cgroups, procs, spawn
 from socle.runtime.local.backoff import BackoffPolicy
-from socle.runtime.local.isolation import HostIsolation, bwrap_argv
+from socle.runtime.local.isolation import HostIsolation, prepare_instance, remove_scratch
 from socle.runtime.local.logs import last_line, log_path
 from socle.runtime.local.ports import HOST
 from socle.runtime.local.prober import Prober
 from socle.runtime.local.records import ExitStatus, InstanceRecord, RecordStore, spec_to_json
+from socle.runtime.local.sandbox import Profile, sandbox_env
+from socle.runtime.local.shim import SECCOMP_FD_ARG
 
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 5.0
 """How long to wait for processes to disappear after SIGKILL before giving up on them."""
+BOOT_WINDOW = 5.0
+"""A start holds its slot (:attr:`Host.start_slots`) until the instance is ready, leaves
+``starting``, or this many seconds pass: booting apps (and their fast probes before the
+first success) are the CPU burst to bound, not only the exec."""
 
 
 @dataclass
@@ -62,6 +69,8 @@ class Host:
     pids_max: int | None
     emit: Callable[[Instance], None]
     spawn_task: Callable[[Coroutine[Any, Any, None]], None]
+    start_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    """Bounds instance starts (first starts and restarts) running at once."""
 
 
 class Instance:
@@ -69,7 +78,7 @@ class Instance:
         self.host = host
         self.spec = spec
         self.record = record
-        self.env = spawn.instance_env(spec, record.ports)
+        self.env = self._env(spec)
         self.state = InstanceState.STARTING
         self.ready = False
         self.ready_since: float | None = None
@@ -85,10 +94,50 @@ class Instance:
         self.oom_baseline = 0
         self.prober: Prober | None = None
         self.restart_timer: asyncio.TimerHandle | None = None
+        self.settled = asyncio.Event()
+        """Set once the current start is over: ready, or no longer ``starting``."""
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def _env(self, spec: InstanceSpec) -> dict[str, str]:
+        env = spawn.instance_env(spec, self.record.ports)
+        return sandbox_env(env) if self.host.isolation.sandbox else env
+
+    def _profile(self, command: list[str], *, check: bool, seccomp_fd: int | str | None) -> Profile:
+        """The instance's sandbox; a check gets an identical one that dies with us."""
+        spec = self.spec
+        iso = self.host.isolation
+        return Profile(
+            command=command,
+            workdir=spec.workdir,
+            release_root=spec.release_root or spec.workdir,
+            hostname=spec.id,
+            # An instance adopted from an older version has no uid recorded: its checks
+            # still run as the app's uid, never as root (blocking: callers are threads).
+            uid=self.record.uid if self.record.uid is not None else iso.uid_of(spec.app),
+            seccomp_fd=seccomp_fd,
+            mounts=list(spec.mounts),
+            scratch=self.record.scratch_path,
+            die_with_parent=check,
+        )
+
+    def confine_check(self, argv: list[str]) -> ConfinedCommand | None:
+        """An exec check's command inside the app's sandbox (None when not sandboxed):
+        same uid, view, filter and HOME as the app, so the app cannot make its check run
+        anything with more privilege than itself (blocking: opens the filter)."""
+        iso = self.host.isolation
+        if not iso.sandbox or iso.seccomp is None:
+            return None
+        program = argv[0]
+        if "/" in program and not program.startswith("/"):
+            program = str(self.spec.workdir / program)
+        elif "/" not in program:
+            program = shutil.which(program, path=self.env.get("PATH", spawn.BASE_PATH)) or program
+        fd = os.open(iso.seccomp, os.O_RDONLY)
+        profile = self._profile([program, *argv[1:]], check=True, seccomp_fd=fd)
+        return ConfinedCommand(iso.argv(profile), dict(self.env), (fd,))
 
     @property
     def running(self) -> bool:
@@ -113,6 +162,7 @@ class Instance:
             last_exit_code=self.record.last_exit_code,
             isolation=self.record.isolation,
             message=self.message,
+            uid=self.record.uid,
         )
 
     def _set(self, state: InstanceState, message: str | None = None, *, ready: bool) -> None:
@@ -122,6 +172,8 @@ class Instance:
         if ready and not self.ready:
             self.ready_since = time.time()
         self.ready = ready
+        if ready or state is not InstanceState.STARTING:
+            self.settled.set()
         self.host.emit(self)
 
     def save(self) -> None:
@@ -148,7 +200,7 @@ class Instance:
         spec = self.spec
         self.generation += 1
         self.unhealthy_reason = None
-        self.env = spawn.instance_env(spec, self.record.ports)
+        self.env = self._env(spec)
         program = preflight(spec, self.env)
         command = [program, *spec.command[1:]]
         iso = host.isolation
@@ -174,15 +226,13 @@ class Instance:
         if stale:
             await asyncio.to_thread(cgroups.remove, stale)
         if iso.sandbox:
-            assert iso.bwrap is not None
-            command = bwrap_argv(
-                iso.bwrap,
-                command,
-                workdir=spec.workdir,
-                release_root=spec.release_root or spec.workdir,
-                hostname=spec.id,
-                hidden=[host.run_dir, host.logs_dir],
+            uid = await asyncio.to_thread(iso.uid_of, spec.app)
+            scratch = await asyncio.to_thread(
+                prepare_instance, host.run_dir, spec.id, list(spec.mounts), uid
             )
+            self.record.uid = uid
+            self.record.scratch = str(scratch)
+            command = iso.argv(self._profile(command, check=False, seccomp_fd=SECCOMP_FD_ARG))
         args = spawn.ShimArgs(
             shim=host.shim,
             log=log_path(host.logs_dir, spec.id),
@@ -190,9 +240,10 @@ class Instance:
             max_bytes=host.log_max_bytes,
             backups=host.log_backups,
             cgroups=dirs,
-            rlimit_as=None if iso.sandbox else spec.memory,
+            rlimit_as=None if iso.sandbox and iso.cgroups.parents else spec.memory,
             workdir=spec.workdir,
             sandbox=iso.sandbox,
+            seccomp=iso.seccomp if iso.sandbox else None,
         )
         try:
             host.records.clear_status(spec.id)
@@ -381,19 +432,46 @@ class Instance:
             delay, lambda: self.host.spawn_task(self.restart(generation))
         )
 
+    async def start_bounded(self, *, first: bool, generation: int | None = None) -> None:
+        """:meth:`start_or_fail` within a start slot (:attr:`Host.start_slots`), held until
+        the start settles (see :data:`BOOT_WINDOW`). With ``generation`` this is a restart,
+        skipped if the instance moved on meanwhile. The caller holds no lock."""
+        await self.host.start_slots.acquire()
+        handed = False
+        try:
+            async with self.lock:
+                if generation is not None:
+                    self.restart_timer = None
+                    if self.stopping or self.detached or self.running:
+                        return
+                    if generation != self.generation:
+                        return
+                    self.record.restarts += 1
+                self.settled = asyncio.Event()
+                await self.start_or_fail(first=first)
+            self.host.spawn_task(self._release_slot_when_settled(self.settled))
+            handed = True
+        finally:
+            if not handed:
+                self.host.start_slots.release()
+
+    async def _release_slot_when_settled(self, settled: asyncio.Event) -> None:
+        try:
+            async with asyncio.timeout(BOOT_WINDOW):
+                await settled.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self.host.start_slots.release()
+
     async def restart(self, generation: int) -> None:
-        async with self.lock:
-            self.restart_timer = None
-            if self.stopping or self.detached or self.running or generation != self.generation:
-                return
-            self.record.restarts += 1
-            await self.start_or_fail(first=False)
+        await self.start_bounded(first=False, generation=generation)
 
     def refresh(self, spec: InstanceSpec) -> None:
         """``run()`` for a known id: keep the process, take the new spec (e.g. secrets)."""
         self.spec = spec
         self.record.spec = spec_to_json(spec)
-        self.env = spawn.instance_env(spec, self.record.ports)
+        self.env = self._env(spec)
         self.save()
         if self.waiting_for_secrets and not self.missing_secrets and not self.stopping:
             self.waiting_for_secrets = False
@@ -408,6 +486,7 @@ class Instance:
             ports=self.record.ports,
             cwd=self.spec.workdir,
             env=lambda: self.env,  # refreshed by run(): exec checks get new secret values
+            confine=self.confine_check,
             on_ready=self._on_ready,
             on_unhealthy=self._on_unhealthy,
         )
@@ -493,6 +572,7 @@ class Instance:
         if not cgroups.remove(self.record.cgroups, timeout=KILL_WAIT):
             log.warning("instance %s: could not remove cgroups %s", self.id, self.record.cgroups)
         self.host.records.delete(self.id)
+        remove_scratch(self.host.run_dir, self.id)
 
     def detach(self) -> None:
         """Stop supervising but leave the processes running (control plane shutting down)."""

@@ -1,27 +1,27 @@
-"""What isolation this host allows, and the bubblewrap command line that gives it.
+"""What isolation this host allows, decided once, and said plainly.
 
-As root with bubblewrap: every instance gets its own PID, mount, IPC and UTS namespaces
-(``--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try``), all capabilities
-dropped, and cgroup v1 limits (memory, cpu, pids). The network namespace is *shared*, on
-purpose: apps listen on the host's 127.0.0.1 where ingress and health checks reach them.
+Three outcomes, best first (``auto`` takes the best that works, ``sandbox`` refuses less
+than the first, ``none`` asks for the last):
 
-Filesystem view inside the sandbox:
+``sandbox``   root with bubblewrap: the full profile of :mod:`.sandbox` (own uid per app,
+              minimal filesystem view, read-only release, seccomp, no capabilities, no new
+              privileges, own pid/ipc/uts namespaces) plus cgroup v1 limits.
+``userns``    not root, but the kernel allows unprivileged user namespaces: the same
+              filesystem view, filter and namespaces, but every app keeps the control
+              plane's uid (no uid per app, so apps are not kept apart by file permissions)
+              and limits are rlimits only (no cgroups without root).
+``rlimits``   plain processes in their own session with RLIMIT_AS: nothing of the above.
 
-* the host root read-only (``--ro-bind / /``): programs, interpreters and venvs are found
-  where they are on the host;
-* the release root read-write (``--bind``): apps own their release folder, as a container
-  owns its writable layer, and state they write there survives restarts;
-* a private ``/tmp`` (tmpfs), a minimal ``/dev``, the namespace's own ``/proc``;
-* the driver's run and logs folders hidden behind empty tmpfs mounts, so an app cannot
-  read other instances' logs or records.
-
-Without root or bubblewrap (or with ``isolation="none"``) instances are plain processes in
-their own session, with RLIMIT_AS standing in for the memory limit, and the driver says so
-in ``Isolation.warning``.
+:attr:`Isolation.protections` lists "the ten container practices" (plus read-only kernel
+tunables) with whether each holds here; :attr:`Isolation.warning` names what does not.
+The network namespace is *shared* in every mode, on purpose: apps listen on the host's
+127.0.0.1 where ingress and health checks reach them; hence "minimal ports" is reported as
+not enforced (an app may open more ports than it declares).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from socle.errors import RuntimeDriverError
-from socle.runtime.driver import Isolation
-from socle.runtime.local import cgroups
+from socle.runtime.driver import Isolation, Mount
+from socle.runtime.local import cgroups, seccomp
 from socle.runtime.local.cgroups import Cgroups
+from socle.runtime.local.sandbox import SCRATCH, SETPRIV, Profile, bwrap_argv, snapshot_etc
+from socle.runtime.local.uids import UidAllocator
 
 MODES = ("auto", "sandbox", "none")
 NAMESPACES = "namespaces(pid,mount,ipc,uts)"
@@ -41,6 +43,22 @@ PLAIN_WARNING = (
     "see the host's processes and files, and their memory is capped only by RLIMIT_AS "
     "(virtual memory, not resident memory); cpu limits are not enforced"
 )
+PROTECTIONS = (
+    "read_only_code",
+    "dedicated_volumes",
+    "minimal_ports",
+    "non_root",
+    "syscall_filter",
+    "resource_limits",
+    "no_new_privileges",
+    "capabilities_dropped",
+    "private_tmp",
+    "hidden_host_secrets",
+    "read_only_kernel_tunables",
+)
+"""The ten container practices of the field, plus kernel tunables, in the order shown."""
+PROBE_UID = 65534
+"""``nobody``: the uid the start-up probe drops to (no app's uid is spent on it)."""
 
 
 @dataclass(frozen=True)
@@ -51,88 +69,98 @@ class HostIsolation:
     sandbox: bool
     bwrap: str | None = None
     cgroups: Cgroups = field(default_factory=lambda: Cgroups({}))
+    rootless: bool = False
+    """Sandboxed in an unprivileged user namespace: apps keep the control plane's uid."""
+    seccomp: Path | None = None
+    """The compiled syscall filter, opened anew for every sandbox (bubblewrap reads it)."""
+    uids: UidAllocator | None = None
+    etc: Path | None = None
+    """The filtered /etc every sandbox binds (see :func:`.sandbox.snapshot_etc`)."""
 
     @property
     def instance_detail(self) -> str:
         return self.info.detail
 
+    def uid_of(self, app: str) -> int | None:
+        """The app's own uid (blocking: may write the ledger); None when not root."""
+        if not self.sandbox or self.rootless or self.uids is None:
+            return None
+        return self.uids.uid(app)
+
+    def argv(self, profile: Profile) -> list[str]:
+        assert self.bwrap is not None
+        if profile.etc is None and self.etc is not None:
+            profile = dataclasses.replace(profile, etc=self.etc)
+        return bwrap_argv(self.bwrap, profile)
+
+
+def protections(
+    *, sandbox: bool, per_app_uid: bool, limits: bool, rlimits: bool
+) -> dict[str, bool]:
+    """Which practices hold, as data for ``socle status`` and ``/api/v1/status``."""
+    return {
+        "read_only_code": sandbox,
+        "dedicated_volumes": sandbox,
+        "minimal_ports": False,
+        "non_root": per_app_uid or (sandbox and os.geteuid() != 0),
+        "syscall_filter": sandbox,
+        "resource_limits": limits or rlimits,
+        "no_new_privileges": sandbox,
+        "capabilities_dropped": sandbox,
+        "private_tmp": sandbox,
+        "hidden_host_secrets": sandbox,
+        "read_only_kernel_tunables": sandbox,
+    }
+
+
+def _not_enforced(prot: dict[str, bool], extra: list[str]) -> str:
+    missing = [name for name in PROTECTIONS if not prot[name]]
+    text = "not enforced on this host: " + ", ".join(missing) if missing else ""
+    notes = [n for n in [text, *extra] if n]
+    return "; ".join(notes)
+
 
 def plain(reason: str | None = None) -> HostIsolation:
     warning = PLAIN_WARNING if reason is None else f"{reason}: {PLAIN_WARNING}"
-    return HostIsolation(Isolation(mode="rlimits", detail=PLAIN_DETAIL, warning=warning), False)
+    prot = protections(sandbox=False, per_app_uid=False, limits=False, rlimits=True)
+    warning = f"{warning}; {_not_enforced(prot, [])}"
+    return HostIsolation(Isolation("rlimits", PLAIN_DETAIL, warning, prot), False)
 
 
-def _hidden_program_root(program: Path, tmp: Path) -> Path | None:
-    """The folder to show read-only when the program lives under the private /tmp.
-
-    A venv interpreter (``/tmp/x/.venv/bin/python``) needs its whole venv, so a program in a
-    ``bin`` folder brings that folder's parent; any other brings its own folder.
-    """
-    if not program.is_absolute() or tmp not in program.parents:
-        return None
-    root = program.parent.parent if program.parent.name == "bin" else program.parent
-    return root if root != tmp else program.parent if program.parent != tmp else None
-
-
-def bwrap_argv(
-    bwrap: str,
-    command: list[str],
-    *,
-    workdir: Path,
-    release_root: Path,
-    hostname: str,
-    hidden: list[Path],
-) -> list[str]:
-    """The bubblewrap invocation for one instance (argv list, never a shell string).
-
-    No ``--die-with-parent``: the app must outlive its supervisors.
-    """
-    tmp = Path("/tmp")  # noqa: S108 - the sandbox's own /tmp, a fresh tmpfs
-    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", str(tmp)]
-    for path in hidden:
-        if path.is_dir() and tmp not in path.parents and path != tmp:
-            argv += ["--tmpfs", str(path)]
-    program_root = _hidden_program_root(Path(command[0]), tmp)
-    if program_root is not None:
-        argv += ["--ro-bind", str(program_root), str(program_root)]
-    argv += ["--bind", str(release_root), str(release_root)]
-    if workdir != release_root and release_root not in workdir.parents:
-        argv += ["--bind", str(workdir), str(workdir)]
-    argv += [
-        "--chdir",
-        str(workdir),
-        "--unshare-pid",
-        "--unshare-ipc",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--hostname",
-        hostname[:63],
-        "--new-session",
-        "--cap-drop",
-        "ALL",
-        "--",
-        *command,
-    ]
-    return argv
-
-
-def _probe_bwrap(bwrap: str) -> str | None:
-    """Run a trivial sandbox once; None if it works, else what bubblewrap said."""
+def _probe(bwrap: str, filter_path: Path, etc: Path, *, rootless: bool) -> str | None:
+    """Run a trivial sandbox with the full profile once; None if it works, else why not."""
     true = shutil.which("true") or "/bin/true"
-    argv = bwrap_argv(
-        bwrap, [true], workdir=Path("/"), release_root=Path("/"), hostname="probe", hidden=[]
-    )
+    fd = os.open(filter_path, os.O_RDONLY)
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=10, check=False)
+        profile = Profile(
+            command=[true],
+            workdir=Path("/usr"),
+            release_root=Path("/usr"),
+            hostname="probe",
+            uid=None if rootless else PROBE_UID,
+            seccomp_fd=fd,
+            die_with_parent=True,
+            etc=etc,
+        )
+        argv = bwrap_argv(bwrap, profile)
+        done = subprocess.run(argv, capture_output=True, timeout=10, check=False, pass_fds=(fd,))
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
+    finally:
+        os.close(fd)
     if done.returncode != 0:
         return done.stderr.decode(errors="replace").strip() or f"exit code {done.returncode}"
     return None
 
 
-def detect(requested: str, *, cgroup_parent: str = "socle") -> HostIsolation:
-    """Decide the isolation mode; blocking (runs bubblewrap once), call from a thread."""
+def detect(
+    requested: str, *, cgroup_parent: str = "socle", run_dir: Path | None = None
+) -> HostIsolation:
+    """Decide the isolation mode; blocking (runs bubblewrap once), call from a thread.
+
+    ``run_dir`` holds the compiled syscall filter and the uid ledger; without it (old
+    callers, tests of the plain mode) no sandbox is attempted.
+    """
     if requested not in MODES:
         raise RuntimeDriverError(
             f"unknown isolation mode {requested!r}", hint=f"use one of {', '.join(MODES)}"
@@ -141,32 +169,121 @@ def detect(requested: str, *, cgroup_parent: str = "socle") -> HostIsolation:
         return plain("isolation='none' was asked for")
     problem: str | None = None
     bwrap = shutil.which("bwrap")
-    if os.geteuid() != 0:
-        problem = "the control plane is not running as root"
+    root = os.geteuid() == 0
+    filter_path: Path | None = None
+    etc: Path | None = None
+    if run_dir is None:
+        problem = "no run folder to keep the syscall filter in"
     elif bwrap is None:
         problem = "bubblewrap (bwrap) is not installed"
+    elif root and not os.access(SETPRIV, os.X_OK):
+        problem = f"{SETPRIV} (util-linux) is missing: cannot drop to the app's uid"
     else:
-        failure = _probe_bwrap(bwrap)
-        if failure is not None:
-            problem = f"bubblewrap cannot create namespaces here: {failure}"
-    if problem is not None or bwrap is None:
+        try:
+            filter_path = seccomp.write_filter(run_dir)
+            etc = snapshot_etc(run_dir / "etc")
+        except (RuntimeDriverError, OSError) as exc:
+            problem = f"cannot prepare the sandbox: {exc}"
+        else:
+            failure = _probe(bwrap, filter_path, etc, rootless=not root)
+            if failure is not None:
+                what = "namespaces" if root else "unprivileged user namespaces"
+                problem = f"bubblewrap cannot create {what} here: {failure}"
+    if problem is not None or bwrap is None or filter_path is None or run_dir is None:
         if requested == "sandbox":
             raise RuntimeDriverError(
                 f"sandbox isolation is not available: {problem}",
-                hint="run as root with bubblewrap installed (apt-get install bubblewrap), "
-                "or use isolation='auto' or 'none'",
+                hint="run as root with bubblewrap and util-linux installed "
+                "(apt-get install bubblewrap util-linux), or use isolation='auto' or 'none'",
             )
         return plain(f"no sandbox because {problem}")
+    if not root:
+        prot = protections(sandbox=True, per_app_uid=False, limits=False, rlimits=True)
+        warning = _not_enforced(
+            prot,
+            [
+                "the control plane is not root: apps run in an unprivileged user namespace "
+                "with the control plane's own uid (no uid per app, so apps are not kept apart "
+                "by file permissions) and only RLIMIT_AS limits memory; cpu and pids are "
+                "not limited"
+            ],
+        )
+        detail = f"{NAMESPACES}+userns+seccomp, shared uid"
+        return HostIsolation(
+            Isolation("userns", detail, warning, prot),
+            True,
+            bwrap,
+            rootless=True,
+            seccomp=filter_path,
+            etc=etc,
+        )
     groups = cgroups.detect(cgroup_parent)
-    warning = None
+    extra: list[str] = []
     if groups.parents:
-        detail = f"{NAMESPACES}+{cgroups.describe(groups)}"
+        detail = f"{NAMESPACES}+seccomp+uid per app+{cgroups.describe(groups)}"
         mode = "namespaces+cgroups"
         missing = [c for c in cgroups.CONTROLLERS if c not in groups.parents]
         if missing:
-            warning = f"cgroup controllers not available: {', '.join(missing)}; not limited"
+            extra.append(f"cgroup controllers not available: {', '.join(missing)}; not limited")
     else:
-        detail = NAMESPACES
+        detail = f"{NAMESPACES}+seccomp+uid per app"
         mode = "namespaces"
-        warning = "no usable cgroup v1 controllers: memory, cpu and pids are not limited"
-    return HostIsolation(Isolation(mode, detail, warning), True, bwrap, groups)
+        extra.append("no usable cgroup v1 controllers: memory, cpu and pids are not limited")
+    prot = protections(sandbox=True, per_app_uid=True, limits=bool(groups.parents), rlimits=False)
+    extra.append("apps share the host network: ports beyond the declared ones are not blocked")
+    said = _not_enforced(prot, extra) or None
+    return HostIsolation(
+        Isolation(mode, detail, said, prot),
+        True,
+        bwrap,
+        groups,
+        seccomp=filter_path,
+        uids=UidAllocator(run_dir),
+        etc=etc,
+    )
+
+
+def scratch_dir(run_dir: Path, instance_id: str) -> Path:
+    return run_dir / "scratch" / instance_id
+
+
+def prepare_instance(run_dir: Path, instance_id: str, mounts: list[Mount], uid: int | None) -> Path:
+    """The instance's scratch folder (made, owned by ``uid``, 0700) and its writable mounts'
+    top folders handed to ``uid`` (blocking). Owner-only: ``run_dir`` itself stays hidden,
+    only this one folder is bound into the sandbox."""
+    scratch = scratch_dir(run_dir, instance_id)
+    scratch.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    scratch.mkdir(exist_ok=True, mode=0o700)
+    if uid is not None:
+        os.chown(scratch, uid, uid)
+        for mount in mounts:
+            if not mount.read_only:
+                mount.source.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chown(mount.source, uid, uid)
+    return scratch
+
+
+def remove_scratch(run_dir: Path, instance_id: str) -> None:
+    shutil.rmtree(scratch_dir(run_dir, instance_id), ignore_errors=True)
+
+
+def check_mounts(instance_id: str, mounts: list[Mount]) -> None:
+    """Refuse a mount that would cover the sandbox's own folders or escape its root."""
+    for mount in mounts:
+        target = mount.target
+        normal = os.path.normpath(target)
+        if not target.startswith("/") or normal != target.rstrip("/") or normal == "/":
+            raise RuntimeDriverError(
+                f"instance {instance_id}: mount target {target!r} must be a normalized "
+                "absolute path other than /"
+            )
+        reserved = ("/proc", "/dev", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", SCRATCH)
+        if any(normal == r or normal.startswith(r + "/") for r in reserved):
+            raise RuntimeDriverError(
+                f"instance {instance_id}: mount target {target!r} is a system folder",
+                hint="mount volumes under a folder of their own, e.g. /data",
+            )
+        if not mount.source.is_absolute():
+            raise RuntimeDriverError(
+                f"instance {instance_id}: mount source {mount.source} is not absolute"
+            )

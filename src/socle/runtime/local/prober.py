@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from socle.model.app import HealthSpec
-from socle.runtime.local.health import FIRST_PROBE, HealthEvent, HealthTracker, probe
+from socle.runtime.local.health import FIRST_PROBE, Confine, HealthEvent, HealthTracker, probe
 
 
 class Prober:
@@ -27,6 +27,7 @@ class Prober:
         env: Callable[[], dict[str, str]],
         on_ready: Callable[[], None],
         on_unhealthy: Callable[[str], None],
+        confine: Confine | None = None,
     ) -> None:
         self.spec = spec
         self.ports = ports
@@ -34,6 +35,7 @@ class Prober:
         self.env = env
         self.on_ready = on_ready
         self.on_unhealthy = on_unhealthy
+        self.confine = confine
         self.tracker = HealthTracker(spec, time.monotonic())
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -68,7 +70,9 @@ class Prober:
             self.task = asyncio.get_running_loop().create_task(self._probe())
 
     async def _probe(self) -> None:
-        reason = await probe(self.spec, ports=self.ports, cwd=self.cwd, env=self.env())
+        reason = await probe(
+            self.spec, ports=self.ports, cwd=self.cwd, env=self.env(), confine=self.confine
+        )
         self.task = None
         if self.stopped:
             return

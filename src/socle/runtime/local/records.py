@@ -20,7 +20,7 @@ from typing import Any
 from socle.errors import RuntimeDriverError
 from socle.fs import private_dir, write_private
 from socle.model.app import HealthSpec
-from socle.runtime.driver import InstanceId, InstanceSpec, ReleaseId
+from socle.runtime.driver import InstanceId, InstanceSpec, Mount, ReleaseId
 from socle.runtime.local.procs import ProcRef
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,10 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "memory": spec.memory,
         "cpu": spec.cpu,
         "release_root": str(spec.release_root) if spec.release_root else None,
+        "mounts": [
+            {"source": str(m.source), "target": m.target, "read_only": m.read_only}
+            for m in spec.mounts
+        ],
     }
 
 
@@ -80,6 +84,10 @@ def spec_from_json(data: dict[str, Any]) -> InstanceSpec:
         memory=data.get("memory"),
         cpu=data.get("cpu"),
         release_root=Path(root) if root else None,
+        mounts=[
+            Mount(Path(m["source"]), str(m["target"]), bool(m.get("read_only", False)))
+            for m in data.get("mounts") or []
+        ],
     )
 
 
@@ -99,6 +107,14 @@ class InstanceRecord:
     streak: int = 0
     started_at: float | None = None
     last_exit_code: int | None = None
+    uid: int | None = None
+    """The app's host uid this instance runs as (sandboxed as root), else None."""
+    scratch: str | None = None
+    """Host folder of the instance's scratch space (``HOME`` inside the sandbox)."""
+
+    @property
+    def scratch_path(self) -> Path | None:
+        return Path(self.scratch) if self.scratch else None
 
     @property
     def id(self) -> InstanceId:
@@ -123,6 +139,8 @@ class InstanceRecord:
             "streak": self.streak,
             "started_at": self.started_at,
             "last_exit_code": self.last_exit_code,
+            "uid": self.uid,
+            "scratch": self.scratch,
         }
 
     @classmethod
@@ -143,6 +161,8 @@ class InstanceRecord:
             streak=int(data.get("streak", 0)),
             started_at=data.get("started_at"),
             last_exit_code=data.get("last_exit_code"),
+            uid=data.get("uid"),
+            scratch=data.get("scratch"),
         )
 
 

@@ -21,6 +21,9 @@ Options (all ``--name=value``; ``--cgroup`` may repeat):
 ``--chdir``      working directory of the child
 ``--sandbox``    the child is bubblewrap: forward signals to what runs inside it, not to
                  bubblewrap's own monitor process (which would die and orphan the app)
+``--seccomp``    a compiled syscall filter: opened in the child (inheritable) and its
+                 descriptor number put where the command says ``{seccomp-fd}``, for
+                 bubblewrap's ``--seccomp FD`` (each start reads the file anew)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 else:  # the C module: ``signal`` would pull in enum, functools... (~1 MB per shim)
     import _signal as signal
 
+SECCOMP_FD_ARG = "{seccomp-fd}"
+"""Placeholder in the command for the descriptor of the ``--seccomp`` file."""
 MAX_LINE = 16384
 """A line longer than this is cut into several log lines (keeps memory bounded)."""
 
@@ -251,8 +256,15 @@ class Shim:
             os.dup2(err_w, 2)
             if self.notify_fd > 2:
                 os.close(self.notify_fd)
-            step = f"execute {self.command[0]!r}"
-            os.execve(self.command[0], self.command, os.environ)  # noqa: S606 - argv list
+            command = self.command
+            filter_path = self.opts.get("seccomp")
+            if filter_path and filter_path[-1]:
+                step = "open the syscall filter"
+                fd = os.open(filter_path[-1], os.O_RDONLY)
+                os.set_inheritable(fd, True)
+                command = [str(fd) if arg == SECCOMP_FD_ARG else arg for arg in command]
+            step = f"execute {command[0]!r}"
+            os.execve(command[0], command, os.environ)  # noqa: S606 - argv list
         except BaseException as exc:  # report anything, then leave
             try:
                 os.write(errpipe, f"cannot {step}: {exc}".encode())

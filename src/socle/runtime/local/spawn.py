@@ -118,6 +118,7 @@ class ShimArgs:
     rlimit_as: int | None
     workdir: Path
     sandbox: bool
+    seccomp: Path | None = None
 
     def argv(self, command: list[str]) -> list[str]:
         argv = [
@@ -137,6 +138,8 @@ class ShimArgs:
             argv.append(f"--rlimit-as={self.rlimit_as}")
         if self.sandbox:
             argv.append("--sandbox")
+        if self.seccomp is not None:
+            argv.append(f"--seccomp={self.seccomp}")
         return [*argv, "--", *command]
 
 

@@ -64,7 +64,7 @@ TOOL_TIMEOUT = 600.0
 
 def check_volume_name(name: str) -> str:
     """A volume name becomes a folder name: DNS-label rules, so no ``..``, ``/`` or NUL."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(
             f"invalid volume name {name!r}",
             hint="use 1-63 lowercase letters, digits and '-', starting and ending with a "
@@ -236,7 +236,7 @@ class LocalVolumeProvider:
         return sorted(
             entry.name
             for entry in os.scandir(self.dir)
-            if NAME_RE.match(entry.name) and (Path(entry.path) / META_FILE).is_file()
+            if NAME_RE.fullmatch(entry.name) and (Path(entry.path) / META_FILE).is_file()
         )
 
     def size_of(self, name: str) -> int | None:
