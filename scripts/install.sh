@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc bubblewrap util-linux iproute2 curl git ca-certificates e2fsprogs)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc bubblewrap util-linux iproute2 curl git ca-certificates e2fsprogs libseccomp2)
 TEST_APT_PACKAGES=(postgresql wrk)
 
 want=("${APT_PACKAGES[@]}")

@@ -89,7 +89,9 @@ def test_failed_background_task_shows_in_status(
     assert before["tasks"]["failures"] == 0 and before["tasks"]["last_failure"] is None
     assert [c["state"] for c in before["components"]] == ["running"] * len(before["components"])
     names = [c["name"] for c in before["components"]]
-    assert names == ["store", "leader-lease", "secrets", "runtime", "engine", "api"]
+    assert names == [
+        "store", "leader-lease", "secrets", "runtime", "volumes", "engine", "volume-backups", "api"
+    ]  # fmt: skip
 
     # The build outlives the table: the apply's background task cannot record its outcome.
     # Its step waits for a file that the test writes only once the table is gone.
