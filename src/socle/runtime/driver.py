@@ -168,6 +168,11 @@ class BuildSandbox(Protocol):
     def prepare(self, app: str, release_root: Path) -> None:
         """Make ``release_root`` writable for ``app``'s steps (blocking)."""
 
+    def search_path(self, path: str) -> str:
+        """``path`` (a PATH) as it means something inside the sandbox: folders the sandbox
+        does not show are left out (a host PATH may start with e.g. pyenv shims under
+        ``/root``, which would be found on the host and fail inside)."""
+
     def wrap(
         self,
         app: str,

@@ -374,6 +374,10 @@ class ReleaseStore:
                 if steps and self._sandbox is not None:
                     await _run_to_end(self._sandbox.prepare, app.name, root)
                 step_confine = self._confine(app.name, root)
+                base_env = dict(self._base_env)
+                if self._sandbox is not None and "PATH" in base_env:
+                    # the control plane's PATH, as far as it means something in the sandbox
+                    base_env["PATH"] = self._sandbox.search_path(base_env["PATH"])
                 records: list[dict[str, Any]] = []
                 for index, step in enumerate(steps):
                     where = (
@@ -386,10 +390,10 @@ class ReleaseStore:
                         outcome = await run_step(
                             step.command,
                             cwd=root,
-                            env={**self._base_env, **step.env},
+                            env={**base_env, **step.env},
                             timeout=step.timeout,
                             sink=sink,
-                            confine=step_confine({**self._base_env, **step.env}),
+                            confine=step_confine({**base_env, **step.env}),
                         )
                     except BuildError as exc:
                         raise BuildError(f"{where}: {exc.message}", hint=exc.hint) from exc

@@ -63,7 +63,13 @@ from socle.runtime.local.records import (
     spec_from_json,
     spec_to_json,
 )
-from socle.runtime.local.sandbox import Profile, program_roots, sandbox_env
+from socle.runtime.local.sandbox import (
+    SYSTEM_PATH,
+    Profile,
+    program_roots,
+    sandbox_env,
+    visible_system,
+)
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger(__name__)
@@ -380,6 +386,12 @@ class LocalBuildSandbox:
                 os.lchown(os.path.join(dirpath, name), uid, uid)
         os.chmod(release_root, os.lstat(release_root).st_mode & 0o7777 | 0o711)  # noqa: S103
         os.chown(release_root, uid, uid)
+
+    def search_path(self, path: str) -> str:
+        if self._isolation() is None:
+            return path
+        shown = [entry for entry in path.split(os.pathsep) if entry and visible_system(entry)]
+        return os.pathsep.join(shown) or SYSTEM_PATH
 
     def wrap(
         self,

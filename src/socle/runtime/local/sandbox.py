@@ -139,9 +139,17 @@ def _shebang(path: Path) -> Path | None:
     return Path(os.fsdecode(words[0]))
 
 
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""The search path inside a sandbox when the host's has no folder the sandbox shows."""
+
+
+def visible_system(path: str) -> bool:
+    """Whether ``path`` lies in the system folders every sandbox shows read-only."""
+    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
+
+
 def _system(path: Path) -> bool:
-    text = str(path)
-    return any(text == d or text.startswith(d + "/") for d in SYSTEM_DIRS)
+    return visible_system(str(path))
 
 
 def _prefix_of(program: Path) -> Path:
