@@ -20,13 +20,6 @@ import yaml
 
 from tests.e2e.socle_fixture import SocleServer, wait_for
 
-pytest.importorskip("socle.runtime.local.volumes", reason="needs the local volume provider")
-_isolation = pytest.importorskip("socle.runtime.local.isolation")
-if not hasattr(_isolation, "check_mounts"):
-    # The sandbox binds InstanceSpec.mounts (another branch): without it an app cannot
-    # write at its mountPath, and these tests would only show that.
-    pytest.skip("the local driver does not bind volume mounts yet", allow_module_level=True)
-
 NOTES = Path(__file__).resolve().parents[2] / "examples" / "quickstart" / "apps" / "notes"
 
 
