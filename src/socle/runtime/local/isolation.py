@@ -229,6 +229,8 @@ def detect(
         detail = f"{NAMESPACES}+seccomp+uid per app"
         mode = "namespaces"
         extra.append("no usable cgroup v1 controllers: memory, cpu and pids are not limited")
+    uids = UidAllocator(run_dir)
+    _ = uids.start  # claim the home's uid block now: a clash stops the start, loudly
     prot = protections(sandbox=True, per_app_uid=True, limits=bool(groups.parents), rlimits=False)
     extra.append("apps share the host network: ports beyond the declared ones are not blocked")
     said = _not_enforced(prot, extra) or None
@@ -238,7 +240,7 @@ def detect(
         bwrap,
         groups,
         seccomp=filter_path,
-        uids=UidAllocator(run_dir),
+        uids=uids,
         etc=etc,
     )
 
