@@ -63,6 +63,48 @@ class Item:
     source: Path
     type: str  # "file" | "dir" | "symlink"
     size: int = 0
+    root: Path | None = None
+    """The tree ``source`` lies in (a volume an app writes to): ``source`` is then opened
+    one component at a time below it, never through a symlink (see :func:`open_beneath`)."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_beneath(root: Path, source: Path, flags: int) -> int:
+    """Open ``source`` (inside ``root``) without following a symlink anywhere below ``root``.
+
+    Why: a volume is written by its app while root-run code (a backup) reads it. A path
+    listed a moment ago may have a folder in it swapped for a symlink to ``/etc`` or to
+    another app's volume; ``open(path, O_NOFOLLOW)`` only checks the last component. Each
+    folder is opened relative to the previous one with ``O_NOFOLLOW``, so a swap makes the
+    open fail (ELOOP/ENOTDIR) instead of leading out of the tree.
+    """
+    parts = source.relative_to(root).parts
+    fd = os.open(root, _DIR_FLAGS)
+    try:
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            child = os.open(part, (flags | os.O_NOFOLLOW) if last else _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def _parent_of(item: Item) -> Iterator[tuple[int | None, str]]:
+    """``(dir_fd, name)`` to reach ``item.source`` safely (fd None: a trusted plain path)."""
+    if item.root is None or item.source == item.root:
+        yield None, str(item.source)
+        return
+    fd = open_beneath(item.root, item.source.parent, _DIR_FLAGS)
+    try:
+        yield fd, item.source.name
+    finally:
+        os.close(fd)
 
 
 def _noop(_: int) -> None:
@@ -74,41 +116,57 @@ def _noop(_: int) -> None:
 
 def walk_tree(root: Path, prefix: str, *, skip_top: tuple[str, ...] = ()) -> Iterator[Item | str]:
     """Items for ``root`` and everything under it, parents before children; a ``str`` is a
-    path that was skipped and why (sockets, FIFOs, devices, unsafe symlinks, odd names)."""
-    yield Item(prefix, root, "dir")
+    path that was skipped and why (sockets, FIFOs, devices, unsafe symlinks, odd names).
+
+    Folders are listed through :func:`open_beneath`: a folder swapped for a symlink after it
+    was seen is skipped, never listed through the link (the items carry ``root`` so that
+    reading them later is as careful)."""
+    yield Item(prefix, root, "dir", root=root)
     stack: list[tuple[Path, str]] = [(root, prefix)]
     while stack:
         folder, name = stack.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            fd = open_beneath(root, folder, _DIR_FLAGS)
         except OSError as exc:
             yield f"{name}: cannot list: {exc.strerror}"
             continue
-        for entry in entries:
-            if folder == root and entry.name in skip_top:
+        try:
+            entries = sorted(os.scandir(fd), key=lambda e: e.name)
+            found: list[tuple[str, os.stat_result, str]] = []
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    link = os.readlink(entry.name, dir_fd=fd) if entry.is_symlink() else ""
+                except OSError:
+                    continue  # gone since the listing
+                found.append((entry.name, st, link))
+        except OSError as exc:
+            yield f"{name}: cannot list: {exc.strerror}"
+            continue
+        finally:
+            os.close(fd)
+        for entry_name, st, link in found:
+            if folder == root and entry_name in skip_top:
                 continue
-            child = f"{name}/{entry.name}"
+            child = f"{name}/{entry_name}"
             try:
                 child.encode("utf-8")
             except UnicodeEncodeError:
                 yield f"{child!r}: file name is not UTF-8"
                 continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # gone since the listing
+            path = folder / entry_name
             if stat.S_ISDIR(st.st_mode):
-                yield Item(child, Path(entry.path), "dir")
-                stack.append((Path(entry.path), child))
+                yield Item(child, path, "dir", root=root)
+                stack.append((path, child))
             elif stat.S_ISREG(st.st_mode):
-                yield Item(child, Path(entry.path), "file", st.st_size)
+                yield Item(child, path, "file", st.st_size, root=root)
             elif stat.S_ISLNK(st.st_mode):
                 try:
-                    check_symlink(child, os.readlink(entry.path))
-                except (OSError, BackupError) as exc:
-                    yield f"{child}: {getattr(exc, 'message', exc)}"
+                    check_symlink(child, link)
+                except BackupError as exc:
+                    yield f"{child}: {exc.message}"
                     continue
-                yield Item(child, Path(entry.path), "symlink")
+                yield Item(child, path, "symlink", root=root)
             else:
                 yield f"{child}: not a file, folder or symlink (socket, FIFO or device)"
 
@@ -216,9 +274,21 @@ class ArchiveWriter:
             self._add_file(item)
             return
         try:
-            st = os.lstat(item.source)
+            with _parent_of(item) as (dir_fd, name):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                target = os.readlink(name, dir_fd=dir_fd) if item.type == "symlink" else ""
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise BackupError(f"cannot read {item.source}: {exc.strerror}") from exc
+        if (item.type == "dir") != stat.S_ISDIR(st.st_mode) or (
+            item.type == "symlink" and not stat.S_ISLNK(st.st_mode)
+        ):
+            raise BackupError(
+                f"{item.source} changed kind while the backup was being made",
+                hint="run the backup again, or stop the app that writes it "
+                "(see docs/backups.md, consistency)",
+            )
         info = tarfile.TarInfo(item.name)
         info.mode = stat.S_IMODE(st.st_mode)
         info.mtime = int(st.st_mtime)
@@ -228,15 +298,19 @@ class ArchiveWriter:
             self._tar.addfile(info)
             self.entries.append(Entry(item.name, "dir", info.mode))
         else:
-            target = os.readlink(item.source)
+            check_symlink(item.name, target)  # it may have changed since the listing
             info.type = tarfile.SYMTYPE
             info.linkname = target
             self._tar.addfile(info)
             self.entries.append(Entry(item.name, "symlink", info.mode, target=target))
 
     def _add_file(self, item: Item) -> None:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            fd = os.open(item.source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            if item.root is None:
+                fd = os.open(item.source, flags)
+            else:
+                fd = open_beneath(item.root, item.source, flags)
         except FileNotFoundError:
             return  # deleted since the listing: it is not part of this backup
         except OSError as exc:
@@ -544,6 +618,7 @@ __all__ = [
     "Item",
     "Progress",
     "extract",
+    "open_beneath",
     "release_roots",
     "verify",
     "walk_tree",
