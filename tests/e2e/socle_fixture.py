@@ -175,6 +175,12 @@ class SocleServer:
         for pid in processes_under(self.home):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # Instances' scratch spaces are tmpfs mounts; a killed control plane leaves them.
+        prefix = str(self.home) + "/run/scratch/"
+        for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+            target = line.split()[4]
+            if target.startswith(prefix):
+                subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
 WEB_APP = textwrap.dedent(

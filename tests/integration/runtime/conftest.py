@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -60,6 +61,17 @@ class Janitor:
                 kill_ref(ref, signal.SIGKILL)
         for ref in self.refs:
             kill_ref(ref, signal.SIGKILL)
+        unmount_under(run_dir)
+
+
+def unmount_under(root: Path) -> None:
+    """Lazily unmount what a test left mounted below ``root`` (instances' scratch tmpfs of
+    instances that were never stopped), deepest first."""
+    prefix = str(root) + "/"
+    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+        target = line.split()[4]
+        if target.startswith(prefix):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
 @pytest.fixture

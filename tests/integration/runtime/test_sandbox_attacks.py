@@ -493,3 +493,58 @@ def test_rootless_profile_holds_for_an_ordinary_user(home: Home) -> None:
     assert "/proc/sys/kernel/core_pattern" in out  # the write failed and said why
     assert "Operation not permitted" in out  # unshare denied by the filter
     assert Path("/proc/sys/kernel/core_pattern").read_text().strip() != "x"
+
+
+SCRATCH_LIMIT = 256 * 1024 * 1024
+"""isolation.SCRATCH_SIZE: what an instance without a memory limit may keep in scratch."""
+FILLER = textwrap.dedent(
+    """
+    import json, os
+    out = {}
+    for name, folder in (("scratch", os.environ["HOME"]), ("tmp", "/tmp")):
+        st = os.statvfs(folder)
+        fd = os.open(os.path.join(folder, "fill"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, int(os.environ["WANT"]))  # no memory used on ENOSPC
+            out[name] = [st.f_blocks * st.f_frsize, "ok"]
+        except OSError as exc:
+            out[name] = [st.f_blocks * st.f_frsize, os.strerror(exc.errno)]
+        finally:
+            os.close(fd)
+            os.unlink(os.path.join(folder, "fill"))
+    print("REPORT " + json.dumps(out), flush=True)
+    """
+)
+
+
+async def test_scratch_and_tmp_cannot_fill_the_hosts_disk_or_memory(
+    driver: LocalDriver, home: Home
+) -> None:
+    """An app that writes until it cannot: its scratch space (``HOME``) was a folder on the
+    disk holding the state database, and ``/tmp`` a tmpfs of half the host's memory."""
+    from socle.runtime.local.isolation import scratch_dir
+
+    release = home.release("filler", {"main.py": FILLER})
+    want = SCRATCH_LIMIT + 1024 * 1024
+    spec = InstanceSpec(
+        id=InstanceId("filler-0"),
+        app="filler",
+        release=ReleaseId("r1"),
+        ordinal=0,
+        command=[sys.executable, "main.py"],
+        env={"WANT": str(want)},
+        workdir=release,
+        release_root=release,
+        restart="never",
+    )
+    await driver.run(spec)
+    await wait_state(driver, "filler-0", lambda s: s.state is InstanceState.EXITED)
+    got = report(driver, "filler-0")
+    for name in ("scratch", "tmp"):
+        size, outcome = got[name]
+        assert size <= SCRATCH_LIMIT, (name, size)
+        assert outcome == os.strerror(28), (name, outcome)  # ENOSPC
+    scratch = scratch_dir(home.run, "filler-0")
+    assert os.path.ismount(scratch)
+    await driver.stop(InstanceId("filler-0"))
+    assert not os.path.ismount(scratch) and not scratch.exists()

@@ -53,6 +53,7 @@ from socle.runtime.local.isolation import (
     HostIsolation,
     check_mounts,
     detect,
+    scratch_size,
 )
 from socle.runtime.local.logs import stream_logs
 from socle.runtime.local.ports import PortAllocator
@@ -421,6 +422,7 @@ class LocalBuildSandbox:
                 writable_release=True,
                 die_with_parent=True,
                 extra_ro=tuple(program_roots(argv[0], hidden_ok=[release_root])),
+                tmp_size=scratch_size(memory),
             )
             return ConfinedCommand(iso.argv(profile), sandbox_env(dict(env)), (fd,))
         except BaseException:

@@ -36,7 +36,12 @@ from socle.model.app import HealthSpec
 from socle.runtime.driver import ConfinedCommand, InstanceSpec, InstanceState, InstanceStatus
 from socle.runtime.local import cgroups, procs, spawn
 from socle.runtime.local.backoff import BackoffPolicy
-from socle.runtime.local.isolation import HostIsolation, prepare_instance, remove_scratch
+from socle.runtime.local.isolation import (
+    HostIsolation,
+    prepare_instance,
+    remove_scratch,
+    scratch_size,
+)
 from socle.runtime.local.logs import last_line, log_path
 from socle.runtime.local.ports import HOST
 from socle.runtime.local.prober import Prober
@@ -121,6 +126,7 @@ class Instance:
             mounts=list(spec.mounts),
             scratch=self.record.scratch_path,
             die_with_parent=check,
+            tmp_size=scratch_size(spec.memory),
         )
 
     def confine_check(self, argv: list[str]) -> ConfinedCommand | None:
@@ -228,7 +234,12 @@ class Instance:
         if iso.sandbox:
             uid = await asyncio.to_thread(iso.uid_of, spec.app)
             scratch = await asyncio.to_thread(
-                prepare_instance, host.run_dir, spec.id, list(spec.mounts), uid
+                prepare_instance,
+                host.run_dir,
+                spec.id,
+                list(spec.mounts),
+                uid,
+                scratch_size(spec.memory),
             )
             self.record.uid = uid
             self.record.scratch = str(scratch)

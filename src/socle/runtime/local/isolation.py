@@ -249,14 +249,50 @@ def scratch_dir(run_dir: Path, instance_id: str) -> Path:
     return run_dir / "scratch" / instance_id
 
 
-def prepare_instance(run_dir: Path, instance_id: str, mounts: list[Mount], uid: int | None) -> Path:
+SCRATCH_SIZE = 256 * 1024 * 1024
+"""Size of an instance's scratch space (and of its ``/tmp``) when its spec sets no memory."""
+
+
+def scratch_size(memory: int | None) -> int:
+    """Bytes an instance may keep in scratch, and again in ``/tmp``: its memory limit (both
+    are tmpfs, whose pages count against the instance's memory cgroup anyway), else
+    :data:`SCRATCH_SIZE`. Never the host's disk: a full disk stops the control plane."""
+    return memory if memory else SCRATCH_SIZE
+
+
+def prepare_instance(
+    run_dir: Path,
+    instance_id: str,
+    mounts: list[Mount],
+    uid: int | None,
+    size: int = SCRATCH_SIZE,
+) -> Path:
     """The instance's scratch folder (made, owned by ``uid``, 0700) and its writable mounts'
     top folders handed to ``uid`` (blocking). Owner-only: ``run_dir`` itself stays hidden,
-    only this one folder is bound into the sandbox."""
+    only this one folder is bound into the sandbox.
+
+    As root the folder is a tmpfs of ``size`` bytes (nosuid, nodev), mounted once and kept
+    across restarts of the instance (its exec checks share it): a plain folder would let a
+    hostile app fill the disk that holds the state database."""
     scratch = scratch_dir(run_dir, instance_id)
     scratch.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch.mkdir(exist_ok=True, mode=0o700)
     if uid is not None:
+        if not os.path.ismount(scratch):
+            options = f"size={size},mode=0700,uid={uid},gid={uid},nosuid,nodev"
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", options, "socle-scratch", str(scratch)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise RuntimeDriverError(
+                    f"instance {instance_id}: cannot mount its scratch space at {scratch}: "
+                    f"{done.stderr.strip()[-300:]}",
+                    hint="the control plane needs root to mount a tmpfs",
+                )
         os.chown(scratch, uid, uid)
         for mount in mounts:
             if not mount.read_only:
@@ -266,7 +302,11 @@ def prepare_instance(run_dir: Path, instance_id: str, mounts: list[Mount], uid: 
 
 
 def remove_scratch(run_dir: Path, instance_id: str) -> None:
-    shutil.rmtree(scratch_dir(run_dir, instance_id), ignore_errors=True)
+    """Unmount (lazily: a check may still be leaving it) and delete the scratch space."""
+    scratch = scratch_dir(run_dir, instance_id)
+    if os.path.ismount(scratch):
+        subprocess.run(["umount", "-l", str(scratch)], capture_output=True, timeout=60, check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_mounts(instance_id: str, mounts: list[Mount]) -> None:

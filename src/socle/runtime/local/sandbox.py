@@ -108,6 +108,9 @@ class Profile:
     etc: Path | None = None
     """A filtered copy of /etc (:func:`snapshot_etc`) bound as one folder; None binds the
     allowed entries one by one (about 25 more mounts per sandbox)."""
+    tmp_size: int | None = None
+    """Bytes the private ``/tmp`` (and a throwaway scratch) may hold; None: the kernel's
+    default, half of the host's memory."""
 
 
 def _venv_home(venv: Path) -> Path | None:
@@ -273,7 +276,8 @@ def bwrap_argv(bwrap: str, profile: Profile) -> list[str]:
     """The bubblewrap invocation for one sandbox (argv list, never a shell string)."""
     out = _Argv(bwrap)
     _system_view(out, profile.etc)
-    out.argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", TMP]
+    size = [] if profile.tmp_size is None else ["--size", str(profile.tmp_size)]
+    out.argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", *size, "--tmpfs", TMP]
     out.made |= {"/proc", "/dev", TMP}
     release = profile.release_root
     program = profile.command[0]
@@ -287,7 +291,7 @@ def bwrap_argv(bwrap: str, profile: Profile) -> list[str]:
         out.add("--bind", str(profile.scratch), SCRATCH)
     else:
         out.dirs_for(SCRATCH)
-        out.argv += ["--perms", "0777", "--tmpfs", SCRATCH]
+        out.argv += ["--perms", "0777", *size, "--tmpfs", SCRATCH]
     for mount in profile.mounts:
         option = "--ro-bind" if mount.read_only else "--bind"
         out.add(option, str(mount.source), mount.target)
