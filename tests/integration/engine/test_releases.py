@@ -410,3 +410,22 @@ async def test_releases_of_an_earlier_version_are_sealed_once_at_upgrade(
     (release.root / "built.txt").chmod(0o644)
     (release.root / "built.txt").write_text("rewritten")
     assert ReleaseStore(store.releases_dir).get("web", release.id) is None
+
+
+async def test_a_step_that_floods_its_output_cannot_fill_the_disk(
+    store: ReleaseStore, repo: Path
+) -> None:
+    """A hostile step prints far more than the log keeps, in lines that look like Socle's
+    own: the file stops growing at the cap, and the step still finishes."""
+    from socle.engine.releases._store import BUILD_LOG_MAX
+
+    lines = BUILD_LOG_MAX // 1000 + 4000  # about 4 MB beyond the cap
+    code = "import sys\nfor i in range(int(sys.argv[1])): print('[socle] ' + 'x' * 991)\nprint('THE' + 'END')"
+    app = make_app([py_step(code, str(lines))])
+    release = await store.ensure(repo, app)
+    log = store.releases_dir / "web" / f"{release.id}.build.log"
+    size = log.stat().st_size
+    assert size <= BUILD_LOG_MAX + 4096
+    text = log.read_text()
+    assert "left out" in text and "THEEND" not in text
+    assert "ready in" in text.splitlines()[-1]  # Socle's own lines are always kept

@@ -74,6 +74,9 @@ LOCK_POLL_SECONDS = 0.05
 MARKER_FORMAT = 1
 BUILD_MEMORY = 2 * 2**30
 """Default address-space limit (RLIMIT_AS) of a sandboxed build step: 2 GiB."""
+BUILD_LOG_MAX = 16 * 2**20
+"""Bytes of a build's output kept in its log file; the rest is counted, not written. A step
+that prints without end (``yes``) would otherwise fill the disk before its timeout."""
 COPY_PARALLEL = 8
 """Releases without build steps (a copy of the workdir) made at once: disk work only."""
 
@@ -351,10 +354,23 @@ class ReleaseStore:
         started = time.monotonic()
         log.info("building release %s of app %s (%d steps)", release_id, app.name, len(steps))
         with _private_log(log_path) as log_file:
+            logged = [0, 0]  # bytes written to the file, lines left out of it
 
-            def sink(line: str) -> None:
-                log_file.write(line + "\n")
-                log_file.flush()
+            def sink(line: str, own: bool = False) -> None:
+                """``own``: a line of Socle's, always kept (a step's output is capped; it
+                could print ``[socle] ...`` lines itself)."""
+                text = line + "\n"
+                fits = not logged[1] and logged[0] + len(text) <= BUILD_LOG_MAX
+                if fits or own:
+                    log_file.write(text)
+                    log_file.flush()
+                    logged[0] += len(text)
+                else:
+                    if not logged[1]:
+                        notice = f"[socle] output beyond {BUILD_LOG_MAX} bytes left out\n"
+                        log_file.write(notice)
+                        log_file.flush()
+                    logged[1] += 1
                 tail.append(line)
                 for listener in list(build.listeners):
                     try:
@@ -365,7 +381,7 @@ class ReleaseStore:
                             build.listeners.remove(listener)
 
             try:
-                sink(f"[socle] copying {app.spec.run.workdir} into {root}")
+                sink(f"[socle] copying {app.spec.run.workdir} into {root}", own=True)
                 # One thread hop for all the disk work before the steps; without steps the
                 # marker is written in it too, so a plain copy is one hop in all.
                 created, sealed = await _run_to_end(
@@ -384,7 +400,10 @@ class ReleaseStore:
                         f"app {app.name!r}: build step {index + 1} of {len(steps)} "
                         f"(spec.build[{index}]) `{shlex.join(step.command)}`"
                     )
-                    sink(f"[socle] step {index + 1}/{len(steps)}: {shlex.join(step.command)}")
+                    sink(
+                        f"[socle] step {index + 1}/{len(steps)}: {shlex.join(step.command)}",
+                        own=True,
+                    )
                     tail.clear()
                     try:
                         outcome = await run_step(
@@ -399,7 +418,7 @@ class ReleaseStore:
                         raise BuildError(f"{where}: {exc.message}", hint=exc.hint) from exc
                     if outcome.exit_code != 0:
                         raise _step_failed(where, outcome.exit_code, step.timeout, tail, log_path)
-                    sink(f"[socle] step {index + 1} done in {outcome.seconds:.1f}s")
+                    sink(f"[socle] step {index + 1} done in {outcome.seconds:.1f}s", own=True)
                     records.append(
                         {
                             "command": step.command,
@@ -412,12 +431,15 @@ class ReleaseStore:
                     created = time.time()
                     marker = _marker(app, release_id, digest, created, records, started)
                     sealed = await _run_to_end(_seal_and_mark, root, marker)
-                sink(f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s")
+                sink(
+                    f"[socle] release {release_id} ready in {time.monotonic() - started:.1f}s",
+                    own=True,
+                )
             except BaseException as exc:
                 # Shielded: a cancelled build must still leave no half-built folder.
                 await asyncio.shield(asyncio.to_thread(shutil.rmtree, root, ignore_errors=True))
                 with contextlib.suppress(Exception):
-                    sink(f"[socle] build failed: {type(exc).__name__}: {exc}")
+                    sink(f"[socle] build failed: {type(exc).__name__}: {exc}", own=True)
                 raise
         log.info("release %s of app %s built", release_id, app.name)
         return Release(release_id, app.name, root, root, created, digest, sealed)
