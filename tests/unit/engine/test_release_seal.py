@@ -6,7 +6,10 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
+
 from socle.engine.releases._digest import MARKER_NAME, SealCache, seal_tree, sealed_digest
+from socle.errors import BuildError
 
 
 def tree(root: Path) -> Path:
@@ -76,3 +79,21 @@ def test_same_size_rewrite_with_restored_mtime_is_seen(tmp_path: Path) -> None:
     target.write_text("print('ho')\n")  # same size
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert sealed_digest(root, cache) != first
+
+
+def test_seal_refuses_a_huge_sparse_file(tmp_path: Path) -> None:
+    """A build step's ``truncate -s 1T``: free for it, a terabyte to read for the control
+    plane's digest (and to write into every backup)."""
+    root = tree(tmp_path / "rel")
+    with open(root / "pkg" / "huge.bin", "wb") as handle:
+        handle.truncate(1 << 40)
+    with pytest.raises(BuildError, match=r"sparse file 'pkg/huge.bin'"):
+        seal_tree(root, owner=None)
+
+
+def test_seal_keeps_small_holes(tmp_path: Path) -> None:
+    root = tree(tmp_path / "rel")
+    with open(root / "db.bin", "wb") as handle:
+        handle.truncate(1 << 20)  # a preallocated file of a few holes is fine
+    seal_tree(root, owner=None)
+    assert mode(root / "db.bin") == 0o644

@@ -512,14 +512,29 @@ it), so an unchanged key means unchanged content even against someone who resets
 _SEAL_CACHE_MAX = 1 << 18
 
 
+SPARSE_SLACK = 64 * 2**20
+"""How much of a release file may be holes (bytes it claims beyond what it occupies)."""
+
+
 def seal_tree(root: Path, *, owner: tuple[int, int] | None = (0, 0)) -> None:
     """Make a finished release read-only for everyone but its owner (root by default):
     folders 0755, files 0644 or 0755 (any exec bit kept), nothing setuid, setgid or
-    sticky; symlinks are left as they are (their own mode means nothing)."""
+    sticky; symlinks are left as they are (their own mode means nothing).
+
+    A sparse file (a step's ``truncate -s 1T``) is refused: it costs the step nothing, but
+    the control plane would read all of it to digest the release, again before every
+    rollback, and write all of it into every backup."""
     for dirpath, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_size > st.st_blocks * 512 + SPARSE_SLACK:
+                rel = os.path.relpath(path, root)
+                raise BuildError(
+                    f"the build left a sparse file {rel!r} of {st.st_size} bytes that "
+                    f"occupies only {st.st_blocks * 512}",
+                    hint="a release holds real files; make large files in a volume at run time",
+                )
             if owner is not None:
                 os.lchown(path, *owner)
             if stat.S_ISLNK(st.st_mode):
