@@ -93,3 +93,15 @@ def test_a_file_swapped_for_a_fifo_does_not_hang_the_backup(tmp_path: Path) -> N
     archive = _write(items)
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         assert "volumes/v/data/d/shadow" not in tar.getnames()
+
+
+def test_a_huge_sparse_file_is_skipped_not_written_out(tmp_path: Path) -> None:
+    """Free for the app (a few blocks of an 8 MiB volume), a terabyte for the backup."""
+    _, volume = _host_and_volume(tmp_path)
+    with open(volume / "d" / "huge", "wb") as handle:
+        handle.truncate(1 << 40)
+    found = list(walk_tree(volume, "volumes/v/data"))
+    assert not any(isinstance(i, Item) and i.name.endswith("/huge") for i in found)
+    assert any(isinstance(s, str) and "d/huge: sparse file" in s for s in found)
+    archive = _write([i for i in found if isinstance(i, Item)])
+    assert len(archive) < 1 << 20
