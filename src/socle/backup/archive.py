@@ -36,6 +36,7 @@ from socle.backup.manifest import (
     Manifest,
     check_path,
     check_symlink,
+    entry_root,
 )
 from socle.errors import BackupError
 from socle.model.app import NAME_RE
@@ -541,35 +542,91 @@ def extract(
     Files are created with ``O_EXCL|O_NOFOLLOW`` (a file already there, or a symlink in its
     place, is an error), hashed again while written (the archive may have changed since
     :func:`verify`), modes without setuid/setgid bits; symlinks come last, folder modes
-    after everything was written into them."""
+    after everything was written into them.
+
+    Every folder below an entry's root (``destination`` of its release, volume or state
+    root) is opened or made one component at a time with ``O_NOFOLLOW``: an app still
+    running (``socle down --keep-apps``) may put a symlink to ``/etc`` in place of a folder
+    of its volume while the restore writes into it, and root must not follow it."""
     expected = {e.path: e for e in checked.manifest.entries}
-    dirs: list[tuple[Path, tarfile.TarInfo]] = []
-    links: list[tuple[Path, tarfile.TarInfo]] = []
+    dirs: list[tuple[Path, Path, tarfile.TarInfo]] = []
+    links: list[tuple[Path, Path, tarfile.TarInfo]] = []
     with _open_tar(checked.path) as tar:
         for member in checked.members:
             target = destination(member.name)
             if target is None:
                 continue
+            anchor = _anchor(member.name, target, destination)
             if member.isdir():
-                _mkdirs(target)
-                dirs.append((target, member))
+                if target == anchor:
+                    _mkdirs(target)
+                else:
+                    os.close(_dir_beneath(anchor, target, make=True))
+                dirs.append((anchor, target, member))
             elif member.issym():
-                links.append((target, member))
+                links.append((anchor, target, member))
             else:
-                _mkdirs(target.parent)
-                _write_file(tar, member, target, expected[member.name], chown, progress)
-        for target, member in links:
-            _mkdirs(target.parent)
-            os.symlink(member.linkname, target)
-            if chown:
-                os.lchown(target, member.uid, member.gid)
-        for target, member in reversed(dirs):
-            if target.is_symlink():
-                raise BackupError(f"{target} became a symlink during the restore")
-            os.chmod(target, _safe_mode(member.mode))
-            if chown:
-                os.chown(target, member.uid, member.gid, follow_symlinks=False)
-            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                parent = _dir_beneath(anchor, target.parent, make=True)
+                try:
+                    entry = expected[member.name]
+                    _write_file(tar, member, parent, target, entry, chown, progress)
+                finally:
+                    os.close(parent)
+        for anchor, target, member in links:
+            parent = _dir_beneath(anchor, target.parent, make=True)
+            try:
+                os.symlink(member.linkname, target.name, dir_fd=parent)
+                if chown:
+                    os.chown(
+                        target.name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False
+                    )
+            finally:
+                os.close(parent)
+        for anchor, target, member in reversed(dirs):
+            fd = _dir_beneath(anchor, target, make=False)
+            try:
+                os.fchmod(fd, _safe_mode(member.mode))
+                if chown:
+                    os.fchown(fd, member.uid, member.gid)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
+
+
+def _anchor(name: str, target: Path, destination: Callable[[str], Path | None]) -> Path:
+    """The folder an entry's writes may not leave: where its release or volume root goes
+    (made by the restore itself, or the volume's mount), or the state staging folder."""
+    root = entry_root(name)
+    found = destination(root) if root != "state" else None
+    if found is None or (found != target and found not in target.parents):
+        return target.parent
+    return found
+
+
+def _dir_beneath(anchor: Path, folder: Path, *, make: bool) -> int:
+    """A descriptor of ``folder`` (``anchor`` or below it), every component below
+    ``anchor`` opened (and with ``make`` created, 0700) without following a symlink."""
+    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in folder.relative_to(anchor).parts:
+            if make:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=fd)
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise BackupError(
+                    f"refusing to write under {folder}: {part!r} is not a folder "
+                    f"({exc.strerror}); a symlink was put in its place?",
+                    hint="stop the apps that use this volume (socle down without "
+                    "--keep-apps) and restore again",
+                ) from exc
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _safe_mode(mode: int) -> int:
@@ -585,6 +642,7 @@ def _mkdirs(path: Path) -> None:
 def _write_file(
     tar: tarfile.TarFile,
     member: tarfile.TarInfo,
+    parent: int,
     target: Path,
     entry: Entry,
     chown: bool,
@@ -594,7 +652,9 @@ def _write_file(
     if handle is None:
         raise _bad(member.name, "unreadable")
     digest = hashlib.sha256()
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    name = target.name
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o600, dir_fd=parent)
     try:
         with os.fdopen(fd, "wb") as out:
             # Big files: write on another thread while the next bytes are read and hashed.
@@ -610,14 +670,15 @@ def _write_file(
             if chown:
                 os.fchown(out.fileno(), member.uid, member.gid)
             os.fchmod(out.fileno(), _safe_mode(member.mode))
+            out.flush()
+            os.utime(out.fileno(), (member.mtime, member.mtime))
     except BaseException:
         with contextlib.suppress(OSError):
-            target.unlink()
+            os.unlink(name, dir_fd=parent)
         raise
     if digest.hexdigest() != entry.sha256:
-        target.unlink()
+        os.unlink(name, dir_fd=parent)
         raise _bad(member.name, "changed since it was verified (the archive is being modified?)")
-    os.utime(target, (member.mtime, member.mtime))
 
 
 __all__ = [

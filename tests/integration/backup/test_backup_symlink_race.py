@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from socle.backup.archive import ArchiveWriter, Item, walk_tree
-from socle.backup.manifest import Manifest
+from socle.backup.archive import ArchiveWriter, Item, extract, verify, walk_tree
+from socle.backup.manifest import Manifest, VolumeEntry
 from socle.errors import BackupError
 
 SECRET = b"host secret that only root may read\n"
@@ -105,3 +105,51 @@ def test_a_huge_sparse_file_is_skipped_not_written_out(tmp_path: Path) -> None:
     assert any(isinstance(s, str) and "d/huge: sparse file" in s for s in found)
     archive = _write([i for i in found if isinstance(i, Item)])
     assert len(archive) < 1 << 20
+
+
+def _volume_archive(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    """A real volume backup holding ``files`` (paths inside the volume)."""
+    source = tmp_path / "backed-up"
+    for rel, body in files.items():
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(body)
+    items = [i for i in walk_tree(source, "volumes/v/data") if isinstance(i, Item)]
+    path = tmp_path / "v.tar"
+    with open(path, "wb") as handle:
+        writer = ArchiveWriter(handle)
+        for item in items:
+            writer.add(item)
+        writer.finish(
+            Manifest(
+                created="2026-01-01T00:00:00Z",
+                socle_version="test",
+                store="none",
+                scope="volume",
+                volumes={"v": VolumeEntry("v", 1 << 20, False, False)},
+            )
+        )
+    return path
+
+
+def test_a_restore_does_not_write_through_a_folder_swapped_for_a_symlink(
+    tmp_path: Path,
+) -> None:
+    """The app still runs while its volume is restored (`socle down --keep-apps`): once the
+    restore made ``a``, the app swaps it for a link to /etc (here: a stand-in), so that the
+    backup's ``a/b/ld.so.preload`` would land there, written by root."""
+    archive = _volume_archive(tmp_path, {"a/b/ld.so.preload": b"/data/evil.so\n"})
+    checked = verify(archive)
+    host = tmp_path / "etc"
+    host.mkdir()
+    data = tmp_path / "restored" / "data"
+    data.mkdir(parents=True)
+
+    def destination(name: str) -> Path:
+        parts = name.split("/")
+        if parts[3:] == ["a", "b"]:  # the app's move, just before the restore reaches a/b
+            _swap_for_link(data / "a", host)
+        return data.joinpath(*parts[3:])
+
+    with pytest.raises(BackupError):
+        extract(checked, destination, chown=False)
+    assert list(host.iterdir()) == []  # nothing written through the link
