@@ -548,3 +548,62 @@ async def test_scratch_and_tmp_cannot_fill_the_hosts_disk_or_memory(
     assert os.path.ismount(scratch)
     await driver.stop(InstanceId("filler-0"))
     assert not os.path.ismount(scratch) and not scratch.exists()
+
+
+async def test_two_homes_whose_paths_share_a_uid_block_give_apps_different_uids(
+    janitor: Janitor,
+) -> None:
+    """Two homes on one host whose run folders hash to the same uid block (1 in 2048): each
+    app of one home would have had the uid of the same-named app of the other, and could
+    read its files and signal it. The host-wide registry gives the second home another
+    block."""
+    from socle.runtime.local.uids import BLOCK, BLOCKS, block_start
+
+    base = Path("/var/tmp") / f"socle-test-{uuid.uuid4().hex[:8]}"
+    seen: dict[int, Path] = {}
+    pair: tuple[Path, Path] | None = None
+    for i in range(BLOCKS * 4):
+        run = base / f"home-{i}" / "run"
+        start = block_start(run)
+        if start in seen:
+            pair = (seen[start], run)
+            break
+        seen[start] = run
+    assert pair is not None
+    drivers: list[LocalDriver] = []
+    try:
+        uids = []
+        for run in pair:
+            release = run.parent / "releases" / "web" / "r1"
+            release.mkdir(parents=True)
+            drv = LocalDriver(
+                run,
+                run.parent / "logs",
+                isolation="sandbox",
+                backoff=FAST_BACKOFF,
+                cgroup_parent=f"socle-test-{uuid.uuid4().hex[:8]}",
+            )
+            await drv.start()
+            drivers.append(drv)
+            drv.subscribe(janitor.track)
+            spec = InstanceSpec(
+                id=InstanceId("web-0"),
+                app="web",
+                release=ReleaseId("r1"),
+                ordinal=0,
+                command=["/bin/sleep", "30"],
+                workdir=release,
+                restart="never",
+            )
+            await drv.run(spec)
+            status = await wait_state(drv, "web-0", lambda s: s.pid is not None)
+            await wait_state(drv, "web-0", lambda s: owner(s.pid) == s.uid)
+            uids.append(status.uid)
+        assert uids[0] is not None and uids[1] is not None
+        # Different blocks (not merely different ids): every later app differs too.
+        assert (uids[0] - BASE) // BLOCK != (uids[1] - BASE) // BLOCK, uids
+    finally:
+        for drv, run in zip(drivers, pair, strict=False):
+            await drv.close(stop_instances=True)
+            janitor.sweep(run)
+        shutil.rmtree(base, ignore_errors=True)
