@@ -422,3 +422,18 @@ async def test_a_restart_that_cannot_start_is_counted_and_heals(
     script.chmod(0o755)  # and is fixed: the instance comes back on its own
     healed = await wait_for(driver, "heal-0", lambda s: s.ready and s.restarts >= 2, timeout=20)
     assert healed.pid not in (None, first.pid)
+
+
+@sandbox_only
+async def test_an_instance_without_a_memory_limit_still_gets_one(
+    driver: LocalDriver, app_dir: Path
+) -> None:
+    """Limits by default: unlimited, one app could take the host's memory and have the OOM
+    killer pick the control plane or its database."""
+    from socle.runtime.local.cgroups import DEFAULT_MEMORY
+
+    spec = make_spec(app_dir, "nolimit-0", restart="never", health=None)
+    assert spec.memory is None
+    await driver.run(spec)
+    memory = cgroup_dir(driver, "nolimit-0", "memory")
+    assert int((memory / "memory.limit_in_bytes").read_text()) == DEFAULT_MEMORY

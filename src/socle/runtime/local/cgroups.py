@@ -26,6 +26,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("memory", "cpu", "pids")
 _LIMIT_FILE = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us", "pids": "pids.max"}
 CPU_PERIOD_US = 100_000
+DEFAULT_MEMORY = 1024 * 1024 * 1024
+"""Memory of an instance whose spec sets none (``resources.memory``): limits by default.
+Unlimited, one app could take all of the host's memory and have the kernel's OOM killer
+pick the control plane or the database."""
 """Scheduler period for the CFS quota: 100 ms, the kernel's default."""
 
 
@@ -98,7 +102,7 @@ def create(
         path.mkdir(parents=True, exist_ok=True)  # the parent may have been cleaned away
         dirs.append(str(path))
         if controller == "memory":
-            limit = str(memory) if memory else "-1"
+            limit = str(memory or DEFAULT_MEMORY)
             _write(path / "memory.limit_in_bytes", limit)
             # With swap, the memory limit alone lets an app swap instead of being killed.
             with contextlib.suppress(OSError):
