@@ -607,3 +607,32 @@ async def test_two_homes_whose_paths_share_a_uid_block_give_apps_different_uids(
             await drv.close(stop_instances=True)
             janitor.sweep(run)
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_a_pyvenv_cfg_in_the_release_cannot_bind_another_apps_release(
+    driver: LocalDriver, home: Home
+) -> None:
+    """A build step (a hostile package) writes ``pyvenv.cfg`` next to the program with
+    ``home = <another app's release>/bin``: the sandbox used to bind that folder read-only
+    as "the venv's base interpreter", showing the other app's code inside this one."""
+    other = home.release("other", {"secret.py": "API_KEY = 'other-app-secret'\n"})
+    release = home.release("evil", {})
+    (release / "tool" / "bin").mkdir(parents=True)
+    (release / "tool" / "bin" / "sh").symlink_to("/usr/bin/sh")
+    (release / "tool" / "pyvenv.cfg").write_text(f"home = {other / 'bin'}\n")
+    script = f"cat {other / 'secret.py'} 2>/dev/null || echo REPORT denied"
+    spec = InstanceSpec(
+        id=InstanceId("evil-0"),
+        app="evil",
+        release=ReleaseId("r1"),
+        ordinal=0,
+        command=[str(release / "tool" / "bin" / "sh"), "-c", script],
+        workdir=release,
+        release_root=release,
+        restart="never",
+    )
+    await driver.run(spec)
+    await wait_state(driver, "evil-0", lambda s: s.state is InstanceState.EXITED)
+    texts = [line.text for line in read_logs(driver.logs_dir, InstanceId("evil-0"))]
+    assert not any("other-app-secret" in t for t in texts), texts
+    assert "REPORT denied" in texts

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from socle.runtime.driver import Mount
 from socle.runtime.local.sandbox import (
@@ -88,7 +93,20 @@ def test_parent_folders_are_made_traversable_before_binds() -> None:
     assert argv.index("/srv") < argv.index("/srv/rel")
 
 
-def test_venv_program_brings_its_base_interpreter(tmp_path: Path) -> None:
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A folder any user of the host may read (``/tmp/pytest-of-root`` is root's only): an
+    interpreter found through the release's own files is shown only from such a place."""
+    path = Path(tempfile.mkdtemp(prefix="socle-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_venv_program_brings_its_base_interpreter(public_tmp: Path) -> None:
+    tmp_path = public_tmp
     base = tmp_path / "pyenv" / "versions" / "3.x"
     (base / "bin").mkdir(parents=True)
     (base / "bin" / "python3").write_text("")
@@ -113,7 +131,8 @@ def test_home_is_fixed_inside_the_sandbox() -> None:
     assert env["HOME"] == SCRATCH and env["PATH"] == "/usr/bin"
 
 
-def test_a_script_brings_its_interpreter(tmp_path: Path) -> None:
+def test_a_script_brings_its_interpreter(public_tmp: Path) -> None:
+    tmp_path = public_tmp
     base = tmp_path / "opt" / "tool"
     (base / "bin").mkdir(parents=True)
     (base / "bin" / "lua").write_text("")
@@ -123,3 +142,54 @@ def test_a_script_brings_its_interpreter(tmp_path: Path) -> None:
     assert program_roots(str(script), hidden_ok=[tmp_path / "rel"]) == [base]
     script.write_text("#!/usr/bin/env lua\n")
     assert program_roots(str(script), hidden_ok=[tmp_path / "rel"]) == []
+
+
+def _private_target(tmp_path: Path) -> Path:
+    """Another app's release inside a home only root may enter (0700)."""
+    home = tmp_path / "home"
+    other = home / "releases" / "other" / "r1"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "python").write_text("")
+    (other / "secret.py").write_text("API_KEY = 'x'\n")
+    home.chmod(0o700)
+    return other
+
+
+def test_a_venv_written_by_a_build_step_cannot_point_at_private_folders(
+    public_tmp: Path,
+) -> None:
+    """The release is the app's: its ``pyvenv.cfg``, symlinks and ``#!`` lines may name any
+    host path. Bound as the venv's "base interpreter", another app's release (or the
+    home, or the operator's repository) would appear inside the sandbox."""
+    other = _private_target(public_tmp)
+    release = public_tmp / "rel"
+    venv = release / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text(f"home = {other / 'bin'}\n")
+    (venv / "bin" / "python").symlink_to(other / "bin" / "python")
+    assert program_roots(str(venv / "bin" / "python"), hidden_ok=[release]) == []
+    script = release / "run"
+    script.write_text(f"#!{other / 'bin' / 'python'}\n")
+    assert program_roots(str(script), hidden_ok=[release]) == []
+
+
+def test_a_venv_of_the_control_planes_own_python_is_still_shown(public_tmp: Path) -> None:
+    release = public_tmp / "rel"
+    venv = release / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    real = Path(os.path.realpath(sys.executable))
+    (venv / "pyvenv.cfg").write_text(f"home = {real.parent}\n")
+    (venv / "bin" / "python").symlink_to(real)
+    roots = program_roots(str(venv / "bin" / "python"), hidden_ok=[release])
+    if not _system_path(real):
+        assert roots and all(real.is_relative_to(r) or r == real.parent.parent for r in roots)
+
+
+def test_a_program_the_manifest_names_outside_the_release_is_shown(tmp_path: Path) -> None:
+    """The manifest's author chose it (``command: [/srv/tools/bin/run]``): not the app's."""
+    other = _private_target(tmp_path)
+    assert program_roots(str(other / "bin" / "python"), hidden_ok=[tmp_path / "rel"]) == [other]
+
+
+def _system_path(path: Path) -> bool:
+    return str(path).startswith(("/usr/", "/bin/", "/sbin/", "/lib"))

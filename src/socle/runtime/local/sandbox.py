@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -160,6 +161,28 @@ def _prefix_of(program: Path) -> Path:
     return program.parent.parent if program.parent.name == "bin" else program.parent
 
 
+def _public(folder: Path) -> bool:
+    """Whether any user of the host may already read ``folder``: it and every folder above
+    it traversable by others (``o+x``), itself listable by others (``o+r``)."""
+    try:
+        if os.stat(folder).st_mode & 0o005 != 0o005:
+            return False
+        return all(os.stat(parent).st_mode & 0o001 for parent in folder.parents)
+    except OSError:
+        return False
+
+
+def _interpreter_prefixes() -> list[Path]:
+    """The control plane's own Python (a pyenv under /root, a venv): what the operator
+    installed and runs, so what venvs made by build steps usually point at."""
+    found: list[Path] = []
+    for prefix in (sys.base_prefix, sys.prefix):
+        for path in (Path(prefix), Path(os.path.realpath(prefix))):
+            if path not in found and path != Path("/"):
+                found.append(path)
+    return found
+
+
 def program_roots(program: str, *, hidden_ok: Iterable[Path] = ()) -> list[Path]:
     """Host folders to show read-only so that ``program`` can run: none for a system
     program, else its prefix (a venv and its base interpreter's prefix, a pyenv version);
@@ -169,36 +192,54 @@ def program_roots(program: str, *, hidden_ok: Iterable[Path] = ()) -> list[Path]
     A venv's ``bin/python`` is a symlink to the base interpreter, and ``pyvenv.cfg`` names
     where that is: both are needed. Folders inside ``hidden_ok`` (the release, already
     shown) are not repeated.
+
+    What a program inside the release leads to (its symlinks, its ``#!`` line, a
+    ``pyvenv.cfg`` next to it) was written by the app's build steps, so by the app: such a
+    folder is shown only if it is the control plane's own interpreter (or inside it), or if
+    every user of the host may read it anyway (:func:`_public`). Otherwise a build step could
+    point ``pyvenv.cfg`` at another app's release, ``SOCLE_HOME`` or the operator's
+    repository, and have it bound into its sandbox.
     """
     path = Path(program)
     if not path.is_absolute():
         return []
     roots: list[Path] = []
-    seen = set(hidden_ok)
+    hidden = list(hidden_ok)
+    seen = set(hidden)
+    interpreters = _interpreter_prefixes()
 
-    def add(folder: Path) -> None:
+    def inside(folder: Path, tops: Iterable[Path]) -> bool:
+        return any(folder == top or top in folder.parents for top in tops)
+
+    def add(folder: Path, trusted: bool) -> None:
         if _system(folder) or folder == Path("/") or folder in seen:
             return
         if any(parent in seen for parent in folder.parents):
             return
+        if not trusted and not inside(folder, interpreters) and not _public(folder):
+            return
         seen.add(folder)
         roots.append(folder)
 
-    candidates = [path, Path(os.path.realpath(path))]
+    # The program itself is named by the manifest (its author's choice) unless it lies in
+    # the release; everything found through the release's own files is the app's.
+    trusted = not inside(path, hidden)
+    candidates = [(path, trusted), (Path(os.path.realpath(path)), trusted)]
     interpreter = _shebang(path)
     if interpreter is not None:  # a script: its interpreter must be there too
-        candidates += [interpreter, Path(os.path.realpath(interpreter))]
-    for candidate in candidates:
+        candidates += [(interpreter, trusted), (Path(os.path.realpath(interpreter)), trusted)]
+    for candidate, ok in candidates:
         if _system(candidate):
             continue
         prefix = _prefix_of(candidate)
-        add(prefix)
+        add(prefix, ok)
         home = _venv_home(prefix)
         if home is not None:
-            add(_prefix_of(home / "python"))
+            ok = ok and not inside(prefix, hidden)
+            add(_prefix_of(home / "python"), ok)
             real_home = Path(os.path.realpath(home))
             if real_home != home:
-                add(_prefix_of(real_home / "python"))
+                add(_prefix_of(real_home / "python"), ok)
     return roots
 
 
