@@ -193,3 +193,15 @@ def test_a_program_the_manifest_names_outside_the_release_is_shown(tmp_path: Pat
 
 def _system_path(path: Path) -> bool:
     return str(path).startswith(("/usr/", "/bin/", "/sbin/", "/lib"))
+
+
+@pytest.mark.timeout(20)
+def test_a_fifo_in_place_of_pyvenv_cfg_or_a_script_does_not_block(tmp_path: Path) -> None:
+    """A build step leaves FIFOs where the control plane reads ``pyvenv.cfg`` and the
+    ``#!`` line of the next step's program: a plain open() would wait for a writer
+    forever, in a worker thread of the control plane."""
+    release = tmp_path / "rel"
+    (release / ".venv" / "bin").mkdir(parents=True)
+    os.mkfifo(release / ".venv" / "pyvenv.cfg")
+    os.mkfifo(release / ".venv" / "bin" / "pip")
+    assert program_roots(str(release / ".venv" / "bin" / "pip"), hidden_ok=[release]) == []

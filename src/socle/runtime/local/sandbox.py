@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -114,13 +115,31 @@ class Profile:
     default, half of the host's memory."""
 
 
-def _venv_home(venv: Path) -> Path | None:
-    """The ``home`` of a venv's ``pyvenv.cfg`` (the base interpreter's bin folder)."""
+def _read_head(path: Path, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of a regular file, else None. The release is written by the
+    app's build steps: a FIFO in place of ``pyvenv.cfg`` would block a plain ``open()``
+    forever (and with it a worker thread of the control plane), a huge file would be read
+    whole into memory."""
     try:
-        text = (venv / "pyvenv.cfg").read_text(encoding="utf-8", errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    for line in text.splitlines():
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _venv_home(venv: Path) -> Path | None:
+    """The ``home`` of a venv's ``pyvenv.cfg`` (the base interpreter's bin folder)."""
+    head = _read_head(venv / "pyvenv.cfg", 64 * 1024)
+    if head is None:
+        return None
+    for line in head.decode("utf-8", "replace").splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip() == "home" and value.strip().startswith("/"):
             return Path(value.strip())
@@ -130,12 +149,8 @@ def _venv_home(venv: Path) -> Path | None:
 def _shebang(path: Path) -> Path | None:
     """The absolute interpreter a ``#!`` script names (``/usr/bin/env`` is a system
     program: what it finds on PATH is the PATH's business), else None."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(256)
-    except OSError:
-        return None
-    if not head.startswith(b"#!"):
+    head = _read_head(path, 256)
+    if head is None or not head.startswith(b"#!"):
         return None
     words = head[2:].split(b"\n", 1)[0].split()
     if not words or not words[0].startswith(b"/"):
