@@ -429,3 +429,20 @@ async def test_a_step_that_floods_its_output_cannot_fill_the_disk(
     text = log.read_text()
     assert "left out" in text and "THEEND" not in text
     assert "ready in" in text.splitlines()[-1]  # Socle's own lines are always kept
+
+
+@pytest.mark.parametrize("name", [".socle-release.json.tmp", ".socle-release.json"])
+async def test_a_step_cannot_make_the_marker_write_go_through_a_symlink(
+    store: ReleaseStore, repo: Path, tmp_path: Path, name: str
+) -> None:
+    """The release folder is the steps' until the marker is written (as root): a symlink
+    left under the marker's temporary name pointed that write at any host file."""
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0::/root:/bin/sh\n")
+    code = "import os, sys; os.symlink(sys.argv[1], sys.argv[2])"
+    app = make_app([py_step(code, str(victim), name)])
+    release = await store.ensure(repo, app)
+    assert victim.read_text() == "root:x:0:0::/root:/bin/sh\n"
+    marker = release.root / ".socle-release.json"
+    assert marker.is_file() and not marker.is_symlink()
+    assert ReleaseStore(store.releases_dir).get("web", release.id) is not None

@@ -703,6 +703,7 @@ def _load(root: Path, app: str, release_id: ReleaseId) -> Release | None:
 def _seal_and_mark(root: Path, marker: dict[str, Any]) -> str:
     """Seal the finished release (root-owned, read-only for others), record the digest of
     everything in it in the marker, write the marker last. Returns that digest."""
+    _clear_marker_tmp(root)
     seal_tree(root, owner=(0, 0) if os.geteuid() == 0 else None)
     sealed = sealed_digest(root)
     _write_marker(root, {**marker, "sealed": sealed})
@@ -718,10 +719,22 @@ def _private_log(path: Path) -> Iterator[Any]:
         yield handle
 
 
+def _clear_marker_tmp(root: Path) -> Path:
+    """Remove whatever is at the marker's temporary name. The folder was the build steps'
+    (the app's) until now: a symlink left there (to /etc/passwd) would have root's marker
+    write go through it. Called before sealing too, so the sealed digest stays true."""
+    tmp = root / f"{MARKER_NAME}.tmp"
+    if tmp.is_dir() and not tmp.is_symlink():
+        shutil.rmtree(tmp)
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
 def _write_marker(root: Path, marker: dict[str, Any]) -> None:
     """Write the marker durably, then atomically: it is what makes a release exist."""
-    tmp = root / f"{MARKER_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    tmp = _clear_marker_tmp(root)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with open(fd, "w", encoding="utf-8") as handle:
         json.dump(marker, handle, indent=2, sort_keys=True)
         handle.write("\n")
         handle.flush()
