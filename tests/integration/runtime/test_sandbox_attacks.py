@@ -11,6 +11,7 @@ appear).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -636,3 +637,68 @@ async def test_a_pyvenv_cfg_in_the_release_cannot_bind_another_apps_release(
     texts = [line.text for line in read_logs(driver.logs_dir, InstanceId("evil-0"))]
     assert not any("other-app-secret" in t for t in texts), texts
     assert "REPORT denied" in texts
+
+
+async def test_a_symlink_in_a_volume_cannot_place_a_nested_mount_on_the_host(
+    driver: LocalDriver, home: Home
+) -> None:
+    """Volume ``outer`` at /data, volume ``inner`` at /data/sub/x. The app made ``sub`` in
+    its outer volume a symlink to ``../../oldroot/<host folder>``: bubblewrap, as root and
+    before it switches roots, followed it and made ``x`` in the host folder."""
+    from socle.errors import StartRefused
+
+    outer, inner = home.volume("outer"), home.volume("inner")
+    host = Path("/var/tmp") / f"socle-test-host-{uuid.uuid4().hex[:8]}"
+    host.mkdir()
+    home.extra.append(host)
+    (outer / "sub").symlink_to(f"../../oldroot{host}")
+    release = home.release("nest", {})
+    spec = InstanceSpec(
+        id=InstanceId("nest-0"),
+        app="nest",
+        release=ReleaseId("r1"),
+        ordinal=0,
+        command=["/bin/true"],
+        workdir=release,
+        release_root=release,
+        restart="never",
+        mounts=[Mount(outer, "/data"), Mount(inner, "/data/sub/x")],
+    )
+    with contextlib.suppress(StartRefused):
+        await driver.run(spec)
+        await wait_state(
+            driver, "nest-0", lambda s: s.state in (InstanceState.EXITED, InstanceState.FAILED)
+        )
+    assert list(host.iterdir()) == []
+
+
+async def test_a_symlink_in_the_release_cannot_place_a_mount_on_the_host(
+    driver: LocalDriver, home: Home
+) -> None:
+    """The same escape through the release, whose symlinks the build steps write, when a
+    mountPath lies inside the release folder."""
+    from socle.errors import StartRefused
+
+    volume = home.volume("vol")
+    host = Path("/var/tmp") / f"socle-test-host-{uuid.uuid4().hex[:8]}"
+    host.mkdir()
+    home.extra.append(host)
+    release = home.release("nest", {})
+    (release / "sub").symlink_to(os.path.relpath(f"/oldroot{host}", release))
+    spec = InstanceSpec(
+        id=InstanceId("nest-0"),
+        app="nest",
+        release=ReleaseId("r1"),
+        ordinal=0,
+        command=["/bin/true"],
+        workdir=release,
+        release_root=release,
+        restart="never",
+        mounts=[Mount(volume, str(release / "sub" / "x"))],
+    )
+    with contextlib.suppress(StartRefused):
+        await driver.run(spec)
+        await wait_state(
+            driver, "nest-0", lambda s: s.state in (InstanceState.EXITED, InstanceState.FAILED)
+        )
+    assert list(host.iterdir()) == []

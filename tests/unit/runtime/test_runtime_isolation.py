@@ -55,3 +55,14 @@ def test_mount_targets_that_would_cover_the_sandbox_are_refused(target: str, why
 
 def test_ordinary_mount_target_passes() -> None:
     check_mounts(InstanceId("a-0"), [Mount(Path("/srv/vol"), "/data")])
+
+
+def test_a_mount_inside_another_mount_is_refused() -> None:
+    """The inner mount point would be made by bubblewrap, as root, inside a volume the app
+    writes: a symlink there (``sub -> ../../oldroot/etc``) leads it onto the host."""
+    mounts = [Mount(Path("/srv/a"), "/data"), Mount(Path("/srv/b"), "/data/sub/x")]
+    with pytest.raises(RuntimeDriverError, match="inside the volume mounted at '/data'"):
+        check_mounts(InstanceId("a-0"), mounts)
+    check_mounts(
+        InstanceId("a-0"), [Mount(Path("/srv/a"), "/data"), Mount(Path("/srv/b"), "/data2")]
+    )

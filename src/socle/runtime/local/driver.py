@@ -80,6 +80,16 @@ PRLIMIT = "/usr/bin/prlimit"
 def _check_spec(spec: InstanceSpec) -> None:
     """What the App model validates, checked again for callers building specs by hand."""
     check_mounts(spec.id, spec.mounts)
+    for folder in {spec.release_root or spec.workdir, spec.workdir}:
+        for mount in spec.mounts:
+            if Path(mount.target) == folder or folder in Path(mount.target).parents:
+                # Made by bubblewrap (root) through the release's own symlinks, which the
+                # app's build steps wrote: the same escape as a mount inside a volume.
+                raise RuntimeDriverError(
+                    f"instance {spec.id}: mount target {mount.target!r} lies inside the "
+                    f"release folder {folder}",
+                    hint="mount volumes at a folder of their own, e.g. /data",
+                )
     if len(set(spec.ports)) != len(spec.ports):
         raise RuntimeDriverError(f"instance {spec.id}: a port name appears twice: {spec.ports}")
     port = spec.health.port_name if spec.health else None

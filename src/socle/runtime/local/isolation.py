@@ -329,3 +329,16 @@ def check_mounts(instance_id: str, mounts: list[Mount]) -> None:
             raise RuntimeDriverError(
                 f"instance {instance_id}: mount source {mount.source} is not absolute"
             )
+        outer = next(
+            (m.target for m in mounts if normal.startswith(os.path.normpath(m.target) + "/")),
+            None,
+        )
+        if outer is not None:
+            # bubblewrap (root) makes the inner mount point inside the outer volume, whose
+            # symlinks the app writes: `sub -> ../../oldroot/etc` made it create folders
+            # anywhere on the host.
+            raise RuntimeDriverError(
+                f"instance {instance_id}: mount target {target!r} lies inside the volume "
+                f"mounted at {outer!r}",
+                hint="mount each volume at a folder of its own, side by side (/data, /cache)",
+            )
