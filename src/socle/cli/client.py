@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import ssl
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,6 +20,64 @@ def server_url(settings: Settings) -> str | None:
         return settings.addr.rstrip("/")
     data = read_json_file(settings.server_file)
     return str(data["url"]) if data and data.get("url") else None
+
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP ``port`` of this host (from /proc/net)."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii", errors="replace") as handle:
+                rows = handle.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[1].endswith(f":{port:04X}"):
+                found.add(fields[9])
+    return found
+
+
+def check_listener(settings: Settings) -> None:
+    """Refuse to talk to a loopback port that the control plane of ``server.json`` does not
+    hold. Apps share the host's network and outlive the control plane: after a crash (a
+    stale ``server.json``) a hostile app can listen on the freed port, and the CLI would
+    send it the admin token. Where this cannot be told (another user's process, no /proc),
+    nothing is refused."""
+    if settings.addr:
+        return  # an address the operator gave: their choice, checked by TLS if any
+    data = read_json_file(settings.server_file)
+    if not data or not data.get("url") or not str(data.get("pid", "")).isdigit():
+        return
+    parts = urlsplit(str(data["url"]))
+    if parts.hostname not in LOOPBACK or parts.port is None:
+        return
+    inodes = _listening_inodes(parts.port)
+    if not inodes:
+        return  # nothing listens: the connection fails and says so
+    pid = int(data["pid"])
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:
+        fds = []
+    except OSError:
+        return  # not ours to look at
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:[") and link[8:-1] in inodes:
+            return
+    raise ServerNotRunning(
+        f"{parts.hostname}:{parts.port} is held by a process other than the control plane "
+        f"(pid {pid}) named in {settings.server_file}; not sending it the token",
+        hint="the control plane is not running (it may have crashed) and something else "
+        "listens on its port, possibly an app: find it with `ss -ltnp`, then `socle up`",
+    )
 
 
 def api_token(settings: Settings) -> str | None:
@@ -38,6 +98,7 @@ class Client:
                 hint="start one with `socle up` (or `socle server`), or set SOCLE_ADDR",
             )
         self.url = url
+        check_listener(settings)
         token = api_token(settings)
         headers: dict[str, str] = {}
         if token:

@@ -19,6 +19,7 @@ import click
 import httpx
 from rich.table import Table
 
+from socle.cli.client import check_listener
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.errors import ApiError, AuthError, ConfigError, NotFoundError, ServerNotRunning
 from socle.fs import write_private
@@ -44,6 +45,7 @@ def resolve_address(option: str | None) -> str:
     settings = _settings()
     data = read_json_file(settings.server_file)
     if data and data.get("url"):
+        check_listener(settings)  # a token must not go to an app squatting a freed port
         return str(data["url"]).rstrip("/")
     raise ServerNotRunning(
         f"no secrets server address (no --address, VAULT_ADDR, SOCLE_ADDR or {settings.server_file})",
