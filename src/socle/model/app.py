@@ -37,9 +37,10 @@ DEPENDENCY_RE = re.compile(r"^([A-Z][A-Za-z0-9]{0,62}/)?[a-z0-9]([a-z0-9-]{0,61}
 """A ``dependsOn`` entry: ``NAME`` (an App) or ``KIND/NAME`` (``Volume/data``)."""
 SYSTEM_FOLDERS = (
     "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin",
-    "/sys", "/usr",
+    "/sys", "/usr", "/scratch",
 )  # fmt: skip
-"""Where a volume may not be mounted: the sandbox's own view of the system lives there."""
+"""Where a volume may not be mounted: the sandbox's own view of the system lives there
+(``/scratch`` is each instance's scratch space and ``HOME``)."""
 # Patterns are always applied with ``fullmatch``: ``$`` alone also matches before a
 # trailing newline, so ``re.match`` would let "api\n" through as a name.
 
@@ -408,6 +409,15 @@ class AppSpec(Spec):
                     raise FieldError(
                         ("volumes", index, "mountPath"),
                         f"mountPath {mount.mount_path!r} is used twice in this app",
+                    )
+                inner, outer = sorted((mount.mount_path, other.mount_path), key=len)[::-1]
+                if inner.startswith(outer + "/"):
+                    # The runtime would have to make the inner mount point inside the outer
+                    # volume, whose symlinks the app writes.
+                    raise FieldError(
+                        ("volumes", index, "mountPath"),
+                        f"mountPath {inner!r} lies inside the volume mounted at {outer!r}: "
+                        "mount each volume at a folder of its own, side by side",
                     )
                 if other.name == mount.name:
                     raise FieldError(

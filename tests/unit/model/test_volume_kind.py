@@ -107,6 +107,29 @@ CASES: list[tuple[str, Files, list[tuple[str, int, str, str]]]] = [
         [("a.yaml", 10, "spec.volumes[1].mountPath", "used twice")],
     ),
     (
+        "mountPath on the scratch folder",
+        {
+            "a.yaml": app("db", "volumes:\n- {name: d, mountPath: /scratch}\n")
+            + "---\n"
+            + volume("d")
+        },
+        [("a.yaml", 9, "spec.volumes[0].mountPath", "under the system folder /scratch")],
+    ),
+    (
+        "mountPath inside another volume of the app",
+        {
+            "a.yaml": app(
+                "db",
+                "volumes:\n- {name: d, mountPath: /data}\n- {name: e, mountPath: /data/sub}\n",
+            )
+            + "---\n"
+            + volume("d")
+            + "---\n"
+            + volume("e")
+        },
+        [("a.yaml", 10, "spec.volumes[1].mountPath", "lies inside the volume mounted at '/data'")],
+    ),
+    (
         "cron with four fields",
         {"v.yaml": volume("d", "  backup: {schedule: '0 3 * *'}\n")},
         [("v.yaml", 7, "spec.backup.schedule", "a schedule has 5 fields")],
