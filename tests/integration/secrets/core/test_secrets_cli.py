@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -106,6 +107,7 @@ def test_address_from_server_json(
 ) -> None:
     home = tmp_path / "socle-home"
     home.mkdir()
-    (home / "server.json").write_text(json.dumps({"url": vault_server.url, "pid": 1}))
+    # the CLI checks that the port is served by the PID server.json names (here: this test)
+    (home / "server.json").write_text(json.dumps({"url": vault_server.url, "pid": os.getpid()}))
     code, out = _run("operator", "status", "--json")
     assert code == 0 and json.loads(out)["initialized"] is True
