@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from socle.model.app import App
 from socle.runtime.driver import InstanceStatus
 from socle.runtime.local import BackoffPolicy, LocalDriver
 from socle.runtime.local import cgroups as cg
@@ -137,3 +138,18 @@ async def make_driver(
 @pytest.fixture
 async def driver(make_driver: DriverFactory) -> LocalDriver:
     return await make_driver()
+
+
+def app_with_build(repo: Path, name: str, build: list[dict[str, Any]]) -> App:
+    """An App ``name`` whose code is ``repo/app/main.py`` (written here) and whose release is
+    made by ``build``: for the tests of sandboxed build steps."""
+    (repo / "app").mkdir(parents=True, exist_ok=True)
+    (repo / "app" / "main.py").write_text("print('hi')\n")
+    return App.model_validate(
+        {
+            "apiVersion": "socle/v1",
+            "kind": "App",
+            "metadata": {"name": name},
+            "spec": {"run": {"command": ["python3", "main.py"], "workdir": "app"}, "build": build},
+        }
+    )

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from socle.engine.releases import ReleaseStore
-from socle.model.app import App
 from socle.runtime.local import LocalDriver
-from tests.integration.runtime.conftest import FAST_BACKOFF, SANDBOX_OK
+from tests.integration.runtime.conftest import FAST_BACKOFF, SANDBOX_OK, app_with_build
 
 pytestmark = pytest.mark.skipif(not SANDBOX_OK, reason="needs root and bubblewrap")
 
@@ -50,19 +49,8 @@ async def test_a_host_only_path_entry_is_not_searched_in_the_sandbox(
         shim.write_text(f'#!/bin/sh\nexec {shims}/hidden-python "$@"\n')
         shim.chmod(0o755)
         repo = tmp_path / "repo"
-        (repo / "app").mkdir(parents=True)
-        (repo / "app" / "main.py").write_text("print('hi')\n")
-        app = App.model_validate(
-            {
-                "apiVersion": "socle/v1",
-                "kind": "App",
-                "metadata": {"name": "pathy"},
-                "spec": {
-                    "run": {"command": ["python3", "main.py"], "workdir": "app"},
-                    "build": [{"command": ["python3", "-c", "open('built', 'w').write('ok')"]}],
-                },
-            }
-        )
+        build = [{"command": ["python3", "-c", "open('built', 'w').write('ok')"]}]
+        app = app_with_build(repo, "pathy", build)
         path = f"{shims}{os.pathsep}/usr/bin{os.pathsep}/bin"
         store = ReleaseStore(
             tmp_path / "releases",

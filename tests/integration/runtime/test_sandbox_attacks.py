@@ -28,14 +28,14 @@ import pytest
 
 from socle.engine.releases import ReleaseStore
 from socle.errors import BuildError
-from socle.model.app import App, HealthSpec
+from socle.model.app import HealthSpec
 from socle.runtime.driver import InstanceId, InstanceSpec, InstanceState, Mount, ReleaseId
 from socle.runtime.local import LocalDriver
 from socle.runtime.local.logs import read_logs
 from socle.runtime.local.sandbox import Profile, bwrap_argv, snapshot_etc
 from socle.runtime.local.seccomp import write_filter
 from socle.runtime.local.uids import BASE
-from tests.integration.runtime.conftest import FAST_BACKOFF, SANDBOX_OK, Janitor
+from tests.integration.runtime.conftest import FAST_BACKOFF, SANDBOX_OK, Janitor, app_with_build
 
 pytestmark = [
     pytest.mark.root,
@@ -344,20 +344,10 @@ async def test_build_steps_run_as_the_app_and_write_only_their_release(
         """
     )
     repo = home.repo
-    (repo / "app").mkdir()
-    (repo / "app" / "main.py").write_text("print('hi')\n")
-    (repo / "app" / "step.py").write_text(step)
-    app = App.model_validate(
-        {
-            "apiVersion": "socle/v1",
-            "kind": "App",
-            "metadata": {"name": "builder"},
-            "spec": {
-                "run": {"command": ["python3", "main.py"], "workdir": "app"},
-                "build": [{"command": [sys.executable, "step.py"], "timeout": "60s"}],
-            },
-        }
+    app = app_with_build(
+        repo, "builder", [{"command": [sys.executable, "step.py"], "timeout": "60s"}]
     )
+    (repo / "app" / "step.py").write_text(step)
     lines: list[str] = []
     store = ReleaseStore(
         home.releases,
@@ -383,24 +373,8 @@ async def test_build_steps_run_as_the_app_and_write_only_their_release(
 
 
 async def test_build_step_memory_and_time_are_limited(driver: LocalDriver, home: Home) -> None:
-    (home.repo / "app").mkdir()
-    (home.repo / "app" / "main.py").write_text("print('hi')\n")
-    app = App.model_validate(
-        {
-            "apiVersion": "socle/v1",
-            "kind": "App",
-            "metadata": {"name": "hog"},
-            "spec": {
-                "run": {"command": ["python3", "main.py"], "workdir": "app"},
-                "build": [
-                    {
-                        "command": [sys.executable, "-c", "x = bytearray(512 * 2**20)"],
-                        "timeout": "60s",
-                    }
-                ],
-            },
-        }
-    )
+    hog = [sys.executable, "-c", "x = bytearray(512 * 2**20)"]
+    app = app_with_build(home.repo, "hog", [{"command": hog, "timeout": "60s"}])
     store = ReleaseStore(
         home.releases,
         base_env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -415,18 +389,8 @@ async def test_build_step_memory_and_time_are_limited(driver: LocalDriver, home:
 
 
 async def test_a_modified_release_is_never_reused(driver: LocalDriver, home: Home) -> None:
-    (home.repo / "app").mkdir()
-    (home.repo / "app" / "main.py").write_text("print('hi')\n")
-    app = App.model_validate(
-        {
-            "apiVersion": "socle/v1",
-            "kind": "App",
-            "metadata": {"name": "kept"},
-            "spec": {
-                "run": {"command": ["python3", "main.py"], "workdir": "app"},
-                "build": [{"command": ["/bin/sh", "-c", "echo built > out.txt"]}],
-            },
-        }
+    app = app_with_build(
+        home.repo, "kept", [{"command": ["/bin/sh", "-c", "echo built > out.txt"]}]
     )
     store = ReleaseStore(home.releases, sandbox=driver.build_sandbox())
     try:
