@@ -261,6 +261,8 @@ class Controller:
             cpu=spec.resources.cpu,
             release_root=target.release_root,
             mounts=await self._resolve_mounts(target),
+            environment=target.environment,
+            labels=dict(target.app.metadata.labels),
         )
 
     async def reconcile(self, name: str) -> None:

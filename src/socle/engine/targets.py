@@ -187,6 +187,12 @@ class Target:
     def name(self) -> str:
         return self.state.name
 
+    @property
+    def environment(self) -> str:
+        """The environment this app runs in: every object lives in ``default`` until
+        objects are scoped by environment (GitOps sources)."""
+        return "default"
+
     def to_json(self) -> bytes:
         data = {
             "state": state_to_dict(self.state),

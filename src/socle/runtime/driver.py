@@ -64,6 +64,10 @@ class InstanceSpec:
     """Release folder the workdir lives in (bound into the sandbox); defaults to workdir."""
     mounts: list[Mount] = field(default_factory=list)
     """Extra folders (volumes) bound into the instance; see :class:`Mount`."""
+    environment: str = "default"
+    """The environment the app was applied to (service registry, DNS, metrics labels)."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The app's ``metadata.labels`` (registry tags, policy selectors)."""
 
 
 FINAL_FAILURES = frozenset({InstanceState.FAILED, InstanceState.CRASHLOOP})
@@ -92,6 +96,8 @@ class InstanceStatus:
     message: str = ""
     uid: int | None = None
     """The host uid the instance runs as (its app's own), None when it is not known."""
+    environment: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -111,6 +117,8 @@ class InstanceStatus:
             "isolation": self.isolation,
             "message": self.message,
             "uid": self.uid,
+            "environment": self.environment,
+            "labels": dict(self.labels),
         }
 
 

@@ -42,6 +42,8 @@ def _spec() -> InstanceSpec:
         cpu=0.5,
         release_root=Path("/srv/releases/abc"),
         mounts=[Mount(Path("/srv/volumes/data"), "/data"), Mount(Path("/srv/cfg"), "/cfg", True)],
+        environment="prod",
+        labels={"team": "payments"},
     )
 
 

@@ -169,6 +169,8 @@ class Instance:
             isolation=self.record.isolation,
             message=self.message,
             uid=self.record.uid,
+            environment=spec.environment,
+            labels=dict(spec.labels),
         )
 
     def _set(self, state: InstanceState, message: str | None = None, *, ready: bool) -> None:

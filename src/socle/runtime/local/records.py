@@ -62,6 +62,8 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
             {"source": str(m.source), "target": m.target, "read_only": m.read_only}
             for m in spec.mounts
         ],
+        "environment": spec.environment,
+        "labels": dict(spec.labels),
     }
 
 
@@ -88,6 +90,8 @@ def spec_from_json(data: dict[str, Any]) -> InstanceSpec:
             Mount(Path(m["source"]), str(m["target"]), bool(m.get("read_only", False)))
             for m in data.get("mounts") or []
         ],
+        environment=str(data.get("environment") or "default"),
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
     )
 
 
