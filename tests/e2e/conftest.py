@@ -13,6 +13,10 @@ from tests.e2e.socle_fixture import SocleServer
 def socle_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOCLE_", "VAULT_"))}
     env["SOCLE_HOME"] = str(tmp_path / "home")
+    # The Consul-compatible listener and the DNS server default to fixed ports (8500, 8600):
+    # tests running side by side each take free ones.
+    env["SOCLE_CONSUL_LISTEN"] = "127.0.0.1:0"
+    env["SOCLE_DNS_LISTEN"] = "127.0.0.1:0"
     return env
 
 

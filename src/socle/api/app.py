@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, runtime, system, tokens, volumes
+from socle.api.routes import backups, engine, runtime, services, system, tokens, volumes
 
 ROUTERS: list[APIRouter] = [
     system.router,
@@ -24,6 +24,7 @@ ROUTERS: list[APIRouter] = [
     backups.router,
     tokens.router,
     volumes.router,
+    services.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

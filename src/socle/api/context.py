@@ -10,6 +10,7 @@ from fastapi import Request
 from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
+from socle.network.registry import ServiceRegistry
 from socle.redact import Redactor
 from socle.runtime.driver import RuntimeDriver
 
@@ -30,6 +31,8 @@ class ApiContext:
     """Backups on request (``POST /api/v1/backups``); None: not offered."""
     redact: Redactor = field(default_factory=Redactor)
     """Masks resolved secret values in every message the API returns."""
+    registry: ServiceRegistry | None = None
+    """The service registry (``/api/v1/services``); None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "backup": "socle.cli.backup",
     "token": "socle.cli.tokens",
     "volume": "socle.cli.volumes",
+    "services": "socle.cli.services",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -31,6 +31,7 @@ from socle.server.parts import (
     ApiComponent,
     EngineComponent,
     LeaseComponent,
+    NetworkComponent,
     Plane,
     RuntimeComponent,
     SecretsComponent,
@@ -133,6 +134,7 @@ def build_components(plane: Plane) -> Components:
     components.add(SecretsComponent(plane))
     components.add(RuntimeComponent(plane))
     components.add(VolumesComponent(plane))
+    components.add(NetworkComponent(plane))
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))

@@ -32,6 +32,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import LeaseLost, SocleError
 from socle.fs import write_private
+from socle.network.service import NetworkService
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.runtime.local.volumes import LocalVolumeProvider
@@ -77,6 +78,9 @@ class Plane:
     driver: LocalDriver | None = None
     volumes: LocalVolumeProvider | None = None
     engine: Engine | None = None
+    network: NetworkService | None = None
+    tokens: TokenStore | None = None
+    """The API tokens (the platform API and the Consul listener share them)."""
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps
@@ -339,6 +343,30 @@ class EngineComponent:
                 await releases.close()
 
 
+class NetworkComponent:
+    """The connect layer: the service registry (fed by the runtime), Consul KV and agent
+    services from the store. Starts before the engine, so that instances started by the
+    engine are registered from their first ready status."""
+
+    name = "network"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        network = NetworkService(
+            need(plane.store, "store"), need(plane.driver, "runtime"), tasks=plane.monitor
+        )
+        await network.start()
+        plane.network = network
+
+    async def stop(self) -> None:
+        network, self._plane.network = self._plane.network, None
+        if network is not None:
+            await network.stop()
+
+
 class ApiComponent:
     """The HTTP listener: the platform API and the Vault API (see :mod:`.addresses`)."""
 
@@ -355,6 +383,7 @@ class ApiComponent:
         settings = plane.settings
         tokens = TokenStore(need(plane.store, "store"))
         await tokens.ensure_admin(settings.token_file)
+        plane.tokens = tokens
         ctx = ApiContext(
             engine=need(plane.engine, "engine"),
             driver=need(plane.driver, "runtime"),
@@ -363,6 +392,7 @@ class ApiComponent:
             control_plane=self._status,
             backups=HomeBackups(settings, plane.volumes),
             redact=plane.redactor,
+            registry=plane.network.registry if plane.network is not None else None,
         )
         app = guard(
             main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi),
@@ -420,6 +450,7 @@ __all__ = [
     "ApiComponent",
     "EngineComponent",
     "LeaseComponent",
+    "NetworkComponent",
     "Plane",
     "RuntimeComponent",
     "SecretsComponent",
