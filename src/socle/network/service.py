@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from socle.network.agent import AgentServices
+from socle.network.checks import CheckLoops
+from socle.network.kv import ConsulKV
 from socle.network.registry import InstanceSource, ServiceRegistry
 from socle.state.store import StateStore
 from socle.tasks import TaskGroup, TaskMonitor
@@ -37,16 +40,21 @@ class NetworkService:
         self.store = store
         self.runtime = runtime
         self.registry = ServiceRegistry()
+        self.checks = CheckLoops(tasks)
+        self.kv = ConsulKV(store, self.registry)
+        self.agent = AgentServices(store, self.registry, self.checks)
         self._monitor = tasks or TaskMonitor()
         self._tasks: TaskGroup = self._monitor.group("network")
         self._resync_seconds = resync_seconds
 
     async def start(self) -> None:
+        await self.agent.load()
         self.registry.attach(self.runtime)
         self._tasks.spawn(self._resync(), "resync")
 
     async def stop(self) -> None:
         await self._tasks.close()
+        await self.checks.close()
 
     async def _resync(self) -> None:
         while True:

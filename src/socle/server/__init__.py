@@ -29,6 +29,7 @@ from socle.redact import install as install_redactor
 from socle.server.components import Component, Components
 from socle.server.parts import (
     ApiComponent,
+    ConsulComponent,
     EngineComponent,
     LeaseComponent,
     NetworkComponent,
@@ -137,6 +138,7 @@ def build_components(plane: Plane) -> Components:
     components.add(NetworkComponent(plane))
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))
+    components.add(ConsulComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))
     return components
 

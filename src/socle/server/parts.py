@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from granian.http import HTTP1Settings
 from granian.server.embed import Server as GranianServer
 
 from socle.api.app import ApiContext, create_app
+from socle.api.consul import create_consul_app
 from socle.api.limits import guard
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
@@ -30,7 +32,7 @@ from socle.backup.schedule import VolumeBackupPlan, VolumeBackupScheduler
 from socle.backup.service import HomeBackups
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
-from socle.errors import LeaseLost, SocleError
+from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
 from socle.network.service import NetworkService
 from socle.redact import RedactingReader, Redactor
@@ -40,7 +42,7 @@ from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry as secrets_registry
 from socle.server.addresses import main_listener
 from socle.server.components import Components
-from socle.settings import Settings
+from socle.settings import Settings, parse_listen
 from socle.state.lease import Holder, LeaderLease
 from socle.state.registry import StoreRegistry
 from socle.state.store import StateStore
@@ -81,6 +83,10 @@ class Plane:
     network: NetworkService | None = None
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
+    consul_address: str | None = None
+    """Where the Consul-compatible API answers (``HOST:PORT``), once it does."""
+    dns_address: str | None = None
+    """Where the service-discovery DNS answers (``HOST:PORT``), once it does."""
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps
@@ -367,6 +373,89 @@ class NetworkComponent:
             await network.stop()
 
 
+def reserve_port(listen: str, kind: int = socket.SOCK_STREAM) -> tuple[str, int]:
+    """``listen`` checked free (port 0: a free port picked), or ConfigError naming it."""
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as sock:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {listen}: {exc.strerror}",
+                hint="another program uses that port; set another address "
+                "(SOCLE_CONSUL_LISTEN / SOCLE_DNS_LISTEN, HOST:PORT; port 0 picks a free one)",
+            ) from exc
+        return host, int(sock.getsockname()[1])
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class ConsulComponent:
+    """The Consul-compatible API (catalog, health, agent, KV) on its own listener, so that
+    ``/v1/...`` stays the Vault API on the main one. Same tokens as the platform API."""
+
+    name = "consul"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._server: GranianServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        tokens = plane.tokens or TokenStore(need(plane.store, "store"))
+        plane.tokens = tokens
+        host, port = reserve_port(settings.consul_listen)
+        if not _is_loopback(host):
+            # This listener speaks plain HTTP (Consul clients' default): tokens would
+            # cross the network in clear text.
+            raise ConfigError(
+                f"refusing to serve the Consul API on {settings.consul_listen}: it has no TLS",
+                hint="keep SOCLE_CONSUL_LISTEN on a loopback address (e.g. 127.0.0.1:8500)",
+            )
+        app = create_consul_app(need(plane.network, "network"), tokens)
+        server = GranianServer(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+            http=HTTPModes.http1,
+            backlog=1024,
+            backpressure=settings.max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+        )
+        self._server = server
+        self._serving = plane.monitor.group("consul").spawn(server.serve(), "serve")
+        plane.consul_address = host_port(host, port)
+        log.warning("Consul-compatible API listening on http://%s", plane.consul_address)
+
+    async def stop(self) -> None:
+        self._plane.consul_address = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()  # type: ignore[no-untyped-call]
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class ApiComponent:
     """The HTTP listener: the platform API and the Vault API (see :mod:`.addresses`)."""
 
@@ -381,7 +470,7 @@ class ApiComponent:
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
-        tokens = TokenStore(need(plane.store, "store"))
+        tokens = plane.tokens or TokenStore(need(plane.store, "store"))
         await tokens.ensure_admin(settings.token_file)
         plane.tokens = tokens
         ctx = ApiContext(
@@ -420,9 +509,12 @@ class ApiComponent:
         )
         self._server = server
         self._serving = plane.monitor.group("api").spawn(server.serve(), "serve")
-        write_private(
-            settings.server_file, json.dumps({"url": plane.url, "pid": os.getpid()}) + "\n"
-        )
+        info: dict[str, object] = {"url": plane.url, "pid": os.getpid()}
+        if plane.consul_address:
+            info["consul"] = plane.consul_address
+        if plane.dns_address:
+            info["dns"] = plane.dns_address
+        write_private(settings.server_file, json.dumps(info) + "\n")
         log.warning("socle control plane listening on %s (home %s)", plane.url, settings.home)
 
     async def stop(self) -> None:
@@ -448,6 +540,7 @@ def check_not_fenced(plane: Plane) -> None:
 
 __all__ = [
     "ApiComponent",
+    "ConsulComponent",
     "EngineComponent",
     "LeaseComponent",
     "NetworkComponent",
