@@ -99,11 +99,14 @@ class Settings(BaseSettings):
     as soon as it does not."""
 
     consul_listen: str = "127.0.0.1:8500"
-    """Where the Consul-compatible reads (catalog, health, agent, KV) will listen: their own
-    listener, so that ``/v1/...`` stays the Vault API on the main one. Not served yet."""
+    """Where the Consul-compatible API (catalog, health, agent, KV) listens: its own
+    listener, so that ``/v1/...`` stays the Vault API on the main one. Loopback only (plain
+    HTTP); port 0 picks a free port (recorded in ``server.json``)."""
 
     dns_listen: str = "127.0.0.1:8600"
-    """Where the service-discovery DNS will listen. Not served yet."""
+    """Where the service-discovery DNS answers (UDP and TCP, zone ``socle.internal``);
+    port 0 picks a free port (recorded in ``server.json``). Instances get it as
+    ``SOCLE_DNS``."""
 
     max_connections: int = Field(default=2048, ge=16, le=16384)
     """Connections the API serves at once; more wait in the listen backlog. Idle

@@ -75,3 +75,35 @@ def test_services_need_a_token(server: SocleServer) -> None:
     assert response.status_code == 401
     bad = server.api("GET", "/api/v1/services", params={"index": 1, "wait": "soon"})
     assert bad.status_code == 400 and "wait" in bad.json()["message"]
+
+
+def test_dns_answers_for_applied_apps_and_instances_know_the_resolver(
+    server: SocleServer, tmp_path: Path
+) -> None:
+    import subprocess
+
+    info = json.loads((server.home / "server.json").read_text())
+    host, _, port = info["dns"].rpartition(":")
+    repo = write_repo(tmp_path / "repo", {"web": {"replicas": 2}})
+    server.cli("apply", str(repo), "--yes")
+    app = server.app("web")
+
+    def dig(*args: str) -> str:
+        out = subprocess.run(
+            ["dig", f"@{host}", "-p", port, "+short", "+time=5", *args],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return out.stdout
+
+    wait_for(lambda: len(registered(server)) == 2, 30, "both instances registered")
+    assert set(dig("web.default.socle.internal", "A").split()) == {
+        i["address"] for i in app["instances"]
+    }
+    srv = dig("_http._tcp.web.default.socle.internal", "SRV")
+    assert sorted(int(line.split()[2]) for line in srv.splitlines()) == sorted(
+        i["ports"]["http"] for i in app["instances"]
+    )
+    environ = Path(f"/proc/{app['instances'][0]['pid']}/environ").read_bytes().split(b"\0")
+    assert f"SOCLE_DNS={info['dns']}".encode() in environ
+    assert b"SOCLE_ENVIRONMENT=default" in environ
+    assert b"SOCLE_SERVICE=web.default.socle.internal" in environ

@@ -89,8 +89,11 @@ class Controller:
         resolve_secrets: SecretResolver = _no_secrets,
         tasks: TaskMonitor | None = None,
         resolve_mounts: MountResolver = _no_mounts,
+        instance_env: Mapping[str, str] | None = None,
     ) -> None:
         self._driver = driver
+        self._instance_env = dict(instance_env or {})
+        """Platform values (``SOCLE_DNS``) every instance gets; the app cannot override them."""
         self._on_rollout = on_rollout
         self._resolve_secrets = resolve_secrets
         self._resolve_mounts = resolve_mounts
@@ -244,6 +247,10 @@ class Controller:
     async def _spec(self, target: Target, ordinal: int) -> InstanceSpec:
         spec = target.app.spec
         env = {k: v for k, v in spec.env.items() if isinstance(v, str)}
+        # Where to find peers: the resolver, this app's environment and its own DNS name.
+        env.update(self._instance_env)
+        env["SOCLE_ENVIRONMENT"] = target.environment
+        env["SOCLE_SERVICE"] = f"{target.name}.{target.environment}.socle.internal"
         return InstanceSpec(
             id=instance_id(target.name, target.state.template, ordinal),
             app=target.name,

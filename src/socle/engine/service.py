@@ -20,7 +20,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,7 @@ class Engine:
         handlers: Callable[[HandlerDeps], HandlerRegistry] = build_handlers,
         tasks: TaskMonitor | None = None,
         cache_file: Path | None = None,
+        instance_env: Mapping[str, str] | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -114,6 +115,7 @@ class Engine:
                 secrets=secrets,
                 volumes=volumes,
                 tasks=monitor,
+                instance_env=dict(instance_env or {}),
             )
         )
         self._apply_lock = asyncio.Lock()

@@ -34,6 +34,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
+from socle.network.dns import DnsServer
 from socle.network.service import NetworkService
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
@@ -329,6 +330,7 @@ class EngineComponent:
             cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
+            instance_env={"SOCLE_DNS": plane.dns_address} if plane.dns_address else None,
         )
         try:
             await engine.start()
@@ -358,6 +360,7 @@ class NetworkComponent:
 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
+        self._dns: DnsServer | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -365,10 +368,31 @@ class NetworkComponent:
             need(plane.store, "store"), need(plane.driver, "runtime"), tasks=plane.monitor
         )
         await network.start()
+        try:
+            host, port = parse_listen(plane.settings.dns_listen)
+            server = DnsServer(network.registry, host, port)
+            try:
+                await server.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot serve DNS on {plane.settings.dns_listen}: {exc.strerror or exc}",
+                    hint="another program uses that port; set SOCLE_DNS_LISTEN=HOST:PORT "
+                    "(port 0 picks a free one)",
+                ) from exc
+        except BaseException:
+            await network.stop()
+            raise
+        self._dns = server
         plane.network = network
+        plane.dns_address = host_port(*server.address)
+        log.warning("service-discovery DNS listening on %s (udp and tcp)", plane.dns_address)
 
     async def stop(self) -> None:
         network, self._plane.network = self._plane.network, None
+        dns_server, self._dns = self._dns, None
+        self._plane.dns_address = None
+        if dns_server is not None:
+            await dns_server.stop()
         if network is not None:
             await network.stop()
 

@@ -24,7 +24,7 @@ Adding a kind is its model (``socle.model.<kind>``, registered in
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -148,6 +148,8 @@ class HandlerDeps:
     volumes: VolumeProvider | None = None
     tasks: TaskMonitor | None = None
     """Where handlers spawn background work (failures are logged and shown in status)."""
+    instance_env: dict[str, str] = field(default_factory=dict)
+    """Platform values every instance gets in its environment (e.g. ``SOCLE_DNS``)."""
 
 
 class HandlerRegistry:

@@ -68,6 +68,7 @@ class AppHandler:
             resolve_secrets=self._secret_env,
             resolve_mounts=self._mounts,
             tasks=monitor,
+            instance_env=deps.instance_env,
         )
         self._built: dict[int, dict[str, Release]] = {}
         self._staged: dict[int, dict[str, Target]] = {}

@@ -1,0 +1,115 @@
+"""The DNS resolver's answers from registry entries (pure: no sockets)."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from socle.network.dns import TTL, Resolver, handle
+from socle.network.registry import Health, ServiceInstance, ServiceRegistry, Source
+
+
+def registry() -> ServiceRegistry:
+    reg = ServiceRegistry()
+    reg.upsert(ServiceInstance("web", "default", "web-aaa-0", "127.0.0.1", {"http": 8001}))
+    reg.upsert(ServiceInstance("web", "default", "web-aaa-1", "127.0.0.2", {"http": 8002}))
+    reg.upsert(
+        ServiceInstance("web", "prod", "web-bbb-0", "127.0.0.3", {"http": 9001, "admin": 9002})
+    )
+    reg.upsert(
+        ServiceInstance(
+            "db",
+            "default",
+            "db-x",
+            "10.0.0.5",
+            {"pg": 5432},
+            health=Health.CRITICAL,
+            source=Source.EXTERNAL,
+        )
+    )
+    return reg
+
+
+def ask(reg: ServiceRegistry, name: str, rdtype: str = "A") -> dns.message.Message:
+    return Resolver(reg).answer(dns.message.make_query(name, rdtype))
+
+
+def test_a_records_of_healthy_instances_with_a_short_ttl() -> None:
+    response = ask(registry(), "web.default.socle.internal")
+    assert response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA
+    (rrset,) = response.answer
+    assert sorted(r.address for r in rrset) == ["127.0.0.1", "127.0.0.2"] and rrset.ttl == TTL
+    prod = ask(registry(), "WEB.Prod.socle.internal.")
+    assert [r.address for r in prod.answer[0]] == ["127.0.0.3"]
+    short = ask(registry(), "web.socle.internal")  # the default environment
+    assert len(short.answer[0]) == 2
+    one = ask(registry(), "web-aaa-1.web.default.socle.internal")
+    assert [r.address for r in one.answer[0]] == ["127.0.0.2"]
+
+
+def test_srv_records_name_ports_and_targets_with_additionals() -> None:
+    response = ask(registry(), "_http._tcp.web.default.socle.internal", "SRV")
+    (srv,) = response.answer
+    assert sorted(r.port for r in srv) == [8001, 8002]
+    targets = {str(r.target) for r in srv}
+    assert targets == {
+        "web-aaa-0.web.default.socle.internal.",
+        "web-aaa-1.web.default.socle.internal.",
+    }
+    assert {str(a.name) for a in response.additional} == targets
+    admin = ask(registry(), "_admin._tcp.web.prod.socle.internal", "SRV")
+    assert [r.port for r in admin.answer[0]] == [9002]
+
+
+def test_nxdomain_for_unhealthy_or_unknown_and_nodata_for_other_types() -> None:
+    for name in (
+        "db.default.socle.internal",
+        "nope.default.socle.internal",
+        "_nope._tcp.web.default.socle.internal",
+        "a.b.c.d.socle.internal",
+    ):
+        response = ask(registry(), name, "SRV" if name.startswith("_") else "A")
+        assert response.rcode() == dns.rcode.NXDOMAIN, name
+        assert response.authority and response.authority[0].rdtype == dns.rdatatype.SOA
+    nodata = ask(registry(), "web.default.socle.internal", "TXT")
+    assert nodata.rcode() == dns.rcode.NOERROR and not nodata.answer and nodata.authority
+
+
+def test_other_zones_are_refused() -> None:
+    for name in ("example.com", "socle.internal.evil.com", "internal"):
+        assert ask(registry(), name).rcode() == dns.rcode.REFUSED
+
+
+def test_hostile_packets_are_dropped() -> None:
+    resolver = Resolver(registry())
+    for packet in (
+        b"",
+        b"\x00",
+        b"\xff" * 12,
+        b"\x12\x34" + b"\x00" * 3 + b"\x01" + b"\xc0\x0c" * 20,
+    ):
+        assert handle(resolver, packet, udp=True) is None
+    reply = dns.message.make_response(dns.message.make_query("web.socle.internal", "A"))
+    assert handle(resolver, reply.to_wire(), udp=True) is None  # never answer a response
+
+
+def test_large_udp_answers_are_truncated() -> None:
+    reg = ServiceRegistry()
+    for i in range(60):
+        reg.upsert(
+            ServiceInstance(
+                "big",
+                "default",
+                f"big-{i:03d}-instance-with-a-long-id",
+                f"127.0.1.{i}",
+                {"http": 1000 + i},
+            )
+        )
+    query = dns.message.make_query("_http._tcp.big.default.socle.internal", "SRV")
+    wire = handle(Resolver(reg), query.to_wire(), udp=True)
+    assert wire is not None and len(wire) <= 512
+    assert dns.message.from_wire(wire).flags & dns.flags.TC
+    full = handle(Resolver(reg), query.to_wire(), udp=False)
+    assert full is not None and len(dns.message.from_wire(full).answer[0]) == 60
