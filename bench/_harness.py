@@ -25,6 +25,8 @@ def socle_server(
     with tempfile.TemporaryDirectory(prefix="socle-bench-") as tmp:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SOCLE_", "VAULT_"))}
         base["SOCLE_HOME"] = str(Path(tmp) / "home")
+        base["SOCLE_CONSUL_LISTEN"] = "127.0.0.1:0"  # free ports, not Consul's 8500/8600
+        base["SOCLE_DNS_LISTEN"] = "127.0.0.1:0"
         base.update(env or {})
         server = SocleServer(home=Path(tmp) / "home", env=base, args=args)
         server.start()

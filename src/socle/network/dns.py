@@ -88,6 +88,11 @@ class Resolver:
     def __init__(self, registry: ServiceRegistry) -> None:
         self._registry = registry
 
+    @property
+    def index(self) -> int:
+        """Changes whenever an answer may change."""
+        return self._registry.index
+
     def _entries(self, app: str, env: str) -> list[ServiceInstance]:
         return self._registry.instances(app, env, healthy_only=True)
 
@@ -215,6 +220,37 @@ def _wire(response: dns.message.Message, limit: int) -> bytes:
         return response.to_wire(max_size=limit)
 
 
+class AnswerCache:
+    """Answers by query bytes (all but the ID), valid while the registry's index is the same.
+
+    dnspython renders a message in about a millisecond; a registry changes far less often
+    than it is asked. A cached answer gets the new query's ID and is sent as is. Bounded:
+    full, it starts again (hostile random names cannot grow it).
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self._index = -1
+        self._answers: dict[tuple[bool, bytes], bytes | None] = {}
+
+    def answer(self, data: bytes, *, udp: bool) -> bytes | None:
+        if len(data) < 12:
+            return None
+        index = self.resolver.index
+        if index != self._index or len(self._answers) >= self.MAX_ENTRIES:
+            self._answers.clear()
+            self._index = index
+        key = (udp, data[2:])
+        if key in self._answers:
+            cached = self._answers[key]
+            return None if cached is None else data[:2] + cached[2:]
+        wire = handle(self.resolver, data, udp=udp)
+        self._answers[key] = wire
+        return wire
+
+
 def handle(resolver: Resolver, data: bytes, *, udp: bool) -> bytes | None:
     """The answer to one packet, or None to drop it (it does not parse)."""
     try:
@@ -236,7 +272,7 @@ def handle(resolver: Resolver, data: bytes, *, udp: bool) -> bytes | None:
 
 
 class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: AnswerCache) -> None:
         self._resolver = resolver
         self._transport: asyncio.DatagramTransport | None = None
 
@@ -244,7 +280,7 @@ class _Udp(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]  # a datagram endpoint's
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        answer = handle(self._resolver, data, udp=True)
+        answer = self._resolver.answer(data, udp=True)
         if answer is not None and self._transport is not None:
             self._transport.sendto(answer, addr)
 
@@ -256,7 +292,7 @@ class DnsServer:
     """UDP and TCP on one ``host:port`` (port 0: a free one, the same for both)."""
 
     def __init__(self, registry: ServiceRegistry, host: str, port: int) -> None:
-        self._resolver = Resolver(registry)
+        self._resolver = AnswerCache(Resolver(registry))
         self._host = host
         self._port = port
         self._udp: asyncio.DatagramTransport | None = None
@@ -308,7 +344,7 @@ class DnsServer:
                     head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS)
                     (size,) = struct.unpack("!H", head)
                     data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_SECONDS)
-                    answer = handle(self._resolver, data, udp=False)
+                    answer = self._resolver.answer(data, udp=False)
                     if answer is None:
                         break  # malformed: hang up
                     writer.write(struct.pack("!H", len(answer)) + answer)
@@ -321,4 +357,4 @@ class DnsServer:
                     await writer.wait_closed()
 
 
-__all__ = ["TTL", "ZONE", "DnsServer", "Resolver", "handle", "service_name"]
+__all__ = ["TTL", "ZONE", "AnswerCache", "DnsServer", "Resolver", "handle", "service_name"]

@@ -183,6 +183,9 @@ class ServiceRegistry:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._entries: dict[str, ServiceInstance] = {}
+        self._by_service: dict[tuple[str, str], dict[str, ServiceInstance]] = {}
+        """The same entries by (service, environment): DNS and ingress lookups stay cheap
+        however many services there are."""
         self._index = max(1, int(clock() * 1000))
         self._changed = asyncio.Event()
         self._listeners: list[ChangeListener] = []
@@ -202,6 +205,9 @@ class ServiceRegistry:
         healthy_only: bool = False,
     ) -> list[ServiceInstance]:
         """Entries (sorted by service, environment, id), filtered as asked."""
+        if service is not None and environment is not None:
+            group = self._by_service.get((service, environment), {})
+            return [group[k] for k in sorted(group) if not healthy_only or group[k].healthy]
         out = [
             e
             for e in self._entries.values()
@@ -262,6 +268,24 @@ class ServiceRegistry:
 
     # -- writing (feeders) --------------------------------------------------------------
 
+    def _set(self, entry: ServiceInstance) -> None:
+        old = self._entries.get(entry.id)
+        if old is not None:
+            self._unset(entry.id)
+        self._entries[entry.id] = entry
+        self._by_service.setdefault((entry.service, entry.environment), {})[entry.id] = entry
+
+    def _unset(self, instance_id: str) -> ServiceInstance | None:
+        old = self._entries.pop(instance_id, None)
+        if old is not None:
+            key = (old.service, old.environment)
+            group = self._by_service.get(key)
+            if group is not None:
+                group.pop(instance_id, None)
+                if not group:
+                    del self._by_service[key]
+        return old
+
     def bump(self) -> int:
         """Advance the index without a catalog change (the Consul KV shares the index)."""
         self._index = max(self._index + 1, int(self._clock() * 1000))
@@ -279,13 +303,13 @@ class ServiceRegistry:
         known = self._entries.get(entry.id)
         if known is not None and _same(known, entry):
             return False
-        self._entries[entry.id] = entry
+        self._set(entry)
         self.bump()
         return True
 
     def remove(self, instance_id: str) -> bool:
         """Deregister; True (and a new index) when it was registered."""
-        if self._entries.pop(instance_id, None) is None:
+        if self._unset(instance_id) is None:
             return False
         self.bump()
         return True
@@ -296,12 +320,12 @@ class ServiceRegistry:
         changed = False
         for iid, known in list(self._entries.items()):
             if known.source is source and iid not in wanted:
-                del self._entries[iid]
+                self._unset(iid)
                 changed = True
         for iid, entry in wanted.items():
             old = self._entries.get(iid)
             if old is None or not _same(old, entry):
-                self._entries[iid] = entry
+                self._set(entry)
                 changed = True
         if changed:
             self.bump()

@@ -113,3 +113,23 @@ def test_large_udp_answers_are_truncated() -> None:
     assert dns.message.from_wire(wire).flags & dns.flags.TC
     full = handle(Resolver(reg), query.to_wire(), udp=False)
     assert full is not None and len(dns.message.from_wire(full).answer[0]) == 60
+
+
+def test_cached_answers_follow_the_registry_and_the_query_id() -> None:
+    from socle.network.dns import AnswerCache
+
+    reg = registry()
+    cache = AnswerCache(Resolver(reg))
+    first = dns.message.make_query("web.default.socle.internal", "A")
+    second = dns.message.make_query("web.default.socle.internal", "A")
+    second.id = (first.id + 1) % 65536
+    a = cache.answer(first.to_wire(), udp=True)
+    b = cache.answer(second.to_wire(), udp=True)
+    assert a is not None and b is not None
+    assert dns.message.from_wire(b).id == second.id and a[2:] == b[2:]
+    reg.remove("web-aaa-0")
+    c = cache.answer(second.to_wire(), udp=True)
+    assert c is not None and [r.address for r in dns.message.from_wire(c).answer[0]] == [
+        "127.0.0.2"
+    ]
+    assert cache.answer(b"\x00\x01garbage", udp=True) is None
