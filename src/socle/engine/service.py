@@ -28,6 +28,7 @@ from typing import Any
 from socle.engine import plancache
 from socle.engine.kinds import (
     ApplyContext,
+    ExternalSink,
     HandlerDeps,
     HandlerRegistry,
     build_handlers,
@@ -92,6 +93,7 @@ class Engine:
         tasks: TaskMonitor | None = None,
         cache_file: Path | None = None,
         instance_env: Mapping[str, str] | None = None,
+        externals: ExternalSink | None = None,
     ) -> None:
         self._store = store
         self._driver = driver
@@ -116,6 +118,7 @@ class Engine:
                 volumes=volumes,
                 tasks=monitor,
                 instance_env=dict(instance_env or {}),
+                externals=externals,
             )
         )
         self._apply_lock = asyncio.Lock()

@@ -126,15 +126,17 @@ def build_default_kinds() -> KindRegistry:
     """A new registry with the kinds Socle ships (imports their modules)."""
     from socle.model import checks
     from socle.model.app import App, app_references
+    from socle.model.external import ExternalService
     from socle.model.volume import Volume
 
     registry = KindRegistry()
     registry.register("App", App, references=app_references, checks=(checks.workdirs,))
     registry.register("Volume", Volume)
+    registry.register("ExternalService", ExternalService)
     return registry
 
 
 def default_kinds() -> KindRegistry:
-    """A fresh registry of the shipped kinds (cheap: two entries; nothing global to mutate);
+    """A fresh registry of the shipped kinds (cheap: a few entries; nothing global to mutate);
     callers needing other kinds build and pass their own."""
     return build_default_kinds()

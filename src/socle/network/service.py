@@ -14,6 +14,7 @@ import logging
 
 from socle.network.agent import AgentServices
 from socle.network.checks import CheckLoops
+from socle.network.externals import ExternalFeeder
 from socle.network.kv import ConsulKV
 from socle.network.registry import InstanceSource, ServiceRegistry
 from socle.state.store import StateStore
@@ -43,6 +44,8 @@ class NetworkService:
         self.checks = CheckLoops(tasks)
         self.kv = ConsulKV(store, self.registry)
         self.agent = AgentServices(store, self.registry, self.checks)
+        self.externals = ExternalFeeder(self.registry, self.checks)
+        """The engine's ExternalService handler registers through this."""
         self._monitor = tasks or TaskMonitor()
         self._tasks: TaskGroup = self._monitor.group("network")
         self._resync_seconds = resync_seconds

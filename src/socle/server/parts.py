@@ -331,6 +331,7 @@ class EngineComponent:
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
             instance_env={"SOCLE_DNS": plane.dns_address} if plane.dns_address else None,
+            externals=plane.network.externals if plane.network is not None else None,
         )
         try:
             await engine.start()

@@ -25,10 +25,18 @@ def test_shape() -> None:
     schema = json_schema()
     json.dumps(schema)  # JSON-ready
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["oneOf"] == [{"$ref": "#/$defs/App"}, {"$ref": "#/$defs/Volume"}]
+    assert schema["oneOf"] == [
+        {"$ref": "#/$defs/App"},
+        {"$ref": "#/$defs/Volume"},
+        {"$ref": "#/$defs/ExternalService"},
+    ]
     assert schema["discriminator"] == {
         "propertyName": "kind",
-        "mapping": {"App": "#/$defs/App", "Volume": "#/$defs/Volume"},
+        "mapping": {
+            "App": "#/$defs/App",
+            "Volume": "#/$defs/Volume",
+            "ExternalService": "#/$defs/ExternalService",
+        },
     }
     defs: dict[str, Any] = schema["$defs"]  # type: ignore[assignment]
     assert {"App", "Volume"} <= set(defs) and set(default_kinds()) <= set(defs)

@@ -39,6 +39,19 @@ if TYPE_CHECKING:
     from socle.runtime.volumes import VolumeProvider
     from socle.tasks import TaskMonitor
 
+
+class ExternalSink(Protocol):
+    """What the ExternalService handler tells the connect layer (a service registry feeder):
+    plain data, so that the engine needs nothing of the network package."""
+
+    def set(self, name: str, environment: str, spec: Mapping[str, Any] | None) -> None:
+        """Register (or update) external service ``name`` from its manifest's ``spec``
+        (camelCase JSON); None removes it."""
+
+    def health(self, name: str, environment: str) -> tuple[int, int]:
+        """``(passing, total)`` addresses of ``name``."""
+
+
 Reporter = Callable[[int, str, str, str, str], None]
 """``(revision, kind, name, phase, message)``: an object's outcome that arrived after the commit
 (``ready``, ``failed``, ``rolled back``, ``deleted``)."""
@@ -148,6 +161,8 @@ class HandlerDeps:
     volumes: VolumeProvider | None = None
     tasks: TaskMonitor | None = None
     """Where handlers spawn background work (failures are logged and shown in status)."""
+    externals: ExternalSink | None = None
+    """Where ExternalService objects are registered (the connect layer); None: nowhere."""
     instance_env: dict[str, str] = field(default_factory=dict)
     """Platform values every instance gets in its environment (e.g. ``SOCLE_DNS``)."""
 
@@ -182,9 +197,11 @@ class HandlerRegistry:
 def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     """The handlers of the kinds Socle ships (one entry per kind)."""
     from socle.engine.kinds.app import AppHandler
+    from socle.engine.kinds.external import ExternalServiceHandler
     from socle.engine.kinds.volume import VolumeHandler
 
     registry = HandlerRegistry()
     registry.register(AppHandler(deps))
     registry.register(VolumeHandler(deps))
+    registry.register(ExternalServiceHandler(deps))
     return registry
