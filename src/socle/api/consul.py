@@ -276,7 +276,7 @@ class ConsulApi:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await self.registry.wait(self.registry.index, remaining)
+            await self.network.kv.wait(self.network.kv.index, remaining)
             index, found = await self._kv_read(key, recurse, keys, separator)
         headers = _headers(index)
         if not found:

@@ -1,9 +1,10 @@
 """The Consul-compatible key/value store, kept in the state store.
 
 Each Consul key is one state-store record under :data:`PREFIX` holding the value (base64),
-its flags and its Consul indexes. ``CreateIndex``/``ModifyIndex`` come from the service
-registry's index (:meth:`ServiceRegistry.bump`), so the catalog and the KV share one index
-that only grows, across restarts too; a blocking KV query waits on that index.
+its flags and its Consul indexes. ``CreateIndex``/``ModifyIndex`` come from the KV's own
+:class:`~socle.network.registry.ChangeIndex` (it only grows, across restarts too), kept apart
+from the catalog's so that a KV write never wakes catalog watchers (the ingress, DNS
+caches); a blocking KV query waits on it.
 
 Check-and-set (``?cas=N``) is the store's own compare-and-swap: the record is read, its
 ``ModifyIndex`` compared, and written with the version it was read at, so two writers that
@@ -17,7 +18,7 @@ import json
 from dataclasses import dataclass
 
 from socle.errors import ConfigError, ConflictError
-from socle.network.registry import ServiceRegistry
+from socle.network.registry import ChangeIndex
 from socle.state.store import Delete, Record, StateStore
 
 PREFIX = "network/kv/"
@@ -80,19 +81,21 @@ def _encode(value: bytes | None, flags: int, create: int, modify: int) -> bytes:
 class ConsulKV:
     """Consul's KV semantics over a :class:`StateStore`."""
 
-    def __init__(self, store: StateStore, registry: ServiceRegistry) -> None:
+    def __init__(self, store: StateStore, changes: ChangeIndex | None = None) -> None:
         self._store = store
-        self._registry = registry
-        self._index = registry.index
+        self._changes = changes or ChangeIndex()
         """The index of the last KV write (or of the start: deletions are not kept)."""
 
     @property
     def index(self) -> int:
-        return self._index
+        return self._changes.value
+
+    async def wait(self, index: int, timeout: float) -> int:
+        """Block until a KV write past ``index`` or ``timeout`` seconds; the index."""
+        return await self._changes.wait(index, timeout)
 
     def _written(self) -> int:
-        self._index = self._registry.bump()
-        return self._index
+        return self._changes.advance()
 
     async def get(self, key: str) -> KVEntry | None:
         record = await self._store.get(PREFIX + key)
@@ -135,7 +138,7 @@ class ConsulKV:
                     return False
                 if cas != 0 and (known is None or known.modify_index != cas):
                     return False
-            index = self._registry.index + 1
+            index = self._changes.peek()
             create = index if known is None else known.create_index
             try:
                 await self._store.put(
@@ -147,10 +150,7 @@ class ConsulKV:
                 if cas is not None:
                     return False  # someone else wrote between our read and write
                 continue
-            # The record says `index`; make the shared index reach it (it only grows).
-            while self._registry.index < index:
-                self._written()
-            self._index = max(self._index, index)
+            self._changes.advance(at_least=index)  # the record says `index`: reach it
             return True
         raise ConflictError(f"key {key!r} keeps changing; try again")
 

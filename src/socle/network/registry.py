@@ -174,6 +174,44 @@ def _same(a: ServiceInstance, b: ServiceInstance) -> bool:
     )
 
 
+class ChangeIndex:
+    """An index that only grows (from the wall clock in ms, so across restarts too) and a
+    way to wait for it to pass a value: what Consul-style blocking queries need."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._value = max(1, int(clock() * 1000))
+        self._changed = asyncio.Event()
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    def peek(self) -> int:
+        """The value the next :meth:`advance` will give (at least)."""
+        return max(self._value + 1, int(self._clock() * 1000))
+
+    def advance(self, at_least: int = 0) -> int:
+        """Move on (to ``at_least`` if larger) and wake every waiter."""
+        self._value = max(self.peek(), at_least)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        return self._value
+
+    async def wait(self, index: int, timeout: float) -> int:
+        """Block until the value is past ``index`` or ``timeout`` seconds passed (bounded
+        by :data:`MAX_WAIT_SECONDS`); the value."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
+        while self._value <= index:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return self._value
+
+
 class ServiceRegistry:
     """Registered service instances, an index, blocking queries and change callbacks.
 
@@ -186,8 +224,7 @@ class ServiceRegistry:
         self._by_service: dict[tuple[str, str], dict[str, ServiceInstance]] = {}
         """The same entries by (service, environment): DNS and ingress lookups stay cheap
         however many services there are."""
-        self._index = max(1, int(clock() * 1000))
-        self._changed = asyncio.Event()
+        self._changes = ChangeIndex(clock=clock)
         self._listeners: list[ChangeListener] = []
 
     # -- reading ------------------------------------------------------------------------
@@ -195,7 +232,7 @@ class ServiceRegistry:
     @property
     def index(self) -> int:
         """Grows on every visible change; never goes back."""
-        return self._index
+        return self._changes.value
 
     def instances(
         self,
@@ -246,15 +283,7 @@ class ServiceRegistry:
         ``index`` 0 (or one the registry is already past) returns at once. ``timeout`` is
         bounded by :data:`MAX_WAIT_SECONDS`.
         """
-        deadline = asyncio.get_running_loop().time() + min(max(timeout, 0.0), MAX_WAIT_SECONDS)
-        while self._index <= index:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            event = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
-        return self._index
+        return await self._changes.wait(index, timeout)
 
     def subscribe(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener(index)`` after every change; returns a function that unsubscribes."""
@@ -287,16 +316,14 @@ class ServiceRegistry:
         return old
 
     def bump(self) -> int:
-        """Advance the index without a catalog change (the Consul KV shares the index)."""
-        self._index = max(self._index + 1, int(self._clock() * 1000))
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        """Advance the index and tell the waiters and listeners (after each change)."""
+        index = self._changes.advance()
         for listener in list(self._listeners):
             try:
-                listener(self._index)
+                listener(index)
             except Exception:
                 log.exception("service registry listener failed")
-        return self._index
+        return index
 
     def upsert(self, entry: ServiceInstance) -> bool:
         """Register or update ``entry``; True (and a new index) when anything changed."""
@@ -358,6 +385,7 @@ class ServiceRegistry:
 __all__ = [
     "DEFAULT_ENVIRONMENT",
     "MAX_WAIT_SECONDS",
+    "ChangeIndex",
     "ChangeListener",
     "Endpoint",
     "Health",

@@ -42,7 +42,7 @@ class NetworkService:
         self.runtime = runtime
         self.registry = ServiceRegistry()
         self.checks = CheckLoops(tasks)
-        self.kv = ConsulKV(store, self.registry)
+        self.kv = ConsulKV(store)
         self.agent = AgentServices(store, self.registry, self.checks)
         self.externals = ExternalFeeder(self.registry, self.checks)
         """The engine's ExternalService handler registers through this."""
