@@ -107,3 +107,6 @@ def test_dns_answers_for_applied_apps_and_instances_know_the_resolver(
     assert f"SOCLE_DNS={info['dns']}".encode() in environ
     assert b"SOCLE_ENVIRONMENT=default" in environ
     assert b"SOCLE_SERVICE=web.default.socle.internal" in environ
+    network = server.status()["control_plane"]["network"]
+    assert network == {"consul": info["consul"], "dns": info["dns"]}
+    assert f"DNS {info['dns']}" in server.cli("status").stdout

@@ -186,6 +186,12 @@ def print_control_plane(plane: dict[str, Any]) -> None:
             f"leader of its shared store (pid {leader.get('pid')} on {safe(str(leader.get('host')))})"
         )
     console.print(f"[dim]control plane:[/] {', '.join(words)}")
+    network = plane.get("network") or {}
+    if network.get("consul") or network.get("dns"):
+        console.print(
+            f"[dim]discovery:[/] Consul API http://{safe(str(network.get('consul') or '-'))}, "
+            f"DNS {safe(str(network.get('dns') or '-'))} (zone socle.internal)"
+        )
     tasks = plane.get("tasks") or {}
     failures = int(tasks.get("failures") or 0)
     last = tasks.get("last_failure")

@@ -109,6 +109,7 @@ class Plane:
             "components": self.components.states(),
             "tasks": self.monitor.to_dict(),
             "leader": lease,
+            "network": {"consul": self.consul_address, "dns": self.dns_address},
         }
 
 
