@@ -163,3 +163,46 @@ def test_no_token_no_access_and_bad_input_is_refused(server: SocleServer) -> Non
         response = httpx.put(f"{base}/v1/agent/service/register", content=body, headers=auth)
         assert response.status_code == 400, body
     assert httpx.get(f"{base}/v1/catalog/services", headers=auth).json() == {}
+
+
+def test_agent_service_with_an_http_check_follows_it(
+    server: SocleServer, client: consul.Consul, tmp_path: Path
+) -> None:
+    import http.server
+
+    healthy = {"ok": True}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if healthy["ok"] else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=web.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = int(web.server_address[1])
+        check = consul.Check.http(f"http://127.0.0.1:{port}/health", interval="1s", timeout="1s")
+        client.agent.service.register(
+            "legacy-web", service_id="legacy-web-1", port=port, check=check
+        )
+
+        def passing() -> int:
+            return len(client.health.service("legacy-web", passing=True)[1])
+
+        wait_for(lambda: passing() == 1, 60, "the checked service passing")
+        healthy["ok"] = False
+        wait_for(lambda: passing() == 0, 60, "the failing check to take it out")
+        _, rows = client.health.service("legacy-web")
+        service_check = rows[0]["Checks"][1]
+        assert service_check["Status"] == "critical" and "500" in service_check["Output"]
+        healthy["ok"] = True
+        wait_for(lambda: passing() == 1, 60, "passing again")
+        client.agent.service.deregister("legacy-web-1")
+    finally:
+        web.shutdown()
+        web.server_close()

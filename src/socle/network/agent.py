@@ -33,6 +33,9 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_TAGS = 64
 MAX_META = 64
+MAX_SERVICES = 1000
+"""Agent-registered services kept at most (each may run a check loop): a token holder
+cannot grow the control plane without bound."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,11 @@ class AgentServices:
             raise ConfigError(
                 f"service ID {service.id!r} is taken by a {known.source.value} entry",
                 hint="pick another ID",
+            )
+        if service.id not in self.services and len(self.services) >= MAX_SERVICES:
+            raise ConfigError(
+                f"at most {MAX_SERVICES} services can be registered through the agent API",
+                hint="deregister unused ones, or declare them as ExternalService manifests",
             )
         await self._store.put(PREFIX + service.id, json.dumps(service.to_json()).encode())
         self.services[service.id] = service
