@@ -94,7 +94,14 @@ class Resolver:
         return self._registry.index
 
     def _entries(self, app: str, env: str) -> list[ServiceInstance]:
-        return self._registry.instances(app, env, healthy_only=True)
+        found = self._registry.instances(app, env, healthy_only=True)
+        if found:
+            return found
+        # DNS names are case-insensitive; app names are lowercase, environments may not be.
+        for service, environment in self._registry.services():
+            if service.lower() == app and environment.lower() == env:
+                return self._registry.instances(service, environment, healthy_only=True)
+        return []
 
     def _address_rrset(
         self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, entries: list[ServiceInstance]

@@ -45,6 +45,9 @@ def test_a_records_of_healthy_instances_with_a_short_ttl() -> None:
     assert [r.address for r in prod.answer[0]] == ["127.0.0.3"]
     short = ask(registry(), "web.socle.internal")  # the default environment
     assert len(short.answer[0]) == 2
+    reg = registry()
+    reg.upsert(ServiceInstance("web", "Staging", "web-ccc-0", "127.0.0.4", {"http": 1}))
+    assert [r.address for r in ask(reg, "web.staging.socle.internal").answer[0]] == ["127.0.0.4"]
     one = ask(registry(), "web-aaa-1.web.default.socle.internal")
     assert [r.address for r in one.answer[0]] == ["127.0.0.2"]
 
