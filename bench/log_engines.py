@@ -30,7 +30,22 @@ if os.environ.get("ENGINES_PATH"):
     sys.path.append(os.environ["ENGINES_PATH"])
 
 APPS = ["api", "web", "worker", "billing", "search", "auth", "mail", "cron"]
-WORDS = "GET POST PUT user order cache miss hit served request took ms status ok".split()
+WORDS = [
+    "GET",
+    "POST",
+    "PUT",
+    "user",
+    "order",
+    "cache",
+    "miss",
+    "hit",
+    "served",
+    "request",
+    "took",
+    "ms",
+    "status",
+    "ok",
+]
 NEEDLE = "deadbeef-needle"
 
 

@@ -90,6 +90,22 @@ class Settings(BaseSettings):
     log_backups: int = 3
     """Rotated log files kept per instance."""
 
+    log_retention_seconds: float = Field(default=30 * 86400.0, gt=0)
+    """Sealed log segments older than this are dropped from the log store."""
+
+    log_retention_bytes: int = Field(default=10 * 1024**3, ge=1024)
+    """The log store's sealed segments are kept under this many bytes (oldest dropped)."""
+
+    log_segment_seconds: float = Field(default=3600.0, gt=0)
+    """How long new log lines stay in the store's hot table before they are sealed into a
+    segment (one Parquet file, chained by hash)."""
+
+    log_segment_rows: int = Field(default=2_000_000, ge=1)
+    """A segment is sealed early once it holds this many lines."""
+
+    loki_url: str = ""
+    """Forward every stored log line to this Loki (``http(s)://host:port``); empty: don't."""
+
     standby: bool = False
     """With a shared (PostgreSQL) store: when another control plane leads, wait as a standby
     and take over when it stops, instead of refusing to start."""
@@ -159,6 +175,11 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def logstore_dir(self) -> Path:
+        """The log store: hot DuckDB, sealed segments and their chain."""
+        return self.home / "logstore"
 
     @property
     def volumes_dir(self) -> Path:

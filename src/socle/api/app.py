@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, runtime, services, system, tokens, volumes
+from socle.api.routes import backups, engine, logs, runtime, services, system, tokens, volumes
 
 ROUTERS: list[APIRouter] = [
     system.router,
@@ -25,6 +25,8 @@ ROUTERS: list[APIRouter] = [
     tokens.router,
     volumes.router,
     services.router,
+    logs.router,
+    logs.loki_router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

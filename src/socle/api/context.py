@@ -11,6 +11,7 @@ from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
 from socle.network.registry import ServiceRegistry
+from socle.observe.logs.service import LogService
 from socle.redact import Redactor
 from socle.runtime.driver import RuntimeDriver
 
@@ -33,6 +34,8 @@ class ApiContext:
     """Masks resolved secret values in every message the API returns."""
     registry: ServiceRegistry | None = None
     """The service registry (``/api/v1/services``); None: not offered."""
+    logs: LogService | None = None
+    """The log store (LogQL queries, Loki API); None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

@@ -255,7 +255,8 @@ def bearer(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...])
 
 
 class TokenGate:
-    """ASGI middleware: ``/api/v1`` requests without a valid token get 401 unread.
+    """ASGI middleware: ``/api/v1`` and ``/loki`` requests without a valid token get 401
+    unread.
 
     The token's record goes into ``scope[SCOPE_KEY]`` for the routes (``_who``); not into
     ``scope["state"]``, which servers may share with the lifespan.
@@ -263,6 +264,9 @@ class TokenGate:
     """
 
     OPEN = frozenset({"/api/v1/openapi.json"})
+    GUARDED = ("/api/v1/", "/loki/")
+    """Path prefixes that need a token (``/api/v1`` itself too): the platform API and the
+    Loki-compatible log API."""
 
     def __init__(self, app: ASGIApp, tokens: TokenStore) -> None:
         self._app = app
@@ -270,7 +274,7 @@ class TokenGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        guarded = scope["type"] == "http" and (path == "/api/v1" or path.startswith("/api/v1/"))
+        guarded = scope["type"] == "http" and (path == "/api/v1" or path.startswith(self.GUARDED))
         if guarded and path not in self.OPEN:
             token = bearer(scope.get("headers") or ())
             info = await self._tokens.check(token) if token else None

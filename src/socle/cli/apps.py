@@ -494,36 +494,6 @@ def history(limit: int, as_json: bool) -> None:
         print_history(result)
 
 
-@click.command()
-@click.argument("app")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
-@click.option("--since", metavar="DURATION", help="Only lines newer than this, e.g. 10m.")
-@click.option("--instance", type=click.IntRange(min=0), help="Only this instance ordinal.")
-@json_option
-def logs(app: str, follow: bool, since: str | None, instance: int | None, as_json: bool) -> None:
-    """Print an app's logs (all instances, oldest first)."""
-    params: dict[str, Any] = {"follow": follow}
-    if since:
-        params["since"] = since
-    if instance is not None:
-        params["instance"] = instance
-    colours = ["cyan", "magenta", "blue", "green", "yellow"]
-    with Client(_settings()) as client:
-        try:
-            for line in client.stream_lines(f"/api/v1/apps/{app}/logs", params):
-                if as_json:
-                    sys.stdout.write(json.dumps(line) + "\n")
-                    continue
-                ordinal = line["instance"].rsplit("-", 1)[-1]
-                colour = colours[int(ordinal) % len(colours)] if ordinal.isdigit() else "white"
-                text = safe(line["text"])
-                if line["stream"] == "stderr":
-                    text = f"[red]{text}[/]"
-                console.print(f"[{colour}]{safe(line['instance'])}[/] {text}", soft_wrap=True)
-        except KeyboardInterrupt:
-            pass
-
-
 def register(group: click.Group) -> None:
-    for command in (server, up, down, plan, apply, rollback, status, history, logs):
+    for command in (server, up, down, plan, apply, rollback, status, history):
         group.add_command(command)

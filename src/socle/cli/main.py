@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "status": "socle.cli.apps",
     "history": "socle.cli.apps",
     "rollback": "socle.cli.apps",
-    "logs": "socle.cli.apps",
+    "logs": "socle.cli.logs",
     "validate": "socle.cli.manifests",
     "render": "socle.cli.manifests",
     "schema": "socle.cli.manifests",

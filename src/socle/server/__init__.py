@@ -32,6 +32,7 @@ from socle.server.parts import (
     ConsulComponent,
     EngineComponent,
     LeaseComponent,
+    LogsComponent,
     NetworkComponent,
     Plane,
     RuntimeComponent,
@@ -134,6 +135,7 @@ def build_components(plane: Plane) -> Components:
     components.add(LeaseComponent(plane))
     components.add(SecretsComponent(plane))
     components.add(RuntimeComponent(plane))
+    components.add(LogsComponent(plane))
     components.add(VolumesComponent(plane))
     components.add(NetworkComponent(plane))
     components.add(EngineComponent(plane))

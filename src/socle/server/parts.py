@@ -36,6 +36,8 @@ from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
 from socle.network.dns import DnsServer
 from socle.network.service import NetworkService
+from socle.observe.logs.service import LogService
+from socle.observe.logs.store import InstanceLabels, LogStore
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.runtime.local.volumes import LocalVolumeProvider
@@ -88,6 +90,7 @@ class Plane:
     """Where the Consul-compatible API answers (``HOST:PORT``), once it does."""
     dns_address: str | None = None
     """Where the service-discovery DNS answers (``HOST:PORT``), once it does."""
+    logs: LogService | None = None
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps
@@ -253,6 +256,64 @@ class RuntimeComponent:
         driver, self._plane.driver = self._plane.driver, None
         if driver is not None:
             await driver.close(stop_instances=not self._plane.keep_apps)
+
+
+class LogsComponent:
+    """The log store: instances' output (tailed from the shims' files) and Socle's own
+    records, masked, sealed into chained segments, kept by age and size."""
+
+    name = "logs"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._known: dict[str, InstanceLabels] = {}
+
+    def _labels_of(self, instance: str) -> InstanceLabels:
+        """An instance's labels: the runtime's, else those remembered from an earlier run."""
+        plane = self._plane
+        store = need(plane.logs, "logs").store
+        if plane.driver is not None:
+            for status in plane.driver.instances():
+                labels = InstanceLabels(status.app, status.environment, str(status.release))
+                if self._known.get(status.id) != labels:
+                    store.remember(status.id, labels)
+                    self._known[status.id] = labels
+        if instance not in self._known:
+            self._known.update(store.remembered())
+        if instance in self._known:
+            return self._known[instance]
+        app = instance.rsplit("-", 2)[0] if instance.count("-") >= 2 else instance
+        return InstanceLabels(app, "default", "")
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        store = LogStore(
+            settings.logstore_dir,
+            redact=plane.redactor,
+            retention_seconds=settings.log_retention_seconds,
+            retention_bytes=settings.log_retention_bytes,
+            segment_seconds=settings.log_segment_seconds,
+            segment_rows=settings.log_segment_rows,
+        )
+        service = LogService(
+            store,
+            settings.logs_dir,
+            self._labels_of,
+            plane.monitor.group("logs"),
+            loki_url=settings.loki_url,
+        )
+        plane.logs = service
+        try:
+            await service.start()
+        except BaseException:
+            plane.logs = None
+            raise
+
+    async def stop(self) -> None:
+        service, self._plane.logs = self._plane.logs, None
+        if service is not None:
+            await service.stop()
 
 
 class VolumesComponent:
@@ -508,6 +569,7 @@ class ApiComponent:
             backups=HomeBackups(settings, plane.volumes),
             redact=plane.redactor,
             registry=plane.network.registry if plane.network is not None else None,
+            logs=plane.logs,
         )
         app = guard(
             main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi),
@@ -569,6 +631,7 @@ __all__ = [
     "ConsulComponent",
     "EngineComponent",
     "LeaseComponent",
+    "LogsComponent",
     "NetworkComponent",
     "Plane",
     "RuntimeComponent",

@@ -1,0 +1,303 @@
+"""The log store's API: LogQL queries, live tail and verification under ``/api/v1/logs``,
+and the Loki-compatible API under ``/loki/api/v1`` (push, query, query_range, labels,
+label values, tail) so that Promtail/Grafana-style clients work unchanged.
+
+Both need a token (:class:`socle.api.tokens.TokenGate` guards ``/loki`` too; the WebSocket
+tail checks it itself, as WebSockets pass the gate). Bodies are bounded by the listener's
+``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
+from fastapi.responses import StreamingResponse
+from starlette.websockets import WebSocketDisconnect
+
+from socle.api.auth import Who
+from socle.api.context import ApiContext, context
+from socle.api.tokens import bearer
+from socle.errors import ConfigError, NotFoundError, SocleError
+from socle.model.units import parse_duration
+from socle.observe.logs import loki
+from socle.observe.logs.logql import LogQuery, MetricQuery, parse
+from socle.observe.logs.logql import Query as LogQLQuery
+from socle.observe.logs.service import LogService
+from socle.observe.logs.store import NS
+
+router = APIRouter(prefix="/api/v1/logs")
+loki_router = APIRouter(prefix="/loki/api/v1")
+Ctx = Annotated[ApiContext, Depends(context)]
+MAX_LIMIT = 5000
+MAX_STEPS = 11_000
+DEFAULT_SINCE = 3600.0
+
+
+def _service(ctx: ApiContext) -> LogService:
+    if ctx.logs is None:
+        raise NotFoundError("this control plane has no log store")
+    return ctx.logs
+
+
+def _duration(value: str, what: str) -> float:
+    try:
+        return float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}", hint="e.g. 10m, 2h or 30s") from None
+
+
+def _window(
+    start: str | None, end: str | None, since: str | None, now: int | None = None
+) -> tuple[int, int]:
+    """[start, end] in ns: ``end`` defaults to now, ``start`` to ``end - since`` (1h)."""
+    end_ns = loki.parse_time(end, "end") if end else (now or time.time_ns())
+    if start:
+        start_ns = loki.parse_time(start, "start")
+    else:
+        start_ns = end_ns - int((_duration(since, "since") if since else DEFAULT_SINCE) * NS)
+    if start_ns > end_ns:
+        raise ConfigError("start: must not be after end")
+    return start_ns, end_ns
+
+
+def _step(step: str | None, start: int, end: int) -> int:
+    if step:
+        seconds = _duration(step, "step")
+        if seconds <= 0:
+            raise ConfigError("step: must be positive")
+        nanos = int(seconds * NS)
+    else:  # Loki's default: about 250 points over the window, at least one second
+        nanos = max(NS, (end - start) // 250)
+    if (end - start) // nanos > MAX_STEPS:
+        raise ConfigError(
+            f"step: more than {MAX_STEPS} points in the window", hint="use a larger step"
+        )
+    return nanos
+
+
+def _parse(query: str) -> LogQLQuery:
+    if not query.strip():
+        raise ConfigError("query: missing", hint='e.g. query={app="api"} |= "error"')
+    return parse(query)
+
+
+def _series_dict(series: list[Any]) -> list[dict[str, object]]:
+    return [{"labels": s.labels, "points": [[ts / NS, v] for ts, v in s.points]} for s in series]
+
+
+@router.get("/query")
+async def query_logs(
+    ctx: Ctx,
+    _: Who,
+    query: str,
+    since: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    step: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
+) -> dict[str, object]:
+    """A LogQL query: ``{"lines": [...]}`` for a log query (newest first unless
+    ``direction=forward``), ``{"series": [...]}`` for counts over time."""
+    service = _service(ctx)
+    parsed = _parse(query)
+    start_ns, end_ns = _window(start, end, since)
+    if isinstance(parsed, MetricQuery):
+        series = await asyncio.to_thread(
+            service.store.metric, parsed, start_ns, end_ns, _step(step, start_ns, end_ns)
+        )
+        return {"series": _series_dict(series)}
+    rows = await service.select(
+        parsed, start_ns, end_ns, limit=limit, forward=direction == "forward"
+    )
+    return {"lines": [row.to_dict() for row in rows]}
+
+
+@router.get("/tail")
+async def tail_logs(
+    ctx: Ctx,
+    _: Who,
+    query: str,
+    since: str | None = None,
+    limit: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 100,
+) -> StreamingResponse:
+    """The last ``limit`` lines of a log query, then every new one (JSON lines) until the
+    client goes away."""
+    service = _service(ctx)
+    parsed = _parse(query)
+    if not isinstance(parsed, LogQuery):
+        raise ConfigError("query: tail needs a log query, not a metric query")
+    start = time.time_ns() - int(_duration(since, "since") * NS) if since else None
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for row in service.tail(parsed, start=start, limit=limit):
+            yield (json.dumps(row.to_dict()) + "\n").encode()
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.get("/verify")
+async def verify_logs(ctx: Ctx, _: Who) -> dict[str, object]:
+    """The integrity chain of sealed segments, checked now."""
+    report = await asyncio.to_thread(_service(ctx).store.verify)
+    return report.to_dict()
+
+
+@router.get("/stats")
+async def log_stats(ctx: Ctx, _: Who) -> dict[str, object]:
+    service = _service(ctx)
+    stats = await asyncio.to_thread(service.store.stats)
+    if service.forwarder is not None:
+        stats["forward"] = service.forwarder.status()
+    stats["handler_dropped"] = service.handler.dropped
+    return stats
+
+
+@router.post("/seal")
+async def seal_logs(ctx: Ctx, _: Who) -> dict[str, object]:
+    """Seal what the hot table holds now (before an archive, or to verify it at once)."""
+    service = _service(ctx)
+    await service.run_pass()
+    segment = await asyncio.to_thread(service.store.seal)
+    return {"sealed": None if segment is None else segment.n}
+
+
+# -- Loki --------------------------------------------------------------------------------
+
+
+@loki_router.post("/push", status_code=204)
+async def loki_push(request: Request, ctx: Ctx, _: Who) -> Response:
+    service = _service(ctx)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "application/x-protobuf":
+        raise loki.UnsupportedPush(
+            "push: protobuf+snappy bodies are not supported here (no snappy codec installed)",
+            hint="send Loki's JSON push format (Content-Type: application/json)",
+        )
+    if kind not in ("application/json", ""):
+        raise loki.UnsupportedPush(
+            f"push: unsupported content type {kind[:60]!r}",
+            hint="send Loki's JSON push format (Content-Type: application/json)",
+        )
+    if request.headers.get("content-encoding", "identity") not in ("identity", ""):
+        raise loki.UnsupportedPush(
+            "push: compressed bodies are not supported", hint="send the JSON uncompressed"
+        )
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise loki.PushError("push: the body is not JSON") from None
+    entries = loki.parse_push(body)
+    await service.push(entries)
+    return Response(status_code=204)
+
+
+@loki_router.get("/query")
+async def loki_query(
+    ctx: Ctx,
+    _: Who,
+    query: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    time_: Annotated[str | None, Query(alias="time")] = None,
+    direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
+) -> dict[str, Any]:
+    """Instant query: a metric query's value at ``time`` (``vector``); a log query's lines
+    up to ``time`` over the last hour (``streams``)."""
+    service = _service(ctx)
+    parsed = _parse(query)
+    at = loki.parse_time(time_, "time") if time_ else time.time_ns()
+    if isinstance(parsed, MetricQuery):
+        series = await asyncio.to_thread(service.store.metric, parsed, at, at, NS)
+        return loki.success("vector", loki.vector(series))
+    rows = await service.select(
+        parsed, at - int(DEFAULT_SINCE * NS), at, limit=limit, forward=direction == "forward"
+    )
+    return loki.success("streams", loki.streams(rows))
+
+
+@loki_router.get("/query_range")
+async def loki_query_range(
+    ctx: Ctx,
+    _: Who,
+    query: str,
+    start: str | None = None,
+    end: str | None = None,
+    since: str | None = None,
+    step: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
+) -> dict[str, Any]:
+    service = _service(ctx)
+    parsed = _parse(query)
+    start_ns, end_ns = _window(start, end, since)
+    if isinstance(parsed, MetricQuery):
+        series = await asyncio.to_thread(
+            service.store.metric, parsed, start_ns, end_ns, _step(step, start_ns, end_ns)
+        )
+        return loki.success("matrix", loki.matrix(series))
+    rows = await service.select(
+        parsed, start_ns, end_ns, limit=limit, forward=direction == "forward"
+    )
+    return loki.success("streams", loki.streams(rows))
+
+
+@loki_router.get("/labels")
+async def loki_labels(
+    ctx: Ctx, _: Who, start: str | None = None, end: str | None = None, since: str | None = None
+) -> dict[str, Any]:
+    service = _service(ctx)
+    start_ns, end_ns = _window(start, end, since or "6h")
+    names = await asyncio.to_thread(service.store.label_names, start_ns, end_ns)
+    return {"status": "success", "data": names}
+
+
+@loki_router.get("/label/{name}/values")
+async def loki_label_values(
+    name: str,
+    ctx: Ctx,
+    _: Who,
+    start: str | None = None,
+    end: str | None = None,
+    since: str | None = None,
+) -> dict[str, Any]:
+    if not loki.LABEL_NAME.fullmatch(name):
+        raise ConfigError(f"label: bad label name {name[:40]!r}")
+    service = _service(ctx)
+    start_ns, end_ns = _window(start, end, since or "6h")
+    values = await asyncio.to_thread(service.store.label_values, name, start_ns, end_ns)
+    return {"status": "success", "data": values}
+
+
+@loki_router.websocket("/tail")
+async def loki_tail(websocket: WebSocket) -> None:
+    """Loki's live tail: one JSON message ``{"streams": [...]}`` per batch of new lines."""
+    ctx: ApiContext = websocket.app.state.ctx
+    token = bearer(websocket.scope.get("headers") or ()) or websocket.query_params.get("token")
+    if not token or await ctx.tokens.check(token) is None or ctx.logs is None:
+        await websocket.close(code=1008, reason="missing or invalid API token")
+        return
+    try:
+        parsed = _parse(websocket.query_params.get("query", ""))
+        if not isinstance(parsed, LogQuery):
+            raise ConfigError("query: tail needs a log query")
+        limit = min(int(websocket.query_params.get("limit", "100")), MAX_LIMIT)
+        start_raw = websocket.query_params.get("start")
+        start = loki.parse_time(start_raw, "start") if start_raw else None
+    except (SocleError, ValueError) as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    await websocket.accept()
+    try:
+        async for row in ctx.logs.tail(parsed, start=start, limit=limit):
+            await websocket.send_json({"streams": loki.streams([row]), "dropped_entries": None})
+    except (WebSocketDisconnect, RuntimeError):
+        return
+
+
+__all__ = ["loki_router", "router"]

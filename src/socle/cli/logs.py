@@ -1,0 +1,203 @@
+"""``socle logs``: an app's output, LogQL queries over the log store, and its verification.
+
+``socle logs APP [--follow]`` prints an app's instances' output (as before);
+``socle logs --query 'LOGQL' [--since] [--limit] [--follow] [--json]`` queries the store
+(lines, or counts over time for ``count_over_time``/``rate``); ``socle logs verify`` checks
+the sealed segments' integrity chain from the files alone (no server needed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from socle.cli.apps import _settings
+from socle.cli.client import Client
+from socle.cli.output import console, json_option, print_json, safe
+from socle.errors import ConfigError, SocleError
+
+
+class _DefaultGroup(click.Group):
+    """A group whose first word, when it is not a subcommand, belongs to ``show``: so
+    ``socle logs APP`` and ``socle logs --query ...`` keep working next to ``socle logs
+    verify``. (An app named like a subcommand: ``socle logs show verify``.)"""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup)
+def logs() -> None:
+    """Apps' and Socle's logs: show, query (LogQL), follow, verify."""
+
+
+def _stamp(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _print_row(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(row) + "\n")
+        return
+    labels = row["labels"]
+    who = labels.get("instance") or labels.get("app", "")
+    text = safe(row["line"])
+    if labels.get("stream") == "stderr":
+        text = f"[red]{text}[/]"
+    console.print(f"[dim]{_stamp(row['time'])}[/] [cyan]{safe(who)}[/] {text}", soft_wrap=True)
+
+
+@logs.command("show")
+@click.argument("app", required=False)
+@click.option(
+    "--query", "-q", metavar="LOGQL", help='A LogQL query, e.g. \'{app="api"} |= "error"\'.'
+)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines.")
+@click.option("--since", metavar="DURATION", help="Only lines newer than this, e.g. 10m.")
+@click.option("--limit", type=click.IntRange(1, 5000), help="Most lines shown (query: 100).")
+@click.option("--step", metavar="DURATION", help="Counts over time: one point per step.")
+@click.option("--instance", type=click.IntRange(min=0), help="Only this instance ordinal.")
+@json_option
+def show(
+    app: str | None,
+    query: str | None,
+    follow: bool,
+    since: str | None,
+    limit: int | None,
+    step: str | None,
+    instance: int | None,
+    as_json: bool,
+) -> None:
+    """Print an app's logs (all instances, oldest first), or the lines of a LogQL query.
+
+    Also: `socle logs verify` checks the integrity chain of the sealed log segments.
+    """
+    if query is not None:
+        if app is not None or instance is not None:
+            raise ConfigError(
+                "give either an APP or --query, not both",
+                hint=f"e.g. --query '{{app=\"{app or 'api'}\"}}'",
+            )
+        _query(query, follow=follow, since=since, limit=limit, step=step, as_json=as_json)
+        return
+    if app is None:
+        raise ConfigError("which app? give an APP or --query", hint="e.g. socle logs api -f")
+    _app_logs(app, follow, since, instance, as_json)
+
+
+def _query(
+    query: str,
+    *,
+    follow: bool,
+    since: str | None,
+    limit: int | None,
+    step: str | None,
+    as_json: bool,
+) -> None:
+    params: dict[str, Any] = {"query": query}
+    if since:
+        params["since"] = since
+    with Client(_settings()) as client:
+        if follow:
+            params["limit"] = limit or 100
+            try:
+                for row in client.stream_lines("/api/v1/logs/tail", params):
+                    _print_row(row, as_json)
+            except KeyboardInterrupt:
+                pass
+            return
+        params["limit"] = limit or 100
+        if step:
+            params["step"] = step
+        result = client.call("GET", "/api/v1/logs/query", params=params)
+    if "series" in result:
+        if as_json:
+            print_json(result)
+            return
+        for series in result["series"]:
+            console.print(f"[cyan]{safe(_labels(series['labels']))}[/]", soft_wrap=True)
+            for when, value in series["points"]:
+                console.print(f"  {_stamp(when)}  {value:g}")
+        return
+    for row in reversed(result["lines"]):  # newest were fetched first: print oldest first
+        _print_row(row, as_json)
+
+
+def _app_logs(
+    app: str, follow: bool, since: str | None, instance: int | None, as_json: bool
+) -> None:
+    params: dict[str, Any] = {"follow": follow}
+    if since:
+        params["since"] = since
+    if instance is not None:
+        params["instance"] = instance
+    colours = ["cyan", "magenta", "blue", "green", "yellow"]
+    with Client(_settings()) as client:
+        try:
+            for line in client.stream_lines(f"/api/v1/apps/{app}/logs", params):
+                if as_json:
+                    sys.stdout.write(json.dumps(line) + "\n")
+                    continue
+                ordinal = line["instance"].rsplit("-", 1)[-1]
+                colour = colours[int(ordinal) % len(colours)] if ordinal.isdigit() else "white"
+                text = safe(line["text"])
+                if line["stream"] == "stderr":
+                    text = f"[red]{text}[/]"
+                console.print(f"[{colour}]{safe(line['instance'])}[/] {text}", soft_wrap=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@logs.command("verify")
+@json_option
+def verify(as_json: bool) -> None:
+    """Check the log store's integrity chain: every sealed segment present and unchanged
+    (removed only by retention), no chain line edited, removed or cut off. Reads
+    SOCLE_HOME's files; the server may be running or not."""
+    from socle.observe.logs.chain import verify as verify_chain
+
+    settings = _settings()
+    report = verify_chain(settings.logstore_dir)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(
+            f"{report.segments} live segment(s), {report.dropped} dropped by retention, "
+            f"{report.lines} chain line(s); head {report.head or '(empty)'}"
+        )
+        for problem in report.problems:
+            console.print(f"[red]problem:[/] {safe(problem)}", soft_wrap=True)
+    if not report.ok:
+        raise SocleError(
+            f"log store integrity check failed: {len(report.problems)} problem(s)",
+            hint="a segment or chain line was changed or removed outside retention",
+        )
+    if not as_json:
+        console.print("[green]ok[/]: the chain and every live segment are intact")
+
+
+@logs.command("seal")
+@json_option
+def seal(as_json: bool) -> None:
+    """Seal the newest lines into a segment now (they are sealed hourly otherwise)."""
+    with Client(_settings()) as client:
+        result = client.call("POST", "/api/v1/logs/seal")
+    if as_json:
+        print_json(result)
+    else:
+        sealed = result["sealed"]
+        console.print("nothing to seal" if sealed is None else f"sealed segment {sealed}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(logs)

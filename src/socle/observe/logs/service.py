@@ -1,0 +1,177 @@
+"""The log store as a running service: a background pass every ``tick`` seconds that stores
+Socle's own records and every instance's new output, seals due segments and applies
+retention; queries and pushes for the API; and the logging handler feeding it.
+
+Everything that touches DuckDB or files runs in a worker thread (``asyncio.to_thread``), so
+the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from socle.observe.logs.logql import LogQuery
+from socle.observe.logs.loki import Forwarder
+from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore, Row
+from socle.observe.logs.tail import tail_all
+from socle.tasks import TaskGroup
+
+log = logging.getLogger("socle.observe.logs")
+
+TAIL_POLL = 0.5
+
+
+class StoreHandler(logging.Handler):
+    """Socle's own log records, kept in a bounded queue until the next pass stores them.
+
+    Bounded (oldest dropped, counted) so that a storm of records can never grow memory;
+    ``emit`` never blocks and never touches the store (records come from any thread).
+    """
+
+    def __init__(self, env: str, instance: str, capacity: int = 10_000) -> None:
+        super().__init__(logging.INFO)
+        self._queue: collections.deque[Entry] = collections.deque(maxlen=capacity)
+        self._lock = threading.Lock()
+        self._labels = {"app": "socle", "env": env, "instance": instance, "stream": "log"}
+        self.dropped = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == log.name:
+            return  # the store's own records could feed themselves forever
+        try:
+            body: dict[str, object] = {
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+            if record.exc_info and record.exc_text is None:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                body["error"] = record.exc_text
+            labels = dict(self._labels)
+            trace = getattr(record, "trace_id", None) or getattr(record, "otelTraceID", None)
+            if trace and trace != "0":
+                labels["trace_id"] = str(trace)
+                body["trace_id"] = str(trace)
+            entry = Entry(int(record.created * NS), json.dumps(body), labels)
+        except Exception:  # a logging handler must never raise into the caller
+            self.handleError(record)
+            return
+        with self._lock:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(entry)
+
+    def drain(self) -> list[Entry]:
+        with self._lock:
+            entries = list(self._queue)
+            self._queue.clear()
+        return entries
+
+
+class LogService:
+    """See the module docstring; ``labels_of`` names the app/env/release of an instance."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        logs_dir: Path,
+        labels_of: Callable[[str], InstanceLabels],
+        tasks: TaskGroup,
+        *,
+        tick: float = 0.5,
+        env: str = "default",
+        loki_url: str = "",
+    ) -> None:
+        self.store = store
+        self._logs_dir = logs_dir
+        self._labels_of = labels_of
+        self._tasks = tasks
+        self._tick = tick
+        self.handler = StoreHandler(env, f"{os.uname().nodename}:{os.getpid()}")
+        self._pass_lock = asyncio.Lock()
+        self.forwarder = Forwarder(loki_url, self._after, self.store.last_seq) if loki_url else None
+
+    def _after(self, seq: int, limit: int) -> list[Row]:
+        return self.store.select(LogQuery(()), 0, 2**62, limit=limit, after_seq=seq)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.store.open)
+        logging.getLogger("socle").addHandler(self.handler)
+        self._tasks.spawn(self._loop(), "pass")
+        if self.forwarder is not None:
+            self._tasks.spawn(self.forwarder.run(), "forward")
+
+    async def stop(self) -> None:
+        logging.getLogger("socle").removeHandler(self.handler)
+        await self._tasks.close()
+        try:
+            await self.run_pass()  # what came in since the last pass
+        finally:
+            await asyncio.to_thread(self.store.close)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.run_pass()
+            await asyncio.sleep(self._tick)
+
+    async def run_pass(self) -> int:
+        """One pass (also what tests call to not wait for the timer); returns lines stored."""
+        async with self._pass_lock:
+            return await asyncio.to_thread(self._pass)
+
+    def _pass(self) -> int:
+        stored = self.store.push(self.handler.drain())
+        stored += tail_all(self.store, self._logs_dir, self._labels_of)
+        if self.store.due():
+            self.store.seal()
+        self.store.retain()
+        return stored
+
+    async def push(self, entries: list[Entry]) -> int:
+        return await asyncio.to_thread(self.store.push, entries)
+
+    async def select(
+        self, query: LogQuery, start: int, end: int, *, limit: int, forward: bool = False
+    ) -> list[Row]:
+        return await asyncio.to_thread(
+            self.store.select, query, start, end, limit=limit, forward=forward
+        )
+
+    async def tail(
+        self, query: LogQuery, *, start: int | None = None, limit: int = 100
+    ) -> AsyncIterator[Row]:
+        """The last ``limit`` lines (or those after ``start``), then new lines as they are
+        stored (followed by store order, so a line stored late is not missed), until the
+        caller stops iterating."""
+        last = await asyncio.to_thread(self.store.last_seq)
+        now = time.time_ns()
+        if start is None:
+            rows = await self.select(query, 0, now + NS, limit=limit)
+            rows.reverse()
+        else:
+            rows = await self.select(query, start, now + NS, limit=limit, forward=True)
+        shown = {row.seq for row in rows if row.seq > last}  # stored during the history read
+        for row in rows:
+            yield row
+        while True:
+            await asyncio.sleep(TAIL_POLL)
+            rows = await asyncio.to_thread(
+                self.store.select, query, 0, 2**62, limit=1000, forward=True, after_seq=last
+            )
+            for row in rows:
+                last = max(last, row.seq)
+                if row.seq not in shown:
+                    yield row
+            shown = {seq for seq in shown if seq > last}
+
+
+__all__ = ["LogService", "StoreHandler"]

@@ -1,0 +1,110 @@
+"""Reading the shims' log files into the store, from the last committed offset.
+
+A shim appends JSON lines to ``<logs_dir>/<id>.log`` and rotates it to ``.log.1`` ... by
+renaming, so a file keeps its inode: the offset of an instance is (inode, position), and
+after a rotation the file with that inode is found again among the backups and read to its
+end before the newer ones. Only complete lines are read from the current file (the shim may
+be writing the rest). A file rotated out of reach while the control plane was down is
+counted as lost lines (logged), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from socle.observe.logs.store import InstanceLabels, LogStore
+from socle.runtime.local.logs import log_files
+
+log = logging.getLogger("socle.observe.logs")
+
+CHUNK = 32 * 1024 * 1024
+"""Most bytes read from one file per call (bounds memory; the next tick goes on)."""
+
+
+def instance_ids(logs_dir: Path) -> list[str]:
+    if not logs_dir.is_dir():
+        return []
+    return sorted(p.name[:-4] for p in logs_dir.glob("*.log"))
+
+
+def _read(path: Path, inode: int, pos: int, whole: bool) -> bytes | None:
+    """Bytes from ``pos`` up to the last newline (all of them for a rotated file); None if
+    the path is gone or is another file now (rotated since it was listed)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return None
+        data = os.pread(fd, CHUNK, pos)
+    finally:
+        os.close(fd)
+    if not whole or len(data) == CHUNK:
+        cut = data.rfind(b"\n")
+        data = data[: cut + 1]
+    return data
+
+
+def tail_instance(
+    store: LogStore,
+    logs_dir: Path,
+    instance: str,
+    labels: InstanceLabels,
+    offset: tuple[int, int] | None,
+) -> int:
+    """Store what ``instance``'s files hold past ``offset``; returns the lines stored."""
+    files = log_files(logs_dir, instance)
+    inodes = []
+    for path in files:
+        try:
+            inodes.append(os.stat(path).st_ino)
+        except FileNotFoundError:
+            inodes.append(-1)
+    start_index, pos = 0, 0
+    if offset is not None:
+        inode, saved = offset
+        if inode in inodes:
+            start_index, pos = inodes.index(inode), saved
+        else:
+            log.warning(
+                "log files of %s were rotated away before they were read: lines lost", instance
+            )
+    total = 0
+    for index in range(start_index, len(files)):
+        current = index == len(files) - 1
+        while True:
+            inode = inodes[index]
+            data = _read(files[index], inode, pos, whole=not current)
+            if data is None:
+                return total  # rotated under us: the next pass lists the files again
+            if not data:
+                if not current:
+                    # Finished a rotated file: the next one starts at 0 (offset moves on).
+                    store.ingest_shim(instance, labels, b"", inodes[index + 1], 0)
+                break
+            pos += len(data)
+            total += store.ingest_shim(instance, labels, data, inode, pos)
+            if len(data) < CHUNK - 16384:
+                if not current:
+                    continue
+                break
+        pos = 0
+    return total
+
+
+def tail_all(store: LogStore, logs_dir: Path, labels_of: Callable[[str], InstanceLabels]) -> int:
+    """One pass over every instance's files (blocking)."""
+    offsets = store.offsets()
+    total = 0
+    for instance in instance_ids(logs_dir):
+        total += tail_instance(
+            store, logs_dir, instance, labels_of(instance), offsets.get(instance)
+        )
+    return total
+
+
+__all__ = ["instance_ids", "tail_all", "tail_instance"]

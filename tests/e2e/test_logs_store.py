@@ -1,0 +1,203 @@
+"""The log store through the CLI and the API like a user: an app's output and Socle's own
+records queried with LogQL, secret values masked before storage, lines kept across a
+restart, a tampered segment caught by ``socle logs verify``, Loki push/query round trips."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+from tests.e2e.test_secrets_apps import vault
+
+PRINTER = (
+    "import json, sys, time\n"
+    "for i in range(200):\n"
+    "    level = 'error' if i % 10 == 0 else 'info'\n"
+    "    print(json.dumps({'level': level, 'n': i, 'msg': 'tick %d' % i}), flush=True)\n"
+    "print('token is', __import__('os').environ.get('TOKEN', ''), flush=True)\n"
+    "print('boom on stderr', file=sys.stderr, flush=True)\n"
+    "time.sleep(3600)\n"
+)
+
+
+def query(server: SocleServer, logql: str, **params: object) -> dict:
+    response = server.api("GET", "/api/v1/logs/query", params={"query": logql, **params})
+    assert response.status_code == 200, response.text
+    data: dict = response.json()
+    return data
+
+
+def lines(server: SocleServer, logql: str, **params: object) -> list[str]:
+    return [row["line"] for row in query(server, logql, **params)["lines"]]
+
+
+def test_app_output_is_queried_with_logql_and_secrets_are_masked(
+    dev_server: SocleServer, tmp_path: Path
+) -> None:
+    secret = "tok-9d1f3e77-masked"
+    client = vault(dev_server)
+    client.secrets.kv.v2.create_or_update_secret("p", secret={"t": secret}, mount_point="secret")
+    client.sys.create_or_update_policy(
+        "app-printer", 'path "secret/data/p" { capabilities = ["read"] }'
+    )
+    repo = write_repo(
+        tmp_path / "repo",
+        {
+            "printer": {
+                "run": {"command": [sys.executable, "-c", PRINTER]},
+                "env": {"TOKEN": {"secret": "secret/data/p#t"}},
+                "health": None,
+            }
+        },
+    )
+    dev_server.cli("apply", str(repo), "--yes", "--no-wait")
+    wait_for(
+        lambda: lines(dev_server, '{app="printer"} |= "token is"'), 60, "the app's lines stored"
+    )
+    errors = lines(dev_server, '{app="printer"} | json | level="error"', limit=1000)
+    assert sorted(json.loads(e)["n"] for e in errors) == list(range(0, 200, 10))
+    assert lines(dev_server, '{app="printer", stream="stderr"}') == ["boom on stderr"]
+    assert len(lines(dev_server, '{app="printer"} |~ `"tick 1[0-9]"`')) == 10
+    assert lines(dev_server, '{app="printer"} |= "token is"') == ["token is ****"]
+    # Counts over time, and the CLI.
+    series = query(dev_server, 'sum by (app) (count_over_time({app="printer"}[1h]))', step="1h")
+    assert series["series"][0]["labels"] == {"app": "printer"}
+    assert series["series"][0]["points"][-1][1] == 202
+    out = dev_server.cli("logs", "--query", '{app="printer"} |= "tick 19"', "--json").stdout
+    numbers = [json.loads(json.loads(x)["line"])["n"] for x in out.splitlines()]
+    assert numbers == [19, *range(190, 200)]  # oldest first
+    # Socle's own records are in the store too.
+    assert wait_for(lambda: lines(dev_server, '{app="socle"} |= "listening"'), 30, "own logs")
+    # The plain-text secret is nowhere in the store's files, sealed or not.
+    dev_server.cli("logs", "seal")
+    for path in (dev_server.home / "logstore").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert lines(dev_server, '{app="printer"} |= "token is"') == ["token is ****"]
+
+
+def test_no_line_lost_or_doubled_across_a_restart_and_tamper_is_detected(
+    server: SocleServer, tmp_path: Path
+) -> None:
+    repo = write_repo(
+        tmp_path / "repo",
+        {"printer": {"run": {"command": [sys.executable, "-c", PRINTER]}, "health": None}},
+    )
+    server.cli("apply", str(repo), "--yes", "--no-wait")
+    logql = '{app="printer"} |= "tick"'
+    wait_for(lambda: len(lines(server, logql, limit=1000)) == 200, 60, "200 lines")
+    server.cli("logs", "seal")
+    server.stop(keep_apps=True)
+    server.start()
+    time.sleep(1.5)  # a few passes of the restarted store over the same files
+    assert len(lines(server, logql, limit=1000)) == 200
+    assert server.cli("logs", "verify").returncode == 0
+    segment = next((server.home / "logstore" / "segments").glob("*.parquet"))
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+    result = server.cli("logs", "verify", check=False)
+    assert result.returncode != 0
+    assert "was modified" in result.stdout
+    segment.unlink()
+    result = server.cli("logs", "verify", "--json", check=False)
+    assert result.returncode != 0
+    assert "missing" in json.loads(result.stdout)["problems"][0]
+
+
+def test_loki_push_and_query_round_trip_with_a_plain_http_client(server: SocleServer) -> None:
+    now = time.time_ns()
+    body = {
+        "streams": [
+            {
+                "stream": {"app": "edge", "env": "prod", "job": "promtail"},
+                "values": [
+                    [str(now - i * 1000), f"GET /x status={500 if i % 2 else 200}"]
+                    for i in range(10)
+                ],
+            }
+        ]
+    }
+    headers = {"Authorization": f"Bearer {server.token}"}
+    response = httpx.post(server.url + "/loki/api/v1/push", json=body, headers=headers)
+    assert response.status_code == 204, response.text
+    # Without a token: refused before the body is read.
+    assert httpx.post(server.url + "/loki/api/v1/push", json=body).status_code == 401
+    got = httpx.get(
+        server.url + "/loki/api/v1/query_range",
+        params={"query": '{job="promtail"} | logfmt | status>=500', "limit": "100"},
+        headers=headers,
+    ).json()
+    assert got["status"] == "success"
+    assert got["data"]["resultType"] == "streams"
+    [stream] = got["data"]["result"]
+    assert stream["stream"] == {"app": "edge", "env": "prod", "job": "promtail"}
+    assert [v[0] for v in stream["values"]] == [str(now - i * 1000) for i in range(1, 10, 2)]
+    matrix = httpx.get(
+        server.url + "/loki/api/v1/query_range",
+        params={"query": 'sum(count_over_time({app="edge"}[1h]))', "step": "60"},
+        headers=headers,
+    ).json()
+    assert matrix["data"]["resultType"] == "matrix"
+    assert matrix["data"]["result"][0]["values"][-1][1] == "10"
+    vector = httpx.get(
+        server.url + "/loki/api/v1/query",
+        params={"query": 'count_over_time({app="edge"}[1h])'},
+        headers=headers,
+    ).json()
+    assert vector["data"]["resultType"] == "vector"
+    assert vector["data"]["result"][0]["value"][1] == "10"
+    labels = httpx.get(server.url + "/loki/api/v1/labels", headers=headers).json()
+    assert {"app", "env", "job"} <= set(labels["data"])
+    values = httpx.get(server.url + "/loki/api/v1/label/job/values", headers=headers).json()
+    assert values == {"status": "success", "data": ["promtail"]}
+
+
+def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> None:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    push = server.url + "/loki/api/v1/push"
+    cases = [
+        (b"not json", "application/json", 400, "not JSON"),
+        (b'{"streams": 3}', "application/json", 400, "streams"),
+        (
+            b'{"streams": [{"stream": {"a b": "x"}, "values": []}]}',
+            "application/json",
+            400,
+            "bad label name",
+        ),
+        (
+            b'{"streams": [{"stream": {"a": "x"}, "values": [["abc", "l"]]}]}',
+            "application/json",
+            400,
+            "not a time",
+        ),
+        (
+            b'{"streams": [{"stream": {"a": "x"}, "values": [[1, 2]]}]}',
+            "application/json",
+            400,
+            "values[0]",
+        ),
+        (b"\x00\x01", "application/x-protobuf", 415, "protobuf"),
+        (b"x" * (2 * 1024 * 1024), "application/json", 413, ""),
+    ]
+    for body, kind, status, words in cases:
+        response = httpx.post(push, content=body, headers={**headers, "Content-Type": kind})
+        assert response.status_code == status, (body[:40], response.text)
+        assert words in response.text
+    for bad in [
+        '{app="x"',
+        "{}",
+        'nope({app="x"}[1m])',
+        '{app="x"} |~ "("',
+        'rate({app="x"}[-1m])',
+        '{app="x"} | json | a>"b"',
+    ]:
+        response = server.api("GET", "/api/v1/logs/query", params={"query": bad})
+        assert response.status_code == 400, (bad, response.text)
+        assert "query" in response.json()["message"]
+    assert server.api("GET", "/loki/api/v1/label/a%20b/values").status_code == 400
