@@ -30,6 +30,7 @@ the ``noqa: S608`` marks).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,6 +103,17 @@ class InstanceLabels:
     app: str
     env: str
     release: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Complete lines read from an instance's file, and where the next read starts."""
+
+    instance: str
+    labels: InstanceLabels
+    data: bytes
+    inode: int
+    pos: int
 
 
 @dataclass(frozen=True)
@@ -252,22 +264,52 @@ class LogStore:
     def ingest_shim(
         self, instance: str, labels: InstanceLabels, data: bytes, inode: int, pos: int
     ) -> int:
-        """Store complete JSON lines a shim wrote (``data``) and commit the file offset
-        ``pos`` (where the next read starts) with them, in one transaction."""
-        lines = data.count(b"\n")
-        masked = self._redact(data.decode("utf-8", "replace")) if lines else ""
-        with self._lock, self._transaction() as tx:
-            if lines:
-                with open(self._staging, "w", encoding="utf-8") as out:
-                    out.write(masked)
-            if lines:
-                tx.execute(
-                    "INSERT INTO hot SELECT nextval('line_seq'), CAST(t * 1e9 AS BIGINT), ?, ?, ?,"  # noqa: S608
-                    f" s, ?, {_TRACE_OF_M}, NULL, m FROM read_json(?, format='newline_delimited',"
-                    f" columns={_SHIM_COLUMNS}, ignore_errors=true)",
-                    [labels.app, labels.env, instance, labels.release, str(self._staging)],
-                )
-            tx.execute("INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)", [instance, inode, pos])
+        """:meth:`ingest_chunks` of one chunk."""
+        return self.ingest_chunks([Chunk(instance, labels, data, inode, pos)])
+
+    def ingest_chunks(self, chunks: list[Chunk]) -> int:
+        """Store complete JSON lines the shims wrote and commit each chunk's file offset
+        with them, in one transaction (one INSERT reads every staged chunk in parallel)."""
+        staged: list[tuple[str, Chunk]] = []
+        lines = 0
+        with self._lock:
+            try:
+                for k, chunk in enumerate(chunks):
+                    count = chunk.data.count(b"\n")
+                    if not count:
+                        continue
+                    path = self.root / f"staging-{k}.jsonl"
+                    with open(path, "w", encoding="utf-8") as out:
+                        out.write(self._redact(chunk.data.decode("utf-8", "replace")))
+                    staged.append((str(path), chunk))
+                    lines += count
+                with self._transaction() as tx:
+                    if staged:
+                        tx.execute(
+                            "INSERT INTO hot SELECT nextval('line_seq'), CAST(r.t * 1e9 AS BIGINT),"  # noqa: S608
+                            f" l.app, l.env, l.instance, r.s, l.release, {_TRACE_OF_M}, NULL, r.m"
+                            " FROM read_json(?, format='newline_delimited', filename=true,"
+                            f" columns={_SHIM_COLUMNS}, ignore_errors=true) r JOIN (SELECT"
+                            " unnest(?::VARCHAR[]) AS f, unnest(?::VARCHAR[]) AS app,"
+                            " unnest(?::VARCHAR[]) AS env, unnest(?::VARCHAR[]) AS instance,"
+                            " unnest(?::VARCHAR[]) AS release) l ON r.filename = l.f",
+                            [
+                                [f for f, _ in staged],
+                                [f for f, _ in staged],
+                                [c.labels.app for _, c in staged],
+                                [c.labels.env for _, c in staged],
+                                [c.instance for _, c in staged],
+                                [c.labels.release for _, c in staged],
+                            ],
+                        )
+                    tx.executemany(
+                        "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
+                        [[c.instance, c.inode, c.pos] for c in chunks],
+                    )
+            finally:
+                for name, _ in staged:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name)
         self._added(lines)
         return lines
 
@@ -556,4 +598,4 @@ class LogStore:
             cur.close()
 
 
-__all__ = ["Entry", "InstanceLabels", "LogStore", "LogStoreError", "Row", "Series"]
+__all__ = ["Chunk", "Entry", "InstanceLabels", "LogStore", "LogStoreError", "Row", "Series"]

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from socle.observe.logs.store import InstanceLabels, LogStore
+from socle.observe.logs.store import Chunk, InstanceLabels, LogStore
 from socle.runtime.local.logs import log_files
 
 log = logging.getLogger("socle.observe.logs")
 
 CHUNK = 32 * 1024 * 1024
-"""Most bytes read from one file per call (bounds memory; the next tick goes on)."""
+"""Most bytes read from one file at once."""
+BATCH_BYTES = 64 * 1024 * 1024
+"""Most bytes held before they are stored (bounds memory during a catch-up)."""
+MAX_LINE_BYTES = 128 * 1024
+"""More than a shim's longest line (16 KiB of text, JSON-escaped)."""
 
 
 def instance_ids(logs_dir: Path) -> list[str]:
@@ -49,14 +53,14 @@ def _read(path: Path, inode: int, pos: int, whole: bool) -> bytes | None:
     return data
 
 
-def tail_instance(
-    store: LogStore,
+def chunks_of(
     logs_dir: Path,
     instance: str,
     labels: InstanceLabels,
     offset: tuple[int, int] | None,
-) -> int:
-    """Store what ``instance``'s files hold past ``offset``; returns the lines stored."""
+) -> Iterator[Chunk]:
+    """What ``instance``'s files hold past ``offset``, as chunks to store in this order
+    (each with the offset to commit with it)."""
     files = log_files(logs_dir, instance)
     inodes = []
     for path in files:
@@ -73,38 +77,53 @@ def tail_instance(
             log.warning(
                 "log files of %s were rotated away before they were read: lines lost", instance
             )
-    total = 0
     for index in range(start_index, len(files)):
         current = index == len(files) - 1
         while True:
             inode = inodes[index]
             data = _read(files[index], inode, pos, whole=not current)
             if data is None:
-                return total  # rotated under us: the next pass lists the files again
+                return  # rotated under us: the next pass lists the files again
             if not data:
                 if not current:
-                    # Finished a rotated file: the next one starts at 0 (offset moves on).
-                    store.ingest_shim(instance, labels, b"", inodes[index + 1], 0)
+                    # A rotated file read to its end: the offset moves to the next one.
+                    yield Chunk(instance, labels, b"", inodes[index + 1], 0)
                 break
             pos += len(data)
-            total += store.ingest_shim(instance, labels, data, inode, pos)
-            if len(data) < CHUNK - 16384:
-                if not current:
-                    continue
+            yield Chunk(instance, labels, data, inode, pos)
+            if current and len(data) < CHUNK - MAX_LINE_BYTES:
                 break
         pos = 0
-    return total
+
+
+def tail_instance(
+    store: LogStore,
+    logs_dir: Path,
+    instance: str,
+    labels: InstanceLabels,
+    offset: tuple[int, int] | None,
+) -> int:
+    """Store what ``instance``'s files hold past ``offset``; returns the lines stored."""
+    return sum(store.ingest_chunks([c]) for c in chunks_of(logs_dir, instance, labels, offset))
 
 
 def tail_all(store: LogStore, logs_dir: Path, labels_of: Callable[[str], InstanceLabels]) -> int:
-    """One pass over every instance's files (blocking)."""
+    """One pass over every instance's files (blocking), stored in as few transactions as
+    the memory budget allows (each commit costs a WAL sync)."""
     offsets = store.offsets()
     total = 0
+    batch: list[Chunk] = []
+    size = 0
     for instance in instance_ids(logs_dir):
-        total += tail_instance(
-            store, logs_dir, instance, labels_of(instance), offsets.get(instance)
-        )
+        for chunk in chunks_of(logs_dir, instance, labels_of(instance), offsets.get(instance)):
+            batch.append(chunk)
+            size += len(chunk.data)
+            if size >= BATCH_BYTES:
+                total += store.ingest_chunks(batch)
+                batch, size = [], 0
+    if batch:
+        total += store.ingest_chunks(batch)
     return total
 
 
-__all__ = ["instance_ids", "tail_all", "tail_instance"]
+__all__ = ["chunks_of", "instance_ids", "tail_all", "tail_instance"]
