@@ -41,33 +41,39 @@ NEEDLE = "deadbeef-needle"
 
 
 def generate(logs_dir: Path, megabytes: int) -> tuple[int, int]:
-    """Shim files, round-robin over 16 instances; 1 line in 10,000 of app api has NEEDLE."""
+    """Shim files for 16 instances: a ~32 MB block of distinct lines per round, written
+    round after round until ``megabytes`` (later rounds repeat the lines with later times
+    so generation stays far faster than what is measured). In app api, 2 lines in 10,000
+    hold NEEDLE."""
     rnd = random.Random(11)
-    handles = {}
-    for app in APPS:
-        for ordinal in (0, 1):
-            iid = f"{app}-0123456789-{ordinal}"
-            handles[iid] = open(logs_dir / f"{iid}.log", "w")  # noqa: SIM115
+    ids = [f"{app}-0123456789-{ordinal}" for app in APPS for ordinal in (0, 1)]
+    per_instance = 2_000 * 8
+    texts = []
+    for n in range(per_instance):
+        words = " ".join(rnd.choice(WORDS) for _ in range(10))
+        texts.append(f"level=info req={n:x} {words}")
     t0 = time.time() - 3600
     size = lines = 0
     target = megabytes * 1_000_000
-    while size < target:
-        for iid, handle in handles.items():
-            chunk = []
-            for _ in range(2_000):
-                words = " ".join(rnd.choice(WORDS) for _ in range(10))
-                if iid.startswith("api-") and lines % 10_000 < 2:
-                    words += " " + NEEDLE
-                text = f"level=info req={lines:x} {words}"
-                chunk.append(
-                    f'{{"t": {t0 + lines * 1e-5:.6f}, "s": "stdout", "m": {json.dumps(text)}}}\n'
-                )
-                lines += 1
-            data = "".join(chunk)
-            handle.write(data)
-            size += len(data)
-    for handle in handles.values():
-        handle.close()
+    handles = {iid: open(logs_dir / f"{iid}.log", "w") for iid in ids}  # noqa: SIM115
+    try:
+        round_ = 0
+        while size < target:
+            for iid, handle in handles.items():
+                base = t0 + round_ * 10
+                chunk = []
+                for n, text in enumerate(texts):
+                    if iid.startswith("api-") and n % 10_000 < 2:
+                        text += " " + NEEDLE
+                    chunk.append(f'{{"t": {base + n * 1e-4:.6f}, "s": "stdout", "m": "{text}"}}\n')
+                data = "".join(chunk)
+                handle.write(data)
+                size += len(data)
+                lines += len(chunk)
+            round_ += 1
+    finally:
+        for handle in handles.values():
+            handle.close()
     return size, lines
 
 

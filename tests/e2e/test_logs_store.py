@@ -4,9 +4,15 @@ restart, a tampered segment caught by ``socle logs verify``, Loki push/query rou
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import socket
+import struct
 import sys
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -201,3 +207,100 @@ def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> Non
         assert response.status_code == 400, (bad, response.text)
         assert "query" in response.json()["message"]
     assert server.api("GET", "/loki/api/v1/label/a%20b/values").status_code == 400
+
+
+def _push(server: SocleServer, app: str, texts: list[str]) -> None:
+    now = time.time_ns()
+    body = {
+        "streams": [
+            {"stream": {"app": app}, "values": [[str(now + i), t] for i, t in enumerate(texts)]}
+        ]
+    }
+    response = server.api("POST", "/loki/api/v1/push", json=body)
+    assert response.status_code == 204, response.text
+
+
+def test_live_tail_over_the_api_streams_new_lines(server: SocleServer) -> None:
+    _push(server, "tailed", ["old 1", "old 2"])
+    headers = {"Authorization": f"Bearer {server.token}"}
+    params = {"query": '{app="tailed"} != "skip"', "limit": "1"}
+    with httpx.stream(
+        "GET", server.url + "/api/v1/logs/tail", params=params, headers=headers, timeout=30
+    ) as response:
+        assert response.status_code == 200
+        got = response.iter_lines()
+        assert json.loads(next(got))["line"] == "old 2"  # the last `limit` lines first
+        _push(server, "tailed", ["new 1", "skip me", "new 2"])
+        _push(server, "other", ["not this app"])
+        assert json.loads(next(got))["line"] == "new 1"
+        assert json.loads(next(got))["line"] == "new 2"
+
+
+def _ws_tail(server: SocleServer, query: str, token: str) -> tuple[int, socket.socket, bytes]:
+    """A minimal WebSocket client (the venv has none): handshake, then raw frames."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    path = "/loki/api/v1/tail?" + urllib.parse.urlencode({"query": query, "limit": "10"})
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    status = int(head.split(b" ", 2)[1]) if head else 0
+    return status, sock, head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
+
+
+def _frames(sock: socket.socket, buffered: bytes) -> Iterator[tuple[int, bytes]]:
+    data = buffered
+
+    def need(n: int) -> bytes:
+        nonlocal data
+        while len(data) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            data += chunk
+        out, data = data[:n], data[n:]
+        return out
+
+    while True:
+        first, second = need(2)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack(">H", need(2))[0]
+        elif size == 127:
+            size = struct.unpack(">Q", need(8))[0]
+        yield first & 0x0F, need(size)
+
+
+def test_loki_websocket_tail_needs_a_token_and_streams_lines(server: SocleServer) -> None:
+    _push(server, "ws", ["before"])
+    status, sock, rest = _ws_tail(server, '{app="ws"}', "not-a-token")
+    with sock:
+        # Refused: either no upgrade, or an upgrade closed at once with code 1008.
+        if status == 101:
+            opcode, payload = next(_frames(sock, rest))
+            assert opcode == 8 and struct.unpack(">H", payload[:2])[0] == 1008
+        else:
+            assert status in (401, 403)
+    status, sock, rest = _ws_tail(server, '{app="ws"}', server.token)
+    with sock:
+        assert status == 101
+        frames = _frames(sock, rest)
+        opcode, payload = next(frames)
+        assert opcode == 1
+        message = json.loads(payload)
+        assert message["streams"][0]["stream"] == {"app": "ws"}
+        assert message["streams"][0]["values"][0][1] == "before"
+        _push(server, "ws", ["after"])
+        opcode, payload = next(frames)
+        assert json.loads(payload)["streams"][0]["values"][0][1] == "after"

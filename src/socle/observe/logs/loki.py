@@ -149,8 +149,9 @@ class Forwarder:
 
     It follows the store by sequence number (``fetch(after_seq, limit)``), so the store is
     the buffer: nothing is held in memory but one batch. While Loki is down the backlog
-    grows; past ``max_backlog`` lines the oldest are skipped (counted in ``dropped``) so
-    that a Loki gone for days cannot make the catch-up unbounded.
+    grows; past ``max_backlog`` lines the oldest are skipped (counted in ``dropped``, by
+    sequence numbers, which a failed write may leave holes in) so that a Loki gone for days
+    cannot make the catch-up unbounded.
     """
 
     def __init__(

@@ -193,8 +193,11 @@ class LogStore:
         # Rows sealed before a crash (chain line written, delete lost) are dropped; a
         # sequence behind the chain (hot.duckdb lost) is moved past it.
         con.execute("DELETE FROM hot WHERE seq <= ?", [chain.max_seq])
-        row = con.execute("SELECT nextval('line_seq')").fetchone()
-        if row is not None and int(row[0]) <= chain.max_seq:
+        row = con.execute(
+            "SELECT coalesce(last_value, start_value - 1) FROM duckdb_sequences() "
+            "WHERE sequence_name = 'line_seq'"
+        ).fetchone()
+        if row is not None and int(row[0]) < chain.max_seq:
             con.execute("DROP SEQUENCE line_seq")
             con.execute(f"CREATE SEQUENCE line_seq START {int(chain.max_seq) + 1}")
         known = {seg.file for seg in chain.segments.values()}
