@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -531,20 +532,31 @@ class LogStore:
         else:
             group_params, exprs, names = [], [*STREAM_LABELS, "labels"], [*STREAM_LABELS, "labels"]
         value = "sum(length(line))" if query.func.startswith("bytes") else "count(*)"
-        if query.func in ("rate", "bytes_rate"):
-            value = f"{value} / {query.range_seconds}"
+        per_second = query.func in ("rate", "bytes_rate")
         keys = [f"k{i}" for i in range(len(exprs))]
         inner_keys = "".join(f", {e} AS {k}" for e, k in zip(exprs, keys, strict=True))
         agg = query.aggregation or "sum"
         group = "".join(f", {k}" for k in keys)
+        columns = ", ".join([*STREAM_LABELS, "labels"])
+        # Lines are first counted per bucket of width gcd(step, range), aligned on the
+        # steps, so that each window (step - range, step] is a whole number of buckets:
+        # each step then sums a few buckets instead of joining every line to every
+        # window that holds it (range/step times).
+        step = max(step, 1)
+        width = math.gcd(step, rng)
+        base = start - rng - width  # aligned on the steps, below every line of the source
         sql = (
-            f"WITH src AS ({source}), steps AS (SELECT range AS step FROM range(?, ?, ?)), "  # noqa: S608
-            f"per AS (SELECT step, {', '.join(STREAM_LABELS)}, labels{inner_keys}, "
-            f"{value} AS v FROM steps JOIN src ON src.ts > step - ? AND src.ts <= step "
-            f"WHERE {where.clause()} GROUP BY ALL) "
-            f"SELECT step{group}, {agg}(v) FROM per GROUP BY step{group} ORDER BY step"
+            f"WITH src AS ({source}), "  # noqa: S608
+            f"buckets AS (SELECT {base} + ((ts - {base} + {width - 1}) // {width}) * {width}"
+            f" AS bend, {columns}{inner_keys}, {value} AS v FROM src"
+            f" WHERE {where.clause()} GROUP BY ALL), "
+            "steps AS (SELECT range AS step FROM range(?, ?, ?)), "
+            f"per AS (SELECT step, {columns}{group}, sum(v) AS v FROM steps JOIN buckets"
+            f" ON bend > step - {rng} AND bend <= step GROUP BY ALL) "
+            f"SELECT step{group}, {agg}(v{f' / {query.range_seconds}' if per_second else ''})"
+            f" FROM per GROUP BY step{group} ORDER BY step"
         )
-        all_params = [*params, start, end + 1, max(step, 1), *group_params, rng, *where.params]
+        all_params = [*params, *group_params, *where.params, start, end + 1, step]
         cur = self._cursor()
         try:
             rows = cur.execute(sql, all_params).fetchall()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from socle.observe.logs.chain import SEGMENTS, verify
-from socle.observe.logs.logql import LogQuery, parse
+from socle.observe.logs.logql import LogQuery, MetricQuery, parse
 from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore
 from socle.observe.logs.tail import tail_all
 from socle.redact import Redactor
@@ -206,3 +206,52 @@ def test_secret_values_are_masked_before_they_are_stored(tmp_path: Path) -> None
     for path in (tmp_path / "store").rglob("*"):
         if path.is_file():
             assert b"hunter2-s3cret" not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("range_s", "step_s"), [(60, 60), (300, 60), (60, 300), (90, 60), (7, 3), (3600, 1)]
+)
+def test_counts_over_time_match_a_direct_count(store: LogStore, range_s: int, step_s: int) -> None:
+    import random
+
+    rnd = random.Random(range_s * 1000 + step_s)
+    base = 1_700_000_000 * NS
+    times = sorted(base + rnd.randrange(0, 1800 * NS) for _ in range(3000))
+    store.push([Entry(t, f"x {i}", {"app": "a" if i % 3 else "b"}) for i, t in enumerate(times)])
+    start, end = base + 600 * NS, base + 1800 * NS
+    for text in (
+        f'count_over_time({{app=~"a|b"}}[{range_s}s])',
+        f'sum by (app) (rate({{app=~"a|b"}}[{range_s}s]))',
+        f'sum(count_over_time({{app=~"a|b"}}[{range_s}s]))',
+        f'max(bytes_over_time({{app=~"a|b"}}[{range_s}s]))',
+    ):
+        query = parse(text)
+        assert isinstance(query, MetricQuery)
+        got = {
+            (tuple(sorted(s.labels.items())), t): v
+            for s in store.metric(query, start, end, step_s * NS)
+            for t, v in s.points
+        }
+        want: dict[tuple[tuple[tuple[str, str], ...], int], float] = {}
+        for step in range(start, end + 1, step_s * NS):
+            per_app: dict[str, float] = {}
+            for i, t in enumerate(times):
+                if step - range_s * NS < t <= step:
+                    app = "a" if i % 3 else "b"
+                    size = len(f"x {i}") if "bytes" in text else 1
+                    per_app[app] = per_app.get(app, 0) + size
+            if not per_app:
+                continue
+            if text.startswith("count_over_time"):
+                for app, v in per_app.items():
+                    want[((("app", app),), step)] = v
+            elif text.startswith("sum by"):
+                for app, v in per_app.items():
+                    want[((("app", app),), step)] = v / range_s
+            elif text.startswith("sum("):
+                want[((), step)] = sum(per_app.values())
+            else:
+                want[((), step)] = max(per_app.values())
+        assert got.keys() == want.keys(), text
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value), (text, key)
