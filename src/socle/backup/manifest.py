@@ -45,6 +45,8 @@ EXCLUDED = {
     "secrets-dev-unseal.key": "the dev-mode unseal key; never stored next to the ciphertext",
     "run/": "records of running instances; they belong to the host that runs them",
     "logs/": "instance logs",
+    "logstore/": "the log store; copy its sealed segments with chain.jsonl to archive logs "
+    "(`socle logs verify` checks them)",
     "backups/": "other backups",
 }
 """Left out of every backup on purpose, and said so in the manifest."""

@@ -323,6 +323,15 @@ class LogStore:
             rows = con.execute("SELECT instance, inode, pos FROM offsets").fetchall()
         return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
 
+    def forget(self, instances: list[str]) -> None:
+        """Drop the offsets and labels of instances whose files are gone (GC'd)."""
+        if not instances:
+            return
+        con, _ = self._need()
+        with self._lock:
+            con.execute("DELETE FROM offsets WHERE list_contains(?, instance)", [instances])
+            con.execute("DELETE FROM instances WHERE list_contains(?, id)", [instances])
+
     def remember(self, instance: str, labels: InstanceLabels) -> None:
         con, _ = self._need()
         with self._lock:

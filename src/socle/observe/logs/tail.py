@@ -31,7 +31,12 @@ MAX_LINE_BYTES = 128 * 1024
 def instance_ids(logs_dir: Path) -> list[str]:
     if not logs_dir.is_dir():
         return []
-    return sorted(p.name[:-4] for p in logs_dir.glob("*.log"))
+    ids = set()
+    for path in logs_dir.glob("*.log*"):
+        name, _, suffix = path.name.rpartition(".log")
+        if name and (not suffix or suffix[1:].isdigit()):
+            ids.add(name)  # ``<id>.log`` or a backup ``<id>.log.N`` (mid-rotation)
+    return sorted(ids)
 
 
 def _read(path: Path, inode: int, pos: int, whole: bool) -> bytes | None:
@@ -114,7 +119,9 @@ def tail_all(store: LogStore, logs_dir: Path, labels_of: Callable[[str], Instanc
     total = 0
     batch: list[Chunk] = []
     size = 0
-    for instance in instance_ids(logs_dir):
+    present = instance_ids(logs_dir)
+    store.forget(sorted(set(offsets) - set(present)))
+    for instance in present:
         for chunk in chunks_of(logs_dir, instance, labels_of(instance), offsets.get(instance)):
             batch.append(chunk)
             size += len(chunk.data)

@@ -13,7 +13,7 @@ import pytest
 from socle.observe.logs.chain import SEGMENTS, verify
 from socle.observe.logs.logql import LogQuery, MetricQuery, parse
 from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore
-from socle.observe.logs.tail import tail_all
+from socle.observe.logs.tail import instance_ids, tail_all
 from socle.redact import Redactor
 from socle.runtime.local.shim import Log
 
@@ -255,3 +255,24 @@ def test_counts_over_time_match_a_direct_count(store: LogStore, range_s: int, st
         assert got.keys() == want.keys(), text
         for key, value in want.items():
             assert got[key] == pytest.approx(value), (text, key)
+
+
+def test_instances_are_found_mid_rotation_and_forgotten_once_gone(
+    store: LogStore, tmp_path: Path
+) -> None:
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    Log(str(logs_dir / "shimmed-abc-0.log"), 10**6, 2).write_lines("stdout", [b"one"])
+    tail_all(store, logs_dir, lambda _: LABELS)
+    # Between the shim's rename to .log.1 and its new .log, only the backup exists.
+    (logs_dir / "shimmed-abc-0.log").rename(logs_dir / "shimmed-abc-0.log.1")
+    assert instance_ids(logs_dir) == ["shimmed-abc-0"]
+    tail_all(store, logs_dir, lambda _: LABELS)
+    assert "shimmed-abc-0" in store.offsets()
+    Log(str(logs_dir / "shimmed-abc-0.log"), 10**6, 2).write_lines("stdout", [b"two"])
+    tail_all(store, logs_dir, lambda _: LABELS)
+    assert everything(store, '{app="shimmed"}') == ["one", "two"]
+    for path in logs_dir.iterdir():
+        path.unlink()
+    tail_all(store, logs_dir, lambda _: LABELS)
+    assert store.offsets() == {}
