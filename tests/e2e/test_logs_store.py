@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+from tests.e2e.socle_fixture import SOCLE, SocleServer, wait_for, write_repo
 from tests.e2e.test_secrets_apps import vault
 
 PRINTER = (
@@ -98,10 +99,23 @@ def test_no_line_lost_or_doubled_across_a_restart_and_tamper_is_detected(
     logql = '{app="printer"} |= "tick"'
     wait_for(lambda: len(lines(server, logql, limit=1000)) == 200, 60, "200 lines")
     server.cli("logs", "seal")
-    server.stop(keep_apps=True)
+    _push(server, "pushed", [f"hot {i}" for i in range(50)])  # not sealed: only in the WAL
+    server.kill9()  # no shutdown at all: DuckDB replays its WAL at the next start
     server.start()
     time.sleep(1.5)  # a few passes of the restarted store over the same files
     assert len(lines(server, logql, limit=1000)) == 200
+    assert len(lines(server, '{app="pushed"}', limit=1000)) == 50
+    follow = subprocess.Popen(
+        [SOCLE, "logs", "printer", "--follow"], env=server.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert follow.stdout is not None
+        assert "tick 0" in follow.stdout.readline()  # `socle logs APP --follow` still works
+    finally:
+        follow.kill()
+        follow.wait(10)
+        if follow.stdout is not None:
+            follow.stdout.close()
     assert server.cli("logs", "verify").returncode == 0
     segment = next((server.home / "logstore" / "segments").glob("*.parquet"))
     data = bytearray(segment.read_bytes())
