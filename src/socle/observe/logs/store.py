@@ -161,6 +161,8 @@ class LogStore:
         retention_bytes: int = 10 * 1024**3,
         segment_seconds: float = 3600.0,
         segment_rows: int = 2_000_000,
+        memory_limit: str = "1GB",
+        query_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
@@ -169,6 +171,8 @@ class LogStore:
         self.retention_bytes = retention_bytes
         self.segment_seconds = segment_seconds
         self.segment_rows = segment_rows
+        self.memory_limit = memory_limit
+        self.query_timeout = query_timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -182,8 +186,17 @@ class LogStore:
     def open(self) -> None:
         private_dir(self.root)
         private_dir(self.root / chain_mod.SEGMENTS)
+        private_dir(self.root / "tmp")
         try:
-            con = duckdb.connect(str(self.root / "hot.duckdb"))
+            # Bounded: DuckDB would take 80 % of the host's memory by default; big sorts
+            # and aggregations spill to the store's own temporary folder instead.
+            con = duckdb.connect(
+                str(self.root / "hot.duckdb"),
+                config={
+                    "memory_limit": self.memory_limit,
+                    "temp_directory": str(self.root / "tmp"),
+                },
+            )
         except duckdb.Error as exc:
             raise LogStoreError(
                 f"cannot open the log store {self.root / 'hot.duckdb'}: {exc}",
@@ -483,6 +496,25 @@ class LogStore:
         con, _ = self._need()
         return con.cursor()
 
+    def _run(self, sql: str, params: list[object]) -> list[tuple[Any, ...]]:
+        """A read on its own cursor, interrupted past ``query_timeout`` (a query over
+        years of logs must not hold a worker thread for ever)."""
+        cur = self._cursor()
+        timer = threading.Timer(self.query_timeout, cur.interrupt)
+        timer.start()
+        try:
+            return cur.execute(sql, params).fetchall()
+        except duckdb.InterruptException:
+            raise LogQLError(
+                f"query: took longer than {self.query_timeout:g} s and was stopped",
+                hint="narrow the time range (since/start) or add an app= matcher",
+            ) from None
+        except duckdb.Error as exc:
+            raise LogQLError(f"query: {str(exc).splitlines()[0][:300]}") from exc
+        finally:
+            timer.cancel()
+            cur.close()
+
     def select(
         self,
         query: LogQuery,
@@ -508,13 +540,7 @@ class LogStore:
             f"SELECT seq, ts, {', '.join(STREAM_LABELS)}, labels, trace_id, line FROM ({source}) "  # noqa: S608
             f"WHERE {where.clause()} ORDER BY {order} LIMIT ?"
         )
-        cur = self._cursor()
-        try:
-            rows = cur.execute(sql, [*params, *where.params, limit]).fetchall()
-        except duckdb.Error as exc:
-            raise LogQLError(f"query: {str(exc).splitlines()[0][:300]}") from exc
-        finally:
-            cur.close()
+        rows = self._run(sql, [*params, *where.params, limit])
         width = len(STREAM_LABELS)
         return [
             Row(
@@ -566,13 +592,7 @@ class LogStore:
             f" FROM per GROUP BY step{group} ORDER BY step"
         )
         all_params = [*params, *group_params, *where.params, start, end + 1, step]
-        cur = self._cursor()
-        try:
-            rows = cur.execute(sql, all_params).fetchall()
-        except duckdb.Error as exc:
-            raise LogQLError(f"query: {str(exc).splitlines()[0][:300]}") from exc
-        finally:
-            cur.close()
+        rows = self._run(sql, all_params)
         series: dict[tuple[Any, ...], list[tuple[int, float]]] = {}
         for r in rows:
             series.setdefault(tuple(r[1:-1]), []).append((int(r[0]), float(r[-1])))
@@ -615,11 +635,7 @@ class LogStore:
                 f"WHERE ts BETWEEN ? AND ? AND {column} IS NOT NULL"
             )
             params += [files, start, end]
-        cur = self._cursor()
-        try:
-            return [str(r[0]) for r in cur.execute(sql, params).fetchall()]
-        finally:
-            cur.close()
+        return [str(r[0]) for r in self._run(sql, params)]
 
 
 __all__ = ["Chunk", "Entry", "InstanceLabels", "LogStore", "LogStoreError", "Row", "Series"]

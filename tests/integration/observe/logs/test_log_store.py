@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from socle.observe.logs.chain import SEGMENTS, verify
-from socle.observe.logs.logql import LogQuery, MetricQuery, parse
+from socle.observe.logs.logql import LogQLError, LogQuery, MetricQuery, parse
 from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore
 from socle.observe.logs.tail import instance_ids, tail_all
 from socle.redact import Redactor
@@ -276,3 +276,19 @@ def test_instances_are_found_mid_rotation_and_forgotten_once_gone(
         path.unlink()
     tail_all(store, logs_dir, lambda _: LABELS)
     assert store.offsets() == {}
+
+
+def test_a_query_past_its_time_limit_is_stopped_with_a_reason(tmp_path: Path) -> None:
+    store = LogStore(tmp_path / "store", query_timeout=0.2)
+    store.open()
+    try:
+        # Stands for a query over years of logs: minutes of work on any machine.
+        with pytest.raises(LogQLError) as info:
+            store._run("SELECT count(*) FROM range(1000000000000) t(x) WHERE x % 7 = 3", [])
+        assert "was stopped" in info.value.message
+        assert info.value.http_status == 400
+        # The store still answers afterwards.
+        store.push([Entry(1, "still here", {"app": "a"})])
+        assert everything(store, '{app="a"}') == ["still here"]
+    finally:
+        store.close()
