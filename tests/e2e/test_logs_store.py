@@ -176,6 +176,13 @@ def test_loki_push_and_query_round_trip_with_a_plain_http_client(server: SocleSe
     assert {"app", "env", "job"} <= set(labels["data"])
     values = httpx.get(server.url + "/loki/api/v1/label/job/values", headers=headers).json()
     assert values == {"status": "success", "data": ["promtail"]}
+    series = httpx.get(
+        server.url + "/loki/api/v1/series", params={"match[]": '{job="promtail"}'}, headers=headers
+    ).json()
+    assert series == {
+        "status": "success",
+        "data": [{"app": "edge", "env": "prod", "job": "promtail"}],
+    }
 
 
 def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> None:

@@ -274,6 +274,28 @@ async def loki_label_values(
     return {"status": "success", "data": values}
 
 
+@loki_router.get("/series")
+async def loki_series(
+    ctx: Ctx,
+    _: Who,
+    match: Annotated[list[str], Query(alias="match[]")],
+    start: str | None = None,
+    end: str | None = None,
+    since: str | None = None,
+) -> dict[str, Any]:
+    """The streams matching any of the ``match[]`` selectors."""
+    service = _service(ctx)
+    start_ns, end_ns = _window(start, end, since or "6h")
+    found: dict[str, dict[str, str]] = {}
+    for text in match[:20]:
+        parsed = _parse(text)
+        if not isinstance(parsed, LogQuery):
+            raise ConfigError('match[]: must be a stream selector, e.g. {app="api"}')
+        for labels in await asyncio.to_thread(service.store.series, parsed, start_ns, end_ns):
+            found[json.dumps(labels, sort_keys=True)] = labels
+    return {"status": "success", "data": list(found.values())}
+
+
 @loki_router.websocket("/tail")
 async def loki_tail(websocket: WebSocket) -> None:
     """Loki's live tail: one JSON message ``{"streams": [...]}`` per batch of new lines."""

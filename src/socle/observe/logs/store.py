@@ -605,6 +605,20 @@ class LogStore:
             out.append(Series(labels, points))
         return out
 
+    def series(
+        self, query: LogQuery, start: int, end: int, limit: int = 10_000
+    ) -> list[dict[str, str]]:
+        """The distinct streams (label sets) that ``query``'s selector matches."""
+        where = compile_where(LogQuery(query.matchers))
+        source, params = self._source(query, start, end)
+        sql = (
+            f"SELECT DISTINCT {', '.join(STREAM_LABELS)}, labels FROM ({source}) "  # noqa: S608
+            f"WHERE {where.clause()} LIMIT ?"
+        )
+        width = len(STREAM_LABELS)
+        rows = self._run(sql, [*params, *where.params, limit])
+        return [_stream_labels(r[:width], r[width]) for r in rows]
+
     def label_names(self, start: int, end: int) -> list[str]:
         values = self._distinct("labels", start, end)
         names = {n for n in STREAM_LABELS if self._distinct(n, start, end)}
