@@ -69,6 +69,15 @@ def test_app_output_is_queried_with_logql_and_secrets_are_masked(
     errors = lines(dev_server, '{app="printer"} | json | level="error"', limit=1000)
     assert sorted(json.loads(e)["n"] for e in errors) == list(range(0, 200, 10))
     assert lines(dev_server, '{app="printer", stream="stderr"}') == ["boom on stderr"]
+    [row] = query(dev_server, '{app="printer", stream="stderr"}')["lines"]
+    instance = dev_server.app("printer")["instances"][0]
+    assert row["labels"] == {
+        "app": "printer",
+        "env": "default",
+        "instance": instance["id"],
+        "release": instance["release"],
+        "stream": "stderr",
+    }
     assert len(lines(dev_server, '{app="printer"} |~ `"tick 1[0-9]"`')) == 10
     assert lines(dev_server, '{app="printer"} |= "token is"') == ["token is ****"]
     # Counts over time, and the CLI.

@@ -266,24 +266,14 @@ class LogsComponent:
 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
-        self._known: dict[str, InstanceLabels] = {}
 
-    def _labels_of(self, instance: str) -> InstanceLabels:
-        """An instance's labels: the runtime's, else those remembered from an earlier run."""
-        plane = self._plane
-        store = need(plane.logs, "logs").store
-        if plane.driver is not None:
-            for status in plane.driver.instances():
-                labels = InstanceLabels(status.app, status.environment, str(status.release))
-                if self._known.get(status.id) != labels:
-                    store.remember(status.id, labels)
-                    self._known[status.id] = labels
-        if instance not in self._known:
-            self._known.update(store.remembered())
-        if instance in self._known:
-            return self._known[instance]
-        app = instance.rsplit("-", 2)[0] if instance.count("-") >= 2 else instance
-        return InstanceLabels(app, "default", "")
+    def _instances(self) -> dict[str, InstanceLabels]:
+        driver = self._plane.driver
+        if driver is None:
+            return {}
+        return {
+            s.id: InstanceLabels(s.app, s.environment, str(s.release)) for s in driver.instances()
+        }
 
     async def start(self) -> None:
         plane = self._plane
@@ -299,7 +289,7 @@ class LogsComponent:
         service = LogService(
             store,
             settings.logs_dir,
-            self._labels_of,
+            self._instances,
             plane.monitor.group("logs"),
             loki_url=settings.loki_url,
         )

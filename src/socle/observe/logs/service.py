@@ -78,13 +78,15 @@ class StoreHandler(logging.Handler):
 
 
 class LogService:
-    """See the module docstring; ``labels_of`` names the app/env/release of an instance."""
+    """See the module docstring. ``instances`` gives the runtime's instances and their
+    labels (called on the event loop, before each pass: the runtime is not thread-safe);
+    labels seen once are remembered in the store, for files of instances gone since."""
 
     def __init__(
         self,
         store: LogStore,
         logs_dir: Path,
-        labels_of: Callable[[str], InstanceLabels],
+        instances: Callable[[], dict[str, InstanceLabels]],
         tasks: TaskGroup,
         *,
         tick: float = 0.5,
@@ -93,7 +95,8 @@ class LogService:
     ) -> None:
         self.store = store
         self._logs_dir = logs_dir
-        self._labels_of = labels_of
+        self._instances = instances
+        self._known: dict[str, InstanceLabels] = {}
         self._tasks = tasks
         self._tick = tick
         self.handler = StoreHandler(env, f"{os.uname().nodename}:{os.getpid()}")
@@ -126,9 +129,23 @@ class LogService:
     async def run_pass(self) -> int:
         """One pass (also what tests call to not wait for the timer); returns lines stored."""
         async with self._pass_lock:
-            return await asyncio.to_thread(self._pass)
+            return await asyncio.to_thread(self._pass, self._instances())
 
-    def _pass(self) -> int:
+    def _labels_of(self, instance: str) -> InstanceLabels:
+        known = self._known.get(instance)
+        if known is not None:
+            return known
+        # Never seen: the instance id is ``<app>-<template>-<ordinal>``.
+        app = instance.rsplit("-", 2)[0] if instance.count("-") >= 2 else instance
+        return InstanceLabels(app, "default", "")
+
+    def _pass(self, current: dict[str, InstanceLabels]) -> int:
+        if not self._known:
+            self._known = self.store.remembered()
+        for instance, labels in current.items():
+            if self._known.get(instance) != labels:
+                self.store.remember(instance, labels)
+                self._known[instance] = labels
         stored = self.store.push(self.handler.drain())
         stored += tail_all(self.store, self._logs_dir, self._labels_of)
         if self.store.due():
