@@ -41,36 +41,34 @@ NEEDLE = "deadbeef-needle"
 
 
 def generate(logs_dir: Path, megabytes: int) -> tuple[int, int]:
-    """Shim files for 16 instances: a ~32 MB block of distinct lines per round, written
-    round after round until ``megabytes`` (later rounds repeat the lines with later times
-    so generation stays far faster than what is measured). In app api, 2 lines in 10,000
-    hold NEEDLE."""
+    """Shim files for 16 instances: one ~2 MB block of distinct lines per instance, written
+    again and again until ``megabytes`` (so that generating 1 GB takes seconds, not
+    minutes; repeated lines cost the store the same as new ones). In app api, 2 lines in
+    10,000 hold NEEDLE."""
     rnd = random.Random(11)
     ids = [f"{app}-0123456789-{ordinal}" for app in APPS for ordinal in (0, 1)]
-    per_instance = 2_000 * 8
-    texts = []
-    for n in range(per_instance):
-        words = " ".join(rnd.choice(WORDS) for _ in range(10))
-        texts.append(f"level=info req={n:x} {words}")
     t0 = time.time() - 3600
+    blocks: dict[str, bytes] = {}
+    per_block = 0
+    for iid in ids:
+        chunk = []
+        for n in range(16_000):
+            words = " ".join(rnd.choice(WORDS) for _ in range(10))
+            text = f"level=info req={n:x} {words}"
+            if iid.startswith("api-") and n % 10_000 < 2:
+                text += " " + NEEDLE
+            chunk.append(f'{{"t": {t0 + n * 1e-3:.6f}, "s": "stdout", "m": "{text}"}}\n')
+        blocks[iid] = "".join(chunk).encode()
+        per_block = len(chunk)
     size = lines = 0
     target = megabytes * 1_000_000
-    handles = {iid: open(logs_dir / f"{iid}.log", "w") for iid in ids}  # noqa: SIM115
+    handles = {iid: open(logs_dir / f"{iid}.log", "wb") for iid in ids}  # noqa: SIM115
     try:
-        round_ = 0
         while size < target:
             for iid, handle in handles.items():
-                base = t0 + round_ * 10
-                chunk = []
-                for n, text in enumerate(texts):
-                    if iid.startswith("api-") and n % 10_000 < 2:
-                        text += " " + NEEDLE
-                    chunk.append(f'{{"t": {base + n * 1e-4:.6f}, "s": "stdout", "m": "{text}"}}\n')
-                data = "".join(chunk)
-                handle.write(data)
-                size += len(data)
-                lines += len(chunk)
-            round_ += 1
+                handle.write(blocks[iid])
+                size += len(blocks[iid])
+                lines += per_block
     finally:
         for handle in handles.values():
             handle.close()
