@@ -90,8 +90,8 @@ def test_failed_background_task_shows_in_status(
     assert [c["state"] for c in before["components"]] == ["running"] * len(before["components"])
     names = [c["name"] for c in before["components"]]
     assert names == [
-        "store", "leader-lease", "secrets", "runtime", "volumes", "network", "engine",
-        "volume-backups", "consul", "api",
+        "store", "leader-lease", "secrets", "runtime", "logs", "volumes", "network",
+        "engine", "volume-backups", "consul", "api",
     ]  # fmt: skip
 
     # The build outlives the table: the apply's background task cannot record its outcome.
