@@ -20,6 +20,7 @@ import httpx
 
 from tests.e2e.socle_fixture import SOCLE, SocleServer, wait_for, write_repo
 from tests.e2e.test_secrets_apps import vault
+from tests.integration.observe.logs.test_loki_forward import MockLoki
 
 PRINTER = (
     "import json, sys, time\n"
@@ -334,3 +335,21 @@ def test_loki_websocket_tail_needs_a_token_and_streams_lines(server: SocleServer
         _push(server, "ws", ["after"])
         opcode, payload = next(frames)
         assert json.loads(payload)["streams"][0]["values"][0][1] == "after"
+
+
+def test_lines_are_forwarded_to_a_configured_loki(tmp_path: Path, socle_env: dict) -> None:
+    # A mock Loki: Grafana Loki cannot be installed on this machine (docs/observe.md).
+    loki = MockLoki()
+    env = dict(socle_env, SOCLE_LOKI_URL=loki.url)
+    server = SocleServer(home=tmp_path / "home", env=env)
+    server.start()
+    try:
+        _push(server, "fwd", ["to loki 1", "to loki 2"])
+        wait_for(lambda: "to loki 2" in loki.lines, 30, "lines at the mock Loki")
+        assert {"app": "fwd"} in loki.labels
+        stats = server.api("GET", "/api/v1/logs/stats").json()
+        assert stats["forward"]["sent"] >= 2 and stats["forward"]["dropped"] == 0
+    finally:
+        server.cleanup()
+        loki.server.shutdown()
+        loki.server.server_close()
