@@ -133,6 +133,7 @@ async def tail_logs(
     if not isinstance(parsed, LogQuery):
         raise ConfigError("query: tail needs a log query, not a metric query")
     start = time.time_ns() - int(_duration(since, "since") * NS) if since else None
+    service.check_tail_capacity()
 
     async def lines() -> AsyncIterator[bytes]:
         async for row in service.tail(parsed, start=start, limit=limit):
@@ -311,6 +312,7 @@ async def loki_tail(websocket: WebSocket) -> None:
         limit = min(int(websocket.query_params.get("limit", "100")), MAX_LIMIT)
         start_raw = websocket.query_params.get("start")
         start = loki.parse_time(start_raw, "start") if start_raw else None
+        ctx.logs.check_tail_capacity()
     except (SocleError, ValueError) as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return

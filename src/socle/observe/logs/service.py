@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from socle.errors import SocleError
 from socle.observe.logs.logql import LogQuery
 from socle.observe.logs.loki import Forwarder
 from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore, Row
@@ -27,6 +28,12 @@ from socle.tasks import TaskGroup
 log = logging.getLogger("socle.observe.logs")
 
 TAIL_POLL = 0.5
+
+
+class TooManyTails(SocleError):
+    """As many live tails are open as the server follows at once."""
+
+    http_status = 429
 
 
 class StoreHandler(logging.Handler):
@@ -92,6 +99,7 @@ class LogService:
         tick: float = 0.5,
         env: str = "default",
         loki_url: str = "",
+        max_tails: int = 64,
     ) -> None:
         self.store = store
         self._logs_dir = logs_dir
@@ -101,6 +109,8 @@ class LogService:
         self._tick = tick
         self.handler = StoreHandler(env, f"{os.uname().nodename}:{os.getpid()}")
         self._pass_lock = asyncio.Lock()
+        self.tails = 0
+        self.max_tails = max_tails
         self.forwarder = Forwarder(loki_url, self._after, self.store.last_seq) if loki_url else None
 
     def _after(self, seq: int, limit: int) -> list[Row]:
@@ -169,6 +179,25 @@ class LogService:
         """The last ``limit`` lines (or those after ``start``), then new lines as they are
         stored (followed by store order, so a line stored late is not missed), until the
         caller stops iterating."""
+        self.tails += 1
+        try:
+            async for row in self._tail(query, start=start, limit=limit):
+                yield row
+        finally:
+            self.tails -= 1
+
+    def check_tail_capacity(self) -> None:
+        """Refuse a new live tail past ``max_tails`` (each one polls the store twice a
+        second: a client must not be able to open thousands)."""
+        if self.tails >= self.max_tails:
+            raise TooManyTails(
+                f"{self.tails} live tails are open, the most this server follows at once",
+                hint="close another tail, or query with --since instead of --follow",
+            )
+
+    async def _tail(
+        self, query: LogQuery, *, start: int | None = None, limit: int = 100
+    ) -> AsyncIterator[Row]:
         last = await asyncio.to_thread(self.store.last_seq)
         now = time.time_ns()
         if start is None:
@@ -191,4 +220,4 @@ class LogService:
             shown = {seq for seq in shown if seq > last}
 
 
-__all__ = ["LogService", "StoreHandler"]
+__all__ = ["LogService", "StoreHandler", "TooManyTails"]

@@ -1,0 +1,76 @@
+"""The log service: live tails follow new lines in store order and are bounded; Socle's own
+records reach the store through the handler, masked, and the handler's queue is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from socle.observe.logs.logql import LogQuery, parse
+from socle.observe.logs.service import LogService, StoreHandler, TooManyTails
+from socle.observe.logs.store import Entry, LogStore
+from socle.redact import Redactor
+from socle.tasks import TaskGroup
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[LogService]:
+    redactor = Redactor()
+    redactor.add("pa55word-xyz")
+    store = LogStore(tmp_path / "store", redact=redactor)
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    svc = LogService(store, logs_dir, dict, TaskGroup("logs"), max_tails=1, tick=0.05)
+    await svc.start()
+    yield svc
+    await svc.stop()
+
+
+def q(text: str) -> LogQuery:
+    query = parse(text)
+    assert isinstance(query, LogQuery)
+    return query
+
+
+async def test_a_tail_follows_new_lines_and_tails_are_bounded(service: LogService) -> None:
+    await service.push([Entry(1, "old", {"app": "t"})])
+    tail = service.tail(q('{app="t"}'), limit=10)
+    assert (await anext(tail)).line == "old"
+    with pytest.raises(TooManyTails):
+        service.check_tail_capacity()
+    # A line with an *older* timestamp stored later is still followed (store order).
+    await service.push([Entry(0, "late", {"app": "t"}), Entry(5, "new", {"app": "u"})])
+    assert (await asyncio.wait_for(anext(tail), 30)).line == "late"
+    await tail.aclose()
+    service.check_tail_capacity()  # the slot is free again
+
+
+async def test_own_records_are_stored_masked(service: LogService) -> None:
+    logging.getLogger("socle.test").warning("connecting with pa55word-xyz to %s", "db")
+    await service.run_pass()
+    rows = await service.select(q('{app="socle"} |= "connecting"'), 0, 2**62, limit=10)
+    assert [r.line for r in rows] == [
+        '{"level": "warning", "logger": "socle.test", "msg": "connecting with **** to db"}'
+    ]
+
+
+def test_the_handler_queue_is_bounded() -> None:
+    handler = StoreHandler("default", "host:1", capacity=3)
+    logger = logging.getLogger("socle.bounded-test")
+    logger.addHandler(handler)
+    try:
+        for i in range(5):
+            logger.warning("record %d", i)
+    finally:
+        logger.removeHandler(handler)
+    entries = handler.drain()
+    assert [e.line.split('"msg": ')[1] for e in entries] == [
+        '"record 2"}',
+        '"record 3"}',
+        '"record 4"}',
+    ]
+    assert handler.dropped == 2
