@@ -67,6 +67,9 @@ class Chain:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.segments: dict[int, Segment] = {}
+        self.gone: set[int] = set()
+        """Segments dropped by retention or replaced by a compaction (files may linger
+        after a crash: they are removed at the next open)."""
         self.head = GENESIS
         self.next_n = 1
         self.max_seq = 0
@@ -89,8 +92,12 @@ class Chain:
             self.segments[seg.n] = seg
             self.next_n = max(self.next_n, seg.n + 1)
             self.max_seq = max(self.max_seq, seg.max_seq)
+            for old in entry.get("replaces", []):
+                self.segments.pop(int(old), None)
+                self.gone.add(int(old))
         elif entry["kind"] == "drop":
             self.segments.pop(int(entry["n"]), None)
+            self.gone.add(int(entry["n"]))
 
     def append(self, entry: dict[str, Any]) -> None:
         """Write one line durably (fsync), then the head file; then apply it in memory."""
@@ -157,6 +164,9 @@ def verify(root: Path) -> Report:
         prev = claimed
         if entry.get("kind") == "seal":
             live[int(entry["n"])] = entry
+            for old in entry.get("replaces", []):  # a compaction: merged into this one
+                dropped.add(int(old))
+                live.pop(int(old), None)
         elif entry.get("kind") == "drop":
             dropped.add(int(entry["n"]))
             live.pop(int(entry["n"]), None)

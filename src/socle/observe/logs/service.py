@@ -161,6 +161,7 @@ class LogService:
         if self.store.due():
             self.store.seal()
         self.store.retain()
+        self.store.compact()
         return stored
 
     async def push(self, entries: list[Entry]) -> int:

@@ -85,6 +85,11 @@ _TRACE_OF_M = (
 )
 
 
+def _literal(text: str) -> str:
+    """A SQL string literal (for file paths of the store's own, in COPY statements)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 class LogStoreError(SocleError):
     """The log store could not do what was asked (its files, its database)."""
 
@@ -217,8 +222,12 @@ class LogStore:
         known = {seg.file for seg in chain.segments.values()}
         for path in (self.root / chain_mod.SEGMENTS).iterdir():
             stem = path.name.split(".")[0]
-            if path.name not in known and (not stem.isdigit() or int(stem) >= chain.next_n):
-                path.unlink()  # written by a seal that crashed before its chain line
+            if path.name in known:
+                continue
+            if not stem.isdigit() or int(stem) >= chain.next_n or int(stem) in chain.gone:
+                # Written by a seal that crashed before its chain line, or dropped or
+                # compacted by a run that crashed before the unlink.
+                path.unlink()
         count = con.execute("SELECT count(*) FROM hot").fetchone()
         self._hot_rows = int(count[0]) if count else 0
         self._hot_since = self._clock() if self._hot_rows else None
@@ -388,17 +397,9 @@ class LogStore:
             name = f"{n:08d}.parquet"
             tmp = self.root / chain_mod.SEGMENTS / (name + ".tmp")
             final = self.root / chain_mod.SEGMENTS / name
-            con.execute(
-                f"COPY (SELECT {', '.join(FIELDS)} FROM hot WHERE seq <= {max_seq} "  # noqa: S608
-                f"ORDER BY app, ts) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)"
+            self._write_segment(
+                con, f"SELECT {', '.join(FIELDS)} FROM hot WHERE seq <= {max_seq}", tmp, final
             )
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, final)
             chain.append(
                 {
                     "kind": "seal",
@@ -418,6 +419,68 @@ class LogStore:
             con.execute("CHECKPOINT")
             self._hot_rows = 0
             self._hot_since = None
+            return chain.segments[n]
+
+    @staticmethod
+    def _write_segment(
+        con: duckdb.DuckDBPyConnection, select: str, tmp: Path, final: Path
+    ) -> None:
+        """``select``'s rows, sorted by (app, time) so that row groups prune by app, into
+        an fsynced owner-only Parquet file at ``final``."""
+        con.execute(
+            f"COPY ({select} ORDER BY app, ts) TO {_literal(str(tmp))} "  # noqa: S608
+            "(FORMAT parquet, COMPRESSION zstd)"
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, final)
+
+    def compact(self, *, small_bytes: int = 64 << 20, min_run: int = 8) -> Segment | None:
+        """Merge the oldest run of at least ``min_run`` consecutive segments smaller than
+        ``small_bytes`` into one (so years of hourly segments stay a few files). Its seal
+        line names the segments it ``replaces``; they are unlinked after it."""
+        with self._lock:
+            con, chain = self._need()
+            run: list[Segment] = []
+            for seg in chain.live():
+                if seg.bytes < small_bytes and sum(s.bytes for s in run) < small_bytes * 4:
+                    run.append(seg)
+                elif len(run) >= min_run:
+                    break
+                else:
+                    run = [seg] if seg.bytes < small_bytes else []
+            if len(run) < max(min_run, 2):
+                return None
+            n = chain.next_n
+            name = f"{n:08d}.parquet"
+            tmp = self.root / chain_mod.SEGMENTS / (name + ".tmp")
+            final = self.root / chain_mod.SEGMENTS / name
+            files = ", ".join(_literal(str(chain.path(seg))) for seg in run)
+            self._write_segment(
+                con, f"SELECT {', '.join(FIELDS)} FROM read_parquet([{files}])", tmp, final
+            )
+            chain.append(
+                {
+                    "kind": "seal",
+                    "n": n,
+                    "file": name,
+                    "sha256": chain_mod.file_digest(final),
+                    "rows": sum(seg.rows for seg in run),
+                    "bytes": final.stat().st_size,
+                    "min_ts": min(seg.min_ts for seg in run),
+                    "max_ts": max(seg.max_ts for seg in run),
+                    "max_seq": max(seg.max_seq for seg in run),
+                    "apps": sorted({app for seg in run for app in seg.apps}),
+                    "replaces": [seg.n for seg in run],
+                    "sealed_at": round(self._clock(), 3),
+                }
+            )
+            for seg in run:
+                (self.root / chain_mod.SEGMENTS / seg.file).unlink(missing_ok=True)
             return chain.segments[n]
 
     def retain(self) -> list[int]:
