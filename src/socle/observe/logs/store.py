@@ -422,13 +422,11 @@ class LogStore:
             return chain.segments[n]
 
     @staticmethod
-    def _write_segment(
-        con: duckdb.DuckDBPyConnection, select: str, tmp: Path, final: Path
-    ) -> None:
+    def _write_segment(con: duckdb.DuckDBPyConnection, select: str, tmp: Path, final: Path) -> None:
         """``select``'s rows, sorted by (app, time) so that row groups prune by app, into
         an fsynced owner-only Parquet file at ``final``."""
         con.execute(
-            f"COPY ({select} ORDER BY app, ts) TO {_literal(str(tmp))} "  # noqa: S608
+            f"COPY ({select} ORDER BY app, ts) TO {_literal(str(tmp))} "
             "(FORMAT parquet, COMPRESSION zstd)"
         )
         fd = os.open(tmp, os.O_RDONLY)
