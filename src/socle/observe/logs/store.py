@@ -397,9 +397,8 @@ class LogStore:
             name = f"{n:08d}.parquet"
             tmp = self.root / chain_mod.SEGMENTS / (name + ".tmp")
             final = self.root / chain_mod.SEGMENTS / name
-            self._write_segment(
-                con, f"SELECT {', '.join(FIELDS)} FROM hot WHERE seq <= {max_seq}", tmp, final
-            )
+            select = f"SELECT {', '.join(FIELDS)} FROM hot WHERE seq <= {max_seq}"  # noqa: S608
+            self._write_segment(con, select, tmp, final)
             chain.append(
                 {
                     "kind": "seal",
@@ -458,9 +457,8 @@ class LogStore:
             tmp = self.root / chain_mod.SEGMENTS / (name + ".tmp")
             final = self.root / chain_mod.SEGMENTS / name
             files = ", ".join(_literal(str(chain.path(seg))) for seg in run)
-            self._write_segment(
-                con, f"SELECT {', '.join(FIELDS)} FROM read_parquet([{files}])", tmp, final
-            )
+            select = f"SELECT {', '.join(FIELDS)} FROM read_parquet([{files}])"  # noqa: S608
+            self._write_segment(con, select, tmp, final)
             chain.append(
                 {
                     "kind": "seal",
