@@ -34,7 +34,13 @@ class Redactor:
     def add(self, value: str) -> None:
         if len(value) < MIN_LENGTH:
             return
-        spellings = {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+        spellings = {
+            value,
+            repr(value)[1:-1],
+            json.dumps(value)[1:-1],
+            # JSON that keeps non-ASCII as is (the runtime's log files, most JSON loggers)
+            json.dumps(value, ensure_ascii=False)[1:-1],
+        }
         with self._lock:
             if spellings <= self._values:
                 return

@@ -67,3 +67,11 @@ def test_the_reader_feeds_the_redactor() -> None:
         3,
     )
     assert redactor("x secret/data/db#pw-value y") == f"x {MASK} y"
+
+
+def test_json_spelling_that_keeps_non_ascii_is_masked() -> None:
+    redactor = Redactor()
+    redactor.add('pä"ss-wörd')
+    # As the runtime's shim writes a line into its JSON-lines log file.
+    assert redactor('{"m": "x p\\u00e4\\"ss-w\\u00f6rd y"}') == '{"m": "x **** y"}'
+    assert redactor('{"m": "x pä\\"ss-wörd y"}') == '{"m": "x **** y"}'
