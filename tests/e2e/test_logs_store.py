@@ -238,6 +238,24 @@ def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> Non
         assert response.status_code == 400, (bad, response.text)
         assert "query" in response.json()["message"]
     assert server.api("GET", "/loki/api/v1/label/a%20b/values").status_code == 400
+    q = '{app="x"}'
+    for params, status, words in [
+        ({"query": q, "limit": "100000"}, 400, "limit"),
+        ({"query": q, "since": "yesterday"}, 400, "since"),
+        (
+            {"query": q, "start": "2030-01-01T00:00:00Z", "end": "2020-01-01T00:00:00Z"},
+            400,
+            "start",
+        ),
+        ({"query": f"count_over_time({q}[1m])", "since": "300d", "step": "1s"}, 400, "step"),
+        ({"query": q, "start": "not a time"}, 400, "not a time"),
+        ({"query": "   "}, 400, "missing"),
+    ]:
+        response = server.api("GET", "/api/v1/logs/query", params=params)
+        assert response.status_code == status, (params, response.text)
+        assert words in response.text
+    # Nothing above was stored or changed.
+    assert server.api("GET", "/api/v1/logs/query", params={"query": q}).json() == {"lines": []}
 
 
 def _push(server: SocleServer, app: str, texts: list[str]) -> None:
