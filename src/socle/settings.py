@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     max_secrets_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest request body of the Vault-compatible API (``/v1``), Vault's own default."""
 
+    max_log_push_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest Loki push body (``/loki/api/v1/push``)."""
+
     audit_dirs: str = ""
     """Extra folders (``:``-separated, absolute) where audit devices may write files;
     by default only ``home/audit/`` (or ``stdout``)."""

@@ -220,7 +220,7 @@ def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> Non
             "values[0]",
         ),
         (b"\x00\x01", "application/x-protobuf", 415, "protobuf"),
-        (b"x" * (2 * 1024 * 1024), "application/json", 413, ""),
+        (b"x" * (9 * 1024 * 1024), "application/json", 413, ""),  # past max_log_push_bytes
     ]
     for body, kind, status, words in cases:
         response = httpx.post(push, content=body, headers={**headers, "Content-Type": kind})

@@ -32,6 +32,9 @@ DEFAULT_API_BODY = 1024 * 1024
 
 DEFAULT_SECRETS_BODY = 32 * 1024 * 1024
 """The Vault API's own default ``max_request_size`` (32 MiB): KV values, PKI CSRs."""
+DEFAULT_LOG_PUSH_BODY = 8 * 1024 * 1024
+"""Loki pushes: a Promtail batch (1 MiB of lines by default) grows as JSON; 8 MiB holds
+one with room to spare."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ def guard(
     *,
     max_body_bytes: int = DEFAULT_API_BODY,
     max_secrets_body_bytes: int = DEFAULT_SECRETS_BODY,
+    max_log_push_bytes: int = DEFAULT_LOG_PUSH_BODY,
     body_timeout: float = 30.0,
 ) -> ASGIApp:
     """The whole control-plane app behind its edge: a request id, body limits, the token.
@@ -173,7 +177,10 @@ def guard(
     return RequestIdMiddleware(
         BodyLimit(
             TokenGate(app, tokens),
-            [BodyRule("/v1/", max_secrets_body_bytes)],
+            [
+                BodyRule("/v1/", max_secrets_body_bytes),
+                BodyRule("/loki/api/v1/push", max_log_push_bytes),
+            ],
             default_max_bytes=max_body_bytes,
             body_timeout=body_timeout,
         )

@@ -566,6 +566,7 @@ class ApiComponent:
             tokens,
             max_body_bytes=settings.max_body_bytes,
             max_secrets_body_bytes=settings.max_secrets_body_bytes,
+            max_log_push_bytes=settings.max_log_push_bytes,
             body_timeout=settings.body_timeout,
         )
         server = GranianServer(
