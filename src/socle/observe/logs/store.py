@@ -185,6 +185,7 @@ class LogStore:
         self._hot_since: float | None = None
         self._hot_rows = 0
         self._staging = root / "staging.jsonl"
+        self._offsets: dict[str, tuple[int, int]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -231,6 +232,10 @@ class LogStore:
         count = con.execute("SELECT count(*) FROM hot").fetchone()
         self._hot_rows = int(count[0]) if count else 0
         self._hot_since = self._clock() if self._hot_rows else None
+        self._offsets = {
+            str(r[0]): (int(r[1]), int(r[2]))
+            for r in con.execute("SELECT instance, inode, pos FROM offsets").fetchall()
+        }
         self._con, self._chain = con, chain
 
     def close(self) -> None:
@@ -332,6 +337,8 @@ class LogStore:
                         "INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)",
                         [[c.instance, c.inode, c.pos] for c in chunks],
                     )
+                for chunk in chunks:  # committed: the memory copy follows
+                    self._offsets[chunk.instance] = (chunk.inode, chunk.pos)
             finally:
                 for name, _ in staged:
                     with contextlib.suppress(FileNotFoundError):
@@ -340,10 +347,11 @@ class LogStore:
         return lines
 
     def offsets(self) -> dict[str, tuple[int, int]]:
-        con, _ = self._need()
+        """Committed (inode, position) per instance file (a copy of the table, kept in
+        memory so that an idle pass asks DuckDB nothing)."""
+        self._need()
         with self._lock:
-            rows = con.execute("SELECT instance, inode, pos FROM offsets").fetchall()
-        return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+            return dict(self._offsets)
 
     def forget(self, instances: list[str]) -> None:
         """Drop the offsets and labels of instances whose files are gone (GC'd)."""
@@ -353,6 +361,8 @@ class LogStore:
         with self._lock:
             con.execute("DELETE FROM offsets WHERE list_contains(?, instance)", [instances])
             con.execute("DELETE FROM instances WHERE list_contains(?, id)", [instances])
+            for instance in instances:
+                self._offsets.pop(instance, None)
 
     def remember(self, instance: str, labels: InstanceLabels) -> None:
         con, _ = self._need()
