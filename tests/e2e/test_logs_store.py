@@ -371,3 +371,49 @@ def test_lines_are_forwarded_to_a_configured_loki(tmp_path: Path, socle_env: dic
         server.cleanup()
         loki.server.shutdown()
         loki.server.server_close()
+
+
+def _workers() -> dict[int, int]:
+    """Log store workers running on this machine: pid -> parent pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if b"socle.observe.logs.worker" in cmdline:
+            found[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
+def test_the_engine_runs_in_a_worker_that_is_restarted_and_never_orphaned(
+    server: SocleServer,
+) -> None:
+    assert server.proc is not None
+    pid = json.loads((server.home / "server.json").read_text())["pid"]
+    # The control plane never loads the engine: it stays small.
+    assert "duckdb" not in Path(f"/proc/{pid}/maps").read_text()
+    [worker] = [w for w, parent in _workers().items() if parent == pid]
+    os.kill(worker, 9)
+    _push_until = time.monotonic() + 30
+    while True:  # pushes fail while the worker is down, then work again
+        response = server.api(
+            "POST",
+            "/loki/api/v1/push",
+            json={
+                "streams": [{"stream": {"app": "again"}, "values": [[str(time.time_ns()), "x"]]}]
+            },
+        )
+        if response.status_code == 204:
+            break
+        assert response.status_code >= 500, response.text
+        assert time.monotonic() < _push_until
+        time.sleep(0.2)
+    assert lines(server, '{app="again"}') == ["x"]
+    [restarted] = [w for w, parent in _workers().items() if parent == pid]
+    assert restarted != worker
+    server.kill9()
+    wait_for(lambda: restarted not in _workers(), 30, "the worker to exit with its parent")

@@ -36,8 +36,9 @@ from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
 from socle.network.dns import DnsServer
 from socle.network.service import NetworkService
+from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
-from socle.observe.logs.store import InstanceLabels, LogStore
+from socle.observe.logs.worker import WorkerStore
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.runtime.local.volumes import LocalVolumeProvider
@@ -278,7 +279,7 @@ class LogsComponent:
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
-        store = LogStore(
+        store = WorkerStore(
             settings.logstore_dir,
             redact=plane.redactor,
             retention_seconds=settings.log_retention_seconds,

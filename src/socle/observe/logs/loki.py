@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from socle.errors import ConfigError, SocleError
-from socle.observe.logs.store import NS, Entry, Row, Series
+from socle.observe.logs.model import NS, Entry, Row, Series
 
 log = logging.getLogger("socle.observe.logs")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from socle.errors import SocleError
 from socle.observe.logs.logql import LogQuery
 from socle.observe.logs.loki import Forwarder
-from socle.observe.logs.store import NS, Entry, InstanceLabels, LogStore, Row
+from socle.observe.logs.model import NS, Entry, InstanceLabels, Row, Store
 from socle.observe.logs.tail import tail_all
 from socle.tasks import TaskGroup
 
@@ -91,7 +91,7 @@ class LogService:
 
     def __init__(
         self,
-        store: LogStore,
+        store: Store,
         logs_dir: Path,
         instances: Callable[[], dict[str, InstanceLabels]],
         tasks: TaskGroup,
@@ -133,7 +133,16 @@ class LogService:
 
     async def _loop(self) -> None:
         while True:
-            await self.run_pass()
+            if not self.store.alive():
+                # The store's worker died (killed, out of memory): start it again; what
+                # the instances wrote meanwhile is read from the committed offsets.
+                log.error("the log store stopped; starting it again")
+                await asyncio.to_thread(self.store.close)
+                await asyncio.to_thread(self.store.open)
+            try:
+                await self.run_pass()
+            except SocleError as exc:  # reported; the next pass tries again
+                log.error("log store pass failed: %s", exc.message)
             await asyncio.sleep(self._tick)
 
     async def run_pass(self) -> int:
@@ -158,10 +167,7 @@ class LogService:
                 self._known[instance] = labels
         stored = self.store.push(self.handler.drain())
         stored += tail_all(self.store, self._logs_dir, self._labels_of)
-        if self.store.due():
-            self.store.seal()
-        self.store.retain()
-        self.store.compact()
+        self.store.maintain()
         return stored
 
     async def push(self, entries: list[Entry]) -> int:

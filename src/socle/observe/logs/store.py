@@ -39,13 +39,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from socle.errors import SocleError
 from socle.fs import private_dir
 from socle.observe.logs import chain as chain_mod
 from socle.observe.logs.chain import Chain, Segment
@@ -58,10 +56,18 @@ from socle.observe.logs.logql import (
     compile_where,
     label_expr,
 )
+from socle.observe.logs.model import (
+    NS,
+    Chunk,
+    Entry,
+    InstanceLabels,
+    LogStoreError,
+    Row,
+    Series,
+)
 
 log = logging.getLogger("socle.observe.logs")
 
-NS = 1_000_000_000
 FIELDS = ("seq", "ts", "app", "env", "instance", "stream", "release", "trace_id", "labels", "line")
 _SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS line_seq START 1;
@@ -88,63 +94,6 @@ _TRACE_OF_M = (
 def _literal(text: str) -> str:
     """A SQL string literal (for file paths of the store's own, in COPY statements)."""
     return "'" + text.replace("'", "''") + "'"
-
-
-class LogStoreError(SocleError):
-    """The log store could not do what was asked (its files, its database)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One line fed directly (Loki push, Socle's own logs)."""
-
-    ts: int
-    """Nanoseconds since the epoch."""
-    line: str
-    labels: dict[str, str]
-
-
-@dataclass(frozen=True)
-class InstanceLabels:
-    app: str
-    env: str
-    release: str
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Complete lines read from an instance's file, and where the next read starts."""
-
-    instance: str
-    labels: InstanceLabels
-    data: bytes
-    inode: int
-    pos: int
-
-
-@dataclass(frozen=True)
-class Row:
-    seq: int
-    ts: int
-    labels: dict[str, str]
-    trace_id: str | None
-    line: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "ts": self.ts,
-            "time": self.ts / NS,
-            "labels": self.labels,
-            "trace_id": self.trace_id,
-            "line": self.line,
-        }
-
-
-@dataclass(frozen=True)
-class Series:
-    labels: dict[str, str]
-    points: list[tuple[int, float]]
-    """(step time in ns, value)."""
 
 
 def _stream_labels(values: Iterable[Any], extra: str | None) -> dict[str, str]:
@@ -243,6 +192,9 @@ class LogStore:
             con, self._con = self._con, None
             if con is not None:
                 con.close()
+
+    def alive(self) -> bool:
+        return self._con is not None
 
     def _need(self) -> tuple[duckdb.DuckDBPyConnection, Chain]:
         if self._con is None or self._chain is None:
@@ -526,6 +478,13 @@ class LogStore:
         finally:
             cur.close()
         return max(int(row[0]) if row and row[0] is not None else 0, chain.max_seq)
+
+    def maintain(self) -> None:
+        """The pass's housekeeping: seal if due, then retention, then compaction."""
+        if self.due():
+            self.seal()
+        self.retain()
+        self.compact()
 
     def stats(self) -> dict[str, object]:
         _, chain = self._need()

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from socle.observe.logs.store import Chunk, InstanceLabels, LogStore
+from socle.observe.logs.model import Chunk, InstanceLabels, Store
 from socle.runtime.local.logs import log_files
 
 log = logging.getLogger("socle.observe.logs")
@@ -102,7 +102,7 @@ def chunks_of(
 
 
 def tail_instance(
-    store: LogStore,
+    store: Store,
     logs_dir: Path,
     instance: str,
     labels: InstanceLabels,
@@ -112,7 +112,7 @@ def tail_instance(
     return sum(store.ingest_chunks([c]) for c in chunks_of(logs_dir, instance, labels, offset))
 
 
-def tail_all(store: LogStore, logs_dir: Path, labels_of: Callable[[str], InstanceLabels]) -> int:
+def tail_all(store: Store, logs_dir: Path, labels_of: Callable[[str], InstanceLabels]) -> int:
     """One pass over every instance's files (blocking), stored in as few transactions as
     the memory budget allows (each commit costs a WAL sync)."""
     offsets = store.offsets()

@@ -1,0 +1,80 @@
+"""The log store in its worker process: the same answers as in process, lines masked
+before they leave the control plane, only the starter can call it, no orphan left."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from multiprocessing.connection import Client
+from pathlib import Path
+
+import pytest
+
+from socle.observe.logs.logql import LogQLError, LogQuery, MetricQuery, parse
+from socle.observe.logs.model import NS, Chunk, Entry, InstanceLabels, LogStoreError
+from socle.observe.logs.worker import SOCKET, WorkerStore
+from socle.redact import Redactor
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[WorkerStore]:
+    redactor = Redactor()
+    redactor.add("s3cret-value-42")
+    store = WorkerStore(tmp_path / "store", redact=redactor)
+    store.open()
+    yield store
+    store.close()
+
+
+def test_calls_round_trip_through_the_worker(worker: WorkerStore, tmp_path: Path) -> None:
+    worker.push([Entry(1 * NS, "pushed s3cret-value-42", {"app": "a", "job": "j"})])
+    data = b'{"t": 2.0, "s": "stdout", "m": "file s3cret-value-42"}\n'
+    assert (
+        worker.ingest_chunks([Chunk("a-x-0", InstanceLabels("a", "prod", "r"), data, 7, 60)]) == 1
+    )
+    assert worker.offsets() == {"a-x-0": (7, 60)}
+    query = parse('{app="a"}')
+    assert isinstance(query, LogQuery)
+    rows = worker.select(query, 0, 10 * NS, forward=True)
+    assert [r.line for r in rows] == ["pushed ****", "file ****"]
+    assert rows[1].labels == {
+        "app": "a",
+        "env": "prod",
+        "instance": "a-x-0",
+        "release": "r",
+        "stream": "stdout",
+    }
+    metric = parse('sum(count_over_time({app="a"}[10s]))')
+    assert isinstance(metric, MetricQuery)
+    assert worker.metric(metric, 5 * NS, 5 * NS, NS)[0].points == [(5 * NS, 2.0)]
+    assert worker.label_values("job", 0, 10 * NS) == ["j"]
+    assert worker.seal() is not None
+    assert worker.verify().ok
+    with pytest.raises(LogQLError):  # the worker's error class crosses the process
+        worker.select(LogQuery(()), 0, 1, limit=-1)
+    worker.close()
+    for path in (tmp_path / "store").rglob("*"):
+        if path.is_file():
+            assert b"s3cret-value-42" not in path.read_bytes()
+
+
+def test_only_the_starter_can_call_it(worker: WorkerStore) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the authkey challenge fails
+        Client(str(worker.root / SOCKET), family="AF_UNIX", authkey=b"guess")
+    conn = Client(str(worker.root / SOCKET), family="AF_UNIX", authkey=worker._authkey)
+    with conn:
+        conn.send(("close", (), {}))  # not in the allowed methods
+        assert conn.recv()[0] == "error"
+    assert worker.last_seq() == 0  # still serving
+
+
+def test_a_dead_worker_is_reported_and_its_process_reaped(worker: WorkerStore) -> None:
+    assert worker._proc is not None
+    worker._proc.kill()
+    worker._proc.wait()
+    assert not worker.alive()
+    with pytest.raises(LogStoreError) as info:
+        worker.last_seq()
+    assert info.value.http_status == 503
+    worker.close()
+    worker.open()
+    assert worker.last_seq() == 0
