@@ -4,7 +4,8 @@ Generates shim log files (the exact JSON-lines format the runtime's shims write)
 apps x 2 instances, ``MEGABYTES`` in all, then drives the real store code path:
 
 - ingest: :func:`socle.observe.logs.tail.tail_all` reads every file from its offset,
-  masks it with a redactor holding one secret, and inserts into DuckDB (MB/s of raw
+  masks it with a redactor holding one secret and hands it to the store's worker process
+  (:class:`WorkerStore`, as the control plane does), which inserts into DuckDB (MB/s of raw
   shim bytes); then the seal into a chained Parquet segment, timed apart;
 - query: ``{app="api"} |= "NEEDLE"`` through :meth:`LogStore.select` on the sealed
   segments (and the same on the hot table before the seal), and
@@ -31,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from socle.observe.logs.logql import LogQuery, MetricQuery, parse  # noqa: E402
-from socle.observe.logs.store import NS, InstanceLabels, LogStore  # noqa: E402
+from socle.observe.logs.model import NS, InstanceLabels  # noqa: E402
 from socle.observe.logs.tail import tail_all  # noqa: E402
+from socle.observe.logs.worker import WorkerStore  # noqa: E402
 from socle.redact import Redactor  # noqa: E402
 
 APPS = ["api", "web", "worker", "billing", "search", "auth", "mail", "cron"]
@@ -98,7 +100,8 @@ def main() -> None:
         out["duckdb_alone (ceiling)"] = _ceiling(files, size, Path(tmp) / "ceiling.duckdb")
         redactor = Redactor()
         redactor.add("not-in-these-logs-s3cret")
-        store = LogStore(Path(tmp) / "store", redact=redactor, segment_rows=10**12)
+        # The control plane's path: masked here, stored by the worker process.
+        store = WorkerStore(Path(tmp) / "store", redact=redactor, segment_rows=10**12)
         store.open()
         try:
             start = time.perf_counter()
@@ -156,7 +159,7 @@ def _ceiling(files: list[str], size: int, path: Path) -> dict[str, Any]:
     return {"s": round(elapsed, 2), "mb_s": round(size / 1e6 / elapsed, 1)}
 
 
-def _query(store: LogStore, query: LogQuery) -> dict[str, Any]:
+def _query(store: WorkerStore, query: LogQuery) -> dict[str, Any]:
     runs = []
     count = 0
     for _ in range(3):

@@ -27,8 +27,8 @@ from socle.model.units import parse_duration
 from socle.observe.logs import loki
 from socle.observe.logs.logql import LogQuery, MetricQuery, parse
 from socle.observe.logs.logql import Query as LogQLQuery
+from socle.observe.logs.model import NS
 from socle.observe.logs.service import LogService
-from socle.observe.logs.store import NS
 
 router = APIRouter(prefix="/api/v1/logs")
 loki_router = APIRouter(prefix="/loki/api/v1")

@@ -33,6 +33,7 @@ from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import socle
 from socle.errors import ConfigError, SocleError
 from socle.fs import private_dir
 from socle.observe.logs import chain as chain_mod
@@ -198,11 +199,17 @@ class WorkerStore:
         private_dir(self.root)
         self._authkey = secrets.token_bytes(32)
         config = dict(self._config, authkey=self._authkey.hex())
+        # The worker runs the very code of this process (not whatever ``socle`` the
+        # interpreter would find first).
+        code_root = str(Path(socle.__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH", "")
+        env = dict(os.environ, PYTHONPATH=code_root + (os.pathsep + path if path else ""))
         proc = subprocess.Popen(
             [sys.executable, "-m", "socle.observe.logs.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
+            env=env,
         )
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(config).encode() + b"\n")
