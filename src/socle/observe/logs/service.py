@@ -128,6 +128,8 @@ class LogService:
         await self._tasks.close()
         try:
             await self.run_pass()  # what came in since the last pass
+        except SocleError as exc:  # a dead worker: the next start reads on from the offsets
+            log.error("last log store pass failed: %s", exc.message)
         finally:
             await asyncio.to_thread(self.store.close)
 
