@@ -8,7 +8,7 @@ and stops; it exits by itself when the control plane's end of its stdin closes (
 ``kill -9`` of the control plane leaves no orphan holding the DuckDB file).
 
 Transport: :mod:`multiprocessing.connection` over a Unix socket in the owner-only store
-folder, with a random per-start authkey (HMAC challenge) handed over on stdin: only the
+folder (an abstract one if that path is too long), with a random per-start authkey (HMAC challenge) handed over on stdin: only the
 control plane that started the worker can call it. One call is ``(method, args,
 kwargs)`` from :data:`METHODS`, answered ``("ok", result)`` or ``("error", class name,
 message, hint)``.
@@ -79,6 +79,16 @@ ERRORS: dict[str, type[SocleError]] = {
     "LogStoreError": LogStoreError,
 }
 SOCKET = "worker.sock"
+MAX_SOCKET_PATH = 100
+"""Unix socket paths are limited to 108 bytes: a deeper home uses an abstract socket (a
+random name, still behind the authkey) instead of the file in the owner-only folder."""
+
+
+def address_for(root: Path, nonce: str) -> str:
+    path = str(root / SOCKET)
+    return path if len(path.encode()) < MAX_SOCKET_PATH else f"\0socle-logstore-{nonce}"
+
+
 START_TIMEOUT = 60.0
 
 
@@ -130,10 +140,13 @@ def serve(config: dict[str, Any]) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    path = root / SOCKET
-    path.unlink(missing_ok=True)
-    listener = Listener(str(path), family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
-    os.chmod(path, 0o600)
+    address = str(config["address"])
+    path = None if address.startswith("\0") else Path(address)
+    if path is not None:
+        path.unlink(missing_ok=True)
+    listener = Listener(address, family="AF_UNIX", authkey=bytes.fromhex(config["authkey"]))
+    if path is not None:
+        os.chmod(path, 0o600)
 
     def accept() -> None:
         while True:
@@ -154,7 +167,8 @@ def serve(config: dict[str, Any]) -> None:
     finally:
         listener.close()
         store.close()
-        path.unlink(missing_ok=True)
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -191,6 +205,7 @@ class WorkerStore:
             "segment_rows": segment_rows,
         }
         self._authkey = b""
+        self.address = ""
         self._proc: subprocess.Popen[bytes] | None = None
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
@@ -198,7 +213,8 @@ class WorkerStore:
     def open(self) -> None:
         private_dir(self.root)
         self._authkey = secrets.token_bytes(32)
-        config = dict(self._config, authkey=self._authkey.hex())
+        self.address = address_for(self.root, secrets.token_hex(8))
+        config = dict(self._config, authkey=self._authkey.hex(), address=self.address)
         # The worker runs the very code of this process (not whatever ``socle`` the
         # interpreter would find first).
         code_root = str(Path(socle.__file__).resolve().parent.parent)
@@ -253,7 +269,7 @@ class WorkerStore:
             conn = self._idle.pop() if self._idle else None
         try:
             if conn is None:
-                conn = Client(str(self.root / SOCKET), family="AF_UNIX", authkey=self._authkey)
+                conn = Client(self.address, family="AF_UNIX", authkey=self._authkey)
             conn.send((method, args, kwargs))
             answer = conn.recv()
         except (OSError, EOFError) as exc:
@@ -359,4 +375,4 @@ if __name__ == "__main__":
         main()
 
 
-__all__ = ["METHODS", "WorkerStore", "main", "serve"]
+__all__ = ["METHODS", "WorkerStore", "address_for", "main", "serve"]

@@ -11,7 +11,7 @@ import pytest
 
 from socle.observe.logs.logql import LogQLError, LogQuery, MetricQuery, parse
 from socle.observe.logs.model import NS, Chunk, Entry, InstanceLabels, LogStoreError
-from socle.observe.logs.worker import SOCKET, WorkerStore
+from socle.observe.logs.worker import WorkerStore
 from socle.redact import Redactor
 
 
@@ -59,8 +59,8 @@ def test_calls_round_trip_through_the_worker(worker: WorkerStore, tmp_path: Path
 
 def test_only_the_starter_can_call_it(worker: WorkerStore) -> None:
     with pytest.raises(Exception):  # noqa: B017 - the authkey challenge fails
-        Client(str(worker.root / SOCKET), family="AF_UNIX", authkey=b"guess")
-    conn = Client(str(worker.root / SOCKET), family="AF_UNIX", authkey=worker._authkey)
+        Client(worker.address, family="AF_UNIX", authkey=b"guess")
+    conn = Client(worker.address, family="AF_UNIX", authkey=worker._authkey)
     with conn:
         conn.send(("close", (), {}))  # not in the allowed methods
         assert conn.recv()[0] == "error"
@@ -78,3 +78,17 @@ def test_a_dead_worker_is_reported_and_its_process_reaped(worker: WorkerStore) -
     worker.close()
     worker.open()
     assert worker.last_seq() == 0
+
+
+def test_a_deep_home_uses_an_abstract_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "store"
+    store = WorkerStore(deep)
+    store.open()
+    try:
+        assert store.address.startswith("\0socle-logstore-")
+        store.push([Entry(1, "deep", {"app": "a"})])
+        query = parse('{app="a"}')
+        assert isinstance(query, LogQuery)
+        assert [r.line for r in store.select(query, 0, 10)] == ["deep"]
+    finally:
+        store.close()
