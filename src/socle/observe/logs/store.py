@@ -19,7 +19,9 @@ deletes the sealed rows from ``hot``: a crash before the chain line leaves an or
 (removed at the next open, the rows are still hot); a crash after it leaves rows that the
 next open deletes (their ``seq`` is at most the chain's ``max_seq``).
 
-Every line is masked with the redactor (resolved secret values) before it is written.
+Every line is masked with ``redact`` (resolved secret values) before it is written; in the
+server the store runs in a worker process (:mod:`.worker`) and the control plane masks
+lines before it sends them.
 All methods block: the component calls them through ``asyncio.to_thread``; writes hold
 one lock, queries use their own DuckDB cursor.
 
