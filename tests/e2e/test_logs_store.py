@@ -417,3 +417,23 @@ def test_the_engine_runs_in_a_worker_that_is_restarted_and_never_orphaned(
     assert restarted != worker
     server.kill9()
     wait_for(lambda: restarted not in _workers(), 30, "the worker to exit with its parent")
+
+
+def test_cli_query_follow_prints_new_lines(server: SocleServer) -> None:
+    _push(server, "clitail", ["first"])
+    follow = subprocess.Popen(
+        [SOCLE, "logs", "--query", '{app="clitail"}', "--follow", "--json"],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follow.stdout is not None
+        assert json.loads(follow.stdout.readline())["line"] == "first"
+        _push(server, "clitail", ["second"])
+        assert json.loads(follow.stdout.readline())["line"] == "second"
+    finally:
+        follow.kill()
+        follow.wait(10)
+        if follow.stdout is not None:
+            follow.stdout.close()
