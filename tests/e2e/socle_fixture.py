@@ -67,6 +67,8 @@ class SocleServer:
     args: tuple[str, ...] = ()
     verify: str | bool = True
     """CA file (or True for the system's) that HTTPS calls from the tests trust."""
+    wrapper: tuple[str, ...] = ()
+    """A command the server runs under (e.g. ``strace -f -o FILE``)."""
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,7 @@ class SocleServer:
         info.unlink(missing_ok=True)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [SOCLE, "server", "--listen", "127.0.0.1:0", *self.args],
+                [*self.wrapper, SOCLE, "server", "--listen", "127.0.0.1:0", *self.args],
                 env=self.env,
                 stdout=out,
                 stderr=out,

@@ -1,0 +1,147 @@
+"""Group commit in the SQLite store: concurrent writers share one COMMIT (one WAL fsync),
+each caller still gets its own answer, and nothing is acknowledged before it is committed.
+
+To make a group deterministic the store's single SQLite thread is held busy with an event
+while writes queue up behind it; releasing it lets one drain take them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from socle.errors import ConflictError, StoreError
+from socle.state.sqlite import SqliteStore
+from socle.state.store import Put
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    opened = await SqliteStore.open(tmp_path / "state.db")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def hold_thread(store: SqliteStore) -> threading.Event:
+    """Keep the SQLite thread busy until the returned event is set."""
+    release = threading.Event()
+    store._executor.submit(release.wait, 30)
+    return release
+
+
+async def queued(store: SqliteStore, count: int) -> None:
+    """Wait until ``count`` writes sit in the queue (the writers' tasks have run)."""
+    for _ in range(2000):
+        if len(store._queue) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"only {len(store._queue)} writes queued, expected {count}")
+
+
+def read_back(path: Path) -> dict[str, tuple[bytes, int]]:
+    """What another connection (another process, after a restart) sees on disk."""
+    conn = sqlite3.connect(path)
+    try:
+        return {k: (bytes(v), ver) for k, v, ver in conn.execute("SELECT * FROM kv")}
+    finally:
+        conn.close()
+
+
+def test_full_sync_is_on(store: SqliteStore) -> None:
+    # 2 = FULL: every COMMIT fsyncs the WAL (NORMAL = 1 would not).
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_concurrent_writers_share_one_commit(store: SqliteStore, tmp_path: Path) -> None:
+    before = store.group_commits
+    release = hold_thread(store)
+    tasks = [asyncio.create_task(store.put(f"k/{i}", b"v%d" % i)) for i in range(40)]
+    await queued(store, 40)
+    assert not any(t.done() for t in tasks)  # nothing acknowledged before its commit
+    assert read_back(tmp_path / "state.db") == {}
+    release.set()
+    assert await asyncio.gather(*tasks) == [1] * 40
+    assert store.group_commits == before + 1
+    on_disk = read_back(tmp_path / "state.db")
+    assert on_disk == {f"k/{i}": (b"v%d" % i, 1) for i in range(40)}
+
+
+async def test_a_conflict_fails_only_its_caller(store: SqliteStore, tmp_path: Path) -> None:
+    await store.put("taken", b"old")
+    release = hold_thread(store)
+    first = asyncio.create_task(store.put("a", b"1"))
+    loser = asyncio.create_task(
+        store.commit([Put("b", b"2"), Put("taken", b"new", expect_version=0)])
+    )
+    last = asyncio.create_task(store.put("c", b"3"))
+    await queued(store, 3)
+    release.set()
+    assert await first == 1
+    with pytest.raises(ConflictError, match="taken is at version 1, expected 0"):
+        await loser
+    assert await last == 1
+    on_disk = read_back(tmp_path / "state.db")
+    # The loser's earlier op ("b") was undone with it: commit stays all-or-nothing.
+    assert on_disk == {"taken": (b"old", 1), "a": (b"1", 1), "c": (b"3", 1)}
+
+
+async def test_writes_in_one_group_see_each_other(store: SqliteStore) -> None:
+    release = hold_thread(store)
+    tasks = [asyncio.create_task(store.put("same", b"%d" % i)) for i in range(5)]
+    cas = asyncio.create_task(store.put("same", b"cas", expect_version=5))
+    await queued(store, 6)
+    release.set()
+    assert await asyncio.gather(*tasks) == [1, 2, 3, 4, 5]
+    assert await cas == 6
+    record = await store.get("same")
+    assert record is not None
+    assert (record.value, record.version) == (b"cas", 6)
+
+
+async def test_an_unstorable_key_fails_only_its_caller(store: SqliteStore) -> None:
+    release = hold_thread(store)
+    good = asyncio.create_task(store.put("good", b"1"))
+    bad = asyncio.create_task(store.put("bad-\ud800", b"x"))
+    await queued(store, 2)
+    release.set()
+    assert await good == 1
+    with pytest.raises(StoreError, match="state store"):
+        await bad
+    assert await store.keys("") == ["good"]
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_group(store: SqliteStore) -> None:
+    release = hold_thread(store)
+    kept = asyncio.create_task(store.put("kept", b"1"))
+    dropped = asyncio.create_task(store.put("dropped", b"2"))
+    await queued(store, 2)
+    dropped.cancel()
+    release.set()
+    assert await kept == 1
+    with pytest.raises(asyncio.CancelledError):
+        await dropped
+    # The write was already queued: it commits; its caller merely never heard back.
+    assert await store.keys("") == ["dropped", "kept"]
+
+
+async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "state.db")
+    release = hold_thread(store)
+    write = asyncio.create_task(store.put("late", b"1"))
+    await queued(store, 1)
+    closing = asyncio.create_task(store.close())
+    await asyncio.sleep(0)
+    release.set()
+    await closing
+    assert await write == 1
+    assert read_back(tmp_path / "state.db") == {"late": (b"1", 1)}
+    with pytest.raises(StoreError, match="closed"):
+        await store.put("after", b"x")
