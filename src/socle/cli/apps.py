@@ -4,11 +4,13 @@ history, rollback, logs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import click
 from socle.cli.client import Client, server_url
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.cli.render import print_history, print_plan, print_status
-from socle.errors import ConfigError, ServerNotRunning, SocleError
+from socle.errors import ConfigError, ManifestError, Problem, ServerNotRunning, SocleError
 from socle.fs import open_private_append, private_dir, write_private
 from socle.model.status import (
     TERMINAL_REVISION_STATUSES,
@@ -148,7 +150,34 @@ def _report_revision(revision: dict[str, Any]) -> int:
     return 1
 
 
+def _in_repo(repo: str, problem: Problem) -> Problem:
+    """The problem with its file as the user can open it: the server names files relative
+    to the repository, the user stands somewhere else (relative to here when inside)."""
+    if problem.file is None or os.path.isabs(problem.file):
+        return problem
+    full = os.path.normpath(os.path.join(repo, problem.file))
+    here = os.path.relpath(full)
+    return dataclasses.replace(problem, file=full if here.startswith("..") else here)
+
+
+@contextlib.contextmanager
+def _repo_files(repo: str | None) -> Iterator[None]:
+    try:
+        yield
+    except ManifestError as exc:
+        if repo is None:
+            raise
+        raise ManifestError([_in_repo(repo, p) for p in exc.problems], hint=exc.hint) from None
+
+
 def _apply(
+    client: Client, body: dict[str, Any], *, yes: bool, wait: bool, as_json: bool, endpoint: str
+) -> int:
+    with _repo_files(body.get("path")):
+        return _apply_in(client, body, yes=yes, wait=wait, as_json=as_json, endpoint=endpoint)
+
+
+def _apply_in(
     client: Client, body: dict[str, Any], *, yes: bool, wait: bool, as_json: bool, endpoint: str
 ) -> int:
     if not yes:
@@ -282,13 +311,14 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
         if dev:
             err_console.print(
                 "[bold yellow]warning:[/] development mode: secrets auto-unseal from "
-                f"{settings.home / 'secrets-dev-unseal.key'}; do not use it in production"
+                f"{settings.home / DEV_KEY_FILE}; do not use it in production"
             )
         console.print(
             f"[green]✓ control plane running[/] at {server_url(settings)} (home {settings.home})"
         )
     else:
         console.print(f"control plane already running at {server_url(settings)}")
+    _print_secrets_help(settings)
     code = 0
     with Client(settings) as client:
         if path:
@@ -305,6 +335,30 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
             "folder of your manifests."
         )
     raise SystemExit(code)
+
+
+DEV_KEY_FILE = "secrets-dev-unseal.key"
+"""As ``socle.secrets.core.DEV_KEY_FILE``; not imported, so `socle up` stays light."""
+
+
+def _print_secrets_help(settings: Settings) -> None:
+    """How to reach the secrets engine with `socle secrets`, bao/vault and hvac. In dev mode
+    the root token stays in its 0600 file: this says where, never what it is."""
+    url = server_url(settings)
+    key_file = settings.home / DEV_KEY_FILE
+    if not url or not key_file.exists():
+        return
+    console.print(
+        "Secrets (dev mode): `socle secrets put|get|list|grant|policy` use the dev root token "
+        "by themselves.\n"
+        "For the bao/vault CLI, hvac and other Vault clients:\n"
+        f"  export VAULT_ADDR={url}\n"
+        '  eval "$(socle secrets env)"   # sets VAULT_ADDR and VAULT_TOKEN\n'
+        f"(the dev root token is the root_token field of {key_file}, mode 0600)",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
 
 
 SETTLE_TIMEOUT = 180.0
@@ -410,7 +464,7 @@ def plan(path: str | None, env: str | None, allow_delete_all: bool, as_json: boo
     settings = _settings()
     repo, env = _repository(settings, path, env, remember=False)
     body = {"path": repo, "env": env, "allow_delete_all": allow_delete_all}
-    with Client(settings) as client:
+    with Client(settings) as client, _repo_files(repo):
         result = client.call("POST", "/api/v1/plan", json=body)
     if as_json:
         print_json(result)

@@ -166,7 +166,8 @@ def _raise_for(response: httpx.Response) -> None:
             [
                 Problem(p.get("file"), p.get("line"), p.get("path", ""), p.get("reason", ""))
                 for p in body["problems"]
-            ]
+            ],
+            hint=hint,
         )
     if response.status_code == 401:
         raise AuthError(message, status=401, hint=hint)

@@ -4,13 +4,19 @@
 They speak the Vault HTTP API, so they work against Socle's ``/v1`` and any Vault-compatible
 server. Address: ``--address`` > ``VAULT_ADDR`` > ``SOCLE_ADDR`` > the running server's
 ``$SOCLE_HOME/server.json``. Token: ``--token`` > ``VAULT_TOKEN`` > ``SOCLE_TOKEN`` >
-``~/.vault-token`` (where ``operator init --save-root-token`` writes it, mode 0600, like
-Vault's CLI). ``audit verify`` is offline: it only reads the file.
+the dev root token of this home (dev mode only, and only when the address is this home's own
+server: it is never sent anywhere else) > ``~/.vault-token`` (where ``operator init
+--save-root-token`` writes it, mode 0600, like Vault's CLI). So in dev mode ``socle secrets``
+works out of the box, as ``vault server -dev`` leaves its root token for the CLI.
+``audit verify`` is offline: it only reads the file.
+
+``socle secrets policy`` and ``socle secrets grant`` live in :mod:`socle.cli.secrets_policy`.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from socle.cli.client import check_listener
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.errors import ApiError, AuthError, ConfigError, NotFoundError, ServerNotRunning
 from socle.fs import write_private
+from socle.secrets.core import DEV_KEY_FILE
 from socle.secrets.core.audit_chain import verify_file
 from socle.settings import Settings, read_json_file
 
@@ -53,12 +60,33 @@ def resolve_address(option: str | None) -> str:
     )
 
 
-def resolve_token(option: str | None) -> str:
+def is_local(address_option: str | None) -> bool:
+    """Whether the secrets API is this home's own server (no address given anywhere)."""
+    return not address_option and not os.environ.get("VAULT_ADDR") and not _settings().addr
+
+
+def dev_key_file(settings: Settings) -> Path:
+    return settings.home / DEV_KEY_FILE
+
+
+def dev_root_token(settings: Settings) -> str | None:
+    """The root token a dev-mode server keeps in its home (mode 0600), or None."""
+    data = read_json_file(dev_key_file(settings))
+    token = data.get("root_token") if data else None
+    return token if isinstance(token, str) and token else None
+
+
+def resolve_token(option: str | None, *, local: bool = False) -> str:
+    """The token to send; ``local``: the address is this home's server (see the module doc)."""
     if option:
         return option
     for candidate in (os.environ.get("VAULT_TOKEN"), os.environ.get("SOCLE_TOKEN")):
         if candidate:
             return candidate.strip()
+    if local:
+        token = dev_root_token(_settings())
+        if token:
+            return token
     try:
         return (Path.home() / TOKEN_FILE).read_text().strip()
     except (FileNotFoundError, PermissionError):
@@ -136,7 +164,7 @@ mount_option = click.option(
 
 
 def _client(address: str | None, token: str | None) -> VaultHTTP:
-    return VaultHTTP(resolve_address(address), resolve_token(token))
+    return VaultHTTP(resolve_address(address), resolve_token(token, local=is_local(address)))
 
 
 def _print_seal_status(status: dict[str, Any]) -> None:
@@ -170,6 +198,9 @@ def init(
 ) -> None:
     """Initialise the secrets engine: print the unseal key shares and the root token once."""
     with _client(address, "") as client:
+        state = client.call("GET", "sys/init") or {}
+        if state.get("initialized"):
+            _already_initialised(client.address, local=is_local(address))
         result = client.call(
             "PUT", "sys/init", json={"secret_shares": key_shares, "secret_threshold": key_threshold}
         )
@@ -192,6 +223,24 @@ def init(
     )
     if save_root_token:
         console.print(f"Root token saved to {Path.home() / TOKEN_FILE} (mode 0600).")
+
+
+def _already_initialised(address: str, *, local: bool) -> None:
+    settings = _settings()
+    if local and dev_key_file(settings).exists():
+        raise ConfigError(
+            f"the secrets engine at {address} is already initialised: this home "
+            f"({settings.home}) runs in development mode, initialised and unsealed at start",
+            hint="nothing to do: `socle secrets ...` already uses the dev root token "
+            f"(kept in {dev_key_file(settings)}, mode 0600). For production, use a new home "
+            "started without dev mode (`socle up --no-dev` or `socle server`), then run "
+            "`socle operator init` there",
+        )
+    raise ConfigError(
+        f"the secrets engine at {address} is already initialised",
+        hint="unseal it with `socle operator unseal` (the key shares given at init); "
+        "`socle operator status` shows where it stands",
+    )
 
 
 @operator.command("unseal")
@@ -394,6 +443,26 @@ def delete(path: str, mount: str, address: str | None, token: str | None) -> Non
     )
 
 
+@secrets_group.command("env")
+@address_option
+def env(address: str | None) -> None:
+    """Print `export VAULT_ADDR=... VAULT_TOKEN=...` for bao/vault/hvac: eval "$(socle secrets env)".
+
+    VAULT_TOKEN is printed only for this home's own dev-mode server (its root token); in
+    production log in with your own token instead.
+    """
+    url = resolve_address(address)
+    sys.stdout.write(f"export VAULT_ADDR={shlex.quote(url)}\n")
+    token = dev_root_token(_settings()) if is_local(address) else None
+    if token is None:
+        err_console.print(
+            "no dev root token for this address: set VAULT_TOKEN yourself "
+            "(e.g. the root token printed by `socle operator init`)"
+        )
+        return
+    sys.stdout.write(f"export VAULT_TOKEN={shlex.quote(token)}\n")
+
+
 # -- audit ----------------------------------------------------------------------------
 
 
@@ -431,6 +500,9 @@ def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
 
 
 def register(group: click.Group) -> None:
+    from socle.cli import secrets_policy
+
+    secrets_policy.register(secrets_group)
     group.add_command(operator)
     group.add_command(secrets_group)
     _group(group, "audit", "Audit log tools.").add_command(verify)

@@ -25,6 +25,24 @@ def app_policy(name: str) -> str:
     return f"app-{name}"
 
 
+def grant_command(app: str, path: str) -> str:
+    """The command an operator runs so that ``app`` may read ``path``."""
+    return f"socle secrets grant {app} {path}"
+
+
+def _fix(app: App, ref: SecretRef, status: int) -> str:
+    """What to run so that the reference resolves, by the engine's answer."""
+    if status == 403:
+        return f"run `{grant_command(app.name, ref.path)}`"
+    if status == 503:
+        return "unseal the secrets engine (`socle operator unseal`)"
+    mount, _, rest = ref.path.partition("/")
+    rest = rest.removeprefix("data/")
+    if mount == "secret" and rest:
+        return f"write it (`socle secrets put {rest} {ref.key}=...`)"
+    return "write it first"
+
+
 def references(app: App) -> dict[str, SecretRef]:
     """Env name → secret reference, for the env values that are references."""
     return {k: v for k, v in app.spec.env.items() if isinstance(v, SecretRef)}
@@ -47,7 +65,7 @@ async def versions(
                     int(line) if line.isdigit() else None,
                     f"spec.env.{env_name}",
                     f"secret {ref.secret!r} cannot be read with policy "
-                    f"{app_policy(app.name)!r}: {exc.message}",
+                    f"{app_policy(app.name)!r}: {exc.message}; {_fix(app, ref, exc.status)}",
                 )
             )
             continue

@@ -133,8 +133,9 @@ class AppHandler:
         if problems:
             raise ManifestError(
                 problems,
-                hint="write the secret (`socle secrets put`) and a policy named app-<name> "
-                "that grants read on it; nothing was changed",
+                hint="each line says what to run: `socle secrets put` writes a secret, "
+                "`socle secrets grant APP PATH` lets the App read it (policy app-APP); "
+                "nothing was changed",
             )
         return dict(states)
 
