@@ -58,9 +58,13 @@ def test_socle_secrets_works_out_of_the_box_in_dev_mode(dev_server: SocleServer)
     assert got.stdout == "s3cr3t-value\n"
     assert json.loads(dev_server.cli("secrets", "list", "team", "--json").stdout) == ["db"]
 
-    # Another server's address: the dev root token is not sent there.
-    elsewhere = run(dev_server, "secrets", "get", "team/db", "--address", dev_server.url)
+    # Another address (here: the same server under another name): no dev root token sent.
+    other = dev_server.url.replace("127.0.0.1", "localhost")
+    elsewhere = run(dev_server, "secrets", "get", "team/db", "--address", other)
     assert_clean_failure(elsewhere, "permission denied")
+    # The exact address of this home's server, as `socle secrets env` exports it: sent.
+    same = run(dev_server, "secrets", "get", "team/db", "--address", dev_server.url)
+    assert same.returncode == 0, same.stderr
 
     token = root_token(dev_server)
     for log in [dev_server.log, *dev_server.home.rglob("*.log")]:

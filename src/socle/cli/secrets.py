@@ -61,8 +61,18 @@ def resolve_address(option: str | None) -> str:
 
 
 def is_local(address_option: str | None) -> bool:
-    """Whether the secrets API is this home's own server (no address given anywhere)."""
-    return not address_option and not os.environ.get("VAULT_ADDR") and not _settings().addr
+    """Whether the secrets API is this home's own server: no address given anywhere, or
+    exactly the URL in its ``server.json`` (as ``eval "$(socle secrets env)"`` exports) and
+    held by the server that wrote it."""
+    settings = _settings()
+    given = address_option or os.environ.get("VAULT_ADDR") or settings.addr
+    if not given:
+        return True
+    data = read_json_file(settings.server_file)
+    if not data or str(data.get("url", "")).rstrip("/") != given.rstrip("/"):
+        return False
+    check_listener(settings)  # a root token must not go to an app squatting a freed port
+    return True
 
 
 def dev_key_file(settings: Settings) -> Path:
@@ -455,6 +465,8 @@ def env(address: str | None) -> None:
     sys.stdout.write(f"export VAULT_ADDR={shlex.quote(url)}\n")
     token = dev_root_token(_settings()) if is_local(address) else None
     if token is None:
+        if os.environ.get("VAULT_TOKEN"):
+            return  # already set: the clients read it from the environment
         err_console.print(
             "no dev root token for this address: set VAULT_TOKEN yourself "
             "(e.g. the root token printed by `socle operator init`)"
