@@ -10,6 +10,11 @@ commit*: callers queue their ops; the SQLite thread takes every queued write at 
 each inside its own SAVEPOINT (a conflict undoes only that caller's ops), then COMMITs once —
 one fsync for the whole group — and only then wakes the callers. No write is acknowledged
 before the fsync that covers it.
+
+Reads (get, scan, keys) run on a second thread with their own read-only connection: WAL lets
+them read the last committed state while the writer thread waits for its fsync, so a read
+never queues behind a disk flush. A write is acknowledged only after its COMMIT, so a read
+that starts after the acknowledgement sees it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class SqliteStore:
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socle-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socle-sqlite-r")
+        self._reader: sqlite3.Connection | None = None
         self._closed = False
         self._queue: list[_Write] = []
         self._queue_lock = threading.Lock()
@@ -88,6 +95,7 @@ class SqliteStore:
     async def open(cls, path: Path) -> SqliteStore:
         store = cls(path)
         await store._call(store._open)
+        await store._read(store._open_reader)
         return store
 
     def _open(self) -> None:
@@ -106,6 +114,28 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
         self._conn = conn
+
+    def _open_reader(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._reader = conn
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the reader thread (see the module docstring)."""
+        loop = asyncio.get_running_loop()
+        if self._closed:
+            raise StoreError(f"state store {self._path} is closed")
+        try:
+            return await loop.run_in_executor(self._read_executor, fn)
+        except (sqlite3.Error, UnicodeError) as exc:
+            raise self._translate(exc) from exc
+
+    @property
+    def _rdb(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError("state store is closed")
+        return self._reader
 
     async def _call(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -131,26 +161,26 @@ class SqliteStore:
 
     async def get(self, key: str) -> Record | None:
         def run() -> Record | None:
-            row = self._db.execute(
+            row = self._rdb.execute(
                 "SELECT key, value, version FROM kv WHERE key = ?", (key,)
             ).fetchone()
             return Record(row[0], bytes(row[1]), row[2]) if row else None
 
-        return await self._call(run)
+        return await self._read(run)
 
     async def scan(self, prefix: str) -> list[Record]:
         def run() -> list[Record]:
-            rows = self._db.execute(*_range("key, value, version", prefix)).fetchall()
+            rows = self._rdb.execute(*_range("key, value, version", prefix)).fetchall()
             return [Record(k, bytes(v), ver) for k, v, ver in rows]
 
-        return await self._call(run)
+        return await self._read(run)
 
     async def keys(self, prefix: str) -> list[str]:
         def run() -> list[str]:
-            rows = self._db.execute(*_range("key", prefix)).fetchall()
+            rows = self._rdb.execute(*_range("key", prefix)).fetchall()
             return [k for (k,) in rows]
 
-        return await self._call(run)
+        return await self._read(run)
 
     async def put(self, key: str, value: bytes, *, expect_version: int | None = None) -> int:
         return (await self._write([Put(key, value, expect_version)]))[0]
@@ -243,8 +273,16 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close_conn)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_conn)
         self._executor.shutdown(wait=True)
+        await loop.run_in_executor(self._read_executor, self._close_reader)
+        self._read_executor.shutdown(wait=True)
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _close_conn(self) -> None:
         self._drain()  # writes queued before close was called still commit
