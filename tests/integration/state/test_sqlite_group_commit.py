@@ -145,3 +145,19 @@ async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
     assert read_back(tmp_path / "state.db") == {"late": (b"1", 1)}
     with pytest.raises(StoreError, match="closed"):
         await store.put("after", b"x")
+
+
+async def test_reads_do_not_wait_for_the_writer(store: SqliteStore) -> None:
+    await store.put("k", b"committed")
+    release = hold_thread(store)  # the writer thread is busy (as during a long fsync)
+    try:
+        pending = asyncio.create_task(store.put("k", b"pending"))
+        await queued(store, 1)
+        record = await asyncio.wait_for(store.get("k"), 30)  # answered by the reader thread
+        assert record is not None and record.value == b"committed"
+        assert await asyncio.wait_for(store.keys(""), 30) == ["k"]
+    finally:
+        release.set()
+    assert await pending == 2
+    record = await store.get("k")
+    assert record is not None and (record.value, record.version) == (b"pending", 2)
