@@ -22,7 +22,8 @@ ratios ``socle / openbao`` (throughput: higher is better for Socle; latency: low
 Targets: reads >= 2x OpenBao, durable writes >= OpenBao on raft, p99 <= OpenBao's.
 
 Usage: python bench/secrets_kv.py [DURATION_S] [CONNECTIONS ...]   (default: 10 16 64)
-       python bench/secrets_kv.py --peer openbao [--rounds N] [DURATION_S] [CONNECTIONS ...]
+       python bench/secrets_kv.py --peer openbao [--rounds N] [--ops kv_read,kv_write,token_create]
+                                  [DURATION_S] [CONNECTIONS ...]
 """
 
 from __future__ import annotations
@@ -368,7 +369,7 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def peer_main(seconds: int, levels: list[int], rounds: int) -> None:
+def peer_main(seconds: int, levels: list[int], rounds: int, ops: list[str]) -> None:
     binary = bao_binary()
     if binary is None:
         sys.exit(
@@ -396,7 +397,7 @@ def peer_main(seconds: int, levels: list[int], rounds: int) -> None:
             scripts[op].write_text(lua)
         for target in targets.values():
             prepare(target)
-            for op, (_, path, _) in OPS.items():  # warm up: caches, connections, JIT-less paths
+            for op, (_, path, _) in OPS.items():  # warm up: caches, connections
                 wrk(target.pid, target.url + path, target.token, scripts[op], levels[0], 1)
         scenarios: list[dict[str, Any]] = []
         flip = False
@@ -405,6 +406,8 @@ def peer_main(seconds: int, levels: list[int], rounds: int) -> None:
                 if audit:
                     set_audit(target, True)
             for op, (_, path, peers) in OPS.items():
+                if op not in ops:
+                    continue
                 for connections in levels:
                     names = ["socle", *peers]
                     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -466,10 +469,16 @@ def main() -> None:
     parser.add_argument("connections", nargs="*", type=int, help="levels (default: 16 64)")
     parser.add_argument("--peer", choices=["openbao"], help="compare with a real OpenBao")
     parser.add_argument("--rounds", type=int, default=1, help="runs per server and scenario")
+    parser.add_argument(
+        "--ops", default=",".join(OPS), help=f"comma-separated, among {', '.join(OPS)}"
+    )
     args = parser.parse_args()
     levels = args.connections or [16, 64]
     if args.peer == "openbao":
-        peer_main(args.seconds, levels, args.rounds)
+        ops = args.ops.split(",")
+        if unknown := set(ops) - set(OPS):
+            parser.error(f"unknown --ops {', '.join(sorted(unknown))}")
+        peer_main(args.seconds, levels, args.rounds, ops)
     else:
         reads_main(args.seconds, levels)
 
