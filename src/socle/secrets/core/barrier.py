@@ -299,6 +299,14 @@ class StorageView:
     async def delete(self, key: str) -> None:
         await self._barrier.delete(self.prefix + key)
 
+    async def put_many(self, items: dict[str, bytes], deletes: list[str] | None = None) -> None:
+        """Write several entries (and delete others) in one atomic commit: one fsync where
+        sequential puts would wait for one each. Optional for a Storage (engines check)."""
+        await self._barrier.put_many(
+            {self.prefix + k: v for k, v in items.items()},
+            [self.prefix + k for k in deletes or []],
+        )
+
     async def list(self, prefix: str) -> list[str]:
         return await self._barrier.list(self.prefix + prefix)
 

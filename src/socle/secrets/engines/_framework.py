@@ -148,8 +148,13 @@ async def get_json(storage: Storage, key: str) -> Any:
     return json.loads(raw)
 
 
+def json_bytes(value: Any) -> bytes:
+    """How engines store JSON (compact, sorted keys): one encoding for put and put_many."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+
+
 async def put_json(storage: Storage, key: str, value: Any) -> None:
-    await storage.put(key, json.dumps(value, separators=(",", ":"), sort_keys=True).encode())
+    await storage.put(key, json_bytes(value))
 
 
 async def list_all(storage: Storage, prefix: str) -> list[str]:

@@ -41,6 +41,7 @@ from socle.secrets.engines._framework import (
     Router,
     get_json,
     handlers,
+    json_bytes,
     list_response,
     put_json,
     system_clock,
@@ -254,9 +255,22 @@ class KVv2Backend(RoutedBackend):
         if meta.current_version == 0:
             meta.created_ns = now
         entry, trimmed = meta.add_version(now, config)
+        data_key = self._version_key(meta.path, meta.current_version)
+        put_many = getattr(self._storage, "put_many", None)
+        if put_many is not None:
+            # Data, version table and trimmed versions in one atomic commit: all or nothing,
+            # and one durable flush per write instead of one per key.
+            try:
+                await put_many(
+                    {data_key: json_bytes(secret), "meta/" + meta.path: json_bytes(meta.to_json())},
+                    [self._version_key(meta.path, number) for number in trimmed],
+                )
+            finally:
+                self._forget(meta.path)
+            return Response(data=meta.version_summary(meta.current_version, entry))
         # Data first, then the version table: a crash in between leaves an unreachable
         # blob, never a version that points at nothing.
-        await put_json(self._storage, self._version_key(meta.path, meta.current_version), secret)
+        await put_json(self._storage, data_key, secret)
         await self._save_meta(meta)
         for number in trimmed:
             await self._storage.delete(self._version_key(meta.path, number))
