@@ -145,3 +145,16 @@ async def test_interrupted_init_leaves_the_store_uninitialised(store: SqliteStor
     for share in result.shares[:2]:
         unlocked = await third.submit(share)
     assert unlocked
+
+
+async def test_storage_view_put_many_is_one_commit_under_its_prefix(store: SqliteStore) -> None:
+    barrier, _ = await _unlocked(store)
+    view = StorageView(barrier, "logical/uuid-1/")
+    await view.put("old", b"0")
+    before = store.group_commits
+    await view.put_many({"a": b"1", "b/c": b"2"}, ["old"])
+    assert store.group_commits == before + 1
+    assert await view.get("a") == b"1" and await view.get("b/c") == b"2"
+    assert await view.get("old") is None
+    assert await store.get(DATA_PREFIX + "logical/uuid-1/a") is not None  # ciphertext there
+    assert await barrier.get("a") is None  # nothing outside the view's prefix

@@ -321,3 +321,44 @@ async def test_big_value_round_trips(kv: KVv2Backend) -> None:
 async def test_version_query_param_must_be_an_integer(kv: KVv2Backend) -> None:
     await write(kv, "k", {"v": 1})
     assert (await fails(kv, "read", "data/k", query={"version": "one"})).status == 400
+
+
+class BatchStorage(MemStorage):
+    """A storage that also offers ``put_many`` (as the core's barrier view does); records
+    every call, to show that a write is one atomic commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def put(self, key: str, value: bytes) -> None:
+        self.calls.append(f"put {key}")
+        await super().put(key, value)
+
+    async def delete(self, key: str) -> None:
+        self.calls.append(f"delete {key}")
+        await super().delete(key)
+
+    async def put_many(self, items: dict[str, bytes], deletes: list[str] | None = None) -> None:
+        self.calls.append(f"put_many {sorted(items)} -{sorted(deletes or [])}")
+        for key, value in items.items():
+            await super().put(key, value)
+        for key in deletes or []:
+            await super().delete(key)
+
+
+async def test_a_write_is_one_atomic_commit_when_storage_allows(clock: FakeClock) -> None:
+    storage = BatchStorage()
+    kv = KVv2Backend(storage, mount(options={"version": "2"}), clock=clock)
+    await call(kv, "update", "metadata/k", {"max_versions": 1})
+    await write(kv, "k", {"v": "1"})
+    storage.calls.clear()
+    assert await write(kv, "k", {"v": "2"}) == 2
+    # Data, version table and the trimmed version 1 together: never one without the other.
+    assert len(storage.calls) == 1 and storage.calls[0].startswith("put_many")
+    assert "meta/k" in storage.calls[0] and "-['" in storage.calls[0]
+    latest = await call(kv, "read", "data/k")
+    assert latest.data is not None and latest.data["data"] == {"v": "2"}
+    assert (await fails(kv, "read", "data/k", query={"version": "1"})).status == 404
+    versions = [k for k in storage.items if k.startswith("ver/")]
+    assert len(versions) == 1 and versions[0].endswith("/2"), versions
