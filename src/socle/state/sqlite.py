@@ -11,6 +11,12 @@ each inside its own SAVEPOINT (a conflict undoes only that caller's ops), then C
 one fsync for the whole group — and only then wakes the callers. No write is acknowledged
 before the fsync that covers it.
 
+Checkpoints (copying the WAL back into the database file, with its own fsyncs) would stall
+the commit that happens to trigger them, so SQLite's automatic checkpoint is off: once the
+WAL passes ``checkpoint_bytes`` a third thread with its own connection runs a PASSIVE
+checkpoint beside the writer. If the WAL still grows past 16 times that (checkpoints cannot
+keep up), the writer checkpoints itself, so the file stays bounded.
+
 Reads (get, scan, keys) run on a second thread with their own read-only connection: WAL lets
 them read the last committed state while the writer thread waits for its fsync, so a read
 never queues behind a disk flush. A write is acknowledged only after its COMMIT, so a read
@@ -56,6 +62,9 @@ def _range(columns: str, prefix: str) -> tuple[str, tuple[str, ...]]:
     return f"SELECT {columns} FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, end)  # noqa: S608
 
 
+CHECKPOINT_BYTES = 4 << 20
+"""WAL size past which the checkpoint thread copies it back (SQLite's default is 1000 pages)."""
+
 _STORE_HINT = "check that the disk is not full and no other program locks the file"
 
 
@@ -79,8 +88,17 @@ def _settle(future: asyncio.Future[list[int]], outcome: list[int] | BaseExceptio
 
 
 class SqliteStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, checkpoint_bytes: int = CHECKPOINT_BYTES) -> None:
         self._path = path
+        self._wal = path.with_name(path.name + "-wal")
+        self._checkpoint_bytes = checkpoint_bytes
+        self._checkpoint_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="socle-sqlite-ckpt"
+        )
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing = threading.Event()
+        self.checkpoints = 0
+        """Checkpoints run (by the checkpoint thread or, as a backstop, the writer)."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socle-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="socle-sqlite-r")
@@ -92,8 +110,8 @@ class SqliteStore:
         """COMMITs (hence WAL fsyncs) done by writes: fewer than writes when they group."""
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
-        store = cls(path)
+    async def open(cls, path: Path, *, checkpoint_bytes: int = CHECKPOINT_BYTES) -> SqliteStore:
+        store = cls(path, checkpoint_bytes=checkpoint_bytes)
         await store._call(store._open)
         await store._read(store._open_reader)
         return store
@@ -112,8 +130,14 @@ class SqliteStore:
         # FULL: each COMMIT fsyncs the WAL before it returns (see the module docstring).
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
+        conn.execute(f"PRAGMA journal_size_limit={16 * self._checkpoint_bytes}")
         conn.executescript(_SCHEMA)
         self._conn = conn
+        checkpointer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        checkpointer.execute("PRAGMA synchronous=FULL")
+        checkpointer.execute("PRAGMA busy_timeout=5000")
+        self._checkpointer = checkpointer
 
     def _open_reader(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -211,8 +235,37 @@ class SqliteStore:
         if not batch:
             return
         outcomes = self._commit_group(batch)
+        self._maybe_checkpoint()
         for write, outcome in zip(batch, outcomes, strict=True):
             write.loop.call_soon_threadsafe(_settle, write.future, outcome)
+
+    def _maybe_checkpoint(self) -> None:
+        """On the writer thread, after a commit: hand a big WAL to the checkpoint thread."""
+        try:
+            size = self._wal.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < self._checkpoint_bytes:
+            return
+        if size >= 16 * self._checkpoint_bytes and self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):  # a checkpoint running beside: fine
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self.checkpoints += 1
+            return
+        if not self._checkpointing.is_set() and self._checkpointer is not None:
+            self._checkpointing.set()
+            self._checkpoint_executor.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """On the checkpoint thread: copy committed WAL frames into the database file."""
+        try:
+            if self._checkpointer is not None:
+                self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+        except sqlite3.Error:
+            pass  # busy or closing: the next commit asks again
+        finally:
+            self._checkpointing.clear()
 
     def _commit_group(self, batch: Sequence[_Write]) -> list[list[int] | BaseException]:
         outcomes: list[list[int] | BaseException] = []
@@ -269,15 +322,25 @@ class SqliteStore:
                 results.append(current)
 
     async def close(self) -> None:
-        """Refuse new calls, let queued writes commit (the thread runs in order), close."""
+        """Refuse new calls, let queued writes commit (the thread runs in order), close the
+        reader and checkpoint connections, then the writer's last: the last connection to
+        close checkpoints the WAL into the database file."""
         if self._closed:
             return
         self._closed = True
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_conn)
-        self._executor.shutdown(wait=True)
+        await loop.run_in_executor(self._executor, self._drain)
         await loop.run_in_executor(self._read_executor, self._close_reader)
         self._read_executor.shutdown(wait=True)
+        await loop.run_in_executor(self._checkpoint_executor, self._close_checkpointer)
+        self._checkpoint_executor.shutdown(wait=True)
+        await loop.run_in_executor(self._executor, self._close_conn)
+        self._executor.shutdown(wait=True)
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def _close_reader(self) -> None:
         if self._reader is not None:

@@ -161,3 +161,30 @@ async def test_reads_do_not_wait_for_the_writer(store: SqliteStore) -> None:
     assert await pending == 2
     record = await store.get("k")
     assert record is not None and (record.value, record.version) == (b"pending", 2)
+
+
+async def test_the_wal_is_checkpointed_beside_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await SqliteStore.open(path, checkpoint_bytes=64 * 1024)
+    try:
+        # Automatic checkpoints are off on the writer: they would stall the commit.
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(200):
+            await store.put(f"big/{i}", bytes([i % 256]) * 4000)
+        for _ in range(2000):
+            if store.checkpoints:
+                break
+            await asyncio.sleep(0.005)
+        assert store.checkpoints >= 1
+        await store.put("last", b"x")  # a writer after a full checkpoint restarts the WAL
+        wal = path.with_name("state.db-wal").stat().st_size
+        assert wal <= 16 * 64 * 1024 + 64 * 1024, wal  # bounded, not 800 kB of frames
+        assert path.stat().st_size > 400 * 1024  # the frames reached the database file
+    finally:
+        await store.close()
+    on_disk = read_back(path)
+    assert len(on_disk) == 201 and on_disk["big/7"] == (bytes([7]) * 4000, 1)
+    assert (
+        not path.with_name("state.db-wal").exists()
+        or not path.with_name("state.db-wal").stat().st_size
+    )
