@@ -77,14 +77,19 @@ class _Write:
     loop: asyncio.AbstractEventLoop
 
 
-def _settle(future: asyncio.Future[list[int]], outcome: list[int] | BaseException) -> None:
-    """Runs on the caller's loop: a cancelled caller simply misses its answer."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+Outcome = list[int] | BaseException
+
+
+def _settle(answers: list[tuple[asyncio.Future[list[int]], Outcome]]) -> None:
+    """Runs on the callers' loop (one wake-up per group, not per write): a cancelled caller
+    simply misses its answer."""
+    for future, outcome in answers:
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 class SqliteStore:
@@ -106,6 +111,7 @@ class SqliteStore:
         self._closed = False
         self._queue: list[_Write] = []
         self._queue_lock = threading.Lock()
+        self._drain_scheduled = False
         self.group_commits = 0
         """COMMITs (hence WAL fsyncs) done by writes: fewer than writes when they group."""
 
@@ -223,27 +229,36 @@ class SqliteStore:
         write = _Write(list(ops), loop.create_future(), loop)
         with self._queue_lock:
             self._queue.append(write)
-        # One drain per write: the first to run takes the whole queue, later ones find it
-        # empty (or take what arrived meanwhile). The single thread keeps groups in order.
-        self._executor.submit(self._drain)
+            # A drain is scheduled when the queue goes from empty to not: it takes every
+            # write queued until it runs. The single thread keeps groups in order.
+            schedule = not self._drain_scheduled
+            self._drain_scheduled = True
+        if schedule:
+            self._executor.submit(self._drain)
         return await write.future
 
     def _drain(self) -> None:
         """On the SQLite thread: commit every queued write in one transaction, one fsync."""
         with self._queue_lock:
             batch, self._queue = self._queue, []
+            self._drain_scheduled = False
         if not batch:
             return
         outcomes = self._commit_group(batch)
         self._maybe_checkpoint()
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[list[int]], Outcome]]]
+        by_loop = {}
         for write, outcome in zip(batch, outcomes, strict=True):
-            write.loop.call_soon_threadsafe(_settle, write.future, outcome)
+            by_loop.setdefault(write.loop, []).append((write.future, outcome))
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, answers)
 
     def _maybe_checkpoint(self) -> None:
         """On the writer thread, after a commit: hand a big WAL to the checkpoint thread."""
         try:
             size = self._wal.stat().st_size
-        except FileNotFoundError:
+        except OSError:
             return
         if size < self._checkpoint_bytes:
             return
@@ -267,8 +282,8 @@ class SqliteStore:
         finally:
             self._checkpointing.clear()
 
-    def _commit_group(self, batch: Sequence[_Write]) -> list[list[int] | BaseException]:
-        outcomes: list[list[int] | BaseException] = []
+    def _commit_group(self, batch: Sequence[_Write]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         try:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
