@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -201,6 +202,11 @@ async def _run(plane: Plane, components: Components) -> None:
     except BaseException:
         stopping.cancel()
         raise
+    # What the start built lives as long as the process: move it out of the cyclic GC's
+    # reach, so that full collections under load scan only what requests allocate
+    # (measured: p99 of KV v2 writes at 64 connections 280-290 ms -> 80-135 ms).
+    gc.collect()
+    gc.freeze()
     try:
         await stopping
     finally:
