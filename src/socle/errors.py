@@ -19,6 +19,8 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     │   └── StartRefused       this instance can never start as specified (permanent)
     ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
     ├── BackupError            a backup archive is bad (tampered, truncated, hostile) or cannot be made
+    ├── ObserveError           Prometheus/Alertmanager refused a config or a query, or is down
+    │   └── QueryRejected      a PromQL query (or a silence) the server refused as bad input
     ├── ApiError               the control plane answered with an error
     │   └── AuthError          missing/invalid token
     └── ServerNotRunning       the CLI could not reach a control plane
@@ -180,6 +182,18 @@ class BackupError(SocleError):
     def __init__(self, message: str, *, entry: str | None = None, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.entry = entry
+
+
+class ObserveError(SocleError):
+    """The metrics or alerting data plane (Prometheus, Alertmanager) failed or refused."""
+
+    http_status = 502
+
+
+class QueryRejected(ObserveError):
+    """Bad PromQL (or a bad silence): the request's fault, not the server's."""
+
+    http_status = 400
 
 
 class ApiError(SocleError):

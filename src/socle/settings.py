@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -149,6 +149,47 @@ class Settings(BaseSettings):
     """Extra folders (``:``-separated, absolute) where audit devices may write files;
     by default only ``home/audit/`` (or ``stdout``)."""
 
+    prometheus: Literal["embedded", "off"] = "embedded"
+    """The metrics data plane: ``embedded`` runs Debian's ``prometheus`` as a component
+    (config and data under ``home/observe/prometheus``); ``off`` runs none (``/metrics`` is
+    still served, for a Prometheus of your own)."""
+
+    prometheus_bin: str = "/usr/bin/prometheus"
+    """The Prometheus server binary (``promtool`` is looked up next to it)."""
+
+    prometheus_listen: str = "127.0.0.1:0"
+    """Where the embedded Prometheus listens (port 0: a free loopback port, recorded in
+    status); queries go through Socle's API, so nobody needs to know it."""
+
+    prometheus_retention: str = "15d"
+    """How long the embedded Prometheus keeps samples (``--storage.tsdb.retention.time``)."""
+
+    prometheus_retention_size: str = "0"
+    """Size cap of its data (``--storage.tsdb.retention.size``, e.g. ``2GB``; 0: none)."""
+
+    scrape_interval: float = Field(default=15.0, ge=1, le=3600)
+    """Seconds between scrapes and between rule evaluations."""
+
+    metrics_remote_write: str | None = None
+    """A team's own Prometheus (or compatible store): every sample the embedded one scrapes
+    is also sent there (``remote_write``)."""
+
+    metrics_query_url: str | None = None
+    """Query this Prometheus (``http(s)://host:port``) instead of the embedded one."""
+
+    alertmanager: Literal["embedded", "off"] = "embedded"
+    """Alert routing: ``embedded`` runs Debian's ``prometheus-alertmanager`` as a component;
+    ``off`` runs none (alert rules are still evaluated by Prometheus)."""
+
+    alertmanager_bin: str = "/usr/bin/prometheus-alertmanager"
+
+    alertmanager_listen: str = "127.0.0.1:0"
+    """Where the embedded Alertmanager listens (port 0: a free loopback port)."""
+
+    remediation_interval: float = Field(default=300.0, ge=0, le=86400)
+    """Least seconds between two automatic remediations of one app by one rule, so that a
+    flapping app cannot cause a storm of restarts."""
+
     @field_validator("audit_dirs")
     @classmethod
     def _check_audit_dirs(cls, value: str) -> str:
@@ -157,7 +198,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"audit_dirs: {folder!r} must be an absolute path")
         return value
 
-    @field_validator("listen", "consul_listen", "dns_listen")
+    @field_validator(
+        "listen", "consul_listen", "dns_listen", "prometheus_listen", "alertmanager_listen"
+    )
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)
@@ -193,6 +236,11 @@ class Settings(BaseSettings):
     def backups_dir(self) -> Path:
         """Where scheduled backups are written (``socle backup create`` defaults here too)."""
         return self.home / "backups"
+
+    @property
+    def observe_dir(self) -> Path:
+        """Config and data of the embedded Prometheus and Alertmanager."""
+        return self.home / "observe"
 
     @property
     def token_file(self) -> Path:

@@ -15,7 +15,18 @@ from fastapi import APIRouter, FastAPI
 from socle import __version__
 from socle.api import faults
 from socle.api.context import ApiContext
-from socle.api.routes import backups, engine, logs, runtime, services, system, tokens, volumes
+from socle.api.routes import (
+    alerts,
+    backups,
+    engine,
+    logs,
+    metrics,
+    runtime,
+    services,
+    system,
+    tokens,
+    volumes,
+)
 
 ROUTERS: list[APIRouter] = [
     system.router,
@@ -27,6 +38,8 @@ ROUTERS: list[APIRouter] = [
     services.router,
     logs.router,
     logs.loki_router,
+    metrics.router,
+    alerts.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

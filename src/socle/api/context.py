@@ -12,6 +12,7 @@ from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
 from socle.network.registry import ServiceRegistry
 from socle.observe.logs.service import LogService
+from socle.observe.service import Observe
 from socle.redact import Redactor
 from socle.runtime.driver import RuntimeDriver
 
@@ -36,6 +37,8 @@ class ApiContext:
     """The service registry (``/api/v1/services``); None: not offered."""
     logs: LogService | None = None
     """The log store (LogQL queries, Loki API); None: not offered."""
+    observe: Observe | None = None
+    """Metrics pages, scrape targets, queries and alerts; None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

@@ -255,8 +255,8 @@ def bearer(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...])
 
 
 class TokenGate:
-    """ASGI middleware: ``/api/v1`` and ``/loki`` requests without a valid token get 401
-    unread.
+    """ASGI middleware: ``/api/v1``, ``/loki`` and ``/metrics`` requests without a valid
+    token get 401 unread.
 
     The token's record goes into ``scope[SCOPE_KEY]`` for the routes (``_who``); not into
     ``scope["state"]``, which servers may share with the lifespan.
@@ -264,9 +264,9 @@ class TokenGate:
     """
 
     OPEN = frozenset({"/api/v1/openapi.json"})
-    GUARDED = ("/api/v1/", "/loki/")
-    """Path prefixes that need a token (``/api/v1`` itself too): the platform API and the
-    Loki-compatible log API."""
+    GUARDED = ("/api/v1/", "/loki/", "/metrics/")
+    """Path prefixes that need a token (``/api/v1`` and ``/metrics`` themselves too): the
+    platform API, the Loki-compatible log API and the metrics pages."""
 
     def __init__(self, app: ASGIApp, tokens: TokenStore) -> None:
         self._app = app
@@ -274,7 +274,9 @@ class TokenGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        guarded = scope["type"] == "http" and (path == "/api/v1" or path.startswith(self.GUARDED))
+        guarded = scope["type"] == "http" and (
+            path in ("/api/v1", "/metrics") or path.startswith(self.GUARDED)
+        )
         if guarded and path not in self.OPEN:
             token = bearer(scope.get("headers") or ())
             info = await self._tokens.check(token) if token else None

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from socle.engine import plancache
 from socle.engine.kinds import (
@@ -78,6 +78,24 @@ class Desired:
         return {"objects": by_kind}
 
 
+class EngineEvents(Protocol):
+    """What the engine tells an observer (the control plane's metrics); calls never block."""
+
+    def planned(self, seconds: float) -> None:
+        """A plan was computed in ``seconds``."""
+
+    def applied(self, status: str, seconds: float) -> None:
+        """An apply ended with ``status`` (succeeded, failed, ...) ``seconds`` after it began."""
+
+
+class _NoEvents:
+    def planned(self, seconds: float) -> None:
+        pass
+
+    def applied(self, status: str, seconds: float) -> None:
+        pass
+
+
 class Engine:
     def __init__(
         self,
@@ -94,8 +112,10 @@ class Engine:
         cache_file: Path | None = None,
         instance_env: Mapping[str, str] | None = None,
         externals: ExternalSink | None = None,
+        events: EngineEvents | None = None,
     ) -> None:
         self._store = store
+        self._events: EngineEvents = events if events is not None else _NoEvents()
         self._driver = driver
         self._releases = releases
         self.manifest_cache = ManifestCache()
@@ -250,8 +270,11 @@ class Engine:
     async def plan(
         self, path: Path, env: str | None, *, allow_delete_all: bool = False
     ) -> tuple[LoadedManifests, Plan]:
+        began = time.monotonic()
         loaded, desired = await self.desired_from(path, env)
-        return loaded, plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
+        result = plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
+        self._events.planned(time.monotonic() - began)
+        return loaded, result
 
     # -- apply -------------------------------------------------------------------------
 
@@ -344,6 +367,7 @@ class Engine:
                 )
                 await self._reload_targets()
             await self.revisions.save(revision)
+            self._ended(revision)
         finally:
             self._apply_lock.release()
 
@@ -405,6 +429,7 @@ class Engine:
         revision.status = RevisionStatus.FAILED
         revision.message = next(iter(failures.values())) + " (nothing was changed)"
         await self.revisions.save(revision)
+        self._ended(revision)
         return False
 
     async def _commit(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
@@ -582,6 +607,10 @@ class Engine:
             revision.status = RevisionStatus.SUCCEEDED
         revision.message = "; ".join(failures)
         await self.revisions.save(revision)
+        self._ended(revision)
+
+    def _ended(self, revision: Revision) -> None:
+        self._events.applied(str(revision.status), max(0.0, time.time() - revision.created))
 
     # -- status ------------------------------------------------------------------------
 

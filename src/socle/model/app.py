@@ -316,6 +316,25 @@ class HealthSpec(Spec):
         return probe.port if probe else None
 
 
+class MetricsSpec(Spec):
+    """Where an app serves its own Prometheus metrics (opt-in to be scraped).
+
+    Not part of the instance template: adding or changing it restarts nothing, it only
+    changes the targets Socle hands to Prometheus (``http_sd``).
+    """
+
+    port: str
+    """Name of one of ``spec.ports``."""
+    path: str = "/metrics"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value or CONTROLS.search(value):
+            raise ValueError(f"metrics path {value!r} must start with '/' and have no spaces")
+        return value
+
+
 class ResourcesSpec(Spec):
     memory: Size | None = None
     cpu: Cpu | None = None
@@ -388,6 +407,8 @@ class AppSpec(Spec):
     depends_on: list[str] = Field(default_factory=list)
     volumes: list[VolumeMount] = Field(default_factory=list)
     """Volumes mounted into every instance; each implies a dependency on that Volume."""
+    metrics: MetricsSpec | None = None
+    """Opt in to be scraped by Prometheus: ``{port: http, path: /metrics}``."""
 
     @field_validator("depends_on")
     @classmethod
@@ -436,6 +457,12 @@ class AppSpec(Spec):
             raise FieldError(
                 ("health", probe, "port"),
                 f"health check uses port {self.health.port_name!r} which is not in spec.ports "
+                f"({', '.join(names) or 'none declared'})",
+            )
+        if self.metrics is not None and self.metrics.port not in names:
+            raise FieldError(
+                ("metrics", "port"),
+                f"metrics uses port {self.metrics.port!r} which is not in spec.ports "
                 f"({', '.join(names) or 'none declared'})",
             )
         deps = self.depends_on

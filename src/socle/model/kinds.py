@@ -125,6 +125,7 @@ class KindRegistry:
 def build_default_kinds() -> KindRegistry:
     """A new registry with the kinds Socle ships (imports their modules)."""
     from socle.model import checks
+    from socle.model.alertrule import AlertRule
     from socle.model.app import App, app_references
     from socle.model.external import ExternalService
     from socle.model.volume import Volume
@@ -133,6 +134,7 @@ def build_default_kinds() -> KindRegistry:
     registry.register("App", App, references=app_references, checks=(checks.workdirs,))
     registry.register("Volume", Volume)
     registry.register("ExternalService", ExternalService)
+    registry.register("AlertRule", AlertRule)
     return registry
 
 

@@ -123,6 +123,28 @@ class InstanceStatus:
 
 
 @dataclass(frozen=True)
+class InstanceResources:
+    """Where to read an instance's usage from outside it (the per-instance exporter).
+
+    Not part of :class:`RuntimeDriver`: a driver that can say where its instances live on
+    this host offers ``resources()`` (the :class:`ResourceSource` protocol).
+    """
+
+    status: InstanceStatus
+    cgroups: tuple[str, ...] = ()
+    """The instance's cgroup (v1) folders, one per controller; empty without cgroups."""
+    health_seconds: float | None = None
+    """How long the last health probe took (None: no check, or none finished yet)."""
+    health_ok: bool | None = None
+    """Whether the last health probe passed."""
+
+
+class ResourceSource(Protocol):
+    def resources(self) -> list[InstanceResources]:
+        """Every instance with where its usage can be read; a snapshot, never blocks."""
+
+
+@dataclass(frozen=True)
 class LogLine:
     time: float
     instance: InstanceId

@@ -1,7 +1,7 @@
 """The control plane process: the composition root, one asyncio loop.
 
 :func:`build_components` lists the components in start order (store, leader lease, secrets,
-runtime, engine, API); :func:`serve` starts them, waits for a shutdown request (SIGTERM,
+runtime, volumes, engine, backups, observe, API, Alertmanager, Prometheus); :func:`serve` starts them, waits for a shutdown request (SIGTERM,
 SIGINT, ``POST /api/v1/shutdown``) or a fence (the leader lease was lost), then stops them in
 reverse. Stopping the control plane (even ``kill -9``) leaves app instances running; the next
 start re-adopts them. ``socle down`` stops the apps first.
@@ -25,6 +25,12 @@ from pathlib import Path
 
 from socle.errors import ConfigError
 from socle.fs import UMASK, private_dir, tighten, try_lock
+from socle.observe.components import (
+    AlertmanagerComponent,
+    ObserveComponent,
+    PrometheusComponent,
+)
+from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.redact import Redactor
 from socle.redact import install as install_redactor
 from socle.server.components import Component, Components
@@ -142,7 +148,10 @@ def build_components(plane: Plane) -> Components:
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))
     components.add(ConsulComponent(plane))
+    components.add(ObserveComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))
+    components.add(AlertmanagerComponent(plane))
+    components.add(PrometheusComponent(plane))
     return components
 
 
@@ -165,11 +174,13 @@ async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> N
             )
         _raise_nofile()
         host, port = _reserve(settings.listen)
+        monitor = TaskMonitor()
         plane = Plane(
             redactor=redactor,
             settings=settings,
             stores=stores if stores is not None else default_registry(),
-            monitor=TaskMonitor(),
+            monitor=monitor,
+            metrics=ControlPlaneMetrics(monitor),
             components=Components(),
             host=host,
             port=port,

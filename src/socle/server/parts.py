@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
@@ -25,6 +25,7 @@ from granian.server.embed import Server as GranianServer
 
 from socle.api.app import ApiContext, create_app
 from socle.api.consul import create_consul_app
+from socle.api.instrument import counted, timed
 from socle.api.limits import guard
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
@@ -39,6 +40,8 @@ from socle.network.service import NetworkService
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
 from socle.observe.logs.worker import WorkerStore
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.observe.service import Observe
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.runtime.local.volumes import LocalVolumeProvider
@@ -92,6 +95,17 @@ class Plane:
     dns_address: str | None = None
     """Where the service-discovery DNS answers (``HOST:PORT``), once it does."""
     logs: LogService | None = None
+    metrics: ControlPlaneMetrics | None = None
+    """The control plane's own metrics (``/metrics``), fed by the engine, runtime and API."""
+    observe: Observe | None = None
+
+    async def service_token(self, name: str) -> str:
+        """A fresh API token for one of Socle's own daemons (Prometheus, Alertmanager):
+        rotated at every start, so the previous one dies with the previous process."""
+        tokens = need(self.tokens, "tokens")
+        if any(info.name == name for info in await tokens.list()):
+            return await tokens.rotate(name)
+        return await tokens.create(name)
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps
@@ -385,6 +399,7 @@ class EngineComponent:
             tasks=plane.monitor,
             instance_env={"SOCLE_DNS": plane.dns_address} if plane.dns_address else None,
             externals=plane.network.externals if plane.network is not None else None,
+            events=plane.metrics,
         )
         try:
             await engine.start()
@@ -561,9 +576,14 @@ class ApiComponent:
             redact=plane.redactor,
             registry=plane.network.registry if plane.network is not None else None,
             logs=plane.logs,
+            observe=plane.observe,
         )
+        platform: Any = create_app(ctx)
+        vault: Any = need(plane.secrets, "secrets").asgi
+        if plane.metrics is not None:
+            platform, vault = timed(platform, plane.metrics), counted(vault, plane.metrics)
         app = guard(
-            main_listener(create_app(ctx), need(plane.secrets, "secrets").asgi),
+            main_listener(platform, vault),
             tokens,
             max_body_bytes=settings.max_body_bytes,
             max_secrets_body_bytes=settings.max_secrets_body_bytes,

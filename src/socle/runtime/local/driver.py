@@ -38,6 +38,7 @@ from socle.fs import try_lock
 from socle.runtime.driver import (
     ConfinedCommand,
     InstanceId,
+    InstanceResources,
     InstanceSpec,
     InstanceStatus,
     Isolation,
@@ -320,6 +321,28 @@ class LocalDriver:
 
     def instances(self) -> list[InstanceStatus]:
         return [instance.status() for instance in self._instances.values()]
+
+    def replace(self, instance_id: InstanceId, reason: str) -> bool:
+        """Restart one instance on request (a remediation), per its restart policy;
+        False if it is unknown or not running now."""
+        instance = self._instances.get(instance_id)
+        return instance is not None and instance.replace(reason)
+
+    def resources(self) -> list[InstanceResources]:
+        """Each instance with its cgroup folders and last health probe (the exporter's
+        input; see :class:`socle.runtime.driver.ResourceSource`)."""
+        found = []
+        for instance in self._instances.values():
+            prober = instance.prober
+            found.append(
+                InstanceResources(
+                    status=instance.status(),
+                    cgroups=tuple(instance.record.cgroups),
+                    health_seconds=prober.last_seconds if prober else None,
+                    health_ok=prober.last_ok if prober else None,
+                )
+            )
+        return found
 
     def subscribe(self, listener: StatusListener) -> None:
         self._listeners.append(listener)

@@ -96,6 +96,8 @@ class Instance:
         self.detached = False
         self.waiting_for_secrets = False
         self.unhealthy_reason: str | None = None
+        self.replace_reason: str | None = None
+        """Why a restart was asked from outside (a remediation), until the process exits."""
         self.oom_baseline = 0
         self.prober: Prober | None = None
         self.restart_timer: asyncio.TimerHandle | None = None
@@ -208,6 +210,7 @@ class Instance:
         spec = self.spec
         self.generation += 1
         self.unhealthy_reason = None
+        self.replace_reason = None
         self.env = self._env(spec)
         program = preflight(spec, self.env)
         command = [program, *spec.command[1:]]
@@ -388,8 +391,14 @@ class Instance:
                 stderr=stderr,
                 unhealthy=self.unhealthy_reason,
                 memory=self.spec.memory,
+                replaced=self.replace_reason,
             )
-            failed = status is None or status.code != 0 or self.unhealthy_reason is not None
+            failed = (
+                status is None
+                or status.code != 0
+                or self.unhealthy_reason is not None
+                or self.replace_reason is not None
+            )
             policy = self.spec.restart
             if policy == "never" or (policy == "on-failure" and not failed):
                 self.ready_since = None
@@ -531,6 +540,17 @@ class Instance:
         )
         self.host.spawn_task(self.terminate(self.spec.stop_grace))
 
+    def replace(self, reason: str) -> bool:
+        """Restart on request (a remediation): stopped like a failed liveness check, then
+        restarted per its policy and backoff; False if it is not running now."""
+        if not self._usable() or self.replace_reason is not None:
+            return False
+        self._stop_health()
+        self.replace_reason = reason
+        self._set(InstanceState.UNHEALTHY, f"{reason}; restarting", ready=False)
+        self.host.spawn_task(self.terminate(self.spec.stop_grace))
+        return True
+
     # -- stopping -------------------------------------------------------------------------
 
     def force_kill(self) -> None:
@@ -658,9 +678,12 @@ def describe_exit(
     stderr: str | None,
     unhealthy: str | None,
     memory: int | None,
+    replaced: str | None = None,
 ) -> str:
     """Why the process went away, said plainly, with its last stderr line as evidence."""
-    if unhealthy is not None:
+    if replaced is not None:
+        text = f"restarted on request ({replaced})"
+    elif unhealthy is not None:
         text = f"killed after failing health checks ({unhealthy})"
     elif status is None:
         text = "the instance's shim died without recording an exit status"

@@ -40,6 +40,10 @@ class Prober:
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
+        self.last_seconds: float | None = None
+        """How long the last probe took (exported as the health check latency)."""
+        self.last_ok: bool | None = None
+        """Whether the last probe passed (None: none finished yet)."""
 
     def start(self) -> None:
         self._arm(FIRST_PROBE)
@@ -70,9 +74,12 @@ class Prober:
             self.task = asyncio.get_running_loop().create_task(self._probe())
 
     async def _probe(self) -> None:
+        began = time.monotonic()
         reason = await probe(
             self.spec, ports=self.ports, cwd=self.cwd, env=self.env(), confine=self.confine
         )
+        self.last_seconds = time.monotonic() - began
+        self.last_ok = reason is None
         self.task = None
         if self.stopped:
             return

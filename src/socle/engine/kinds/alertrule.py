@@ -1,0 +1,239 @@
+"""The AlertRule kind's handler: rules checked at plan time, handed to observe on apply.
+
+Nothing runs for an AlertRule: its target is the rendered manifest. ``desired`` compiles
+every AlertRule to Prometheus rule groups and runs ``promtool check rules`` on them, so a
+bad PromQL expression or duration is a manifest problem (file, line, ``spec.expr``) before
+anything changes; the result is cached by content digest, so unchanged rules are not
+checked again. After a commit, listeners (the embedded Prometheus) are told to rewrite
+their rule files (:meth:`AlertRuleHandler.subscribe`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, cast
+
+import yaml
+
+from socle.engine.kinds import ApplyContext, HandlerDeps
+from socle.engine.planner import Action, Change, ObjectState
+from socle.errors import ManifestError, Problem
+from socle.model.alertrule import AlertRule, to_rule_group
+from socle.model.kinds import ObjectRef
+from socle.model.loader import LoadedManifests
+
+log = logging.getLogger(__name__)
+
+KIND = "AlertRule"
+CHECK_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class AlertRuleState:
+    name: str
+    manifest: dict[str, Any]
+    digest: str
+    kind: ClassVar[str] = KIND
+
+    @classmethod
+    def of(cls, rule: AlertRule) -> AlertRuleState:
+        manifest = rule.model_dump(mode="json", by_alias=True)
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+        return cls(rule.name, manifest, hashlib.sha256(text.encode()).hexdigest())
+
+    @property
+    def actions(self) -> list[str]:
+        return list(self.manifest["spec"].get("actions") or [])
+
+    def dependencies(self) -> list[ObjectRef]:
+        return []
+
+    def comparable(self) -> dict[str, Any]:
+        return self.manifest
+
+    def change(self, old: Any) -> tuple[Action, str]:
+        return Action.UPDATE, "rule files rewritten, Prometheus reloaded (apps not restarted)"
+
+
+def _encode(state: AlertRuleState) -> dict[str, Any]:
+    return {"name": state.name, "manifest": state.manifest, "digest": state.digest}
+
+
+def _decode(data: Mapping[str, Any]) -> AlertRuleState:
+    return AlertRuleState(data["name"], data["manifest"], data["digest"])
+
+
+def promtool() -> str | None:
+    return shutil.which("promtool") or (
+        "/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None
+    )
+
+
+async def check_groups(tool: str, groups: list[dict[str, Any]]) -> str | None:
+    """promtool's complaint about ``groups`` (None: accepted)."""
+    with tempfile.TemporaryDirectory(prefix="socle-rules-") as folder:
+        path = Path(folder) / "rules.yml"
+        path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        proc = await asyncio.create_subprocess_exec(
+            tool,
+            "check",
+            "rules",
+            str(path),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return f"promtool timed out after {CHECK_TIMEOUT:g}s"
+        if proc.returncode == 0:
+            return None
+        text = out.decode(errors="replace").replace(str(path), "rules").strip()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        useful = [line for line in lines if not line.startswith(("Checking", "FAILED"))]
+        return "; ".join(useful or lines)[:500]
+
+
+class AlertRuleHandler:
+    """AlertRules: checked with promtool when planned, handed to Prometheus when applied."""
+
+    kind = KIND
+
+    def __init__(self, deps: HandlerDeps) -> None:
+        self._targets: dict[str, tuple[AlertRuleState, int]] = {}
+        self._checked: set[str] = set()
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each apply that changed AlertRules."""
+        self._listeners.append(listener)
+
+    async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
+        self._targets = {}
+        for name, raw in records.items():
+            data = json.loads(raw)
+            self._targets[name] = (_decode(data["state"]), int(data["revision"]))
+        return {}
+
+    async def start(self) -> None:
+        """Nothing runs for an AlertRule."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+    def current(self) -> dict[str, ObjectState]:
+        return {name: state for name, (state, _) in self._targets.items()}
+
+    def rules(self) -> dict[str, AlertRuleState]:
+        """The applied AlertRules by name (what the webhook looks actions up in)."""
+        return {name: state for name, (state, _) in self._targets.items()}
+
+    async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
+        states = {
+            name: AlertRuleState.of(cast(AlertRule, obj))
+            for name, obj in loaded.of_kind(KIND).items()
+        }
+        await self._check(states, loaded.origins)
+        return dict(states)
+
+    async def _check(
+        self, states: Mapping[str, AlertRuleState], origins: Mapping[str, str]
+    ) -> None:
+        fresh = {n: s for n, s in states.items() if s.digest not in self._checked}
+        if not fresh:
+            return
+        tool = promtool()
+        if tool is None:
+            log.warning("promtool not found: AlertRule expressions are not checked at plan time")
+            return
+        groups = [to_rule_group(n, s.manifest["spec"]) for n, s in sorted(fresh.items())]
+        if await check_groups(tool, groups) is None:
+            self._checked.update(s.digest for s in fresh.values())
+            return
+        problems: list[Problem] = []
+        for name, state in sorted(fresh.items()):
+            reason = await check_groups(tool, [to_rule_group(name, state.manifest["spec"])])
+            if reason is None:
+                self._checked.add(state.digest)
+                continue
+            origin = origins.get(f"{KIND}/{name}", "")
+            file, _, line = origin.rpartition(":")
+            problems.append(
+                Problem(
+                    file or None,
+                    int(line) if line.isdigit() else None,
+                    "spec.expr",
+                    f"Prometheus refuses this rule: {reason}",
+                )
+            )
+        if problems:
+            raise ManifestError(problems, hint="fix the PromQL (see `socle metrics query`)")
+
+    def export_cache(self) -> Any:
+        return None
+
+    def adopt_cache(self, exported: Any) -> None:
+        """Nothing cached across restarts (checks are cheap to redo)."""
+
+    def encode(self, name: str, state: ObjectState) -> dict[str, Any]:
+        return _encode(cast(AlertRuleState, state))
+
+    def decode(self, data: Mapping[str, Any]) -> ObjectState:
+        return _decode(data)
+
+    async def check_reapply(self, states: Mapping[str, ObjectState], revision: int) -> None:
+        """A recorded AlertRule can always be applied again."""
+
+    async def prepare(
+        self, changes: list[Change], desired: Mapping[str, ObjectState], ctx: ApplyContext
+    ) -> dict[str, str]:
+        return {}
+
+    def record(self, name: str, state: ObjectState, revision: int) -> bytes:
+        data = {"state": _encode(cast(AlertRuleState, state)), "revision": revision}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    async def activate(self, applied: Mapping[str, ObjectState | None], revision: int) -> set[str]:
+        for name, state in applied.items():
+            if state is None:
+                self._targets.pop(name, None)
+            else:
+                self._targets[name] = (cast(AlertRuleState, state), revision)
+        if applied:
+            for listener in list(self._listeners):
+                try:
+                    listener()
+                except Exception:
+                    log.exception("AlertRule listener failed")
+        return set()
+
+    async def delete(self, name: str, revision: int) -> None:
+        """Removed in :meth:`activate` already."""
+
+    async def refreshed(self) -> dict[str, ObjectState]:
+        return {}
+
+    async def status(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "kind": KIND,
+                "name": name,
+                "health": "ready",
+                "revision": revision,
+                "message": state.manifest["spec"]["expr"][:200],
+                "severity": state.manifest["spec"].get("severity", "warning"),
+                "actions": state.actions,
+            }
+            for name, (state, revision) in sorted(self._targets.items())
+        ]

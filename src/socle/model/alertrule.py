@@ -1,0 +1,134 @@
+"""The ``AlertRule`` kind: a PromQL condition that fires an alert, and what Socle does then.
+
+::
+
+    apiVersion: socle/v1
+    kind: AlertRule
+    metadata: {name: api-memory}
+    spec:
+      expr: socle_instance_memory_bytes{app="api"} > 200e6
+      for: 30s
+      severity: warning            # info | warning | critical
+      labels: {team: web}
+      annotations: {summary: "api uses more than 200 MB"}
+      actions: [restart]           # remediation Socle runs when it fires
+
+Compiled to one Prometheus rule group per object (:func:`to_rule_group`); the PromQL itself
+is checked by ``promtool check rules`` when a plan is made (the engine's handler), so a
+bad expression is refused before anything changes. The ``restart`` action restarts the
+instance named by the alert's ``instance`` label (the per-instance exporter's), or every
+instance of its ``app`` label; it is rate-limited per rule and app and recorded.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from socle.model.app import CONTROLS, Metadata, Spec
+from socle.model.units import Duration, parse_duration
+
+LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+RESERVED_LABELS = frozenset({"alertname", "severity", "socle_rule"})
+MAX_EXPR = 4096
+
+Action = Literal["restart"]
+
+
+def _label_names(value: dict[str, str], what: str) -> dict[str, str]:
+    for name, text in value.items():
+        if not LABEL_RE.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{what} name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if CONTROLS.search(text):
+            raise ValueError(f"{what} {name!r} holds control characters")
+    return value
+
+
+class AlertRuleSpec(Spec):
+    expr: str = Field(min_length=1, max_length=MAX_EXPR)
+    """PromQL; the alert fires for every series it returns."""
+    for_: Duration = Field(default=0.0, alias="for", ge=0, le=7 * 86400)
+    """How long the condition must hold before the alert fires."""
+    severity: Literal["info", "warning", "critical"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    actions: list[Action] = Field(default_factory=list, max_length=4)
+    """Remediation when the alert fires: ``restart``."""
+
+    @field_validator("expr")
+    @classmethod
+    def _expr(cls, value: str) -> str:
+        if CONTROLS.search(value.replace("\n", " ").replace("\t", " ")):
+            raise ValueError("expr holds control characters")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in RESERVED_LABELS:
+                raise ValueError(f"label {name!r} is set by Socle; use spec.severity or the name")
+        return _label_names(value, "label")
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str]) -> dict[str, str]:
+        return _label_names(value, "annotation")
+
+    @field_validator("actions")
+    @classmethod
+    def _actions(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("an action is listed twice")
+        return value
+
+
+class AlertRule(Spec):
+    api_version: Literal["socle/v1"]
+    kind: Literal["AlertRule"]
+    metadata: Metadata
+    spec: AlertRuleSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def prometheus_duration(seconds: float) -> str:
+    """Prometheus' duration syntax (integers only): ``30s``, ``1500ms``."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def alert_name(rule: str) -> str:
+    """The Prometheus ``alertname`` of AlertRule ``rule`` (names may hold '-')."""
+    return rule
+
+
+def to_rule_group(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """One Prometheus rule group from an AlertRule's rendered spec (JSON form, camelCase).
+
+    ``socle_rule`` names the object the alert came from: the webhook looks the actions up
+    in the applied AlertRule, never in what the alert says.
+    """
+    rule: dict[str, Any] = {
+        "alert": alert_name(name),
+        "expr": spec["expr"],
+        "labels": {
+            **dict(spec.get("labels") or {}),
+            "severity": spec.get("severity", "warning"),
+            "socle_rule": name,
+        },
+    }
+    hold = parse_duration(spec.get("for") or 0)
+    if hold:
+        rule["for"] = prometheus_duration(hold)
+    if spec.get("annotations"):
+        rule["annotations"] = dict(spec["annotations"])
+    return {"name": f"socle-{name}", "rules": [rule]}
+
+
+__all__ = ["AlertRule", "AlertRuleSpec", "alert_name", "prometheus_duration", "to_rule_group"]

@@ -1,0 +1,1 @@
+"""Alerts: rule files from ``AlertRule``, the embedded Alertmanager, remediation."""

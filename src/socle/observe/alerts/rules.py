@@ -1,0 +1,85 @@
+"""Prometheus rule files: one per applied ``AlertRule``, plus Socle's built-in rules.
+
+Built-in rules watch what every platform needs without anyone writing a manifest (names
+start with ``Socle``; ``socle_rule`` is empty, so no remediation runs for them):
+
+- ``SocleInstanceCrashLooping``: 3 restarts or more within 5 minutes;
+- ``SocleInstanceMemoryNearLimit``: above 90 % of its memory limit for a minute;
+- ``SocleDown``: Prometheus cannot scrape the control plane;
+- ``SocleApplyFailed``: an apply ended failed or rolled back in the last 15 minutes;
+- ``SocleBackgroundTaskFailing``: background tasks of the control plane keep failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from socle.engine.planner import ObjectState
+from socle.model.alertrule import to_rule_group
+
+BUILTIN_FILE = "socle-builtin.yml"
+
+BUILTIN_RULES: list[dict[str, Any]] = [
+    {
+        "alert": "SocleInstanceCrashLooping",
+        "expr": "increase(socle_instance_restarts_total[5m]) >= 3",
+        "labels": {"severity": "critical", "socle_rule": ""},
+        "annotations": {
+            "summary": "{{ $labels.instance }} of {{ $labels.app }} restarted "
+            '{{ $value | printf "%.0f" }} times in 5 minutes',
+        },
+    },
+    {
+        "alert": "SocleInstanceMemoryNearLimit",
+        "expr": "socle_instance_memory_bytes / socle_instance_memory_limit_bytes > 0.9",
+        "for": "1m",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {
+            "summary": "{{ $labels.instance }} of {{ $labels.app }} uses "
+            "{{ $value | humanizePercentage }} of its memory limit",
+        },
+    },
+    {
+        "alert": "SocleDown",
+        "expr": 'up{job="socle"} == 0',
+        "for": "1m",
+        "labels": {"severity": "critical", "socle_rule": ""},
+        "annotations": {"summary": "Prometheus cannot scrape the Socle control plane"},
+    },
+    {
+        "alert": "SocleApplyFailed",
+        "expr": 'increase(socle_applies_total{status=~"failed|rolled_back"}[15m]) > 0',
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {"summary": "an apply ended {{ $labels.status }}"},
+    },
+    {
+        "alert": "SocleBackgroundTaskFailing",
+        "expr": "increase(socle_background_task_failures_total[10m]) > 3",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {"summary": "background tasks of the control plane keep failing"},
+    },
+]
+
+
+def builtin_rule_files() -> dict[str, str]:
+    return {
+        BUILTIN_FILE: yaml.safe_dump(
+            {"groups": [{"name": "socle-builtin", "rules": BUILTIN_RULES}]}, sort_keys=False
+        )
+    }
+
+
+def rule_files(states: Mapping[str, ObjectState]) -> dict[str, str]:
+    """``alertrule-<name>.yml`` per applied AlertRule (its rendered manifest's spec)."""
+    files: dict[str, str] = {}
+    for name, state in sorted(states.items()):
+        manifest: dict[str, Any] = getattr(state, "manifest", {})
+        group = to_rule_group(name, manifest["spec"])
+        files[f"alertrule-{name}.yml"] = yaml.safe_dump({"groups": [group]}, sort_keys=False)
+    return files
+
+
+__all__ = ["BUILTIN_FILE", "BUILTIN_RULES", "builtin_rule_files", "rule_files"]

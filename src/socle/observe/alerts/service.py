@@ -1,0 +1,192 @@
+"""Alerts and remediation: Alertmanager's webhook, the actions it triggers, silences.
+
+Alertmanager calls ``POST /api/v1/alerts/webhook`` (with its own API token) with groups of
+alerts. For each *firing* alert, :meth:`Alerts.webhook` looks up the AlertRule named by its
+``socle_rule`` label among the **applied** AlertRules -- the actions come from the rule Socle
+applied, never from what the alert carries -- and runs each action:
+
+- ``restart``: the instance named by the alert's ``instance`` label (the per-instance
+  exporter's), or every running instance of its ``app`` label, is restarted per its
+  restart policy (like a failed liveness check).
+
+Every decision is recorded (kept in memory, newest last, and counted in
+``socle_remediations_total{action,result}``): ``done``, ``rate-limited`` (the same rule acted
+on the same instance less than ``min_interval`` seconds ago: a flapping app cannot cause a storm),
+``no-target`` (nothing running matches the labels). Resolved alerts change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from socle.errors import ConfigError
+from socle.observe.alerts.manager import AlertmanagerServer
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.runtime.driver import InstanceId, InstanceStatus
+
+log = logging.getLogger("socle.observe.alerts")
+
+MAX_RECORDS = 500
+MAX_ALERTS_PER_CALL = 1000
+
+
+class RuleSource(Protocol):
+    def rules(self) -> Mapping[str, Any]:
+        """Applied AlertRules by name; each has ``actions``."""
+        ...
+
+
+class Restarter(Protocol):
+    def instances(self) -> list[InstanceStatus]: ...
+
+    def replace(self, instance_id: InstanceId, reason: str) -> bool: ...
+
+
+class EngineLike(Protocol):
+    def handler(self, kind: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Remediation:
+    """One decision taken for a firing alert."""
+
+    time: float
+    rule: str
+    action: str
+    app: str
+    instance: str | None
+    result: str
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class Alerts:
+    """Remediation on alerts, and access to the Alertmanager (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        engine: EngineLike,
+        driver: Restarter,
+        metrics: ControlPlaneMetrics,
+        min_interval: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self._driver = driver
+        self._metrics = metrics
+        self._min_interval = min_interval
+        self._clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self.records: deque[Remediation] = deque(maxlen=MAX_RECORDS)
+        self.manager: AlertmanagerServer | None = None
+
+    def _rules(self) -> Mapping[str, Any]:
+        return dict(self._engine.handler("AlertRule").rules())
+
+    def _record(self, item: Remediation) -> Remediation:
+        self.records.append(item)
+        self._metrics.remediations.labels(item.action, item.result).inc()
+        log.warning(
+            "remediation %s of %s (rule %s): %s %s",
+            item.action,
+            item.instance or item.app,
+            item.rule,
+            item.result,
+            item.message,
+        )
+        return item
+
+    def webhook(self, payload: Mapping[str, Any]) -> list[Remediation]:
+        """Act on one Alertmanager webhook call; returns the decisions taken."""
+        alerts = payload.get("alerts")
+        if not isinstance(alerts, list):
+            raise ConfigError("webhook payload has no 'alerts' list")
+        rules = self._rules()
+        done: list[Remediation] = []
+        for alert in alerts[:MAX_ALERTS_PER_CALL]:
+            if not isinstance(alert, dict) or alert.get("status") != "firing":
+                continue
+            labels = alert.get("labels")
+            if not isinstance(labels, dict):
+                continue
+            name = str(labels.get("socle_rule") or "")
+            rule = rules.get(name)
+            if rule is None:
+                continue
+            for action in rule.actions:
+                if action == "restart":
+                    done.extend(self._restart(name, labels))
+        return done
+
+    def _restart(self, rule: str, labels: Mapping[str, Any]) -> list[Remediation]:
+        app = str(labels.get("app") or "")
+        instance = str(labels.get("instance") or "")
+        running = self._driver.instances()
+        targets = [s for s in running if s.id == instance and (not app or s.app == app)]
+        if not targets and app:
+            targets = [s for s in running if s.app == app and s.pid is not None]
+        now = self._clock()
+        if not targets:
+            return [
+                self._record(
+                    Remediation(
+                        now,
+                        rule,
+                        "restart",
+                        app,
+                        instance or None,
+                        "no-target",
+                        "no running instance matches the alert's labels",
+                    )
+                )
+            ]
+        results = []
+        for status in targets:
+            last = self._last.get((rule, status.id))
+            if last is not None and now - last < self._min_interval:
+                results.append(
+                    self._record(
+                        Remediation(
+                            now,
+                            rule,
+                            "restart",
+                            status.app,
+                            status.id,
+                            "rate-limited",
+                            f"last remediation {now - last:.0f}s ago "
+                            f"(at most one per {self._min_interval:g}s)",
+                        )
+                    )
+                )
+                continue
+            started = self._driver.replace(status.id, f"alert {rule}")
+            if started:
+                self._last[(rule, status.id)] = now
+            results.append(
+                self._record(
+                    Remediation(
+                        now,
+                        rule,
+                        "restart",
+                        status.app,
+                        status.id,
+                        "done" if started else "no-target",
+                        "restart requested" if started else "instance is not running",
+                    )
+                )
+            )
+        return results
+
+    def history(self, limit: int = 100) -> list[dict[str, object]]:
+        return [r.to_dict() for r in list(self.records)[-limit:]]
+
+
+__all__ = ["Alerts", "Remediation"]

@@ -1,0 +1,265 @@
+"""Observe's control-plane components (listed in :func:`socle.server.build_components`).
+
+- :class:`ObserveComponent` (before the API): the :class:`~socle.observe.service.Observe`
+  face the API serves (``/metrics``, ``/metrics/instances``, ``http_sd`` targets), fed by
+  the runtime's status stream;
+- :class:`AlertmanagerComponent` (after the API): the embedded Alertmanager, its config
+  pointing the webhook back at Socle;
+- :class:`PrometheusComponent` (last): the embedded Prometheus, scraping Socle through
+  ``http_sd`` with its own API token, its rule files from ``AlertRule`` objects.
+
+They read the plane through :class:`PlaneView` (read-only attributes), so observe never
+imports the composition root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from socle.engine.service import Engine
+from socle.errors import SocleError
+from socle.observe.alerts.manager import AlertmanagerServer
+from socle.observe.alerts.rules import builtin_rule_files, rule_files
+from socle.observe.alerts.service import Alerts
+from socle.observe.metrics.prometheus import PrometheusQuery, PrometheusServer, render_config
+from socle.observe.metrics.prometheus import ScrapeSetup as ScrapeSetup
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.observe.service import Observe
+from socle.runtime.local.driver import LocalDriver
+from socle.settings import Settings, parse_listen
+from socle.tasks import TaskMonitor
+
+log = logging.getLogger("socle.observe")
+
+PROMETHEUS_TOKEN_NAME = "socle-prometheus"  # noqa: S105 (a name, not a secret)
+"""The API token Prometheus scrapes with (rotated at every start; never shown)."""
+ALERTMANAGER_TOKEN_NAME = "socle-alertmanager"  # noqa: S105
+"""The API token Alertmanager's webhook calls Socle back with."""
+
+
+class PlaneView(Protocol):
+    """What observe reads of the plane (:class:`socle.server.parts.Plane` fits it)."""
+
+    settings: Settings
+    monitor: TaskMonitor
+    host: str
+    port: int
+    url: str
+    tls: tuple[Path, Path] | None
+    driver: LocalDriver | None
+    engine: Engine | None
+    metrics: ControlPlaneMetrics | None
+    observe: Observe | None
+
+    async def service_token(self, name: str) -> str:
+        """A fresh API token for one of Socle's own daemons (the previous one dies)."""
+
+
+def _need(value: Any, what: str) -> Any:
+    if value is None:
+        raise SocleError(f"component order is wrong: {what} is not started yet")
+    return value
+
+
+def reachable_address(host: str, port: int) -> str:
+    """``host:port`` of the main listener as a local client reaches it."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def app_metrics(engine: Engine) -> dict[str, Mapping[str, Any]]:
+    """``spec.metrics`` of every applied App that has one."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, state in engine.handler("App").current().items():
+        manifest = getattr(state, "manifest", None) or {}
+        spec = manifest.get("spec") or {}
+        if spec.get("metrics"):
+            found[name] = spec["metrics"]
+    return found
+
+
+class ObserveComponent:
+    name = "observe"
+
+    def __init__(self, plane: PlaneView) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        driver: LocalDriver = _need(plane.driver, "runtime")
+        engine: Engine = _need(plane.engine, "engine")
+        metrics: ControlPlaneMetrics = _need(plane.metrics, "metrics")
+        observe = Observe(
+            metrics,
+            address=reachable_address(plane.host, plane.port),
+            instances=driver.instances,
+            resources=driver.resources,
+            app_metrics=lambda: app_metrics(engine),
+        )
+        for status in driver.instances():
+            metrics.instance_changed(status)
+        driver.subscribe(metrics.instance_changed)
+        if plane.settings.metrics_query_url:
+            observe.query = PrometheusQuery(plane.settings.metrics_query_url)
+        plane.observe = observe
+
+    async def stop(self) -> None:
+        self._plane.observe = None
+
+
+class AlertmanagerComponent:
+    name = "alertmanager"
+
+    def __init__(self, plane: PlaneView) -> None:
+        self._plane = plane
+        self._server: AlertmanagerServer | None = None
+        self._tasks = plane.monitor.group("alertmanager")
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        observe: Observe = _need(plane.observe, "observe")
+        engine: Engine = _need(plane.engine, "engine")
+        driver: LocalDriver = _need(plane.driver, "runtime")
+        alerts = Alerts(
+            engine=engine,
+            driver=driver,
+            metrics=_need(plane.metrics, "metrics"),
+            min_interval=settings.remediation_interval,
+        )
+        observe.alerts = alerts
+        if settings.alertmanager == "off":
+            return
+        host, port = parse_listen(settings.alertmanager_listen)
+        server = AlertmanagerServer(
+            settings.observe_dir / "alertmanager",
+            binary=settings.alertmanager_bin,
+            host=host,
+            port=port or _free_port(host),
+            tasks=self._tasks,
+        )
+        await server.prepare(await plane.service_token(ALERTMANAGER_TOKEN_NAME))
+        await server.write_config(
+            socle_url=plane.url,
+            ca_file=settings.ca or (plane.tls[0] if plane.tls else None),
+        )
+        await server.start()
+        self._server = server
+        alerts.manager = server
+
+    async def stop(self) -> None:
+        observe = self._plane.observe
+        if observe is not None:
+            observe.alerts = None
+        server, self._server = self._server, None
+        try:
+            if server is not None:
+                await server.stop()
+        finally:
+            await self._tasks.close()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrometheusComponent:
+    name = "prometheus"
+
+    def __init__(self, plane: PlaneView) -> None:
+        self._plane = plane
+        self._server: PrometheusServer | None = None
+        self._tasks = plane.monitor.group("prometheus")
+        self._rules_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        if settings.prometheus == "off":
+            return
+        observe: Observe = _need(plane.observe, "observe")
+        host, port = parse_listen(settings.prometheus_listen)
+        server = PrometheusServer(
+            settings.observe_dir / "prometheus",
+            binary=settings.prometheus_bin,
+            host=host,
+            port=port or _free_port(host),
+            retention=settings.prometheus_retention,
+            retention_size=settings.prometheus_retention_size,
+            tasks=self._tasks,
+        )
+        await server.prepare(await plane.service_token(PROMETHEUS_TOKEN_NAME))
+        alerts = observe.alerts
+        manager = alerts.manager if alerts is not None else None
+        setup = ScrapeSetup(
+            socle_url=plane.url,
+            token_file=server.token_file,
+            ca_file=settings.ca or (plane.tls[0] if plane.tls else None),
+            scrape_interval=settings.scrape_interval,
+            rules_dir=server.rules_dir,
+            alertmanager=manager.address if manager is not None else None,
+            remote_write=settings.metrics_remote_write,
+        )
+        await server.write_config(render_config(setup), reload=False)
+        await server.write_rules(await self._rule_files())
+        await server.start()
+        self._server = server
+        if not settings.metrics_query_url:
+            observe.query = PrometheusQuery(server.url)
+        _need(plane.engine, "engine").handler("AlertRule").subscribe(self._rules_changed)
+        observe.status = server.to_dict
+
+    async def _rule_files(self) -> dict[str, str]:
+        engine: Engine = _need(self._plane.engine, "engine")
+        return {**builtin_rule_files(), **rule_files(engine.handler("AlertRule").current())}
+
+    def _rules_changed(self) -> None:
+        """An apply changed AlertRules: rewrite the rule files (checked), then reload."""
+        self._tasks.spawn(self._rewrite_rules(), "rules")
+
+    async def _rewrite_rules(self) -> None:
+        server = self._server
+        if server is not None:
+            await server.write_rules(await self._rule_files())
+
+    async def stop(self) -> None:
+        observe = self._plane.observe
+        server = self._server
+        if (
+            observe is not None
+            and server is not None
+            and observe.query is not None
+            and observe.query.url == server.url
+        ):
+            observe.query = None
+        server, self._server = self._server, None
+        try:
+            if server is not None:
+                await server.stop()
+        finally:
+            await self._tasks.close()
+
+
+__all__ = [
+    "ALERTMANAGER_TOKEN_NAME",
+    "PROMETHEUS_TOKEN_NAME",
+    "AlertmanagerComponent",
+    "ObserveComponent",
+    "PlaneView",
+    "PrometheusComponent",
+    "app_metrics",
+    "reachable_address",
+]

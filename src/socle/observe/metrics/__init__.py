@@ -1,0 +1,1 @@
+"""Metrics: Socle's own, per instance, and the Prometheus that scrapes them."""

@@ -1,0 +1,350 @@
+"""The embedded Prometheus: its generated config, checks, reloads, and queries.
+
+Layout under ``home/observe/prometheus/`` (owner-only, like all of SOCLE_HOME)::
+
+    prometheus.yml      the live config (only ever replaced by one that promtool accepted)
+    rules/*.yml         rule files (AlertRule, built-in rules), checked the same way
+    token               the bearer token Prometheus scrapes Socle with (credentials_file)
+    data/               the TSDB (retention from settings)
+    prometheus.log, prometheus.pid
+
+Scrape targets are never written into the config: every job discovers them from Socle's
+``http_sd`` endpoint (``/api/v1/metrics/targets?job=...``), so a new app or instance needs
+no reload, only the next discovery refresh. A config or rule change is written next to the
+live file, checked with ``promtool``, renamed over it, then ``POST /-/reload``: a bad
+generated config never replaces a working one (the error names promtool's reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+from socle.errors import ObserveError, QueryRejected
+from socle.fs import private_dir, write_private
+from socle.observe._process import Supervised, stop_stale
+from socle.tasks import TaskGroup
+
+JOBS = ("socle", "socle-instances", "apps")
+"""The scrape jobs, each fed by ``/api/v1/metrics/targets?job=<name>``."""
+
+CHECK_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class ScrapeSetup:
+    """What the generated config needs to know about this control plane."""
+
+    socle_url: str
+    """Base URL of Socle's main listener (``http://127.0.0.1:7780``)."""
+    token_file: Path
+    ca_file: Path | None = None
+    scrape_interval: float = 15.0
+    rules_dir: Path | None = None
+    alertmanager: str | None = None
+    """``host:port`` of the Alertmanager to send alerts to (None: none)."""
+    remote_write: str | None = None
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, round(value))}s"
+
+
+def render_config(setup: ScrapeSetup) -> dict[str, Any]:
+    """The Prometheus configuration for ``setup`` (pure; tested as data)."""
+    parts = urlsplit(setup.socle_url)
+    auth = {"type": "Bearer", "credentials_file": str(setup.token_file)}
+    tls: dict[str, Any] = {"ca_file": str(setup.ca_file)} if setup.ca_file else {}
+
+    def sd(job: str) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "url": f"{setup.socle_url}/api/v1/metrics/targets?job={job}",
+            "refresh_interval": _seconds(min(setup.scrape_interval, 30.0)),
+            "authorization": auth,
+        }
+        if tls:
+            config["tls_config"] = tls
+        return config
+
+    def socle_job(job: str, *, honor_labels: bool) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "job_name": job,
+            "scheme": parts.scheme,
+            "authorization": auth,
+            "honor_labels": honor_labels,
+            "http_sd_configs": [sd(job)],
+        }
+        if tls:
+            config["tls_config"] = tls
+        return config
+
+    interval = _seconds(setup.scrape_interval)
+    config: dict[str, Any] = {
+        "global": {
+            "scrape_interval": interval,
+            "evaluation_interval": interval,
+            "scrape_timeout": _seconds(min(setup.scrape_interval, 10.0)),
+        },
+        "scrape_configs": [
+            socle_job("socle", honor_labels=False),
+            # The exporter's own labels (app, env, instance, release) win over the target's.
+            socle_job("socle-instances", honor_labels=True),
+            {"job_name": "apps", "http_sd_configs": [sd("apps")]},
+        ],
+    }
+    if setup.rules_dir is not None:
+        config["rule_files"] = [str(setup.rules_dir / "*.yml")]
+    if setup.alertmanager is not None:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [setup.alertmanager]}]}]
+        }
+    if setup.remote_write:
+        config["remote_write"] = [{"url": setup.remote_write}]
+    return config
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
+
+
+async def _run_check(argv: list[str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 1, f"{argv[0]} timed out after {CHECK_TIMEOUT:g}s"
+    return proc.returncode or 0, out.decode(errors="replace").strip()
+
+
+def promtool_for(prometheus_bin: str) -> str:
+    sibling = Path(prometheus_bin).with_name("promtool")
+    if sibling.exists():
+        return str(sibling)
+    return shutil.which("promtool") or "promtool"
+
+
+async def check_rules(promtool: str, path: Path) -> None:
+    """``promtool check rules``; a refusal is an :class:`ObserveError` with its reason."""
+    code, out = await _run_check([promtool, "check", "rules", str(path)])
+    if code != 0:
+        raise ObserveError(
+            f"Prometheus refuses the rules in {path.name}: {out}",
+            hint="fix the expression (PromQL) or the durations of the rule",
+        )
+
+
+class PrometheusServer:
+    """The embedded Prometheus of one control plane (see the module docstring)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        binary: str,
+        host: str,
+        port: int,
+        retention: str,
+        retention_size: str,
+        tasks: TaskGroup,
+    ) -> None:
+        self.folder = folder
+        self.binary = binary
+        self.promtool = promtool_for(binary)
+        self.host = host
+        self.port = port
+        self.retention = retention
+        self.retention_size = retention_size
+        self._tasks = tasks
+        self.config_file = folder / "prometheus.yml"
+        self.rules_dir = folder / "rules"
+        self.token_file = folder / "token"
+        self._process: Supervised | None = None
+        self._client = httpx.AsyncClient(timeout=30.0)
+        self._config_lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _argv(self) -> list[str]:
+        argv = [
+            self.binary,
+            f"--config.file={self.config_file}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--storage.tsdb.retention.time={self.retention}",
+            f"--web.listen-address={self.host}:{self.port}",
+            "--web.enable-lifecycle",
+            f"--web.external-url={self.url}/",
+            "--log.level=warn",
+        ]
+        if self.retention_size not in ("", "0"):
+            argv.append(f"--storage.tsdb.retention.size={self.retention_size}")
+        return argv
+
+    async def prepare(self, token: str) -> None:
+        """Folders and the scrape token (before the first config, which names the file)."""
+
+        def make() -> None:
+            private_dir(self.folder)
+            private_dir(self.rules_dir)
+            private_dir(self.folder / "data")
+            write_private(self.token_file, token + "\n")
+
+        await asyncio.to_thread(make)
+
+    async def write_config(self, config: Mapping[str, Any], *, reload: bool = True) -> None:
+        """Check ``config`` with promtool, then make it live (and reload a running server)."""
+        async with self._config_lock:
+            candidate = self.config_file.with_name("prometheus.yml.new")
+            await asyncio.to_thread(write_private, candidate, dump(config))
+            code, out = await _run_check([self.promtool, "check", "config", str(candidate)])
+            if code != 0:
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+                raise ObserveError(
+                    f"the generated Prometheus config was refused, the running one is kept: {out}",
+                    hint="check the observe settings (remote_write URL, retention) and the "
+                    "AlertRule manifests",
+                )
+            await asyncio.to_thread(os.replace, candidate, self.config_file)
+            if reload and self.running:
+                await self.reload()
+
+    async def write_rules(self, files: Mapping[str, str]) -> None:
+        """Replace the rule files with ``files`` (name -> YAML), each checked, then reload."""
+        async with self._config_lock:
+            staged: list[tuple[Path, Path]] = []
+            try:
+                for name, text in sorted(files.items()):
+                    candidate = self.rules_dir / f".{name}.new"
+                    await asyncio.to_thread(write_private, candidate, text)
+                    staged.append((candidate, self.rules_dir / name))
+                    await check_rules(self.promtool, candidate)
+            except BaseException:
+                for candidate, _ in staged:
+                    with contextlib.suppress(FileNotFoundError):
+                        candidate.unlink()
+                raise
+
+            def swap() -> None:
+                for candidate, final in staged:
+                    os.replace(candidate, final)
+                for old in self.rules_dir.glob("*.yml"):
+                    if old.name not in files:
+                        old.unlink()
+
+            await asyncio.to_thread(swap)
+            if self.running:
+                await self.reload()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.pid is not None
+
+    async def _ready(self) -> bool:
+        try:
+            response = await self._client.get(f"{self.url}/-/ready", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def start(self) -> None:
+        await asyncio.to_thread(
+            stop_stale, self.folder / "prometheus.pid", self.binary, str(self.config_file)
+        )
+        process = Supervised(
+            "prometheus",
+            self._argv(),
+            log_file=self.folder / "prometheus.log",
+            pid_file=self.folder / "prometheus.pid",
+            tasks=self._tasks,
+            ready=self._ready,
+        )
+        try:
+            await process.start(timeout=60.0)
+        except RuntimeError as exc:
+            raise ObserveError(
+                f"the embedded Prometheus did not start: {exc}",
+                hint="check SOCLE_PROMETHEUS_LISTEN (a free loopback port) and "
+                f"{self.folder / 'prometheus.log'}; SOCLE_PROMETHEUS=off runs without it",
+            ) from exc
+        self._process = process
+
+    async def reload(self) -> None:
+        try:
+            response = await self._client.post(f"{self.url}/-/reload")
+        except httpx.HTTPError as exc:
+            raise ObserveError(f"could not reload Prometheus: {exc}") from exc
+        if response.status_code != 200:
+            raise ObserveError(f"Prometheus refused to reload: {response.text.strip()}")
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            await process.stop()
+        await self._client.aclose()
+
+    def to_dict(self) -> dict[str, object]:
+        process = self._process.to_dict() if self._process else {"pid": None}
+        return {"url": self.url, "retention": self.retention, **process}
+
+
+class PrometheusQuery:
+    """Queries against a Prometheus HTTP API (the embedded one or a team's own)."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        self._timeout = timeout
+
+    async def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error."""
+        try:
+            async with httpx.AsyncClient(timeout=self._timeout) as client:
+                response = await client.get(f"{self.url}/api/v1/{endpoint}", params=dict(params))
+        except httpx.HTTPError as exc:
+            raise ObserveError(
+                f"Prometheus at {self.url} did not answer: {type(exc).__name__}",
+                hint="see `socle status` (component metrics)",
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise ObserveError(f"Prometheus answered {response.status_code} without JSON") from exc
+        if body.get("status") != "success":
+            message = str(body.get("error") or response.text)[:500]
+            if response.status_code in (400, 422):
+                raise QueryRejected(
+                    f"Prometheus refused the query: {message}", hint="check the PromQL"
+                )
+            raise ObserveError(f"Prometheus failed the query: {message}")
+        data = body.get("data")
+        return data if isinstance(data, dict) else {"result": data}
+
+
+__all__ = [
+    "JOBS",
+    "PrometheusQuery",
+    "PrometheusServer",
+    "ScrapeSetup",
+    "check_rules",
+    "dump",
+    "promtool_for",
+    "render_config",
+]

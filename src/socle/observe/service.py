@@ -1,0 +1,86 @@
+"""What the API reaches of observe: metrics pages, scrape targets, queries, alerts.
+
+One :class:`Observe` per control plane, built by the server before the API starts. Parts
+that run later (the embedded Prometheus, the Alertmanager) attach themselves when they start
+(:attr:`query`, :attr:`alerts`); until then the routes that need them answer 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from socle.errors import ObserveError
+from socle.observe.metrics.instances import instance_exposition
+from socle.observe.metrics.prometheus import JOBS, PrometheusQuery
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.observe.metrics.targets import app_targets, socle_targets
+from socle.runtime.driver import InstanceResources, InstanceStatus
+
+if TYPE_CHECKING:
+    from socle.observe.alerts.service import Alerts
+
+
+class Unavailable(ObserveError):
+    http_status = 503
+
+
+class Observe:
+    """The observe subsystem's face (see the module docstring)."""
+
+    def __init__(
+        self,
+        metrics: ControlPlaneMetrics,
+        *,
+        address: str,
+        instances: Callable[[], list[InstanceStatus]],
+        resources: Callable[[], list[InstanceResources]],
+        app_metrics: Callable[[], Mapping[str, Mapping[str, Any]]],
+    ) -> None:
+        self.metrics = metrics
+        self.address = address
+        """``host:port`` of the main listener, as Prometheus reaches it."""
+        self._instances = instances
+        self._resources = resources
+        self._app_metrics = app_metrics
+        self.query: PrometheusQuery | None = None
+        self.alerts: Alerts | None = None
+        self.status: Callable[[], dict[str, object]] = dict
+
+    def socle_page(self) -> bytes:
+        return self.metrics.exposition()
+
+    async def instances_page(self) -> bytes:
+        snapshot = self._resources()  # on the loop: the driver's state is not thread-safe
+        return await asyncio.to_thread(instance_exposition, lambda: snapshot)
+
+    def targets(self, job: str | None) -> list[dict[str, Any]]:
+        if job is not None and job not in JOBS:
+            raise ObserveError(f"unknown scrape job {job!r}; one of {', '.join(JOBS)}")
+        groups: list[dict[str, Any]] = []
+        for name in [job] if job else list(JOBS):
+            if name == "apps":
+                groups.extend(app_targets(self._instances(), self._app_metrics()))
+            else:
+                groups.extend(socle_targets(self.address, name))
+        return groups
+
+    def need_query(self) -> PrometheusQuery:
+        if self.query is None:
+            raise Unavailable(
+                "no Prometheus to query",
+                hint="the embedded Prometheus is off or not started (SOCLE_PROMETHEUS), "
+                "and SOCLE_METRICS_QUERY_URL is not set",
+            )
+        return self.query
+
+    def need_alerts(self) -> Alerts:
+        if self.alerts is None:
+            raise Unavailable(
+                "no Alertmanager", hint="the embedded Alertmanager is off or not started"
+            )
+        return self.alerts
+
+
+__all__ = ["Observe", "Unavailable"]
