@@ -34,6 +34,9 @@ COMMANDS: dict[str, str] = {
     "token": "socle.cli.tokens",
     "volume": "socle.cli.volumes",
     "services": "socle.cli.services",
+    "metrics": "socle.cli.observe",
+    "alerts": "socle.cli.observe",
+    "silence": "socle.cli.observe",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -71,7 +71,7 @@ CASES: list[tuple[str, Files, list[tuple[str, int | None, str, str]]]] = [
     (
         "unknown kind",
         {"a.yaml": app("api").replace("kind: App", "kind: Ap")},
-        [("a.yaml", 2, "kind", "unknown kind 'Ap' (known kinds: App, Volume, ExternalService)")],
+        [("a.yaml", 2, "kind", "unknown kind 'Ap' (known kinds: App, Volume")],
     ),
     (
         "a YAML file that is not a manifest",

@@ -25,19 +25,13 @@ def test_shape() -> None:
     schema = json_schema()
     json.dumps(schema)  # JSON-ready
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["oneOf"] == [
-        {"$ref": "#/$defs/App"},
-        {"$ref": "#/$defs/Volume"},
-        {"$ref": "#/$defs/ExternalService"},
-    ]
+    kinds = list(default_kinds())
+    assert schema["oneOf"] == [{"$ref": f"#/$defs/{kind}"} for kind in kinds]
     assert schema["discriminator"] == {
         "propertyName": "kind",
-        "mapping": {
-            "App": "#/$defs/App",
-            "Volume": "#/$defs/Volume",
-            "ExternalService": "#/$defs/ExternalService",
-        },
+        "mapping": {kind: f"#/$defs/{kind}" for kind in kinds},
     }
+    assert kinds[:3] == ["App", "Volume", "ExternalService"] and "AlertRule" in kinds
     defs: dict[str, Any] = schema["$defs"]  # type: ignore[assignment]
     assert {"App", "Volume"} <= set(defs) and set(default_kinds()) <= set(defs)
     app = defs["App"]
