@@ -1,0 +1,262 @@
+"""Observe like a user: a real Prometheus and Alertmanager started by Socle itself.
+
+- Socle's own metrics and an opted-in app's metrics are scraped (``socle metrics query``);
+- a leaking app fires its memory AlertRule; while a silence matches, the alert is
+  suppressed and nothing is restarted; once the silence is expired, Alertmanager calls
+  Socle back and the rule's ``restart`` action runs (recorded, then rate-limited).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
+    reason="needs Debian's prometheus and prometheus-alertmanager",
+)
+
+METRICS_APP = textwrap.dedent(
+    """
+    import os, signal, sys
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits = 0
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            global hits
+            hits += 1
+            if self.path == "/custom-metrics":
+                body = ("# TYPE demo_hits_total counter\\n"
+                        f"demo_hits_total {hits}\\n").encode()
+            else:
+                body = b"ok"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    """
+)
+
+LEAKY_APP = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.send_header("Content-Length", "2")
+            self.end_headers(); self.wfile.write(b"ok")
+        def log_message(self, *args):
+            pass
+
+    hoard = []
+    def leak():
+        while len(hoard) < 30:  # 30 x 5 MB, then it holds
+            hoard.append(bytearray(os.urandom(1)) * (5 * 1024 * 1024))
+            time.sleep(0.1)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=leak, daemon=True).start()
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    """
+)
+
+
+@pytest.fixture
+def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
+    env = dict(
+        socle_env,
+        SOCLE_PROMETHEUS="embedded",
+        SOCLE_ALERTMANAGER="embedded",
+        SOCLE_SCRAPE_INTERVAL="1",
+    )
+    srv = SocleServer(home=tmp_path / "home", env=env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def query(server: SocleServer, promql: str) -> list[dict[str, Any]]:
+    out = server.cli("metrics", "query", promql, "--json").stdout
+    result: list[dict[str, Any]] = json.loads(out)["result"]
+    return result
+
+
+def add_app(repo: Path, name: str, source: str, spec: dict[str, Any]) -> None:
+    folder = repo / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text(source)
+    doc = {
+        "apiVersion": "socle/v1",
+        "kind": "App",
+        "metadata": {"name": name},
+        "spec": {
+            "run": {"command": [sys.executable, "app.py"], "workdir": name},
+            "ports": [{"name": "http"}],
+            "health": {"http": {"path": "/", "port": "http"}, "interval": "1s"},
+            "stopGrace": "2s",
+            **spec,
+        },
+    }
+    (repo / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_socle_and_app_metrics_are_scraped(observed: SocleServer, tmp_path: Path) -> None:
+    server = observed
+    # /metrics needs a token like the rest of the API.
+    assert server.api("GET", "/metrics", token="").status_code == 401
+    page = server.api("GET", "/metrics")
+    assert page.status_code == 200 and "socle_build_info" in page.text
+
+    repo = write_repo(tmp_path / "repo", {})
+    add_app(repo, "demo", METRICS_APP, {"metrics": {"port": "http", "path": "/custom-metrics"}})
+    server.cli("apply", str(repo), "--yes")
+
+    targets = server.api("GET", "/api/v1/metrics/targets", params={"job": "apps"}).json()
+    assert [t["labels"]["app"] for t in targets] == ["demo"]
+    assert targets[0]["labels"]["__metrics_path__"] == "/custom-metrics"
+
+    # Socle itself, its API latency by route template, an apply, and the app's own series.
+    wait_for(lambda: query(server, 'up{job="socle"} == 1'), 60, "Prometheus to scrape Socle")
+    wait_for(lambda: query(server, 'socle_applies_total{status="succeeded"} >= 1'), 60, "applies")
+    routes = query(server, "socle_api_request_duration_seconds_count")
+    assert any(r["metric"]["route"] == "/api/v1/apply" for r in routes), routes
+    demo = wait_for(lambda: query(server, 'demo_hits_total{app="demo"}'), 60, "app metrics")
+    labels = demo[0]["metric"]
+    assert labels["env"] == "default" and labels["instance"].startswith("demo")
+    assert labels["release"]
+
+    # The per-instance exporter, without any change to the app.
+    memory = wait_for(
+        lambda: query(server, 'socle_instance_memory_bytes{app="demo"} > 0'), 60, "memory"
+    )
+    assert float(memory[0]["value"][1]) > 1_000_000
+    assert wait_for(lambda: query(server, 'socle_instance_open_fds{app="demo"} > 0'), 30)
+    assert wait_for(lambda: query(server, 'socle_instance_cpu_seconds_total{app="demo"}'), 30)
+    ranged = json.loads(server.cli("metrics", "query", "up", "--range", "5m", "--json").stdout)
+    assert ranged["resultType"] == "matrix"
+    table = server.cli("metrics", "query", 'up{job="socle"}').stdout
+    assert "socle" in table
+
+    bad = server.cli("metrics", "query", "sum(", check=False)
+    assert bad.returncode != 0 and "refused the query" in bad.stderr
+
+
+def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path: Path) -> None:
+    server = observed
+    repo = write_repo(tmp_path / "repo", {})
+    add_app(repo, "leaky", LEAKY_APP, {})
+    rule = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": "leaky-memory"},
+        "spec": {
+            "expr": 'socle_instance_memory_bytes{app="leaky"} > 100e6',
+            "for": "1s",
+            "severity": "critical",
+            "annotations": {"summary": "leaky uses more than 100 MB"},
+            "actions": ["restart"],
+        },
+    }
+    (repo / "rules.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+
+    # A bad expression is refused at plan time, with the file and field.
+    bad = dict(rule, metadata={"name": "broken"}, spec=dict(rule["spec"], expr="sum(("))
+    (repo / "broken.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    refused = server.cli("plan", str(repo), check=False)
+    assert refused.returncode == 1
+    assert "broken.yaml" in refused.stderr and "spec.expr" in refused.stderr
+    (repo / "broken.yaml").unlink()
+
+    # Silence the rule first: the alert fires in Prometheus but Alertmanager holds it.
+    added = json.loads(
+        server.cli(
+            "silence",
+            "add",
+            "alertname=leaky-memory",
+            "--duration",
+            "1h",
+            "--comment",
+            "test",
+            "--json",
+        ).stdout
+    )
+    silences = json.loads(server.cli("silence", "list", "--json").stdout)
+    assert [s["id"] for s in silences] == [added["id"]]
+
+    server.cli("apply", str(repo), "--yes")
+
+    def suppressed() -> bool:
+        alerts = json.loads(server.cli("alerts", "--json").stdout)["alerts"]
+        return any(
+            a["labels"]["alertname"] == "leaky-memory"
+            and a["status"]["state"] == "suppressed"
+            and a["status"]["silencedBy"] == [added["id"]]
+            for a in alerts
+        )
+
+    wait_for(suppressed, 90, "the memory alert to fire, suppressed by the silence")
+    time.sleep(5)  # longer than Alertmanager's group_wait: a leak through would act now
+    held = json.loads(server.cli("alerts", "--json").stdout)
+    assert held["remediations"] == []
+    assert server.app("leaky")["instances"][0]["restarts"] == 0
+
+    server.cli("silence", "expire", added["id"])
+    fired_at = time.monotonic()
+
+    def restarted() -> list[dict[str, Any]]:
+        data = json.loads(server.cli("alerts", "--json").stdout)
+        return [r for r in data["remediations"] if r["result"] == "done"]
+
+    done = wait_for(restarted, 90, "the restart remediation")
+    assert done[0]["rule"] == "leaky-memory" and done[0]["action"] == "restart"
+    assert done[0]["app"] == "leaky"
+    wait_for(lambda: server.app("leaky")["instances"][0]["restarts"] >= 1, 30, "restart")
+    print(f"silence expired -> restart requested in {time.monotonic() - fired_at:.1f}s")
+
+    # Alertmanager notifies again while the alert keeps firing (a leak that comes back):
+    # the same rule does not restart the same instance again so soon (rate limit). The
+    # webhook is called here like Alertmanager does, with its JSON shape.
+    labels = {
+        "alertname": "leaky-memory",
+        "socle_rule": "leaky-memory",
+        "severity": "critical",
+        "app": "leaky",
+        "env": "default",
+        "instance": done[0]["instance"],
+    }
+    payload = {
+        "version": "4",
+        "status": "firing",
+        "receiver": "socle",
+        "groupLabels": {"alertname": "leaky-memory"},
+        "alerts": [{"status": "firing", "labels": labels, "annotations": {}}],
+    }
+    assert server.api("POST", "/api/v1/alerts/webhook", token="", json=payload).status_code == 401
+    again = server.api("POST", "/api/v1/alerts/webhook", json=payload).json()
+    assert [r["result"] for r in again["remediations"]] == ["rate-limited"]
+    assert server.app("leaky")["instances"][0]["restarts"] == 1
+    table = server.cli("alerts").stdout
+    assert "leaky-memory" in table and "rate-limited" in table
+    metrics = server.api("GET", "/metrics").text
+    assert 'socle_remediations_total{action="restart",result="done"} 1.0' in metrics
