@@ -1,0 +1,167 @@
+"""The embedded Prometheus and Alertmanager, as real processes on free loopback ports.
+
+- a generated config promtool refuses never replaces the live one (the server keeps
+  running with it), and a bad rule file is refused the same way;
+- the built-in rules pass ``promtool check rules``;
+- a Prometheus that dies is started again by its supervisor;
+- Alertmanager's v2 API: a silence added, listed and expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from socle.errors import ObserveError
+from socle.observe.alerts.manager import AlertmanagerServer
+from socle.observe.alerts.rules import builtin_rule_files
+from socle.observe.metrics.prometheus import (
+    PrometheusServer,
+    ScrapeSetup,
+    check_rules,
+    render_config,
+)
+from socle.tasks import TaskMonitor
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
+    reason="needs Debian's prometheus and prometheus-alertmanager",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def until(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+@pytest.fixture
+async def prometheus(tmp_path: Path) -> AsyncIterator[PrometheusServer]:
+    monitor = TaskMonitor()
+    server = PrometheusServer(
+        tmp_path / "prometheus",
+        binary=shutil.which("prometheus") or "prometheus",
+        host="127.0.0.1",
+        port=free_port(),
+        retention="1h",
+        retention_size="0",
+        tasks=monitor.group("prometheus"),
+    )
+    await server.prepare("not-a-real-token")
+    setup = ScrapeSetup(
+        socle_url="http://127.0.0.1:1",  # nothing there: targets are simply down
+        token_file=server.token_file,
+        scrape_interval=1,
+        rules_dir=server.rules_dir,
+    )
+    await server.write_config(render_config(setup), reload=False)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_bad_config_and_bad_rules_never_replace_working_ones(
+    prometheus: PrometheusServer,
+) -> None:
+    live = prometheus.config_file.read_text()
+    broken = {"global": {"scrape_interval": "fast"}, "scrape_configs": []}
+    with pytest.raises(ObserveError, match="refused, the running one is kept"):
+        await prometheus.write_config(broken)
+    assert prometheus.config_file.read_text() == live
+    assert not prometheus.config_file.with_name("prometheus.yml.new").exists()
+
+    good = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up == 0\n"
+    await prometheus.write_rules({"a.yml": good})
+    with pytest.raises(ObserveError, match="refuses the rules in"):
+        await prometheus.write_rules({"a.yml": good.replace("up == 0", "sum(("), "b.yml": good})
+    assert (prometheus.rules_dir / "a.yml").read_text() == good
+    assert sorted(p.name for p in prometheus.rules_dir.iterdir()) == ["a.yml"]
+
+    async with httpx.AsyncClient() as client:
+        rules = (await client.get(f"{prometheus.url}/api/v1/rules")).json()
+    names = [r["name"] for g in rules["data"]["groups"] for r in g["rules"]]
+    assert names == ["A"]  # the reload after the good write took effect
+
+
+async def test_builtin_rules_pass_promtool(tmp_path: Path) -> None:
+    for name, text in builtin_rule_files().items():
+        path = tmp_path / name
+        path.write_text(text)
+        await check_rules(shutil.which("promtool") or "promtool", path)
+
+
+async def test_a_dead_prometheus_is_started_again(prometheus: PrometheusServer) -> None:
+    first = prometheus.to_dict()["pid"]
+    assert isinstance(first, int)
+    os.kill(first, signal.SIGKILL)
+
+    async def back() -> bool:
+        pid = prometheus.to_dict()["pid"]
+        if pid in (None, first):
+            return False
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{prometheus.url}/-/ready")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await until(back)
+    assert prometheus.to_dict()["restarts"] == 1
+
+
+async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
+    monitor = TaskMonitor()
+    server = AlertmanagerServer(
+        tmp_path / "alertmanager",
+        binary=shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
+        host="127.0.0.1",
+        port=free_port(),
+        tasks=monitor.group("alertmanager"),
+    )
+    await server.prepare("not-a-real-token")
+    await server.write_config(socle_url="http://127.0.0.1:1", ca_file=None)
+    await server.start()
+    try:
+        # No gossip listener: only the web port is open.
+        assert "--cluster.listen-address=" in " ".join(
+            Path(f"/proc/{server.to_dict()['pid']}/cmdline").read_bytes().decode().split("\0")
+        )
+        now = datetime.now(UTC)
+        silence_id = await server.add_silence(
+            {
+                "matchers": [{"name": "alertname", "value": "X", "isRegex": False}],
+                "startsAt": now.isoformat(),
+                "endsAt": (now + timedelta(hours=1)).isoformat(),
+                "createdBy": "test",
+                "comment": "test",
+            }
+        )
+        listed = await server.silences()
+        assert [(s["id"], s["status"]["state"]) for s in listed] == [(silence_id, "active")]
+        await server.expire_silence(silence_id)
+        assert [s["status"]["state"] for s in await server.silences()] == ["expired"]
+        assert await server.alerts() == []
+    finally:
+        await server.stop()

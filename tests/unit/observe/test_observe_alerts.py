@@ -1,0 +1,223 @@
+"""AlertRule compiled to rules; the webhook's remediation decisions; silence matchers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from socle.api.routes.alerts import parse_matcher
+from socle.errors import ConfigError
+from socle.model.alertrule import AlertRule, prometheus_duration, to_rule_group
+from socle.observe.alerts.service import Alerts
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.runtime.driver import InstanceState, InstanceStatus
+
+
+def rule(**spec: Any) -> AlertRule:
+    return AlertRule.model_validate(
+        {
+            "apiVersion": "socle/v1",
+            "kind": "AlertRule",
+            "metadata": {"name": "api-memory"},
+            "spec": {"expr": "socle_instance_memory_bytes > 1e8", **spec},
+        }
+    )
+
+
+def test_rule_group_from_a_manifest() -> None:
+    obj = rule(
+        **{"for": "1m30s"},
+        severity="critical",
+        labels={"team": "web"},
+        annotations={"summary": "big"},
+        actions=["restart"],
+    )
+    spec = obj.model_dump(mode="json", by_alias=True)["spec"]
+    assert to_rule_group(obj.name, spec) == {
+        "name": "socle-api-memory",
+        "rules": [
+            {
+                "alert": "api-memory",
+                "expr": "socle_instance_memory_bytes > 1e8",
+                "labels": {"team": "web", "severity": "critical", "socle_rule": "api-memory"},
+                "for": "90s",
+                "annotations": {"summary": "big"},
+            }
+        ],
+    }
+    assert (
+        "for"
+        not in to_rule_group("x", rule().model_dump(mode="json", by_alias=True)["spec"])["rules"][0]
+    )
+    assert prometheus_duration(1.5) == "1500ms"
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"expr": ""}, "at least 1 character"),
+        ({"labels": {"socle_rule": "x"}}, "set by Socle"),
+        ({"labels": {"bad-name": "x"}}, "must match"),
+        ({"annotations": {"__x": "y"}}, "must match"),
+        ({"severity": "page"}, "'info', 'warning' or 'critical'"),
+        ({"actions": ["reboot"]}, "'restart'"),
+        ({"actions": ["restart", "restart"]}, "listed twice"),
+        ({"for": "-1s"}, "duration"),
+        ({"expr": "up\x1b[2J"}, "control characters"),
+    ],
+)
+def test_bad_rules_are_refused(spec: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        rule(**spec)
+
+
+@dataclass
+class Rules:
+    actions: list[str]
+
+
+class Handler:
+    def __init__(self, rules: dict[str, Rules]) -> None:
+        self._rules = rules
+
+    def rules(self) -> dict[str, Rules]:
+        return self._rules
+
+
+@dataclass
+class Engine:
+    handlers: Handler
+
+    def handler(self, kind: str) -> Handler:
+        assert kind == "AlertRule"
+        return self.handlers
+
+
+@dataclass
+class Driver:
+    running: list[InstanceStatus]
+    replaced: list[tuple[str, str]] = field(default_factory=list)
+
+    def instances(self) -> list[InstanceStatus]:
+        return self.running
+
+    def replace(self, instance_id: str, reason: str) -> bool:
+        if not any(s.id == instance_id and s.pid for s in self.running):
+            return False
+        self.replaced.append((instance_id, reason))
+        return True
+
+
+def instance(iid: str, app: str = "api", pid: int | None = 10) -> InstanceStatus:
+    return InstanceStatus(
+        iid,
+        app,
+        "r1",
+        0,
+        InstanceState.RUNNING,
+        True,
+        pid,
+        "127.0.0.1",
+        {},
+        0,
+        None,
+        None,
+        None,
+        "none",
+    )
+
+
+def firing(labels: dict[str, str], status: str = "firing") -> dict[str, Any]:
+    return {"alerts": [{"status": status, "labels": labels}]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(rules: dict[str, Rules], running: list[InstanceStatus]) -> tuple[Alerts, Driver, Clock]:
+    driver = Driver(running)
+    clock = Clock()
+    alerts = Alerts(
+        engine=Engine(Handler(rules)),
+        driver=driver,
+        metrics=ControlPlaneMetrics(),
+        min_interval=300,
+        clock=clock,
+    )
+    return alerts, driver, clock
+
+
+def test_restart_runs_once_then_is_rate_limited() -> None:
+    alerts, driver, clock = make(
+        {"mem": Rules(["restart"])}, [instance("api-0"), instance("api-1")]
+    )
+    labels = {"alertname": "mem", "socle_rule": "mem", "app": "api", "instance": "api-1"}
+    done = alerts.webhook(firing(labels))
+    assert [(r.instance, r.result) for r in done] == [("api-1", "done")]
+    assert driver.replaced == [("api-1", "alert mem")]
+    clock.now += 60
+    assert [r.result for r in alerts.webhook(firing(labels))] == ["rate-limited"]
+    clock.now += 300
+    assert [r.result for r in alerts.webhook(firing(labels))] == ["done"]
+    assert len(driver.replaced) == 2
+    assert [r["result"] for r in alerts.history()] == ["done", "rate-limited", "done"]
+
+
+def test_app_wide_alert_restarts_running_instances_of_that_app_only() -> None:
+    alerts, driver, _ = make(
+        {"crash": Rules(["restart"])},
+        [instance("api-0"), instance("api-1", pid=None), instance("web-0", app="web")],
+    )
+    done = alerts.webhook(firing({"socle_rule": "crash", "app": "api"}))
+    assert [(r.instance, r.result) for r in done] == [("api-0", "done")]
+    assert driver.replaced == [("api-0", "alert crash")]
+
+
+def test_actions_come_from_the_applied_rule_never_from_the_alert() -> None:
+    alerts, driver, _ = make(
+        {"watch": Rules([]), "mem": Rules(["restart"])}, [instance("api-0"), instance("x-0", "x")]
+    )
+    assert alerts.webhook(firing({"socle_rule": "watch", "app": "api"})) == []
+    assert alerts.webhook(firing({"socle_rule": "unknown", "app": "api"})) == []
+    assert alerts.webhook(firing({"socle_rule": "", "alertname": "SocleDown"})) == []
+    assert alerts.webhook(firing({"socle_rule": "mem", "app": "api"}, status="resolved")) == []
+    # An instance label naming another app's instance does not cross apps.
+    mismatch = alerts.webhook(firing({"socle_rule": "mem", "app": "nope", "instance": "x-0"}))
+    assert [r.result for r in mismatch] == ["no-target"]
+    assert driver.replaced == []
+
+
+def test_bad_webhook_payload_is_refused() -> None:
+    alerts, _, _ = make({}, [])
+    with pytest.raises(ConfigError, match="alerts"):
+        alerts.webhook({"status": "firing"})
+    assert alerts.webhook({"alerts": ["junk", {"status": "firing", "labels": "x"}]}) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("alertname=Mem", ("alertname", "Mem", False, True)),
+        ("app!=api", ("app", "api", False, False)),
+        ("instance=~api-.*", ("instance", "api-.*", True, True)),
+        ("env!~prod|stage", ("env", "prod|stage", True, False)),
+        ("note=a=b", ("note", "a=b", False, True)),
+    ],
+)
+def test_matchers(text: str, expected: tuple[str, str, bool, bool]) -> None:
+    m = parse_matcher(text)
+    assert (m["name"], m["value"], m["isRegex"], m["isEqual"]) == expected
+
+
+@pytest.mark.parametrize("text", ["", "=x", "no operator", "1abc=x"])
+def test_bad_matchers(text: str) -> None:
+    with pytest.raises(ConfigError, match="name=value"):
+        parse_matcher(text)
