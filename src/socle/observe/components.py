@@ -22,9 +22,11 @@ from typing import Any, Protocol
 
 from socle.engine.service import Engine
 from socle.errors import SocleError
+from socle.fs import private_dir
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
 from socle.observe.alerts.service import Alerts
+from socle.observe.metrics.certs import CertificateExpiry
 from socle.observe.metrics.prometheus import PrometheusQuery, PrometheusServer, render_config
 from socle.observe.metrics.prometheus import ScrapeSetup as ScrapeSetup
 from socle.observe.metrics.registry import ControlPlaneMetrics
@@ -108,6 +110,13 @@ class ObserveComponent:
         driver.subscribe(metrics.instance_changed)
         if plane.settings.metrics_query_url:
             observe.query = PrometheusQuery(plane.settings.metrics_query_url)
+        if plane.tls is not None:
+            metrics.gauge_source(
+                "socle_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate the control plane serves with expires (notAfter).",
+                ("file",),
+                CertificateExpiry([plane.tls[0]]),
+            )
         plane.observe = observe
 
     async def stop(self) -> None:
@@ -133,7 +142,10 @@ class AlertmanagerComponent:
             driver=driver,
             metrics=_need(plane.metrics, "metrics"),
             min_interval=settings.remediation_interval,
+            record_file=settings.observe_dir / "remediations.jsonl",
         )
+        await asyncio.to_thread(private_dir, settings.observe_dir)
+        await asyncio.to_thread(alerts.load)
         observe.alerts = alerts
         if settings.alertmanager == "off":
             return
@@ -220,7 +232,7 @@ class PrometheusComponent:
         if not settings.metrics_query_url:
             observe.query = PrometheusQuery(server.url)
         _need(plane.engine, "engine").handler("AlertRule").subscribe(self._rules_changed)
-        observe.status = server.to_dict
+        observe.prometheus = server.to_dict
 
     async def _rule_files(self) -> dict[str, str]:
         engine: Engine = _need(self._plane.engine, "engine")
@@ -245,6 +257,8 @@ class PrometheusComponent:
             and observe.query.url == server.url
         ):
             observe.query = None
+        if observe is not None:
+            observe.prometheus = None
         server, self._server = self._server, None
         try:
             if server is not None:

@@ -46,7 +46,18 @@ class Observe:
         self._app_metrics = app_metrics
         self.query: PrometheusQuery | None = None
         self.alerts: Alerts | None = None
-        self.status: Callable[[], dict[str, object]] = dict
+        self.prometheus: Callable[[], dict[str, object]] | None = None
+        """Where the embedded Prometheus runs (pid, url, restarts), once started."""
+
+    def describe(self) -> dict[str, object]:
+        """The "observe" part of the control plane's status."""
+        alerts = self.alerts
+        manager = alerts.manager if alerts is not None else None
+        return {
+            "prometheus": self.prometheus() if self.prometheus is not None else None,
+            "alertmanager": manager.to_dict() if manager is not None else None,
+            "query_url": self.query.url if self.query is not None else None,
+        }
 
     def socle_page(self) -> bytes:
         return self.metrics.exposition()

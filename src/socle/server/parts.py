@@ -128,6 +128,7 @@ class Plane:
             "tasks": self.monitor.to_dict(),
             "leader": lease,
             "network": {"consul": self.consul_address, "dns": self.dns_address},
+            "observe": self.observe.describe() if self.observe is not None else None,
         }
 
 
@@ -361,12 +362,22 @@ class VolumeBackupsComponent:
 
     async def start(self) -> None:
         plane = self._plane
-        self._scheduler = VolumeBackupScheduler(
+        scheduler = VolumeBackupScheduler(
             need(plane.volumes, "volumes"), plane.settings.backups_dir, self.plans
         )
-        await self._scheduler.start()
+        self._scheduler = scheduler
+        await scheduler.start()
+        if plane.metrics is not None:
+            plane.metrics.gauge_source(
+                "socle_volume_backup_failing",
+                "1 while the last scheduled backup of a volume failed.",
+                ("volume",),
+                lambda: [((name,), 1.0) for name in sorted(scheduler.failures)],
+            )
 
     async def stop(self) -> None:
+        if self._plane.metrics is not None:
+            self._plane.metrics.gauge_source("socle_volume_backup_failing", "", (), None)
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             await scheduler.stop()

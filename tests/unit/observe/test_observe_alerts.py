@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -221,3 +222,23 @@ def test_matchers(text: str, expected: tuple[str, str, bool, bool]) -> None:
 def test_bad_matchers(text: str) -> None:
     with pytest.raises(ConfigError, match="name=value"):
         parse_matcher(text)
+
+
+async def test_decisions_are_recorded_across_restarts(tmp_path: Path) -> None:
+    record = tmp_path / "remediations.jsonl"
+    driver = Driver([instance("api-0")])
+    args: dict[str, Any] = {
+        "engine": Engine(Handler({"mem": Rules(["restart"])})),
+        "driver": driver,
+        "metrics": ControlPlaneMetrics(),
+        "record_file": record,
+    }
+    first = Alerts(**args)
+    done = first.webhook(firing({"socle_rule": "mem", "instance": "api-0"}))
+    await first.persist(done)
+    assert record.stat().st_mode & 0o777 == 0o600
+    with record.open("a") as out:
+        out.write('{"cut by a cra')  # a crash in the middle of a line
+    again = Alerts(**args)
+    again.load()
+    assert [(r["rule"], r["result"]) for r in again.history()] == [("mem", "done")]

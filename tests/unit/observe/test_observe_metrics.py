@@ -10,6 +10,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from socle.observe.alerts.manager import render_config as alertmanager_config
+from socle.observe.metrics.certs import CertificateExpiry
 from socle.observe.metrics.instances import instance_exposition, read_usage
 from socle.observe.metrics.prometheus import ScrapeSetup, render_config
 from socle.observe.metrics.registry import ControlPlaneMetrics, status_class
@@ -200,3 +201,49 @@ def test_alertmanager_config_calls_socle_back_with_a_token(tmp_path: Path) -> No
     assert hook["url"] == "http://127.0.0.1:7780/api/v1/alerts/webhook"
     assert hook["http_config"]["authorization"]["credentials_file"] == str(tmp_path / "token")
     assert config["route"]["receiver"] == "socle"
+
+
+def test_gauge_sources_are_read_at_scrape_time_and_replaced() -> None:
+    metrics = ControlPlaneMetrics()
+    failing = {"data"}
+    metrics.gauge_source(
+        "socle_volume_backup_failing", "doc", ("volume",), lambda: [((v,), 1.0) for v in failing]
+    )
+    assert samples(metrics.exposition())[("socle_volume_backup_failing", (("volume", "data"),))]
+    failing.clear()
+    assert ("socle_volume_backup_failing", (("volume", "data"),)) not in samples(
+        metrics.exposition()
+    )
+    # A part that starts again replaces its source; None stops exporting it.
+    metrics.gauge_source("socle_volume_backup_failing", "doc", ("volume",), lambda: [(("x",), 1)])
+    metrics.gauge_source("socle_volume_backup_failing", "doc", (), None)
+    assert not any(k[0] == "socle_volume_backup_failing" for k in samples(metrics.exposition()))
+
+
+def test_certificate_expiry(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "socle")])
+    end = dt.datetime(2030, 1, 2, tzinfo=dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(end)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "api.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    source = CertificateExpiry([pem, junk, tmp_path / "missing.pem"])
+    assert list(source()) == [((str(pem),), end.timestamp())]

@@ -85,7 +85,9 @@ async def webhook(request: Request, ctx: Ctx, _: Who) -> dict[str, Any]:
         raise ConfigError("webhook body is not JSON") from None
     if not isinstance(payload, dict):
         raise ConfigError("webhook body must be a JSON object (Alertmanager's webhook format)")
-    done = _observe(ctx).need_alerts().webhook(payload)
+    alerts = _observe(ctx).need_alerts()
+    done = alerts.webhook(payload)
+    await alerts.persist(done)
     return {"remediations": [r.to_dict() for r in done]}
 
 

@@ -7,6 +7,8 @@ start with ``Socle``; ``socle_rule`` is empty, so no remediation runs for them):
 - ``SocleInstanceMemoryNearLimit``: above 90 % of its memory limit for a minute;
 - ``SocleDown``: Prometheus cannot scrape the control plane;
 - ``SocleApplyFailed``: an apply ended failed or rolled back in the last 15 minutes;
+- ``SocleCertificateExpiringSoon``: the API's TLS certificate expires within 14 days;
+- ``SocleVolumeBackupFailing``: the last scheduled backup of a volume failed;
 - ``SocleBackgroundTaskFailing``: background tasks of the control plane keep failing.
 """
 
@@ -54,6 +56,21 @@ BUILTIN_RULES: list[dict[str, Any]] = [
         "expr": 'increase(socle_applies_total{status=~"failed|rolled_back"}[15m]) > 0',
         "labels": {"severity": "warning", "socle_rule": ""},
         "annotations": {"summary": "an apply ended {{ $labels.status }}"},
+    },
+    {
+        "alert": "SocleCertificateExpiringSoon",
+        "expr": "socle_tls_certificate_expiry_timestamp_seconds - time() < 14 * 86400",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {
+            "summary": "the certificate in {{ $labels.file }} expires in "
+            "{{ $value | humanizeDuration }}",
+        },
+    },
+    {
+        "alert": "SocleVolumeBackupFailing",
+        "expr": "socle_volume_backup_failing == 1",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {"summary": "the last scheduled backup of {{ $labels.volume }} failed"},
     },
     {
         "alert": "SocleBackgroundTaskFailing",

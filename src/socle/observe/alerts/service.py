@@ -13,18 +13,25 @@ Every decision is recorded (kept in memory, newest last, and counted in
 ``socle_remediations_total{action,result}``): ``done``, ``rate-limited`` (the same rule acted
 on the same instance less than ``min_interval`` seconds ago: a flapping app cannot cause a storm),
 ``no-target`` (nothing running matches the labels). Resolved alerts change nothing.
+Decisions are also appended to ``home/observe/remediations.jsonl`` (owner-only), so the
+record outlives the control plane.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from socle.errors import ConfigError
+from socle.fs import open_private_append
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceId, InstanceStatus
@@ -78,6 +85,7 @@ class Alerts:
         metrics: ControlPlaneMetrics,
         min_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
+        record_file: Path | None = None,
     ) -> None:
         self._engine = engine
         self._driver = driver
@@ -87,6 +95,38 @@ class Alerts:
         self._last: dict[tuple[str, str], float] = {}
         self.records: deque[Remediation] = deque(maxlen=MAX_RECORDS)
         self.manager: AlertmanagerServer | None = None
+        self._record_file = record_file
+        """Every decision as a JSON line (owner-only), kept across restarts."""
+
+    def load(self) -> None:
+        """The last decisions recorded by earlier runs (blocking: call it in a thread)."""
+        if self._record_file is None:
+            return
+        try:
+            lines = self._record_file.read_text().splitlines()[-MAX_RECORDS:]
+        except OSError:
+            return
+        for line in lines:
+            try:
+                self.records.append(Remediation(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue  # a line cut by a crash
+
+    async def persist(self, done: list[Remediation]) -> None:
+        """Append ``done`` to the record file (in a thread: never blocks the loop)."""
+        if self._record_file is None or not done:
+            return
+        path = self._record_file
+        text = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in done).encode()
+
+        def write() -> None:
+            fd = open_private_append(path)
+            try:
+                os.write(fd, text)
+            finally:
+                os.close(fd)
+
+        await asyncio.to_thread(write)
 
     def _rules(self) -> Mapping[str, Any]:
         return dict(self._engine.handler("AlertRule").rules())
@@ -170,6 +210,7 @@ class Alerts:
             started = self._driver.replace(status.id, f"alert {rule}")
             if started:
                 self._last[(rule, status.id)] = now
+                self._forget_before(now - self._min_interval)
             results.append(
                 self._record(
                     Remediation(
@@ -184,6 +225,11 @@ class Alerts:
                 )
             )
         return results
+
+    def _forget_before(self, when: float) -> None:
+        """Rate-limit entries older than the interval limit nothing: drop them."""
+        if len(self._last) > 1000:
+            self._last = {k: t for k, t in self._last.items() if t >= when}
 
     def history(self, limit: int = 100) -> list[dict[str, object]]:
         return [r.to_dict() for r in list(self.records)[-limit:]]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from socle import __version__
@@ -49,6 +49,21 @@ class _TaskFailures(Collector):
             "Background tasks of the control plane that failed (logged with a traceback).",
         )
         family.add_metric([], float(self._monitor.failures))
+        yield family
+
+
+GaugeSource = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
+"""Label values and value of each sample of a gauge, read at scrape time."""
+
+
+class _GaugeFromSource(Collector):
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...], source: GaugeSource) -> None:
+        self._name, self._doc, self._labels, self._source = name, doc, labels, source
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self._name, self._doc, labels=self._labels)
+        for values, value in self._source():
+            family.add_metric(list(values), value)
         yield family
 
 
@@ -112,6 +127,20 @@ class ControlPlaneMetrics:
         if monitor is not None:
             r.register(_TaskFailures(monitor))
         self._seen: dict[str, tuple[int, bool]] = {}
+        self._sources: dict[str, Collector] = {}
+
+    def gauge_source(
+        self, name: str, doc: str, labels: tuple[str, ...], source: GaugeSource | None
+    ) -> None:
+        """Export gauge ``name`` read from ``source`` at scrape time (None: stop exporting
+        it). A part that starts again replaces its own source."""
+        old = self._sources.pop(name, None)
+        if old is not None:
+            self.registry.unregister(old)
+        if source is not None:
+            collector = _GaugeFromSource(name, doc, labels, source)
+            self.registry.register(collector)
+            self._sources[name] = collector
 
     # -- engine events (socle.engine.service.EngineEvents) -------------------------------
 
