@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,7 +148,7 @@ class AlertmanagerComponent:
         await asyncio.to_thread(private_dir, settings.observe_dir)
         await asyncio.to_thread(alerts.load)
         observe.alerts = alerts
-        if settings.alertmanager == "off":
+        if settings.alertmanager == "off" or not _installed(settings.alertmanager_bin):
             return
         host, port = parse_listen(settings.alertmanager_listen)
         server = AlertmanagerServer(
@@ -178,6 +179,19 @@ class AlertmanagerComponent:
             await self._tasks.close()
 
 
+def _installed(binary: str) -> bool:
+    """Whether ``binary`` exists; if not, say so once and run without it (the control plane
+    and its apps matter more than their metrics)."""
+    if shutil.which(binary):
+        return True
+    log.warning(
+        "%s is not installed: running without it (scripts/install.sh installs it; "
+        "set SOCLE_PROMETHEUS=off / SOCLE_ALERTMANAGER=off to silence this)",
+        binary,
+    )
+    return False
+
+
 def _free_port(host: str) -> int:
     import socket
 
@@ -200,7 +214,7 @@ class PrometheusComponent:
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
-        if settings.prometheus == "off":
+        if settings.prometheus == "off" or not _installed(settings.prometheus_bin):
             return
         observe: Observe = _need(plane.observe, "observe")
         host, port = parse_listen(settings.prometheus_listen)
