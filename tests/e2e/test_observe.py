@@ -260,3 +260,64 @@ def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path:
     assert "leaky-memory" in table and "rate-limited" in table
     metrics = server.api("GET", "/metrics").text
     assert 'socle_remediations_total{action="restart",result="done"} 1.0' in metrics
+
+
+ERRORS_APP = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    counts = {"200": 0, "500": 0}
+    def serve_traffic():  # half of the requests fail
+        while True:
+            counts["200"] += 5; counts["500"] += 5
+            time.sleep(0.1)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"ok"
+            if self.path == "/metrics":
+                body = "".join(f'demo_requests_total{{code="{c}"}} {n}\\n'
+                               for c, n in counts.items()).encode()
+            self.send_response(200); self.send_header("Content-Length", str(len(body)))
+            self.end_headers(); self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=serve_traffic, daemon=True).start()
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    """
+)
+
+
+def test_slo_burn_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
+    server = observed
+    repo = write_repo(tmp_path / "repo", {})
+    add_app(repo, "shop", ERRORS_APP, {"metrics": {"port": "http"}})
+    slo = {
+        "apiVersion": "socle/v1",
+        "kind": "SLO",
+        "metadata": {"name": "shop-availability"},
+        "spec": {
+            "objective": 99.9,
+            "window": "30d",
+            "total": 'demo_requests_total{app="shop"}',
+            "errors": 'demo_requests_total{app="shop",code="500"}',
+        },
+    }
+    (repo / "slo.yaml").write_text(yaml.safe_dump(slo, sort_keys=False))
+    server.cli("apply", str(repo), "--yes")
+
+    def burning() -> list[dict[str, Any]]:
+        alerts = json.loads(server.cli("alerts", "--json").stdout)["alerts"]
+        return [a for a in alerts if a["labels"].get("slo") == "shop-availability"]
+
+    fired = wait_for(burning, 90, "an SLO burn-rate alert")
+    assert {a["labels"]["alertname"] for a in fired} >= {"shop-availability-burn-page-fast"}
+    rows = json.loads(server.cli("slo", "--json").stdout)
+    assert [r["name"] for r in rows] == ["shop-availability"]
+    assert rows[0]["error_ratio"] == pytest.approx(0.5, abs=0.05)
+    assert rows[0]["budget_remaining"] < 0  # half the events fail: the budget is gone
+    assert rows[0]["burn_rate"]["1h"] > 14.4
+    assert "shop-availability" in server.cli("slo").stdout

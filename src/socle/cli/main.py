@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "metrics": "socle.cli.observe",
     "alerts": "socle.cli.observe",
     "silence": "socle.cli.observe",
+    "slo": "socle.cli.observe",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -1,4 +1,4 @@
-"""``socle metrics query``, ``socle alerts``, ``socle silence add|list|expire``.
+"""``socle metrics query``, ``socle alerts``, ``socle silence add|list|expire``, ``socle slo``.
 
 Everything goes through Socle's API (which proxies Prometheus and Alertmanager), so users
 never need their addresses or credentials.
@@ -144,6 +144,41 @@ def alerts(as_json: bool) -> None:
         console.print(table)
 
 
+@click.command("slo")
+@json_option
+def slo(as_json: bool) -> None:
+    """Service level objectives: error budget left and how fast it burns."""
+    with _client() as client:
+        rows: list[dict[str, Any]] = client.call("GET", "/api/v1/slos")
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No SLOs. Declare one with a `kind: SLO` manifest.")
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("SLO", "OBJECTIVE", "WINDOW", "ERRORS", "BUDGET LEFT", "BURN 1H", "BURN 6H"):
+        table.add_column(column)
+
+    def pct(value: float | None) -> str:
+        return "no data" if value is None else f"{value * 100:.2f}%"
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    for row in rows:
+        table.add_row(
+            escape(row["name"]),
+            f"{row['objective']:g}%",
+            escape(row["window"]),
+            pct(row["error_ratio"]),
+            pct(row["budget_remaining"]),
+            rate(row["burn_rate"]["1h"]),
+            rate(row["burn_rate"]["6h"]),
+        )
+    console.print(table)
+
+
 @click.group()
 def silence() -> None:
     """Silences: mute matching alerts for a while (Alertmanager's v2 API)."""
@@ -218,3 +253,4 @@ def register(group: click.Group) -> None:
     group.add_command(metrics)
     group.add_command(alerts)
     group.add_command(silence)
+    group.add_command(slo)

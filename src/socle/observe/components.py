@@ -38,6 +38,9 @@ from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.observe")
 
+RULE_KINDS = ("AlertRule", "SLO")
+"""Kinds whose applied objects become Prometheus rule files."""
+
 PROMETHEUS_TOKEN_NAME = "socle-prometheus"  # noqa: S105 (a name, not a secret)
 """The API token Prometheus scrapes with (rotated at every start; never shown)."""
 ALERTMANAGER_TOKEN_NAME = "socle-alertmanager"  # noqa: S105
@@ -245,12 +248,14 @@ class PrometheusComponent:
         self._server = server
         if not settings.metrics_query_url:
             observe.query = PrometheusQuery(server.url)
-        _need(plane.engine, "engine").handler("AlertRule").subscribe(self._rules_changed)
+        for kind in RULE_KINDS:
+            _need(plane.engine, "engine").handler(kind).subscribe(self._rules_changed)
         observe.prometheus = server.to_dict
 
     async def _rule_files(self) -> dict[str, str]:
         engine: Engine = _need(self._plane.engine, "engine")
-        return {**builtin_rule_files(), **rule_files(engine.handler("AlertRule").current())}
+        kinds = [engine.handler(kind) for kind in RULE_KINDS]
+        return {**builtin_rule_files(), **rule_files(kinds)}
 
     def _rules_changed(self) -> None:
         """An apply changed AlertRules: rewrite the rule files (checked), then reload."""

@@ -93,8 +93,8 @@ class Engine:
     handlers: Handler
 
     def handler(self, kind: str) -> Handler:
-        assert kind == "AlertRule"
-        return self.handlers
+        assert kind in ("AlertRule", "SLO")
+        return self.handlers if kind == "AlertRule" else Handler({})
 
 
 @dataclass

@@ -3,6 +3,7 @@
 - ``GET /api/v1/alerts``: active alerts (from Alertmanager) and the recent remediations;
 - ``POST /api/v1/alerts/webhook``: Alertmanager's webhook receiver (token required: the
   embedded Alertmanager has its own); runs the rules' actions;
+- ``GET /api/v1/slos``: each SLO's error ratio over its window, budget left, burn rates;
 - ``GET /api/v1/silences``, ``POST /api/v1/silences`` (``matchers``, ``duration``,
   ``comment``), ``DELETE /api/v1/silences/{id}`` (expire).
 """
@@ -24,6 +25,7 @@ from socle.errors import ConfigError
 from socle.model.units import parse_duration
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.service import Observe, Unavailable
+from socle.observe.slo import report as slo_report
 
 router = APIRouter(prefix="/api/v1")
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -89,6 +91,12 @@ async def webhook(request: Request, ctx: Ctx, _: Who) -> dict[str, Any]:
     done = alerts.webhook(payload)
     await alerts.persist(done)
     return {"remediations": [r.to_dict() for r in done]}
+
+
+@router.get("/slos")
+async def list_slos(ctx: Ctx, _: Who) -> list[dict[str, Any]]:
+    observe = _observe(ctx)
+    return await slo_report(observe.need_query(), ctx.engine.handler("SLO").rules())
 
 
 @router.get("/silences")

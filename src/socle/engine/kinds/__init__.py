@@ -196,7 +196,7 @@ class HandlerRegistry:
 
 def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     """The handlers of the kinds Socle ships (one entry per kind)."""
-    from socle.engine.kinds.alertrule import AlertRuleHandler
+    from socle.engine.kinds.alertrule import AlertRuleHandler, SLOHandler
     from socle.engine.kinds.app import AppHandler
     from socle.engine.kinds.external import ExternalServiceHandler
     from socle.engine.kinds.volume import VolumeHandler
@@ -206,4 +206,5 @@ def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     registry.register(VolumeHandler(deps))
     registry.register(ExternalServiceHandler(deps))
     registry.register(AlertRuleHandler(deps))
+    registry.register(SLOHandler(deps))
     return registry

@@ -1,7 +1,7 @@
-"""The AlertRule kind's handler: rules checked at plan time, handed to observe on apply.
+"""Handlers of the kinds that become Prometheus rules: ``AlertRule`` and ``SLO``.
 
-Nothing runs for an AlertRule: its target is the rendered manifest. ``desired`` compiles
-every AlertRule to Prometheus rule groups and runs ``promtool check rules`` on them, so a
+Nothing runs for them: the target is the rendered manifest. ``desired`` compiles every
+object of the kind to Prometheus rule groups and runs ``promtool check rules`` on them, so a
 bad PromQL expression or duration is a manifest problem (file, line, ``spec.expr``) before
 anything changes; the result is cached by content digest, so unchanged rules are not
 checked again. After a commit, listeners (the embedded Prometheus) are told to rewrite
@@ -26,14 +26,22 @@ import yaml
 from socle.engine.kinds import ApplyContext, HandlerDeps
 from socle.engine.planner import Action, Change, ObjectState
 from socle.errors import ManifestError, Problem
-from socle.model.alertrule import AlertRule, to_rule_group
+from socle.model.alertrule import to_rule_group
 from socle.model.kinds import ObjectRef
 from socle.model.loader import LoadedManifests
+from socle.model.slo import to_rule_groups as slo_rule_groups
 
 log = logging.getLogger(__name__)
 
 KIND = "AlertRule"
 CHECK_TIMEOUT = 60.0
+
+Compiler = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
+"""``(name, rendered spec)`` -> Prometheus rule groups."""
+
+
+def alert_groups(name: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [to_rule_group(name, spec)]
 
 
 @dataclass(frozen=True)
@@ -41,13 +49,13 @@ class AlertRuleState:
     name: str
     manifest: dict[str, Any]
     digest: str
-    kind: ClassVar[str] = KIND
+    kind: str = KIND
 
     @classmethod
-    def of(cls, rule: AlertRule) -> AlertRuleState:
-        manifest = rule.model_dump(mode="json", by_alias=True)
+    def of(cls, obj: Any, kind: str = KIND) -> AlertRuleState:
+        manifest = obj.model_dump(mode="json", by_alias=True)
         text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-        return cls(rule.name, manifest, hashlib.sha256(text.encode()).hexdigest())
+        return cls(obj.name, manifest, hashlib.sha256(text.encode()).hexdigest(), kind)
 
     @property
     def actions(self) -> list[str]:
@@ -67,8 +75,8 @@ def _encode(state: AlertRuleState) -> dict[str, Any]:
     return {"name": state.name, "manifest": state.manifest, "digest": state.digest}
 
 
-def _decode(data: Mapping[str, Any]) -> AlertRuleState:
-    return AlertRuleState(data["name"], data["manifest"], data["digest"])
+def _decode(data: Mapping[str, Any], kind: str) -> AlertRuleState:
+    return AlertRuleState(data["name"], data["manifest"], data["digest"], kind)
 
 
 def promtool() -> str | None:
@@ -106,9 +114,15 @@ async def check_groups(tool: str, groups: list[dict[str, Any]]) -> str | None:
 
 
 class AlertRuleHandler:
-    """AlertRules: checked with promtool when planned, handed to Prometheus when applied."""
+    """AlertRules: checked with promtool when planned, handed to Prometheus when applied.
+
+    :class:`SLOHandler` is the same with another kind and compiler."""
 
     kind = KIND
+    compile: ClassVar[Compiler] = staticmethod(alert_groups)
+
+    def rule_groups(self, name: str, state: AlertRuleState) -> list[dict[str, Any]]:
+        return type(self).compile(name, state.manifest["spec"])
 
     def __init__(self, deps: HandlerDeps) -> None:
         self._targets: dict[str, tuple[AlertRuleState, int]] = {}
@@ -123,7 +137,7 @@ class AlertRuleHandler:
         self._targets = {}
         for name, raw in records.items():
             data = json.loads(raw)
-            self._targets[name] = (_decode(data["state"]), int(data["revision"]))
+            self._targets[name] = (_decode(data["state"], self.kind), int(data["revision"]))
         return {}
 
     async def start(self) -> None:
@@ -141,8 +155,8 @@ class AlertRuleHandler:
 
     async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
         states = {
-            name: AlertRuleState.of(cast(AlertRule, obj))
-            for name, obj in loaded.of_kind(KIND).items()
+            name: AlertRuleState.of(obj, self.kind)
+            for name, obj in loaded.of_kind(self.kind).items()
         }
         await self._check(states, loaded.origins)
         return dict(states)
@@ -157,23 +171,23 @@ class AlertRuleHandler:
         if tool is None:
             log.warning("promtool not found: AlertRule expressions are not checked at plan time")
             return
-        groups = [to_rule_group(n, s.manifest["spec"]) for n, s in sorted(fresh.items())]
+        groups = [g for n, s in sorted(fresh.items()) for g in self.rule_groups(n, s)]
         if await check_groups(tool, groups) is None:
             self._checked.update(s.digest for s in fresh.values())
             return
         problems: list[Problem] = []
         for name, state in sorted(fresh.items()):
-            reason = await check_groups(tool, [to_rule_group(name, state.manifest["spec"])])
+            reason = await check_groups(tool, self.rule_groups(name, state))
             if reason is None:
                 self._checked.add(state.digest)
                 continue
-            origin = origins.get(f"{KIND}/{name}", "")
+            origin = origins.get(f"{self.kind}/{name}", "")
             file, _, line = origin.rpartition(":")
             problems.append(
                 Problem(
                     file or None,
                     int(line) if line.isdigit() else None,
-                    "spec.expr",
+                    "spec.expr" if self.kind == KIND else "spec",
                     f"Prometheus refuses this rule: {reason}",
                 )
             )
@@ -190,7 +204,7 @@ class AlertRuleHandler:
         return _encode(cast(AlertRuleState, state))
 
     def decode(self, data: Mapping[str, Any]) -> ObjectState:
-        return _decode(data)
+        return _decode(data, self.kind)
 
     async def check_reapply(self, states: Mapping[str, ObjectState], revision: int) -> None:
         """A recorded AlertRule can always be applied again."""
@@ -227,13 +241,27 @@ class AlertRuleHandler:
     async def status(self) -> list[dict[str, Any]]:
         return [
             {
-                "kind": KIND,
+                "kind": self.kind,
                 "name": name,
                 "health": "ready",
                 "revision": revision,
-                "message": state.manifest["spec"]["expr"][:200],
+                "message": self.describe(state)[:200],
                 "severity": state.manifest["spec"].get("severity", "warning"),
                 "actions": state.actions,
             }
             for name, (state, revision) in sorted(self._targets.items())
         ]
+
+    def describe(self, state: AlertRuleState) -> str:
+        return str(state.manifest["spec"]["expr"])
+
+
+class SLOHandler(AlertRuleHandler):
+    """SLOs: recording rules and burn-rate alerts (see :mod:`socle.model.slo`)."""
+
+    kind = "SLO"
+    compile: ClassVar[Compiler] = staticmethod(slo_rule_groups)
+
+    def describe(self, state: AlertRuleState) -> str:
+        spec = state.manifest["spec"]
+        return f"{spec['objective']}% over {spec.get('window')}"

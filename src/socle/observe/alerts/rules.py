@@ -14,13 +14,10 @@ start with ``Socle``; ``socle_rule`` is empty, so no remediation runs for them):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import yaml
-
-from socle.engine.planner import ObjectState
-from socle.model.alertrule import to_rule_group
 
 BUILTIN_FILE = "socle-builtin.yml"
 
@@ -89,13 +86,23 @@ def builtin_rule_files() -> dict[str, str]:
     }
 
 
-def rule_files(states: Mapping[str, ObjectState]) -> dict[str, str]:
-    """``alertrule-<name>.yml`` per applied AlertRule (its rendered manifest's spec)."""
+class RuleKind(Protocol):
+    kind: str
+
+    def rules(self) -> Mapping[str, Any]: ...
+
+    def rule_groups(self, name: str, state: Any) -> list[dict[str, Any]]: ...
+
+
+def rule_files(handlers: Iterable[RuleKind]) -> dict[str, str]:
+    """``<kind>-<name>.yml`` per applied AlertRule and SLO (from their handlers)."""
     files: dict[str, str] = {}
-    for name, state in sorted(states.items()):
-        manifest: dict[str, Any] = getattr(state, "manifest", {})
-        group = to_rule_group(name, manifest["spec"])
-        files[f"alertrule-{name}.yml"] = yaml.safe_dump({"groups": [group]}, sort_keys=False)
+    for handler in handlers:
+        for name, state in sorted(handler.rules().items()):
+            groups = handler.rule_groups(name, state)
+            files[f"{handler.kind.lower()}-{name}.yml"] = yaml.safe_dump(
+                {"groups": groups}, sort_keys=False
+            )
     return files
 
 

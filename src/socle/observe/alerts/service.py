@@ -129,7 +129,14 @@ class Alerts:
         await asyncio.to_thread(write)
 
     def _rules(self) -> Mapping[str, Any]:
-        return dict(self._engine.handler("AlertRule").rules())
+        """Applied rules by their ``socle_rule`` label: ``name`` (AlertRule), ``SLO/name``."""
+        rules = dict(self._engine.handler("AlertRule").rules())
+        try:
+            slos = self._engine.handler("SLO").rules()
+        except KeyError:
+            slos = {}
+        rules.update({f"SLO/{name}": state for name, state in slos.items()})
+        return rules
 
     def _record(self, item: Remediation) -> Remediation:
         self.records.append(item)
