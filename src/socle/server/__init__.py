@@ -231,4 +231,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx logs every request at INFO: the control plane's own calls to Prometheus and
+    # Alertmanager (readiness polls, proxied queries) would drown the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
