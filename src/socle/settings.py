@@ -149,10 +149,12 @@ class Settings(BaseSettings):
     """Extra folders (``:``-separated, absolute) where audit devices may write files;
     by default only ``home/audit/`` (or ``stdout``)."""
 
-    prometheus: Literal["embedded", "off"] = "embedded"
+    prometheus: Literal["embedded", "agent", "off"] = "embedded"
     """The metrics data plane: ``embedded`` runs Debian's ``prometheus`` as a component
-    (config and data under ``home/observe/prometheus``); ``off`` runs none (``/metrics`` is
-    still served, for a Prometheus of your own)."""
+    (config and data under ``home/observe/prometheus``); ``agent`` runs it in agent mode,
+    scraping and forwarding everything to ``metrics_remote_write`` (a team's own Prometheus,
+    which then stores, evaluates the rule files Socle writes, and answers queries through
+    ``metrics_query_url``); ``off`` runs none (``/metrics`` is still served)."""
 
     prometheus_bin: str = "/usr/bin/prometheus"
     """The Prometheus server binary (``promtool`` is looked up next to it)."""

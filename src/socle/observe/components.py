@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from socle.engine.service import Engine
-from socle.errors import SocleError
+from socle.errors import ConfigError, SocleError
 from socle.fs import private_dir
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
@@ -220,6 +220,14 @@ class PrometheusComponent:
         if settings.prometheus == "off" or not _installed(settings.prometheus_bin):
             return
         observe: Observe = _need(plane.observe, "observe")
+        agent = settings.prometheus == "agent"
+        if agent and not settings.metrics_remote_write:
+            raise ConfigError(
+                "SOCLE_PROMETHEUS=agent forwards every sample to SOCLE_METRICS_REMOTE_WRITE, "
+                "which is not set",
+                hint="set SOCLE_METRICS_REMOTE_WRITE (and SOCLE_METRICS_QUERY_URL to query "
+                "that Prometheus), or use SOCLE_PROMETHEUS=embedded",
+            )
         host, port = parse_listen(settings.prometheus_listen)
         server = PrometheusServer(
             settings.observe_dir / "prometheus",
@@ -229,6 +237,7 @@ class PrometheusComponent:
             retention=settings.prometheus_retention,
             retention_size=settings.prometheus_retention_size,
             tasks=self._tasks,
+            agent=agent,
         )
         await server.prepare(await plane.service_token(PROMETHEUS_TOKEN_NAME))
         alerts = observe.alerts
@@ -241,12 +250,13 @@ class PrometheusComponent:
             rules_dir=server.rules_dir,
             alertmanager=manager.address if manager is not None else None,
             remote_write=settings.metrics_remote_write,
+            agent=agent,
         )
         await server.write_config(render_config(setup), reload=False)
         await server.write_rules(await self._rule_files())
         await server.start()
         self._server = server
-        if not settings.metrics_query_url:
+        if not settings.metrics_query_url and not agent:
             observe.query = PrometheusQuery(server.url)
         for kind in RULE_KINDS:
             _need(plane.engine, "engine").handler(kind).subscribe(self._rules_changed)

@@ -165,3 +165,93 @@ async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
         assert await server.alerts() == []
     finally:
         await server.stop()
+
+
+async def test_agent_mode_forwards_samples_to_a_teams_prometheus(tmp_path: Path) -> None:
+    """SOCLE_PROMETHEUS=agent: the embedded Prometheus scrapes what Socle's http_sd lists
+    and forwards it (remote_write) to another, real Prometheus, which answers queries."""
+    import json
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    team_port = free_port()
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    (team_dir / "p.yml").write_text("global: {}\n")
+    team = subprocess.Popen(
+        [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={team_dir / 'p.yml'}",
+            f"--storage.tsdb.path={team_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{team_port}",
+            "--web.enable-remote-write-receiver",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    class Sd(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            groups = []
+            if "job=socle" in self.path and "instances" not in self.path:
+                groups = [{"targets": [f"127.0.0.1:{team_port}"], "labels": {}}]
+            body = json.dumps(groups).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    sd = ThreadingHTTPServer(("127.0.0.1", 0), Sd)
+    threading.Thread(target=sd.serve_forever, daemon=True).start()
+    monitor = TaskMonitor()
+    agent = PrometheusServer(
+        tmp_path / "agent",
+        binary=shutil.which("prometheus") or "prometheus",
+        host="127.0.0.1",
+        port=free_port(),
+        retention="1h",
+        retention_size="0",
+        tasks=monitor.group("prometheus"),
+        agent=True,
+    )
+    try:
+        await agent.prepare("not-a-real-token")
+        setup = ScrapeSetup(
+            socle_url=f"http://127.0.0.1:{sd.server_address[1]}",
+            token_file=agent.token_file,
+            scrape_interval=1,
+            rules_dir=agent.rules_dir,
+            alertmanager="127.0.0.1:1",
+            remote_write=f"http://127.0.0.1:{team_port}/api/v1/write",
+            agent=True,
+        )
+        config = render_config(setup)
+        assert "rule_files" not in config and "alerting" not in config
+        await agent.write_config(config, reload=False)
+        await agent.start()
+
+        async def forwarded() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    response = await client.get(
+                        f"http://127.0.0.1:{team_port}/api/v1/query",
+                        params={"query": 'up{job="socle"}'},
+                    )
+            except httpx.HTTPError:
+                return False
+            return bool(response.status_code == 200 and response.json()["data"]["result"])
+
+        await until(forwarded, 90)
+    finally:
+        await agent.stop()
+        sd.shutdown()
+        sd.server_close()
+        team.send_signal(signal.SIGKILL)
+        team.wait()

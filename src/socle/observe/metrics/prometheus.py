@@ -54,6 +54,8 @@ class ScrapeSetup:
     alertmanager: str | None = None
     """``host:port`` of the Alertmanager to send alerts to (None: none)."""
     remote_write: str | None = None
+    agent: bool = False
+    """Agent mode: scrape and forward to ``remote_write`` only (no rules, no alerting)."""
 
 
 def _seconds(value: float) -> str:
@@ -102,9 +104,9 @@ def render_config(setup: ScrapeSetup) -> dict[str, Any]:
             {"job_name": "apps", "http_sd_configs": [sd("apps")]},
         ],
     }
-    if setup.rules_dir is not None:
+    if setup.rules_dir is not None and not setup.agent:
         config["rule_files"] = [str(setup.rules_dir / "*.yml")]
-    if setup.alertmanager is not None:
+    if setup.alertmanager is not None and not setup.agent:
         config["alerting"] = {
             "alertmanagers": [{"static_configs": [{"targets": [setup.alertmanager]}]}]
         }
@@ -163,8 +165,10 @@ class PrometheusServer:
         retention: str,
         retention_size: str,
         tasks: TaskGroup,
+        agent: bool = False,
     ) -> None:
         self.folder = folder
+        self.agent = agent
         self.binary = binary
         self.promtool = promtool_for(binary)
         self.host = host
@@ -187,12 +191,17 @@ class PrometheusServer:
         argv = [
             self.binary,
             f"--config.file={self.config_file}",
-            f"--storage.tsdb.path={self.folder / 'data'}",
-            f"--storage.tsdb.retention.time={self.retention}",
             f"--web.listen-address={self.host}:{self.port}",
             "--web.enable-lifecycle",
             f"--web.external-url={self.url}/",
             "--log.level=warn",
+        ]
+        if self.agent:
+            argv += ["--enable-feature=agent", f"--storage.agent.path={self.folder / 'agent'}"]
+            return argv
+        argv += [
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--storage.tsdb.retention.time={self.retention}",
         ]
         if self.retention_size not in ("", "0"):
             argv.append(f"--storage.tsdb.retention.size={self.retention_size}")
@@ -214,7 +223,8 @@ class PrometheusServer:
         async with self._config_lock:
             candidate = self.config_file.with_name("prometheus.yml.new")
             await asyncio.to_thread(write_private, candidate, dump(config))
-            code, out = await _run_check([self.promtool, "check", "config", str(candidate)])
+            check = [self.promtool, "check", "config", *(["--agent"] if self.agent else [])]
+            code, out = await _run_check([*check, str(candidate)])
             if code != 0:
                 with contextlib.suppress(FileNotFoundError):
                     candidate.unlink()
