@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from socle.errors import ObserveError
+from socle.errors import ConfigError, ObserveError
 from socle.observe.metrics.instances import instance_exposition
 from socle.observe.metrics.prometheus import JOBS, PrometheusQuery
 from socle.observe.metrics.registry import ControlPlaneMetrics
@@ -60,6 +60,8 @@ class Observe:
         }
 
     def socle_page(self) -> bytes:
+        live = {status.id for status in self._instances()}
+        self.metrics.forget_instances(live.__contains__)  # bounded memory as instances churn
         return self.metrics.exposition()
 
     async def instances_page(self) -> bytes:
@@ -68,7 +70,7 @@ class Observe:
 
     def targets(self, job: str | None) -> list[dict[str, Any]]:
         if job is not None and job not in JOBS:
-            raise ObserveError(f"unknown scrape job {job!r}; one of {', '.join(JOBS)}")
+            raise ConfigError(f"unknown scrape job {job!r}", hint=f"one of {', '.join(JOBS)}")
         groups: list[dict[str, Any]] = []
         for name in [job] if job else list(JOBS):
             if name == "apps":

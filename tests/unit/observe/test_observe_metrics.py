@@ -247,3 +247,29 @@ def test_certificate_expiry(tmp_path: Path) -> None:
     junk.write_text("not a certificate")
     source = CertificateExpiry([pem, junk, tmp_path / "missing.pem"])
     assert list(source()) == [((str(pem),), end.timestamp())]
+
+
+def test_observe_face_targets_and_forgetting_gone_instances() -> None:
+    from socle.errors import ConfigError
+    from socle.observe.service import Observe, Unavailable
+
+    metrics = ControlPlaneMetrics()
+    running = [status("api-0"), status("api-1")]
+    observe = Observe(
+        metrics,
+        address="127.0.0.1:7780",
+        instances=lambda: running,
+        resources=lambda: [],
+        app_metrics=lambda: {"api": {"port": "http", "path": "/metrics"}},
+    )
+    assert [g["labels"]["instance"] for g in observe.targets("apps")] == ["api-0", "api-1"]
+    assert len(observe.targets(None)) == 4  # socle, socle-instances, two app instances
+    with pytest.raises(ConfigError, match="unknown scrape job"):
+        observe.targets("nope")
+    with pytest.raises(Unavailable):
+        observe.need_query()
+    for item in running:
+        metrics.instance_changed(item)
+    running.pop()
+    observe.socle_page()
+    assert set(metrics._seen) == {"api-0"}
