@@ -158,6 +158,10 @@ def test_socle_and_app_metrics_are_scraped(observed: SocleServer, tmp_path: Path
     table = server.cli("metrics", "query", 'up{job="socle"}').stdout
     assert "socle" in table
 
+    plane = json.loads(server.cli("status", "--json").stdout)["control_plane"]["observe"]
+    assert plane["prometheus"]["pid"] and plane["alertmanager"]["pid"]
+    assert "observe: Prometheus pid" in server.cli("status").stdout
+
     bad = server.cli("metrics", "query", "sum(", check=False)
     assert bad.returncode != 0 and "refused the query" in bad.stderr
 

@@ -192,6 +192,21 @@ def print_control_plane(plane: dict[str, Any]) -> None:
             f"[dim]discovery:[/] Consul API http://{safe(str(network.get('consul') or '-'))}, "
             f"DNS {safe(str(network.get('dns') or '-'))} (zone socle.internal)"
         )
+    observe = plane.get("observe") or {}
+    prometheus, alertmanager = observe.get("prometheus"), observe.get("alertmanager")
+    if prometheus or alertmanager or observe.get("query_url"):
+
+        def daemon(info: dict[str, Any] | None) -> str:
+            if not info:
+                return "off"
+            restarts = int(info.get("restarts") or 0)
+            extra = f", {restarts} restart(s)" if restarts else ""
+            return f"pid {info.get('pid') or '-'}{extra}"
+
+        console.print(
+            f"[dim]observe:[/] Prometheus {safe(daemon(prometheus))}, Alertmanager "
+            f"{safe(daemon(alertmanager))} (`socle metrics query`, `socle alerts`)"
+        )
     tasks = plane.get("tasks") or {}
     failures = int(tasks.get("failures") or 0)
     last = tasks.get("last_failure")
