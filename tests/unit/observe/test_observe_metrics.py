@@ -64,7 +64,7 @@ def test_registry_is_per_control_plane_and_counts_runtime_events() -> None:
     prod = (("app", "api"), ("env", "prod"))
     assert got[("socle_plan_duration_seconds_count", ())] == 1
     assert got[("socle_applies_total", (("status", "succeeded"),))] == 1
-    assert got[("socle_instance_restarts_total", prod)] == 2
+    assert got[("socle_runtime_restarts_total", prod)] == 2
     assert got[("socle_health_transitions_total", (*prod, ("to", "ready")))] == 1
     assert got[("socle_health_transitions_total", (*prod, ("to", "not_ready")))] == 1
     assert got[("socle_background_task_failures_total", ())] == 1

@@ -94,7 +94,7 @@ class ControlPlaneMetrics:
         )
         self.syncs = Counter("socle_syncs", "GitOps syncs, by result.", ["result"], registry=r)
         self.restarts = Counter(
-            "socle_instance_restarts",
+            "socle_runtime_restarts",
             "Instance restarts seen by the runtime.",
             ["app", "env"],
             registry=r,
