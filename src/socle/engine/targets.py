@@ -32,6 +32,11 @@ OPTIONAL_TEMPLATE_FIELDS = ("volumes",)
 the instances) they had before the field existed."""
 
 
+OPTIONAL_MANIFEST_FIELDS = ("metrics",)
+"""Left out of the planner's manifest when unset, so that apps applied before the field
+existed keep their digest: upgrading Socle shows no change for them."""
+
+
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -41,6 +46,9 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
     """The planner's view of an app: manifest, release, template and overall digest."""
     manifest = app.model_dump(mode="json", by_alias=True)
     spec = manifest["spec"]
+    for key in OPTIONAL_MANIFEST_FIELDS:
+        if spec.get(key) is None:
+            spec.pop(key, None)
     template = _digest(
         {
             "release": release,
