@@ -6,10 +6,10 @@
 - :class:`AlertmanagerComponent` (after the API): the embedded Alertmanager, its config
   pointing the webhook back at Socle;
 - :class:`PrometheusComponent` (last): the embedded Prometheus, scraping Socle through
-  ``http_sd`` with its own API token, its rule files from ``AlertRule`` objects.
+  ``http_sd`` with its own API token, its rule files from ``AlertRule`` and ``SLO`` objects.
 
-They read the plane through :class:`PlaneView` (read-only attributes), so observe never
-imports the composition root.
+They read the plane through :class:`PlaneView` (a protocol the server's ``Plane`` fits),
+so observe never imports the composition root.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from socle.engine.service import Engine
 from socle.errors import ConfigError, SocleError
@@ -28,8 +28,12 @@ from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
 from socle.observe.alerts.service import Alerts
 from socle.observe.metrics.certs import CertificateExpiry
-from socle.observe.metrics.prometheus import PrometheusQuery, PrometheusServer, render_config
-from socle.observe.metrics.prometheus import ScrapeSetup as ScrapeSetup
+from socle.observe.metrics.prometheus import (
+    PrometheusQuery,
+    PrometheusServer,
+    ScrapeSetup,
+    render_config,
+)
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
 from socle.runtime.local.driver import LocalDriver
@@ -37,6 +41,8 @@ from socle.settings import Settings, parse_listen
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.observe")
+
+T = TypeVar("T")
 
 RULE_KINDS = ("AlertRule", "SLO")
 """Kinds whose applied objects become Prometheus rule files."""
@@ -65,7 +71,7 @@ class PlaneView(Protocol):
         """A fresh API token for one of Socle's own daemons (the previous one dies)."""
 
 
-def _need(value: Any, what: str) -> Any:
+def _need(value: T | None, what: str) -> T:
     if value is None:
         raise SocleError(f"component order is wrong: {what} is not started yet")
     return value
