@@ -169,8 +169,9 @@ class Settings(BaseSettings):
     prometheus_retention_size: str = "0"
     """Size cap of its data (``--storage.tsdb.retention.size``, e.g. ``2GB``; 0: none)."""
 
-    scrape_interval: float = Field(default=15.0, ge=1, le=3600)
-    """Seconds between scrapes and between rule evaluations."""
+    scrape_interval: float = Field(default=10.0, ge=1, le=3600)
+    """Seconds between scrapes and between rule evaluations (10 s: a crash loop is alerted on
+    and remediated within about 30 s; each scrape of 1,000 instances costs ~0.3 s of CPU)."""
 
     metrics_remote_write: str | None = None
     """A team's own Prometheus (or compatible store): every sample the embedded one scrapes
