@@ -120,8 +120,8 @@ def test_target_reuses_a_known_app_and_validates_otherwise() -> None:
 class CountingStore(SqliteStore):
     """The real SQLite store, remembering every write of a revision record."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, **options: Any) -> None:
+        super().__init__(path, **options)
         self.revision_writes: list[dict[str, Any]] = []
 
     async def commit(self, ops: Any) -> None:
