@@ -163,7 +163,7 @@ class SealManager:
             "progress": len(self._parts),
             "nonce": self._nonce,
             "version": __version__,
-            "build_date": BUILD_DATE,
+            "commit_date": BUILD_DATE,
             "migration": False,
             "recovery_seal": False,
             "storage_type": "socle",

@@ -1,0 +1,66 @@
+"""The normaliser must hide only what is random or clock-bound: these checks make sure a
+real difference (a value, a key, a repeated token in a different place) still shows."""
+
+from __future__ import annotations
+
+from tests.integration.secrets.bao_cli.harness import (
+    Normaliser,
+    Outcome,
+    Session,
+    bao,
+    differences,
+    drop_openbao_only_mounts,
+)
+
+
+def norm(text: str) -> str:
+    return Normaliser({})(text)
+
+
+def test_random_values_become_numbered_placeholders() -> None:
+    text = (
+        "token s.gCQyLVH4iwn4NTj0RxA0Ppu1\naccessor 0BFgCnm8hpJojCuw0StnMYOX\n"
+        "again s.gCQyLVH4iwn4NTj0RxA0Ppu1\ncreated 2026-11-30T06:44:21.980163602Z\n"
+        "accessor kv_b813865e\nserial 1f:2a:33:44:55:66:77:88:99:aa\n"
+    )
+    assert norm(text) == (
+        "token <token#1>\naccessor <id24#1>\nagain <token#1>\ncreated <time>\n"
+        "accessor kv_<hex8#1>\nserial <serial#1>\n"
+    )
+
+
+def test_a_token_in_a_different_place_is_a_difference() -> None:
+    a = norm(
+        "first s.aaaaaaaaaaaaaaaaaaaaaaaa second s.bbbbbbbbbbbbbbbbbbbbbbbb\nx s.aaaaaaaaaaaaaaaaaaaaaaaa"
+    )
+    b = norm(
+        "first s.aaaaaaaaaaaaaaaaaaaaaaaa second s.bbbbbbbbbbbbbbbbbbbbbbbb\nx s.bbbbbbbbbbbbbbbbbbbbbbbb"
+    )
+    assert a != b
+
+
+def test_values_words_and_long_durations_are_kept() -> None:
+    assert norm("password s3cret") != norm("password s3creT")
+    assert norm("ttl 768h") == norm("ttl 767h59m58s") == "ttl <2764800s>"
+    assert norm("ttl 768h") != norm("ttl 767h")
+    assert norm('"ttl": 3599') == norm('"ttl": 3600')
+    assert norm('"ttl": 3500') != norm('"ttl": 3600')
+    # An accessor with characters Vault never issues is not an accessor.
+    assert "<id24" not in norm("accessor VJO_7ilx56LjqjBzdoy3JNDm")
+
+
+def test_differences_report_both_sides() -> None:
+    session = Session("demo", [bao("kv", "get", "secret/x")])
+    ours = [Outcome(["kv"], 2, "No value found at secret/x\n", "")]
+    theirs = [Outcome(["kv"], 0, "== Data ==\nKey  Value\n", "")]
+    (report,) = differences(session, theirs, ours)
+    assert "exit code: openbao 0, socle 2" in report
+    assert "No value found" in report and "== Data ==" in report
+    assert differences(session, theirs, theirs) == []
+
+
+def test_only_openbao_only_mounts_are_dropped() -> None:
+    table = "Path Type\nidentity/ identity\nsecret/ kv\n"
+    assert drop_openbao_only_mounts(table) == "Path Type\nsecret/ kv\n"
+    assert '"secret/"' in drop_openbao_only_mounts('{"identity/": {}, "secret/": {}}')
+    assert "identity" not in drop_openbao_only_mounts('{"identity/": {}, "secret/": {}}')
