@@ -118,6 +118,26 @@ def rfc3339(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def check_mount_ttls(default_lease_ttl: int, max_lease_ttl: int, *, tuning: bool = False) -> None:
+    """A mount's max may exceed the system max (a root CA for ten years needs it); its
+    default may not exceed its own max, or the system max when it has none. The messages
+    are Vault's: enabling and tuning word the same refusal differently."""
+    effective_max = max_lease_ttl or SYSTEM_MAX_TTL
+    if default_lease_ttl <= effective_max:
+        return
+    if tuning:
+        raise SecretsError(
+            400,
+            f"backend max lease TTL of {effective_max} would be less than backend default "
+            f"lease TTL of {default_lease_ttl}",
+        )
+    if max_lease_ttl:
+        raise SecretsError(400, "given default lease TTL greater than given max lease TTL")
+    raise SecretsError(
+        400, f"given default lease TTL greater than system max lease TTL of {SYSTEM_MAX_TTL}"
+    )
+
+
 def clamp_ttl(ttl: int, *limits: int) -> int:
     """The smallest positive among ``ttl`` and the limits (0 means "no limit")."""
     result = ttl

@@ -183,6 +183,8 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise SecretsError(400, f"failed to parse JSON input: {exc}") from None
+    if data is None:  # ``bao write -f PATH`` sends ``null``: an empty body
+        return {}
     if not isinstance(data, dict):
         raise SecretsError(400, "failed to parse JSON input: the body must be a JSON object")
     return data

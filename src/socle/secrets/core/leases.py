@@ -220,12 +220,10 @@ class ExpirationManager:
         self, mount: MountEntry, path: str, lease: Lease, token: TokenEntry | None
     ) -> LeaseEntry:
         now = self._clock()
-        ttl = clamp_ttl(
-            int(lease.ttl) or mount.default_lease_ttl or SYSTEM_MAX_TTL,
-            mount.max_lease_ttl,
-            SYSTEM_MAX_TTL,
-        )
-        max_ttl = clamp_ttl(int(lease.max_ttl or 0) or mount.max_lease_ttl, SYSTEM_MAX_TTL)
+        # A tuned mount max replaces the system max (Vault's system view), it is not capped.
+        mount_max = mount.max_lease_ttl or SYSTEM_MAX_TTL
+        ttl = clamp_ttl(int(lease.ttl) or mount.default_lease_ttl or SYSTEM_MAX_TTL, mount_max)
+        max_ttl = clamp_ttl(int(lease.max_ttl or 0) or mount_max, mount_max)
         expire = now + ttl
         max_expire = now + max_ttl
         if token is not None and token.expire_at:  # a lease never outlives its token

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from socle.secrets.backend import BackendFactory, SecretsError
 from socle.secrets.core.barrier import Barrier, StorageView
-from socle.secrets.core.fields import SYSTEM_MAX_TTL
+from socle.secrets.core.fields import check_mount_ttls
 from socle.secrets.core.paths import check_path
 from socle.secrets.core.router import MountEntry, Router, dumps_table, loads_table
 
@@ -162,6 +162,7 @@ class MountManager:
         max_lease_ttl: int = 0,
         local: bool = False,
         seal_wrap: bool = False,
+        listing_visibility: str = "",
     ) -> MountEntry:
         path = normalise_mount_path(path)
         options = dict(options or {})
@@ -178,11 +179,7 @@ class MountManager:
             full = path
         if type_ in BUILTIN_TYPES:
             raise SecretsError(400, f"cannot mount another {type_!r} backend")
-        for ttl in (default_lease_ttl, max_lease_ttl):
-            if ttl > SYSTEM_MAX_TTL:
-                raise SecretsError(
-                    400, f"lease TTLs cannot exceed the system max of {SYSTEM_MAX_TTL}s"
-                )
+        check_mount_ttls(default_lease_ttl, max_lease_ttl)
         async with self._lock:
             existing = self._router.conflict(full)
             if existing is not None:
@@ -199,6 +196,7 @@ class MountManager:
                 max_lease_ttl,
                 local,
                 seal_wrap,
+                listing_visibility,
             )
             self._factory(entry)  # unknown type: refuse before anything changes
             await self._attach(entry)

@@ -12,6 +12,7 @@ Refused requests are audited too (with their error), like Vault. The result is a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -147,6 +148,11 @@ class Pipeline:
         try:
             if not unauthenticated and request.caller is None:
                 request.caller = await authenticate(s, token)
+            elif unauthenticated and request.caller is None and token:
+                # An open path may still answer per caller (sys/internal/ui/mounts); a bad
+                # token there is simply no caller, as in Vault.
+                with contextlib.suppress(PermissionDenied):
+                    request.caller = await authenticate(s, token)
             if mounted is not None and operation in _WRITES and not mounted.core:
                 exists = await mounted.backend.exists(request.logical())
                 request.operation = Operation.UPDATE if exists else Operation.CREATE

@@ -414,6 +414,21 @@ class ACL:
             caps = 0 if other is None or other.caps & DENY else caps & other.caps
         return caps
 
+    def reaches_under(self, prefix: str) -> bool:
+        """Whether any rule grants something at or below ``prefix`` (a mount path). This is
+        Vault's mount-access check for ``sys/internal/ui/mounts``: a client may learn a
+        mount's type and options only if its policies reach into that mount."""
+        if self.root:
+            return True
+        rules = [*self._exact.values(), *(rule for _, rule in self._wild)]
+        for rule in rules:
+            if not rule.caps or rule.caps & DENY:
+                continue
+            literal = re.split(r"[+*]", rule.pattern, maxsplit=1)[0]
+            if literal.startswith(prefix) or prefix.startswith(literal):
+                return True
+        return False
+
     def allows(
         self,
         path: str,

@@ -12,7 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from socle import __version__
 from socle.secrets.backend import MountInfo
+
+DEFAULT_TOKEN_TYPE = "default-service"  # noqa: S105 - a token kind, not a secret
+"""What every auth mount issues unless tuned (Vault's ``token_type``)."""
+
+_CORE_TYPES = frozenset({"system", "token", "cubbyhole", "identity"})
+"""Built into the server, not plugins: Vault gives them no deprecation status."""
 
 
 @dataclass
@@ -32,6 +39,8 @@ class MountEntry:
     max_lease_ttl: int = 0
     local: bool = False
     seal_wrap: bool = False
+    listing_visibility: str = ""
+    """``unauth`` lists the mount in the UI to anonymous callers; empty: hidden."""
 
     def info(self) -> MountInfo:
         return MountInfo(
@@ -57,24 +66,35 @@ class MountEntry:
 
     def describe(self) -> dict[str, Any]:
         """One entry of the ``sys/mounts`` / ``sys/auth`` listing, in Vault's shape."""
-        return {
+        config: dict[str, Any] = {
+            "default_lease_ttl": self.default_lease_ttl,
+            "force_no_cache": False,
+            "max_lease_ttl": self.max_lease_ttl,
+        }
+        if self.listing_visibility:
+            config["listing_visibility"] = self.listing_visibility
+        if self.type == "system":
+            config["passthrough_request_headers"] = ["Accept"]
+        if self.table == "auth":
+            config["token_type"] = DEFAULT_TOKEN_TYPE
+        described = {
             "accessor": self.accessor,
-            "config": {
-                "default_lease_ttl": self.default_lease_ttl,
-                "force_no_cache": False,
-                "max_lease_ttl": self.max_lease_ttl,
-            },
+            "config": config,
             "description": self.description,
             "external_entropy_access": False,
-            "local": self.local,
+            "local": self.local or self.type == "cubbyhole",  # per-node by nature
             "options": dict(self.options) or None,
             "plugin_version": "",
-            "running_plugin_version": "",
+            "running_plugin_version": f"v{__version__}+builtin.socle",
             "running_sha256": "",
-            "seal_wrap": self.seal_wrap,
+            # The system backend's storage is always seal-wrapped in Vault.
+            "seal_wrap": self.seal_wrap or self.type == "system",
             "type": self.type,
             "uuid": self.uuid,
         }
+        if self.type not in _CORE_TYPES:
+            described["deprecation_status"] = "supported"
+        return described
 
 
 def dumps_table(entries: list[MountEntry]) -> bytes:

@@ -11,12 +11,21 @@ token also needs ``sudo``.
 from __future__ import annotations
 
 from socle.secrets.backend import Response
-from socle.secrets.core import sys_audit, sys_keys, sys_leases, sys_mounts, sys_policy
+from socle.secrets.core import (
+    sys_audit,
+    sys_internal,
+    sys_keys,
+    sys_leases,
+    sys_mounts,
+    sys_policy,
+)
 from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
 from socle.secrets.core.services import Services
 
 
 class SystemBackend:
+    # Checked by the handler itself against the caller's policies (see sys_internal).
+    unauthenticated_paths = ("internal/ui/mounts/*",)
     sudo_paths = (
         "audit",
         "audit/*",
@@ -32,7 +41,7 @@ class SystemBackend:
 
     def __init__(self, services: Services) -> None:
         routes: list[CoreRoute] = []
-        for module in (sys_policy, sys_mounts, sys_leases, sys_audit, sys_keys):
+        for module in (sys_policy, sys_mounts, sys_leases, sys_audit, sys_keys, sys_internal):
             routes.extend(module.routes(services))
         self._routes = routes
 

@@ -13,13 +13,14 @@ from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.context import CoreRequest, CoreRoute
 from socle.secrets.core.fields import (
     SYSTEM_MAX_TTL,
+    check_mount_ttls,
     parse_bool,
     parse_duration,
     parse_str,
     parse_str_map,
 )
 from socle.secrets.core.mounts import normalise_mount_path
-from socle.secrets.core.router import MountEntry
+from socle.secrets.core.router import DEFAULT_TOKEN_TYPE, MountEntry
 from socle.secrets.core.services import Services
 
 R, U, D = Operation.READ, Operation.UPDATE, Operation.DELETE
@@ -41,13 +42,26 @@ def _ttl(value: Any, field: str) -> int:
 
 
 def _tune_view(entry: MountEntry) -> dict[str, Any]:
-    return {
+    view: dict[str, Any] = {
         "default_lease_ttl": entry.default_lease_ttl or SYSTEM_MAX_TTL,
         "max_lease_ttl": entry.max_lease_ttl or SYSTEM_MAX_TTL,
         "force_no_cache": False,
         "description": entry.description,
-        "options": dict(entry.options) or None,
     }
+    if entry.options:
+        view["options"] = dict(entry.options)
+    if entry.listing_visibility:
+        view["listing_visibility"] = entry.listing_visibility
+    if entry.table == "auth":
+        view["token_type"] = DEFAULT_TOKEN_TYPE
+    return view
+
+
+def _visibility(value: Any) -> str:
+    visibility = parse_str(value, "listing_visibility")
+    if visibility not in ("", "hidden", "unauth"):
+        raise SecretsError(400, f"invalid listing_visibility {visibility}")
+    return "" if visibility == "hidden" else visibility
 
 
 def routes(s: Services) -> list[CoreRoute]:
@@ -57,7 +71,11 @@ def routes(s: Services) -> list[CoreRoute]:
 
     def find(table: str, path: str) -> MountEntry:
         full = normalise_mount_path(path)
-        entry = s.mounts.find(table, "auth/" + full if table == "auth" else full)
+        if table == "auth":
+            full = "auth/" + full
+        elif full.startswith("auth/"):
+            table = "auth"  # the CLI tunes auth methods at sys/mounts/auth/PATH/tune
+        entry = s.mounts.find(table, full)
         if entry is None:
             raise SecretsError(400, f"no mount at {full!r}")
         return entry
@@ -79,6 +97,7 @@ def routes(s: Services) -> list[CoreRoute]:
             max_lease_ttl=_ttl(config.get("max_lease_ttl"), "max_lease_ttl"),
             local=parse_bool(data.get("local"), "local"),
             seal_wrap=parse_bool(data.get("seal_wrap"), "seal_wrap"),
+            listing_visibility=_visibility(config.get("listing_visibility")),
         )
         return Response()
 
@@ -99,11 +118,15 @@ def routes(s: Services) -> list[CoreRoute]:
         if data.get("description") is not None:
             changes["description"] = parse_str(data["description"], "description")
         for key in ("default_lease_ttl", "max_lease_ttl"):
-            if data.get(key) is not None:
-                value = _ttl(data[key], key)
-                if value > SYSTEM_MAX_TTL:
-                    raise SecretsError(400, f"{key} cannot exceed the system max")
-                changes[key] = value
+            if data.get(key) not in (None, ""):  # the CLI sends "" for "unchanged"
+                changes[key] = _ttl(data[key], key)
+        check_mount_ttls(
+            changes.get("default_lease_ttl", entry.default_lease_ttl),
+            changes.get("max_lease_ttl", entry.max_lease_ttl),
+            tuning=True,
+        )
+        if data.get("listing_visibility") not in (None, ""):
+            changes["listing_visibility"] = _visibility(data["listing_visibility"])
         if data.get("options") is not None:
             options = {**entry.options, **parse_str_map(data["options"], "options")}
             if (

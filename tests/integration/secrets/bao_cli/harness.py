@@ -205,9 +205,8 @@ def normalise_all(
     norm: Callable[[str], str] = Normaliser(known)
     result = []
     for step, o in zip(steps, outcomes, strict=True):
-        out, err = norm(o.stdout), norm(o.stderr)
-        if _is_mount_listing(o.argv):
-            out = drop_openbao_only_mounts(out)
+        raw = drop_openbao_only_mounts(o.stdout) if _is_mount_listing(o.argv) else o.stdout
+        out, err = norm(raw), norm(o.stderr)
         for pattern in step.ignore_lines:
             regex = re.compile(pattern)
             out = "".join(x for x in out.splitlines(keepends=True) if not regex.search(x))
