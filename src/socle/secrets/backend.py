@@ -82,6 +82,9 @@ class Response:
     ``policies`` (or ``token_policies``), ``metadata``, ``display_name``, ``ttl``, ``max_ttl``
     (cap on renewals), ``explicit_max_ttl``, ``period``, ``num_uses``, ``renewable``,
     ``no_default_policy`` (durations as seconds or ``"1h"``)."""
+    lease_duration: int | None = None
+    """An advisory TTL in seconds without a lease (KV v1 reads: how long a client may cache
+    the value); the core answers it as ``lease_duration`` and registers nothing."""
     raw_body: bytes | None = None
     """For endpoints that answer raw bytes (e.g. PKI ``ca/pem``); ``content_type`` applies."""
     content_type: str = "application/json"

@@ -250,6 +250,8 @@ class Pipeline:
             body["renewable"] = lease.renewable
             body["lease_duration"] = max(0, round(lease.expire_at - s.clock()))
             logged["secret"] = {"lease_id": lease.lease_id}
+        elif response.lease_duration is not None:
+            body["lease_duration"] = response.lease_duration
         if response.auth is not None:
             body["auth"] = (
                 response.auth if mounted.core else await self._login(request, mounted, response)

@@ -34,6 +34,9 @@ NAME = r"\w(?:[\w.-]*\w)?"
 UNSUPPORTED_PATH = "unsupported path"
 UNSUPPORTED_OPERATION = "unsupported operation"
 
+SYSTEM_TTL = 32 * 24 * 3600.0
+"""Vault's system default and maximum lease TTL (768h), for engines whose mount sets none."""
+
 
 def system_clock() -> int:
     return time.time_ns()

@@ -76,6 +76,8 @@ class KeyMeta:
     cas_required: bool = False
     delete_version_after: float = 0.0
     custom_metadata: dict[str, str] | None = None
+    current_metadata_version: int = 0
+    """OpenBao counts writes of the metadata itself (not of data versions)."""
 
     def effective_max_versions(self, config: EngineConfig) -> int:
         """The key's own setting wins, then the engine's, then Vault's default of 10."""
@@ -122,6 +124,8 @@ class KeyMeta:
             "custom_metadata": (
                 dict(self.custom_metadata) if self.custom_metadata is not None else None
             ),
+            "current_metadata_version": self.current_metadata_version,
+            "metadata_cas_required": False,
         }
 
     def version_summary(self, number: int, version: VersionMeta) -> dict[str, Any]:
@@ -146,6 +150,7 @@ class KeyMeta:
             "cas_required": self.cas_required,
             "delete_version_after": self.delete_version_after,
             "custom_metadata": self.custom_metadata,
+            "current_metadata_version": self.current_metadata_version,
         }
 
     @classmethod
@@ -164,6 +169,7 @@ class KeyMeta:
             cas_required=bool(raw["cas_required"]),
             delete_version_after=float(raw["delete_version_after"]),
             custom_metadata=raw.get("custom_metadata"),
+            current_metadata_version=int(raw.get("current_metadata_version", 0)),
         )
 
 

@@ -40,6 +40,7 @@ from socle.secrets.engines._db_templates import (
 from socle.secrets.engines._db_types import ConnectionConfig, DatabaseError, DbPlugin, DbRole
 from socle.secrets.engines._framework import (
     NAME,
+    SYSTEM_TTL,
     Clock,
     KeyLocks,
     Params,
@@ -54,7 +55,6 @@ from socle.secrets.engines._framework import (
 )
 from socle.secrets.engines._params import get_bool, get_duration, get_str, get_str_list
 
-SYSTEM_TTL = 32 * 24 * 3600.0
 LITERAL_CREDENTIALS_WARNING = (
     "Password found in connection_url, use a templated url to enable root rotation and "
     "prevent read access to password information."

@@ -7,6 +7,7 @@ Vault mounts both under the type ``kv`` and picks the flavour from the mount opt
 
 from __future__ import annotations
 
+from socle.model.units import parse_vault_duration
 from socle.secrets.backend import (
     Backend,
     Lease,
@@ -18,6 +19,7 @@ from socle.secrets.backend import (
     Storage,
 )
 from socle.secrets.engines._framework import (
+    SYSTEM_TTL,
     UNSUPPORTED_OPERATION,
     get_json,
     list_response,
@@ -53,7 +55,7 @@ class KVv1Backend:
             stored = await get_json(self._storage, path) if path else None
             if stored is None:
                 raise SecretsError(404)
-            return Response(data=stored)
+            return Response(data=stored, lease_duration=self._advisory_ttl(stored))
         if operation in (Operation.CREATE, Operation.UPDATE):
             if not path or path.endswith("/"):
                 raise SecretsError(400, "missing path" if not path else "path must not end in /")
@@ -66,6 +68,15 @@ class KVv1Backend:
                 await self._storage.delete(path)
             return Response()
         raise SecretsError(405, UNSUPPORTED_OPERATION)
+
+    def _advisory_ttl(self, stored: dict[str, object]) -> int:
+        """Vault's KV v1 read TTL: the secret's own ``ttl`` field, else the mount's default
+        lease TTL, else the system default (nothing is leased)."""
+        try:
+            own = parse_vault_duration(stored["ttl"]) if "ttl" in stored else 0
+        except (ValueError, TypeError):
+            own = 0
+        return int(own or self._mount.default_lease_ttl or SYSTEM_TTL)
 
     async def exists(self, request: Request) -> bool:
         return bool(request.path) and await self._storage.get(request.path) is not None

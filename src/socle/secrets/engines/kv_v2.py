@@ -346,6 +346,7 @@ class KVv2Backend(RoutedBackend):
             _apply_settings(meta, data)
             if custom is not None:
                 meta.custom_metadata = custom
+            meta.current_metadata_version += 1
             await self._save_meta(meta)
         return Response(warnings=warnings, status=200 if warnings else None)
 
@@ -365,6 +366,7 @@ class KVv2Backend(RoutedBackend):
             if custom_patch is not None:
                 patched = merge_patch(meta.custom_metadata or {}, custom_patch)
                 meta.custom_metadata = _custom_metadata({"custom_metadata": patched})
+            meta.current_metadata_version += 1
             await self._save_meta(meta)
         return Response(warnings=warnings, status=200 if warnings else None)
 

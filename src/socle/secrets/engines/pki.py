@@ -37,6 +37,7 @@ from socle.secrets.backend import (
 from socle.secrets.engines import _pki_issue as issuing
 from socle.secrets.engines._framework import (
     NAME,
+    SYSTEM_TTL,
     Clock,
     Params,
     Route,
@@ -70,8 +71,6 @@ from socle.secrets.engines._pki_certs import (
 from socle.secrets.engines._pki_crl import CrlStore, raw_crl
 from socle.secrets.engines._pki_roles import PkiRole
 
-SYSTEM_TTL = 32 * 24 * 3600.0
-"""Vault's default and maximum lease TTL when the mount sets none (768h)."""
 SERIAL = r"(?P<serial>[0-9A-Fa-f:-]+|ca|crl|ca_chain)"
 
 

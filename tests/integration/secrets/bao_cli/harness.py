@@ -141,6 +141,20 @@ def _duration(match: re.Match[str]) -> str:
     return f"<{_round_seconds(h * 3600 + m * 60 + s)}s>"
 
 
+_CURL_HEADER = re.compile(r'-H "[^"]*"')
+
+
+def _sort_curl_headers(text: str) -> str:
+    """``-output-curl-string`` prints headers in Go map order (random per run): sort them."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("curl "):
+            headers = iter(sorted(_CURL_HEADER.findall(line)))
+            line = _CURL_HEADER.sub(lambda _: next(headers), line)
+        lines.append(line)
+    return "".join(lines)
+
+
 class Normaliser:
     """Numbers each distinct random value by class, in order of first appearance."""
 
@@ -162,6 +176,7 @@ class Normaliser:
         for name, value in self.known:
             if len(value) >= 4:
                 text = text.replace(value, f"<${name}>")
+        text = _sort_curl_headers(text)
         text = _PEM.sub(lambda m: self._label("pem", m.group(0)), text)
         text = _ESCAPED_PEM.sub(lambda m: self._label("pem", m.group(0)), text)
         for kind, pattern in _CLASSES:

@@ -64,3 +64,10 @@ def test_only_openbao_only_mounts_are_dropped() -> None:
     assert drop_openbao_only_mounts(table) == "Path Type\nsecret/ kv\n"
     assert '"secret/"' in drop_openbao_only_mounts('{"identity/": {}, "secret/": {}}')
     assert "identity" not in drop_openbao_only_mounts('{"identity/": {}, "secret/": {}}')
+
+
+def test_curl_headers_are_sorted_but_kept() -> None:
+    a = 'curl -X PUT -H "X-Vault-Request: true" -H "X-Vault-Token: t" http://127.0.0.1:1/v1/x\n'
+    b = 'curl -X PUT -H "X-Vault-Token: t" -H "X-Vault-Request: true" http://127.0.0.1:2/v1/x\n'
+    assert norm(a) == norm(b)
+    assert norm(a) != norm(b.replace("/v1/x", "/v1/y"))
