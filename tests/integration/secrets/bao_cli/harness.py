@@ -149,8 +149,9 @@ def _sort_curl_headers(text: str) -> str:
     lines = []
     for line in text.splitlines(keepends=True):
         if line.startswith("curl "):
-            headers = iter(sorted(_CURL_HEADER.findall(line)))
-            line = _CURL_HEADER.sub(lambda _: next(headers), line)
+            parts = _CURL_HEADER.split(line)
+            headers = sorted(_CURL_HEADER.findall(line))
+            line = "".join(p + h for p, h in zip(parts, [*headers, ""], strict=True))
         lines.append(line)
     return "".join(lines)
 
