@@ -18,6 +18,15 @@ SEALED_MESSAGE = "Vault is sealed"
 PERMISSION_DENIED = "permission denied"
 
 
+def multierror(message: str) -> str:
+    """Vault wraps some errors in Go's multierror text; clients print it as is."""
+    return f"1 error occurred:\n\t* {message}\n\n"
+
+
+ACL_DENIED = multierror(PERMISSION_DENIED)
+"""A valid token whose policies refuse the request (no/bad token: plain PERMISSION_DENIED)."""
+
+
 class SealedError(SecretsError):
     def __init__(self) -> None:
         super().__init__(503, SEALED_MESSAGE)

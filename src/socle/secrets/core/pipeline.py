@@ -21,7 +21,7 @@ from typing import Any
 from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.audit import AuditEvent
 from socle.secrets.core.context import Caller, CoreRequest, CoreResponse
-from socle.secrets.core.errors import AuditFailure, PermissionDenied
+from socle.secrets.core.errors import ACL_DENIED, AuditFailure, PermissionDenied
 from socle.secrets.core.fields import (
     clamp_ttl,
     parse_bool,
@@ -160,7 +160,7 @@ class Pipeline:
                 assert request.caller is not None
                 sudo = mounted is not None and bool(mounted.sudo) and mounted.sudo.match(relative)
                 if not request.caller.acl.allows(path, request.operation, data, sudo=sudo):
-                    raise PermissionDenied()
+                    raise PermissionDenied(ACL_DENIED)
         except SecretsError as exc:
             return self._refused(request, mounted, exc)
         return await self._run(request, mounted, unauthenticated)

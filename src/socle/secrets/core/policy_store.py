@@ -107,8 +107,10 @@ class PolicyStore:
 
     async def delete(self, name: str) -> None:
         name = self.normalise(name)
-        if name in (ROOT, DEFAULT):
-            raise SecretsError(400, f"cannot delete the {name} policy")
+        if name == ROOT:  # Vault words the two refusals differently
+            raise SecretsError(400, 'cannot delete "root" policy')
+        if name == DEFAULT:
+            raise SecretsError(400, "cannot delete default policy")
         async with self._lock:
             await self._storage.delete(name)
             self._policies[name] = None

@@ -31,6 +31,7 @@ class SystemBackend:
         "audit/*",
         "auth/*",
         "rotate",
+        "rotate/keyring",
         "leases/revoke-prefix/*",
         "leases/revoke-force/*",
         "revoke-prefix/*",

@@ -1,4 +1,5 @@
-"""``sys/rotate`` (new barrier key term, sudo) and ``sys/key-status``."""
+"""``sys/rotate`` and ``sys/rotate/keyring`` (new barrier key term, sudo) and
+``sys/key-status``."""
 
 from __future__ import annotations
 
@@ -27,5 +28,6 @@ def routes(s: Services) -> list[CoreRoute]:
 
     return [
         CoreRoute("rotate", {U: rotate}),
+        CoreRoute("rotate/keyring", {U: rotate}),  # what ``operator rotate`` calls
         CoreRoute("key-status", {R: key_status}),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.context import CoreRequest, CoreRoute
-from socle.secrets.core.errors import PermissionDenied
+from socle.secrets.core.errors import PermissionDenied, multierror
 from socle.secrets.core.fields import parse_str, parse_str_list
 from socle.secrets.core.policy import ACL, cap_names
 from socle.secrets.core.services import Services
@@ -63,7 +63,10 @@ def routes(s: Services) -> list[CoreRoute]:
     def _answer(acl: ACL, paths: list[str]) -> Response:
         data: dict[str, object] = {}
         for path in paths:
-            data[path] = cap_names(acl.capabilities(path.lstrip("/")))
+            # Vault answers "root" for a root token, and names capabilities sorted.
+            data[path] = (
+                ["root"] if acl.root else sorted(cap_names(acl.capabilities(path.lstrip("/"))))
+            )
         if len(paths) == 1:
             data["capabilities"] = data[paths[0]]
         return Response(data=data)
@@ -83,7 +86,7 @@ def routes(s: Services) -> list[CoreRoute]:
     async def caps_accessor(request: CoreRequest, _: dict[str, str]) -> Response:
         entry = await s.tokens.by_accessor(parse_str(request.data.get("accessor"), "accessor"))
         if entry is None:
-            raise SecretsError(400, "invalid accessor")
+            raise SecretsError(400, multierror("invalid accessor"))
         return _answer(await s.policies.acl(entry.policies), _paths(request))
 
     return [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
-from socle.secrets.core.errors import PermissionDenied
+from socle.secrets.core.errors import PermissionDenied, multierror
 from socle.secrets.core.fields import (
     parse_bool,
     parse_duration,
@@ -60,13 +60,15 @@ class TokenBackend:
             raise PermissionDenied()
         return request.caller.entry
 
-    async def _by_token(self, request: CoreRequest) -> tuple[str, TokenEntry]:
+    async def _by_token(
+        self, request: CoreRequest, unknown: SecretsError | None = None
+    ) -> tuple[str, TokenEntry]:
         token = parse_str(request.data.get("token"), "token")
         if not token:
             raise SecretsError(400, "missing token")
         entry = await self._s.tokens.lookup(token)
         if entry is None:
-            raise SecretsError(403, "bad token")
+            raise unknown or SecretsError(403, "bad token")
         return token, entry
 
     async def _by_accessor(self, request: CoreRequest) -> TokenEntry:
@@ -75,7 +77,7 @@ class TokenBackend:
             raise SecretsError(400, "missing accessor")
         entry = await self._s.tokens.by_accessor(accessor)
         if entry is None:
-            raise SecretsError(400, "invalid accessor")
+            raise SecretsError(400, multierror("invalid accessor"))
         return entry
 
     def _privileged(self, request: CoreRequest, path: str) -> bool:
@@ -133,6 +135,9 @@ class TokenBackend:
         )
         orphan = orphan_path or no_parent
         token, entry, warnings = await self._s.tokens.create(params, None if orphan else parent)
+        for name in entry.policies:
+            if name not in ("root", "default") and await self._s.policies.get(name) is None:
+                warnings.append(f'Policy "{name}" does not exist')
         return Response(auth=entry.auth_block(token, self._s.clock()), warnings=warnings)
 
     # -- lookup -------------------------------------------------------------------------
@@ -163,7 +168,7 @@ class TokenBackend:
         return await self._renewed(request, request.caller.token, entry)
 
     async def _renew(self, request: CoreRequest, _: dict[str, str]) -> Response:
-        token, entry = await self._by_token(request)
+        token, entry = await self._by_token(request, SecretsError(400, "token not found"))
         return await self._renewed(request, token, entry)
 
     async def _renew_accessor(self, request: CoreRequest, _: dict[str, str]) -> Response:

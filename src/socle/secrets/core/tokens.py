@@ -28,6 +28,7 @@ import hmac
 import json
 import re
 import secrets
+import string
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -43,8 +44,17 @@ TOKEN_PREFIX = "hvs."  # noqa: S105 - a format prefix, not a secret
 _DISPLAY = re.compile(r"[^a-zA-Z0-9_.@-]+")
 
 
+_BASE62 = string.ascii_letters + string.digits
+
+
+def base62(length: int) -> str:
+    """Random letters and digits only, as Vault's tokens and accessors: clients and
+    scripts split and match them with ``[A-Za-z0-9]`` (5.95 bits each)."""
+    return "".join(secrets.choice(_BASE62) for _ in range(length))
+
+
 def new_accessor() -> str:
-    return secrets.token_urlsafe(18)
+    return base62(24)
 
 
 @dataclass
@@ -70,6 +80,8 @@ class TokenEntry:
     max_expire_at: float = 0.0
     """Renewals cannot go past this; 0 means no cap."""
     orphan: bool = False
+    last_renewal: float = 0.0
+    """When the token was last renewed (epoch seconds); 0 if never."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -116,6 +128,9 @@ class TokenEntry:
         }
         if self.period:
             data["period"] = self.period
+        if self.last_renewal:
+            data["last_renewal"] = rfc3339(self.last_renewal)
+            data["last_renewal_time"] = int(self.last_renewal)
         return data
 
     def auth_block(self, token: str, now: float) -> dict[str, Any]:
@@ -261,16 +276,17 @@ class TokenStore:
         """Make a token; returns (token, entry, warnings)."""
         now = self._clock()
         warnings: list[str] = []
-        token = params.token_id or TOKEN_PREFIX + secrets.token_urlsafe(24)
+        token = params.token_id or TOKEN_PREFIX + base62(32)
         token_hash = self.hash(token)
         if params.token_id and await self._load(token_hash) is not None:
             raise SecretsError(400, "cannot create a token with a duplicate ID")
         policies = sorted(set(params.policies))
         if not params.no_default_policy and "root" not in policies and "default" not in policies:
             policies = sorted([*policies, "default"])
-        root = "root" in policies
         name = sanitise_display_name(params.display_name)
-        display = "root" if root and not name else ("token-" + name if name else "token")
+        # Vault names every token made by auth/token/create "token" (or "token-NAME"), even
+        # a root child; only other paths (init's root token, logins) name it themselves.
+        display = "token-" + name if name else "token"
         if params.path != "auth/token/create" and name:
             display = name
         entry = TokenEntry(
@@ -328,11 +344,8 @@ class TokenStore:
         entry.ttl = ttl
         entry.expire_at = now + ttl
         entry.max_expire_at = now + max_ttl if max_ttl else 0.0
-        if parent is not None and parent.expire_at and entry.expire_at > parent.expire_at:
-            warnings.append("TTL exceeds the parent token's remaining TTL; capped to it")
-            entry.expire_at = parent.expire_at
-            if not entry.max_expire_at or entry.max_expire_at > parent.expire_at:
-                entry.max_expire_at = parent.expire_at
+        # No cap at the parent's remaining TTL (Vault has none): when a parent expires or is
+        # revoked, the expiry manager revokes its whole tree, children included.
         entry.creation_ttl = round(entry.expire_at - now)
 
     async def use(self, entry: TokenEntry) -> bool:
@@ -357,7 +370,10 @@ class TokenStore:
             return entry, warnings
         if not entry.renewable:
             raise SecretsError(400, "lease is not renewable")
+        # No increment: the TTL last granted (Vault's auth TTL), not the creation TTL.
         ttl = entry.period or increment or entry.ttl or SYSTEM_MAX_TTL
+        entry.ttl = ttl
+        entry.last_renewal = now
         expire = now + ttl
         if entry.max_expire_at and expire > entry.max_expire_at:
             expire = entry.max_expire_at

@@ -111,6 +111,7 @@ _ESCAPED_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----(?:\\n|[A-Za-z0-9+/=])*?---
 _CLASSES: list[tuple[str, re.Pattern[str]]] = [
     ("addr", re.compile(r"https?://127\.0\.0\.1:\d+")),
     ("time", re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)")),
+    ("time", re.compile(r"\b\d\d [A-Z][a-z]{2} \d\d \d\d:\d\d UTC\b")),
     ("uuid", re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")),
     ("token", re.compile(r"\b(?:hv[sbr]|s|b|r)\.[A-Za-z0-9]{20,}(?:\.[A-Za-z0-9]+)?\b")),
     ("serial", re.compile(r"\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){7,}\b")),
