@@ -84,12 +84,8 @@ class Role:
 
     def view(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k != "role_id"}
-        data.update(
-            policies=list(self.token_policies),
-            period=self.token_period,
-            secret_id_bound_cidrs=[],
-            token_bound_cidrs=[],
-        )
+        # OpenBao no longer echoes the deprecated ``policies``/``period`` aliases.
+        data.update(secret_id_bound_cidrs=None, token_bound_cidrs=[], token_strictly_bind_ip=False)
         return data
 
 

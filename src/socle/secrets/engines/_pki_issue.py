@@ -191,6 +191,7 @@ def certificate_response(
     body: dict[str, Any] = {
         "serial_number": colon_serial(cert.serial_number),
         "expiration": int(cert.not_valid_after_utc.timestamp()),
+        "not_before": int(cert.not_valid_before_utc.timestamp()),
         "issuing_ca": ca_text,
         "ca_chain": [ca_text],
     }

@@ -21,6 +21,41 @@ HOSTNAME = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}\.?$")
 LEFT_WILDCARD_LABEL = re.compile(rf"^(?:\*|\*{_LABEL}|{_LABEL}\*|{_LABEL}\*{_LABEL})$")
 
 
+# Role fields Socle does not implement, answered with Vault's defaults so a role reads the
+# same as on Vault/OpenBao. Each default is the behaviour Socle has (e.g. no PSS, no other
+# SANs, no code-signing flag, no issuer other than the mount's one).
+_FIXED_FIELDS: dict[str, Any] = {
+    "allow_globs_in_identity_templates": False,
+    "allow_token_displayname": False,
+    "allowed_domains_template": False,
+    "allowed_ip_sans_cidr": [],
+    "allowed_other_sans": [],
+    "allowed_serial_numbers": [],
+    "allowed_uri_sans": [],
+    "allowed_uri_sans_template": False,
+    "allowed_user_ids": [],
+    "basic_constraints_valid_for_non_ca": False,
+    "cn_validations": ["email", "hostname"],
+    "code_signing_flag": False,
+    "email_protection_flag": False,
+    "ext_key_usage": [],
+    "ext_key_usage_oids": [],
+    "generate_lease": False,
+    "issuer_ref": "default",
+    "locality": [],
+    "not_after": "",
+    "not_after_bound": "permit",
+    "not_before": "",
+    "not_before_bound": "permit",
+    "policy_identifiers": [],
+    "postal_code": [],
+    "province": [],
+    "signature_bits": 0,
+    "street_address": [],
+    "use_pss": False,
+}
+
+
 @dataclass
 class PkiRole:
     ttl: float = 0.0
@@ -77,7 +112,10 @@ class PkiRole:
         return role
 
     def describe(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = {
+            k: list(v) if isinstance(v, list) else v for k, v in _FIXED_FIELDS.items()
+        }
+        data.update(asdict(self))
         for name in ("ttl", "max_ttl", "not_before_duration"):
             data[name] = int(data[name])
         return data

@@ -178,7 +178,12 @@ class Keyring:
             "deletion_allowed": self.deletion_allowed,
             "exportable": self.exportable,
             "allow_plaintext_backup": self.allow_plaintext_backup,
-            "keys": {str(n): v.created for n, v in sorted(self.versions.items())},
+            # Versions below min_decryption_version are archived: Vault does not list them.
+            "keys": {
+                str(n): v.created
+                for n, v in sorted(self.versions.items())
+                if n >= self.min_decryption_version
+            },
             "latest_version": self.latest_version,
             "min_available_version": 0,
             "min_decryption_version": self.min_decryption_version,
@@ -189,6 +194,7 @@ class Keyring:
             "supports_signing": False,
             "auto_rotate_period": self.auto_rotate_period,
             "imported_key": False,
+            "soft_deleted": False,
         }
 
     def to_json(self) -> dict[str, Any]:

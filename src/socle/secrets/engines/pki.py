@@ -74,6 +74,14 @@ from socle.secrets.engines._pki_roles import PkiRole
 SERIAL = r"(?P<serial>[0-9A-Fa-f:-]+|ca|crl|ca_chain)"
 
 
+NO_AIA_WARNING = (
+    "This mount hasn't configured any authority information access (AIA) fields; this may "
+    "make it harder for systems to find missing certificates in the chain or to validate "
+    "revocation status of certificates. Consider updating /config/urls or the newly "
+    "generated issuer with this information."
+)
+
+
 class PkiBackend(RoutedBackend):
     """One mounted PKI engine."""
 
@@ -198,7 +206,10 @@ class PkiBackend(RoutedBackend):
                     f"(DELETE {self._mount.path}root) to generate a new one",
                 )
             key = await asyncio.to_thread(generate_key, key_type, key_bits)
-            cert = build_root(key, subject, self._now(), ttl, max_path_length, await self._urls())
+            urls = await self._urls()
+            if not any(urls.__dict__.values()):
+                warnings.append(NO_AIA_WARNING)
+            cert = build_root(key, subject, self._now(), ttl, max_path_length, urls)
             issuer_id, key_id = str(uuid.uuid4()), str(uuid.uuid4())
             await put_json(
                 self._storage,

@@ -188,7 +188,7 @@ class TransitBackend(RoutedBackend):
                 )
             if not ring.deletion_allowed:
                 raise SecretsError(
-                    400, f"error deleting policy {name}: deletion is not allowed for this policy"
+                    400, f"error deleting policy {name}: deletion is not allowed for this key"
                 )
             await self._storage.delete("policy/" + name)
         return Response()

@@ -43,6 +43,9 @@ class Step:
     """False only where the error text is the server's own wording (say why in the session)."""
     ignore_lines: tuple[str, ...] = ()
     """Regexes of output lines that legitimately differ (say why in the session)."""
+    unordered: bool = False
+    """Compare stdout lines as a multiset: a listing of random ids is sorted by the random
+    values themselves, so its order differs between peers."""
 
 
 def bao(*argv: str, **options: object) -> Step:
@@ -168,7 +171,8 @@ class Normaliser:
     def _label(self, kind: str, value: str) -> str:
         if kind in ("addr", "time", "epoch", "builtin"):
             return f"<{kind}>"
-        key = (kind, value)
+        # A serial is printed with colons and listed with hyphens: one value, one number.
+        key = (kind, value.replace("-", ":") if kind == "serial" else value)
         if key not in self.seen:
             counter = self.counters.setdefault(kind, itertools.count(1))
             self.seen[key] = f"<{kind}#{next(counter)}>"
@@ -222,13 +226,17 @@ def normalise_all(
     norm: Callable[[str], str] = Normaliser(known)
     result = []
     for step, o in zip(steps, outcomes, strict=True):
-        raw = drop_openbao_only_mounts(o.stdout) if _is_mount_listing(o.argv) else o.stdout
-        out, err = norm(raw), norm(o.stderr)
+        out = drop_openbao_only_mounts(o.stdout) if _is_mount_listing(o.argv) else o.stdout
+        err = o.stderr
+        # Before numbering: an ignored value must not shift the numbers of the others.
         for pattern in step.ignore_lines:
             regex = re.compile(pattern)
             out = "".join(x for x in out.splitlines(keepends=True) if not regex.search(x))
             err = "".join(x for x in err.splitlines(keepends=True) if not regex.search(x))
-        result.append(Outcome(o.argv, o.returncode, out, err))
+        out = norm(out)
+        if step.unordered:
+            out = "".join(sorted(out.splitlines(keepends=True)))
+        result.append(Outcome(o.argv, o.returncode, out, norm(err)))
     return result
 
 

@@ -140,7 +140,7 @@ async def test_config_validation(transit: TransitBackend) -> None:
 async def test_delete_only_when_allowed(transit: TransitBackend) -> None:
     await call(transit, "create", "keys/k", {})
     error = await fails(transit, "delete", "keys/k")
-    assert error.errors == ["error deleting policy k: deletion is not allowed for this policy"]
+    assert error.errors == ["error deleting policy k: deletion is not allowed for this key"]
     await call(transit, "update", "keys/k/config", {"deletion_allowed": True})
     assert (await call(transit, "delete", "keys/k")).status is None
     assert (await fails(transit, "read", "keys/k")).status == 404

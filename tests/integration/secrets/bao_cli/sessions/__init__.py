@@ -7,11 +7,12 @@ it here. To add a session: a few ``bao(...)`` steps in the area's list.
 from __future__ import annotations
 
 from tests.integration.secrets.bao_cli.harness import Session
-from tests.integration.secrets.bao_cli.sessions import basics, generic, kv, tokens
+from tests.integration.secrets.bao_cli.sessions import basics, engines, generic, kv, tokens
 
 ALL_SESSIONS: list[Session] = [
     *basics.SESSIONS,
     *kv.SESSIONS,
     *generic.SESSIONS,
     *tokens.SESSIONS,
+    *engines.SESSIONS,
 ]
