@@ -88,6 +88,7 @@ class LeaseEntry:
             "issue_time": rfc3339(self.issue_time),
             "expire_time": rfc3339(self.expire_at),
             "last_renewal": rfc3339(self.last_renewal) if self.last_renewal else None,
+            "path": self.path,
             "renewable": self.renewable,
             "ttl": max(0, round(self.expire_at - now)),
         }

@@ -116,7 +116,7 @@ class TokenEntry:
             "expire_time": rfc3339(self.expire_at) if self.expire_at else None,
             "explicit_max_ttl": self.explicit_max_ttl,
             "id": token_id,
-            "issue_time": rfc3339(self.creation_time),
+            "issue_time": rfc3339(self.creation_time),  # not for init's root: see below
             "meta": self.meta or None,
             "num_uses": max(self.num_uses, 0),
             "orphan": self.orphan,
@@ -128,6 +128,9 @@ class TokenEntry:
         }
         if self.period:
             data["period"] = self.period
+        if self.path == "auth/token/root":
+            # Vault keeps no lease for the root token of init: no issue time, no renewable.
+            del data["issue_time"], data["renewable"]
         if self.last_renewal:
             data["last_renewal"] = rfc3339(self.last_renewal)
             data["last_renewal_time"] = int(self.last_renewal)

@@ -152,7 +152,7 @@ def generate_username(role: str, display_name: str, now: float) -> str:
     return name[:MAX_IDENTIFIER]
 
 
-def generate_password(length: int = 24) -> str:
+def generate_password(length: int = 20) -> str:
     """Letters and digits with a ``-``: no character any SQL or URL context treats specially.
 
     Always contains a lower case letter, an upper case letter and a digit, so common

@@ -70,8 +70,7 @@ class DbRole:
             "renew_statements": self.renew_statements,
             "default_ttl": int(self.default_ttl),
             "max_ttl": int(self.max_ttl),
-            "credential_type": "password",
-            "credential_config": {},
+            "credential_type": "password",  # no credential_config: OpenBao omits it empty
         }
 
     def to_json(self) -> dict[str, Any]:

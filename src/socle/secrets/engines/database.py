@@ -236,7 +236,6 @@ class DatabaseBackend(RoutedBackend):
                 "allowed_roles": config.allowed_roles,
                 "root_credentials_rotate_statements": config.root_rotation_statements,
                 "password_policy": "",
-                "verify_connection": config.verify_connection,
             }
         )
 
@@ -405,7 +404,8 @@ def _merge_role(existing: DbRole | None, data: dict[str, Any]) -> DbRole:
 
     def statements(field: str, current: list[str]) -> list[str]:
         given = get_str_list(data, field, comma=False)
-        chosen = given if given is not None else current
+        # Trimmed, empty ones dropped, as Vault stores them (a file read with @ ends in \n).
+        chosen = [s.strip() for s in given if s.strip()] if given is not None else current
         for statement in chosen:
             _check_template(statement, field)
         return chosen

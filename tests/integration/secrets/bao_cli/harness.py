@@ -39,6 +39,8 @@ class Step:
     token: str | None = None
     """``${name}`` of a captured token to run as (default: the peer's root token)."""
     capture: str | None = None
+    capture_json: Mapping[str, str] = field(default_factory=dict)
+    """``{name: "dotted.path"}`` from JSON stdout, e.g. ``{"k1": "unseal_keys_b64.0"}``."""
     compare_stderr: bool = True
     """False only where the error text is the server's own wording (say why in the session)."""
     ignore_lines: tuple[str, ...] = ()
@@ -59,6 +61,8 @@ class Session:
     steps: Sequence[Step]
     sealed: bool = False
     """Start both peers sealed and uninitialised (operator init/unseal)."""
+    needs_postgres: bool = False
+    """Give the steps ``${pg_url}``, ``${pg_user}``, ``${pg_password}`` of a real PostgreSQL."""
 
 
 @dataclass
@@ -74,16 +78,31 @@ _VAR = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 
 def substitute(text: str, variables: Mapping[str, str]) -> str:
     def repl(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in variables:
-            raise KeyError(f"session uses ${{{name}}} before any step captured it")
-        return variables[name]
+        # Not captured (its step failed on this peer): left as is, so the difference shows.
+        return variables.get(match.group(1), match.group(0))
 
     return _VAR.sub(repl, text)
 
 
-def run_steps(binary: str, peer: Peer, steps: Sequence[Step]) -> list[Outcome]:
-    variables: dict[str, str] = {"root": peer.token}
+def _dig(document: object, dotted: str) -> str:
+    for part in dotted.split("."):
+        if isinstance(document, list):
+            document = document[int(part)]
+        elif isinstance(document, dict):
+            document = document[part]
+        else:
+            raise KeyError(dotted)
+    return str(document)
+
+
+def run_steps(
+    binary: str, peer: Peer, steps: Sequence[Step], given: Mapping[str, str] | None = None
+) -> tuple[list[Outcome], dict[str, str]]:
+    """Run the steps in order; returns the outcomes and the variables (``given`` ones, the
+    root token, and what the steps captured)."""
+    variables: dict[str, str] = dict(given or {})
+    if peer.token:
+        variables["root"] = peer.token
     outcomes = []
     for step in steps:
         for name, content in step.files.items():
@@ -103,7 +122,14 @@ def run_steps(binary: str, peer: Peer, steps: Sequence[Step]) -> list[Outcome]:
         outcomes.append(Outcome(argv, result.returncode, result.stdout, result.stderr))
         if step.capture:
             variables[step.capture] = result.stdout.strip()
-    return outcomes
+        if step.capture_json:
+            try:
+                document = json.loads(result.stdout)
+                for name, dotted in step.capture_json.items():
+                    variables[name] = _dig(document, dotted)
+            except (ValueError, KeyError, IndexError):
+                pass  # the step failed: later uses of the variable report it
+    return outcomes, variables
 
 
 # --- normalisation ------------------------------------------------------------------------
@@ -119,7 +145,11 @@ _CLASSES: list[tuple[str, re.Pattern[str]]] = [
     ("token", re.compile(r"\b(?:hv[sbr]|s|b|r)\.[A-Za-z0-9]{20,}(?:\.[A-Za-z0-9]+)?\b")),
     ("serial", re.compile(r"\b[0-9a-f]{2}(?:[:-][0-9a-f]{2}){7,}\b")),
     ("ciphertext", re.compile(r"\bvault:v\d+:[A-Za-z0-9+/=]+")),
-    ("id24", re.compile(r"(?<![A-Za-z0-9_/.-])[A-Za-z0-9]{24}(?![A-Za-z0-9_-])")),
+    ("id24", re.compile(r"(?<![A-Za-z0-9_.-])[A-Za-z0-9]{24}(?![A-Za-z0-9_-])")),
+    # Generated database credentials: Vault's user name template and password policy.
+    ("dbrandom", re.compile(r"(?<=-)[A-Za-z0-9]{20}(?=-1[7-9]\d{8}\b)")),
+    ("password", re.compile(r'"password": "(?P<v>[A-Za-z0-9-]{20})"')),
+    ("password", re.compile(r"(?m)^password +(?P<v>[A-Za-z0-9-]{20})$")),
     ("hex8", re.compile(r"(?<=[_-])[0-9a-f]{8}\b")),
     ("builtin", re.compile(r"\bv\d+\.\d+\.\d+\+builtin(?:\.\w+)?")),
     ("epoch", re.compile(r"(?<![\d.])1[7-9]\d{8}(?![\d.])")),
@@ -178,6 +208,16 @@ class Normaliser:
             self.seen[key] = f"<{kind}#{next(counter)}>"
         return self.seen[key]
 
+    def _replace(self, kind: str, match: re.Match[str]) -> str:
+        """The whole match, or only its group ``v`` when the pattern names one."""
+        if "v" not in match.re.groupindex:
+            return self._label(kind, match.group(0))
+        start, end = match.span("v")
+        whole = match.group(0)
+        offset = match.start()
+        label = self._label(kind, match.group("v"))
+        return whole[: start - offset] + label + whole[end - offset :]
+
     def __call__(self, text: str) -> str:
         for name, value in self.known:
             if len(value) >= 4:
@@ -186,7 +226,7 @@ class Normaliser:
         text = _PEM.sub(lambda m: self._label("pem", m.group(0)), text)
         text = _ESCAPED_PEM.sub(lambda m: self._label("pem", m.group(0)), text)
         for kind, pattern in _CLASSES:
-            text = pattern.sub(lambda m, k=kind: self._label(k, m.group(0)), text)  # type: ignore[misc]
+            text = pattern.sub(lambda m, k=kind: self._replace(k, m), text)  # type: ignore[misc]
         text = _JSON_SECONDS.sub(
             lambda m: f"{m.group(1)}<{_round_seconds(int(m.group(2)))}s>", text
         )

@@ -7,7 +7,15 @@ it here. To add a session: a few ``bao(...)`` steps in the area's list.
 from __future__ import annotations
 
 from tests.integration.secrets.bao_cli.harness import Session
-from tests.integration.secrets.bao_cli.sessions import basics, engines, generic, kv, tokens
+from tests.integration.secrets.bao_cli.sessions import (
+    basics,
+    database,
+    engines,
+    generic,
+    kv,
+    operator,
+    tokens,
+)
 
 ALL_SESSIONS: list[Session] = [
     *basics.SESSIONS,
@@ -15,4 +23,6 @@ ALL_SESSIONS: list[Session] = [
     *generic.SESSIONS,
     *tokens.SESSIONS,
     *engines.SESSIONS,
+    *operator.SESSIONS,
+    *database.SESSIONS,
 ]
