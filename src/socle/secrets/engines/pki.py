@@ -419,10 +419,10 @@ class PkiBackend(RoutedBackend):
         )
 
     async def _certs_list(self, request: Request, params: Params) -> Response:
-        return list_response(await self._storage.list("certs/"))
+        return _serials(await self._storage.list("certs/"))
 
     async def _revoked_list(self, request: Request, params: Params) -> Response:
-        return list_response(await self._storage.list("revoked/"))
+        return _serials(await self._storage.list("revoked/"))
 
     async def _ca_raw(self, request: Request, params: Params) -> Response:
         ca = await self._ca()
@@ -472,3 +472,8 @@ def _raw_cert(cert: x509.Certificate, pem: bool) -> Response:
 async def pki_factory(storage: Storage, mount: MountInfo) -> Backend:
     """Registry entry: build the engine for a new or restored mount."""
     return PkiBackend(storage, mount)
+
+
+def _serials(stored: list[str]) -> Response:
+    """Serials are stored with hyphens and listed with colons, as OpenBao lists them."""
+    return list_response([serial.replace("-", ":") for serial in stored])

@@ -201,8 +201,7 @@ class Normaliser:
     def _label(self, kind: str, value: str) -> str:
         if kind in ("addr", "time", "epoch", "builtin"):
             return f"<{kind}>"
-        # A serial is printed with colons and listed with hyphens: one value, one number.
-        key = (kind, value.replace("-", ":") if kind == "serial" else value)
+        key = (kind, value)
         if key not in self.seen:
             counter = self.counters.setdefault(kind, itertools.count(1))
             self.seen[key] = f"<{kind}#{next(counter)}>"
