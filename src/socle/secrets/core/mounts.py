@@ -128,8 +128,7 @@ class MountManager:
         source = self._registry.auth if entry.table == "auth" else self._registry.secrets
         factory = source.get(entry.type)
         if factory is None:
-            kind = "auth method" if entry.table == "auth" else "secrets engine"
-            raise SecretsError(400, f"unknown {kind} type {entry.type!r}")
+            raise SecretsError(400, f"plugin not found in the catalog: {entry.type}")
         return factory
 
     async def _attach(self, entry: MountEntry) -> None:

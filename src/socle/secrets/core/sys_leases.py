@@ -22,6 +22,17 @@ def _lease_id(request: CoreRequest, params: dict[str, str]) -> str:
     return lease_id
 
 
+async def _revoke_tokens_under(s: Services, prefix: str) -> None:
+    """Tokens are leases of the path that made them in Vault: ``revoke-prefix
+    auth/approle/login`` revokes every AppRole login (with its children)."""
+    if not prefix.startswith("auth/"):
+        return
+    folder = prefix.rstrip("/") + "/"
+    for entry in await s.tokens.all_entries():
+        if (entry.path.rstrip("/") + "/").startswith(folder):
+            await s.tokens.revoke_tree(entry)
+
+
 def routes(s: Services) -> list[CoreRoute]:
     async def lookup(request: CoreRequest, params: dict[str, str]) -> Response:
         entry = await s.leases.lookup(_lease_id(request, params))
@@ -52,7 +63,9 @@ def routes(s: Services) -> list[CoreRoute]:
         return Response()
 
     async def revoke_prefix(request: CoreRequest, params: dict[str, str]) -> Response:
-        await s.leases.revoke_prefix(params.get("rest", ""))
+        prefix = params.get("rest", "")
+        await s.leases.revoke_prefix(prefix)
+        await _revoke_tokens_under(s, prefix)
         return Response()
 
     async def revoke_force(request: CoreRequest, params: dict[str, str]) -> Response:

@@ -69,7 +69,10 @@ def routes(s: Services) -> list[CoreRoute]:
         cut = len("auth/") if table == "auth" else 0
         return {e.path[cut:]: e.describe() for e in s.mounts.entries(table)}
 
-    def find(table: str, path: str) -> MountEntry:
+    def find(
+        table: str, path: str, missing: str = "No secret engine mount at {path}"
+    ) -> MountEntry:
+        """The mount at ``path``; ``missing`` is Vault's wording for the endpoint asking."""
         full = normalise_mount_path(path)
         if table == "auth":
             full = "auth/" + full
@@ -77,7 +80,7 @@ def routes(s: Services) -> list[CoreRoute]:
             table = "auth"  # the CLI tunes auth methods at sys/mounts/auth/PATH/tune
         entry = s.mounts.find(table, full)
         if entry is None:
-            raise SecretsError(400, f"no mount at {full!r}")
+            raise SecretsError(400, missing.format(path=full))
         return entry
 
     async def enable(request: CoreRequest, params: dict[str, str], table: str) -> Response:
@@ -109,10 +112,12 @@ def routes(s: Services) -> list[CoreRoute]:
         return Response(data=find(table, params["path"]).describe())
 
     async def tune_read(request: CoreRequest, params: dict[str, str], table: str) -> Response:
-        return Response(data=_tune_view(find(table, params["path"])))
+        return Response(
+            data=_tune_view(find(table, params["path"], 'cannot fetch sysview for path "{path}"'))
+        )
 
     async def tune_write(request: CoreRequest, params: dict[str, str], table: str) -> Response:
-        entry = find(table, params["path"])
+        entry = find(table, params["path"], 'tune of path "{path}" failed: no mount entry found')
         data = request.data
         changes: dict[str, Any] = {}
         if data.get("description") is not None:

@@ -449,7 +449,7 @@ def _csr_key(role: PkiRole, public: object) -> PublicKey:
         return public
     actual = key_type_of(public)
     if actual != role.key_type:
-        raise SecretsError(400, f"role requires keys of type {role.key_type}, the CSR has {actual}")
+        raise SecretsError(400, f"role requires keys of type {role.key_type}")
     size = public.key_size if isinstance(public, rsa.RSAPublicKey) else 0
     if isinstance(public, ec.EllipticCurvePublicKey):
         size = public.curve.key_size

@@ -159,6 +159,7 @@ _JSON_SECONDS = re.compile(
     r'("(?:ttl|lease_duration|creation_ttl|explicit_max_ttl|period|token_ttl)": )(\d+)'
 )
 DRIFT_S = 5
+_PADDING = re.compile(r"(?<=\S) {2,}(?=\S)")
 
 
 def _round_seconds(seconds: int) -> int:
@@ -229,7 +230,10 @@ class Normaliser:
         text = _JSON_SECONDS.sub(
             lambda m: f"{m.group(1)}<{_round_seconds(int(m.group(2)))}s>", text
         )
-        return _DURATION.sub(_duration, text)
+        text = _DURATION.sub(_duration, text)
+        # Column padding is the CLI's, computed from value lengths that legitimately differ
+        # (a token of 36 characters against one of 26): compare cells, not padding.
+        return _PADDING.sub("  ", text)
 
 
 # Mounts OpenBao always has and Socle does not serve (no identity engine): dropped from
@@ -290,6 +294,8 @@ def side_by_side(left: str, right: str, width: int = 78) -> str:
         for la, lb in itertools.zip_longest(a[i1:i2], b[j1:j2], fillvalue=""):
             mark = " " if tag == "equal" else "!"
             rows.append(f"{la[:width]:<{width}} {mark} {lb[:width]}")
+    # Long lines are cut above: the full differing lines follow, as a unified diff.
+    rows += list(difflib.unified_diff(a, b, "openbao", "socle", n=0, lineterm=""))
     return "\n".join(rows)
 
 

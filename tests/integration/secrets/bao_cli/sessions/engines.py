@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
 from tests.integration.secrets.bao_cli.harness import Session, bao
+
+
+def _csr(common_name: str) -> str:
+    """A fresh CSR (P-256) for ``pki/sign``: its key never leaves this process."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM).decode()
+
 
 APP_POLICY = 'path "secret/data/app/*" {\n  capabilities = ["read"]\n}\n'
 
@@ -71,7 +88,21 @@ SESSIONS = [
                 "-no-store",
                 "role_id=${rid}",
                 "secret_id=${sid}",
+                ignore_lines=NO_IDENTITY,
             ),
+            bao("write", "-f", "-field=secret_id", "auth/approle/role/ci/secret-id", capture="s2"),
+            bao(
+                "write",
+                "-field=token",
+                "auth/approle/login",
+                "role_id=${rid}",
+                "secret_id=${s2}",
+                capture="ci_token",
+            ),
+            # Not auth/token/create: OpenBao's dev root token was made there and would go too.
+            bao("token", "revoke", "-mode=path", "auth/approle/login"),
+            bao("token", "lookup", "${ci_token}"),
+            bao("lease", "revoke", "-prefix", "auth/approle/"),
         ],
     ),
     Session(
@@ -139,6 +170,22 @@ SESSIONS = [
                 capture="serial",
             ),
             bao("write", "pki/revoke", "serial_number=${serial}"),
+            bao(
+                "write",
+                "-format=json",
+                "pki/sign/web",
+                "csr=@req.pem",
+                "common_name=app.example.test",
+                "ttl=1h",
+                files={"req.pem": _csr("app.example.test")},
+            ),
+            bao(
+                "write",
+                "pki/sign/web",
+                "csr=@bad.pem",
+                files={"bad.pem": _csr("evil.other.test")},
+            ),
+            bao("list", "pki/certs/revoked", unordered=True),
             bao("write", "pki/issue/web", "common_name=evil.other.test"),
             bao("list", "pki/certs", unordered=True),
         ],

@@ -59,6 +59,8 @@ SESSIONS = [
             bao("kv", "put", "secret/c", "a=5"),
             bao("kv", "put", "-cas=3", "secret/c", "a=5"),
             bao("kv", "metadata", "get", "secret/c"),
+            bao("kv", "metadata", "patch", "-custom-metadata=team=web", "secret/c"),
+            bao("kv", "metadata", "get", "-format=json", "secret/c"),
             bao("kv", "metadata", "delete", "secret/c"),
             bao("kv", "metadata", "get", "secret/c"),
             bao("kv", "get", "secret/c"),

@@ -59,6 +59,7 @@ SESSIONS = [
             bao("token", "revoke", "-self", token="${self}"),
             bao("token", "lookup", "${self}"),
             bao("token", "renew", "not-a-token"),
+            bao("token", "revoke", "-mode=nonsense", "x"),
         ],
     ),
     Session(
