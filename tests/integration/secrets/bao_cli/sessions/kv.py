@@ -22,6 +22,15 @@ SESSIONS = [
             bao("kv", "get", "secret/app/missing"),
             bao("kv", "list", "secret/nothing"),
             bao("kv", "get", "-field=nope", "secret/app/db"),
+            # What the CLI asks first, and what a token that cannot reach the mount gets.
+            bao("read", "-format=json", "sys/internal/ui/mounts/secret/app/db"),
+            bao("read", "sys/internal/ui/mounts/cubbyhole"),
+            bao("read", "sys/internal/ui/mounts/auth/token"),
+            bao("read", "sys/internal/ui/mounts/nothing/here"),
+            bao("token", "create", "-policy=default", "-field=token", capture="plain"),
+            bao("kv", "get", "secret/app/db", token="${plain}"),
+            bao("kv", "put", "secret/app/db", "a=b", token="${plain}"),
+            bao("kv", "get", "nothing/here", token="${plain}"),
         ],
     ),
     Session(
