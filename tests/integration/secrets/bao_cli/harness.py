@@ -11,7 +11,14 @@ the clock (tokens, accessors, UUIDs, timestamps, serial numbers, PEM blocks, cip
 nonces, the server address) and numbers each distinct value in order of first appearance
 over the whole session, so a token that shows up twice must show up in the same two places
 on both peers. Durations are compared after rounding a few seconds of clock drift up to the
-minute; anything else, a word, a key, a value, an exit code, must match exactly.
+minute, and table cells without the CLI's column padding (computed from value lengths);
+anything else, a word, a key, a value, an exit code, must match exactly.
+
+The few legitimate differences are declared where they occur, with the reason next to
+them: ``ignore_lines`` (Socle's own version line, no identity store), ``unordered`` (a
+listing of random ids sorted by their random values), ``compare_stderr=False`` (a server's
+own wording of a refusal: exit code and stdout still compared) and
+``OPENBAO_ONLY_MOUNTS`` (the ``identity/`` mount OpenBao always has).
 """
 
 from __future__ import annotations

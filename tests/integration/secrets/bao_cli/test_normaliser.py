@@ -71,3 +71,16 @@ def test_curl_headers_are_sorted_but_kept() -> None:
     b = 'curl -X PUT -H "X-Vault-Token: t" -H "X-Vault-Request: true" http://127.0.0.1:2/v1/x\n'
     assert norm(a) == norm(b)
     assert norm(a) != norm(b.replace("/v1/x", "/v1/y"))
+
+
+def test_generated_database_credentials_are_shaped_like_vaults() -> None:
+    user = "v-token-reader-MqrPjiHOJSFRW1i3xTiN-1796021040"
+    assert norm(f"username {user}") == "username v-token-reader-<dbrandom#1>-<epoch>"
+    assert norm('"password": "t9q8ytURT8wz3-OUmQth"') == '"password": "<password#1>"'
+    # A password of another length (Socle's old 24) is not taken for one.
+    assert "<password" not in norm('"password": "RVFcJD-YlAB13kgvc5dHRwuIabcd"')
+
+
+def test_padding_is_not_compared_but_cells_are() -> None:
+    assert norm("key      value\n") == norm("key  value\n")
+    assert norm("key  value\n") != norm("key  other\n")
