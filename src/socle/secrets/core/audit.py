@@ -474,6 +474,12 @@ def hash_response(hasher: Hasher, response: dict[str, Any]) -> dict[str, Any]:
         response["data"] = hasher.walk(response["data"])
     if response.get("auth"):
         response["auth"] = _hash_auth(hasher, response["auth"])
+    if response.get("wrap_info"):
+        wrap_info = dict(response["wrap_info"])
+        for key in ("token", "accessor", "wrapped_accessor"):
+            if wrap_info.get(key):
+                wrap_info[key] = hasher.hash(wrap_info[key])
+        response["wrap_info"] = wrap_info
     return response
 
 

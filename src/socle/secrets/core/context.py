@@ -42,6 +42,10 @@ class CoreRequest:
     query: dict[str, str] = field(default_factory=dict)
     caller: Caller | None = None
     remote_address: str = ""
+    token: str = ""
+    """The token the client sent (also on unauthenticated paths, e.g. wrapping lookup)."""
+    wrap_ttl: int = 0
+    """``X-Vault-Wrap-TTL`` in seconds; 0: answer in clear."""
 
     def logical(self) -> Request:
         return Request(
@@ -60,6 +64,15 @@ class CoreResponse(Response):
     answers ``lease_id``/``lease_duration``/``renewable`` without creating a lease)."""
 
     envelope: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnvelopeResponse(Response):
+    """A built-in backend's answer that *is* a whole response body (unwrap hands back the
+    stored response, rewrap a new ``wrap_info``): sent as is, with this request's id
+    unless the body brings its own (a wrapped answer's id is empty)."""
+
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 class CoreBackend(Protocol):

@@ -50,3 +50,10 @@ class Cubbyhole:
 
     async def destroy(self, accessor: str) -> None:
         await self._storage.clear(_folder(accessor))
+
+    async def put_for(self, accessor: str, key: str, value: bytes) -> None:
+        """Write into a token's cubbyhole on the core's behalf (response wrapping)."""
+        await self._storage.put(_folder(accessor) + key, value)
+
+    async def get_for(self, accessor: str, key: str) -> bytes | None:
+        return await self._storage.get(_folder(accessor) + key)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from socle.model.units import parse_vault_duration
 from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core import _json
 from socle.secrets.core.errors import SealedError
@@ -101,6 +102,7 @@ class VaultHTTP:
         )
         token = ""
         length: int | None = None
+        wrap_ttl = 0
         for name, value in scope.get("headers", ()):
             if name == b"x-vault-token":
                 token = value.decode("latin-1").strip()
@@ -111,7 +113,7 @@ class VaultHTTP:
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else None
             elif name == b"x-vault-wrap-ttl":
-                raise SecretsError(400, "response wrapping is not supported")
+                wrap_ttl = _wrap_ttl(value.decode("latin-1"))
 
         async def body() -> dict[str, Any]:
             return _parse_json(await self._read_body(receive, length))
@@ -141,6 +143,7 @@ class VaultHTTP:
             query,
             token=token,
             remote_address=client[0] if client else "",
+            wrap_ttl=wrap_ttl,
         )
 
     async def _read_body(self, receive: Receive, length: int | None) -> bytes:
@@ -174,6 +177,22 @@ class VaultHTTP:
             headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else payload})
+
+
+def _wrap_ttl(text: str) -> int:
+    """``X-Vault-Wrap-TTL``: seconds or a Go duration, as Vault reads it; 0 means none."""
+    text = text.strip()
+    if not text:
+        return 0
+    try:
+        seconds = parse_vault_duration(text)
+    except ValueError as exc:
+        raise SecretsError(400, f"error parsing X-Vault-Wrap-TTL header: {exc}") from None
+    if seconds < 0:
+        raise SecretsError(
+            400, "error parsing X-Vault-Wrap-TTL header: requested wrap ttl cannot be negative"
+        )
+    return int(seconds)
 
 
 def _parse_json(raw: bytes) -> dict[str, Any]:

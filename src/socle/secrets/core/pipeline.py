@@ -20,7 +20,7 @@ from typing import Any
 
 from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.audit import AuditEvent
-from socle.secrets.core.context import Caller, CoreRequest, CoreResponse
+from socle.secrets.core.context import Caller, CoreRequest, CoreResponse, EnvelopeResponse
 from socle.secrets.core.errors import ACL_DENIED, AuditFailure, PermissionDenied
 from socle.secrets.core.fields import (
     clamp_ttl,
@@ -34,9 +34,21 @@ from socle.secrets.core.fields import (
 from socle.secrets.core.router import Mounted
 from socle.secrets.core.services import Services
 from socle.secrets.core.tokens import TokenParams
+from socle.secrets.core.wrapping import INVALID as INVALID_WRAPPING_TOKEN
+from socle.secrets.core.wrapping import wrapped_envelope
 
 log = logging.getLogger("socle.secrets")
 _WRITES = (Operation.CREATE, Operation.UPDATE)
+_ENVELOPE = (
+    "lease_id",
+    "renewable",
+    "lease_duration",
+    "data",
+    "wrap_info",
+    "warnings",
+    "auth",
+    "mount_type",
+)
 
 
 @dataclass
@@ -123,7 +135,10 @@ class Pipeline:
         token: str = "",
         remote_address: str = "",
         caller: Caller | None = None,
+        wrap_ttl: int = 0,
     ) -> Outcome:
+        """``wrap_ttl``: the seconds of ``X-Vault-Wrap-TTL``; a 200 answer with data or
+        auth then comes back as ``wrap_info`` only (see :mod:`~socle.secrets.core.wrapping`)."""
         s = self.s
         if operation is Operation.LIST and not path.endswith("/"):
             path += "/"  # Vault lists folders: the ACL and the backend both see "x/"
@@ -139,6 +154,8 @@ class Pipeline:
             query=query,
             caller=caller,
             remote_address=remote_address,
+            token=token,
+            wrap_ttl=wrap_ttl,
         )
         unauthenticated = (
             mounted is not None
@@ -147,7 +164,7 @@ class Pipeline:
         )
         try:
             if not unauthenticated and request.caller is None:
-                request.caller = await authenticate(s, token)
+                request.caller = await self._authenticate(token, path, data)
             elif unauthenticated and request.caller is None and token:
                 # An open path may still answer per caller (sys/internal/ui/mounts); a bad
                 # token there is simply no caller, as in Vault.
@@ -164,6 +181,15 @@ class Pipeline:
         except SecretsError as exc:
             return self._refused(request, mounted, exc)
         return await self._run(request, mounted, unauthenticated)
+
+    async def _authenticate(self, token: str, path: str, data: dict[str, Any]) -> Caller:
+        try:
+            return await authenticate(self.s, token)
+        except PermissionDenied:
+            if path == "sys/wrapping/unwrap" and not data.get("token"):
+                # the header token *is* the wrapping token: Vault says why it cannot unwrap
+                raise SecretsError(400, INVALID_WRAPPING_TOKEN) from None
+            raise
 
     def _refused(self, request: CoreRequest, mounted: Mounted | None, exc: SecretsError) -> Outcome:
         audit = self.s.audit
@@ -226,6 +252,15 @@ class Pipeline:
             "mount_type": mounted.entry.type,
             "mount_accessor": mounted.entry.accessor,
         }
+        if isinstance(response, EnvelopeResponse):
+            sent = response.body
+            if "request_id" not in sent:
+                sent = {"request_id": request.id, **sent}
+            logged["data"] = sent.get("data")
+            logged["auth"] = sent.get("auth")
+            if sent.get("wrap_info"):
+                logged["wrap_info"] = sent["wrap_info"]
+            return Outcome(response.status or 200, sent), logged
         if response.raw_body is not None:
             logged["data"] = None
             return Outcome(
@@ -270,8 +305,26 @@ class Pipeline:
             status = 204 if empty and not response.warnings else 200
         if status >= 400 and response.data is None:
             return Outcome(status, {"errors": list(response.warnings)}), logged
+        if request.wrap_ttl and status == 200 and (body["data"] is not None or body["auth"]):
+            return await self._wrap(request, body, logged)
         # >= 400 with data (KV v2 reading a deleted version): Vault sends the envelope.
         return Outcome(status, None if status == 204 else body), logged
+
+    async def _wrap(
+        self, request: CoreRequest, body: dict[str, Any], logged: dict[str, Any]
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """Keep ``body`` in a new wrapping token's cubbyhole; answer only ``wrap_info``."""
+        auth = body.get("auth")
+        # the envelope only: sys answers mirror their data at the top level, unwrap does not
+        stored = {key: body[key] for key in _ENVELOPE if key in body}
+        wrap_info = await self.s.wrapping.wrap(
+            stored,
+            request.wrap_ttl,
+            request.path,
+            wrapped_accessor=str(auth.get("accessor") or "") if isinstance(auth, dict) else "",
+        )
+        logged["wrap_info"] = wrap_info
+        return Outcome(200, wrapped_envelope(wrap_info)), logged
 
     async def _login(
         self, request: CoreRequest, mounted: Mounted, response: Response

@@ -46,6 +46,21 @@ path "sys/renew" {
     capabilities = ["update"]
 }
 
+# Allow a token to wrap arbitrary values in a response-wrapping token
+path "sys/wrapping/wrap" {
+    capabilities = ["update"]
+}
+
+# Allow a token to look up the creation time and TTL of a given response-wrapping token
+path "sys/wrapping/lookup" {
+    capabilities = ["update"]
+}
+
+# Allow a token to unwrap a response-wrapping token
+path "sys/wrapping/unwrap" {
+    capabilities = ["update"]
+}
+
 # Allow a token to manage its own cubbyhole
 path "cubbyhole/*" {
     capabilities = ["create", "read", "update", "delete", "list"]
@@ -54,7 +69,13 @@ path "cubbyhole/*" {
 
 ROOT = "root"
 DEFAULT = "default"
+WRAPPING = "response-wrapping"
 _ROOT_POLICY = Policy(ROOT, "", ())
+_WRAPPING_POLICY = parse_policy(
+    WRAPPING, 'path "sys/wrapping/unwrap" {\n    capabilities = ["update"]\n}\n'
+)
+"""Built in, like root: a wrapping token may only unwrap itself (its response is read by
+the core, never through ``cubbyhole/``)."""
 
 
 class PolicyStore:
@@ -82,6 +103,8 @@ class PolicyStore:
     async def get(self, name: str) -> Policy | None:
         if name == ROOT:
             return _ROOT_POLICY
+        if name == WRAPPING:
+            return _WRAPPING_POLICY
         if name in self._policies:
             return self._policies[name]
         generation = self._generation
@@ -93,8 +116,8 @@ class PolicyStore:
 
     async def put(self, name: str, text: str) -> Policy:
         name = self.normalise(name)
-        if name == ROOT:
-            raise SecretsError(400, "cannot update the root policy")
+        if name in (ROOT, WRAPPING):
+            raise SecretsError(400, f"cannot update the {name} policy")
         try:
             policy = parse_policy(name, text)
         except PolicyError as exc:
@@ -111,6 +134,8 @@ class PolicyStore:
             raise SecretsError(400, 'cannot delete "root" policy')
         if name == DEFAULT:
             raise SecretsError(400, "cannot delete default policy")
+        if name == WRAPPING:
+            raise SecretsError(400, f'cannot delete "{WRAPPING}" policy')
         async with self._lock:
             await self._storage.delete(name)
             self._policies[name] = None

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from socle.secrets.core.audit import AuditBroker
 from socle.secrets.core.barrier import Barrier, StorageView
+from socle.secrets.core.cubbyhole import Cubbyhole
 from socle.secrets.core.leases import ExpirationManager
 from socle.secrets.core.mounts import MountManager
 from socle.secrets.core.policy_store import PolicyStore
 from socle.secrets.core.router import Router
 from socle.secrets.core.tokens import TokenEntry, TokenStore
+from socle.secrets.core.wrapping import Wrapping
 from socle.tasks import TaskMonitor
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ class Services:
     leases: ExpirationManager
     audit: AuditBroker
     clock: Clock
+    wrapping: Wrapping
 
     @classmethod
     def build(
@@ -51,13 +54,13 @@ class Services:
     ) -> Services:
         """``audit_dirs``: folders audit device files may be in (``SOCLE_HOME/audit`` first)."""
         # Imported here: the built-in backends import this module for the type.
-        from socle.secrets.core.cubbyhole import Cubbyhole
         from socle.secrets.core.sys_backend import SystemBackend
         from socle.secrets.core.token_api import TokenBackend
 
         router = Router()
         tokens = TokenStore(barrier, clock)
         builtins: dict[str, Any] = {}
+        cubbyhole = Cubbyhole(StorageView(barrier, "cubbyhole/"))
         services = cls(
             barrier=barrier,
             registry=registry,
@@ -68,8 +71,8 @@ class Services:
             leases=ExpirationManager(barrier, router, tokens, clock, tasks),
             audit=AuditBroker(barrier, audit_dirs),
             clock=clock,
+            wrapping=Wrapping(tokens, cubbyhole, clock),
         )
-        cubbyhole = Cubbyhole(StorageView(barrier, "cubbyhole/"))
         builtins.update(
             system=SystemBackend(services), token=TokenBackend(services), cubbyhole=cubbyhole
         )

@@ -18,14 +18,16 @@ from socle.secrets.core import (
     sys_leases,
     sys_mounts,
     sys_policy,
+    sys_wrapping,
 )
 from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
 from socle.secrets.core.services import Services
 
 
 class SystemBackend:
-    # Checked by the handler itself against the caller's policies (see sys_internal).
-    unauthenticated_paths = ("internal/ui/mounts/*",)
+    # internal/ui/mounts: checked by the handler against the caller's policies (see
+    # sys_internal); wrapping/lookup: the wrapping token is the credential.
+    unauthenticated_paths = ("internal/ui/mounts/*", "wrapping/lookup")
     sudo_paths = (
         "audit",
         "audit/*",
@@ -42,7 +44,15 @@ class SystemBackend:
 
     def __init__(self, services: Services) -> None:
         routes: list[CoreRoute] = []
-        for module in (sys_policy, sys_mounts, sys_leases, sys_audit, sys_keys, sys_internal):
+        for module in (
+            sys_policy,
+            sys_mounts,
+            sys_leases,
+            sys_audit,
+            sys_keys,
+            sys_internal,
+            sys_wrapping,
+        ):
             routes.extend(module.routes(services))
         self._routes = routes
 
