@@ -148,7 +148,7 @@ def auth_block(caller: Caller | None) -> dict[str, Any] | None:
         "token_policies": list(caller.policies),
         "metadata": (entry.meta or None) if entry else None,
         "entity_id": "",
-        "token_type": "service",
+        "token_type": entry.type if entry else "service",
     }
     if entry is not None:
         info["token_ttl"] = entry.ttl

@@ -27,6 +27,10 @@ class Cubbyhole:
         caller = request.caller
         if caller is None or caller.entry is None:
             raise PermissionDenied()
+        if caller.entry.type != "service":
+            raise SecretsError(
+                400, "cubbyhole operations are only supported by 'service' type tokens"
+            )
         folder = _folder(caller.entry.accessor)
         path = request.relative
         op = request.operation

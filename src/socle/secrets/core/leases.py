@@ -94,6 +94,14 @@ class LeaseEntry:
         }
 
 
+def _owner(token: TokenEntry | None) -> str:
+    """The token whose revocation revokes a lease: a batch token is never revoked on its
+    own (nothing is stored for it), so its leases belong to its parent, as in Vault."""
+    if token is None:
+        return ""
+    return token.parent if token.type == "batch" else token.id
+
+
 def _token_index(token_id: str, lease_id: str) -> str:
     return f"lease/token/{token_id}/{hashlib.sha256(lease_id.encode()).hexdigest()[:40]}"
 
@@ -235,7 +243,7 @@ class ExpirationManager:
             lease_id=f"{path.rstrip('/')}/{new_lease_suffix()}",
             mount_uuid=mount.uuid,
             path=path,
-            token_id=token.id if token else "",
+            token_id=_owner(token),
             issue_time=now,
             expire_at=expire,
             max_expire_at=max_expire,

@@ -79,7 +79,8 @@ class Services:
 
         async def on_revoke(entry: TokenEntry) -> None:
             await services.leases.revoke_token(entry)
-            await cubbyhole.destroy(entry.accessor)
+            if entry.accessor:  # batch tokens have neither an accessor nor a cubbyhole
+                await cubbyhole.destroy(entry.accessor)
 
         tokens.on_revoke = on_revoke
         tokens.on_schedule = services.leases.schedule_token

@@ -15,6 +15,15 @@ Storage (barrier paths)::
 Entries are cached in memory after their first decryption (the hot path of every request);
 every change goes through this class, which updates the cache and the store together.
 
+Batch tokens (``hvb.``) are the other kind: the entry itself, encrypted by the barrier's
+active key (path ``token/batch`` as associated data), *is* the token, so creating one writes
+nothing to the store and a token survives restarts, key rotation and load without a row per
+token: what batch tokens are for (many short-lived tokens from CI or workloads). The price
+is Vault's: no accessor, no cubbyhole, not renewable, not revocable on their own, no
+children; a batch token dies with its TTL or with its parent, which is checked on every
+lookup. An encrypted token rather than a stored one keeps those properties honest: nothing
+in the store to list, revoke or leak, and a forged or altered token fails authentication.
+
 Time rules (Vault's): the default TTL and the system maximum are 32 days; ``explicit_max_ttl``
 is a hard cap that renewals cannot pass; a periodic token renews to its period forever (up
 to an explicit max); a child never outlives its parent. Root tokens (policy ``root``, no TTL)
@@ -23,6 +32,7 @@ never expire.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -41,6 +51,9 @@ from socle.secrets.core.fields import SYSTEM_MAX_TTL, rfc3339
 
 Clock = Callable[[], float]
 TOKEN_PREFIX = "hvs."  # noqa: S105 - a format prefix, not a secret
+BATCH_PREFIX = "hvb."
+_BATCH_AD_PATH = "token/batch"
+_MAX_BATCH_TOKEN = 8192
 _DISPLAY = re.compile(r"[^a-zA-Z0-9_.@-]+")
 
 
@@ -82,6 +95,10 @@ class TokenEntry:
     orphan: bool = False
     last_renewal: float = 0.0
     """When the token was last renewed (epoch seconds); 0 if never."""
+    type: str = "service"
+    """``service`` (stored) or ``batch`` (self-contained, see the module docstring)."""
+    role: str = ""
+    """The token role it was created from, if any."""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -124,10 +141,12 @@ class TokenEntry:
             "policies": list(self.policies),
             "renewable": self.renewable,
             "ttl": self.remaining(now),
-            "type": "service",
+            "type": self.type,
         }
         if self.period:
             data["period"] = self.period
+        if self.role:
+            data["role"] = self.role
         if self.path == "auth/token/root":
             # Vault keeps no lease for the root token of init: no issue time, no renewable.
             del data["issue_time"], data["renewable"]
@@ -148,7 +167,7 @@ class TokenEntry:
             "lease_duration": self.remaining(now),
             "renewable": self.renewable and bool(self.expire_at),
             "entity_id": "",
-            "token_type": "service",
+            "token_type": self.type,
             "orphan": self.orphan,
             "mfa_requirement": None,
             "num_uses": max(self.num_uses, 0),
@@ -173,6 +192,8 @@ class TokenParams:
     path: str = "auth/token/create"
     token_id: str = ""
     """A caller-chosen token (root callers only)."""
+    type: str = "service"
+    role: str = ""
 
 
 def sanitise_display_name(name: str) -> str:
@@ -239,9 +260,31 @@ class TokenStore:
 
     async def lookup(self, token: str) -> TokenEntry | None:
         """The live entry for a token, or None (unknown, expired or used up)."""
+        if token.startswith(BATCH_PREFIX):
+            return await self._lookup_batch(token)
         if not token or len(token) > 256:
             return None
         return self._valid(await self._load(self.hash(token)))
+
+    async def _lookup_batch(self, token: str) -> TokenEntry | None:
+        """A batch token decrypted (once, then cached), valid while its parent is."""
+        if len(token) > _MAX_BATCH_TOKEN:
+            return None
+        token_hash = self.hash(token)
+        entry = self._cache.get(token_hash)
+        if entry is None:
+            try:
+                blob = base64.urlsafe_b64decode(token[len(BATCH_PREFIX) :] + "==")
+                entry = TokenEntry.from_json(self._barrier.decrypt(_BATCH_AD_PATH, blob))
+            except (SecretsError, ValueError, TypeError):
+                return None  # forged, altered, or from another store: unknown
+            entry.id = token_hash
+            self._remember(entry)
+        if self._valid(entry) is None:
+            return None
+        if entry.parent and self._valid(await self._load(entry.parent)) is None:
+            return None  # the parent was revoked or expired: so is its batch child
+        return entry
 
     async def lookup_id(self, token_hash: str) -> TokenEntry | None:
         return await self._load(token_hash)
@@ -279,34 +322,13 @@ class TokenStore:
         """Make a token; returns (token, entry, warnings)."""
         now = self._clock()
         warnings: list[str] = []
+        if params.type == "batch":
+            return await self._create_batch(params, parent, now, warnings)
         token = params.token_id or TOKEN_PREFIX + base62(32)
         token_hash = self.hash(token)
         if params.token_id and await self._load(token_hash) is not None:
             raise SecretsError(400, "cannot create a token with a duplicate ID")
-        policies = sorted(set(params.policies))
-        if not params.no_default_policy and "root" not in policies and "default" not in policies:
-            policies = sorted([*policies, "default"])
-        name = sanitise_display_name(params.display_name)
-        # Vault names every token made by auth/token/create "token" (or "token-NAME"), even
-        # a root child; only other paths (init's root token, logins) name it themselves.
-        display = "token-" + name if name else "token"
-        if params.path != "auth/token/create" and name:
-            display = name
-        entry = TokenEntry(
-            id=token_hash,
-            accessor=new_accessor(),
-            policies=policies,
-            parent=parent.id if parent else "",
-            meta=dict(params.meta),
-            display_name=display,
-            num_uses=params.num_uses,
-            creation_time=now,
-            explicit_max_ttl=params.explicit_max_ttl,
-            period=params.period,
-            renewable=params.renewable,
-            path=params.path,
-            orphan=parent is None,
-        )
+        entry = self._new_entry(token_hash, new_accessor(), params, parent, now)
         self._apply_ttl(entry, params, parent, now, warnings)
         writes = {
             f"token/id/{entry.id}": entry.to_json(),
@@ -318,6 +340,56 @@ class TokenStore:
         self._remember(entry)
         if self.on_schedule is not None:
             self.on_schedule(entry)
+        return token, entry, warnings
+
+    @staticmethod
+    def _new_entry(
+        token_hash: str, accessor: str, params: TokenParams, parent: TokenEntry | None, now: float
+    ) -> TokenEntry:
+        policies = sorted(set(params.policies))
+        if not params.no_default_policy and "root" not in policies and "default" not in policies:
+            policies = sorted([*policies, "default"])
+        name = sanitise_display_name(params.display_name)
+        # Vault names every token made by auth/token/create "token" (or "token-NAME"), even
+        # a root child; only other paths (init's root token, logins) name it themselves.
+        display = "token-" + name if name else "token"
+        if params.path != "auth/token/create" and "auth/token/create/" not in params.path and name:
+            display = name
+        return TokenEntry(
+            id=token_hash,
+            accessor=accessor,
+            policies=policies,
+            parent=parent.id if parent else "",
+            meta=dict(params.meta),
+            display_name=display,
+            num_uses=params.num_uses,
+            creation_time=now,
+            explicit_max_ttl=params.explicit_max_ttl,
+            period=params.period,
+            renewable=params.renewable,
+            path=params.path,
+            orphan=parent is None,
+            type=params.type,
+            role=params.role,
+        )
+
+    async def _create_batch(
+        self, params: TokenParams, parent: TokenEntry | None, now: float, warnings: list[str]
+    ) -> tuple[str, TokenEntry, list[str]]:
+        """A batch token: the encrypted entry, nothing stored (see the module docstring)."""
+        if "root" in params.policies:
+            raise SecretsError(400, "batch tokens cannot be root tokens")
+        if params.token_id:
+            raise SecretsError(400, "batch tokens cannot have a custom ID")
+        if params.num_uses:
+            raise SecretsError(400, "batch tokens cannot have a use limit")
+        entry = self._new_entry("", "", params, parent, now)
+        entry.renewable = False
+        self._apply_ttl(entry, params, parent, now, warnings)
+        blob = self._barrier.encrypt(_BATCH_AD_PATH, entry.to_json())
+        token = BATCH_PREFIX + base64.urlsafe_b64encode(blob).decode().rstrip("=")
+        entry.id = self.hash(token)
+        self._remember(entry)
         return token, entry, warnings
 
     def _apply_ttl(
@@ -369,6 +441,8 @@ class TokenStore:
     async def renew(self, entry: TokenEntry, increment: int) -> tuple[TokenEntry, list[str]]:
         now = self._clock()
         warnings: list[str] = []
+        if entry.type == "batch":
+            raise SecretsError(400, "batch tokens cannot be renewed")
         if not entry.expire_at:
             return entry, warnings
         if not entry.renewable:
