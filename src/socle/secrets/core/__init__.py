@@ -32,6 +32,7 @@ from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.errors import SealedError
 from socle.secrets.core.http import VaultHTTP
+from socle.secrets.core.key_ceremony import Rekey, RootGeneration
 from socle.secrets.core.paths import check_path
 from socle.secrets.core.pipeline import Pipeline, runtime_caller
 from socle.secrets.core.seal import SealManager, decode_share
@@ -73,12 +74,16 @@ class SecretsCore:
         self.registry = registry
         self.barrier = Barrier(store)
         self.seal = SealManager(self.barrier)
+        self._lock = asyncio.Lock()
+        self.root_generation = RootGeneration(self.seal, self.barrier, self._lock)
+        """``sys/generate-root``: progress toward a new root token (memory only)."""
+        self.rekey = Rekey(self.seal, self.barrier, self._lock)
+        """``sys/rekey``: progress toward new unseal key shares (memory only)."""
         self.services: Services | None = None
         self.pipeline: Pipeline | None = None
         self.dev_root_token: str | None = None
         """In dev mode, the root token (also in the dev key file)."""
         self._clock = clock
-        self._lock = asyncio.Lock()
         self.asgi = VaultHTTP(self, max_body_bytes)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -174,6 +179,8 @@ class SecretsCore:
 
     async def _teardown(self) -> None:
         services, self.services, self.pipeline = self.services, None, None
+        self.root_generation.cancel()
+        self.rekey.cancel()
         if services is not None:
             await services.stop()
         self.barrier.lock()

@@ -132,6 +132,30 @@ class Barrier:
             raise IntegrityError(KEYRING_KEY) from exc
         self._install(keyring, keyring_record.version)
 
+    async def check_unseal_key(self, unseal_key: bytes) -> bool:
+        """Whether ``unseal_key`` opens the stored root key (generate-root and rekey prove
+        a quorum of shares this way without touching the unsealed state)."""
+        root_record = await self._store.get(ROOT_KEY_KEY)
+        if root_record is None:
+            return False
+        try:
+            _open_blob(unseal_key, root_record.value, _ROOT_KEY_AD)
+        except (InvalidTag, ValueError):
+            return False
+        return True
+
+    async def rekey(self, new_unseal_key: bytes, seal_config: dict[str, Any]) -> None:
+        """Wrap the root key with a new unseal key and record the new share layout, in one
+        commit: a crash leaves either the old shares or the new ones working, never a mix.
+        The keyring and every entry are untouched (see the key hierarchy in ``keyring``)."""
+        keyring = self._require()
+        await self._store.commit(
+            [
+                Put(ROOT_KEY_KEY, _seal_blob(new_unseal_key, keyring.root_key, _ROOT_KEY_AD)),
+                Put(SEAL_CONFIG_KEY, json.dumps(seal_config).encode()),
+            ]
+        )
+
     def unlock_with(self, keyring: Keyring, version: int) -> None:
         """Unlock with a keyring already in memory (right after ``initialize``)."""
         self._install(keyring, version)

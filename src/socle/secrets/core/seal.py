@@ -64,6 +64,33 @@ def decode_share(text: str, expected: int) -> bytes:
     return raw
 
 
+class ShareQuorum:
+    """Key shares gathered toward a threshold: unseal, generate-root and rekey all do this.
+
+    A share already given is ignored (progress does not move), as in Vault; shares are
+    compared in constant time.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.parts: list[bytes] = []
+
+    @property
+    def progress(self) -> int:
+        return len(self.parts)
+
+    def add(self, share: bytes) -> bool:
+        """Add a share; True once the threshold is reached."""
+        if not any(hmac.compare_digest(part, share) for part in self.parts):
+            self.parts.append(share)
+        return len(self.parts) >= self.threshold
+
+    def take_key(self) -> bytes:
+        """The combined key, forgetting the shares; ValueError for a bad combination."""
+        parts, self.parts = self.parts, []
+        return parts[0] if len(parts) == 1 else shamir.combine(parts)
+
+
 class SealManager:
     def __init__(self, barrier: Barrier) -> None:
         self._barrier = barrier

@@ -16,6 +16,7 @@ from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core.errors import PermissionDenied, SealedError
 from socle.secrets.core.fields import parse_bool, parse_int, parse_str
 from socle.secrets.core.pipeline import Outcome, authenticate
+from socle.secrets.core.sys_ceremony import CEREMONY
 
 if TYPE_CHECKING:
     from socle.secrets.core import SecretsCore
@@ -142,4 +143,5 @@ RAW: dict[str, RawHandler] = {
     "sys/seal": seal,
     "sys/health": health,
     "sys/leader": leader,
+    **CEREMONY,
 }
