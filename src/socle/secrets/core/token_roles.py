@@ -107,7 +107,7 @@ class TokenRole:
             token_type = parse_str(data["token_type"], "token_type").strip().lower()
             token_type = "default-service" if token_type in ("", "default") else token_type
             if token_type not in TOKEN_TYPES:
-                raise SecretsError(400, f"invalid 'token_type' value {token_type!r}")
+                raise SecretsError(400, f"invalid 'token_type' value \"{token_type}\"")
             self.token_type = token_type
         if self.token_type == "batch":  # noqa: S105 - a token type name
             if not self.orphan:

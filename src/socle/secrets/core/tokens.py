@@ -1,6 +1,6 @@
 """Service tokens: creation, lookup, use counting, renewal and tree revocation.
 
-A token is ``hvs.`` + 32 random URL-safe characters. It is never stored: entries are keyed
+A token is ``hvs.`` + 32 random base62 characters (about 190 bits), like Vault's. It is never stored: entries are keyed
 by HMAC-SHA256(token) with a salt that itself lives behind the barrier, so neither values
 nor key names in the state store reveal a token. Accessors (the handle that can look up or
 revoke a token without being able to use it) are stored the same way.
@@ -143,7 +143,7 @@ class TokenEntry:
             "ttl": self.remaining(now),
             "type": self.type,
         }
-        if self.period:
+        if self.period and not self.role:  # a role's period is the role's, not shown here
             data["period"] = self.period
         if self.role:
             data["role"] = self.role

@@ -113,7 +113,7 @@ def test_creating_through_a_role(vault_server: VaultServer) -> None:
     assert auth["lease_duration"] == 3600 and auth["renewable"] is True
     looked = root.auth.token.lookup(str(auth["client_token"]))["data"]
     assert looked["path"] == "auth/token/create/ci/ci-x" and looked["role"] == "ci"
-    assert looked["period"] == 3600 and looked["orphan"] is True
+    assert "period" not in looked and looked["orphan"] is True  # the role holds it (OpenBao)
 
     narrowed = _auth(maker_client, "create/ci", policies=["reader"])
     assert narrowed["policies"] == ["default", "reader"]
