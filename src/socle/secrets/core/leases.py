@@ -328,6 +328,31 @@ class ExpirationManager:
                 count += 1
         return count
 
+    async def move_prefix(self, source: str, target: str) -> int:
+        """Give the leases under ``source`` ids under ``target`` (a remount): each lease is
+        rewritten under its new id with its token index in one commit, so a crash midway
+        leaves every lease under exactly one id (its backend is found by mount UUID, which
+        a move keeps), and the rest move on the next remount of the same path."""
+        moved = 0
+        for key in await self._barrier.keys(f"lease/id/{source}"):
+            old_id = key[len("lease/id/") :]
+            entry = await self._load(old_id)
+            if entry is None:
+                continue
+            entry.lease_id = target + old_id[len(source) :]
+            if entry.path.startswith(source):
+                entry.path = target + entry.path[len(source) :]
+            writes = {f"lease/id/{entry.lease_id}": entry.to_json()}
+            deletes = [key]
+            if entry.token_id:
+                writes[_token_index(entry.token_id, entry.lease_id)] = entry.lease_id.encode()
+                deletes.append(_token_index(entry.token_id, old_id))
+            await self._barrier.put_many(writes, deletes)
+            self.unschedule("lease", old_id)
+            self.schedule("lease", entry.lease_id, entry.expire_at)
+            moved += 1
+        return moved
+
     async def revoke_token(self, token: TokenEntry) -> None:
         prefix = f"lease/token/{token.id}/"
         for key in await self._barrier.keys(prefix):

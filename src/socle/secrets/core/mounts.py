@@ -60,6 +60,8 @@ class MountManager:
         self._tables: dict[str, list[MountEntry]] = {"mounts": [], "auth": []}
         self._lock = asyncio.Lock()
         self.on_unmount: Callable[[MountEntry], Awaitable[None]] | None = None
+        self.on_remount: Callable[[str, str], Awaitable[None]] | None = None
+        """Set by the core: moves the leases of a remounted path (source, target)."""
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -227,6 +229,61 @@ class MountManager:
             if close is not None:
                 await close()
         return True
+
+    async def remount(self, source: str, target: str) -> tuple[MountEntry, MountEntry]:
+        """Move a mount to another path (``sys/remount``, ``secrets move``); returns (old
+        entry, new entry). Paths are full API paths (``auth/x/`` for auth methods).
+
+        Only the mount table row changes: storage is keyed by the mount's UUID, so the data
+        goes with it without a copy, and the backend is rebuilt with its new
+        :class:`MountInfo`. ``on_remount`` (set by the core) then moves the leases. ACL
+        policies are path rules: from here on the target path's rules apply, the source
+        path's do not. On failure nothing changes.
+        """
+        source, target = normalise_mount_path(source), normalise_mount_path(target)
+        async with self._lock:
+            mounted = self._router.get(source)
+            table = "auth" if source.startswith("auth/") else "mounts"
+            entry = self.find(table, source)
+            if mounted is None or entry is None:
+                raise SecretsError(400, f'no matching mount at "{source}"')
+            if entry.type in BUILTIN_TYPES:
+                raise SecretsError(400, f'cannot remount "{source}"')
+            if table == "auth" and not target.startswith("auth/"):
+                raise SecretsError(400, f'cannot remount auth mount to non-auth mount "{target}"')
+            if table == "mounts" and target.startswith("auth/"):
+                raise SecretsError(400, f'cannot remount non-auth mount to auth mount "{target}"')
+            if table == "mounts" and target.startswith(_RESERVED):
+                raise SecretsError(400, f"cannot remount to destination {target}")
+            if table == "auth" and target == "auth/":
+                raise SecretsError(400, f"cannot remount to destination {target}")
+            existing = self._router.conflict(target)
+            if existing is not None and existing != source:
+                raise SecretsError(400, f'path already in use at "{existing}"')
+            if existing == source:
+                raise SecretsError(400, f'path already in use at "{source}"')
+            moved = dataclasses.replace(entry, path=target)
+            self._router.remove(source)
+            try:
+                await self._attach(moved)
+            except BaseException:
+                self._router.add(entry, mounted.backend)
+                raise
+            rows = self._tables[table]
+            rows[rows.index(entry)] = moved
+            try:
+                await self._save(table)
+            except BaseException:
+                rows[rows.index(moved)] = entry
+                self._router.remove(target)
+                self._router.add(entry, mounted.backend)
+                raise
+        close = getattr(mounted.backend, "close", None)
+        if close is not None:
+            await close()
+        if self.on_remount is not None:
+            await self.on_remount(source, target)
+        return entry, moved
 
     async def tune(self, entry: MountEntry, changes: dict[str, Any]) -> MountEntry:
         """Change description, lease TTLs or options; the backend is rebuilt with the new

@@ -85,6 +85,7 @@ class Services:
         tokens.on_revoke = on_revoke
         tokens.on_schedule = services.leases.schedule_token
         services.mounts.on_unmount = lambda entry: _revoke_mount(services, entry.path)
+        services.mounts.on_remount = lambda source, target: _move_leases(services, source, target)
         return services
 
     async def load(self, *, first: bool, dev: bool) -> None:
@@ -106,3 +107,7 @@ class Services:
 
 async def _revoke_mount(services: Services, path: str) -> None:
     await services.leases.revoke_prefix(path)
+
+
+async def _move_leases(services: Services, source: str, target: str) -> None:
+    await services.leases.move_prefix(source, target)

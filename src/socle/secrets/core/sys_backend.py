@@ -18,6 +18,7 @@ from socle.secrets.core import (
     sys_leases,
     sys_mounts,
     sys_policy,
+    sys_remount,
     sys_wrapping,
 )
 from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
@@ -33,6 +34,7 @@ class SystemBackend:
         "audit/*",
         "auth/*",
         "rotate",
+        "remount",
         "rotate/keyring",
         "leases/revoke-prefix/*",
         "leases/revoke-force/*",
@@ -51,6 +53,7 @@ class SystemBackend:
             sys_audit,
             sys_keys,
             sys_internal,
+            sys_remount,
             sys_wrapping,
         ):
             routes.extend(module.routes(services))

@@ -140,6 +140,24 @@ SESSIONS = [
         ],
     ),
     Session(
+        "secrets-move",
+        [
+            bao("secrets", "enable", "-path=old", "kv-v2"),
+            bao("kv", "put", "old/a", "x=1"),
+            bao("secrets", "move", "old", "new"),
+            bao("kv", "get", "new/a"),
+            bao("kv", "get", "old/a"),
+            bao("secrets", "move", "nope", "x"),
+            bao("secrets", "move", "new", "secret"),
+            bao("secrets", "move", "new", "sys/x"),
+            bao("secrets", "list"),
+            bao("auth", "enable", "approle"),
+            bao("auth", "move", "auth/approle", "auth/robots"),
+            bao("auth", "list"),
+            bao("secrets", "move", "auth/robots", "kv9"),
+        ],
+    ),
+    Session(
         "generate-root",
         [
             bao("operator", "generate-root", "-status", ignore_lines=OTP_LENGTH),
