@@ -51,6 +51,7 @@ from socle.secrets.core.fields import (
     parse_str_map,
     rfc3339,
 )
+from socle.secrets.core.help import synopses
 
 NAME = r"(?P<name>\w(?:[\w.-]*\w)?)"
 INVALID = "invalid role or secret ID"
@@ -124,6 +125,9 @@ class AppRoleBackend:
         ]
 
     # -- Backend protocol ---------------------------------------------------------------
+
+    def help_routes(self) -> list[tuple[str, str]]:
+        return synopses((regex.pattern, handlers) for regex, handlers in self._routes)
 
     async def handle(self, request: Request) -> Response:
         for regex, handlers in self._routes:

@@ -129,6 +129,8 @@ class VaultHTTP:
         pipeline = self._core.pipeline
         if pipeline is None:
             raise SealedError()
+        if operation is Operation.READ and query.get("help", "").lower() in ("true", "1"):
+            return await pipeline.help(path, token)
         if operation in (Operation.READ, Operation.LIST):
             data: dict[str, Any] = {k: v for k, v in query.items() if k != "list"}
         else:

@@ -31,6 +31,7 @@ from socle.secrets.core.fields import (
     parse_str_list,
     parse_str_map,
 )
+from socle.secrets.core.help import render as render_help
 from socle.secrets.core.router import Mounted
 from socle.secrets.core.services import Services
 from socle.secrets.core.tokens import TokenParams
@@ -190,6 +191,24 @@ class Pipeline:
                 # the header token *is* the wrapping token: Vault says why it cannot unwrap
                 raise SecretsError(400, INVALID_WRAPPING_TOKEN) from None
             raise
+
+    async def help(self, path: str, token: str) -> Outcome:
+        """``GET PATH?help=1`` (``bao path-help``): the mount's help text. Needs a token with
+        some capability on the path (root has all); reads and changes nothing."""
+        match = self.s.router.match(path)
+        if match is None:
+            return Outcome(
+                404, {"errors": [f'no handler for route "{path}". route entry not found.']}
+            )
+        mounted, relative = match
+        try:
+            caller = await authenticate(self.s, token)
+        except SecretsError as exc:
+            return error_outcome(exc)
+        if not caller.acl.capabilities(path):
+            return error_outcome(PermissionDenied())
+        text = render_help(mounted.backend, relative)
+        return Outcome(200, {"help": text, "openapi": None, "see_also": None})
 
     def _refused(self, request: CoreRequest, mounted: Mounted | None, exc: SecretsError) -> Outcome:
         audit = self.s.audit

@@ -22,6 +22,7 @@ from socle.secrets.core import (
     sys_wrapping,
 )
 from socle.secrets.core.context import CoreRequest, CoreRoute, dispatch
+from socle.secrets.core.help import synopses
 from socle.secrets.core.services import Services
 
 
@@ -61,3 +62,6 @@ class SystemBackend:
 
     async def handle_core(self, request: CoreRequest) -> Response:
         return await dispatch(self._routes, request)
+
+    def help_routes(self) -> list[tuple[str, str]]:
+        return synopses((route.pattern, route.handlers) for route in self._routes)

@@ -27,6 +27,7 @@ from socle.secrets.core.fields import (
     parse_str_list,
     parse_str_map,
 )
+from socle.secrets.core.help import synopses
 from socle.secrets.core.services import Services
 from socle.secrets.core.token_roles import TokenRole, TokenRoles, apply_role
 from socle.secrets.core.tokens import TokenEntry, TokenParams
@@ -64,6 +65,9 @@ class TokenBackend:
 
     async def handle_core(self, request: CoreRequest) -> Response:
         return await dispatch(self._routes, request)
+
+    def help_routes(self) -> list[tuple[str, str]]:
+        return synopses((route.pattern, route.handlers) for route in self._routes)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -60,6 +60,10 @@ class Router:
         self._routes = routes
         self._not_found = not_found
 
+    @property
+    def routes(self) -> list[Route]:
+        return list(self._routes)
+
     def _match(self, path: str) -> tuple[Route, Params]:
         for route in self._routes:
             match = route.regex.fullmatch(path)
@@ -101,6 +105,16 @@ class RoutedBackend:
 
     async def exists(self, request: Request) -> bool:
         return await self._router.exists(request)
+
+    def help_routes(self) -> list[tuple[str, str]]:
+        """(pattern, synopsis) of each route, for ``path-help``."""
+        out = []
+        for route in self._router.routes:
+            doc = next((h.__doc__ for h in route.handlers.values() if h.__doc__), None)
+            verbs = sorted({op.value for op in route.handlers})
+            synopsis = doc.strip().splitlines()[0] if doc else "Operations: " + ", ".join(verbs)
+            out.append((route.pattern, synopsis))
+        return out
 
 
 def handlers(
