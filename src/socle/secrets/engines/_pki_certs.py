@@ -117,6 +117,13 @@ class Issuer:
         self.key: PrivateKey = load_private_key(raw["private_key"])
         self.pem = cert_pem(self.cert)
         self.serial = normalize_serial(colon_serial(self.cert.serial_number))
+        self.parents = [x509.load_pem_x509_certificate(p.encode()) for p in raw.get("chain", [])]
+        """The certificates above this CA, nearest first (empty for a root)."""
+
+    @property
+    def chain(self) -> list[x509.Certificate]:
+        """This CA and every certificate above it: what a client needs to reach a root."""
+        return [self.cert, *self.parents]
 
     @property
     def not_after(self) -> float:
@@ -189,6 +196,56 @@ def build_root(
     )
     builder = _add_urls(builder, urls)
     return builder.sign(key, signature_hash(key))
+
+
+def build_csr(key: PrivateKey, subject: Subject) -> x509.CertificateSigningRequest:
+    """An intermediate CA's request: its name and key, asking to be a CA."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(subject.name())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, signature_hash(key))
+    )
+
+
+def sign_intermediate(
+    public: PublicKey,
+    name: x509.Name,
+    issuer: Issuer,
+    not_before: float,
+    not_after: float,
+    max_path_length: int,
+    urls: Urls | None = None,
+) -> x509.Certificate:
+    """A CA certificate for ``public`` signed by ``issuer`` (``root/sign-intermediate``).
+
+    The path length is the one asked, else one less than the issuer's (a CA cannot allow
+    more below it than it is allowed itself)."""
+    parent = issuer.cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    if parent.path_length == 0:
+        raise CertError("the issuing CA has a path length of 0: it cannot sign another CA")
+    allowed = None if parent.path_length is None else parent.path_length - 1
+    length = allowed if max_path_length < 0 else max_path_length
+    if allowed is not None and length is not None and length > allowed:
+        length = allowed
+    ca_ski = issuer.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_utc(not_before))
+        .not_valid_after(_utc(not_after))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=length), critical=True)
+        .add_extension(_key_usage(digital_signature=True, cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+    )
+    builder = _add_urls(builder, urls)
+    return builder.sign(issuer.key, signature_hash(issuer.key))
 
 
 @dataclass

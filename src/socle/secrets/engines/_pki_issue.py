@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -184,8 +185,10 @@ def certificate_response(
     ca_cert: x509.Certificate,
     form: str,
     private_key: tuple[str, str] | None = None,
+    parents: Sequence[x509.Certificate] = (),
 ) -> dict[str, Any]:
-    """The ``issue``/``sign`` data block; ``private_key`` is (pem, type) for ``issue``."""
+    """The ``issue``/``sign`` data block; ``private_key`` is (pem, type) for ``issue``;
+    ``parents``: the certificates above the issuing CA (an intermediate's chain)."""
     ca_text = encode_cert(ca_cert, form)
     certificate = encode_cert(cert, form)
     body: dict[str, Any] = {
@@ -193,7 +196,7 @@ def certificate_response(
         "expiration": int(cert.not_valid_after_utc.timestamp()),
         "not_before": int(cert.not_valid_before_utc.timestamp()),
         "issuing_ca": ca_text,
-        "ca_chain": [ca_text],
+        "ca_chain": [ca_text, *(encode_cert(p, form) for p in parents)],
     }
     if private_key is not None:
         pem, key_type = private_key

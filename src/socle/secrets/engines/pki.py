@@ -1,6 +1,11 @@
 """PKI: a certificate authority per mount, with Vault's paths and response shapes.
 
     root/generate/internal|exported   self-signed CA (exported also returns the key)
+    intermediate/generate/internal|exported   a key and a CSR for this mount to become an
+                                      intermediate CA (the key waits as ``pending``)
+    root/sign-intermediate            this CA signs another mount's (or anyone's) CA CSR
+    intermediate/set-signed           install the signed certificate (+ its chain) as the
+                                      CA: ``ca_chain`` and issued certificates carry the chain
     root (DELETE)                     forget the CA (issued certificates stay listed)
     config/urls, config/crl           AIA/CDP URLs put in certificates; CRL lifetime
     roles (LIST), roles/<name>        what a role may issue
@@ -11,8 +16,10 @@
     tidy                              drop certificates expired beyond a safety buffer
 
 One issuer per mount (Vault's multi-issuer API is not implemented). Storage: ``ca`` (the CA
-certificate and its private key), ``role/<name>``, ``certs/<serial>``, ``revoked/<serial>``
-and the signed ``crl``; private keys of issued certificates are never stored.
+certificate, its private key and, for an intermediate, the chain above it), ``pending`` (an
+intermediate key waiting for its certificate), ``role/<name>``, ``certs/<serial>``,
+``revoked/<serial>`` and the signed ``crl``; private keys of issued certificates are never
+stored.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 
 from socle.secrets.backend import (
     Backend,
@@ -51,7 +59,13 @@ from socle.secrets.engines._framework import (
     rfc3339,
     system_clock,
 )
-from socle.secrets.engines._params import get_duration, get_int, get_str, get_str_list
+from socle.secrets.engines._params import (
+    get_bool,
+    get_duration,
+    get_int,
+    get_str,
+    get_str_list,
+)
 from socle.secrets.engines._pki_certs import (
     CertError,
     Issuer,
@@ -59,14 +73,17 @@ from socle.secrets.engines._pki_certs import (
     PublicKey,
     Subject,
     Urls,
+    build_csr,
     build_root,
     cert_pem,
     colon_serial,
     generate_key,
     issue_leaf,
     key_type_of,
+    load_private_key,
     normalize_serial,
     private_key_pem,
+    sign_intermediate,
 )
 from socle.secrets.engines._pki_crl import CrlStore, raw_crl
 from socle.secrets.engines._pki_roles import PkiRole
@@ -104,6 +121,12 @@ class PkiBackend(RoutedBackend):
                     handlers(write=self._root_generate),
                 ),
                 Route("root", handlers(delete=self._root_delete)),
+                Route(
+                    r"intermediate/generate/(?P<kind>internal|exported)",
+                    handlers(write=self._intermediate_generate),
+                ),
+                Route("root/sign-intermediate", handlers(write=self._sign_intermediate)),
+                Route("intermediate/set-signed", handlers(write=self._set_signed)),
                 Route("config/urls", handlers(read=self._urls_read, write=self._urls_write)),
                 Route("config/crl", handlers(read=crl.config_read, write=crl.config_write)),
                 Route(r"roles/?", handlers(list_=self._roles_list)),
@@ -243,6 +266,170 @@ class PkiBackend(RoutedBackend):
             body["private_key_type"] = key_type_of(key)
         return Response(data=body, warnings=warnings)
 
+    # -- intermediate -----------------------------------------------------------------
+
+    def _subject(self, data: dict[str, Any], common_name: str) -> Subject:
+        subject = Subject(
+            common_name,
+            get_str_list(data, "organization") or [],
+            get_str_list(data, "ou") or [],
+            get_str_list(data, "country") or [],
+        )
+        subject.name()  # a bad subject is refused before any key is made
+        return subject
+
+    async def _intermediate_generate(self, request: Request, params: Params) -> Response:
+        """Make a key and a CSR for this mount to become an intermediate CA."""
+        data = request.data
+        subject = self._subject(data, get_str(data, "common_name"))
+        key_type = get_str(data, "key_type", "rsa") or "rsa"
+        key = await asyncio.to_thread(generate_key, key_type, get_int(data, "key_bits"))
+        csr = build_csr(key, subject)
+        key_id = str(uuid.uuid4())
+        async with self._lock:
+            await put_json(
+                self._storage,
+                "pending",
+                {
+                    "private_key": private_key_pem(key, "pkcs8"),
+                    "key_id": key_id,
+                    "key_name": get_str(data, "key_name"),
+                },
+            )
+        body: dict[str, Any] = {
+            "csr": csr.public_bytes(serialization.Encoding.PEM).decode().strip(),
+            "key_id": key_id,
+        }
+        if params["kind"] == "exported":
+            body["private_key"] = private_key_pem(key)
+            body["private_key_type"] = key_type_of(key)
+        return Response(data=body)
+
+    async def _sign_intermediate(self, request: Request, params: Params) -> Response:
+        """Sign a CA certificate request with this mount's CA."""
+        data = request.data
+        form = issuing.check_format(data)
+        csr_text = get_str(data, "csr")
+        if not csr_text.strip():
+            raise SecretsError(400, "csr contains no data")
+        try:
+            csr = x509.load_pem_x509_csr(csr_text.encode())
+        except ValueError:
+            raise SecretsError(400, "certificate request could not be parsed") from None
+        if not csr.is_signature_valid:
+            raise SecretsError(400, "request signature invalid")
+        public = csr.public_key()
+        if not isinstance(
+            public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+        ):
+            raise SecretsError(400, "unsupported key type in the certificate request")
+        common_name = get_str(data, "common_name")
+        use_csr = get_bool(data, "use_csr_values")
+        if common_name and not use_csr:
+            name = self._subject(data, common_name).name()
+        else:
+            name = csr.subject
+        if not name.get_attributes_for_oid(NameOID.COMMON_NAME):
+            raise SecretsError(400, "the common_name field is required (or in the CSR)")
+        ca = await self._require_ca()
+        _, maximum = self._mount_ttls()
+        now = self._now()
+        ttl = get_duration(data, "ttl") or maximum
+        warnings: list[str] = []
+        if ttl > maximum:
+            warnings.append(
+                f'TTL "{go_duration(ttl)}" is longer than permitted maxTTL '
+                f'"{go_duration(maximum)}", so maxTTL is being used'
+            )
+            ttl = maximum
+        not_after = now + ttl
+        if not_after > ca.not_after:
+            warnings.append(
+                "The expiration time for the signed certificate was after the CA's expiration "
+                "time; it expires with the CA instead"
+            )
+            not_after = ca.not_after
+        cert = sign_intermediate(
+            public,
+            name,
+            ca,
+            now - 30,
+            not_after,
+            get_int(data, "max_path_length", -1),
+            await self._urls(),
+        )
+        await self._store_cert(cert)
+        body = issuing.certificate_response(cert, ca.cert, form, parents=ca.parents)
+        return Response(data=body, warnings=warnings)
+
+    async def _set_signed(self, request: Request, params: Params) -> Response:
+        """Install the signed intermediate certificate (and the chain after it)."""
+        text = get_str(request.data, "certificate")
+        async with self._lock:
+            pending = await get_json(self._storage, "pending")
+            if pending is None:
+                raise SecretsError(
+                    400,
+                    "no pending intermediate key on this mount: "
+                    "write intermediate/generate/internal first",
+                )
+            try:
+                certs = x509.load_pem_x509_certificates(text.encode()) if text.strip() else []
+            except ValueError:
+                raise SecretsError(400, "the certificate could not be parsed as PEM") from None
+            if not certs:
+                raise SecretsError(400, "no certificate was given")
+            cert, *chain = certs
+            if await self._ca() is not None:
+                raise SecretsError(
+                    400,
+                    "a CA is already configured on this mount; delete it first "
+                    f"(DELETE {self._mount.path}root) to install an intermediate",
+                )
+            key = load_private_key(pending["private_key"])
+            if cert.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ) != key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ):
+                raise SecretsError(
+                    400, "the certificate is not for this mount's pending intermediate key"
+                )
+            try:
+                constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+            except x509.ExtensionNotFound:
+                constraints = None
+            if constraints is None or not constraints.value.ca:
+                raise SecretsError(400, "the certificate is not a CA certificate")
+            issuer_id = str(uuid.uuid4())
+            await put_json(
+                self._storage,
+                "ca",
+                {
+                    "certificate": cert_pem(cert),
+                    "private_key": pending["private_key"],
+                    "issuer_id": issuer_id,
+                    "key_id": pending["key_id"],
+                    "issuer_name": "",
+                    "key_name": pending.get("key_name", ""),
+                    "chain": [cert_pem(c) for c in chain],
+                },
+            )
+            await self._storage.delete("pending")
+            await self._store_cert(cert)
+            issuer = await self._ca()
+            assert issuer is not None
+            await self._crl.rebuild(issuer)
+        return Response(
+            data={
+                "existing_issuers": None,
+                "existing_keys": None,
+                "imported_issuers": [issuer_id],
+                "imported_keys": None,
+                "mapping": {issuer_id: pending["key_id"]},
+            }
+        )
+
     async def _root_delete(self, request: Request, params: Params) -> Response:
         async with self._lock:
             await self._storage.delete("ca")
@@ -333,7 +520,9 @@ class PkiBackend(RoutedBackend):
         key = await asyncio.to_thread(generate_key, role.key_type, role.key_bits)
         cert = await self._sign_leaf(role, names, key.public_key(), not_before, not_after, ca)
         pem = private_key_pem(key, "pkcs8" if key_format == "pkcs8" else "")
-        body = issuing.certificate_response(cert, ca.cert, form, (pem, key_type_of(key)))
+        body = issuing.certificate_response(
+            cert, ca.cert, form, (pem, key_type_of(key)), ca.parents
+        )
         return Response(data=body, warnings=warnings)
 
     async def _sign(self, request: Request, params: Params) -> Response:
@@ -356,7 +545,10 @@ class PkiBackend(RoutedBackend):
             role, data, self._now(), ca.not_after, *self._mount_ttls()
         )
         cert = await self._sign_leaf(role, names, public, not_before, not_after, ca)
-        return Response(data=issuing.certificate_response(cert, ca.cert, form), warnings=warnings)
+        return Response(
+            data=issuing.certificate_response(cert, ca.cert, form, parents=ca.parents),
+            warnings=warnings,
+        )
 
     async def _sign_leaf(
         self,
@@ -397,7 +589,8 @@ class PkiBackend(RoutedBackend):
             return Response(data={"certificate": pem.strip()})
         if serial == "ca_chain":
             ca = await self._require_ca()
-            return Response(data={"certificate": ca.pem, "ca_chain": [ca.pem]})
+            pems = [cert_pem(c) for c in ca.chain]
+            return Response(data={"certificate": "\n".join(pems), "ca_chain": pems})
         if serial == "ca":
             ca = await self._require_ca()
             if raw:
@@ -434,8 +627,9 @@ class PkiBackend(RoutedBackend):
         ca = await self._ca()
         if ca is None:
             return Response(status=204)
+        chain = "\n".join(cert_pem(c) for c in ca.chain)
         return Response(
-            raw_body=(ca.pem + "\n").encode(), content_type="application/pem-certificate-chain"
+            raw_body=(chain + "\n").encode(), content_type="application/pem-certificate-chain"
         )
 
 
