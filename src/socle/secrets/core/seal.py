@@ -95,7 +95,7 @@ class SealManager:
     def __init__(self, barrier: Barrier) -> None:
         self._barrier = barrier
         self.config: SealConfig | None = None
-        self._parts: list[bytes] = []
+        self._quorum: ShareQuorum | None = None
         self._nonce = ""
 
     async def load(self) -> None:
@@ -145,7 +145,7 @@ class SealManager:
         self.config = result.config
 
     def reset(self) -> None:
-        self._parts = []
+        self._quorum = None
         self._nonce = ""
 
     async def submit(self, share: bytes) -> bool:
@@ -158,19 +158,17 @@ class SealManager:
             raise SecretsError(400, "Vault is not initialized")
         if not self._barrier.sealed:
             return True
-        if any(hmac.compare_digest(part, share) for part in self._parts):
-            return False
-        if not self._nonce:
+        if self._quorum is None:
+            self._quorum = ShareQuorum(self.config.secret_threshold)
             self._nonce = str(uuid.uuid4())
-        self._parts.append(share)
-        if len(self._parts) < self.config.secret_threshold:
+        if not self._quorum.add(share):
             return False
-        parts, self._parts = self._parts, []
+        quorum, self._quorum = self._quorum, None
         self._nonce = ""
         # Shares of another split can repeat an x coordinate (1 in 255 per pair): that is a
         # wrong combination like any other, not a different error.
         try:
-            key = parts[0] if len(parts) == 1 else shamir.combine(parts)
+            key = quorum.take_key()
             await self._barrier.unlock(key)
         except (ValueError, InvalidUnsealKey):
             raise SecretsError(
@@ -187,7 +185,7 @@ class SealManager:
             "sealed": self._barrier.sealed,
             "t": config.secret_threshold if config else 0,
             "n": config.secret_shares if config else 0,
-            "progress": len(self._parts),
+            "progress": self._quorum.progress if self._quorum else 0,
             "nonce": self._nonce,
             "version": __version__,
             "commit_date": BUILD_DATE,

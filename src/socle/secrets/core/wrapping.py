@@ -88,6 +88,7 @@ class Wrapping:
         )
         token, entry, _ = await self._tokens.create(params, None)
         now = entry.creation_time
+        ttl = entry.creation_ttl  # what the token store granted (capped at the system max)
         info = {
             "creation_path": creation_path,
             "creation_time": rfc3339(now),

@@ -217,3 +217,25 @@ def test_bao_cli_wrap_ttl_and_unwrap(server: VaultServer) -> None:
         table.returncode == 0
         and "wrapping_token_creation_path:    secret/data/app/db" in table.stdout
     )
+
+
+def test_a_wrapped_response_survives_a_restart(
+    vault_server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    first = vault_server_factory()
+    info = _call(first, "POST", "sys/wrapping/wrap", wrap="10m", body={"k": "v"}).json()
+    token = info["wrap_info"]["token"]
+    first.stop()
+    second = vault_server_factory(previous=first)
+    out = _call(second, "POST", "sys/wrapping/unwrap", body={"token": token})
+    assert out.status_code == 200 and out.json()["data"] == {"k": "v"}
+
+
+def test_wrap_ttl_beyond_the_system_max_reports_what_was_granted(server: VaultServer) -> None:
+    info = _call(server, "POST", "sys/wrapping/wrap", wrap="10000h", body={"k": "v"}).json()
+    ttl = info["wrap_info"]["ttl"]
+    assert ttl == 32 * 24 * 3600  # the token store's maximum, not a TTL it will not honour
+    looked = _call(
+        server, "POST", "sys/wrapping/lookup", token="", body={"token": info["wrap_info"]["token"]}
+    )
+    assert looked.json()["data"]["creation_ttl"] == ttl
