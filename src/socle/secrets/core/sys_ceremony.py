@@ -5,7 +5,8 @@ exist for the day no root token is left. ``sys/generate-root/attempt|update`` an
 ``sys/rekey/init|update`` answer flat JSON objects. OpenBao's CLI asks
 ``sys/generate-root-token/attempt|update`` instead, an authenticated path with the usual
 envelope; it is served too, for a token with ``sudo`` on it, over the same attempt.
-Everything here needs the engine unsealed (the shares are checked against the stored root
+Vault's paths are not audited (as in Vault: they run before the request pipeline);
+OpenBao's are. Everything here needs the engine unsealed (the shares are checked against the stored root
 key, and the new root token or root key wrap is written behind the barrier).
 """
 
@@ -15,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from socle.secrets.backend import Operation, SecretsError
+from socle.secrets.core.audit import AuditEvent
 from socle.secrets.core.errors import PermissionDenied, SealedError
 from socle.secrets.core.fields import parse_bool, parse_int, parse_str, parse_str_list
 from socle.secrets.core.pipeline import Outcome, authenticate, new_request_id
@@ -121,6 +123,10 @@ def _authenticated(
     handler: Callable[[SecretsCore, str, Mapping[str, str], BodyReader, str], Awaitable[Outcome]],
     path: str,
 ) -> Callable[[SecretsCore, str, Mapping[str, str], BodyReader, str], Awaitable[Outcome]]:
+    """OpenBao's spelling: a token with ``sudo`` on ``path``, the usual envelope, and
+    audited like any logical request (fail closed; the OTP and the encoded token are
+    HMAC'd in the log like every response value)."""
+
     async def wrapped(
         core: SecretsCore, method: str, query: Mapping[str, str], body: BodyReader, token: str
     ) -> Outcome:
@@ -131,17 +137,51 @@ def _authenticated(
         )
         if not caller.acl.allows(path, operation, sudo=True):
             raise PermissionDenied()
-        outcome = await handler(core, method, query, body, token)
-        if outcome.body is None:
+        data = await body() if method in ("PUT", "POST") else {}
+
+        async def cached() -> dict[str, Any]:
+            return data
+
+        request_id = new_request_id()
+        event = None
+        if services.audit.enabled:
+            system = services.router.get("sys/")
+            event = AuditEvent(
+                caller,
+                {
+                    "id": request_id,
+                    "operation": operation.value,
+                    "mount_point": "sys/",
+                    "mount_type": "system",
+                    "mount_accessor": system.entry.accessor if system else "",
+                    "client_token": caller.token,
+                    "client_token_accessor": caller.entry.accessor if caller.entry else "",
+                    "namespace": {"id": "root"},
+                    "path": path,
+                    "data": data or None,
+                    "remote_address": "",
+                },
+            )
+            services.audit.log_request(event)
+        try:
+            outcome = await handler(core, method, query, cached, token)
+        except SecretsError as exc:
+            if event is not None:
+                services.audit.log_response(event, error="; ".join(exc.errors))
+            raise
+        shaped = None if outcome.body is None else _openbao_shape(outcome.body)
+        if event is not None:
+            services.audit.log_response(event, response={"data": shaped})
+        if shaped is None:
             return outcome
         return Outcome(
             outcome.status,
             {
-                "request_id": new_request_id(),
+                "request_id": request_id,
                 "lease_id": "",
                 "renewable": False,
                 "lease_duration": 0,
-                "data": _openbao_shape(outcome.body),
+                "data": shaped,
                 "wrap_info": None,
                 "warnings": None,
                 "auth": None,

@@ -184,3 +184,38 @@ def test_bao_cli_rekey_and_key_status(vault_server: VaultServer) -> None:
     assert final is not None and len(final["keys_base64"]) == 3
     status = _bao(vault_server, "operator", "key-status")
     assert status.returncode == 0 and "Key Term" in status.stdout
+
+
+def test_openbao_generate_root_token_path_is_authenticated_and_audited(
+    vault_server: VaultServer, tmp_path: Path
+) -> None:
+    log_file = tmp_path / "audit.log"
+    vault_server.client().sys.enable_audit_device("file", options={"file_path": str(log_file)})
+    url = f"{vault_server.url}/v1/sys/generate-root-token"
+    assert httpx.get(f"{url}/attempt", timeout=10).status_code == 403  # no token
+    headers = {"X-Vault-Token": vault_server.root_token}
+    started = httpx.put(f"{url}/attempt", headers=headers, json={}, timeout=10).json()["data"]
+    assert set(started) == {
+        "complete",
+        "nonce",
+        "otp",
+        "otp_length",
+        "pgp_fingerprint",
+        "progress",
+        "required",
+        "started",
+    }
+    otp, nonce = started["otp"], started["nonce"]
+    done = {}
+    for key in vault_server.unseal_keys[:3]:
+        step = httpx.put(
+            f"{url}/update", headers=headers, json={"key": key, "nonce": nonce}, timeout=10
+        )
+        assert step.status_code == 200, step.text
+        done = step.json()["data"]
+    assert done["complete"] is True
+    token = xor_decode(done["encoded_token"], otp)
+    text = log_file.read_text()
+    for secret in (otp, done["encoded_token"], token, *vault_server.unseal_keys[:3]):
+        assert secret not in text
+    assert '"path":"sys/generate-root-token/update"' in text.replace(" ", "")
