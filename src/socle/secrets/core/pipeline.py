@@ -279,6 +279,8 @@ class Pipeline:
             logged["auth"] = sent.get("auth")
             if sent.get("wrap_info"):
                 logged["wrap_info"] = sent["wrap_info"]
+            elif request.wrap_ttl and (sent.get("data") is not None or sent.get("auth")):
+                return await self._wrap(request, sent, logged)  # unwrap into a new wrapping
             return Outcome(response.status or 200, sent), logged
         if response.raw_body is not None:
             logged["data"] = None

@@ -239,3 +239,17 @@ def test_wrap_ttl_beyond_the_system_max_reports_what_was_granted(server: VaultSe
         server, "POST", "sys/wrapping/lookup", token="", body={"token": info["wrap_info"]["token"]}
     )
     assert looked.json()["data"]["creation_ttl"] == ttl
+
+
+def test_unwrap_can_itself_be_wrapped(server: VaultServer) -> None:
+    first = _call(server, "POST", "sys/wrapping/wrap", wrap="60", body={"k": "v"}).json()
+    again = _call(
+        server,
+        "POST",
+        "sys/wrapping/unwrap",
+        wrap="60",
+        body={"token": first["wrap_info"]["token"]},
+    ).json()
+    assert again["data"] is None and again["wrap_info"]["creation_path"] == "sys/wrapping/unwrap"
+    out = _call(server, "POST", "sys/wrapping/unwrap", body={"token": again["wrap_info"]["token"]})
+    assert out.json()["data"] == {"k": "v"}
