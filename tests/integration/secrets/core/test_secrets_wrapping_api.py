@@ -253,3 +253,27 @@ def test_unwrap_can_itself_be_wrapped(server: VaultServer) -> None:
     assert again["data"] is None and again["wrap_info"]["creation_path"] == "sys/wrapping/unwrap"
     out = _call(server, "POST", "sys/wrapping/unwrap", body={"token": again["wrap_info"]["token"]})
     assert out.json()["data"] == {"k": "v"}
+
+
+def test_approle_secret_id_delivered_wrapped(server: VaultServer) -> None:
+    """The textbook use: a CI system gets a wrapped secret-id, the app unwraps and logs in."""
+    root = server.client()
+    root.sys.enable_auth_method("approle")
+    root.write("auth/approle/role/app", token_policies="default")
+    role_id = root.read("auth/approle/role/app/role-id")["data"]["role_id"]
+    wrapped = _call(server, "POST", "auth/approle/role/app/secret-id", wrap="120", body={})
+    assert wrapped.status_code == 200, wrapped.text
+    info = wrapped.json()["wrap_info"]
+    assert info["creation_path"] == "auth/approle/role/app/secret-id"
+    secret = _call(server, "POST", "sys/wrapping/unwrap", token=info["token"]).json()["data"]
+    login = server.client("").auth.approle.login(role_id, secret["secret_id"])
+    assert login["auth"]["client_token"]
+    wrapped_login = _call(
+        server,
+        "POST",
+        "auth/approle/login",
+        token="",
+        wrap="60",
+        body={"role_id": role_id, "secret_id": secret["secret_id"]},
+    ).json()
+    assert wrapped_login["auth"] is None and wrapped_login["wrap_info"]["wrapped_accessor"]
