@@ -36,6 +36,7 @@ from tests.integration.secrets.bao_cli.harness import (
 
 READER = 'path "secret/*" { capabilities = ["read"] }\n'
 BATCH_TOKEN = (r"^(<token#\d+>|b\.|hvb\.)",)  # a random blob, partly normalised
+WAITING = (r"^Waiting for terminal status",)
 OTP_LENGTH = (r"OTP Length", r"the length of the OTP string needs to be", r'"otp_length"')
 
 SESSIONS = [
@@ -147,7 +148,9 @@ SESSIONS = [
         [
             bao("secrets", "enable", "-path=old", "kv-v2"),
             bao("kv", "put", "old/a", "x=1"),
-            bao("secrets", "move", "old", "new"),
+            # OpenBao prints "Waiting for terminal status" when its background migration is
+            # not done at the CLI's first poll (timing); Socle's move is done when answered.
+            bao("secrets", "move", "old", "new", ignore_lines=WAITING),
             bao("kv", "get", "new/a"),
             bao("kv", "get", "old/a"),
             bao("secrets", "move", "nope", "x"),
@@ -155,7 +158,7 @@ SESSIONS = [
             bao("secrets", "move", "new", "sys/x"),
             bao("secrets", "list"),
             bao("auth", "enable", "approle"),
-            bao("auth", "move", "auth/approle", "auth/robots"),
+            bao("auth", "move", "auth/approle", "auth/robots", ignore_lines=WAITING),
             bao("auth", "list"),
             bao("secrets", "move", "auth/robots", "kv9"),
         ],
@@ -180,17 +183,18 @@ SESSIONS = [
 ]
 
 
-def _known(token: str) -> dict[str, str]:
-    return {"root": token} if len(token) > len("root") else {}
+def _known(variables: dict[str, str]) -> dict[str, str]:
+    """The session's variables, but not a root token as short as a word ("root")."""
+    return {name: value for name, value in variables.items() if len(value) > len("root")}
 
 
 @pytest.mark.parametrize("session", SESSIONS, ids=[s.name for s in SESSIONS])
 def test_operator_session(peers: Peers, session: Session) -> None:
-    theirs = run_steps(peers.binary, peers.openbao, session.steps)
-    ours = run_steps(peers.binary, peers.socle, session.steps)
+    theirs, their_vars = run_steps(peers.binary, peers.openbao, session.steps)
+    ours, our_vars = run_steps(peers.binary, peers.socle, session.steps)
     reports = differences(
         session,
-        normalise_all(session.steps, theirs, _known(peers.openbao.token)),
-        normalise_all(session.steps, ours, _known(peers.socle.token)),
+        normalise_all(session.steps, theirs, _known(their_vars)),
+        normalise_all(session.steps, ours, _known(our_vars)),
     )
     assert not reports, "\n\n".join(reports)
