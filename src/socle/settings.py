@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     port 0 picks a free port (recorded in ``server.json``). Instances get it as
     ``SOCLE_DNS``."""
 
+    ingress: bool = True
+    """Run the ingress (nginx) as the HTTP entry point to the apps."""
+
+    ingress_http: str = "127.0.0.1:8080"
+    """Where the ingress answers plain HTTP (``0.0.0.0:80`` for the world, as root)."""
+
+    ingress_https: str = "127.0.0.1:8443"
+    """Where the ingress answers HTTPS (TLS routes)."""
+
+    nginx: Path = Path("/usr/sbin/nginx")
+    """The nginx binary the ingress runs."""
+
     max_connections: int = Field(default=2048, ge=16, le=16384)
     """Connections the API serves at once; more wait in the listen backlog. Idle
     keep-alive connections are closed after ``header_timeout``, so they cannot hold
@@ -202,7 +214,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "listen", "consul_listen", "dns_listen", "prometheus_listen", "alertmanager_listen"
+        "listen",
+        "consul_listen",
+        "dns_listen",
+        "prometheus_listen",
+        "alertmanager_listen",
+        "ingress_http",
+        "ingress_https",
     )
     @classmethod
     def _check_listen(cls, value: str) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.socle_fixture import SocleServer
+from tests.e2e.socle_fixture import SocleServer, free_port
 
 
 @pytest.fixture
@@ -21,6 +21,8 @@ def socle_env(tmp_path: Path) -> dict[str, str]:
     # cores, only the tests of observe (tests/e2e/test_observe.py) turn them on.
     env["SOCLE_PROMETHEUS"] = "off"
     env["SOCLE_ALERTMANAGER"] = "off"
+    env["SOCLE_INGRESS_HTTP"] = f"127.0.0.1:{free_port()}"
+    env["SOCLE_INGRESS_HTTPS"] = f"127.0.0.1:{free_port()}"
     return env
 
 

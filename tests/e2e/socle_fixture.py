@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -54,7 +55,29 @@ def processes_under(home: Path) -> list[int]:
             continue
         if needle in cmdline or cwd.startswith(needle):
             found.append(int(entry.name))
+    return found + children_of(set(found))
+
+
+def children_of(parents: set[int]) -> list[int]:
+    """PIDs whose parent is in ``parents`` (nginx workers do not name the home)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid in parents and int(entry.name) not in parents:
+            found.append(int(entry.name))
     return found
+
+
+def free_port() -> int:
+    """A loopback TCP port free right now (the ingress of each test server gets its own)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -10,6 +10,7 @@ from fastapi import Request
 from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
+from socle.network.ingress import Ingress
 from socle.network.registry import ServiceRegistry
 from socle.observe.logs.service import LogService
 from socle.observe.service import Observe
@@ -33,6 +34,8 @@ class ApiContext:
     """Backups on request (``POST /api/v1/backups``); None: not offered."""
     redact: Redactor = field(default_factory=Redactor)
     """Masks resolved secret values in every message the API returns."""
+    ingress: Callable[[], Ingress | None] = field(default=lambda: None)
+    """The ingress (nginx) if it runs: routes, upstreams and stable app URLs."""
     registry: ServiceRegistry | None = None
     """The service registry (``/api/v1/services``); None: not offered."""
     logs: LogService | None = None

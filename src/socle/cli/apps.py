@@ -18,7 +18,7 @@ import click
 
 from socle.cli.client import Client, server_url
 from socle.cli.output import console, err_console, json_option, print_json, safe
-from socle.cli.render import print_history, print_plan, print_status
+from socle.cli.render import app_urls, print_history, print_plan, print_status
 from socle.errors import ConfigError, ManifestError, Problem, ServerNotRunning, SocleError
 from socle.fs import open_private_append, private_dir, write_private
 from socle.model.status import (
@@ -171,7 +171,14 @@ def _repo_files(repo: str | None) -> Iterator[None]:
 
 
 def _apply(
-    client: Client, body: dict[str, Any], *, yes: bool, wait: bool, as_json: bool, endpoint: str
+    client: Client,
+    body: dict[str, Any],
+    *,
+    yes: bool,
+    wait: bool,
+    as_json: bool,
+    endpoint: str,
+    quiet_urls: bool = False,
 ) -> int:
     with _repo_files(body.get("path")):
         return _apply_in(client, body, yes=yes, wait=wait, as_json=as_json, endpoint=endpoint)
@@ -211,7 +218,12 @@ def _apply_in(
     if as_json:
         print_json(final)
         return 0 if final["status"] == RevisionStatus.SUCCEEDED else 1
-    return _report_revision(final)
+    code = _report_revision(final)
+    if code == 0 and endpoint == "apply" and not quiet_urls:
+        for name, url in app_urls(client.call("GET", "/api/v1/status")):
+            if url:
+                console.print(f"[bold]{safe(name)}[/] answers at {safe(url)}")
+    return code
 
 
 @click.command()
@@ -324,7 +336,15 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
         if path:
             repo, env = _repository(settings, path, env, remember=True)
             body = {"path": repo, "env": env}
-            code = _apply(client, body, yes=True, wait=not no_wait, as_json=False, endpoint="apply")
+            code = _apply(
+                client,
+                body,
+                yes=True,
+                wait=not no_wait,
+                as_json=False,
+                endpoint="apply",
+                quiet_urls=True,  # `up` prints the whole status, URLs included
+            )
         elif not no_wait:
             code = _wait_settled(client)
         status = client.call("GET", "/api/v1/status")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "history": "socle.cli.apps",
     "rollback": "socle.cli.apps",
     "logs": "socle.cli.logs",
+    "routes": "socle.cli.routes",
     "validate": "socle.cli.manifests",
     "render": "socle.cli.manifests",
     "schema": "socle.cli.manifests",

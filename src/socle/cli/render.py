@@ -220,9 +220,13 @@ def print_control_plane(plane: dict[str, Any]) -> None:
 
 
 def app_urls(status: dict[str, Any]) -> list[tuple[str, str]]:
-    """A URL per app that answers HTTP: the first ready instance's first port."""
+    """A URL per app that answers HTTP: its stable URL through the ingress when there is
+    one, else the first ready instance's first port (which changes with every rollout)."""
     urls = []
     for app in status["apps"]:
+        if app.get("url"):
+            urls.append((app["name"], app["url"]))
+            continue
         for inst in app["instances"]:
             if inst["ready"] and inst["ports"]:
                 port = next(iter(inst["ports"].values()))

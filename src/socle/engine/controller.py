@@ -47,6 +47,7 @@ RETRY_SECONDS = 2.0
 SecretResolver = Callable[[Target], Awaitable[dict[str, str]]]
 MountResolver = Callable[[Target], Awaitable[list[Mount]]]
 RolloutListener = Callable[[str, str, str], None]
+Drain = Callable[[InstanceId], Awaitable[None]]
 """Called with (app, "complete" | "failed" | "deleted", message)."""
 
 
@@ -110,6 +111,12 @@ class Controller:
         self._tasks = (tasks if tasks is not None else TaskMonitor()).group("controller")
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self._drain: Drain | None = None
+
+    def set_drain(self, drain: Drain | None) -> None:
+        """Call ``drain(instance_id)`` before stopping any instance (the ingress takes it
+        out of its upstreams first, so a rolling update loses no request)."""
+        self._drain = drain
 
     # -- targets -----------------------------------------------------------------------
 
@@ -225,6 +232,11 @@ class Controller:
 
         async def run() -> None:
             try:
+                if self._drain is not None:
+                    try:
+                        await self._drain(instance.id)
+                    except Exception as exc:  # a failed drain must not keep it running
+                        self._tasks.monitor.report(f"controller/drain:{instance.id}", exc)
                 await self._driver.stop(instance.id)
             finally:
                 self._stopping.discard(instance.id)

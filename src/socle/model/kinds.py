@@ -128,6 +128,7 @@ def build_default_kinds() -> KindRegistry:
     from socle.model.alertrule import AlertRule
     from socle.model.app import App, app_references
     from socle.model.external import ExternalService
+    from socle.model.route import Route, route_references
     from socle.model.slo import SLO
     from socle.model.volume import Volume
 
@@ -137,6 +138,7 @@ def build_default_kinds() -> KindRegistry:
     registry.register("ExternalService", ExternalService)
     registry.register("AlertRule", AlertRule)
     registry.register("SLO", SLO)
+    registry.register("Route", Route, references=route_references)
     return registry
 
 

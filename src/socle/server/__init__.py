@@ -38,6 +38,7 @@ from socle.server.parts import (
     ApiComponent,
     ConsulComponent,
     EngineComponent,
+    IngressComponent,
     LeaseComponent,
     LogsComponent,
     NetworkComponent,
@@ -147,6 +148,7 @@ def build_components(plane: Plane) -> Components:
     components.add(NetworkComponent(plane))
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))
+    components.add(IngressComponent(plane))
     components.add(ConsulComponent(plane))
     components.add(ObserveComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))

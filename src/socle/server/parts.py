@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import pwd
 import socket
 import time
 from collections.abc import Callable
@@ -36,6 +38,16 @@ from socle.engine.service import Engine
 from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
 from socle.network.dns import DnsServer
+from socle.network.ingress import (
+    AppPorts,
+    Ingress,
+    Listen,
+    Nginx,
+    RegistryEndpoints,
+    RuntimeEndpoints,
+)
+from socle.network.ingress.credentials import RouteCredentials
+from socle.network.ingress.nginx import worker_user
 from socle.network.service import NetworkService
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
@@ -87,6 +99,7 @@ class Plane:
     driver: LocalDriver | None = None
     volumes: LocalVolumeProvider | None = None
     engine: Engine | None = None
+    ingress: Ingress | None = None
     network: NetworkService | None = None
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
@@ -560,6 +573,85 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+class IngressComponent:
+    """nginx as the HTTP entry point: routes and default routes to healthy instances.
+
+    nginx lives under ``home/ingress`` and outlives the control plane like the apps (the
+    next start adopts it); ``socle down`` without ``--keep-apps`` stops it. When nginx is
+    not installed, or its ports are taken, the control plane still starts and says why.
+    """
+
+    name = "ingress"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        if not settings.ingress:
+            return
+        if not settings.nginx.exists():
+            log.warning("ingress: %s is not installed; no ingress", settings.nginx)
+            return
+        engine = need(plane.engine, "engine")
+        routes = engine.handler("Route")
+        prefix = settings.home / "ingress"
+        user = worker_user()
+        if user is None:
+            temp = prefix / "tmp"
+        else:
+            # The workers run as an unprivileged user who cannot enter SOCLE_HOME: their
+            # scratch folder (request bodies) lives outside, in /run (only root creates
+            # entries there: no one can plant a symlink first), owned by them, owner-only.
+            digest = hashlib.sha256(str(prefix).encode()).hexdigest()[:16]
+            temp = Path("/run") / f"socle-ingress-{digest}"
+        listen = Listen(
+            http=parse_listen(settings.ingress_http),
+            https=parse_listen(settings.ingress_https),
+            prefix=prefix,
+            temp=temp,
+            user=user,
+        )
+
+        def apps() -> list[AppPorts]:
+            return [
+                AppPorts(name, t.environment, tuple(p.name for p in t.app.spec.ports))
+                for name, t in engine.controller.targets().items()
+            ]
+
+        credentials = RouteCredentials(
+            plane.secrets,
+            prefix / "certs",
+            temp,
+            auth_owner=pwd.getpwnam(user.split()[0]).pw_uid if user else None,
+        )
+        ingress = Ingress(
+            Nginx(prefix, binary=str(settings.nginx), temp=temp),
+            listen,
+            RegistryEndpoints(plane.network.registry)
+            if plane.network is not None
+            else RuntimeEndpoints(need(plane.driver, "runtime")),
+            routes=routes.routes,
+            apps=apps,
+            extras=credentials,
+            tasks=plane.monitor,
+        )
+        routes.subscribe(ingress.changed)
+        engine.controller.set_drain(ingress.drain)
+        await ingress.start()
+        plane.ingress = ingress
+
+    async def stop(self) -> None:
+        ingress, self._plane.ingress = self._plane.ingress, None
+        if ingress is None:
+            return
+        engine = self._plane.engine
+        if engine is not None:
+            engine.controller.set_drain(None)
+        await ingress.stop(stop_nginx=not self._plane.keep_apps)
+
+
 class ApiComponent:
     """The HTTP listener: the platform API and the Vault API (see :mod:`.addresses`)."""
 
@@ -585,6 +677,7 @@ class ApiComponent:
             control_plane=self._status,
             backups=HomeBackups(settings, plane.volumes),
             redact=plane.redactor,
+            ingress=lambda: plane.ingress,
             registry=plane.network.registry if plane.network is not None else None,
             logs=plane.logs,
             observe=plane.observe,
@@ -653,6 +746,7 @@ __all__ = [
     "ApiComponent",
     "ConsulComponent",
     "EngineComponent",
+    "IngressComponent",
     "LeaseComponent",
     "LogsComponent",
     "NetworkComponent",

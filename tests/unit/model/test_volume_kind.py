@@ -186,6 +186,7 @@ def test_registry_refuses_duplicates_and_is_not_global() -> None:
     with pytest.raises(ValueError, match="CamelCase"):
         registry.register("volume", Volume)
     assert list(build_default_kinds())[:3] == ["App", "Volume", "ExternalService"]
+    assert "Route" in build_default_kinds()
     assert build_default_kinds() is not build_default_kinds()
     assert default_kinds() is not default_kinds(), "no shared registry to mutate"
 

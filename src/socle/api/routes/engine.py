@@ -98,6 +98,12 @@ async def revision(number: int, ctx: Ctx, _: Who, plan: bool = True) -> dict[str
 async def status(ctx: Ctx, _: Who) -> dict[str, Any]:
     """Every object of every kind (``objects``); ``apps`` keeps the App rows as before."""
     objects = ctx.redact.deep(await ctx.engine.status())
+    ingress = ctx.ingress()
+    if ingress is not None:
+        urls = ingress.urls()
+        for row in objects:
+            if row["kind"] == "App" and row["name"] in urls:
+                row["url"] = urls[row["name"]]
     return {
         "isolation": isolation_json(ctx),
         "control_plane": ctx.control_plane(),

@@ -199,6 +199,7 @@ def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     from socle.engine.kinds.alertrule import AlertRuleHandler, SLOHandler
     from socle.engine.kinds.app import AppHandler
     from socle.engine.kinds.external import ExternalServiceHandler
+    from socle.engine.kinds.route import RouteHandler
     from socle.engine.kinds.volume import VolumeHandler
 
     registry = HandlerRegistry()
@@ -207,4 +208,5 @@ def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     registry.register(ExternalServiceHandler(deps))
     registry.register(AlertRuleHandler(deps))
     registry.register(SLOHandler(deps))
+    registry.register(RouteHandler(deps))
     return registry

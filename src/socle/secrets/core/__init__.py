@@ -199,6 +199,36 @@ class SecretsCore:
         except SecretsError as exc:
             raise SecretUnavailable("; ".join(exc.errors) or str(exc), status=exc.status) from None
 
+    async def call_as(
+        self, policies: list[str], operation: str, path: str, data: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One request to the secrets API on behalf of a platform part (the ingress issuing
+        a certificate with policy ``ingress``), checked against exactly ``policies`` (deny
+        by default: the operator grants the paths). Returns the response's ``data``; every
+        refusal becomes :class:`~socle.errors.SecretUnavailable`."""
+        services, pipeline = self.services, self.pipeline
+        try:
+            if services is None or pipeline is None:
+                raise SealedError()
+            path = path.strip("/")
+            check_path(path)
+            acl = await services.policies.acl(policies)
+            outcome = await pipeline.handle(
+                Operation(operation),
+                path,
+                data or {},
+                {},
+                caller=runtime_caller(acl, policies),
+                remote_address="socle-platform",
+            )
+        except SecretsError as exc:
+            raise SecretUnavailable("; ".join(exc.errors) or str(exc), status=exc.status) from None
+        if outcome.status >= 400 or outcome.body is None:
+            errors = (outcome.body or {}).get("errors") or [f"nothing at {path!r}"]
+            raise SecretUnavailable("; ".join(map(str, errors)), status=outcome.status)
+        body: dict[str, Any] = outcome.body.get("data") or {}
+        return body
+
     async def _read_for_app(self, policies: list[str], path: str, key: str) -> tuple[str, int]:
         """One value of a secret for an app, checked against exactly ``policies``.
 

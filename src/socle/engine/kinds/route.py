@@ -1,0 +1,230 @@
+"""The Route kind's handler: routes are data for the ingress, which renders nginx from them.
+
+Planning checks what only a view of every object can (the target's port exists on the
+App; no two Routes claim the same host and path) and refuses a bad Route with its file and
+line before anything changes. Applying a Route records it; the ingress (a control-plane
+component that subscribes with :meth:`RouteHandler.subscribe`) re-renders nginx. Nothing
+runs for a Route, so activation is immediate and deletion has nothing to release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+from socle.engine.kinds import ApplyContext, HandlerDeps
+from socle.engine.planner import Action, Change, ObjectState
+from socle.errors import ManifestError, Problem
+from socle.model.kinds import ObjectRef
+from socle.model.loader import LoadedManifests
+from socle.model.route import Route
+from socle.model.status import ChangePhase
+
+KIND = "Route"
+
+
+@dataclass(frozen=True)
+class RouteState:
+    name: str
+    manifest: dict[str, Any]
+    digest: str
+    kind: ClassVar[str] = KIND
+
+    @classmethod
+    def of(cls, route: Route) -> RouteState:
+        manifest = route.model_dump(mode="json", by_alias=True, exclude_none=True)
+        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+        return cls(route.name, manifest, hashlib.sha256(text.encode()).hexdigest())
+
+    def route(self) -> Route:
+        return Route.model_validate(self.manifest)
+
+    def dependencies(self) -> list[ObjectRef]:
+        target = self.manifest["spec"].get("target") or {}
+        if "app" in target:
+            return [("App", target["app"])]
+        if "service" in target:
+            return [("ExternalService", target["service"])]
+        return []
+
+    def comparable(self) -> dict[str, Any]:
+        return self.manifest
+
+    def change(self, old: Any) -> tuple[Action, str]:
+        return Action.UPDATE, "ingress reloaded (no app restarts)"
+
+
+def _problem(loaded: LoadedManifests, name: str, path: str, reason: str) -> Problem:
+    origin = loaded.origins.get(f"{KIND}/{name}", "")
+    file, _, line = origin.rpartition(":")
+    if not line.isdigit():
+        return Problem(origin or None, None, path, reason)
+    return Problem(file, int(line), path, reason)
+
+
+def check_routes(loaded: LoadedManifests) -> list[Problem]:
+    """Problems only a view of every object shows: a target port the App does not have, a
+    host and path claimed twice."""
+    problems: list[Problem] = []
+    seen: dict[tuple[str, str], str] = {}
+    for name, obj in sorted(loaded.of_kind(KIND).items()):
+        route = cast(Route, obj)
+        spec = route.spec
+        key = (spec.host, spec.path.rstrip("/") or "/")
+        if key in seen:
+            problems.append(
+                _problem(
+                    loaded,
+                    name,
+                    "spec.path",
+                    f"host {spec.host} path {spec.path} is already routed by Route/{seen[key]}",
+                )
+            )
+        else:
+            seen[key] = name
+        target = spec.target
+        if target is None:
+            continue
+        kind = "App" if target.app is not None else "ExternalService"
+        found = loaded.objects.get((kind, target.name))
+        if found is None:
+            continue  # the loader already refused the missing reference
+        ports = [p.name for p in getattr(getattr(found, "spec", None), "ports", [])]
+        if target.port not in ports:
+            known = ", ".join(ports) if ports else "none"
+            problems.append(
+                _problem(
+                    loaded,
+                    name,
+                    "spec.target.port",
+                    f"{kind} {target.name} has no port named {target.port!r} (its ports: {known})",
+                )
+            )
+    return problems
+
+
+class RouteHandler:
+    """Routes: recorded targets; listeners (the ingress) hear about every change."""
+
+    kind = KIND
+
+    def __init__(self, deps: HandlerDeps) -> None:
+        self._report = deps.report
+        self._targets: dict[str, tuple[RouteState, int]] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._cache: dict[int, tuple[Route, RouteState]] = {}
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after the applied routes change (ingress re-render)."""
+        self._listeners.append(listener)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def routes(self) -> dict[str, Route]:
+        """The applied routes, by name."""
+        return {name: state.route() for name, (state, _) in self._targets.items()}
+
+    async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
+        targets = {}
+        for name, raw in records.items():
+            data = json.loads(raw)
+            targets[name] = (_decode(data["state"]), int(data["revision"]))
+        self._targets = targets
+        self._notify()
+        return {}
+
+    async def start(self) -> None:
+        """Nothing runs for a Route."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+    def current(self) -> dict[str, ObjectState]:
+        return {name: state for name, (state, _) in self._targets.items()}
+
+    async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
+        problems = check_routes(loaded)
+        if problems:
+            raise ManifestError(problems)
+        fresh: dict[int, tuple[Route, RouteState]] = {}
+        states: dict[str, ObjectState] = {}
+        for name, obj in loaded.of_kind(KIND).items():
+            route = cast(Route, obj)
+            entry = self._cache.get(id(route))
+            if entry is None or entry[0] is not route:
+                entry = (route, RouteState.of(route))
+            fresh[id(route)] = entry
+            states[name] = entry[1]
+        self._cache = fresh
+        return states
+
+    def export_cache(self) -> Any:
+        return list(self._cache.values())
+
+    def adopt_cache(self, exported: Any) -> None:
+        self._cache = {id(route): (route, state) for route, state in exported}
+
+    def encode(self, name: str, state: ObjectState) -> dict[str, Any]:
+        return _encode(cast(RouteState, state))
+
+    def decode(self, data: Mapping[str, Any]) -> ObjectState:
+        return _decode(data)
+
+    async def check_reapply(self, states: Mapping[str, ObjectState], revision: int) -> None:
+        """A recorded Route can always be applied again."""
+
+    async def prepare(
+        self, changes: list[Change], desired: Mapping[str, ObjectState], ctx: ApplyContext
+    ) -> dict[str, str]:
+        return {}
+
+    def record(self, name: str, state: ObjectState, revision: int) -> bytes:
+        data = {"state": _encode(cast(RouteState, state)), "revision": revision}
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    async def activate(self, applied: Mapping[str, ObjectState | None], revision: int) -> set[str]:
+        for name, state in applied.items():
+            if state is None:
+                self._targets.pop(name, None)
+            else:
+                self._targets[name] = (cast(RouteState, state), revision)
+        self._notify()
+        return set()
+
+    async def delete(self, name: str, revision: int) -> None:
+        self._report(revision, KIND, name, ChangePhase.DELETED, "route removed from the ingress")
+
+    async def refreshed(self) -> dict[str, ObjectState]:
+        return {}
+
+    async def status(self) -> list[dict[str, Any]]:
+        rows = []
+        for name, (state, revision) in sorted(self._targets.items()):
+            spec = state.manifest["spec"]
+            target = spec.get("target") or {}
+            rows.append(
+                {
+                    "kind": KIND,
+                    "name": name,
+                    "health": "ready",
+                    "revision": revision,
+                    "message": "",
+                    "host": spec["host"],
+                    "path": spec.get("path", "/"),
+                    "target": target.get("app") or target.get("service"),
+                }
+            )
+        return rows
+
+
+def _encode(state: RouteState) -> dict[str, Any]:
+    return {"name": state.name, "manifest": state.manifest, "digest": state.digest}
+
+
+def _decode(data: Mapping[str, Any]) -> RouteState:
+    return RouteState(data["name"], data["manifest"], data["digest"])

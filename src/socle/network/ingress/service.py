@@ -1,0 +1,327 @@
+"""The ingress: routes + healthy endpoints -> nginx configuration, kept true as both change.
+
+Inputs are three callables and one :class:`EndpointSource`, so the ingress knows nothing of
+the engine: ``routes()`` (the applied Route objects), ``apps()`` (each applied app, its
+environment and its ports: apps with a port and no Route get the default route
+``http://APP.ENV.localhost:PORT/``) and the endpoints. Any change calls :meth:`changed`,
+which renders again after a short debounce (many instance changes of one rollout become one
+reload) and hands the text to nginx in a thread. Rendering is cheap and deterministic, so an
+unchanged text is never reloaded.
+
+Draining (:meth:`drain`): before the rollout controller stops an instance it asks the
+ingress to take it out of every upstream; the ingress reloads nginx at once and waits until
+the new workers took over, so no new request reaches the instance it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socle.model.route import Route
+from socle.network.ingress.endpoints import Endpoint, EndpointSource
+from socle.network.ingress.nginx import IngressError, Nginx
+from socle.network.ingress.render import Listen, RouteConf, Server, TlsFiles, render
+from socle.tasks import TaskMonitor
+
+log = logging.getLogger("socle.ingress")
+
+DEBOUNCE_SECONDS = 0.05
+RESYNC_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class AppPorts:
+    """An applied app as the default routes need it."""
+
+    name: str
+    environment: str
+    ports: tuple[str, ...]
+
+
+@dataclass
+class Extras:
+    """What a route needs from the secrets engine (TLS files, an htpasswd file), or why not."""
+
+    tls: TlsFiles | None = None
+    htpasswd: Path | None = None
+    error: str | None = None
+    certificate: dict[str, Any] | None = None
+
+
+ExtrasResolver = Callable[[Route], Awaitable[Extras]]
+
+
+async def _no_extras(route: Route) -> Extras:
+    if route.spec.tls is not None or route.spec.basic_auth is not None:
+        return Extras(error="this control plane has no secrets engine for TLS or basic auth")
+    return Extras()
+
+
+@dataclass
+class _Row:
+    name: str
+    kind: str
+    host: str
+    path: str
+    target: str
+    port: str
+    conf: RouteConf | None
+    error: str | None = None
+    certificate: dict[str, Any] | None = None
+    upstreams: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Ingress:
+    """Keeps one nginx in line with the routes and the healthy endpoints."""
+
+    def __init__(
+        self,
+        nginx: Nginx,
+        listen: Listen,
+        endpoints: EndpointSource,
+        *,
+        routes: Callable[[], Mapping[str, Route]],
+        apps: Callable[[], list[AppPorts]],
+        extras: ExtrasResolver = _no_extras,
+        tasks: TaskMonitor | None = None,
+    ) -> None:
+        self.nginx = nginx
+        self.listen = listen
+        self._endpoints = endpoints
+        self._routes = routes
+        self._apps = apps
+        self._extras = extras
+        self._tasks = (tasks if tasks is not None else TaskMonitor()).group("ingress")
+        self._monitor = self._tasks.monitor
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._draining: set[str] = set()
+        self._rows: list[_Row] = []
+        self.error: str | None = None
+        """Why the last configuration was not applied (None: it was)."""
+        self.reloads = 0
+        self.generation = 0
+        """Bumped after each successful apply (tests and drains wait on it)."""
+        self._applied = asyncio.Condition()
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.nginx.prepare_dirs)
+        self._endpoints.subscribe(self.changed)
+        self._running = True
+        try:
+            await self.sync()
+        except IngressError as exc:
+            # A bad render or a busy port must not keep the control plane down: the API
+            # shows the error and every later change (or the resync) tries again.
+            log.warning("ingress: %s", exc.message)
+        self._tasks.spawn(self._loop(), "sync")
+        self._tasks.spawn(self._watch(), "watch")
+
+    async def stop(self, *, stop_nginx: bool) -> None:
+        self._running = False
+        await self._tasks.close()
+        if stop_nginx:
+            await asyncio.to_thread(self.nginx.stop)
+
+    def changed(self) -> None:
+        """Something the configuration depends on changed: render again soon."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
+            await asyncio.sleep(DEBOUNCE_SECONDS)
+            self._wake.clear()
+            try:
+                await self.sync()
+            except IngressError as exc:
+                if exc.message != self.error:
+                    self._monitor.report("ingress/sync", exc)
+            except Exception as exc:
+                self._monitor.report("ingress/sync", exc)
+
+    async def _watch(self) -> None:
+        """Start nginx again if its master died (checked through the pid file; an
+        adopted master is not our child, so there is no wait() to use)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.nginx.applied is not None and await asyncio.to_thread(self.nginx.pid) is None:
+                log.warning("ingress: nginx is gone; starting it again")
+                self.nginx.applied = None
+                self.changed()
+
+    # -- rendering ---------------------------------------------------------------------
+
+    async def _build(self) -> list[_Row]:
+        every = self._endpoints.endpoints()
+        self._draining &= {e.instance for e in every}  # stopped ones need no more care
+        endpoints = [e for e in every if e.instance not in self._draining]
+        by_app: dict[str, list[Endpoint]] = {}
+        for endpoint in endpoints:
+            by_app.setdefault(endpoint.app, []).append(endpoint)
+        rows: list[_Row] = []
+        routed: set[str] = set()
+        for name, route in sorted(self._routes().items()):
+            spec = route.spec
+            target = spec.target
+            app = target.name if target is not None else ""
+            port = target.port if target is not None else ""
+            if target is not None and target.app is not None:
+                routed.add(target.app)
+            servers = tuple(
+                Server(e.address, e.ports[port]) for e in by_app.get(app, []) if port in e.ports
+            )
+            extras = await self._extras(route)
+            row = _Row(name, "Route", spec.host, spec.path, app, port, None, extras.error)
+            row.certificate = extras.certificate
+            row.upstreams = _upstreams(by_app.get(app, []), port)
+            if extras.error is None:
+                row.conf = RouteConf(
+                    name=name,
+                    host=spec.host,
+                    path=spec.path,
+                    servers=servers,
+                    redirect=(spec.redirect.code, spec.redirect.to) if spec.redirect else None,
+                    rewrite=spec.rewrite,
+                    tls=extras.tls,
+                    https_redirect=spec.https_redirect,
+                    security_headers=spec.security_headers,
+                    compression=spec.compression,
+                    headers=tuple(sorted(spec.headers.items())),
+                    max_body_size=spec.max_body_size,
+                    rate_limit=(
+                        (spec.rate_limit.requests_per_second, spec.rate_limit.burst)
+                        if spec.rate_limit
+                        else None
+                    ),
+                    htpasswd=extras.htpasswd,
+                    connect_timeout=spec.timeouts.connect,
+                    read_timeout=spec.timeouts.read,
+                    send_timeout=spec.timeouts.send,
+                    load_balancing=spec.load_balancing,
+                )
+            rows.append(row)
+        for entry in sorted(self._apps(), key=lambda a: a.name):
+            if entry.name in routed or not entry.ports:
+                continue
+            port = entry.ports[0]
+            host = default_host(entry.name, entry.environment)
+            mine = by_app.get(entry.name, [])
+            servers = tuple(Server(e.address, e.ports[port]) for e in mine if port in e.ports)
+            conf = RouteConf(name=f"default-{entry.name}", host=host, servers=servers)
+            row = _Row(f"default-{entry.name}", "default", host, "/", entry.name, port, conf)
+            row.upstreams = _upstreams(mine, port)
+            rows.append(row)
+        return rows
+
+    async def sync(self) -> bool:
+        """Render and apply now; True if nginx got a new configuration."""
+        async with self._lock:
+            rows = await self._build()
+            text = render([r.conf for r in rows if r.conf is not None], self.listen)
+            self._rows = rows
+            try:
+                changed = await asyncio.to_thread(self.nginx.apply, text)
+            except IngressError as exc:
+                self.error = exc.message
+                raise
+            self.error = None
+            if changed:
+                self.reloads += 1
+                self.generation += 1
+                log.info("ingress: configuration applied (%d routes)", len(rows))
+            return changed
+
+    async def drain(self, instance: str, timeout: float = 5.0) -> None:
+        """Take ``instance`` out of every upstream before it stops (see the module doc).
+
+        Best effort within ``timeout``: a drain never blocks a rollout for long."""
+        if not self._running:
+            return
+        self._draining.add(instance)
+        try:
+            master = await asyncio.to_thread(self.nginx.pid)
+            before = await asyncio.to_thread(self.nginx.workers, master) if master else set()
+            if not await asyncio.wait_for(self.sync(), timeout) or master is None:
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                now = await asyncio.to_thread(self.nginx.workers, master)
+                if now - before:
+                    return
+                await asyncio.sleep(0.02)
+        except (IngressError, TimeoutError) as exc:
+            log.warning("ingress: drain of %s incomplete: %s", instance, exc)
+
+    # -- views -------------------------------------------------------------------------
+
+    def url(self, host: str, path: str = "/", *, tls: bool = False) -> str:
+        addr, port = self.listen.https if tls else self.listen.http
+        del addr
+        scheme = "https" if tls else "http"
+        default = 443 if tls else 80
+        return f"{scheme}://{host}{'' if port == default else f':{port}'}{path}"
+
+    def urls(self) -> dict[str, str]:
+        """Each app's stable URL through the ingress (its first Route, else its default)."""
+        found: dict[str, str] = {}
+        for row in self._rows:
+            conf = row.conf
+            if row.target and row.target not in found and conf and conf.redirect is None:
+                found[row.target] = self.url(row.host, row.path, tls=conf.tls is not None)
+        return found
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "listen": {
+                "http": f"{self.listen.http[0]}:{self.listen.http[1]}",
+                "https": f"{self.listen.https[0]}:{self.listen.https[1]}",
+            },
+            "nginx": {"pid": self.nginx.pid(), "reloads": self.reloads, "error": self.error},
+            "routes": [
+                {
+                    "name": row.name,
+                    "kind": row.kind,
+                    "host": row.host,
+                    "path": row.path,
+                    "url": self.url(
+                        row.host, row.path, tls=row.conf is not None and row.conf.tls is not None
+                    ),
+                    "target": row.target,
+                    "port": row.port,
+                    "upstreams": row.upstreams,
+                    "healthy": sum(1 for u in row.upstreams if u["healthy"]),
+                    "certificate": row.certificate,
+                    "error": row.error,
+                }
+                for row in self._rows
+            ],
+        }
+
+
+def default_host(app: str, environment: str) -> str:
+    return f"{app}.{environment}.localhost"
+
+
+def _upstreams(endpoints: list[Endpoint], port: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "instance": e.instance,
+            "address": e.address,
+            "port": e.ports[port],
+            "healthy": True,
+        }
+        for e in sorted(endpoints, key=lambda e: e.instance)
+        if port in e.ports
+    ]

@@ -1,0 +1,254 @@
+"""The ingress service on a real nginx: healthy endpoints only, a bad render never replaces a
+working configuration, draining, adoption by a new control plane, hostile values literal."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import http.server
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from socle.model.route import Route
+from socle.network.ingress import AppPorts, Endpoint, Ingress, IngressError, Listen, Nginx
+from socle.network.ingress.nginx import NGINX, worker_user
+
+pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
+
+
+class Endpoints:
+    """An in-memory endpoint source: the tests say which instances are healthy."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, Endpoint] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self.items.values())
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def set(self, *endpoints: Endpoint) -> None:
+        self.items = {e.instance: e for e in endpoints}
+        for listener in self._listeners:
+            listener()
+
+
+class Backend:
+    """A tiny HTTP server that says who it is."""
+
+    def __init__(self, name: str) -> None:
+        name_bytes = name.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(name_bytes)))
+                self.end_headers()
+                self.wfile.write(name_bytes)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def endpoint(self, app: str, instance: str) -> Endpoint:
+        return Endpoint(app, instance, "127.0.0.1", {"http": self.port})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def backends() -> Iterator[list[Backend]]:
+    made = [Backend("one"), Backend("two")]
+    yield made
+    for backend in made:
+        backend.server.shutdown()
+        backend.server.server_close()
+
+
+def route(name: str, **spec: object) -> Route:
+    return Route.model_validate(
+        {"apiVersion": "socle/v1", "kind": "Route", "metadata": {"name": name}, "spec": spec}
+    )
+
+
+class Harness:
+    def __init__(self, home: Path) -> None:
+        self.prefix = home / "ingress"
+        self.temp = home.parent / f"{home.name}-nginx-tmp"
+        self.listen = Listen(
+            http=("127.0.0.1", free_port()),
+            https=("127.0.0.1", free_port()),
+            prefix=self.prefix,
+            temp=self.temp,
+            user=worker_user(),
+        )
+        self.endpoints = Endpoints()
+        self.routes: dict[str, Route] = {}
+        self.apps: list[AppPorts] = []
+
+    def ingress(self, listen: Listen | None = None) -> Ingress:
+        return Ingress(
+            Nginx(self.prefix, temp=self.temp),
+            listen or self.listen,
+            self.endpoints,
+            routes=lambda: dict(self.routes),
+            apps=lambda: list(self.apps),
+        )
+
+    def get(self, host: str, path: str = "/") -> httpx.Response:
+        return httpx.get(
+            f"http://127.0.0.1:{self.listen.http[1]}{path}", headers={"Host": host}, timeout=10
+        )
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    os.chmod(tmp_path, 0o755)  # pytest's tmp folders are private; nginx's prefix is 0700 anyway
+    made = Harness(tmp_path / "home")
+    yield made
+    Nginx(made.prefix, temp=made.temp).stop()
+
+
+async def eventually(check: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            if await asyncio.to_thread(check):
+                return
+        except httpx.HTTPError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.05)
+
+
+async def test_routes_follow_healthy_endpoints(harness: Harness, backends: list[Backend]) -> None:
+    one, two = backends
+    harness.apps = [AppPorts("web", "dev", ("http",))]
+    harness.routes = {
+        "api": route(
+            "api",
+            host="api.test",
+            path="/v1",
+            target={"app": "api", "port": "http"},
+            headers={"X-Hostile": "a; add_header X-Evil 1; } server { listen 1 }"},
+        )
+    }
+    ingress = harness.ingress()
+    await ingress.start()
+    try:
+        assert harness.get("api.test", "/v1/x").status_code == 503  # nothing healthy yet
+        harness.endpoints.set(one.endpoint("api", "api-0"), two.endpoint("web", "web-0"))
+        await eventually(lambda: harness.get("api.test", "/v1/x").text == "one")
+        answer = harness.get("api.test", "/v1")
+        assert answer.headers["x-hostile"] == "a; add_header X-Evil 1; } server { listen 1 }"
+        assert "x-evil" not in answer.headers
+        assert harness.get("web.dev.localhost").text == "two"  # the default route
+        assert ingress.urls() == {
+            "api": f"http://api.test:{harness.listen.http[1]}/v1",
+            "web": f"http://web.dev.localhost:{harness.listen.http[1]}/",
+        }
+        # One leaves (failed its health check): it gets no more traffic.
+        harness.endpoints.set(two.endpoint("web", "web-0"))
+        await eventually(lambda: harness.get("api.test", "/v1/x").status_code == 503)
+        view = ingress.view()
+        api = next(r for r in view["routes"] if r["name"] == "api")
+        assert api["healthy"] == 0 and api["upstreams"] == []
+        assert view["nginx"]["pid"] and view["nginx"]["error"] is None
+    finally:
+        await ingress.stop(stop_nginx=True)
+
+
+async def test_bad_render_never_replaces_a_working_config(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    harness.endpoints.set(backends[0].endpoint("web", "web-0"))
+    harness.apps = [AppPorts("web", "default", ("http",))]
+    ingress = harness.ingress()
+    await ingress.start()
+    conf = harness.prefix / "nginx.conf"
+    good = conf.read_text()
+    pid = ingress.nginx.pid()
+    await ingress.stop(stop_nginx=False)
+
+    bad = dataclasses.replace(harness.listen, extra_http=("no_such_directive on;",))
+    broken = harness.ingress(bad)
+    await broken.start()  # starts (the control plane must), but says why nothing changed
+    try:
+        assert broken.error is not None and "no_such_directive" in broken.error
+        with pytest.raises(IngressError, match="refused the rendered configuration") as info:
+            await broken.sync()
+        assert info.value.hint == "the running configuration was kept"
+        assert conf.read_text() == good
+        assert broken.nginx.pid() == pid
+        assert harness.get("web.default.localhost").text == "one"
+    finally:
+        await broken.stop(stop_nginx=True)
+
+
+async def test_drain_takes_an_instance_out_before_it_stops(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    one, two = backends
+    harness.apps = [AppPorts("web", "default", ("http",))]
+    harness.endpoints.set(one.endpoint("web", "web-0"), two.endpoint("web", "web-1"))
+    ingress = harness.ingress()
+    await ingress.start()
+    try:
+        await eventually(
+            lambda: {harness.get("web.default.localhost").text for _ in range(6)} == {"one", "two"}
+        )
+        await ingress.drain("web-0")
+        # Right after the drain returns, new requests only reach the other instance.
+        assert {harness.get("web.default.localhost").text for _ in range(10)} == {"two"}
+        assert ingress.reloads >= 2
+    finally:
+        await ingress.stop(stop_nginx=True)
+
+
+async def test_a_new_control_plane_adopts_nginx(harness: Harness, backends: list[Backend]) -> None:
+    harness.apps = [AppPorts("web", "default", ("http",))]
+    harness.endpoints.set(backends[0].endpoint("web", "web-0"))
+    first = harness.ingress()
+    await first.start()
+    pid = first.nginx.pid()
+    await first.stop(stop_nginx=False)
+    assert harness.get("web.default.localhost").text == "one"  # nginx outlives it
+
+    second = harness.ingress()
+    await second.start()
+    try:
+        assert second.nginx.pid() == pid
+        harness.endpoints.set(backends[1].endpoint("web", "web-1"))
+        await eventually(lambda: harness.get("web.default.localhost").text == "two")
+        assert second.nginx.pid() == pid  # reloaded, not replaced
+    finally:
+        await second.stop(stop_nginx=True)
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or b"nginx" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+
+
+def test_private_files(harness: Harness) -> None:
+    nginx = Nginx(harness.prefix, temp=harness.temp)
+    nginx.prepare_dirs()
+    for path in (harness.prefix, harness.prefix / "logs", harness.temp):
+        assert path.stat().st_mode & 0o077 == 0, path
+    if os.geteuid() == 0:
+        assert harness.temp.stat().st_uid != 0  # the workers' own
