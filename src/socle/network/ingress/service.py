@@ -243,10 +243,13 @@ class Ingress:
                 log.info("ingress: configuration applied (%d routes)", len(rows))
             return changed
 
-    async def drain(self, instance: str, timeout: float = 5.0) -> None:
+    async def drain(self, instance: str, timeout: float = 10.0) -> None:
         """Take ``instance`` out of every upstream before it stops (see the module doc).
 
-        Best effort within ``timeout``: a drain never blocks a rollout for long."""
+        Returns once every nginx worker that ran the old configuration is gone: they stop
+        accepting at the reload and exit when their requests in flight are answered, so
+        nothing can reach ``instance`` afterwards. Best effort within ``timeout``: a drain
+        never blocks a rollout for long."""
         if not self._running:
             return
         self._draining.add(instance)
@@ -258,9 +261,10 @@ class Ingress:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 now = await asyncio.to_thread(self.nginx.workers, master)
-                if now - before:
+                if not now & before:
                     return
                 await asyncio.sleep(0.02)
+            log.warning("ingress: old nginx workers still busy after %.0fs", timeout)
         except (IngressError, TimeoutError) as exc:
             log.warning("ingress: drain of %s incomplete: %s", instance, exc)
 
