@@ -267,7 +267,7 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
     lines = [
         "# Rendered by Socle: edits are overwritten.",
         *([f"user {listen.user};"] if listen.user else []),
-        "worker_processes 1;",
+        "worker_processes auto;",
         f"pid {quote(str(listen.prefix / 'nginx.pid'))};",
         f"error_log {quote(str(listen.prefix / 'logs' / 'error.log'))} warn;",
         "worker_shutdown_timeout 30s;",
@@ -275,7 +275,7 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
         "http {",
         "    default_type application/octet-stream;",
         "    server_tokens off;",
-        f"    access_log {quote(str(listen.prefix / 'logs' / 'access.log'))};",
+        f"    access_log {quote(str(listen.prefix / 'logs' / 'access.log'))} combined buffer=64k flush=1s;",
         f"    client_body_temp_path {quote(str(temp / 'body'))};",
         f"    proxy_temp_path {quote(str(temp / 'proxy'))};",
         f"    fastcgi_temp_path {quote(str(temp / 'fastcgi'))};",
@@ -284,6 +284,7 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
         "    server_names_hash_bucket_size 128;",
         "    gzip on;",
         "    gzip_proxied any;",
+        "    gzip_min_length 1024;",
         "    gzip_types text/plain text/css application/json application/javascript "
         "text/xml application/xml image/svg+xml;",
         "    proxy_http_version 1.1;",
