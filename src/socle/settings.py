@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     nginx: Path = Path("/usr/sbin/nginx")
     """The nginx binary the ingress runs."""
 
+    acme_ca: Path | None = None
+    """Extra CA bundle trusted for ACME directories (a private ACME server such as pebble);
+    by default the system's CAs."""
+
     max_connections: int = Field(default=2048, ge=16, le=16384)
     """Connections the API serves at once; more wait in the listen backlog. Idle
     keep-alive connections are closed after ``header_timeout``, so they cannot hold

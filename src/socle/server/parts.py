@@ -46,6 +46,7 @@ from socle.network.ingress import (
     RegistryEndpoints,
     RuntimeEndpoints,
 )
+from socle.network.ingress.acme import AcmeCertificates
 from socle.network.ingress.credentials import RouteCredentials
 from socle.network.ingress.nginx import worker_user
 from socle.network.service import NetworkService
@@ -585,6 +586,7 @@ class IngressComponent:
 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
+        self._acme: AcmeCertificates | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -612,6 +614,7 @@ class IngressComponent:
             prefix=prefix,
             temp=temp,
             user=user,
+            acme_root=temp / "acme",
         )
 
         def apps() -> list[AppPorts]:
@@ -620,11 +623,17 @@ class IngressComponent:
                 for name, t in engine.controller.targets().items()
             ]
 
-        credentials = RouteCredentials(
-            plane.secrets,
+        owner = pwd.getpwnam(user.split()[0]).pw_uid if user else None
+        acme = AcmeCertificates(
+            prefix / "acme",
             prefix / "certs",
-            temp,
-            auth_owner=pwd.getpwnam(user.split()[0]).pw_uid if user else None,
+            temp / "acme",
+            changed=lambda: None,
+            verify=str(settings.acme_ca) if settings.acme_ca else True,
+            challenge_owner=owner,
+        )
+        credentials = RouteCredentials(
+            plane.secrets, prefix / "certs", temp, acme=acme, auth_owner=owner
         )
         ingress = Ingress(
             Nginx(prefix, binary=str(settings.nginx), temp=temp),
@@ -637,6 +646,8 @@ class IngressComponent:
             extras=credentials,
             tasks=plane.monitor,
         )
+        acme.set_changed(ingress.changed)
+        self._acme = acme
         routes.subscribe(ingress.changed)
         engine.controller.set_drain(ingress.drain)
         await ingress.start()
@@ -644,6 +655,9 @@ class IngressComponent:
 
     async def stop(self) -> None:
         ingress, self._plane.ingress = self._plane.ingress, None
+        acme, self._acme = self._acme, None
+        if acme is not None:
+            await acme.close()
         if ingress is None:
             return
         engine = self._plane.engine

@@ -189,11 +189,14 @@ class RouteCredentials:
             not_before, not_after, info = describe(chain.encode())
         except ValueError as exc:
             raise SocleError(f"the certificate for route {name} is not valid PEM") from exc
-        # Key first, then the certificate, each atomically: a crash in between leaves a new
-        # key with an old certificate, which the next start finds mismatched and reissues.
+        # The source file last (and gone first): a crash between the key and the
+        # certificate leaves no source, so the next start issues again instead of pairing a
+        # new key with an old certificate.
+        (self._certs_dir / f"{name}.source").unlink(missing_ok=True)
         write_private(files.key, key)
         write_private(files.cert, chain)
         write_private(self._certs_dir / f"{name}.source", f"{source[0]}\n{source[1]}\n")
+        files = TlsFiles(files.cert, files.key, str(info["serial"]))
         return _Cert(files, not_before, not_after, info, source)
 
     def _kept(self, name: str, source: tuple[str, str]) -> _Cert | None:
@@ -207,6 +210,7 @@ class RouteCredentials:
             not_before, not_after, info = describe(pem)
         except (OSError, ValueError):
             return None
+        files = TlsFiles(files.cert, files.key, str(info["serial"]))
         return _Cert(files, not_before, not_after, info, source)
 
     async def _htpasswd(self, route: Route, path: str) -> Path:

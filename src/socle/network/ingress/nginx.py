@@ -140,9 +140,21 @@ class Nginx:
         if pid is None:
             self._start()
         else:
-            os.kill(pid, signal.SIGHUP)
+            self._reload(pid)
         self.applied = text
         return True
+
+    def _reload(self, pid: int) -> None:
+        """SIGHUP, then wait until the master started workers with the new configuration
+        (it opens new listeners before that): when this returns, the configuration is live."""
+        before = self.workers(pid)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.workers(pid) - before or not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.005)
+        log.warning("ingress: nginx (pid %s) did not start new workers after a reload", pid)
 
     def _start(self) -> None:
         result = subprocess.run(

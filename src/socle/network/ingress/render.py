@@ -61,6 +61,9 @@ class Server:
 class TlsFiles:
     cert: Path
     key: Path
+    serial: str = ""
+    """The certificate's serial: written into the configuration, so that a renewed
+    certificate (same paths) changes the text and nginx reloads it."""
 
 
 @dataclass(frozen=True)
@@ -212,16 +215,15 @@ def _server(
         lines.append(f"    listen {_addr(*listen.https)} ssl;")
         lines.append(f"    ssl_certificate {quote(str(tls.cert))};")
         lines.append(f"    ssl_certificate_key {quote(str(tls.key))};")
+        if tls.serial:
+            if not re.fullmatch(r"[0-9a-f]{1,64}", tls.serial):
+                raise RenderError(f"bad certificate serial {tls.serial!r}")
+            lines.append(f"    # certificate serial {tls.serial}")
     else:
         lines.append(f"    listen {_addr(*listen.http)};")
     lines.append(f"    server_name {quote(host)};")
-    if tls is None and listen.acme_root is not None:
-        lines += [
-            '    location ^~ "/.well-known/acme-challenge/" {',
-            f"        root {quote(str(listen.acme_root))};",
-            "        default_type text/plain;",
-            "    }",
-        ]
+    if tls is None:
+        lines += _acme(listen)
     for route in sorted(routes, key=lambda r: (-len(r.path), r.path)):
         for opener in _locations(route.path):
             exact = opener.startswith("location =")
@@ -235,16 +237,22 @@ def _server(
     return lines
 
 
+def _acme(listen: Listen) -> list[str]:
+    """HTTP-01 challenge answers (files the ACME client writes), on every plain-HTTP host."""
+    if listen.acme_root is None:
+        return []
+    return [
+        '    location ^~ "/.well-known/acme-challenge/" {',
+        f"        root {quote(str(listen.acme_root))};",
+        "        default_type text/plain;",
+        "    }",
+    ]
+
+
 def _redirect_server(host: str, routes: list[RouteConf], listen: Listen) -> list[str]:
     """Plain HTTP for a TLS host: redirect to HTTPS (ACME challenges still answered)."""
     lines = ["server {", f"    listen {_addr(*listen.http)};", f"    server_name {quote(host)};"]
-    if listen.acme_root is not None:
-        lines += [
-            '    location ^~ "/.well-known/acme-challenge/" {',
-            f"        root {quote(str(listen.acme_root))};",
-            "        default_type text/plain;",
-            "    }",
-        ]
+    lines += _acme(listen)
     port = listen.https[1]
     suffix = "" if port == 443 else f":{port}"
     lines += [
@@ -309,12 +317,9 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
             )
     for route in routes:
         lines += [f"    {line}" for line in _upstream(route)]
-    lines += [
-        "    server {",
-        f"        listen {_addr(*listen.http)} default_server;",
-        "        return 404;",
-        "    }",
-    ]
+    lines += ["    server {", f"        listen {_addr(*listen.http)} default_server;"]
+    lines += [f"    {line}" for line in _acme(listen)]
+    lines += ["        location / {", "            return 404;", "        }", "    }"]
     tls_hosts = {r.host: r.tls for r in routes if r.tls is not None}
     if tls_hosts:
         first = next(iter(sorted(tls_hosts.items())))[1]
