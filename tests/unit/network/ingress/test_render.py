@@ -40,7 +40,8 @@ def test_deterministic_and_balanced() -> None:
     text = render(routes, LISTEN)
     assert text == render(list(reversed(routes)), LISTEN)
     assert text.count("{") == text.count("}")
-    assert "listen 127.0.0.1:8080 default_server;\n        return 404;" in text
+    default = block(text, "    server {\n        listen 127.0.0.1:8080 default_server;")
+    assert "return 404;" in default and "proxy_pass" not in default
     assert 'server_name "a.test";' in text and "server 127.0.0.1:4001 max_fails=0;" in text
     assert "proxy_next_upstream error timeout http_502 http_503;" in text
     assert "user " not in text
@@ -143,3 +144,27 @@ def test_worker_user_and_temp_paths() -> None:
     text = render([], listen)
     assert text.startswith("# Rendered by Socle") and "user nobody nogroup;" in text
     assert 'client_body_temp_path "/run/x/body";' in text
+
+
+def test_acme_challenges_on_every_plain_host_and_serial_reloads() -> None:
+    listen = Listen(prefix=Path("/h/ingress"), temp=Path("/run/x"), acme_root=Path("/run/x/acme"))
+    tls = TlsFiles(Path("/h/c.pem"), Path("/h/k.pem"), serial="0a1b")
+    text = render(
+        [
+            RouteConf("web", "a.test", servers=(S1,), tls=tls),
+            RouteConf("p", "b.test", servers=(S1,)),
+        ],
+        listen,
+    )
+    # The default server, the plain host and the HTTPS redirect of the TLS host all answer.
+    assert text.count('location ^~ "/.well-known/acme-challenge/"') == 3
+    assert 'root "/run/x/acme";' in text and "# certificate serial 0a1b" in text
+    renewed = TlsFiles(tls.cert, tls.key, serial="0c2d")
+    assert render([RouteConf("web", "a.test", servers=(S1,), tls=renewed)], listen) != render(
+        [RouteConf("web", "a.test", servers=(S1,), tls=tls)], listen
+    )
+    with pytest.raises(RenderError):
+        render(
+            [RouteConf("web", "a.test", servers=(S1,), tls=TlsFiles(tls.cert, tls.key, "x;"))],
+            listen,
+        )
