@@ -268,6 +268,18 @@ def write_repo(root: Path, apps: dict[str, dict[str, Any]]) -> Path:
     return root
 
 
+def localhost_request(method: str, url: str, **kw: Any) -> httpx.Response:
+    """``url`` as a browser or curl resolves it: ``*.localhost`` names (the ingress's stable
+    app URLs) go to the loopback address, with the name in the Host header (the system
+    resolver here does not know them)."""
+    parts = httpx.URL(url)
+    headers = dict(kw.pop("headers", {}))
+    if parts.host.endswith(".localhost"):
+        headers["Host"] = parts.netloc.decode()
+        parts = parts.copy_with(host="127.0.0.1")
+    return httpx.request(method, parts, headers=headers, timeout=kw.pop("timeout", 10), **kw)
+
+
 def get_json(url: str) -> dict[str, Any]:
     data: dict[str, Any] = httpx.get(url, timeout=5).json()
     return data

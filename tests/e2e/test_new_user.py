@@ -46,7 +46,10 @@ def test_status_prints_urls_and_does_not_wrap_without_a_terminal(
     app = server.app("a-rather-long-application-name")
     for inst in app["instances"]:
         assert f"http={inst['address']}:{inst['ports']['http']}" in out  # never split
-    assert re.search(r"answers at http://127\.0\.0\.1:\d+/", out)
+    # The stable URL through the ingress, not an instance's port (which every rollout changes).
+    assert re.search(
+        r"answers at http://a-rather-long-application-name\.default\.localhost:\d+/", out
+    )
     assert all(len(line) <= 400 for line in out.splitlines())
 
 

@@ -15,10 +15,9 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.socle_fixture import SOCLE, processes_under
+from tests.e2e.socle_fixture import SOCLE, localhost_request, processes_under
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 
@@ -51,10 +50,13 @@ def test_socle_up_quickstart_then_down(home: Path, socle_env: dict[str, str]) ->
     assert up.returncode == 0, up.stdout + up.stderr
     urls = dict(re.findall(r"^(\w+) answers at (http://\S+)$", up.stdout, re.MULTILINE))
     assert set(urls) == {"api", "notes"}, up.stdout
-    assert httpx.get(urls["api"], timeout=10).json()["greeting"] == "hello from dev"
-    note = httpx.post(urls["notes"] + "notes", content=b"buy milk", timeout=10)
+    # The stable URLs through the ingress (http://APP.ENV.localhost:PORT/).
+    assert all(".localhost:" in url for url in urls.values()), urls
+    api = localhost_request("GET", urls["api"])
+    assert api.json()["greeting"] == "hello from dev"
+    note = localhost_request("POST", urls["notes"] + "notes", content=b"buy milk")
     assert note.status_code in (200, 201), note.text
-    listed = httpx.get(urls["notes"] + "notes", timeout=10).json()["notes"]
+    listed = localhost_request("GET", urls["notes"] + "notes").json()["notes"]
     assert [n["text"] for n in listed] == ["buy milk"]
 
     status = json.loads(run(env, "status", "--json").stdout)
