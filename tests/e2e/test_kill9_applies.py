@@ -91,6 +91,8 @@ def home_processes(home: Path, *, exclude: set[int]) -> HomeProcesses:
         cgroup = _read(entry / "cgroup").decode(errors="replace")
         if needle not in cmdline and not cwd.startswith(needle) and group not in cgroup:
             continue
+        if cmdline.startswith("nginx: master process") and f"{needle}/ingress/" in cmdline:
+            continue  # the home's ingress, not an instance (it outlives control planes too)
         instance = None
         for item in _read(entry / "environ").split(b"\0"):
             if item.startswith(b"SOCLE_INSTANCE="):

@@ -21,6 +21,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import signal
 import stat
 import subprocess
@@ -34,6 +35,15 @@ log = logging.getLogger("socle.ingress")
 
 NGINX = "/usr/sbin/nginx"
 WORKER_USER = "nobody"
+
+
+_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(\w+)\] \d+#\d+: ", re.M)
+
+
+def _clean(output: str) -> str:
+    """nginx's messages without their time and pid prefix: the same fault reads the same
+    each time (reported once, not at every retry)."""
+    return _STAMP.sub(r"[\1] ", output.strip())[-800:]
 
 
 class IngressError(SocleError):
@@ -109,9 +119,9 @@ class Nginx:
             check=False,
         )
         if result.returncode != 0:
-            message = result.stderr.strip().replace(str(candidate), "nginx.conf")
+            message = _clean(result.stderr).replace(str(candidate), "nginx.conf")
             raise IngressError(
-                f"nginx refused the rendered configuration: {message[-800:]}",
+                f"nginx refused the rendered configuration: {message}",
                 hint="the running configuration was kept",
             )
 
@@ -168,7 +178,7 @@ class Nginx:
         )
         if result.returncode != 0:
             raise IngressError(
-                f"nginx did not start: {result.stderr.strip()[-800:]}",
+                f"nginx did not start: {_clean(result.stderr)}",
                 hint="is another program listening on the ingress ports? "
                 "(settings ingress_http / ingress_https)",
             )

@@ -194,6 +194,7 @@ async def test_bad_render_never_replaces_a_working_config(
         with pytest.raises(IngressError, match="refused the rendered configuration") as info:
             await broken.sync()
         assert info.value.hint == "the running configuration was kept"
+        assert info.value.message == broken.error  # the same fault reads the same (no time)
         assert conf.read_text() == good
         assert broken.nginx.pid() == pid
         assert harness.get("web.default.localhost").text == "one"
