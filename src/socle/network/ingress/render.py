@@ -157,7 +157,10 @@ def _route_body(route: RouteConf, *, tls: bool, exact: bool) -> list[str]:
         out.append(f"client_max_body_size {int(route.max_body_size)};")
     if route.rate_limit is not None:
         burst = int(route.rate_limit[1])
-        out.append(f"limit_req zone=rl_{route.ident} burst={burst} nodelay;")
+        if burst > 0:  # nginx refuses burst=0: no burst is no burst parameter
+            out.append(f"limit_req zone=rl_{route.ident} burst={burst} nodelay;")
+        else:
+            out.append(f"limit_req zone=rl_{route.ident};")
         out.append("limit_req_status 429;")
     if route.htpasswd is not None:
         out.append(f"auth_basic {quote('socle: ' + route.name)};")

@@ -253,3 +253,32 @@ def test_private_files(harness: Harness) -> None:
         assert path.stat().st_mode & 0o077 == 0, path
     if os.geteuid() == 0:
         assert harness.temp.stat().st_uid != 0  # the workers' own
+
+
+async def test_limits_and_compression_on_real_nginx(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    harness.endpoints.set(backends[0].endpoint("api", "api-0"))
+    harness.routes = {
+        "api": route(
+            "api",
+            host="api.test",
+            target={"app": "api", "port": "http"},
+            maxBodySize="1Ki",
+            rateLimit={"requestsPerSecond": 1, "burst": 0},
+        ),
+        "big": route("big", host="big.test", target={"app": "api", "port": "http"}),
+    }
+    ingress = harness.ingress()
+    await ingress.start()
+    try:
+        url = f"http://127.0.0.1:{harness.listen.http[1]}/"
+        big = httpx.post(url, headers={"Host": "big.test"}, content=b"x" * 4096, timeout=10)
+        assert big.status_code == 501  # reached the backend (which has no do_POST)
+        too_big = httpx.post(url, headers={"Host": "api.test"}, content=b"x" * 4096, timeout=10)
+        assert too_big.status_code == 413
+        codes = [harness.get("api.test").status_code for _ in range(5)]
+        assert codes[0] in (200, 429) and 429 in codes  # 1 r/s per client, no burst
+        assert harness.get("big.test").headers["x-frame-options"] == "SAMEORIGIN"
+    finally:
+        await ingress.stop(stop_nginx=True)

@@ -98,6 +98,8 @@ def test_options_render_as_directives() -> None:
     assert f"zone=rl_{conf.ident}:1m rate=5r/s;" in text
     assert f"limit_req zone=rl_{conf.ident} burst=10 nodelay;" in text
     assert 'auth_basic_user_file "/h/ingress/auth/api.htpasswd";' in text
+    no_burst = RouteConf("n", "n.test", servers=(S1,), rate_limit=(5, 0))
+    assert f"limit_req zone=rl_{no_burst.ident};" in render([no_burst], LISTEN)
     assert "proxy_connect_timeout 2000ms;" in text and "proxy_read_timeout 500ms;" in text
 
 
