@@ -181,11 +181,26 @@ def _apply(
     quiet_urls: bool = False,
 ) -> int:
     with _repo_files(body.get("path")):
-        return _apply_in(client, body, yes=yes, wait=wait, as_json=as_json, endpoint=endpoint)
+        return _apply_in(
+            client,
+            body,
+            yes=yes,
+            wait=wait,
+            as_json=as_json,
+            endpoint=endpoint,
+            quiet_urls=quiet_urls,
+        )
 
 
 def _apply_in(
-    client: Client, body: dict[str, Any], *, yes: bool, wait: bool, as_json: bool, endpoint: str
+    client: Client,
+    body: dict[str, Any],
+    *,
+    yes: bool,
+    wait: bool,
+    as_json: bool,
+    endpoint: str,
+    quiet_urls: bool,
 ) -> int:
     if not yes:
         preview = client.call("POST", "/api/v1/plan", json=body) if endpoint == "apply" else None
