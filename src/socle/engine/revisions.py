@@ -46,6 +46,13 @@ class Revision:
     rollback_of: int | None = None
     apps: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per changed app: ``{"phase": ..., "message": ...}``."""
+    owner: str = ""
+    """The source whose objects this revision changed (``path:...``, ``source:NAME``);
+    empty: every object (a rotated secret), or a revision made before sources existed."""
+    environment: str = ""
+    """The environment it changed; empty as for ``owner``."""
+    commit: dict[str, str] | None = None
+    """For a Git source: ``sha``, ``author``, ``date``, ``message``, ``ref``."""
 
     @property
     def done(self) -> bool:

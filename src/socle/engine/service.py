@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from socle.engine.migrate import migrate
 from socle.engine.planner import Action, ObjectState, Plan, plan
 from socle.engine.releases import ReleaseStore
 from socle.engine.revisions import Revision, RevisionLog
+from socle.engine.scopes import DEFAULT_ENV, Scope, ScopeIndex, path_owner, rename
 from socle.engine.secret_refs import SecretReader
 from socle.engine.targets import TargetRecords
 from socle.errors import ConflictError, NotFoundError, SocleError
@@ -70,12 +71,22 @@ class Desired:
     states: dict[ObjectRef, ObjectState]
     root: Path | None
     """Manifest repository, for builds; None for a re-apply of recorded states."""
+    owner: str = ""
+    """The source these objects come from; empty: every object (not scoped)."""
+    environment: str = ""
+    scopes: dict[ObjectRef, Scope] = field(default_factory=dict)
+    """The scope each object will have (internal ref -> environment, declared name, owner)."""
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.owner)
 
     def to_dict(self, handlers: HandlerRegistry) -> dict[str, Any]:
         by_kind: dict[str, dict[str, Any]] = {}
         for (kind, name), state in self.states.items():
             by_kind.setdefault(kind, {})[name] = handlers.get(kind).encode(name, state)
-        return {"objects": by_kind}
+        scopes = {f"{k}/{n}": s.to_dict() for (k, n), s in self.scopes.items()}
+        return {"objects": by_kind, "scopes": scopes}
 
 
 class EngineEvents(Protocol):
@@ -127,6 +138,11 @@ class Engine:
         self._secret_check_seconds = secret_check_seconds
         self.revisions = RevisionLog(store)
         self.targets = TargetRecords(store)
+        self.scopes = ScopeIndex(store)
+        """Environment and owner of every object (see :mod:`socle.engine.scopes`)."""
+        self._staging: dict[ObjectRef, Scope] = {}
+        """Scopes of the plan being committed: handlers' records read them before the
+        commit makes them part of :attr:`scopes`."""
         monitor = tasks if tasks is not None else TaskMonitor()
         self.handlers = handlers(
             HandlerDeps(
@@ -139,6 +155,7 @@ class Engine:
                 tasks=monitor,
                 instance_env=dict(instance_env or {}),
                 externals=externals,
+                environment=self.environment_of,
             )
         )
         self._apply_lock = asyncio.Lock()
@@ -153,6 +170,11 @@ class Engine:
         """Set once the saved caches were adopted (or there were none): plans wait for it."""
         self._cache_complete = False
         """Whether adoption ran to its end: a cache cut short is never saved over the file."""
+
+    def environment_of(self, ref: ObjectRef) -> str:
+        """The environment of object ``ref`` (the plan being committed first)."""
+        staged = self._staging.get(ref)
+        return staged.env if staged is not None else self.scopes.environment(ref)
 
     def handler(self, kind: str) -> Any:
         """The handler of ``kind`` (typed Any: callers know which handler class they want)."""
@@ -177,6 +199,8 @@ class Engine:
         # control plane should answer meanwhile; the first plan waits for it.
         self._tasks.spawn(self._adopt_cache(), "adopt-plan-cache")
         stored = await self.targets.load()
+        await self.scopes.load()
+        await self._adopt_unscoped(stored)
         for kind, records in stored.items():
             if kind not in self.handlers:
                 log.error("state holds %d %s target(s) but no handler knows the kind; "
@@ -199,6 +223,28 @@ class Engine:
             await handler.start()
         if self._secrets is not None:
             self._tasks.spawn(self._watch_refresh(), "watch-refresh")
+
+    async def _adopt_unscoped(self, stored: dict[str, dict[str, bytes]]) -> None:
+        """Objects made before environments existed get the environment and owner of the
+        last revision that applied a folder (a home keeps running as it was)."""
+        refs = [(kind, name) for kind, records in stored.items() for name in records]
+        if all(self.scopes.get(ref) is not None for ref in refs):
+            return
+        scope = Scope(DEFAULT_ENV, "", "")
+        for revision in await self.revisions.list(limit=0):
+            if revision.source and revision.source != "secrets":
+                owner, env = revision_scope(revision)
+                scope = Scope(env, "", owner)
+                break
+        adopted = await self.scopes.adopt(refs, scope)
+        if adopted:
+            log.warning(
+                "%d object(s) made before environments existed now belong to environment "
+                "%s, owner %s",
+                adopted,
+                scope.env,
+                scope.owner or "?",
+            )
 
     async def stop(self) -> None:
         for handler in self.handlers.values():
@@ -258,44 +304,119 @@ class Engine:
                 current[(kind, name)] = state
         return current
 
-    async def desired_from(self, path: Path, env: str | None) -> tuple[LoadedManifests, Desired]:
+    def _current_of(self, desired: Desired) -> dict[ObjectRef, ObjectState]:
+        """What a plan for ``desired`` compares with: the objects its owner has in its
+        environment (every object for an unscoped re-apply)."""
+        current = self._current()
+        if not desired.scoped:
+            return current
+        owned = self.scopes.owned(desired.owner, desired.environment)
+        return {ref: state for ref, state in current.items() if ref in owned}
+
+    async def desired_from(
+        self,
+        path: Path,
+        env: str | None,
+        *,
+        environment: str | None = None,
+        owner: str | None = None,
+    ) -> tuple[LoadedManifests, Desired]:
+        """The desired state of the manifests under ``path``.
+
+        ``env`` picks the overlay (``environments/<env>/``); ``environment`` is the scope
+        the objects live in (default: ``env``, else ``default``); ``owner`` the source that
+        declares them (default: the folder itself, ``path:<folder>``).
+        """
         await self._cache_adopted.wait()
         loaded = await asyncio.to_thread(self._loader, path, env)
+        environment = environment or env or DEFAULT_ENV
+        owner = owner or path_owner(loaded.root)
+        mapping = self.scopes.allocate(environment, owner, loaded.objects, loaded.origins)
+        loaded = await asyncio.to_thread(rename, loaded, mapping)
+        scopes = {
+            new: Scope(environment, old[1], owner, loaded.origins.get(f"{new[0]}/{new[1]}", ""))
+            for old, new in mapping.items()
+        }
         states: dict[ObjectRef, ObjectState] = {}
         for kind, handler in self.handlers.items():
             for name, state in (await handler.desired(loaded)).items():
                 states[(kind, name)] = state
-        return loaded, Desired(states, loaded.root)
+        return loaded, Desired(states, loaded.root, owner, environment, scopes)
 
     async def plan(
-        self, path: Path, env: str | None, *, allow_delete_all: bool = False
+        self,
+        path: Path,
+        env: str | None,
+        *,
+        allow_delete_all: bool = False,
+        environment: str | None = None,
+        owner: str | None = None,
     ) -> tuple[LoadedManifests, Plan]:
         began = time.monotonic()
-        loaded, desired = await self.desired_from(path, env)
-        result = plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
+        loaded, desired = await self.desired_from(path, env, environment=environment, owner=owner)
+        current = self._current_of(desired)
+        result = plan(desired.states, current, allow_delete_all=allow_delete_all)
         self._events.planned(time.monotonic() - began)
         return loaded, result
 
     # -- apply -------------------------------------------------------------------------
 
     async def apply(
-        self, path: Path, env: str | None, who: str, *, allow_delete_all: bool = False
+        self,
+        path: Path,
+        env: str | None,
+        who: str,
+        *,
+        allow_delete_all: bool = False,
+        environment: str | None = None,
+        owner: str | None = None,
+        commit: dict[str, str] | None = None,
     ) -> tuple[Plan, Revision | None]:
-        """Plan and start applying; returns at once with the revision (None if no change)."""
-        loaded, desired = await self.desired_from(path, env)
-        return await self._start_apply(
-            desired,
-            who=who,
-            source=str(loaded.root),
-            env=env,
-            digest=loaded.digest(),
-            allow_delete_all=allow_delete_all,
+        """Plan and start applying; returns at once with the revision (None if no change).
+
+        Only the objects ``owner`` (default: the folder) has in ``environment`` (default:
+        ``env``) are created, updated or deleted."""
+        for _ in range(5):
+            loaded, desired = await self.desired_from(
+                path, env, environment=environment, owner=owner
+            )
+            try:
+                return await self._start_apply(
+                    desired,
+                    who=who,
+                    source=str(loaded.root),
+                    env=env,
+                    digest=loaded.digest(),
+                    allow_delete_all=allow_delete_all,
+                    commit=commit,
+                )
+            except _StaleScopes:
+                continue  # another apply claimed names meanwhile: allocate again
+        raise ConflictError(
+            "other applies keep claiming the same names; nothing was changed",
+            hint="apply again",
         )
 
     async def rollback(self, number: int, who: str) -> tuple[Plan, Revision | None]:
-        """Re-apply the desired state of revision ``number`` (kept releases, no rebuild)."""
+        """Re-apply the desired state of revision ``number`` (kept releases, no rebuild),
+        within that revision's source and environment."""
+        desired, old = await self.recorded(number)
+        return await self._start_apply(
+            desired,
+            who=who,
+            source=old.source,
+            env=old.env,
+            digest=old.digest,
+            rollback_of=number,
+            allow_delete_all=True,  # the revision being rolled back to is what was asked
+            commit=old.commit,
+        )
+
+    async def recorded(self, number: int) -> tuple[Desired, Revision]:
+        """The desired state revision ``number`` applied, scoped as it was."""
         data = await self.revisions.desired(number)
         old = await self.revisions.get(number)
+        owner, environment = revision_scope(old)
         states: dict[ObjectRef, ObjectState] = {}
         for kind, entries in data["objects"].items():
             if kind not in self.handlers:
@@ -304,15 +425,15 @@ class Engine:
             decoded = {name: handler.decode(entry) for name, entry in entries.items()}
             await handler.check_reapply(decoded, number)
             states.update({(kind, name): state for name, state in decoded.items()})
-        return await self._start_apply(
-            Desired(states, None),
-            who=who,
-            source=old.source,
-            env=old.env,
-            digest=old.digest,
-            rollback_of=number,
-            allow_delete_all=True,  # the revision being rolled back to is what was asked
-        )
+        recorded = data.get("scopes", {})
+        scopes: dict[ObjectRef, Scope] = {}
+        for ref in states:
+            found = recorded.get(f"{ref[0]}/{ref[1]}")
+            existing = self.scopes.get(ref)
+            scopes[ref] = (
+                Scope.from_dict(found) if found else existing or Scope(environment, ref[1], owner)
+            )
+        return Desired(states, None, owner, environment, scopes), old
 
     async def _start_apply(
         self,
@@ -324,10 +445,16 @@ class Engine:
         digest: str,
         rollback_of: int | None = None,
         allow_delete_all: bool = False,
+        commit: dict[str, str] | None = None,
     ) -> tuple[Plan, Revision | None]:
         await self._apply_lock.acquire()
         try:
-            the_plan = plan(desired.states, self._current(), allow_delete_all=allow_delete_all)
+            for ref, scope in desired.scopes.items():
+                known = self.scopes.get(ref)
+                if known is not None and (known.env, known.owner) != (scope.env, scope.owner):
+                    raise _StaleScopes(ref)
+            current = self._current_of(desired)
+            the_plan = plan(desired.states, current, allow_delete_all=allow_delete_all)
             if the_plan.empty:
                 self._apply_lock.release()
                 return the_plan, None
@@ -343,6 +470,9 @@ class Engine:
                         c.label: {"phase": ChangePhase.PENDING, "message": ""}
                         for c in the_plan.changes
                     },
+                    "owner": desired.owner,
+                    "environment": desired.environment,
+                    "commit": commit,
                 },
                 desired.to_dict(self.handlers),
             )
@@ -435,9 +565,19 @@ class Engine:
     async def _commit(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
         ops: list[Op] = []
         applied: dict[str, dict[str, ObjectState | None]] = {}
+        self._staging = dict(desired.scopes)
         for change in the_plan.changes:
             ref = change.ref
             handler = self.handlers.get(change.kind)
+            scope_op = (
+                self.scopes.delete_op(ref)
+                if change.action == Action.DELETE
+                else self.scopes.put_op(ref, desired.scopes[ref])
+                if ref in desired.scopes
+                else None
+            )
+            if scope_op is not None:
+                ops.append(scope_op)
             if change.action == Action.DELETE:
                 ops.append(self.targets.delete_op(ref))
                 applied.setdefault(change.kind, {})[change.name] = None
@@ -452,9 +592,13 @@ class Engine:
         revision.status = RevisionStatus.ROLLING
         ops.append(self.targets.generation_op())
         ops.append(self.revisions.put_op(revision))
-        await self._store.commit(ops)
+        try:
+            await self._store.commit(ops)
+        finally:
+            self._staging = {}
         self.targets.committed(ops)
         self.revisions.committed(ops)
+        self.scopes.committed(ops)
 
         labels = {c.label for c in the_plan.changes}
         waiters = self._delete_waiters(the_plan)
@@ -510,6 +654,7 @@ class Engine:
         """After a lost race: read every target again so the next plan starts from what
         the other writer stored."""
         stored = await self.targets.load()
+        await self.scopes.load()
         for kind, handler in self.handlers.items():
             await handler.restore(stored.get(kind, {}))
 
@@ -615,11 +760,31 @@ class Engine:
     # -- status ------------------------------------------------------------------------
 
     async def status(self) -> list[dict[str, Any]]:
-        """One row per object of every kind (``kind``, ``name``, ``health``, ...)."""
+        """One row per object of every kind (``kind``, ``name``, ``health``, ...), with its
+        ``environment``, ``declared`` name and ``owner``."""
         rows: list[dict[str, Any]] = []
         for handler in self.handlers.values():
             rows.extend(await handler.status())
+        for row in rows:
+            scope = self.scopes.get((row["kind"], row["name"]))
+            row["environment"] = scope.env if scope else DEFAULT_ENV
+            row["declared"] = scope.name if scope else row["name"]
+            row["owner"] = scope.owner if scope else ""
         return rows
+
+
+class _StaleScopes(Exception):
+    """Names were allocated before another apply committed the same names (retry)."""
+
+
+def revision_scope(revision: Revision) -> tuple[str, str]:
+    """``(owner, environment)`` of a revision; revisions made before sources existed were
+    applies of a folder (their ``source``) to their ``env``."""
+    if revision.owner:
+        return revision.owner, revision.environment or DEFAULT_ENV
+    if not revision.source or revision.source == "secrets":
+        return "", ""  # a re-apply of every object (a rotated secret): not scoped
+    return path_owner(Path(revision.source)), revision.env or DEFAULT_ENV
 
 
 def _cancelling() -> bool:

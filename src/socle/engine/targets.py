@@ -181,6 +181,8 @@ class Target:
     rollout: Rollout
     previous: AppState | None = None
     previous_root: Path | None = None
+    environment: str = "default"
+    """The environment this app runs in (its scope, see :mod:`socle.engine.scopes`)."""
     known_app: InitVar[App | None] = None
     """The app ``state`` was made from, if the caller has it: saves validating it again."""
     app: App = field(init=False)
@@ -195,12 +197,6 @@ class Target:
     def name(self) -> str:
         return self.state.name
 
-    @property
-    def environment(self) -> str:
-        """The environment this app runs in: every object lives in ``default`` until
-        objects are scoped by environment (GitOps sources)."""
-        return "default"
-
     def to_json(self) -> bytes:
         data = {
             "state": state_to_dict(self.state),
@@ -208,6 +204,7 @@ class Target:
             "rollout": self.rollout.to_dict(),
             "previous": state_to_dict(self.previous) if self.previous else None,
             "previous_root": str(self.previous_root) if self.previous_root else None,
+            "environment": self.environment,
         }
         return json.dumps(data, separators=(",", ":")).encode()
 
@@ -220,6 +217,7 @@ class Target:
             rollout=Rollout(**data["rollout"]),
             previous=state_from_dict(data["previous"]) if data.get("previous") else None,
             previous_root=Path(data["previous_root"]) if data.get("previous_root") else None,
+            environment=data.get("environment", "default"),
         )
 
 

@@ -60,6 +60,8 @@ class MemDriver:
             ready_since=None,
             last_exit_code=None,
             isolation="none",
+            environment=spec.environment,
+            labels=dict(spec.labels),
         )
         self.live[spec.id] = status
         self.started.append(spec.id)

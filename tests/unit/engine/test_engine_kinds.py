@@ -15,6 +15,7 @@ import pytest
 
 from socle.engine.releases import ReleaseStore
 from socle.engine.revisions import RevisionLog
+from socle.engine.scopes import path_owner
 from socle.engine.service import Engine
 from socle.errors import ConflictError, DeleteAllRefused
 from socle.runtime.driver import Mount
@@ -223,8 +224,8 @@ async def test_empty_folder_is_refused_and_changes_nothing(
     repo = write(tmp_path / "repo", *BASE)
     await apply(engine, parts, repo)
     before = {r.key: r.version for r in await store.scan("")}
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    empty = repo
+    (repo / "all.yaml").unlink()
     with pytest.raises(DeleteAllRefused):
         await engine.plan(empty, None)
     with pytest.raises(DeleteAllRefused):
@@ -245,7 +246,9 @@ async def test_two_writers_never_overwrite_each_other(
         repo = write(tmp_path / "repo", *BASE)
         await apply(first, parts, repo)
         other = write(tmp_path / "other", *BASE[:3], volume("cache", "20Mi", "false"))
-        _, revision = await second.apply(other, None, "second")
+        # Another copy of the same source (owner), as a second control plane would see it.
+        same = {"owner": path_owner(repo.resolve())}
+        _, revision = await second.apply(other, None, "second", **same)
         assert revision is not None
         for _ in range(500):
             found = await second.revisions.get(revision.number)
@@ -257,13 +260,13 @@ async def test_two_writers_never_overwrite_each_other(
         stored = json.loads((await store.get("objects/Volume/cache")).value)  # type: ignore[union-attr]
         assert stored["state"]["manifest"]["spec"]["size"] == 10 * 1024**2, "not overwritten"
         # Fresh now: the same change plans as one update on top of the first writer's state.
-        _, again = await second.plan(other, None)
+        _, again = await second.plan(other, None, **same)
         assert [f"{c.action.value} {c.label}" for c in again.changes] == ["update Volume/cache"]
         # The first writer deletes api; the second, stale again, loses again and then also
         # forgets api (a target the winner removed is no target any more).
         await apply(first, parts, write(repo, BASE[0], BASE[2], BASE[3]))
         assert "api" in second.controller.targets()
-        _, revision = await second.apply(other, None, "second")
+        _, revision = await second.apply(other, None, "second", **same)
         assert revision is not None
         for _ in range(500):
             if (await second.revisions.get(revision.number)).done:

@@ -165,6 +165,9 @@ class HandlerDeps:
     """Where ExternalService objects are registered (the connect layer); None: nowhere."""
     instance_env: dict[str, str] = field(default_factory=dict)
     """Platform values every instance gets in its environment (e.g. ``SOCLE_DNS``)."""
+    environment: Callable[[tuple[str, str]], str] | None = None
+    """The environment an object ``(kind, name)`` lives in (None: everything in
+    ``default``); see :mod:`socle.engine.scopes`."""
 
 
 class HandlerRegistry:

@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 KIND = "App"
 
 
+def _default_environment(_: tuple[str, str]) -> str:
+    return "default"
+
+
 class AppHandler:
     """Apps: long-running workloads with releases, replicas, health and rolling updates."""
 
@@ -76,6 +80,7 @@ class AppHandler:
         """The App each state of the last plan was made from (saves validating it again)."""
         self._deleting: dict[str, int] = {}
         self._tasks = monitor.group("apps")
+        self._environment = deps.environment or _default_environment
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -85,6 +90,7 @@ class AppHandler:
             self.controller.set_target(name, None)
         for raw in records.values():
             target = Target.from_json(raw)
+            target.environment = self._environment((KIND, target.name))
             self.controller.set_target(target.name, target)
             if target.rollout.status == RolloutStatus.PROGRESSING:
                 pending[target.name] = target.rollout.revision
@@ -227,6 +233,7 @@ class AppHandler:
             rollout=Rollout(revision=revision, started=time.time()),
             previous=None if current is None or same_template else current.state,
             previous_root=None if current is None or same_template else current.release_root,
+            environment=self._environment((KIND, name)),
             known_app=known[1] if known is not None and known[0] is state else None,
         )
         if same_template and current is not None:
@@ -331,6 +338,7 @@ class AppHandler:
                 rollout=Rollout(
                     revision=number, started=time.time(), status=RolloutStatus.PROGRESSING
                 ),
+                environment=target.environment,
             )
             back.rollout.message = f"rolled back after: {message}"
             self.controller.set_target(name, back)

@@ -1,0 +1,123 @@
+"""Environments scope objects, sources own them: two folders in one environment never
+delete each other's objects, one object has one owner, the same app runs in two
+environments side by side, and a home made before environments keeps running as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from socle.engine.scopes import DEFAULT_ENV, Scope, path_owner, source_owner
+from socle.engine.service import Engine
+from socle.errors import DeleteAllRefused, ManifestError
+from socle.state.sqlite import SqliteStore
+from tests.unit.engine.test_engine_kinds import (
+    Parts,
+    app,
+    apply,
+    setup,  # noqa: F401  (the fixture)
+    volume,
+    write,
+)
+
+
+def labels(the_plan: object) -> list[str]:
+    return [f"{c.action.value} {c.label}" for c in the_plan.changes]  # type: ignore[attr-defined]
+
+
+async def test_two_sources_in_one_environment_never_delete_each_other(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, parts, _ = setup
+    team_a = write(tmp_path / "a", app("api"), app("worker"))
+    team_b = write(tmp_path / "b", app("shop"))
+    await apply(engine, parts, team_a)
+    the_plan, status = await apply(engine, parts, team_b)
+    assert status == "succeeded"
+    assert labels(the_plan) == ["create shop"], "team b's folder plans nothing of team a's"
+    assert set(engine.controller.targets()) == {"api", "worker", "shop"}
+    # Team a drops worker: only team a's worker goes.
+    the_plan, _ = await apply(engine, parts, write(team_a, app("api")))
+    assert labels(the_plan) == ["delete worker"]
+    assert set(engine.controller.targets()) == {"api", "shop"}
+    rows = {row["name"]: row for row in await engine.status()}
+    assert rows["shop"]["owner"] == path_owner(team_b.resolve())
+    assert rows["api"]["environment"] == DEFAULT_ENV
+
+
+async def test_same_object_from_two_sources_is_refused_naming_both(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, parts, store = setup
+    await apply(engine, parts, write(tmp_path / "a", app("api")))
+    before = {r.key: r.version for r in await store.scan("")}
+    with pytest.raises(ManifestError) as caught:
+        await engine.apply(write(tmp_path / "b", app("api")), None, "test")
+    text = str(caught.value.problems[0])
+    assert "all.yaml:1" in text and f"path:{(tmp_path / 'a').resolve()}" in text
+    assert "App api in environment default is already declared" in text
+    assert {r.key: r.version for r in await store.scan("")} == before, "nothing changed"
+
+
+async def test_same_app_in_two_environments_runs_side_by_side(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, parts, _ = setup
+    docs = (
+        app("db", "volumes:\n- {name: data, mountPath: /data}\n"),
+        app("api", "dependsOn: [db]\n"),
+        volume("data"),
+    )
+    repo = write(tmp_path / "repo", *docs)
+    owner = source_owner("platform")
+    _, dev = await engine.apply(repo, None, "t", environment="dev", owner=owner)
+    _, prod = await engine.apply(repo, None, "t", environment="prod", owner=owner)
+    assert dev is not None and prod is not None
+    from tests.unit.engine.test_engine_kinds import settle
+
+    assert await settle(engine, parts.driver, prod.number) == "succeeded"
+    targets = engine.controller.targets()
+    assert set(targets) == {"api", "db", "api--prod", "db--prod"}
+    # References follow the rename: prod's api waits for prod's db, mounts prod's volume.
+    assert targets["api--prod"].app.spec.depends_on == ["db--prod"]
+    assert targets["db--prod"].app.spec.volumes[0].name == "data--prod"
+    assert targets["api--prod"].environment == "prod"
+    assert targets["api"].environment == "dev"
+    envs = {i.app: i.environment for i in parts.driver.instances()}
+    assert envs["api--prod"] == "prod" and envs["api"] == "dev"
+    rows = {row["name"]: row for row in await engine.status()}
+    assert rows["api--prod"]["declared"] == "api"
+    # Dev is unchanged; an empty prod is refused; dropping prod's apps touches prod only.
+    _, the_plan = await engine.plan(repo, None, environment="dev", owner=owner)
+    assert the_plan.empty
+    with pytest.raises(DeleteAllRefused):
+        await engine.plan(write(tmp_path / "empty"), None, environment="prod", owner=owner)
+    (repo / "all.yaml").write_text(docs[2])
+    _, partial = await engine.plan(repo, None, environment="prod", owner=owner)
+    assert sorted(labels(partial)) == ["delete api--prod", "delete db--prod"]
+
+
+async def test_objects_made_before_environments_are_adopted(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    engine, parts, store = setup
+    repo = write(tmp_path / "repo", app("api"))
+    await apply(engine, parts, repo)
+    # An older home: no scope records, revisions without owner.
+    for record in await store.scan("owners/"):
+        await store.delete(record.key)
+    await engine.stop()
+    again = await parts.engine(store)
+    try:
+        assert again.scopes.get(("App", "api")) == Scope(
+            DEFAULT_ENV, "api", path_owner(repo.resolve())
+        )
+        _, the_plan = await again.plan(repo, None)
+        assert the_plan.empty, "the same folder still owns its apps"
+    finally:
+        await again.stop()
