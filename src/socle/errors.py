@@ -18,6 +18,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── RuntimeDriverError     the runtime could not start/stop/inspect an instance
     │   └── StartRefused       this instance can never start as specified (permanent)
     ├── SecretUnavailable      a secret an app references cannot be read (ACL, missing, sealed)
+    ├── SourceError            a GitOps source cannot be read (unreachable, missing ref or folder)
     ├── BackupError            a backup archive is bad (tampered, truncated, hostile) or cannot be made
     ├── ObserveError           Prometheus/Alertmanager refused a config or a query, or is down
     │   └── QueryRejected      a PromQL query (or a silence) the server refused as bad input
@@ -170,6 +171,14 @@ class SecretUnavailable(SocleError):
         super().__init__(message, hint=hint)
         self.status = status
         self.http_status = status
+
+
+class SourceError(SocleError):
+    """A GitOps source cannot be read: remote unreachable, branch/tag/folder missing.
+
+    Nothing is changed when it happens: the environment stays on its last good revision."""
+
+    http_status = 502
 
 
 class BackupError(SocleError):

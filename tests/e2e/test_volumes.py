@@ -170,8 +170,10 @@ def test_empty_folder_apply_is_refused(server: SocleServer, tmp_path: Path) -> N
     repo = write_repo(tmp_path / "repo", cache=False)
     server.cli("apply", str(repo), "--yes")
     add(server, "keep me")
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    # The same source (folder) emptied: a different folder is another source and would
+    # plan nothing of this one's objects.
+    empty = repo
+    (repo / "all.yaml").unlink()
     before = server.cli("history", "--json").stdout
 
     for command in (("plan",), ("apply", "--yes")):

@@ -19,6 +19,7 @@ from socle.api.routes import (
     alerts,
     backups,
     engine,
+    gitops,
     logs,
     metrics,
     routes,
@@ -42,6 +43,7 @@ ROUTERS: list[APIRouter] = [
     logs.loki_router,
     metrics.router,
     alerts.router,
+    gitops.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

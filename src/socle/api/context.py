@@ -10,6 +10,7 @@ from fastapi import Request
 from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
+from socle.gitops.service import GitOps
 from socle.network.ingress import Ingress
 from socle.network.registry import ServiceRegistry
 from socle.observe.logs.service import LogService
@@ -42,6 +43,8 @@ class ApiContext:
     """The log store (LogQL queries, Loki API); None: not offered."""
     observe: Observe | None = None
     """Metrics pages, scrape targets, queries and alerts; None: not offered."""
+    gitops: GitOps | None = None
+    """Sources and their sync; None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

@@ -267,6 +267,9 @@ class TokenGate:
     GUARDED = ("/api/v1/", "/loki/", "/metrics/")
     """Path prefixes that need a token (``/api/v1`` and ``/metrics`` themselves too): the
     platform API, the Loki-compatible log API and the metrics pages."""
+    OPEN_PREFIXES = ("/api/v1/gitops/webhook/",)
+    """Git hosts' push webhooks: each is authenticated by its own signature (HMAC or the
+    GitLab token) in its route, never by a platform token."""
 
     def __init__(self, app: ASGIApp, tokens: TokenStore) -> None:
         self._app = app
@@ -277,7 +280,7 @@ class TokenGate:
         guarded = scope["type"] == "http" and (
             path in ("/api/v1", "/metrics") or path.startswith(self.GUARDED)
         )
-        if guarded and path not in self.OPEN:
+        if guarded and path not in self.OPEN and not path.startswith(self.OPEN_PREFIXES):
             token = bearer(scope.get("headers") or ())
             info = await self._tokens.check(token) if token else None
             if info is None:

@@ -536,12 +536,37 @@ def apply(
 
 
 @click.command()
-@click.argument("revision", type=click.IntRange(min=1))
+@click.argument("target")
+@click.argument("number", required=False, type=click.IntRange(min=1))
+@click.option("--unpin", is_flag=True, help="With ENV: follow the sources again.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Return once the rollback started.")
 @json_option
-def rollback(revision: int, yes: bool, no_wait: bool, as_json: bool) -> None:
-    """Re-apply the desired state of REVISION with its kept releases (no rebuild)."""
+def rollback(
+    target: str, number: int | None, unpin: bool, yes: bool, no_wait: bool, as_json: bool
+) -> None:
+    """Re-apply the desired state of revision TARGET with its kept releases (no rebuild).
+
+    `socle rollback ENV [REV]`: return environment ENV to revision REV (default: the good
+    one before the current) and pin it there until a new commit arrives or `--unpin`.
+    """
+    if not target.isdigit() or number is not None or unpin:
+        from socle.cli.gitops import env_rollback
+
+        with Client(_settings()) as client:
+            result = env_rollback(client, target, number, unpin, as_json)
+            revision_ = (result.get("revision") or {}).get("number")
+            final = (
+                _wait_revision(client, revision_, quiet=as_json)
+                if revision_ and not no_wait
+                else None
+            )
+        if as_json:
+            print_json({**result, "final": final})
+        raise SystemExit(0 if final is None or final["status"] == RevisionStatus.SUCCEEDED else 1)
+    revision = int(target)
+    if revision < 1:
+        raise ConfigError("revision numbers start at 1")
     with Client(_settings()) as client:
         if not yes and not sys.stdin.isatty():
             raise ConfigError("refusing to roll back without confirmation", hint="pass --yes")
@@ -564,17 +589,30 @@ def status(as_json: bool) -> None:
     """Apps, their health and instances (PID, address, ports), and the isolation in use."""
     with Client(_settings()) as client:
         result = client.call("GET", "/api/v1/status")
+        result["environments"] = client.call("GET", "/api/v1/gitops/envs")
     if as_json:
         print_json(result)
     else:
+        from socle.cli.gitops import print_environments
+
         print_status(result)
+        print_environments(result["environments"])
 
 
 @click.command()
+@click.argument("env", required=False)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @json_option
-def history(limit: int, as_json: bool) -> None:
-    """Revisions, newest first: who applied what, and how it ended."""
+def history(env: str | None, limit: int, as_json: bool) -> None:
+    """Revisions, newest first: who applied what, and how it ended.
+
+    With ENV: that environment's revisions with commit, result and duration."""
+    if env is not None:
+        from socle.cli.gitops import env_history
+
+        with Client(_settings()) as client:
+            env_history(client, env, limit, as_json)
+        return
     with Client(_settings()) as client:
         result = client.call("GET", "/api/v1/revisions", params={"limit": limit})
     if as_json:

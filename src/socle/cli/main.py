@@ -39,6 +39,9 @@ COMMANDS: dict[str, str] = {
     "alerts": "socle.cli.observe",
     "silence": "socle.cli.observe",
     "slo": "socle.cli.observe",
+    "source": "socle.cli.gitops",
+    "sync": "socle.cli.gitops",
+    "diff": "socle.cli.gitops",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

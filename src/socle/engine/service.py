@@ -304,7 +304,7 @@ class Engine:
                 current[(kind, name)] = state
         return current
 
-    def _current_of(self, desired: Desired) -> dict[ObjectRef, ObjectState]:
+    def current_of(self, desired: Desired) -> dict[ObjectRef, ObjectState]:
         """What a plan for ``desired`` compares with: the objects its owner has in its
         environment (every object for an unscoped re-apply)."""
         current = self._current()
@@ -320,6 +320,7 @@ class Engine:
         *,
         environment: str | None = None,
         owner: str | None = None,
+        prune: bool = True,
     ) -> tuple[LoadedManifests, Desired]:
         """The desired state of the manifests under ``path``.
 
@@ -341,6 +342,15 @@ class Engine:
         for kind, handler in self.handlers.items():
             for name, state in (await handler.desired(loaded)).items():
                 states[(kind, name)] = state
+        if not prune:
+            # Objects that left the source are kept as they are (reported, not deleted).
+            current = self._current()
+            for ref in self.scopes.owned(owner, environment) - set(states):
+                if ref in current:
+                    states[ref] = current[ref]
+                    kept = self.scopes.get(ref)
+                    if kept is not None:
+                        scopes[ref] = kept
         return loaded, Desired(states, loaded.root, owner, environment, scopes)
 
     async def plan(
@@ -351,10 +361,13 @@ class Engine:
         allow_delete_all: bool = False,
         environment: str | None = None,
         owner: str | None = None,
+        prune: bool = True,
     ) -> tuple[LoadedManifests, Plan]:
         began = time.monotonic()
-        loaded, desired = await self.desired_from(path, env, environment=environment, owner=owner)
-        current = self._current_of(desired)
+        loaded, desired = await self.desired_from(
+            path, env, environment=environment, owner=owner, prune=prune
+        )
+        current = self.current_of(desired)
         result = plan(desired.states, current, allow_delete_all=allow_delete_all)
         self._events.planned(time.monotonic() - began)
         return loaded, result
@@ -371,6 +384,7 @@ class Engine:
         environment: str | None = None,
         owner: str | None = None,
         commit: dict[str, str] | None = None,
+        prune: bool = True,
     ) -> tuple[Plan, Revision | None]:
         """Plan and start applying; returns at once with the revision (None if no change).
 
@@ -378,7 +392,7 @@ class Engine:
         ``env``) are created, updated or deleted."""
         for _ in range(5):
             loaded, desired = await self.desired_from(
-                path, env, environment=environment, owner=owner
+                path, env, environment=environment, owner=owner, prune=prune
             )
             try:
                 return await self._start_apply(
@@ -453,7 +467,7 @@ class Engine:
                 known = self.scopes.get(ref)
                 if known is not None and (known.env, known.owner) != (scope.env, scope.owner):
                     raise _StaleScopes(ref)
-            current = self._current_of(desired)
+            current = self.current_of(desired)
             the_plan = plan(desired.states, current, allow_delete_all=allow_delete_all)
             if the_plan.empty:
                 self._apply_lock.release()

@@ -130,6 +130,7 @@ def build_default_kinds() -> KindRegistry:
     from socle.model.external import ExternalService
     from socle.model.route import Route, route_references
     from socle.model.slo import SLO
+    from socle.model.source import Source
     from socle.model.volume import Volume
 
     registry = KindRegistry()
@@ -139,6 +140,7 @@ def build_default_kinds() -> KindRegistry:
     registry.register("AlertRule", AlertRule)
     registry.register("SLO", SLO)
     registry.register("Route", Route, references=route_references)
+    registry.register("Source", Source)
     return registry
 
 

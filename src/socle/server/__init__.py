@@ -38,6 +38,7 @@ from socle.server.parts import (
     ApiComponent,
     ConsulComponent,
     EngineComponent,
+    GitOpsComponent,
     IngressComponent,
     LeaseComponent,
     LogsComponent,
@@ -151,6 +152,7 @@ def build_components(plane: Plane) -> Components:
     components.add(IngressComponent(plane))
     components.add(ConsulComponent(plane))
     components.add(ObserveComponent(plane))
+    components.add(GitOpsComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))
     components.add(AlertmanagerComponent(plane))
     components.add(PrometheusComponent(plane))

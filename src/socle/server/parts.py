@@ -37,6 +37,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
+from socle.gitops.service import GitOps
 from socle.network.dns import DnsServer
 from socle.network.ingress import (
     AppPorts,
@@ -120,6 +121,8 @@ class Plane:
         if any(info.name == name for info in await tokens.list()):
             return await tokens.rotate(name)
         return await tokens.create(name)
+
+    gitops: GitOps | None = None
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps
@@ -666,6 +669,32 @@ class IngressComponent:
         await ingress.stop(stop_nginx=not self._plane.keep_apps)
 
 
+class GitOpsComponent:
+    """Sources, their sync loops (poll, webhook, on demand) and drift checks."""
+
+    name = "gitops"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        gitops = GitOps(
+            need(plane.store, "store"),
+            need(plane.engine, "engine"),
+            plane.settings.home,
+            secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
+            tasks=plane.monitor,
+        )
+        await gitops.start()
+        plane.gitops = gitops
+
+    async def stop(self) -> None:
+        gitops, self._plane.gitops = self._plane.gitops, None
+        if gitops is not None:
+            await gitops.stop()
+
+
 class ApiComponent:
     """The HTTP listener: the platform API and the Vault API (see :mod:`.addresses`)."""
 
@@ -695,6 +724,7 @@ class ApiComponent:
             registry=plane.network.registry if plane.network is not None else None,
             logs=plane.logs,
             observe=plane.observe,
+            gitops=plane.gitops,
         )
         platform: Any = create_app(ctx)
         vault: Any = need(plane.secrets, "secrets").asgi

@@ -1,0 +1,231 @@
+"""Git access through the real ``git``, always as argument lists, credentials only in the
+environment of the child process (never in argv, logs or status).
+
+Each source has a bare mirror at ``SOCLE_HOME/gitops/<source>/mirror`` (owner-only),
+fetched with ``--prune --force`` so force-pushes and deleted branches are seen as they
+are. A sync checks one commit out into a fresh folder with ``git archive`` (a clean tree:
+never uncommitted edits, no hooks run, no ``.git`` inside), extracted with the tar
+``data`` filter (no absolute paths, no links out of the tree, no device files).
+
+Credentials (:class:`Credentials`): an HTTPS token goes in an ``http.extraHeader`` passed
+through ``GIT_CONFIG_*`` variables; an SSH key is written to a 0600 file in a private
+temp folder named by ``GIT_SSH_COMMAND`` and removed after the command.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from socle.errors import SourceError
+from socle.fs import private_dir
+
+GIT_TIMEOUT = 120.0
+"""A fetch of a big repository over a slow link may take a while; a hung one must not
+hold the source's sync forever."""
+
+SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a remote needs; ``repr`` never shows the values."""
+
+    token: str | None = None
+    username: str = "git"
+    ssh_key: str | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(****)"
+
+    @property
+    def secrets(self) -> list[str]:
+        found = [v for v in (self.token, self.ssh_key) if v]
+        if self.token:
+            found.append(_basic(self.username, self.token))
+        return found
+
+
+def _basic(username: str, token: str) -> str:
+    return base64.b64encode(f"{username}:{token}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    author: str
+    date: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"sha": self.sha, "author": self.author, "date": self.date, "message": self.message}
+
+
+class Mirror:
+    """One source's bare mirror of its remote."""
+
+    def __init__(self, folder: Path, url: str, credentials: Credentials | None = None) -> None:
+        self.folder = folder
+        self.url = url
+        self._credentials = credentials or Credentials()
+
+    # -- running git ---------------------------------------------------------------------
+
+    def _env(self, stack: contextlib.ExitStack) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.folder.parent),
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_ASKPASS": "/bin/false",
+            "SSH_ASKPASS": "/bin/false",
+            "LC_ALL": "C",
+        }
+        creds = self._credentials
+        pairs: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
+        if creds.token:
+            pairs.append(
+                ("http.extraHeader", f"Authorization: Basic {_basic(creds.username, creds.token)}")
+            )
+        if creds.ssh_key:
+            keydir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="socle-ssh-")))
+            os.chmod(keydir, 0o700)
+            key = keydir / "key"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(creds.ssh_key.strip() + "\n")
+            env["GIT_SSH_COMMAND"] = (
+                f"ssh -i {key} -o IdentitiesOnly=yes -o BatchMode=yes "
+                f"-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={keydir}/known_hosts"
+            )
+        else:
+            env["GIT_SSH_COMMAND"] = "ssh -o BatchMode=yes"
+        env["GIT_CONFIG_COUNT"] = str(len(pairs))
+        for index, (key_name, value) in enumerate(pairs):
+            env[f"GIT_CONFIG_KEY_{index}"] = key_name
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
+        return env
+
+    def _git(
+        self, *args: str, check: bool = True, binary: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        with contextlib.ExitStack() as stack:
+            env = self._env(stack)
+            try:
+                done = subprocess.run(
+                    ["git", "--git-dir", str(self.folder), *args],
+                    env=env,
+                    capture_output=True,
+                    timeout=GIT_TIMEOUT,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise SourceError(
+                    f"git {args[0]} did not finish within {GIT_TIMEOUT:.0f}s",
+                    hint="check that the remote answers",
+                ) from exc
+        if check and done.returncode != 0:
+            raise SourceError(
+                f"git {args[0]} failed: {self.scrub(done.stderr.decode(errors='replace'))}",
+                hint=f"check the repository URL {self.scrub(self.url)} and its credentials",
+            )
+        return done
+
+    def scrub(self, text: str) -> str:
+        """``text`` without credentials (also those embedded in a URL) and trimmed."""
+        for secret in self._credentials.secrets:
+            text = text.replace(secret, "****")
+        text = re.sub(r"://[^/@\s]+@", "://****@", text)
+        return text.strip()[-2000:]
+
+    # -- operations ----------------------------------------------------------------------
+
+    def fetch(self) -> None:
+        """Create the mirror if needed, then fetch every branch and tag (force, prune)."""
+        if not (self.folder / "HEAD").exists():
+            private_dir(self.folder.parent)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder.mkdir(mode=0o700)
+            self._git("init", "--bare", "--quiet")
+        self._git(
+            "fetch",
+            "--prune",
+            "--force",
+            "--quiet",
+            "--no-tags",
+            "--",
+            self.url,
+            "+refs/heads/*:refs/heads/*",
+            "+refs/tags/*:refs/tags/*",
+        )
+
+    def resolve(self, branch: str | None, ref: str | None) -> str:
+        """The commit a branch, tag or SHA names now (SourceError if it does not exist)."""
+        if branch is not None:
+            candidates = [f"refs/heads/{branch}"]
+            what = f"branch {branch!r}"
+        else:
+            assert ref is not None
+            candidates = [f"refs/tags/{ref}", ref] if not SHA_RE.match(ref) else [ref]
+            what = f"ref {ref!r}"
+        for candidate in candidates:
+            done = self._git(
+                "rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}",
+                check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                return done.stdout.decode().strip()
+        raise SourceError(
+            f"{what} does not exist in {self.scrub(self.url)}",
+            hint="it may have been deleted or never pushed; the environment stays on its "
+            "last good revision",
+        )
+
+    def commit(self, sha: str) -> CommitInfo:
+        done = self._git("log", "-1", "--format=%H%x00%an <%ae>%x00%aI%x00%B", sha, "--")
+        sha_, author, date, message = done.stdout.decode(errors="replace").split("\x00", 3)
+        return CommitInfo(sha_, author, date, message.strip())
+
+    def has_folder(self, sha: str, folder: str) -> bool:
+        spec = f"{sha}:{folder.strip('/')}" if folder.strip("/") else f"{sha}^{{tree}}"
+        done = self._git("cat-file", "-t", spec, check=False)
+        return done.returncode == 0 and done.stdout.strip() == b"tree"
+
+    def checkout(self, sha: str, folder: str, dest: Path) -> Path:
+        """The tree of ``sha`` under ``folder``, extracted into a new ``dest``."""
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True, mode=0o700)
+        spec = f"{sha}:{folder.strip('/')}" if folder.strip("/") else sha
+        with contextlib.ExitStack() as stack:
+            env = self._env(stack)
+            with tempfile.TemporaryFile() as archive:
+                done = subprocess.run(
+                    ["git", "--git-dir", str(self.folder), "archive", "--format=tar", spec],
+                    env=env,
+                    stdout=archive,
+                    stderr=subprocess.PIPE,
+                    timeout=GIT_TIMEOUT,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    raise SourceError(
+                        f"git archive failed: {self.scrub(done.stderr.decode(errors='replace'))}"
+                    )
+                archive.seek(0)
+                with tarfile.open(fileobj=archive) as tar:
+                    tar.extractall(dest, filter="data")
+        return dest
+
+    def diff_names(self, old: str, new: str) -> list[str]:
+        done = self._git("diff", "--name-only", old, new, "--", check=False)
+        return done.stdout.decode(errors="replace").splitlines()

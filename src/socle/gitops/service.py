@@ -1,0 +1,585 @@
+"""The GitOps service: sources, their sync (poll, webhook, on demand), per-environment
+status, pins and drift.
+
+A sync of one source, under that source's lock (syncs of one source never overlap):
+
+1. fetch the mirror and resolve the branch/tag/SHA (unreachable remote, deleted branch:
+   status ``failed`` with the reason; nothing changes);
+2. an environment pinned by a rollback stays pinned until a new commit arrives;
+3. with auto-sync off (poll), a new commit only marks the source ``out of sync``;
+4. a commit already refused (broken manifests) is not tried again until a new one comes;
+5. check the commit's folder out into a clean tree and apply it as the source's objects in
+   its environment (:meth:`socle.engine.service.Engine.apply` with ``owner`` and
+   ``environment``): an empty folder refuses to delete everything, bad manifests are
+   refused with their errors attached to the commit, and the environment stays on its
+   last good revision;
+6. wait for the revision, record ``synced`` (or ``failed`` with the rollout's reason).
+
+Records in the state store: ``gitops/sources/<name>`` (the Source manifest, never a
+credential: those are secrets-engine paths), ``gitops/status/<name>``,
+``gitops/pins/<env>`` and ``gitops/events/<n>`` (drift and sync events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from socle.engine.scopes import source_owner
+from socle.engine.secret_refs import SecretReader
+from socle.engine.service import Engine
+from socle.errors import (
+    ConfigError,
+    ConflictError,
+    ManifestError,
+    NotFoundError,
+    SecretUnavailable,
+    SocleError,
+    SourceError,
+)
+from socle.fs import private_dir
+from socle.gitops.git import CommitInfo, Credentials, Mirror
+from socle.gitops.webhook import Deliveries, Push, verify
+from socle.model.loader import environments
+from socle.model.source import Source
+from socle.model.status import RevisionStatus
+from socle.state.store import StateStore
+from socle.tasks import TaskMonitor
+
+log = logging.getLogger(__name__)
+
+SOURCES = "gitops/sources/"
+STATUS = "gitops/status/"
+PINS = "gitops/pins/"
+EVENTS = "gitops/events/"
+KEEP_CHECKOUTS = 3
+JITTER = 0.1
+REVISION_POLL_SECONDS = 0.02
+DRIFT_CHECK_SECONDS = 5.0
+
+
+class SyncState:
+    SYNCED = "synced"
+    OUT_OF_SYNC = "out of sync"
+    SYNCING = "syncing"
+    FAILED = "failed"
+    PINNED = "pinned"
+    NEW = "new"
+
+
+@dataclass
+class SourceStatus:
+    state: str = SyncState.NEW
+    reason: str = ""
+    revision: int | None = None
+    """The engine revision the environment runs for this source (last good)."""
+    commit: dict[str, str] | None = None
+    """The commit of :attr:`revision`."""
+    seen: str | None = None
+    """The SHA the branch/tag named at the last fetch."""
+    refused: str | None = None
+    """A SHA refused (broken manifests, failed rollout): not tried again until a new one."""
+    errors: list[str] = field(default_factory=list)
+    """The refused commit's errors (file:line: field: reason)."""
+    last_sync: float | None = None
+    last_duration: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GitOps:
+    """Every source of one control plane and what keeps them synced."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        engine: Engine,
+        home: Path,
+        *,
+        secrets: SecretReader | None = None,
+        tasks: TaskMonitor | None = None,
+        drift_seconds: float = DRIFT_CHECK_SECONDS,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._dir = home / "gitops"
+        self._secrets = secrets
+        self._tasks = (tasks or TaskMonitor()).group("gitops")
+        self._sources: dict[str, Source] = {}
+        self._status: dict[str, SourceStatus] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._polls: dict[str, asyncio.Task[None]] = {}
+        self._deliveries = Deliveries()
+        self._drift_seconds = drift_seconds
+        self._drifting: set[str] = set()
+        self._event_counter = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        private_dir(self._dir)
+        for record in await self._store.scan(SOURCES):
+            source = Source.model_validate(json.loads(record.value))
+            self._sources[source.name] = source
+        for record in await self._store.scan(STATUS):
+            name = record.key[len(STATUS) :]
+            self._status[name] = SourceStatus(**json.loads(record.value))
+        keys = await self._store.keys(EVENTS)
+        self._event_counter = int(keys[-1][len(EVENTS) :]) if keys else 0
+        for name in self._sources:
+            self._start_poll(name, first=0.0)
+        self._tasks.spawn(self._watch_drift(), "drift")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+
+    def _start_poll(self, name: str, *, first: float | None = None) -> None:
+        old = self._polls.pop(name, None)
+        if old is not None:
+            old.cancel()
+        self._polls[name] = self._tasks.spawn(self._poll(name, first), f"poll:{name}")
+
+    async def _poll(self, name: str, first: float | None) -> None:
+        delay = first
+        while name in self._sources:
+            source = self._sources[name]
+            if delay is None:
+                delay = source.spec.interval * random.uniform(1 - JITTER, 1 + JITTER)  # noqa: S311 (jitter, not crypto)
+            await asyncio.sleep(delay)
+            delay = None
+            if name not in self._sources:
+                return
+            try:
+                await self.sync(name, trigger="poll")
+            except Exception:
+                log.exception("sync of source %s failed", name)
+
+    # -- sources ---------------------------------------------------------------------
+
+    def sources(self) -> list[Source]:
+        return [self._sources[n] for n in sorted(self._sources)]
+
+    def get(self, name: str) -> Source:
+        source = self._sources.get(name)
+        if source is None:
+            raise NotFoundError(f"source {name!r} does not exist", hint="see `socle source list`")
+        return source
+
+    def status_of(self, name: str) -> SourceStatus:
+        return self._status.setdefault(name, SourceStatus())
+
+    async def add(self, source: Source, *, replace: bool = False) -> Source:
+        """Register ``source`` (or replace it with ``replace``), then sync it at once."""
+        if source.name in self._sources and not replace:
+            raise ConflictError(
+                f"source {source.name!r} already exists",
+                hint="remove it first (`socle source remove`) or apply the Source manifest",
+            )
+        for other in self._sources.values():
+            same_env = other.spec.env == source.spec.env and other.name != source.name
+            if same_env and (other.spec.repo, other.spec.path) == (
+                source.spec.repo,
+                source.spec.path,
+            ):
+                raise ConflictError(
+                    f"source {other.name!r} already feeds {source.spec.path} of "
+                    f"{source.spec.repo} into environment {source.spec.env}"
+                )
+        data = json.dumps(source.model_dump(mode="json", by_alias=True, exclude_none=True))
+        await self._store.put(SOURCES + source.name, data.encode())
+        self._sources[source.name] = source
+        self._start_poll(source.name, first=0.0)
+        return source
+
+    async def remove(self, name: str) -> None:
+        """Forget the source; its objects keep running (now owned by nobody who syncs)."""
+        self.get(name)
+        self._sources.pop(name)
+        task = self._polls.pop(name, None)
+        if task is not None:
+            task.cancel()
+        await self._store.delete(SOURCES + name)
+        await self._store.delete(STATUS + name)
+        self._status.pop(name, None)
+        await asyncio.to_thread(shutil.rmtree, self._dir / name, True)
+
+    # -- sync ------------------------------------------------------------------------
+
+    async def sync_env(self, env: str, *, force: bool = False) -> list[dict[str, Any]]:
+        names = [s.name for s in self.sources() if s.spec.env == env]
+        if not names:
+            raise NotFoundError(
+                f"no source feeds environment {env!r}", hint="see `socle source list`"
+            )
+        results = []
+        for name in names:
+            status = await self.sync(name, trigger="manual", force=force)
+            results.append({"source": name, **status.to_dict()})
+        return results
+
+    async def sync(self, name: str, *, trigger: str, force: bool = False) -> SourceStatus:
+        """Sync one source now (see the module docstring); returns its status."""
+        self.get(name)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            started = time.monotonic()
+            status = await self._sync(name, trigger, force)
+            status.last_sync = time.time()
+            status.last_duration = round(time.monotonic() - started, 4)
+            await self._save_status(name, status)
+            return status
+
+    async def _sync(self, name: str, trigger: str, force: bool) -> SourceStatus:
+        source = self._sources[name]
+        spec = source.spec
+        status = self.status_of(name)
+        mirror = Mirror(self._dir / name / "mirror", spec.repo, await self._credentials(source))
+        try:
+            await asyncio.to_thread(mirror.fetch)
+            sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
+        except SourceError as exc:
+            status.state, status.reason = SyncState.FAILED, exc.message
+            await self._event(spec.env, name, "sync failed", exc.message)
+            return status
+        new_commit = sha != status.seen
+        status.seen = sha
+        pin = await self._pin(spec.env)
+        if pin is not None:
+            if pin.get("sha") == sha or not new_commit:
+                status.state = SyncState.PINNED
+                status.reason = f"pinned to revision {pin['revision']} by a rollback"
+                return status
+            await self.unpin(spec.env)
+            await self._event(spec.env, name, "unpinned", f"new commit {sha[:12]}")
+        applied = (status.commit or {}).get("sha")
+        if sha == applied and not force and status.state != SyncState.FAILED:
+            status.state, status.reason = SyncState.SYNCED, ""
+            return status
+        if sha == status.refused and not force:
+            return status  # already failed with its errors; wait for a new commit
+        if not spec.auto_sync and trigger == "poll":
+            status.state = SyncState.OUT_OF_SYNC
+            status.reason = (
+                f"commit {sha[:12]} not applied (auto-sync off: `socle sync {spec.env}`)"
+            )
+            return status
+        status.state, status.reason = SyncState.SYNCING, f"commit {sha[:12]}"
+        await self._save_status(name, status)
+        info = await asyncio.to_thread(mirror.commit, sha)
+        if not await asyncio.to_thread(mirror.has_folder, sha, spec.path):
+            return await self._refuse(
+                name, status, info, f"folder {spec.path!r} does not exist at commit {sha[:12]}"
+            )
+        checkout = self._dir / name / "checkouts" / sha
+        await asyncio.to_thread(mirror.checkout, sha, spec.path, checkout)
+        overlay = spec.env if spec.env in environments(checkout) else None
+        commit = {**info.to_dict(), "source": name, "ref": spec.branch or spec.ref or ""}
+        try:
+            _, revision = await self._engine.apply(
+                checkout,
+                overlay,
+                f"gitops:{name}",
+                environment=spec.env,
+                owner=source_owner(name),
+                commit=commit,
+                prune=spec.prune,
+            )
+        except ManifestError as exc:
+            status.errors = [str(p) for p in exc.problems]
+            return await self._refuse(name, status, info, exc.message)
+        except SocleError as exc:
+            status.errors = []
+            return await self._refuse(name, status, info, exc.message)
+        finally:
+            await asyncio.to_thread(self._prune_checkouts, name, sha)
+        if revision is None:
+            return self._good(status, info, status.revision)
+        status.reason = f"commit {sha[:12]}: revision {revision.number} rolling out"
+        await self._save_status(name, status)
+        final = await self._wait(revision.number)
+        if final.status == RevisionStatus.SUCCEEDED:
+            await self._event(spec.env, name, "sync succeeded", f"revision {revision.number}")
+            return self._good(status, info, revision.number)
+        return await self._refuse(
+            name, status, info, f"revision {revision.number} {final.status}: {final.message}"
+        )
+
+    def _good(self, status: SourceStatus, info: CommitInfo, revision: int | None) -> SourceStatus:
+        status.state, status.reason, status.errors = SyncState.SYNCED, "", []
+        status.revision, status.commit, status.refused = revision, info.to_dict(), None
+        return status
+
+    async def _refuse(
+        self, name: str, status: SourceStatus, info: CommitInfo, reason: str
+    ) -> SourceStatus:
+        status.state = SyncState.FAILED
+        status.refused = info.sha
+        last = (status.commit or {}).get("sha", "")
+        status.reason = f"commit {info.sha[:12]} refused: {reason}" + (
+            f"; staying on {last[:12]}" if last else ""
+        )
+        await self._event(self._sources[name].spec.env, name, "sync failed", status.reason)
+        return status
+
+    async def _wait(self, number: int) -> Any:
+        while True:
+            revision = await self._engine.revisions.get(number)
+            if revision.done:
+                return revision
+            await asyncio.sleep(REVISION_POLL_SECONDS)
+
+    def _prune_checkouts(self, name: str, keep: str) -> None:
+        folder = self._dir / name / "checkouts"
+        if not folder.is_dir():
+            return
+        entries = sorted(folder.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in entries[KEEP_CHECKOUTS:]:
+            if old.name != keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+    async def _credentials(self, source: Source) -> Credentials | None:
+        path = source.spec.credentials
+        if path is None:
+            return None
+        if self._secrets is None:
+            raise ConfigError("source credentials need the secrets engine")
+        policies = [f"gitops-{source.name}"]
+        found: dict[str, str] = {}
+        for key in ("token", "ssh_key", "username"):
+            try:
+                found[key], _ = await self._secrets.read_for_app(policies, path, key)
+            except SecretUnavailable:
+                continue
+        if not found.get("token") and not found.get("ssh_key"):
+            raise SourceError(
+                f"credentials {path} of source {source.name} hold no readable token or ssh_key",
+                hint=f"write them and a policy gitops-{source.name} granting read on {path}",
+            )
+        return Credentials(
+            token=found.get("token"),
+            ssh_key=found.get("ssh_key"),
+            username=found.get("username", "git"),
+        )
+
+    async def _save_status(self, name: str, status: SourceStatus) -> None:
+        if name not in self._sources:
+            return
+        data = {k: v for k, v in status.to_dict().items()}
+        await self._store.put(STATUS + name, json.dumps(data).encode())
+
+    # -- webhooks --------------------------------------------------------------------
+
+    async def webhook(self, name: str, headers: Mapping[str, str], body: bytes) -> Push:
+        """Verify a push and start the source's sync at once (not waiting for it)."""
+        source = self._sources.get(name)
+        secret = await self._webhook_secret(source) if source is not None else ""
+        # Unknown sources and sources without a secret answer like a bad signature.
+        push = verify(headers, body, secret)
+        self._deliveries.accept(name, push.delivery)
+        self._tasks.spawn(self.sync(name, trigger="webhook"), f"webhook:{name}")
+        return push
+
+    async def _webhook_secret(self, source: Source) -> str:
+        path = source.spec.webhook_secret
+        if path is None or self._secrets is None:
+            return ""
+        try:
+            value, _ = await self._secrets.read_for_app([f"gitops-{source.name}"], path, "secret")
+        except SecretUnavailable:
+            log.warning("webhook secret of source %s cannot be read", source.name)
+            return ""
+        return value
+
+    # -- environments: status, pins, history -----------------------------------------
+
+    async def _pin(self, env: str) -> dict[str, Any] | None:
+        record = await self._store.get(PINS + env)
+        return json.loads(record.value) if record is not None else None
+
+    async def unpin(self, env: str) -> None:
+        await self._store.delete(PINS + env)
+
+    async def rollback(self, env: str, number: int | None, who: str) -> dict[str, Any]:
+        """Re-apply revision ``number`` (default: the one before the current good one) of
+        each source of ``env`` and pin the environment until a new commit arrives."""
+        revisions = [r for r in await self._engine.revisions.list(limit=0) if r.environment == env]
+        if number is None:
+            good = [r for r in revisions if r.status == RevisionStatus.SUCCEEDED and r.commit]
+            if len(good) < 2:
+                raise NotFoundError(f"environment {env} has no earlier good revision")
+            number = good[1].number
+        target = next((r for r in revisions if r.number == number), None)
+        if target is None:
+            raise NotFoundError(f"revision {number} did not change environment {env}")
+        _, revision = await self._engine.rollback(number, who)
+        sha = None
+        name = (target.commit or {}).get("source")
+        if name is not None and name in self._status:
+            sha = self._status[name].seen
+        pin = {"revision": number, "sha": sha, "who": who, "when": time.time()}
+        await self._store.put(PINS + env, json.dumps(pin).encode())
+        if name in self._status:
+            self._status[name].state = SyncState.PINNED
+            self._status[name].reason = f"pinned to revision {number} by a rollback"
+            await self._save_status(name, self._status[name])
+        await self._event(env, name or "", "rollback", f"to revision {number}")
+        return {"pinned": pin, "revision": revision.to_dict() if revision else None}
+
+    async def environments(self) -> list[dict[str, Any]]:
+        """One row per environment with a source: its state and each source's status."""
+        envs: dict[str, list[Source]] = {}
+        for source in self.sources():
+            envs.setdefault(source.spec.env, []).append(source)
+        rows = []
+        for env, sources in sorted(envs.items()):
+            states = [self.status_of(s.name) for s in sources]
+            order = [SyncState.FAILED, SyncState.SYNCING, SyncState.OUT_OF_SYNC,
+                     SyncState.PINNED, SyncState.NEW, SyncState.SYNCED]  # fmt: skip
+            worst = min((s.state for s in states), key=order.index)
+            rows.append(
+                {
+                    "env": env,
+                    "state": worst,
+                    "pinned": await self._pin(env),
+                    "drift": sorted(d for d in self._drifting if d.startswith(f"{env}/")),
+                    "sources": [
+                        {"source": s.name, **st.to_dict()}
+                        for s, st in zip(sources, states, strict=True)
+                    ],
+                }
+            )
+        return rows
+
+    async def history(self, env: str, limit: int = 50) -> list[dict[str, Any]]:
+        rows = []
+        for revision in await self._engine.revisions.list(limit=0):
+            if revision.environment != env:
+                continue
+            finished = revision.finished
+            rows.append(
+                {
+                    "number": revision.number,
+                    "created": revision.created,
+                    "status": revision.status,
+                    "message": revision.message,
+                    "who": revision.who,
+                    "commit": revision.commit,
+                    "rollback_of": revision.rollback_of,
+                    "duration": round(finished - revision.created, 3) if finished else None,
+                    "counts": revision.plan.get("counts", {}),
+                }
+            )
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def diff(self, env: str, number: int | None) -> list[dict[str, Any]]:
+        """Field-level diff of each source of ``env``: live vs Git (the last fetched
+        commit), or live vs revision ``number``."""
+        from socle.engine.planner import plan
+
+        out = []
+        if number is not None:
+            desired, old = await self._engine.recorded(number)
+            if old.environment != env:
+                raise NotFoundError(f"revision {number} did not change environment {env}")
+            current = self._engine.current_of(desired)
+            the_plan = plan(desired.states, current, allow_delete_all=True)
+            return [{"revision": number, **the_plan.to_dict()}]
+        for source in self.sources():
+            if source.spec.env != env:
+                continue
+            status = self.status_of(source.name)
+            sha = status.seen
+            if sha is None:
+                out.append({"source": source.name, "error": "never fetched"})
+                continue
+            mirror = Mirror(self._dir / source.name / "mirror", source.spec.repo)
+            checkout = self._dir / source.name / "checkouts" / sha
+            if not checkout.is_dir():
+                await asyncio.to_thread(mirror.checkout, sha, source.spec.path, checkout)
+            overlay = env if env in environments(checkout) else None
+            _, the_plan = await self._engine.plan(
+                checkout,
+                overlay,
+                environment=env,
+                owner=source_owner(source.name),
+                prune=source.spec.prune,
+                allow_delete_all=True,
+            )
+            out.append({"source": source.name, "commit": sha, **the_plan.to_dict()})
+        return out
+
+    # -- drift -----------------------------------------------------------------------
+
+    async def _watch_drift(self) -> None:
+        while True:
+            await asyncio.sleep(self._drift_seconds)
+            try:
+                await self.check_drift()
+            except Exception:
+                log.exception("drift check failed; will retry")
+
+    async def check_drift(self) -> list[str]:
+        """Objects of synced sources whose live state differs from their target (an
+        instance killed by hand, an app stopped behind Socle's back): recorded as drift
+        events once each; with self-heal the source's commit is applied again."""
+        owners = {source_owner(s.name): s for s in self.sources()}
+        found: set[str] = set()
+        heal: set[str] = set()
+        for row in await self._engine.status():
+            source = owners.get(row.get("owner", ""))
+            if source is None or row.get("kind") != "App":
+                continue
+            if row.get("rollout") not in (None, "complete"):
+                continue
+            if row.get("ready", 0) >= row.get("desired", 0):
+                continue
+            key = f"{source.spec.env}/{row['name']}"
+            found.add(key)
+            if key not in self._drifting:
+                await self._event(
+                    source.spec.env,
+                    source.name,
+                    "drift detected",
+                    f"app {row['name']}: {row.get('ready')}/{row.get('desired')} ready",
+                )
+            if source.spec.self_heal:
+                heal.add(source.name)
+        for key in self._drifting - found:
+            env, _, app = key.partition("/")
+            await self._event(env, "", "drift corrected", f"app {app} ready again")
+        self._drifting = found
+        for name in heal:
+            self._tasks.spawn(self.sync(name, trigger="self-heal", force=True), f"heal:{name}")
+        return sorted(found)
+
+    async def _event(self, env: str, source: str, kind: str, message: str) -> None:
+        self._event_counter += 1
+        data = {"time": time.time(), "env": env, "source": source, "event": kind,
+                "message": message}  # fmt: skip
+        log.info("gitops %s: %s %s: %s", env, source, kind, message)
+        await self._store.put(f"{EVENTS}{self._event_counter:012d}", json.dumps(data).encode())
+
+    async def events(self, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        keys = await self._store.keys(EVENTS)
+        out: list[dict[str, Any]] = []
+        for key in reversed(keys):
+            record = await self._store.get(key)
+            if record is None:
+                continue
+            data = json.loads(record.value)
+            if env is None or data["env"] == env:
+                out.append(data)
+            if len(out) >= limit:
+                break
+        return out

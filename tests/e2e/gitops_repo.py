@@ -1,0 +1,95 @@
+"""Real Git repositories for the GitOps tests: a bare remote, a working clone that commits
+and pushes, and a real ``git daemon`` on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.socle_fixture import wait_for, write_repo
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Ada Tester",
+    "GIT_AUTHOR_EMAIL": "ada@example.test",
+    "GIT_COMMITTER_NAME": "Ada Tester",
+    "GIT_COMMITTER_EMAIL": "ada@example.test",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "HOME": "/nonexistent",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, **GIT_ENV}
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)}: {done.stderr}")
+    return done.stdout.strip()
+
+
+class Remote:
+    """``remote.git`` (bare) and ``work`` (a clone on branch main)."""
+
+    def __init__(self, root: Path) -> None:
+        self.bare = root / "remote.git"
+        self.work = root / "work"
+        root.mkdir(parents=True, exist_ok=True)
+        git(root, "init", "--bare", "--quiet", "--initial-branch=main", str(self.bare))
+        git(root, "init", "--quiet", "--initial-branch=main", str(self.work))
+        git(self.work, "remote", "add", "origin", str(self.bare))
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.bare}"
+
+    def commit_apps(
+        self, message: str, apps: dict[str, dict[str, Any]], folder: str = "deploy"
+    ) -> str:
+        write_repo(self.work / folder, apps)
+        return self.commit(message)
+
+    def commit(self, message: str, branch: str = "main") -> str:
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "--quiet", "--allow-empty", "-m", message)
+        git(self.work, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{branch}")
+        return git(self.work, "rev-parse", "HEAD")
+
+
+def web(version: str, **extra: Any) -> dict[str, Any]:
+    return {"env": {"VERSION": version}, **extra}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def git_daemon(base: Path) -> Iterator[str]:
+    """A real ``git daemon`` exporting the repositories under ``base``; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1",
+         f"--port={port}", f"--base-path={base}", str(base)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, 20, "git daemon")
+        yield f"git://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(10)
