@@ -32,6 +32,7 @@ def test_shape() -> None:
         "mapping": {kind: f"#/$defs/{kind}" for kind in kinds},
     }
     assert kinds[:3] == ["App", "Volume", "ExternalService"] and "AlertRule" in kinds
+    assert "Source" in kinds
     defs: dict[str, Any] = schema["$defs"]  # type: ignore[assignment]
     assert {"App", "Volume"} <= set(defs) and set(default_kinds()) <= set(defs)
     app = defs["App"]
