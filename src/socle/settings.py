@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     """How often the versions of secrets that apps reference are checked (a new version
     rolls the app)."""
 
+    gitops_drift_seconds: float = 10.0
+    """How often GitOps compares the live state of synced environments with their commit
+    (drift: a target changed behind its back, instances not ready after a rollout)."""
+
     max_parallel_builds: int = 2
     """How many release builds run at once."""
 

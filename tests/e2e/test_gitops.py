@@ -232,3 +232,47 @@ def test_sources_own_their_objects_and_environments_scope_them(
     assert any("source:team-a" in e and "apps.yaml:1" in e for e in failed["errors"]), failed
     assert version(server, next(a["name"] for a in server.status()["apps"]
                                 if (a["environment"], a["declared"]) == ("dev", "api"))) == "a2"  # fmt: skip
+
+
+def test_drift_is_reported_and_self_heal_corrects_it(
+    socle_env: dict[str, str], tmp_path: Path
+) -> None:
+    server = SocleServer(
+        home=tmp_path / "home", env=dict(socle_env, SOCLE_GITOPS_DRIFT_SECONDS="0.3")
+    )
+    server.start()
+    try:
+        remote = Remote(tmp_path / "git")
+        remote.commit_apps("v1", {"web": web("v1")})
+        add = ["source", "add", "platform", "--repo", remote.url, "--branch", "main",
+               "--path", "deploy", "--env", "dev", "--interval", "1h"]  # fmt: skip
+        server.cli(*add)
+        assert sync(server, "dev")[0] == 0
+        v1 = json.loads(server.cli("history", "dev", "--json").stdout)[0]["number"]
+        remote.commit_apps("v2", {"web": web("v2")})
+        assert sync(server, "dev")[0] == 0
+
+        def events() -> list[dict[str, Any]]:
+            data: list[dict[str, Any]] = server.api(
+                "GET", "/api/v1/gitops/events", params={"env": "dev"}
+            ).json()
+            return data
+
+        # Someone rolls the environment back by revision number, behind GitOps' back.
+        server.cli("rollback", str(v1), "--yes")
+        wait_for(lambda: source(server, "platform")["state"] == "out of sync", 60, "drift seen")
+        assert "drift: web: live differs" in source(server, "platform")["reason"]
+        assert any(e["event"] == "drift detected" for e in events())
+        assert version(server, "web") == "v1", "self-heal off: reported, not corrected"
+
+        server.cli(*add, "--self-heal", "--replace")
+        wait_for(lambda: version(server, "web") == "v2", 60, "synced again")
+        wait_for(lambda: source(server, "platform")["state"] == "synced", 60, "synced state")
+        # Self-heal may supersede the rollback before it even settles: either way, Git wins.
+        server.cli("rollback", str(v1), "--yes", check=False)
+        wait_for(lambda: version(server, "web") == "v2", 60, "self-healed back to Git")
+        wait_for(
+            lambda: any(e["event"] == "drift corrected" for e in events()), 30, "corrected event"
+        )
+    finally:
+        server.cleanup()

@@ -63,7 +63,7 @@ EVENTS = "gitops/events/"
 KEEP_CHECKOUTS = 3
 JITTER = 0.1
 REVISION_POLL_SECONDS = 0.02
-DRIFT_CHECK_SECONDS = 5.0
+DRIFT_CHECK_SECONDS = 10.0
 
 
 class SyncState:
@@ -261,7 +261,7 @@ class GitOps:
             await self.unpin(spec.env)
             await self._event(spec.env, name, "unpinned", f"new commit {sha[:12]}")
         applied = (status.commit or {}).get("sha")
-        if sha == applied and not force and status.state != SyncState.FAILED:
+        if sha == applied and not force and status.state == SyncState.SYNCED:
             status.state, status.reason = SyncState.SYNCED, ""
             return status
         if sha == status.refused and not force:
@@ -530,38 +530,77 @@ class GitOps:
                 log.exception("drift check failed; will retry")
 
     async def check_drift(self) -> list[str]:
-        """Objects of synced sources whose live state differs from their target (an
-        instance killed by hand, an app stopped behind Socle's back): recorded as drift
-        events once each; with self-heal the source's commit is applied again."""
-        owners = {source_owner(s.name): s for s in self.sources()}
-        found: set[str] = set()
+        """Drift of synced sources, recorded as events once each (and corrected with
+        self-heal, by applying the source's commit again):
+
+        - a target that differs from what the applied commit declares (someone rolled the
+          environment back or changed it behind GitOps' back);
+        - an app whose rollout completed but whose instances are not all ready (an
+          instance killed by hand: the supervisor restarts it, the event says it happened).
+        """
+        found: dict[str, tuple[str, str]] = {}
         heal: set[str] = set()
+        for source in self.sources():
+            if self.status_of(source.name).state != SyncState.SYNCED:
+                continue
+            for label, message in (await self._target_drift(source)).items():
+                found[f"{source.spec.env}/{label}"] = (source.name, message)
+                if source.spec.self_heal:
+                    heal.add(source.name)
+        owners = {source_owner(s.name): s for s in self.sources()}
         for row in await self._engine.status():
-            source = owners.get(row.get("owner", ""))
-            if source is None or row.get("kind") != "App":
+            owner = owners.get(row.get("owner", ""))
+            if owner is None or row.get("kind") != "App":
                 continue
-            if row.get("rollout") not in (None, "complete"):
+            if row.get("rollout") != "complete" or row.get("ready", 0) >= row.get("desired", 0):
                 continue
-            if row.get("ready", 0) >= row.get("desired", 0):
-                continue
-            key = f"{source.spec.env}/{row['name']}"
-            found.add(key)
+            found.setdefault(
+                f"{owner.spec.env}/{row['name']}",
+                (owner.name, f"{row.get('ready')}/{row.get('desired')} instances ready"),
+            )
+        for key, (name, message) in sorted(found.items()):
             if key not in self._drifting:
-                await self._event(
-                    source.spec.env,
-                    source.name,
-                    "drift detected",
-                    f"app {row['name']}: {row.get('ready')}/{row.get('desired')} ready",
-                )
-            if source.spec.self_heal:
-                heal.add(source.name)
-        for key in self._drifting - found:
-            env, _, app = key.partition("/")
-            await self._event(env, "", "drift corrected", f"app {app} ready again")
-        self._drifting = found
+                env, _, label = key.partition("/")
+                await self._event(env, name, "drift detected", f"{label}: {message}")
+                status = self.status_of(name)
+                if message.startswith("live differs"):
+                    status.state = SyncState.OUT_OF_SYNC
+                    status.reason = f"drift: {label}: {message}"
+                    await self._save_status(name, status)
+        for key in sorted(set(self._drifting) - set(found)):
+            env, _, label = key.partition("/")
+            await self._event(env, "", "drift corrected", f"{label} matches Git again")
+        self._drifting = set(found)
         for name in heal:
             self._tasks.spawn(self.sync(name, trigger="self-heal", force=True), f"heal:{name}")
         return sorted(found)
+
+    async def _target_drift(self, source: Source) -> dict[str, str]:
+        """``label -> what differs`` between the targets and the applied commit."""
+        status = self.status_of(source.name)
+        sha = (status.commit or {}).get("sha")
+        if sha is None or await self._pin(source.spec.env) is not None:
+            return {}
+        checkout = self._dir / source.name / "checkouts" / sha
+        if not checkout.is_dir():
+            mirror = Mirror(self._dir / source.name / "mirror", source.spec.repo)
+            await asyncio.to_thread(mirror.checkout, sha, source.spec.path, checkout)
+        env = source.spec.env
+        overlay = env if env in environments(checkout) else None
+        _, the_plan = await self._engine.plan(
+            checkout,
+            overlay,
+            environment=env,
+            owner=source_owner(source.name),
+            prune=source.spec.prune,
+            allow_delete_all=True,
+        )
+        return {
+            c.label: f"live differs from commit {sha[:12]} ({c.action.value}: "
+            + ", ".join(f.path for f in c.fields[:5])
+            + ")"
+            for c in the_plan.changes
+        }
 
     async def _event(self, env: str, source: str, kind: str, message: str) -> None:
         self._event_counter += 1

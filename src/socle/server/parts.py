@@ -685,6 +685,7 @@ class GitOpsComponent:
             plane.settings.home,
             secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
             tasks=plane.monitor,
+            drift_seconds=plane.settings.gitops_drift_seconds,
         )
         await gitops.start()
         plane.gitops = gitops
