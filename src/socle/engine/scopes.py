@@ -44,6 +44,11 @@ SCOPES_PREFIX = "owners/"
 SEPARATOR = "--"
 """Between the declared name and the environment in a second environment's internal name."""
 
+ADOPTED = "(made before environments)"
+"""The origin of objects adopted from a home made before environments existed: the first
+source that declares one of them in its environment takes it over (the folder it was
+applied from may have moved since), instead of being refused as a second owner."""
+
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -116,6 +121,11 @@ class ScopeIndex:
     def owned(self, owner: str, env: str) -> set[ObjectRef]:
         return {r for r, s in self._scopes.items() if s.owner == owner and s.env == env}
 
+    def adopted(self, ref: ObjectRef) -> bool:
+        """Whether ``ref`` was adopted from an older home and not claimed by a source yet."""
+        scope = self._scopes.get(ref)
+        return scope is not None and scope.origin == ADOPTED
+
     def in_env(self, env: str) -> set[ObjectRef]:
         return {r for r, s in self._scopes.items() if s.env == env}
 
@@ -143,7 +153,7 @@ class ScopeIndex:
             where = origins.get(f"{kind}/{name}", "")
             if found is not None:
                 other = self._scopes[found]
-                if other.owner != owner:
+                if other.owner != owner and other.origin != ADOPTED:
                     problems.append(
                         _problem(
                             where,
@@ -209,7 +219,7 @@ class ScopeIndex:
         for ref in refs:
             if ref in self._scopes:
                 continue
-            scope = Scope(scope_of.env, ref[1], scope_of.owner, scope_of.origin)
+            scope = Scope(scope_of.env, ref[1], scope_of.owner, ADOPTED)
             ops.append(Put(scope_key(ref), scope.to_json(), 0))
         if ops:
             await self._store.commit(ops)

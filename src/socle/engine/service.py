@@ -311,6 +311,7 @@ class Engine:
         if not desired.scoped:
             return current
         owned = self.scopes.owned(desired.owner, desired.environment)
+        owned |= {ref for ref in desired.scopes if self.scopes.adopted(ref)}
         return {ref: state for ref, state in current.items() if ref in owned}
 
     async def desired_from(
@@ -465,7 +466,16 @@ class Engine:
         try:
             for ref, scope in desired.scopes.items():
                 known = self.scopes.get(ref)
-                if known is not None and (known.env, known.owner) != (scope.env, scope.owner):
+                claimable = self.scopes.adopted(ref)
+                if (
+                    known is not None
+                    and not claimable
+                    and (known.env, known.owner)
+                    != (
+                        scope.env,
+                        scope.owner,
+                    )
+                ):
                     raise _StaleScopes(ref)
             current = self.current_of(desired)
             the_plan = plan(desired.states, current, allow_delete_all=allow_delete_all)
@@ -603,6 +613,12 @@ class Engine:
             )
             applied.setdefault(change.kind, {})[change.name] = state
             revision.apps[change.label] = {"phase": ChangePhase.ROLLING, "message": ""}
+        changed = {c.ref for c in the_plan.changes}
+        for ref, scope in desired.scopes.items():
+            if ref not in changed and self.scopes.adopted(ref):
+                claim = self.scopes.put_op(ref, scope)  # a source takes an adopted object
+                if claim is not None:
+                    ops.append(claim)
         revision.status = RevisionStatus.ROLLING
         ops.append(self.targets.generation_op())
         ops.append(self.revisions.put_op(revision))

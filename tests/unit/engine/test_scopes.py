@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from socle.engine.scopes import DEFAULT_ENV, Scope, path_owner, source_owner
+from socle.engine.scopes import ADOPTED, DEFAULT_ENV, Scope, path_owner, source_owner
 from socle.engine.service import Engine
 from socle.errors import DeleteAllRefused, ManifestError
 from socle.state.sqlite import SqliteStore
@@ -115,9 +115,16 @@ async def test_objects_made_before_environments_are_adopted(
     again = await parts.engine(store)
     try:
         assert again.scopes.get(("App", "api")) == Scope(
-            DEFAULT_ENV, "api", path_owner(repo.resolve())
+            DEFAULT_ENV, "api", path_owner(repo.resolve()), ADOPTED
         )
         _, the_plan = await again.plan(repo, None)
         assert the_plan.empty, "the same folder still owns its apps"
+        # The folder moved since: its new place takes the adopted objects over.
+        moved = write(tmp_path / "moved", app("api"), app("extra"))
+        the_plan, status = await apply(again, parts, moved)
+        assert labels(the_plan) == ["create extra"] and status == "succeeded"
+        assert again.scopes.get(("App", "api")) == Scope(
+            DEFAULT_ENV, "api", path_owner(moved.resolve()), "all.yaml:1"
+        )
     finally:
         await again.stop()
