@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import yaml
 
 from tests.e2e.gitops_repo import Remote, git, git_daemon, web
 from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for
@@ -195,12 +196,22 @@ def test_sources_own_their_objects_and_environments_scope_them(
     team_a, team_b = Remote(tmp_path / "a"), Remote(tmp_path / "b")
     team_a.commit_apps("a", {"api": web("a-dev"), "worker": web("w")})
     team_b.commit_apps("b", {"shop": web("b")})
-    for name, remote, env in (("team-a", team_a, "dev"), ("team-b", team_b, "dev"),
-                              ("team-a-prod", team_a, "prod")):  # fmt: skip
-        server.cli(
-            "source", "add", name, "--repo", remote.url, "--branch", "main", "--path", "deploy",
-            "--env", env, "--interval", "1h", "--prune",
-        )  # fmt: skip
+    # Two sources from a bootstrap manifest (kind Source, kept in Git), one from the CLI.
+    bootstrap = tmp_path / "bootstrap"
+    bootstrap.mkdir()
+    docs = [
+        {"apiVersion": "socle/v1", "kind": "Source", "metadata": {"name": name},
+         "spec": {"repo": remote.url, "branch": "main", "path": "deploy", "env": env,
+                  "interval": "1h", "prune": True}}
+        for name, remote, env in (("team-a", team_a, "dev"), ("team-a-prod", team_a, "prod"))
+    ]  # fmt: skip
+    (bootstrap / "sources.yaml").write_text(yaml.safe_dump_all(docs))
+    applied = json.loads(server.cli("source", "apply", str(bootstrap), "--json").stdout)
+    assert [s["name"] for s in applied] == ["team-a", "team-a-prod"]
+    server.cli(
+        "source", "add", "team-b", "--repo", team_b.url, "--branch", "main", "--path", "deploy",
+        "--env", "dev", "--interval", "1h", "--prune",
+    )  # fmt: skip
     assert sync(server, "dev")[0] == 0
     assert sync(server, "prod")[0] == 0
     apps = {(a["environment"], a["declared"]): a for a in server.status()["apps"]}

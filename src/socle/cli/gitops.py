@@ -98,6 +98,24 @@ def add(
         )
 
 
+@source.command("apply")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@json_option
+def apply_(path: str, as_json: bool) -> None:
+    """Add or replace every Source in the manifests of folder PATH (a bootstrap manifest)."""
+    import os
+
+    with _client() as client:
+        rows = client.call(
+            "POST", "/api/v1/gitops/sources/apply", json={"path": os.path.abspath(path)}
+        )
+    if as_json:
+        print_json(rows)
+    else:
+        for row in rows:
+            console.print(f"source {safe(row['name'])} -> environment {safe(row['env'])}")
+
+
 @source.command("list")
 @json_option
 def list_(as_json: bool) -> None:

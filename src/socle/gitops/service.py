@@ -48,7 +48,7 @@ from socle.errors import (
 from socle.fs import private_dir
 from socle.gitops.git import CommitInfo, Credentials, Mirror
 from socle.gitops.webhook import Deliveries, Push, verify
-from socle.model.loader import environments
+from socle.model.loader import environments, load
 from socle.model.source import Source
 from socle.model.status import RevisionStatus
 from socle.state.store import StateStore
@@ -199,6 +199,19 @@ class GitOps:
         self._sources[source.name] = source
         self._start_poll(source.name, first=0.0)
         return source
+
+    async def apply_bootstrap(self, path: Path) -> list[Source]:
+        """Add (or replace) every ``Source`` in the manifests under ``path`` (a bootstrap
+        manifest kept in Git); bad manifests are refused with file and line, nothing added.
+        Sources whose spec did not change keep syncing undisturbed."""
+        loaded = await asyncio.to_thread(load, path)
+        found = [obj for obj in loaded.of_kind("Source").values() if isinstance(obj, Source)]
+        if not found:
+            raise NotFoundError(f"no Source manifest under {path}")
+        for source in found:
+            if self._sources.get(source.name) != source:
+                await self.add(source, replace=True)
+        return found
 
     async def remove(self, name: str) -> None:
         """Forget the source; its objects keep running (now owned by nobody who syncs)."""

@@ -3,17 +3,19 @@ webhook (the one route here without a platform token: it checks its own signatur
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.models import Body
 from socle.errors import ConfigError, ManifestError, Problem
 from socle.gitops.service import GitOps
+from socle.model.app import no_controls
 from socle.model.source import Source, check_env
 
 router = APIRouter(prefix="/api/v1/gitops")
@@ -107,6 +109,22 @@ async def add_source(body: SourceBody, ctx: Ctx, _: Who) -> dict[str, Any]:
     gitops = _gitops(ctx)
     source = await gitops.add(body.source(), replace=body.replace)
     return _row(gitops, source)
+
+
+class BootstrapBody(Body):
+    path: str = Field(min_length=1, max_length=4096)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return no_controls(value)
+
+
+@router.post("/sources/apply")
+async def apply_sources(body: BootstrapBody, ctx: Ctx, _: Who) -> list[dict[str, Any]]:
+    """Every Source of a bootstrap manifest (file or folder), added or replaced."""
+    gitops = _gitops(ctx)
+    return [_row(gitops, s) for s in await gitops.apply_bootstrap(Path(body.path))]
 
 
 @router.get("/sources/{name}")
