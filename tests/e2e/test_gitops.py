@@ -210,7 +210,7 @@ def test_sources_own_their_objects_and_environments_scope_them(
     assert [s["name"] for s in applied] == ["team-a", "team-a-prod"]
     server.cli(
         "source", "add", "team-b", "--repo", team_b.url, "--branch", "main", "--path", "deploy",
-        "--env", "dev", "--interval", "1h", "--prune",
+        "--env", "dev", "--interval", "1h",
     )  # fmt: skip
     assert sync(server, "dev")[0] == 0
     assert sync(server, "prod")[0] == 0
@@ -243,6 +243,15 @@ def test_sources_own_their_objects_and_environments_scope_them(
     assert any("source:team-a" in e and "apps.yaml:1" in e for e in failed["errors"]), failed
     assert version(server, next(a["name"] for a in server.status()["apps"]
                                 if (a["environment"], a["declared"]) == ("dev", "api"))) == "a2"  # fmt: skip
+
+    # Without --prune, an app that left Git is kept and the source says so.
+    team_b.commit_apps("shop moves elsewhere", {"cart": web("c1")})
+    sync(server, "dev")
+    status = source(server, "team-b")
+    assert status["state"] == "out of sync", status
+    assert "left Git but are kept (prune off): shop" in status["reason"]
+    names = {(a["environment"], a["declared"]) for a in server.status()["apps"]}
+    assert {("dev", "shop"), ("dev", "cart")} <= names
 
 
 def test_drift_is_reported_and_self_heal_corrects_it(

@@ -314,17 +314,39 @@ class GitOps:
             return await self._refuse(name, status, info, exc.message)
         finally:
             await asyncio.to_thread(self._prune_checkouts, name, sha)
-        if revision is None:
-            return self._good(status, info, status.revision)
-        status.reason = f"commit {sha[:12]}: revision {revision.number} rolling out"
-        await self._save_status(name, status)
-        final = await self._wait(revision.number)
-        if final.status == RevisionStatus.SUCCEEDED:
+        if revision is not None:
+            status.reason = f"commit {sha[:12]}: revision {revision.number} rolling out"
+            await self._save_status(name, status)
+            final = await self._wait(revision.number)
+            if final.status != RevisionStatus.SUCCEEDED:
+                return await self._refuse(
+                    name,
+                    status,
+                    info,
+                    f"revision {revision.number} {final.status}: {final.message}",
+                )
             await self._event(spec.env, name, "sync succeeded", f"revision {revision.number}")
-            return self._good(status, info, revision.number)
-        return await self._refuse(
-            name, status, info, f"revision {revision.number} {final.status}: {final.message}"
+        self._good(status, info, revision.number if revision else status.revision)
+        if not spec.prune:
+            kept = await self._kept(source, checkout, overlay)
+            if kept:
+                status.state = SyncState.OUT_OF_SYNC
+                status.reason = (
+                    f"{len(kept)} object(s) left Git but are kept (prune off): "
+                    + ", ".join(kept[:10])
+                )
+        return status
+
+    async def _kept(self, source: Source, checkout: Path, overlay: str | None) -> list[str]:
+        """Objects the source owns that its commit no longer declares (kept: prune off)."""
+        _, the_plan = await self._engine.plan(
+            checkout,
+            overlay,
+            environment=source.spec.env,
+            owner=source_owner(source.name),
+            allow_delete_all=True,
         )
+        return [c.label for c in the_plan.changes if c.action.value == "delete"]
 
     def _good(self, status: SourceStatus, info: CommitInfo, revision: int | None) -> SourceStatus:
         status.state, status.reason, status.errors = SyncState.SYNCED, "", []
