@@ -222,8 +222,15 @@ class Mirror:
                         f"git archive failed: {self.scrub(done.stderr.decode(errors='replace'))}"
                     )
                 archive.seek(0)
-                with tarfile.open(fileobj=archive) as tar:
-                    tar.extractall(dest, filter="data")
+                try:
+                    with tarfile.open(fileobj=archive) as tar:
+                        tar.extractall(dest, filter="data")
+                except (tarfile.TarError, OSError) as exc:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    raise SourceError(
+                        f"commit {sha[:12]} cannot be checked out safely: {exc}",
+                        hint="links must stay inside the repository; no absolute paths",
+                    ) from exc
         return dest
 
     def diff_names(self, old: str, new: str) -> list[str]:

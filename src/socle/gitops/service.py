@@ -293,7 +293,10 @@ class GitOps:
                 name, status, info, f"folder {spec.path!r} does not exist at commit {sha[:12]}"
             )
         checkout = self._dir / name / "checkouts" / sha
-        await asyncio.to_thread(mirror.checkout, sha, spec.path, checkout)
+        try:
+            await asyncio.to_thread(mirror.checkout, sha, spec.path, checkout)
+        except SourceError as exc:
+            return await self._refuse(name, status, info, exc.message)
         overlay = spec.env if spec.env in environments(checkout) else None
         commit = {**info.to_dict(), "source": name, "ref": spec.branch or spec.ref or ""}
         try:

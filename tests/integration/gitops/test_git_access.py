@@ -1,0 +1,105 @@
+"""The real ``git`` against real remotes: a token-protected HTTP remote (git's "dumb" HTTP
+protocol served by a small stdlib server that demands the token), tags, SHAs, deleted
+branches, hostile trees."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from socle.errors import SourceError
+from socle.gitops.git import Credentials, Mirror
+from tests.e2e.gitops_repo import Remote, git
+
+TOKEN = "glpat-integration-token-9f3a"
+
+
+@contextlib.contextmanager
+def protected_http(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``root`` read-only; every request must carry Basic git:TOKEN."""
+    seen: list[str] = []
+    expected = "Basic " + base64.b64encode(f"git:{TOKEN}".encode()).decode()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            if auth != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_token_reaches_the_remote_only_as_a_header(tmp_path: Path) -> None:
+    remote = Remote(tmp_path / "git")
+    sha = remote.commit_apps("v1", {"web": {"env": {"VERSION": "v1"}}})
+    git(remote.bare, "update-server-info")
+    with protected_http(tmp_path / "git") as (url, seen):
+        denied = Mirror(tmp_path / "m1", f"{url}/remote.git")
+        with pytest.raises(SourceError) as caught:
+            denied.fetch()
+        assert "git fetch failed" in caught.value.message
+        mirror = Mirror(tmp_path / "m2", f"{url}/remote.git", Credentials(token=TOKEN))
+        mirror.fetch()
+        assert mirror.resolve("main", None) == sha
+        assert any(s.startswith("Basic ") for s in seen)
+    assert TOKEN not in caught.value.message
+    checkout = mirror.checkout(sha, "deploy", tmp_path / "out")
+    assert (checkout / "apps.yaml").is_file() and not (checkout / ".git").exists()
+    assert mirror.commit(sha).message == "v1"
+
+
+def test_tags_shas_deleted_branches_and_missing_folders(tmp_path: Path) -> None:
+    remote = Remote(tmp_path / "git")
+    first = remote.commit_apps("v1", {"web": {}})
+    git(remote.work, "tag", "v1.0")
+    git(remote.work, "push", "--quiet", "origin", "v1.0")
+    remote.commit_apps("v2", {"web": {"replicas": 2}})
+    mirror = Mirror(tmp_path / "m", remote.url)
+    mirror.fetch()
+    assert mirror.resolve(None, "v1.0") == first
+    assert mirror.resolve(None, first) == first
+    assert mirror.has_folder(first, "deploy") and not mirror.has_folder(first, "nope")
+    with pytest.raises(SourceError, match="ref 'v9' does not exist"):
+        mirror.resolve(None, "v9")
+    git(remote.bare, "branch", "-D", "main")
+    mirror.fetch()
+    with pytest.raises(SourceError, match="branch 'main' does not exist"):
+        mirror.resolve("main", None)
+    assert (tmp_path / "m").stat().st_mode & 0o077 == 0
+
+
+def test_a_link_out_of_the_tree_is_not_followed(tmp_path: Path) -> None:
+    remote = Remote(tmp_path / "git")
+    (remote.work / "deploy").mkdir(parents=True)
+    (remote.work / "deploy" / "escape").symlink_to("/etc")
+    (remote.work / "deploy" / "ok.txt").write_text("fine\n")
+    sha = remote.commit("links")
+    mirror = Mirror(tmp_path / "m", remote.url)
+    mirror.fetch()
+    with pytest.raises(SourceError, match="cannot be checked out safely"):
+        mirror.checkout(sha, "deploy", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
