@@ -49,10 +49,14 @@ class Remote:
         return f"file://{self.bare}"
 
     def commit_apps(
-        self, message: str, apps: dict[str, dict[str, Any]], folder: str = "deploy"
+        self,
+        message: str,
+        apps: dict[str, dict[str, Any]],
+        folder: str = "deploy",
+        branch: str = "main",
     ) -> str:
         write_repo(self.work / folder, apps)
-        return self.commit(message)
+        return self.commit(message, branch)
 
     def commit(self, message: str, branch: str = "main") -> str:
         git(self.work, "add", "-A")

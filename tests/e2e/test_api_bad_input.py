@@ -69,7 +69,9 @@ def test_missing_path_and_bad_flags(server: SocleServer, tmp_path: Path) -> None
     result = server.cli("apply", str(tmp_path / "nope"), "--yes", check=False)
     assert result.returncode == 1 and "not a folder" in result.stderr
     assert server.cli("history", "--limit", "0", check=False).returncode == 2
-    assert server.cli("rollback", "abc", "--yes", check=False).returncode == 2
+    assert server.cli("rollback", "a b", "--yes", check=False).returncode == 2
+    unknown = server.cli("rollback", "abc", "--yes", check=False)  # an environment now
+    assert unknown.returncode == 1 and "environment abc" in unknown.stderr
     assert server.cli("logs", "web", "--since", "yesterday", check=False).returncode == 1
 
 

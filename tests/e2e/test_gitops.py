@@ -57,6 +57,22 @@ def test_source_follows_its_branch_and_never_loses_the_last_good_revision(
     assert code == 0 and rows[0]["commit"]["sha"] == second
     assert version(server, "web") == "v2"
 
+    # A merge request's preview: the plan of branch `feature` in dev, nothing applied.
+    git(remote.work, "checkout", "--quiet", "-b", "feature")
+    remote.commit_apps("try v9", {"web": web("v9")}, branch="feature")
+    git(remote.work, "checkout", "--quiet", "main")
+    git(remote.work, "reset", "--hard", "--quiet", second)
+    preview = server.cli(
+        "plan", "--source", remote.url, "--ref", "feature", "--path", "deploy", "--env", "dev",
+        "--json", check=False,
+    )  # fmt: skip
+    assert preview.returncode == 2, preview.stderr
+    planned = json.loads(preview.stdout)
+    assert planned["source"] == "platform" and planned["commit"]["message"] == "try v9"
+    assert [(c["action"], c["name"]) for c in planned["changes"]] == [("update", "web")]
+    assert planned["changes"][0]["fields"][0]["new"] == "v9"
+    assert version(server, "web") == "v2"
+
     # A broken commit: refused with its errors, attached to that commit; v2 keeps running.
     (remote.work / "deploy" / "apps.yaml").write_text(
         "apiVersion: socle/v1\nkind: App\nmetadata: {name: web}\nspec: {replicas: -1}\n"
@@ -202,7 +218,7 @@ def test_sources_own_their_objects_and_environments_scope_them(
     docs = [
         {"apiVersion": "socle/v1", "kind": "Source", "metadata": {"name": name},
          "spec": {"repo": remote.url, "branch": "main", "path": "deploy", "env": env,
-                  "interval": "1h", "prune": True}}
+                  "interval": "1h", "prune": True, "requireApproval": env == "prod"}}
         for name, remote, env in (("team-a", team_a, "dev"), ("team-a-prod", team_a, "prod"))
     ]  # fmt: skip
     (bootstrap / "sources.yaml").write_text(yaml.safe_dump_all(docs))
@@ -229,6 +245,23 @@ def test_sources_own_their_objects_and_environments_scope_them(
     names = {(a["environment"], a["declared"]) for a in server.status()["apps"]}
     assert ("dev", "worker") not in names and ("dev", "shop") in names
     assert ("prod", "worker") in names, "prod has not synced the new commit yet"
+
+    # Promote exactly dev's healthy commit to prod: prod requires an approval first.
+    dev_sha = source(server, "team-a")["commit"]["sha"]
+    promoted = json.loads(server.cli("promote", "--from", "dev", "--to", "prod", "--json").stdout)[
+        "promotion"
+    ]
+    assert (promoted["sha"], promoted["approved"]) == (dev_sha, False)
+    wait_for(lambda: source(server, "team-a-prod")["state"] == "waiting for approval", 30, "wait")
+    prod_api = next(a["name"] for a in server.status()["apps"]
+                    if (a["environment"], a["declared"]) == ("prod", "api"))  # fmt: skip
+    assert version(server, prod_api) == "a-dev", "nothing applied before the approval"
+    approved = json.loads(server.cli("approve", "prod", "--json").stdout)
+    assert approved["promotion"]["approved_by"] == "admin"
+    assert approved["results"][0]["commit"]["sha"] == dev_sha
+    assert version(server, prod_api) == "a2"
+    refused = server.cli("approve", "prod", check=False)
+    assert refused.returncode == 1 and "no promotion waits" in refused.stderr
 
     # A third source declaring team a's api in dev is refused, naming both places.
     team_c = Remote(tmp_path / "c")

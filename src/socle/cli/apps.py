@@ -490,13 +490,42 @@ def _stop_orphans(settings: Settings) -> int:
 @click.argument("path", required=False, type=click.Path())
 @env_option
 @allow_delete_all_option
+@click.option("--source", "source_url", metavar="URL", help="Preview a Git repository instead.")
+@click.option("--ref", metavar="BRANCH", help="With --source: branch, tag or commit.")
+@click.option("--path", "folder", default=".", help="With --source: folder of manifests.")
 @json_option
-def plan(path: str | None, env: str | None, allow_delete_all: bool, as_json: bool) -> None:
+def plan(
+    path: str | None,
+    env: str | None,
+    allow_delete_all: bool,
+    source_url: str | None,
+    ref: str | None,
+    folder: str,
+    as_json: bool,
+) -> None:
     """Show what apply would change. Exit 0: no change, 2: changes, 1: error.
 
     Without PATH, the repository (and environment) last given to `socle up`/`apply`.
+    `--source URL --ref BRANCH --env ENV`: what that branch (a merge request) would change
+    in ENV, compared with the source that follows the repository there.
     """
     settings = _settings()
+    if source_url is not None:
+        if ref is None or env is None:
+            raise ConfigError("--source needs --ref and --env")
+        preview = {"repo": source_url, "ref": ref, "path": folder, "env": env}
+        with Client(settings, timeout=600) as client:
+            result = client.call("POST", "/api/v1/gitops/preview", json=preview)
+        if as_json:
+            print_json(result)
+        else:
+            commit = result["commit"]
+            console.print(
+                f"commit {safe(commit['sha'][:12])} {safe(commit['message'].split(chr(10))[0])}"
+                f" -> environment {safe(env)}"
+            )
+            print_plan(result)
+        raise SystemExit(2 if result["changes"] else 0)
     repo, env = _repository(settings, path, env, remember=False)
     body = {"path": repo, "env": env, "allow_delete_all": allow_delete_all}
     with Client(settings) as client, _repo_files(repo):
@@ -552,6 +581,12 @@ def rollback(
     """
     if not target.isdigit() or number is not None or unpin:
         from socle.cli.gitops import env_rollback
+        from socle.model.source import check_env
+
+        try:
+            check_env(target)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="TARGET (a revision or ENV)") from None
 
         with Client(_settings()) as client:
             result = env_rollback(client, target, number, unpin, as_json)

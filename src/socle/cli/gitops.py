@@ -47,6 +47,7 @@ def source() -> None:
 @click.option("--auto-sync/--no-auto-sync", default=True, show_default=True)
 @click.option("--prune", is_flag=True, help="Delete objects that left Git.")
 @click.option("--self-heal", is_flag=True, help="Correct drift, not only report it.")
+@click.option("--require-approval", is_flag=True, help="Promotions wait for `socle approve`.")
 @click.option("--interval", default="60s", show_default=True, help="Poll interval (jittered).")
 @click.option(
     "--credentials", help="Secrets path with `token` or `ssh_key`, e.g. secret/data/git/NAME."
@@ -64,6 +65,7 @@ def add(
     auto_sync: bool,
     prune: bool,
     self_heal: bool,
+    require_approval: bool,
     interval: str,
     credentials: str | None,
     webhook_secret: str | None,
@@ -81,6 +83,7 @@ def add(
         "auto_sync": auto_sync,
         "prune": prune,
         "self_heal": self_heal,
+        "require_approval": require_approval,
         "interval": interval,
         "credentials": credentials,
         "webhook_secret": webhook_secret,
@@ -224,6 +227,43 @@ def diff(env: str, revision: int | None, as_json: bool) -> None:
     raise SystemExit(2 if any(r.get("changes") for r in rows) else 0)
 
 
+@click.command()
+@click.option("--from", "from_env", required=True, help="Environment whose commit is healthy.")
+@click.option("--to", "to_env", required=True, help="Environment to move it to.")
+@click.option("--revision", metavar="SHA", help="A commit applied successfully in --from.")
+@json_option
+def promote(from_env: str, to_env: str, revision: str | None, as_json: bool) -> None:
+    """Move exactly the commit healthy in --from to --to (waits for `socle approve` when
+    the target requires it)."""
+    body = {"from": from_env, "to": to_env, "revision": revision}
+    with _client(SYNC_TIMEOUT) as client:
+        result = client.call("POST", "/api/v1/gitops/promote", json=body)
+    _print_promotion(result, as_json)
+
+
+@click.command()
+@click.argument("env")
+@json_option
+def approve(env: str, as_json: bool) -> None:
+    """Approve the promotion waiting in ENV, then apply it."""
+    with _client(SYNC_TIMEOUT) as client:
+        result = client.call("POST", f"/api/v1/gitops/envs/{env}/approve")
+    _print_promotion(result, as_json)
+
+
+def _print_promotion(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(result)
+    else:
+        promotion = result["promotion"]
+        state = "applied" if promotion["approved"] else "waiting for approval"
+        console.print(f"{safe(promotion['sha'][:12])} from {safe(promotion['from'])}: {state}")
+        for row in result["results"]:
+            console.print(f"  {safe(row['source'])}: {_state(row['state'])} {safe(row['reason'])}")
+    failed = any(r["state"] == "failed" for r in result["results"])
+    raise SystemExit(1 if failed else 0)
+
+
 def env_history(client: Client, env: str, limit: int, as_json: bool) -> None:
     rows = client.call("GET", f"/api/v1/gitops/envs/{env}/history", params={"limit": limit})
     if as_json:
@@ -284,6 +324,12 @@ def print_environments(rows: list[dict[str, Any]]) -> None:
             reason = entry.get("reason", "")
             if pinned:
                 reason = f"pinned to revision {pinned['revision']}; {reason}"
+            promotion = row.get("promotion")
+            if promotion and entry["source"] in promotion["sources"]:
+                by = promotion.get("approved_by") or promotion["who"]
+                reason = (
+                    f"promoted {promotion['sha'][:12]} from {promotion['from']} ({by}); {reason}"
+                )
             table.add_row(
                 safe(row["env"]),
                 _state(entry["state"]),
@@ -300,5 +346,5 @@ def _state(state: str) -> str:
 
 
 def register(group: click.Group) -> None:
-    for command in (source, sync, diff):
+    for command in (source, sync, diff, promote, approve):
         group.add_command(command)

@@ -42,6 +42,8 @@ COMMANDS: dict[str, str] = {
     "source": "socle.cli.gitops",
     "sync": "socle.cli.gitops",
     "diff": "socle.cli.gitops",
+    "promote": "socle.cli.gitops",
+    "approve": "socle.cli.gitops",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

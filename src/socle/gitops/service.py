@@ -23,6 +23,7 @@ credential: those are secrets-engine paths), ``gitops/status/<name>``,
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 SOURCES = "gitops/sources/"
 STATUS = "gitops/status/"
 PINS = "gitops/pins/"
+PROMOTIONS = "gitops/promotions/"
 EVENTS = "gitops/events/"
 KEEP_CHECKOUTS = 3
 JITTER = 0.1
@@ -72,6 +74,7 @@ class SyncState:
     SYNCING = "syncing"
     FAILED = "failed"
     PINNED = "pinned"
+    WAITING = "waiting for approval"
     NEW = "new"
 
 
@@ -256,9 +259,22 @@ class GitOps:
         spec = source.spec
         status = self.status_of(name)
         mirror = Mirror(self._dir / name / "mirror", spec.repo, await self._credentials(source))
+        promotion = await self._promotion(spec.env)
+        if promotion is not None and name not in promotion["sources"]:
+            promotion = None
+        if promotion is not None and not promotion.get("approved"):
+            status.state = SyncState.WAITING
+            status.reason = (
+                f"promotion of {promotion['sha'][:12]} from {promotion['from']} "
+                f"waits for `socle approve {spec.env}`"
+            )
+            return status
         try:
             await asyncio.to_thread(mirror.fetch)
-            sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
+            if promotion is not None:
+                sha = await asyncio.to_thread(mirror.resolve, None, promotion["sha"])
+            else:
+                sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
         except SourceError as exc:
             status.state, status.reason = SyncState.FAILED, exc.message
             await self._event(spec.env, name, "sync failed", exc.message)
@@ -481,13 +497,15 @@ class GitOps:
         for env, sources in sorted(envs.items()):
             states = [self.status_of(s.name) for s in sources]
             order = [SyncState.FAILED, SyncState.SYNCING, SyncState.OUT_OF_SYNC,
-                     SyncState.PINNED, SyncState.NEW, SyncState.SYNCED]  # fmt: skip
+                     SyncState.WAITING, SyncState.PINNED, SyncState.NEW,
+                     SyncState.SYNCED]  # fmt: skip
             worst = min((s.state for s in states), key=order.index)
             rows.append(
                 {
                     "env": env,
                     "state": worst,
                     "pinned": await self._pin(env),
+                    "promotion": await self._promotion(env),
                     "drift": sorted(d for d in self._drifting if d.startswith(f"{env}/")),
                     "sources": [
                         {"source": s.name, **st.to_dict()}
@@ -556,6 +574,139 @@ class GitOps:
             )
             out.append({"source": source.name, "commit": sha, **the_plan.to_dict()})
         return out
+
+    # -- promotion -------------------------------------------------------------------
+
+    async def _promotion(self, env: str) -> dict[str, Any] | None:
+        record = await self._store.get(PROMOTIONS + env)
+        return json.loads(record.value) if record is not None else None
+
+    async def promote(
+        self, from_env: str, to_env: str, sha: str | None, who: str
+    ) -> dict[str, Any]:
+        """Move exactly the commit that is healthy in ``from_env`` (or ``sha``, which must
+        have been applied there successfully) to the sources of ``to_env`` that follow the
+        same repository and folder. Environments whose sources require approval wait for
+        ``socle approve``; the others sync at once."""
+
+        def followers(origin: Source) -> list[str]:
+            return [
+                s.name
+                for s in self.sources()
+                if s.spec.env == to_env
+                and (s.spec.repo, s.spec.path) == (origin.spec.repo, origin.spec.path)
+            ]
+
+        sources = [s for s in self.sources() if s.spec.env == from_env and followers(s)]
+        if not sources:
+            raise NotFoundError(
+                f"no source of {to_env} follows a repository and folder that {from_env} has",
+                hint=f"add one with `socle source add ... --env {to_env}`",
+            )
+        good = {
+            (r.commit or {}).get("sha", ""): (r.commit or {}).get("source", "")
+            for r in await self._engine.revisions.list(limit=0)
+            if r.environment == from_env and r.status == RevisionStatus.SUCCEEDED and r.commit
+        }
+        if sha is None:
+            current = {
+                (self.status_of(s.name).commit or {}).get("sha"): s
+                for s in sources
+                if self.status_of(s.name).state == SyncState.SYNCED
+            }
+            if len(current) != 1 or None in current:
+                raise ConflictError(
+                    f"environment {from_env} has no single synced commit to promote",
+                    hint="sync it first, or name the commit with --revision SHA",
+                )
+            sha = str(next(iter(current)))
+        matches = [c for c in good if c == sha or (len(sha) >= 7 and c.startswith(sha))]
+        if len(matches) != 1:
+            raise NotFoundError(
+                f"commit {sha} was never applied successfully in {from_env}",
+                hint=f"see `socle history {from_env}`",
+            )
+        sha = matches[0]
+        origin = next((s for s in sources if s.name == good[sha]), sources[0])
+        targets = followers(origin)
+        approval = any(self._sources[n].spec.require_approval for n in targets)
+        promotion = {"sha": sha, "from": from_env, "sources": targets, "who": who,
+                     "when": time.time(), "approved": not approval, "approved_by": None,
+                     "approved_at": None}  # fmt: skip
+        await self._store.put(PROMOTIONS + to_env, json.dumps(promotion).encode())
+        if approval:
+            await self._event(to_env, ",".join(targets), "promotion waiting for approval",
+                              f"{sha[:12]} from {from_env} by {who}")  # fmt: skip
+            for name in targets:
+                self._tasks.spawn(self.sync(name, trigger="promotion"), f"promote:{name}")
+            return {"promotion": promotion, "results": []}
+        await self._event(to_env, ",".join(targets), "promotion", f"{sha[:12]} from {from_env}")
+        results = [
+            {"source": n, **(await self.sync(n, trigger="promotion", force=True)).to_dict()}
+            for n in targets
+        ]
+        return {"promotion": promotion, "results": results}
+
+    async def approve(self, env: str, who: str) -> dict[str, Any]:
+        """Approve the promotion waiting in ``env`` (recorded: who, when), then sync."""
+        promotion = await self._promotion(env)
+        if promotion is None or promotion.get("approved"):
+            raise NotFoundError(f"no promotion waits for approval in {env}")
+        promotion.update(approved=True, approved_by=who, approved_at=time.time())
+        await self._store.put(PROMOTIONS + env, json.dumps(promotion).encode())
+        await self._event(env, ",".join(promotion["sources"]), "approval given",
+                          f"{promotion['sha'][:12]} by {who}")  # fmt: skip
+        results = [
+            {"source": n, **(await self.sync(n, trigger="approval", force=True)).to_dict()}
+            for n in promotion["sources"]
+            if n in self._sources
+        ]
+        return {"promotion": promotion, "results": results}
+
+    # -- preview ---------------------------------------------------------------------
+
+    async def preview(self, repo: str, ref: str, path: str, env: str) -> dict[str, Any]:
+        """What a branch, tag or commit of ``repo`` would change in ``env`` (a merge
+        request's plan, for CI): compared with the objects of the source that follows the
+        same repository and folder in ``env`` if there is one. Changes nothing."""
+        data = {"apiVersion": "socle/v1", "kind": "Source", "metadata": {"name": "preview"},
+                "spec": {"repo": repo, "ref": ref, "path": path, "env": env}}  # fmt: skip
+        try:
+            wanted = Source.model_validate(data)
+        except ValueError as exc:
+            raise ConfigError(f"invalid preview: {exc}") from None
+        spec = wanted.spec
+        follower = next(
+            (s for s in self.sources()
+             if (s.spec.repo, s.spec.path, s.spec.env) == (spec.repo, spec.path, env)),
+            None,
+        )  # fmt: skip
+        key = hashlib.sha256(spec.repo.encode()).hexdigest()[:16]
+        folder = self._dir / "_preview" / key
+        credentials = await self._credentials(follower) if follower is not None else None
+        mirror = Mirror(folder / "mirror", spec.repo, credentials)
+        await asyncio.to_thread(mirror.fetch)
+        sha = await asyncio.to_thread(mirror.resolve, None, spec.ref)
+        info = await asyncio.to_thread(mirror.commit, sha)
+        if not await asyncio.to_thread(mirror.has_folder, sha, spec.path):
+            raise SourceError(f"folder {spec.path!r} does not exist at commit {sha[:12]}")
+        checkout = await asyncio.to_thread(mirror.checkout, sha, spec.path, folder / "tree")
+        overlay = env if env in environments(checkout) else None
+        owner = source_owner(follower.name) if follower is not None else f"preview:{spec.repo}"
+        _, the_plan = await self._engine.plan(
+            checkout,
+            overlay,
+            environment=env,
+            owner=owner,
+            prune=follower.spec.prune if follower is not None else True,
+            allow_delete_all=True,
+        )
+        return {
+            "source": follower.name if follower is not None else None,
+            "env": env,
+            "commit": info.to_dict(),
+            **the_plan.to_dict(),
+        }
 
     # -- drift -----------------------------------------------------------------------
 

@@ -54,6 +54,8 @@ class SourceSpec(Spec):
     """Correct drift (an instance killed, an app changed by hand) as well as report it."""
     interval: Duration = 60.0
     """Poll interval (jittered by ±10%); webhooks sync at once whatever it is."""
+    require_approval: bool = False
+    """A commit promoted into this source's environment waits for ``socle approve ENV``."""
     credentials: str | None = None
     """Secrets engine path holding ``token`` (https) or ``ssh_key`` (ssh)."""
     webhook_secret: str | None = None

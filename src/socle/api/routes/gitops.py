@@ -45,6 +45,7 @@ class SourceBody(Body):
     auto_sync: bool = True
     prune: bool = False
     self_heal: bool = False
+    require_approval: bool = False
     interval: str | float = 60.0
     credentials: str | None = Field(default=None, max_length=256)
     webhook_secret: str | None = Field(default=None, max_length=256)
@@ -58,6 +59,7 @@ class SourceBody(Body):
             "autoSync": self.auto_sync,
             "prune": self.prune,
             "selfHeal": self.self_heal,
+            "requireApproval": self.require_approval,
             "interval": self.interval,
         }
         for key, value in (
@@ -142,6 +144,37 @@ async def remove_source(name: str, ctx: Ctx, _: Who) -> dict[str, Any]:
 @router.post("/sync")
 async def sync(body: SyncBody, ctx: Ctx, _: Who) -> list[dict[str, Any]]:
     return await _gitops(ctx).sync_env(_env(body.env), force=body.force)
+
+
+class PreviewBody(Body):
+    repo: str = Field(min_length=1, max_length=4096)
+    ref: str = Field(min_length=1, max_length=200)
+    path: str = Field(default=".", max_length=4096)
+    env: str = Field(max_length=63)
+
+
+@router.post("/preview")
+async def preview(body: PreviewBody, ctx: Ctx, _: Who) -> dict[str, Any]:
+    """The plan a branch/tag/commit would make in an environment (changes nothing)."""
+    return await _gitops(ctx).preview(body.repo, body.ref, body.path, _env(body.env))
+
+
+class PromoteBody(Body):
+    from_env: str = Field(alias="from", max_length=63)
+    to_env: str = Field(alias="to", max_length=63)
+    revision: str | None = Field(default=None, min_length=7, max_length=64)
+
+
+@router.post("/promote")
+async def promote(body: PromoteBody, ctx: Ctx, user: Who) -> dict[str, Any]:
+    """Move the commit healthy in one environment to the next (approval if required)."""
+    return await _gitops(ctx).promote(_env(body.from_env), _env(body.to_env), body.revision, user)
+
+
+@router.post("/envs/{env}/approve")
+async def approve(env: str, ctx: Ctx, user: Who) -> dict[str, Any]:
+    """Approve the promotion waiting in ``env`` (who and when are recorded)."""
+    return await _gitops(ctx).approve(_env(env), user)
 
 
 @router.get("/envs")
