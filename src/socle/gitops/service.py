@@ -63,6 +63,8 @@ PINS = "gitops/pins/"
 PROMOTIONS = "gitops/promotions/"
 EVENTS = "gitops/events/"
 KEEP_CHECKOUTS = 3
+KEEP_EVENTS = 1000
+"""Events kept in the state store (older ones are dropped, 100 at a time)."""
 JITTER = 0.1
 REVISION_POLL_SECONDS = 0.02
 DRIFT_CHECK_SECONDS = 10.0
@@ -439,7 +441,16 @@ class GitOps:
         # Unknown sources and sources without a secret answer like a bad signature.
         push = verify(headers, body, secret)
         self._deliveries.accept(name, push.delivery)
-        self._tasks.spawn(self.sync(name, trigger="webhook"), f"webhook:{name}")
+        assert source is not None  # verify() refused an unknown source (no secret)
+        branch = source.spec.branch
+        other_branch = (
+            branch is not None
+            and push.ref is not None
+            and push.ref.startswith("refs/heads/")
+            and push.ref != f"refs/heads/{branch}"
+        )
+        if not other_branch:  # a push to another branch changes nothing this source follows
+            self._tasks.spawn(self.sync(name, trigger="webhook"), f"webhook:{name}")
         return push
 
     async def _webhook_secret(self, source: Source) -> str:
@@ -797,6 +808,10 @@ class GitOps:
                 "message": message}  # fmt: skip
         log.info("gitops %s: %s %s: %s", env, source, kind, message)
         await self._store.put(f"{EVENTS}{self._event_counter:012d}", json.dumps(data).encode())
+        if self._event_counter % 100 == 0:
+            keys = await self._store.keys(EVENTS)
+            for key in keys[:-KEEP_EVENTS]:
+                await self._store.delete(key)
 
     async def events(self, env: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         keys = await self._store.keys(EVENTS)

@@ -179,7 +179,9 @@ async def approve(env: str, ctx: Ctx, user: Who) -> dict[str, Any]:
 
 @router.get("/envs")
 async def envs(ctx: Ctx, _: Who) -> list[dict[str, Any]]:
-    return await _gitops(ctx).environments()
+    if ctx.gitops is None:
+        return []  # `socle status` asks every control plane, with GitOps or not
+    return await ctx.gitops.environments()
 
 
 @router.get("/envs/{env}/history")
