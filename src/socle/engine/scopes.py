@@ -52,6 +52,16 @@ applied from may have moved since), instead of being refused as a second owner."
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
+def declared_name(internal: str, env: str) -> str:
+    """The name the manifests give an object, from its internal name and environment
+    (``api--prod`` in ``prod`` is ``api``): for readers that only see the runtime's
+    instances (service registry, DNS ``APP.ENV.socle.internal``, metrics labels)."""
+    suffix = f"{SEPARATOR}{env}"
+    return (
+        internal[: -len(suffix)] if internal.endswith(suffix) and internal != suffix else internal
+    )
+
+
 def path_owner(path: Path) -> str:
     """The owner id of ``socle apply PATH``: the folder is the source."""
     return f"path:{path}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from socle.engine.scopes import ADOPTED, DEFAULT_ENV, Scope, path_owner, source_owner
+from socle.engine.scopes import ADOPTED, DEFAULT_ENV, Scope, declared_name, path_owner, source_owner
 from socle.engine.service import Engine
 from socle.errors import DeleteAllRefused, ManifestError
 from socle.state.sqlite import SqliteStore
@@ -128,3 +128,9 @@ async def test_objects_made_before_environments_are_adopted(
         )
     finally:
         await again.stop()
+
+
+def test_declared_name_for_readers_of_instances() -> None:
+    assert declared_name("api--prod", "prod") == "api"
+    assert declared_name("api", "dev") == "api"
+    assert declared_name("api--prod", "dev") == "api--prod"
