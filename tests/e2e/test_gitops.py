@@ -327,5 +327,19 @@ def test_drift_is_reported_and_self_heal_corrects_it(
         wait_for(
             lambda: any(e["event"] == "drift corrected" for e in events()), 30, "corrected event"
         )
+
+        # Auto-sync off: the 1 s poll sees a new commit and only says so.
+        server.cli(
+            "source", "add", "manual", "--repo", remote.url, "--branch", "main", "--path",
+            "deploy", "--env", "qa", "--interval", "1s", "--no-auto-sync",
+        )  # fmt: skip
+        assert sync(server, "qa")[0] == 0
+        qa = next(a["name"] for a in server.status()["apps"] if a["environment"] == "qa")
+        assert version(server, qa) == "v2"
+        newest = remote.commit_apps("v3", {"web": web("v3")})
+        wait_for(lambda: source(server, "manual")["state"] == "out of sync", 30, "poll saw it")
+        assert newest[:12] in source(server, "manual")["reason"]
+        assert version(server, qa) == "v2"
+        assert sync(server, "qa")[0] == 0 and version(server, qa) == "v3"
     finally:
         server.cleanup()

@@ -260,7 +260,6 @@ class GitOps:
         source = self._sources[name]
         spec = source.spec
         status = self.status_of(name)
-        mirror = Mirror(self._dir / name / "mirror", spec.repo, await self._credentials(source))
         promotion = await self._promotion(spec.env)
         if promotion is not None and name not in promotion["sources"]:
             promotion = None
@@ -272,12 +271,14 @@ class GitOps:
             )
             return status
         try:
+            credentials = await self._credentials(source)
+            mirror = Mirror(self._dir / name / "mirror", spec.repo, credentials)
             await asyncio.to_thread(mirror.fetch)
             if promotion is not None:
                 sha = await asyncio.to_thread(mirror.resolve, None, promotion["sha"])
             else:
                 sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
-        except SourceError as exc:
+        except (SourceError, ConfigError) as exc:
             status.state, status.reason = SyncState.FAILED, exc.message
             await self._event(spec.env, name, "sync failed", exc.message)
             return status
@@ -315,7 +316,7 @@ class GitOps:
             await asyncio.to_thread(mirror.checkout, sha, spec.path, checkout)
         except SourceError as exc:
             return await self._refuse(name, status, info, exc.message)
-        overlay = spec.env if spec.env in environments(checkout) else None
+        overlay = await self._overlay(checkout, spec.env)
         commit = {**info.to_dict(), "source": name, "ref": spec.branch or spec.ref or ""}
         try:
             _, revision = await self._engine.apply(
@@ -368,6 +369,11 @@ class GitOps:
             allow_delete_all=True,
         )
         return [c.label for c in the_plan.changes if c.action.value == "delete"]
+
+    async def _overlay(self, checkout: Path, env: str) -> str | None:
+        """``env`` when the commit has an ``environments/<env>/`` overlay, else None."""
+        found = await asyncio.to_thread(environments, checkout)
+        return env if env in found else None
 
     def _good(self, status: SourceStatus, info: CommitInfo, revision: int | None) -> SourceStatus:
         status.state, status.reason, status.errors = SyncState.SYNCED, "", []
@@ -574,7 +580,7 @@ class GitOps:
             checkout = self._dir / source.name / "checkouts" / sha
             if not checkout.is_dir():
                 await asyncio.to_thread(mirror.checkout, sha, source.spec.path, checkout)
-            overlay = env if env in environments(checkout) else None
+            overlay = await self._overlay(checkout, env)
             _, the_plan = await self._engine.plan(
                 checkout,
                 overlay,
@@ -702,7 +708,7 @@ class GitOps:
         if not await asyncio.to_thread(mirror.has_folder, sha, spec.path):
             raise SourceError(f"folder {spec.path!r} does not exist at commit {sha[:12]}")
         checkout = await asyncio.to_thread(mirror.checkout, sha, spec.path, folder / "tree")
-        overlay = env if env in environments(checkout) else None
+        overlay = await self._overlay(checkout, env)
         owner = source_owner(follower.name) if follower is not None else f"preview:{spec.repo}"
         _, the_plan = await self._engine.plan(
             checkout,
@@ -786,7 +792,7 @@ class GitOps:
             mirror = Mirror(self._dir / source.name / "mirror", source.spec.repo)
             await asyncio.to_thread(mirror.checkout, sha, source.spec.path, checkout)
         env = source.spec.env
-        overlay = env if env in environments(checkout) else None
+        overlay = await self._overlay(checkout, env)
         _, the_plan = await self._engine.plan(
             checkout,
             overlay,
