@@ -343,3 +343,51 @@ def test_drift_is_reported_and_self_heal_corrects_it(
         assert sync(server, "qa")[0] == 0 and version(server, qa) == "v3"
     finally:
         server.cleanup()
+
+
+def test_credentials_come_from_the_secrets_engine_and_never_show(
+    dev_server: SocleServer, tmp_path: Path
+) -> None:
+    from tests.integration.gitops.test_git_access import TOKEN, protected_http
+
+    server = dev_server
+    keys = json.loads((server.home / "secrets-dev-unseal.key").read_text())
+    vault = hvac.Client(url=server.url, token=keys["root_token"])
+    vault.secrets.kv.v2.create_or_update_secret(
+        "git/private", secret={"token": TOKEN}, mount_point="secret"
+    )
+    remote = Remote(tmp_path / "git")
+    remote.commit_apps("v1", {"private": web("v1")})
+    git(remote.bare, "update-server-info")
+    with protected_http(tmp_path / "git") as (url, seen):
+        server.cli(
+            "source", "add", "private", "--repo", f"{url}/remote.git", "--branch", "main",
+            "--path", "deploy", "--env", "dev", "--interval", "1h",
+            "--credentials", "secret/data/git/private",
+        )  # fmt: skip
+        # Deny by default: without the policy gitops-private the token cannot be read.
+        code, rows = sync(server, "dev")
+        assert code == 1 and "hold no readable token" in rows[0]["reason"], rows
+        vault.sys.create_or_update_policy(
+            "gitops-private", 'path "secret/data/git/private" { capabilities = ["read"] }'
+        )
+        code, rows = sync(server, "dev")
+        assert code == 0 and version(server, "private") == "v1", rows
+        assert any(s.startswith("Basic ") for s in seen)
+        # A rotated (wrong) token fails with the reason, and still never shows.
+        vault.secrets.kv.v2.create_or_update_secret(
+            "git/private", secret={"token": TOKEN + "-old"}, mount_point="secret"
+        )
+        remote.commit_apps("v2", {"private": web("v2")})
+        git(remote.bare, "update-server-info")
+        code, rows = sync(server, "dev")
+        assert code == 1 and "git fetch failed" in rows[0]["reason"]
+    shown = (
+        server.log.read_text()
+        + server.cli("status", "--json").stdout
+        + server.cli("source", "show", "private", "--json").stdout
+        + server.cli("history", "dev", "--json").stdout
+        + json.dumps(server.api("GET", "/api/v1/gitops/events").json())
+    )
+    assert TOKEN not in shown
+    assert version(server, "private") == "v1"
