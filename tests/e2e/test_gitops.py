@@ -238,6 +238,9 @@ def test_sources_own_their_objects_and_environments_scope_them(
     prod_pid = apps[("prod", "api")]["instances"][0]["pid"]
     assert dev_pid != prod_pid
     assert version(server, apps[("prod", "api")]["name"]) == "a-dev"
+    # Service discovery names both by their declared name: api.dev and api.prod.
+    listed = server.api("GET", "/api/v1/services/api").json()["instances"]
+    assert {i["environment"] for i in listed} == {"dev", "prod"}
 
     # Team a prunes worker: team b's shop is untouched; prod (same repo) prunes its own.
     team_a.commit_apps("drop worker", {"api": web("a2")})

@@ -32,7 +32,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from socle.errors import ManifestError, Problem
-from socle.model.kinds import KindRegistry, ObjectRef, default_kinds
+from socle.model.kinds import (
+    ENV_SEPARATOR,
+    KindRegistry,
+    ObjectRef,
+    default_kinds,
+)
 from socle.model.loader import LoadedManifests
 from socle.state.store import Delete, Op, Put, StateStore
 
@@ -41,8 +46,7 @@ DEFAULT_ENV = "default"
 before environments existed and not claimed by one)."""
 
 SCOPES_PREFIX = "owners/"
-SEPARATOR = "--"
-"""Between the declared name and the environment in a second environment's internal name."""
+SEPARATOR = ENV_SEPARATOR
 
 ADOPTED = "(made before environments)"
 """The origin of objects adopted from a home made before environments existed: the first
@@ -50,16 +54,6 @@ source that declares one of them in its environment takes it over (the folder it
 applied from may have moved since), instead of being refused as a second owner."""
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-def declared_name(internal: str, env: str) -> str:
-    """The name the manifests give an object, from its internal name and environment
-    (``api--prod`` in ``prod`` is ``api``): for readers that only see the runtime's
-    instances (service registry, DNS ``APP.ENV.socle.internal``, metrics labels)."""
-    suffix = f"{SEPARATOR}{env}"
-    return (
-        internal[: -len(suffix)] if internal.endswith(suffix) and internal != suffix else internal
-    )
 
 
 def path_owner(path: Path) -> str:

@@ -58,6 +58,22 @@ Check = Callable[[Path, Mapping[str, Any]], list[tuple[str, tuple[PathPart, ...]
 root and the valid objects by name, ``(name, path, reason)`` findings."""
 
 
+ENV_SEPARATOR = "--"
+"""Between an object's declared name and its environment in the internal name an object
+gets when another environment already has that name (``api--prod``): see
+:mod:`socle.engine.scopes`."""
+
+
+def declared_name(internal: str, env: str) -> str:
+    """The name the manifests give an object, from its internal name and environment
+    (``api--prod`` in ``prod`` is ``api``): for readers that only see the runtime's
+    instances (service registry, DNS ``APP.ENV.socle.internal``, metrics labels)."""
+    suffix = f"{ENV_SEPARATOR}{env}"
+    return (
+        internal[: -len(suffix)] if internal.endswith(suffix) and internal != suffix else internal
+    )
+
+
 def parse_reference(text: str) -> ObjectRef:
     """``"Volume/data"`` -> ``("Volume", "data")``; a bare ``"api"`` -> ``("App", "api")``."""
     kind, sep, name = text.partition("/")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from socle.model.kinds import declared_name
 from socle.runtime.driver import InstanceState, InstanceStatus
 
 log = logging.getLogger("socle.network")
@@ -145,9 +146,11 @@ def _from_status(status: InstanceStatus, now: float) -> ServiceInstance | None:
     """The registry entry of a runtime instance, or None when it must not be registered."""
     if not status.ready or status.state is not InstanceState.RUNNING:
         return None
+    environment = status.environment or DEFAULT_ENVIRONMENT
     return ServiceInstance(
-        service=status.app,
-        environment=status.environment or DEFAULT_ENVIRONMENT,
+        # An app's copy in a second environment runs as ``api--prod``: DNS says api.prod.
+        service=declared_name(status.app, environment),
+        environment=environment,
         id=str(status.id),
         address=status.address or "127.0.0.1",
         ports=dict(status.ports),

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from socle.engine.scopes import ADOPTED, DEFAULT_ENV, Scope, declared_name, path_owner, source_owner
+from socle.engine.scopes import ADOPTED, DEFAULT_ENV, Scope, path_owner, source_owner
 from socle.engine.service import Engine
 from socle.errors import DeleteAllRefused, ManifestError
+from socle.model.kinds import declared_name
 from socle.state.sqlite import SqliteStore
 from tests.unit.engine.test_engine_kinds import (
     Parts,
