@@ -253,7 +253,7 @@ def print_history(revisions: list[dict[str, Any]]) -> None:
             str(rev["number"]),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(rev["created"])),
             safe(rev["who"]),
-            safe(rev["env"] or "-"),
+            safe(rev.get("environment") or rev["env"] or "-"),
             changes,
             f"[{STATUS_STYLE.get(status, 'white')}]{safe(status)}[/]{note}",
             safe(rev["message"][:100]),
