@@ -98,7 +98,7 @@ def print_status(status: dict[str, Any]) -> None:
         print_objects(status)
         return
     apps = Table(show_edge=False, header_style="bold")
-    for column in ("APP", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
+    for column in ("APP", "ENV", "READY", "HEALTH", "RESTARTS", "RELEASE", "REV", "MESSAGE"):
         apps.add_column(column, overflow="fold")
     instances = Table(show_edge=False, header_style="bold")
     for column in ("INSTANCE", "PID", "UID", "STATE", "RESTARTS", "PORTS"):
@@ -107,6 +107,7 @@ def print_status(status: dict[str, Any]) -> None:
         health = app["health"]
         apps.add_row(
             safe(app["name"]),
+            safe(app.get("environment", "default")),
             f"{app['ready']}/{app['desired']}",
             f"[{HEALTH_STYLE.get(health, 'white')}]{safe(health)}[/]",
             str(app["restarts"]),
