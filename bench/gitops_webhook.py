@@ -3,7 +3,8 @@
 A real control plane (dev mode, for the webhook secret in the secrets engine), a real bare
 repository served over file://, one stdlib web app. Each round commits a new VERSION,
 pushes, posts a GitHub-signed push webhook and waits until an instance answers with the new
-version. For comparison it also times the same change made by `socle apply` of a folder
+version; it also splits that time into webhook -> revision created (verify, fetch,
+checkout, plan) and the revision's rollout (start, health, stop the old one). For comparison it also times the same change made by `socle apply` of a folder
 from the CLI (process start, plan, apply, wait included).
 Target: app start time + <= 1 s (Argo CD polls every 3 minutes by default).
 """
@@ -42,6 +43,8 @@ def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     samples: list[float] = []
     baseline: list[float] = []
+    overhead: list[float] = []
+    rollout: list[float] = []
     with socle_server(("--dev",)) as (server, tmp):
         keys = json.loads((server.home / "secrets-dev-unseal.key").read_text())
         vault = hvac.Client(url=server.url, token=keys["root_token"])
@@ -63,7 +66,7 @@ def main() -> None:
             remote.commit_apps(f"v{n}", {"web": web(f"v{n}")})
             body = json.dumps({"ref": "refs/heads/main"}).encode()
             signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            pushed = time.perf_counter()
+            pushed, pushed_wall = time.perf_counter(), time.time()
             answer = server.api(
                 "POST",
                 "/api/v1/gitops/webhook/bench",
@@ -75,6 +78,9 @@ def main() -> None:
             while not answers(server, f"v{n}"):
                 time.sleep(0.005)
             samples.append(time.perf_counter() - pushed)
+            newest = server.api("GET", "/api/v1/gitops/envs/bench/history?limit=1").json()[0]
+            overhead.append(newest["created"] - pushed_wall)
+            rollout.append(newest["duration"] or 0.0)
         # The app's own start time for the same change, without GitOps: apply a folder.
         folder = tmp / "plain"
         for n in range(1, min(rounds, 10) + 1):
@@ -92,6 +98,8 @@ def main() -> None:
             {
                 "bench": "gitops_push_to_healthy_seconds",
                 **p,
+                "webhook_to_revision_seconds": percentiles(overhead),
+                "revision_rollout_seconds": percentiles(rollout),
                 "cli_apply_to_healthy_seconds": b,
             },
             indent=2,
