@@ -334,7 +334,7 @@ def test_drift_is_reported_and_self_heal_corrects_it(
         # Auto-sync off: the 1 s poll sees a new commit and only says so.
         server.cli(
             "source", "add", "manual", "--repo", remote.url, "--branch", "main", "--path",
-            "deploy", "--env", "qa", "--interval", "1s", "--no-auto-sync",
+            "deploy", "--env", "qa", "--interval", "1s", "--no-auto-sync", "--prune",
         )  # fmt: skip
         assert sync(server, "qa")[0] == 0
         qa = next(a["name"] for a in server.status()["apps"] if a["environment"] == "qa")
@@ -344,6 +344,19 @@ def test_drift_is_reported_and_self_heal_corrects_it(
         assert newest[:12] in source(server, "manual")["reason"]
         assert version(server, qa) == "v2"
         assert sync(server, "qa")[0] == 0 and version(server, qa) == "v3"
+
+        # Emptying the folder deletes everything only when explicitly allowed.
+        (remote.work / "deploy" / "apps.yaml").unlink()
+        remote.commit("retire qa")
+        code, rows = sync(server, "qa")
+        assert code == 1 and "would delete every object" in rows[0]["reason"]
+        allowed = server.cli("sync", "qa", "--allow-delete-all", "--json", timeout=300)
+        assert json.loads(allowed.stdout)[0]["state"] == "synced"
+        wait_for(
+            lambda: not [a for a in server.status()["apps"] if a["environment"] == "qa"],
+            60,
+            "qa's app deleted",
+        )
     finally:
         server.cleanup()
 

@@ -185,11 +185,13 @@ def remove(name: str) -> None:
 @click.command()
 @click.argument("env")
 @click.option("--force", is_flag=True, help="Apply again even if the commit is already applied.")
+@click.option("--allow-delete-all", is_flag=True, help="Apply a commit that deletes every object.")
 @json_option
-def sync(env: str, force: bool, as_json: bool) -> None:
+def sync(env: str, force: bool, allow_delete_all: bool, as_json: bool) -> None:
     """Sync every source of ENV now (fetch, plan, apply, wait). Exit 1 if one failed."""
     with _client(SYNC_TIMEOUT) as client:
-        rows = client.call("POST", "/api/v1/gitops/sync", json={"env": env, "force": force})
+        body = {"env": env, "force": force, "allow_delete_all": allow_delete_all}
+        rows = client.call("POST", "/api/v1/gitops/sync", json=body)
     if as_json:
         print_json(rows)
     else:

@@ -232,7 +232,9 @@ class GitOps:
 
     # -- sync ------------------------------------------------------------------------
 
-    async def sync_env(self, env: str, *, force: bool = False) -> list[dict[str, Any]]:
+    async def sync_env(
+        self, env: str, *, force: bool = False, allow_delete_all: bool = False
+    ) -> list[dict[str, Any]]:
         names = [s.name for s in self.sources() if s.spec.env == env]
         if not names:
             raise NotFoundError(
@@ -240,23 +242,29 @@ class GitOps:
             )
         results = []
         for name in names:
-            status = await self.sync(name, trigger="manual", force=force)
+            status = await self.sync(
+                name, trigger="manual", force=force, allow_delete_all=allow_delete_all
+            )
             results.append({"source": name, **status.to_dict()})
         return results
 
-    async def sync(self, name: str, *, trigger: str, force: bool = False) -> SourceStatus:
+    async def sync(
+        self, name: str, *, trigger: str, force: bool = False, allow_delete_all: bool = False
+    ) -> SourceStatus:
         """Sync one source now (see the module docstring); returns its status."""
         self.get(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             started = time.monotonic()
-            status = await self._sync(name, trigger, force)
+            status = await self._sync(name, trigger, force or allow_delete_all, allow_delete_all)
             status.last_sync = time.time()
             status.last_duration = round(time.monotonic() - started, 4)
             await self._save_status(name, status)
             return status
 
-    async def _sync(self, name: str, trigger: str, force: bool) -> SourceStatus:
+    async def _sync(
+        self, name: str, trigger: str, force: bool, allow_delete_all: bool = False
+    ) -> SourceStatus:
         source = self._sources[name]
         spec = source.spec
         status = self.status_of(name)
@@ -327,6 +335,7 @@ class GitOps:
                 owner=source_owner(name),
                 commit=commit,
                 prune=spec.prune,
+                allow_delete_all=allow_delete_all,
             )
         except ManifestError as exc:
             status.errors = [str(p) for p in exc.problems]

@@ -85,6 +85,8 @@ class SourceBody(Body):
 class SyncBody(Body):
     env: str = Field(max_length=63)
     force: bool = False
+    allow_delete_all: bool = False
+    """Apply a commit whose folder is empty even though it deletes every object."""
 
 
 class RollbackBody(Body):
@@ -143,7 +145,9 @@ async def remove_source(name: str, ctx: Ctx, _: Who) -> dict[str, Any]:
 
 @router.post("/sync")
 async def sync(body: SyncBody, ctx: Ctx, _: Who) -> list[dict[str, Any]]:
-    return await _gitops(ctx).sync_env(_env(body.env), force=body.force)
+    return await _gitops(ctx).sync_env(
+        _env(body.env), force=body.force, allow_delete_all=body.allow_delete_all
+    )
 
 
 class PreviewBody(Body):
