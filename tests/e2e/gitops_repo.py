@@ -3,10 +3,13 @@ and pushes, and a real ``git daemon`` on a free loopback port."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import http.server
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,3 +100,40 @@ def git_daemon(base: Path) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+TOKEN = "glpat-integration-token-9f3a"
+"""What the token-protected remote demands (never to appear in Socle's output)."""
+
+
+@contextlib.contextmanager
+def protected_http(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """Serve ``root`` read-only; every request must carry Basic git:TOKEN."""
+    seen: list[str] = []
+    expected = "Basic " + base64.b64encode(f"git:{TOKEN}".encode()).decode()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            seen.append(auth)
+            if auth != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -16,7 +16,7 @@ from typing import Any
 import hvac
 import yaml
 
-from tests.e2e.gitops_repo import Remote, git, git_daemon, web
+from tests.e2e.gitops_repo import TOKEN, Remote, git, git_daemon, protected_http, web
 from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for
 
 
@@ -364,8 +364,6 @@ def test_drift_is_reported_and_self_heal_corrects_it(
 def test_credentials_come_from_the_secrets_engine_and_never_show(
     dev_server: SocleServer, tmp_path: Path
 ) -> None:
-    from tests.integration.gitops.test_git_access import TOKEN, protected_http
-
     server = dev_server
     keys = json.loads((server.home / "secrets-dev-unseal.key").read_text())
     vault = hvac.Client(url=server.url, token=keys["root_token"])

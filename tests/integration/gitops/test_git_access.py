@@ -4,53 +4,13 @@ branches, hostile trees."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from socle.errors import SourceError
 from socle.gitops.git import Credentials, Mirror
-from tests.e2e.gitops_repo import Remote, git
-
-TOKEN = "glpat-integration-token-9f3a"
-
-
-@contextlib.contextmanager
-def protected_http(root: Path) -> Iterator[tuple[str, list[str]]]:
-    """Serve ``root`` read-only; every request must carry Basic git:TOKEN."""
-    seen: list[str] = []
-    expected = "Basic " + base64.b64encode(f"git:{TOKEN}".encode()).decode()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
-
-        def do_GET(self) -> None:
-            auth = self.headers.get("Authorization", "")
-            seen.append(auth)
-            if auth != expected:
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="git"')
-                self.end_headers()
-                return
-            super().do_GET()
-
-        def log_message(self, *_: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+from tests.e2e.gitops_repo import TOKEN, Remote, git, protected_http
 
 
 def test_token_reaches_the_remote_only_as_a_header(tmp_path: Path) -> None:
