@@ -7,6 +7,7 @@ import base64
 import contextlib
 import http.server
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -88,6 +89,7 @@ def git_daemon(base: Path) -> Iterator[str]:
          f"--port={port}", f"--base-path={base}", str(base)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # `git daemon` runs git-daemon as a child: kill the group
     )  # fmt: skip
     try:
 
@@ -98,7 +100,8 @@ def git_daemon(base: Path) -> Iterator[str]:
         wait_for(listening, 20, "git daemon")
         yield f"git://127.0.0.1:{port}"
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 
