@@ -109,4 +109,21 @@ SESSIONS = [
             bao("kv", "get", "-output-curl-string", "old/app"),
         ],
     ),
+    Session(
+        "kv-mounts-and-upgrade",
+        [
+            bao("secrets", "enable", "-path=team", "-version=2", "kv"),
+            bao("kv", "put", "-mount=team", "web/api", "key=1"),
+            bao("kv", "get", "-mount=team", "web/api"),
+            bao("kv", "list", "-mount=team", "web"),
+            bao("kv", "metadata", "get", "-mount=team", "web/api"),
+            bao("kv", "delete", "-mount=team", "web/api"),
+            bao("kv", "undelete", "-mount=team", "-versions=1", "web/api"),
+            bao("kv", "destroy", "-mount=team", "-versions=1", "web/api"),
+            bao("secrets", "enable", "-path=legacy", "kv"),
+            bao("kv", "put", "legacy/old", "v=1"),
+            bao("kv", "enable-versioning", "legacy/"),
+            bao("secrets", "list", "-format=json"),
+        ],
+    ),
 ]
