@@ -195,6 +195,22 @@ def format_duration(seconds: float) -> str:
     return f"{Decimal(repr(seconds)):f}s"
 
 
+def go_duration(seconds: float) -> str:
+    """Go's ``time.Duration.String()`` for whole seconds: ``0s``, ``1h0m0s``, ``90s``."""
+    total = int(seconds)
+    if total == 0:
+        return "0s"
+    sign = "-" if total < 0 else ""
+    total = abs(total)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{sign}{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{sign}{minutes}m{secs}s"
+    return f"{sign}{secs}s"
+
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),

@@ -241,7 +241,12 @@ class TokenBackend:
         return Response()
 
     async def _revoke_accessor(self, request: CoreRequest, _: dict[str, str]) -> Response:
-        await self._s.tokens.revoke_tree(await self._by_accessor(request))
+        accessor = parse_str(request.data.get("accessor"), "accessor")
+        if not accessor:
+            raise SecretsError(400, "missing accessor")
+        entry = await self._s.tokens.by_accessor(accessor)
+        if entry is not None:  # revoking what is gone succeeds, as in Vault
+            await self._s.tokens.revoke_tree(entry)
         return Response()
 
     async def _revoke_orphan(self, request: CoreRequest, _: dict[str, str]) -> Response:

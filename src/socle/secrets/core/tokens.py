@@ -45,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from socle.model.units import go_duration
 from socle.secrets.backend import SecretsError, TokenInfo
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.fields import SYSTEM_MAX_TTL, rfc3339
@@ -414,7 +415,10 @@ class TokenStore:
             ttl = params.ttl or SYSTEM_MAX_TTL
             max_ttl = min([*caps, SYSTEM_MAX_TTL])
         if max_ttl and ttl > max_ttl:
-            warnings.append(f"TTL of {ttl}s exceeded the effective max_ttl of {max_ttl}s; capped")
+            if params.ttl:  # an asked-for TTL is worth a warning; the default is capped quietly
+                warnings.append(
+                    f"TTL of {ttl}s exceeded the effective max_ttl of {max_ttl}s; capped"
+                )
             ttl = max_ttl
         entry.ttl = ttl
         entry.expire_at = now + ttl
@@ -454,7 +458,11 @@ class TokenStore:
         expire = now + ttl
         if entry.max_expire_at and expire > entry.max_expire_at:
             expire = entry.max_expire_at
-            warnings.append("TTL of the renewed token is capped by its max TTL")
+            warnings.append(
+                f'TTL of "{go_duration(ttl)}" exceeded the effective max_ttl of '
+                f'"{go_duration(entry.max_expire_at - entry.creation_time)}"; TTL value is '
+                "capped accordingly"
+            )
         if entry.parent:
             parent = await self._load(entry.parent)
             if parent is not None and parent.expire_at and expire > parent.expire_at:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# Re-exported: engines format Go durations from here (the one helper lives in units).
+from socle.model.units import go_duration as go_duration
 from socle.secrets.backend import Operation, Request, Response, SecretsError, Storage
 
 Params = Mapping[str, str]
@@ -199,22 +201,6 @@ def rfc3339_nano(ns: int) -> str:
 
 def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def go_duration(seconds: float) -> str:
-    """Go's ``time.Duration.String()`` for whole seconds: ``0s``, ``1h0m0s``, ``90s``."""
-    total = int(seconds)
-    if total == 0:
-        return "0s"
-    sign = "-" if total < 0 else ""
-    total = abs(total)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{sign}{hours}h{minutes}m{secs}s"
-    if minutes:
-        return f"{sign}{minutes}m{secs}s"
-    return f"{sign}{secs}s"
 
 
 def list_response(keys: list[str]) -> Response:

@@ -18,8 +18,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from socle.model.units import go_duration
 from socle.secrets.backend import SecretsError
-from socle.secrets.engines._framework import go_duration
 from socle.secrets.engines._params import get_bool, get_duration, get_str, get_str_list
 from socle.secrets.engines._pki_certs import Subject, cert_pem, colon_serial
 from socle.secrets.engines._pki_roles import PkiRole, bad_name, is_hostname
