@@ -61,6 +61,13 @@ _DISPLAY = re.compile(r"[^a-zA-Z0-9_.@-]+")
 _BASE62 = string.ascii_letters + string.digits
 
 
+def _short(duration: str) -> str:
+    """Vault's humanised form in warnings: ``2h0m0s`` is ``2h``, ``1h30m0s`` is ``1h30m``."""
+    if duration == "0s":
+        return duration
+    return re.sub(r"(?<=[hm])0s$", "", re.sub(r"(?<=h)0m(?=0s$)", "", duration))
+
+
 def base62(length: int) -> str:
     """Random letters and digits only, as Vault's tokens and accessors: clients and
     scripts split and match them with ``[A-Za-z0-9]`` (5.95 bits each)."""
@@ -459,8 +466,8 @@ class TokenStore:
         if entry.max_expire_at and expire > entry.max_expire_at:
             expire = entry.max_expire_at
             warnings.append(
-                f'TTL of "{go_duration(ttl)}" exceeded the effective max_ttl of '
-                f'"{go_duration(entry.max_expire_at - entry.creation_time)}"; TTL value is '
+                f'TTL of "{_short(go_duration(ttl))}" exceeded the effective max_ttl of '
+                f'"{_short(go_duration(entry.max_expire_at - now))}"; TTL value is '
                 "capped accordingly"
             )
         if entry.parent:

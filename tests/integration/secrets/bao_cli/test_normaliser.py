@@ -10,6 +10,7 @@ from tests.integration.secrets.bao_cli.harness import (
     bao,
     differences,
     drop_openbao_only_mounts,
+    normalise_all,
 )
 
 
@@ -84,3 +85,14 @@ def test_generated_database_credentials_are_shaped_like_vaults() -> None:
 def test_padding_is_not_compared_but_cells_are() -> None:
     assert norm("key      value\n") == norm("key  value\n")
     assert norm("key  value\n") != norm("key  other\n")
+
+
+def test_wrapped_warnings_compare_unwrapped() -> None:
+    steps = [bao("token", "renew")]
+    short = '  * TTL of "2h" exceeded the effective max_ttl of "1h"; TTL value is capped\n  accordingly\n'
+    long = '  * TTL of "2h" exceeded the effective max_ttl of "59m59s"; TTL value is\n  capped accordingly\n'
+    (a,) = normalise_all(steps, [Outcome(["token"], 0, "", short)], {})
+    (b,) = normalise_all(steps, [Outcome(["token"], 0, "", long)], {})
+    assert a.stderr == b.stderr
+    (c,) = normalise_all(steps, [Outcome(["token"], 0, "", long.replace("capped", "kept"))], {})
+    assert c.stderr != b.stderr

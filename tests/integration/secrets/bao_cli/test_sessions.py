@@ -32,6 +32,9 @@ def _run(peers: Peers, session: Session, given: dict[str, str] | None = None) ->
     assert not reports, "\n\n".join(reports)
 
 
+# Two servers and dozens of CLI runs per session on a shared 2-core machine: generous.
+pytestmark = pytest.mark.timeout(600)
+
 LIVE = [s for s in ALL_SESSIONS if not s.sealed and not s.needs_postgres]
 WITH_POSTGRES = [s for s in ALL_SESSIONS if s.needs_postgres]
 SEALED = [s for s in ALL_SESSIONS if s.sealed]
