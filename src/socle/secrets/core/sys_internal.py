@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from socle.secrets.backend import Operation, Response, SecretsError
 from socle.secrets.core.context import CoreRequest, CoreRoute
+from socle.secrets.core.errors import PermissionDenied
 from socle.secrets.core.services import Services
 
 
@@ -22,8 +23,10 @@ def routes(s: Services) -> list[CoreRoute]:
             f'grant access to path "{path}"',
         )
         caller = request.caller
+        if caller is None:  # no token, or a bad one
+            raise PermissionDenied()
         match = s.router.match(path)
-        if caller is None or match is None:
+        if match is None:
             raise denied
         entry = match[0].entry
         if not caller.acl.reaches_under(entry.path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx
 import hvac
 import pytest
 
@@ -114,3 +115,21 @@ def test_auth_enable_needs_sudo(server: VaultServer) -> None:
     ops.sys.enable_secrets_engine("memkv", path="allowed")  # no sudo needed for mounts
     with pytest.raises(hvac.exceptions.Forbidden):
         ops.sys.enable_auth_method("approle")
+
+
+def test_internal_ui_mounts_answers_only_callers_reaching_the_mount(
+    vault_server: VaultServer,
+) -> None:
+    """What the bao/vault CLI asks before every kv command (see tests/.../bao_cli)."""
+    url = f"{vault_server.url}/v1/sys/internal/ui/mounts/secret/app/db"
+    root = vault_server.client()
+    root.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    answer = httpx.get(url, headers={"X-Vault-Token": vault_server.root_token}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json()["data"]["options"] == {"version": "2"}
+    assert answer.json()["data"]["path"] == "secret/"
+    anonymous = httpx.get(url, timeout=5)
+    assert anonymous.status_code == 403 and anonymous.json() == {"errors": ["permission denied"]}
+    plain = root.auth.token.create(policies=["default"])["auth"]["client_token"]
+    refused = httpx.get(url, headers={"X-Vault-Token": plain}, timeout=5)
+    assert refused.status_code == 403 and "preflight capability check" in refused.text
