@@ -164,8 +164,14 @@ def start_socle(root: Path, *, sealed: bool = False) -> SocleServer:
     """``socle server --dev`` (initialised, unsealed) or a fresh sealed ``socle server``."""
     home = root / "home"
     env = dict(_clean_env(), SOCLE_HOME=str(home))
-    # The DNS and Consul faces have fixed default ports: free ones, as the e2e tests do.
-    env.update(SOCLE_DNS_LISTEN="127.0.0.1:0", SOCLE_CONSUL_LISTEN="127.0.0.1:0")
+    # As tests/e2e/conftest.py: the DNS and Consul faces on free ports (their defaults are
+    # fixed), and no Prometheus/Alertmanager per control plane on the shared cores.
+    env.update(
+        SOCLE_DNS_LISTEN="127.0.0.1:0",
+        SOCLE_CONSUL_LISTEN="127.0.0.1:0",
+        SOCLE_PROMETHEUS="off",
+        SOCLE_ALERTMANAGER="off",
+    )
     server = SocleServer(home=home, env=env, args=() if sealed else ("--dev",))
     server.start()
     return server
