@@ -12,13 +12,7 @@ Left out of the comparison, and why (each is covered against Socle alone, with t
   route patterns and descriptions come from its code); only the unknown-path error is
   compared;
 * batch token *values*: both are encrypted blobs in URL-safe base64, which the harness'
-  token class does not cover, so sessions only print batch tokens' properties;
-* a batch token creating a token: OpenBao words that 403 as a multi-error ("1 error
-  occurred: * permission denied"), Socle as "permission denied" (the wording of every
-  ACL refusal, not of this feature).
-
-OpenBao's dev root token is the word ``root``: it is not substituted here (it would turn
-every "root" in OpenBao's messages into the token's label), and no session prints it.
+  token class does not cover, so sessions only print batch tokens' properties.
 """
 
 from __future__ import annotations
