@@ -88,6 +88,18 @@ class Observe:
             )
         return self.query
 
+    async def firing_alerts(self) -> list[dict[str, Any]]:
+        """The alerts Prometheus has firing now: what the webhook's alerts are checked against.
+
+        No Prometheus, or one that does not answer, is an error (503): Alertmanager retries the
+        call later, and nothing unconfirmed is ever acted on.
+        """
+        data = await self.need_query().get("alerts", {})
+        alerts = data.get("alerts")
+        if not isinstance(alerts, list):
+            return []
+        return [a for a in alerts if isinstance(a, dict) and a.get("state") == "firing"]
+
     def need_alerts(self) -> Alerts:
         if self.alerts is None:
             raise Unavailable(

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from socle.api.routes.alerts import parse_matcher
 from socle.errors import ConfigError
 from socle.model.alertrule import AlertRule, prometheus_duration, to_rule_group
-from socle.observe.alerts.service import Alerts
+from socle.observe.alerts.service import Alerts, Remediation
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceState, InstanceStatus
 
@@ -135,6 +135,17 @@ def firing(labels: dict[str, str], status: str = "firing") -> dict[str, Any]:
     return {"alerts": [{"status": status, "labels": labels}]}
 
 
+def act(alerts: Alerts, payload: dict[str, Any]) -> list[Remediation]:
+    """The webhook called while Prometheus has every alert of ``payload`` firing."""
+    items = payload.get("alerts")
+    seen = [
+        {"state": "firing", "labels": a["labels"]}
+        for a in (items if isinstance(items, list) else [])
+        if isinstance(a, dict) and isinstance(a.get("labels"), dict)
+    ]
+    return alerts.webhook(payload, seen)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -161,13 +172,13 @@ def test_restart_runs_once_then_is_rate_limited() -> None:
         {"mem": Rules(["restart"])}, [instance("api-0"), instance("api-1")]
     )
     labels = {"alertname": "mem", "socle_rule": "mem", "app": "api", "instance": "api-1"}
-    done = alerts.webhook(firing(labels))
+    done = act(alerts, firing(labels))
     assert [(r.instance, r.result) for r in done] == [("api-1", "done")]
     assert driver.replaced == [("api-1", "alert mem")]
     clock.now += 60
-    assert [r.result for r in alerts.webhook(firing(labels))] == ["rate-limited"]
+    assert [r.result for r in act(alerts, firing(labels))] == ["rate-limited"]
     clock.now += 300
-    assert [r.result for r in alerts.webhook(firing(labels))] == ["done"]
+    assert [r.result for r in act(alerts, firing(labels))] == ["done"]
     assert len(driver.replaced) == 2
     assert [r["result"] for r in alerts.history()] == ["done", "rate-limited", "done"]
 
@@ -177,7 +188,7 @@ def test_app_wide_alert_restarts_running_instances_of_that_app_only() -> None:
         {"crash": Rules(["restart"])},
         [instance("api-0"), instance("api-1", pid=None), instance("web-0", app="web")],
     )
-    done = alerts.webhook(firing({"socle_rule": "crash", "app": "api"}))
+    done = act(alerts, firing({"socle_rule": "crash", "app": "api"}))
     assert [(r.instance, r.result) for r in done] == [("api-0", "done")]
     assert driver.replaced == [("api-0", "alert crash")]
 
@@ -186,21 +197,44 @@ def test_actions_come_from_the_applied_rule_never_from_the_alert() -> None:
     alerts, driver, _ = make(
         {"watch": Rules([]), "mem": Rules(["restart"])}, [instance("api-0"), instance("x-0", "x")]
     )
-    assert alerts.webhook(firing({"socle_rule": "watch", "app": "api"})) == []
-    assert alerts.webhook(firing({"socle_rule": "unknown", "app": "api"})) == []
-    assert alerts.webhook(firing({"socle_rule": "", "alertname": "SocleDown"})) == []
-    assert alerts.webhook(firing({"socle_rule": "mem", "app": "api"}, status="resolved")) == []
+    assert act(alerts, firing({"socle_rule": "watch", "app": "api"})) == []
+    assert act(alerts, firing({"socle_rule": "unknown", "app": "api"})) == []
+    assert act(alerts, firing({"socle_rule": "", "alertname": "SocleDown"})) == []
+    assert act(alerts, firing({"socle_rule": "mem", "app": "api"}, status="resolved")) == []
     # An instance label naming another app's instance does not cross apps.
-    mismatch = alerts.webhook(firing({"socle_rule": "mem", "app": "nope", "instance": "x-0"}))
+    mismatch = act(alerts, firing({"socle_rule": "mem", "app": "nope", "instance": "x-0"}))
     assert [r.result for r in mismatch] == ["no-target"]
     assert driver.replaced == []
+
+
+def test_forged_alert_prometheus_does_not_have_firing_restarts_nothing() -> None:
+    """Alertmanager's API is open on loopback: an alert posted there is relayed with its
+    token. Only what Prometheus itself has firing, with the same targets, is acted on."""
+    alerts, driver, _ = make(
+        {"mem": Rules(["restart"])}, [instance("api-0"), instance("db-0", "db")]
+    )
+    labels = {"alertname": "mem", "socle_rule": "mem", "app": "db", "instance": "db-0"}
+    real = {"alertname": "mem", "socle_rule": "mem", "app": "api", "instance": "api-0"}
+    for seen in (
+        [],  # nothing firing at all
+        [{"state": "firing", "labels": real}],  # the rule fires, but for another app
+        [{"state": "pending", "labels": labels}],  # not firing yet
+        [{"state": "firing", "labels": {**labels, "socle_rule": "other"}}],
+        [{"state": "firing", "labels": {**labels, "instance": ""}}],
+    ):
+        done = alerts.webhook(firing(labels), seen)
+        assert [(r.instance, r.result) for r in done] == [("db-0", "unconfirmed")]
+    assert driver.replaced == []
+    done = alerts.webhook(firing(labels), [{"state": "firing", "labels": {**labels, "x": "1"}}])
+    assert [(r.instance, r.result) for r in done] == [("db-0", "done")]
+    assert driver.replaced == [("db-0", "alert mem")]
 
 
 def test_bad_webhook_payload_is_refused() -> None:
     alerts, _, _ = make({}, [])
     with pytest.raises(ConfigError, match="alerts"):
-        alerts.webhook({"status": "firing"})
-    assert alerts.webhook({"alerts": ["junk", {"status": "firing", "labels": "x"}]}) == []
+        act(alerts, {"status": "firing"})
+    assert act(alerts, {"alerts": ["junk", {"status": "firing", "labels": "x"}]}) == []
 
 
 @pytest.mark.parametrize(
@@ -234,7 +268,7 @@ async def test_decisions_are_recorded_across_restarts(tmp_path: Path) -> None:
         "record_file": record,
     }
     first = Alerts(**args)
-    done = first.webhook(firing({"socle_rule": "mem", "instance": "api-0"}))
+    done = act(first, firing({"socle_rule": "mem", "instance": "api-0"}))
     await first.persist(done)
     assert record.stat().st_mode & 0o777 == 0o600
     with record.open("a") as out:

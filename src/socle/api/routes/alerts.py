@@ -2,7 +2,8 @@
 
 - ``GET /api/v1/alerts``: active alerts (from Alertmanager) and the recent remediations;
 - ``POST /api/v1/alerts/webhook``: Alertmanager's webhook receiver (token required: the
-  embedded Alertmanager has its own); runs the rules' actions;
+  embedded Alertmanager has its own); runs the rules' actions for alerts Prometheus confirms
+  firing;
 - ``GET /api/v1/slos``: each SLO's error ratio over its window, budget left, burn rates;
 - ``GET /api/v1/silences``, ``POST /api/v1/silences`` (``matchers``, ``duration``,
   ``comment``), ``DELETE /api/v1/silences/{id}`` (expire).
@@ -87,8 +88,9 @@ async def webhook(request: Request, ctx: Ctx, _: Who) -> dict[str, Any]:
         raise ConfigError("webhook body is not JSON") from None
     if not isinstance(payload, dict):
         raise ConfigError("webhook body must be a JSON object (Alertmanager's webhook format)")
-    alerts = _observe(ctx).need_alerts()
-    done = alerts.webhook(payload)
+    observe = _observe(ctx)
+    alerts = observe.need_alerts()
+    done = alerts.webhook(payload, await observe.firing_alerts())
     await alerts.persist(done)
     return {"remediations": [r.to_dict() for r in done]}
 

@@ -5,6 +5,12 @@ alerts. For each *firing* alert, :meth:`Alerts.webhook` looks up the AlertRule n
 ``socle_rule`` label among the **applied** AlertRules -- the actions come from the rule Socle
 applied, never from what the alert carries -- and runs each action:
 
+The alert itself is not taken on trust either: Alertmanager's API listens on loopback without
+authentication (every app sandbox shares the host's network), so anyone there can post an alert
+to it and Alertmanager relays it with its token. An action runs only when Prometheus, asked
+at that moment (``/api/v1/alerts``), has an alert *firing* for the same ``socle_rule``, ``app``
+and ``instance``; otherwise the decision is ``unconfirmed`` and nothing is restarted.
+
 - ``restart``: the instance named by the alert's ``instance`` label (the per-instance
   exporter's), or every running instance of its ``app`` label, is restarted per its
   restart policy (like a failed liveness check).
@@ -12,7 +18,8 @@ applied, never from what the alert carries -- and runs each action:
 Every decision is recorded (kept in memory, newest last, and counted in
 ``socle_remediations_total{action,result}``): ``done``, ``rate-limited`` (the same rule acted
 on the same instance less than ``min_interval`` seconds ago: a flapping app cannot cause a storm),
-``no-target`` (nothing running matches the labels). Resolved alerts change nothing.
+``no-target`` (nothing running matches the labels), ``unconfirmed`` (Prometheus does not
+have that alert firing). Resolved alerts change nothing.
 Decisions are also appended to ``home/observe/remediations.jsonl`` (owner-only), so the
 record outlives the control plane.
 """
@@ -25,7 +32,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -151,8 +158,15 @@ class Alerts:
         )
         return item
 
-    def webhook(self, payload: Mapping[str, Any]) -> list[Remediation]:
-        """Act on one Alertmanager webhook call; returns the decisions taken."""
+    def webhook(
+        self, payload: Mapping[str, Any], firing: Sequence[Mapping[str, Any]]
+    ) -> list[Remediation]:
+        """Act on one Alertmanager webhook call; returns the decisions taken.
+
+        ``firing`` is what Prometheus reports as active alerts right now (its
+        ``/api/v1/alerts`` list): an alert of the payload that matches none of them firing is
+        not acted on (see the module docstring).
+        """
         alerts = payload.get("alerts")
         if not isinstance(alerts, list):
             raise ConfigError("webhook payload has no 'alerts' list")
@@ -168,12 +182,15 @@ class Alerts:
             rule = rules.get(name)
             if rule is None:
                 continue
+            confirmed = _confirmed(name, labels, firing)
             for action in rule.actions:
                 if action == "restart":
-                    done.extend(self._restart(name, labels))
+                    done.extend(self._restart(name, labels, confirmed=confirmed))
         return done
 
-    def _restart(self, rule: str, labels: Mapping[str, Any]) -> list[Remediation]:
+    def _restart(
+        self, rule: str, labels: Mapping[str, Any], *, confirmed: bool
+    ) -> list[Remediation]:
         app = str(labels.get("app") or "")
         instance = str(labels.get("instance") or "")
         running = self._driver.instances()
@@ -214,6 +231,21 @@ class Alerts:
                     )
                 )
                 continue
+            if not confirmed:
+                results.append(
+                    self._record(
+                        Remediation(
+                            now,
+                            rule,
+                            "restart",
+                            status.app,
+                            status.id,
+                            "unconfirmed",
+                            "Prometheus has no such alert firing: not acted on",
+                        )
+                    )
+                )
+                continue
             started = self._driver.replace(status.id, f"alert {rule}")
             if started:
                 self._last[(rule, status.id)] = now
@@ -242,4 +274,24 @@ class Alerts:
         return [r.to_dict() for r in list(self.records)[-limit:]]
 
 
-__all__ = ["Alerts", "Remediation"]
+CONFIRMED_BY = ("socle_rule", "app", "instance")
+"""The labels an alert must share with one Prometheus has firing: the ones that choose the
+rule and the targets."""
+
+
+def _confirmed(rule: str, labels: Mapping[str, Any], firing: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether Prometheus has ``rule`` firing with the same targeting labels as ``labels``."""
+    wanted = {key: str(labels.get(key) or "") for key in CONFIRMED_BY}
+    wanted["socle_rule"] = rule
+    for alert in firing:
+        if not isinstance(alert, Mapping) or alert.get("state") != "firing":
+            continue
+        have = alert.get("labels")
+        if not isinstance(have, Mapping):
+            continue
+        if all(str(have.get(key) or "") == value for key, value in wanted.items()):
+            return True
+    return False
+
+
+__all__ = ["CONFIRMED_BY", "Alerts", "Remediation"]
