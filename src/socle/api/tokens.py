@@ -40,6 +40,21 @@ LAST_USED_EVERY = 60.0
 SCOPE_KEY = "socle.token"
 MAX_TTL = 10 * 365 * 86400.0
 
+SERVICE_SCOPES: dict[str, frozenset[tuple[str, str]]] = {
+    "socle-prometheus": frozenset(
+        {("GET", "/metrics"), ("GET", "/metrics/instances"), ("GET", "/api/v1/metrics/targets")}
+    ),
+    "socle-alertmanager": frozenset({("POST", "/api/v1/alerts/webhook")}),
+}
+"""What the tokens of Socle's own daemons may call, and nothing else (names as in
+``socle.observe.components``). Their token files sit beside a daemon that serves an
+unauthenticated API on loopback: a leaked scrape token must not deploy apps."""
+RESERVED: dict[tuple[str, str], frozenset[str]] = {
+    ("POST", "/api/v1/alerts/webhook"): frozenset({"socle-alertmanager"}),
+}
+"""Routes only the named service tokens (or an admin token) may call: any other API token
+posting to the webhook would be an alert source Socle never configured."""
+
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -304,5 +319,42 @@ class TokenGate:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
+            refusal = _out_of_scope(info, str(scope.get("method", "")).upper(), path)
+            if refusal is not None:
+                body = json.dumps(refusal.to_dict()).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                return
             scope[SCOPE_KEY] = info
         await self._app(scope, receive, send)
+
+
+def _out_of_scope(info: TokenInfo, method: str, path: str) -> AuthError | None:
+    """Why ``info`` may not call ``method path`` (:data:`SERVICE_SCOPES`, :data:`RESERVED`)."""
+    if method == "HEAD":
+        method = "GET"
+    allowed = SERVICE_SCOPES.get(info.name)
+    if allowed is not None and (method, path) not in allowed:
+        return AuthError(
+            f"token {info.name!r} is a service token and may not call {method} {path}",
+            status=403,
+            hint="it only serves " + ", ".join(sorted(f"{m} {p}" for m, p in allowed)),
+        )
+    callers = RESERVED.get((method, path))
+    if callers is not None and not info.admin and info.name not in callers:
+        return AuthError(
+            f"{method} {path} is only for {', '.join(sorted(callers))} (or an admin token)",
+            status=403,
+            hint="Alertmanager calls it with the token Socle gave it",
+        )
+    return None

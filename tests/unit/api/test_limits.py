@@ -153,3 +153,56 @@ async def test_tokens_expire_rotate_and_the_last_admin_stays(tokens: TokenStore)
     with pytest.raises(Exception, match="last token that can manage tokens"):
         await tokens.revoke("admin")
     assert [i.name for i in await tokens.list()] == ["admin", "short"]
+
+
+async def test_service_tokens_reach_only_their_routes_and_the_webhook_only_them(
+    tokens: TokenStore,
+) -> None:
+    """The scrape and webhook tokens sit in files beside daemons with an open loopback API:
+    leaked, they must not apply anything; and no ordinary token may post alerts."""
+    scrape = await tokens.create("socle-prometheus")
+    hook = await tokens.create("socle-alertmanager")
+    ci = await tokens.create("ci")
+    admin = await tokens.create("admin", admin=True)
+    inner = Recorder()
+    app = guard(inner, tokens)
+
+    async def status(token: str, method: str, path: str) -> int:
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        headers = [(b"authorization", f"Bearer {token}".encode())]
+        scope = {"type": "http", "method": method, "path": path, "headers": headers}
+        await app(scope, receive, send)
+        return int(next(m for m in sent if m["type"] == "http.response.start")["status"])
+
+    webhook = "/api/v1/alerts/webhook"
+    for path in ("/metrics", "/metrics/instances", "/api/v1/metrics/targets"):
+        assert await status(scrape, "GET", path) == 200
+    assert await status(scrape, "HEAD", "/metrics") == 200
+    assert await status(hook, "POST", webhook) == 200
+    for token, method, path in (
+        (scrape, "POST", "/api/v1/apply"),
+        (scrape, "GET", "/api/v1/apps"),
+        (scrape, "POST", webhook),
+        (hook, "GET", "/metrics"),
+        (hook, "POST", "/api/v1/apply"),
+        (hook, "GET", webhook),
+        (ci, "POST", webhook),
+    ):
+        assert await status(token, method, path) == 403, (method, path)
+    assert await status(admin, "POST", webhook) == 200
+    assert await status(ci, "POST", "/api/v1/apply") == 200
+
+
+def test_service_scopes_name_the_tokens_observe_creates() -> None:
+    from socle.api.tokens import RESERVED, SERVICE_SCOPES
+    from socle.observe.components import ALERTMANAGER_TOKEN_NAME, PROMETHEUS_TOKEN_NAME
+
+    assert set(SERVICE_SCOPES) == {PROMETHEUS_TOKEN_NAME, ALERTMANAGER_TOKEN_NAME}
+    assert RESERVED[("POST", "/api/v1/alerts/webhook")] == {ALERTMANAGER_TOKEN_NAME}
