@@ -17,7 +17,9 @@ seal configuration (see :meth:`Barrier.rekey`). Data is not re-encrypted, so
 shares) and PGP keys are refused: Socle never stores shares.
 
 Both keep their progress in memory only, like unseal progress: a restart or seal forgets it.
-A wrong combination of shares resets the progress and says so.
+A wrong combination of shares resets the progress and says so. An attempt cancelled (or
+sealed away) while its last share is being checked does not complete: no root token is minted
+and the root key is not re-wrapped for an attempt the operators called off.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ OTP_LENGTH = len(TOKEN_PREFIX) + 32
 """A root token's length (``hvs.`` + 32 characters): the pad must cover it exactly."""
 _BASE62 = string.ascii_letters + string.digits
 _WRONG_SHARES = "the key shares are wrong: progress was reset, start again"
+_CANCELLED = "the attempt was cancelled while its shares were checked: start again"
 
 
 def xor_encode(token: str, otp: str) -> str:
@@ -102,6 +105,10 @@ class RootGeneration:
             raise SecretsError(400, "root generation already in progress")
         if otp and len(otp) != OTP_LENGTH:
             raise SecretsError(400, "OTP string has incorrect length")
+        if not otp.isascii():
+            # Bytes, not characters, are XOR-ed: a non-ASCII pad is longer than the token
+            # and would fail only after the root token was made.
+            raise SecretsError(400, "OTP string must be ASCII")
         generated = not otp
         if generated:
             otp = "".join(secrets.choice(_BASE62) for _ in range(OTP_LENGTH))
@@ -129,21 +136,25 @@ class RootGeneration:
                 unseal_key = quorum.take_key()
             except ValueError:
                 unseal_key = b""
+            otp = self._otp
             if len(unseal_key) != KEY_BYTES or not await self._barrier.check_unseal_key(unseal_key):
                 raise SecretsError(400, _WRONG_SHARES)
+            if self._quorum is not quorum:  # cancelled (or sealed) during the check
+                raise SecretsError(400, _CANCELLED)
+            status = self.status()
             token, _, _ = await services.tokens.create(
                 TokenParams(policies=["root"], display_name="root", path="auth/token/root"),
                 None,
             )
-            status = self.status()
-            encoded = xor_encode(token, self._otp)
+            encoded = xor_encode(token, otp)
             status.update(
                 complete=True,
                 progress=status["required"],
                 encoded_token=encoded,
                 encoded_root_token=encoded,
             )
-            self.cancel()
+            if self._quorum is quorum:  # not a new attempt started meanwhile
+                self.cancel()
             return status
 
 
@@ -221,6 +232,8 @@ class Rekey:
                 old_key = b""
             if len(old_key) != KEY_BYTES or not await self._barrier.check_unseal_key(old_key):
                 raise SecretsError(400, _WRONG_SHARES)
+            if self._quorum is not quorum:  # cancelled (or sealed) during the check
+                raise SecretsError(400, _CANCELLED)
             new_key = secrets.token_bytes(KEY_BYTES)
             shares = shamir.split(new_key, new.secret_shares, new.secret_threshold)
             await self._barrier.rekey(new_key, new.to_dict())
