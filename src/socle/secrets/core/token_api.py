@@ -35,6 +35,25 @@ from socle.secrets.core.tokens import TokenEntry, TokenParams
 R, U, D, L = Operation.READ, Operation.UPDATE, Operation.DELETE, Operation.LIST
 
 
+NON_ASSIGNABLE = ("response-wrapping", "control-group")
+"""Policies Socle gives its own tokens only (Vault's ``nonAssignablePolicies``)."""
+
+
+def _check_assignable(policies: list[str], parent: TokenEntry) -> None:
+    """Vault's last guards on a new token's policies, whatever allowed them.
+
+    A role's ``allowed_policies`` (``root``, or a glob such as ``*``) lifts the "subset of
+    the parent's policies" rule: without this check a token holding only ``update`` on
+    ``auth/token/create/ROLE`` could mint a root token, orphan if the role says so.
+    """
+    names = {p.strip().lower() for p in policies}
+    if "root" in names and not parent.is_root:
+        raise SecretsError(400, "root tokens may not be created without parent token being root")
+    for name in NON_ASSIGNABLE:
+        if name in names:
+            raise SecretsError(400, f'cannot assign policy "{name}"')
+
+
 class TokenBackend:
     sudo_paths = ("revoke-orphan", "accessors", "accessors/")
 
@@ -156,6 +175,7 @@ class TokenBackend:
             extra = sorted(set(policies) - set(parent.policies) - {"default"})
             if extra:
                 raise SecretsError(400, "child policies must be subset of parent")
+        _check_assignable(policies, parent)
         num_uses = parse_int(data.get("num_uses"), "num_uses")
         if num_uses < 0:
             raise SecretsError(400, "number of uses cannot be negative")

@@ -137,6 +137,37 @@ def test_creating_through_a_role(vault_server: VaultServer) -> None:
     assert child["orphan"] is False  # no orphan in the role: a child of the caller
 
 
+def test_a_role_never_lifts_a_non_root_caller_to_root(vault_server: VaultServer) -> None:
+    """A role's allowed policies replace the parent's as the bound; root stays out of reach
+    of a caller who is not root (Vault's rule), whatever the role allows."""
+    root = vault_server.client()
+    root.sys.create_or_update_policy(
+        "maker", 'path "auth/token/create/*" { capabilities = ["update", "sudo"] }'
+    )
+    root.write("auth/token/roles/named", allowed_policies="root,reader", orphan=True)
+    root.write("auth/token/roles/globbed", allowed_policies_glob="*", orphan=True)
+    maker = vault_server.client(str(_auth(root, "create", policies=["maker"])["client_token"]))
+    for path, body in (
+        ("create/named", {"policies": ["root"]}),
+        ("create/named", {}),  # no policies asked: all the role's, root included
+        ("create/globbed", {"policies": ["root"]}),
+        ("create/globbed", {"policies": ["ROOT"]}),
+    ):
+        with pytest.raises(
+            hvac.exceptions.InvalidRequest,
+            match="root tokens may not be created without parent token being root",
+        ):
+            _auth(maker, path, **body)
+    with pytest.raises(hvac.exceptions.InvalidRequest, match='cannot assign policy "response'):
+        _auth(maker, "create/globbed", policies=["response-wrapping"])
+    # what the role allows short of root still works, and root itself may use the role
+    assert _auth(maker, "create/globbed", policies=["reader"])["policies"] == [
+        "default",
+        "reader",
+    ]
+    assert "root" in _auth(root, "create/named", policies=["root"])["policies"]
+
+
 def test_role_renewable_false_and_explicit_max_ttl(vault_server: VaultServer) -> None:
     root = vault_server.client()
     root.write("auth/token/roles/short", explicit_max_ttl="2h", renewable=False)
