@@ -12,6 +12,7 @@ All of them need a token like the rest of the API (Prometheus scrapes with a bea
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
@@ -67,9 +68,13 @@ def _time(value: str | None, what: str, default: float) -> float:
     if value is None or value == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):  # nan slips through every bound check below
+            raise ConfigError(f"{what}: {value!r} is not a time", hint="a Unix time, or 1h")
+        return number
     try:
         return time.time() - parse_duration(value)
     except ValueError as exc:
@@ -110,6 +115,8 @@ async def query_range(
             step_s = float(step) if step.replace(".", "", 1).isdigit() else parse_duration(step)
         except ValueError as exc:
             raise ConfigError(f"step: {exc}", hint="e.g. step=15s") from None
+        if not math.isfinite(step_s):
+            raise ConfigError(f"step: {step!r} is not a duration", hint="e.g. step=15s")
     else:
         step_s = max(1.0, (end_at - start_at) / 250)
     if step_s <= 0 or (end_at - start_at) / step_s > MAX_POINTS:
