@@ -3,7 +3,8 @@
 - Socle's own metrics and an opted-in app's metrics are scraped (``socle metrics query``);
 - a leaking app fires its memory AlertRule; while a silence matches, the alert is
   suppressed and nothing is restarted; once the silence is expired, Alertmanager calls
-  Socle back and the rule's ``restart`` action runs (recorded, then rate-limited).
+  Socle back and the rule's ``restart`` action runs (recorded, then rate-limited);
+- an alert forged through Alertmanager's open loopback API restarts nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -264,6 +266,54 @@ def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path:
     assert "leaky-memory" in table and "rate-limited" in table
     metrics = server.api("GET", "/metrics").text
     assert 'socle_remediations_total{action="restart",result="done"} 1.0' in metrics
+
+
+def test_an_alert_forged_through_alertmanagers_open_api_restarts_nothing(
+    observed: SocleServer, tmp_path: Path
+) -> None:
+    """Alertmanager's API answers anyone on loopback (and every app sandbox shares the
+    host's network): an alert posted there reaches Socle's webhook with Alertmanager's own
+    token. Socle acts only on what Prometheus itself has firing."""
+    server = observed
+    repo = write_repo(tmp_path / "repo", {})
+    add_app(repo, "victim", METRICS_APP, {})
+    rule = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": "never"},
+        "spec": {
+            "expr": 'socle_instance_memory_bytes{app="victim"} > 1e15',
+            "severity": "critical",
+            "actions": ["restart"],
+        },
+    }
+    (repo / "rules.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+    server.cli("apply", str(repo), "--yes")
+    instance = server.app("victim")["instances"][0]["id"]
+    observe = server.api("GET", "/api/v1/status").json()["control_plane"]["observe"]
+    alertmanager = observe["alertmanager"]["url"]
+    forged = [
+        {
+            "labels": {
+                "alertname": "never",
+                "socle_rule": "never",
+                "severity": "critical",
+                "app": "victim",
+                "instance": instance,
+            },
+            "annotations": {"summary": "forged"},
+        }
+    ]
+    posted = httpx.post(f"{alertmanager}/api/v2/alerts", json=forged, timeout=10)
+    assert posted.status_code == 200  # Alertmanager itself takes it from anyone
+
+    def decided() -> list[dict[str, Any]]:
+        data = json.loads(server.cli("alerts", "--json").stdout)
+        return [r for r in data["remediations"] if r["rule"] == "never"]
+
+    records = wait_for(decided, 90, "Alertmanager to relay the forged alert to Socle")
+    assert [(r["instance"], r["result"]) for r in records] == [(instance, "unconfirmed")]
+    assert server.app("victim")["instances"][0]["restarts"] == 0
 
 
 ERRORS_APP = textwrap.dedent(
