@@ -4,7 +4,7 @@
 - a leaking app fires its memory AlertRule; while a silence matches, the alert is
   suppressed and nothing is restarted; once the silence is expired, Alertmanager calls
   Socle back and the rule's ``restart`` action runs (recorded, then rate-limited);
-- an alert forged through Alertmanager's open loopback API restarts nothing.
+- Alertmanager's API wants a password; an alert forged through it restarts nothing.
 """
 
 from __future__ import annotations
@@ -271,9 +271,9 @@ def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path:
 def test_an_alert_forged_through_alertmanagers_open_api_restarts_nothing(
     observed: SocleServer, tmp_path: Path
 ) -> None:
-    """Alertmanager's API answers anyone on loopback (and every app sandbox shares the
-    host's network): an alert posted there reaches Socle's webhook with Alertmanager's own
-    token. Socle acts only on what Prometheus itself has firing."""
+    """Every app sandbox shares the host's loopback: Alertmanager's API wants its password,
+    and even an alert posted with it (leaked) reaches Socle's webhook with Alertmanager's own
+    token but is not acted on: Socle acts only on what Prometheus itself has firing."""
     server = observed
     repo = write_repo(tmp_path / "repo", {})
     add_app(repo, "victim", METRICS_APP, {})
@@ -304,8 +304,15 @@ def test_an_alert_forged_through_alertmanagers_open_api_restarts_nothing(
             "annotations": {"summary": "forged"},
         }
     ]
-    posted = httpx.post(f"{alertmanager}/api/v2/alerts", json=forged, timeout=10)
-    assert posted.status_code == 200  # Alertmanager itself takes it from anyone
+    anonymous = httpx.post(f"{alertmanager}/api/v2/alerts", json=forged, timeout=10)
+    assert anonymous.status_code == 401
+    silence = {"matchers": [], "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z"}
+    assert httpx.post(f"{alertmanager}/api/v2/silences", json=silence).status_code == 401
+    leaked = (server.home / "observe" / "alertmanager" / "web.password").read_text()
+    posted = httpx.post(
+        f"{alertmanager}/api/v2/alerts", json=forged, timeout=10, auth=("socle", leaked)
+    )
+    assert posted.status_code == 200
 
     def decided() -> list[dict[str, Any]]:
         data = json.loads(server.cli("alerts", "--json").stdout)

@@ -255,6 +255,9 @@ class PrometheusComponent:
             scrape_interval=settings.scrape_interval,
             rules_dir=server.rules_dir,
             alertmanager=manager.address if manager is not None else None,
+            alertmanager_password_file=(
+                manager.web.password_file if manager is not None and manager.web else None
+            ),
             remote_write=settings.metrics_remote_write,
             agent=agent,
         )
@@ -263,7 +266,9 @@ class PrometheusComponent:
         await server.start()
         self._server = server
         if not settings.metrics_query_url and not agent:
-            observe.query = PrometheusQuery(server.url)
+            observe.query = PrometheusQuery(
+                server.url, auth=server.web.pair if server.web is not None else None
+            )
         for kind in RULE_KINDS:
             _need(plane.engine, "engine").handler(kind).subscribe(self._rules_changed)
         observe.prometheus = server.to_dict

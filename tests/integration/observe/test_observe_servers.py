@@ -26,6 +26,7 @@ from socle.errors import ObserveError
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files
 from socle.observe.metrics.prometheus import (
+    PrometheusQuery,
     PrometheusServer,
     ScrapeSetup,
     check_rules,
@@ -99,7 +100,8 @@ async def test_bad_config_and_bad_rules_never_replace_working_ones(
     assert (prometheus.rules_dir / "a.yml").read_text() == good
     assert sorted(p.name for p in prometheus.rules_dir.iterdir()) == ["a.yml"]
 
-    async with httpx.AsyncClient() as client:
+    assert prometheus.web is not None
+    async with httpx.AsyncClient(auth=prometheus.web.pair) as client:
         rules = (await client.get(f"{prometheus.url}/api/v1/rules")).json()
     names = [r["name"] for g in rules["data"]["groups"] for r in g["rules"]]
     assert names == ["A"]  # the reload after the good write took effect
@@ -121,14 +123,42 @@ async def test_a_dead_prometheus_is_started_again(prometheus: PrometheusServer) 
         pid = prometheus.to_dict()["pid"]
         if pid in (None, first):
             return False
+        assert prometheus.web is not None
         try:
-            async with httpx.AsyncClient() as client:
+            async with httpx.AsyncClient(auth=prometheus.web.pair) as client:
                 return (await client.get(f"{prometheus.url}/-/ready")).status_code == 200
         except httpx.HTTPError:
             return False
 
     await until(back)
     assert prometheus.to_dict()["restarts"] == 1
+
+
+async def test_prometheus_api_is_closed_to_other_loopback_users(
+    prometheus: PrometheusServer,
+) -> None:
+    """Apps share the host's loopback: without the password nothing answers, not even
+    ``/-/quit``; the files holding it are owner-only and the web config holds only a hash."""
+    web = prometheus.web
+    assert web is not None
+    async with httpx.AsyncClient() as anonymous:
+        for method, path in (
+            ("GET", "/api/v1/query?query=up"),
+            ("GET", "/api/v1/status/config"),
+            ("POST", "/-/reload"),
+            ("POST", "/-/quit"),
+        ):
+            answer = await anonymous.request(method, prometheus.url + path)
+            assert answer.status_code == 401, (method, path)
+        wrong = await anonymous.get(f"{prometheus.url}/-/ready", auth=("socle", "guess"))
+        assert wrong.status_code == 401
+    assert prometheus.running
+    for path in (web.password_file, web.config_file):
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert web.password not in web.config_file.read_text()
+    query = PrometheusQuery(prometheus.url, auth=web.pair)
+    assert "result" in await query.get("query", {"query": "1"})
+    await prometheus.reload()  # Socle's own client still reloads
 
 
 async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
@@ -163,6 +193,15 @@ async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
         await server.expire_silence(silence_id)
         assert [s["status"]["state"] for s in await server.silences()] == ["expired"]
         assert await server.alerts() == []
+        # Its API is closed to anyone without the password (apps share the loopback).
+        async with httpx.AsyncClient() as anonymous:
+            for method, path in (
+                ("GET", "/api/v2/silences"),
+                ("POST", "/api/v2/alerts"),
+                ("POST", "/api/v2/silences"),
+            ):
+                answer = await anonymous.request(method, server.url + path, json=[])
+                assert answer.status_code == 401, (method, path)
     finally:
         await server.stop()
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from socle.observe._webauth import bcrypt_check, write_web_auth
 from socle.observe.alerts.manager import render_config as alertmanager_config
 from socle.observe.metrics.certs import CertificateExpiry
 from socle.observe.metrics.instances import instance_exposition, read_usage
@@ -175,6 +176,7 @@ def test_prometheus_config_discovers_everything_through_socle(tmp_path: Path) ->
         scrape_interval=15,
         rules_dir=tmp_path / "rules",
         alertmanager="127.0.0.1:9093",
+        alertmanager_password_file=tmp_path / "am" / "web.password",
         remote_write="https://metrics.example/api/v1/write",
     )
     config = render_config(setup)
@@ -191,6 +193,10 @@ def test_prometheus_config_discovers_everything_through_socle(tmp_path: Path) ->
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "127.0.0.1:9093"
     ]
+    assert config["alerting"]["alertmanagers"][0]["basic_auth"] == {
+        "username": "socle",
+        "password_file": str(tmp_path / "am" / "web.password"),
+    }
     assert config["remote_write"] == [{"url": "https://metrics.example/api/v1/write"}]
     assert config["global"]["scrape_interval"] == "15s"
 
@@ -273,3 +279,20 @@ def test_observe_face_targets_and_forgetting_gone_instances() -> None:
     running.pop()
     observe.socle_page()
     assert set(metrics._seen) == {"api-0"}
+
+
+def test_web_auth_files_hold_a_bcrypt_hash_and_an_owner_only_password(tmp_path: Path) -> None:
+    """What Prometheus and Alertmanager get as ``--web.config.file``: the hash only."""
+    first = write_web_auth(tmp_path)
+    config = yaml.safe_load(first.config_file.read_text())
+    hashed = config["basic_auth_users"]["socle"]
+    assert hashed.startswith("$2b$") and first.password not in first.config_file.read_text()
+    assert bcrypt_check(first.password, hashed) and not bcrypt_check(first.password + "x", hashed)
+    assert first.password_file.read_text() == first.password
+    for path in (first.config_file, first.password_file):
+        assert path.stat().st_mode & 0o777 == 0o600
+    second = write_web_auth(tmp_path)  # every start: a new password
+    assert second.password != first.password
+    assert not bcrypt_check(
+        first.password, yaml.safe_load(second.config_file.read_text())["basic_auth_users"]["socle"]
+    )

@@ -7,7 +7,9 @@ token from a ``credentials_file``; Socle runs the rule's remediation. The config
 with ``amtool check-config`` before it replaces the live one.
 
 Alerts and silences are read and written through Alertmanager's own v2 API
-(``/api/v2/alerts``, ``/api/v2/silences``, ``/api/v2/silence/{id}``).
+(``/api/v2/alerts``, ``/api/v2/silences``, ``/api/v2/silence/{id}``), behind basic auth
+(``web.yml``, see :mod:`socle.observe._webauth`): every app sandbox shares the host's
+loopback, and an open API would let any of them silence alerts or post forged ones.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import yaml
 from socle.errors import NotFoundError, ObserveError, QueryRejected
 from socle.fs import private_dir, write_private
 from socle.observe._process import Supervised, stop_stale
+from socle.observe._webauth import WebAuth, write_web_auth
 from socle.tasks import TaskGroup
 
 WEBHOOK_PATH = "/api/v1/alerts/webhook"
@@ -85,6 +88,8 @@ class AlertmanagerServer:
         self.token_file = folder / "token"
         self._process: Supervised | None = None
         self._client = httpx.AsyncClient(timeout=15.0)
+        self.web: WebAuth | None = None
+        """Basic auth on its HTTP API (set by :meth:`prepare`; Prometheus needs it too)."""
 
     @property
     def address(self) -> str:
@@ -95,12 +100,16 @@ class AlertmanagerServer:
         return f"http://{self.address}"
 
     async def prepare(self, token: str) -> None:
-        def make() -> None:
+        """Folders, the webhook token and a new password for Alertmanager's own API."""
+
+        def make() -> WebAuth:
             private_dir(self.folder)
             private_dir(self.folder / "data")
             write_private(self.token_file, token + "\n")
+            return write_web_auth(self.folder)
 
-        await asyncio.to_thread(make)
+        self.web = await asyncio.to_thread(make)
+        self._client.auth = self.web.pair
 
     async def write_config(self, *, socle_url: str, ca_file: Path | None) -> None:
         config = render_config(socle_url, self.token_file, ca_file=ca_file)
@@ -144,6 +153,7 @@ class AlertmanagerServer:
             f"--config.file={self.config_file}",
             f"--storage.path={self.folder / 'data'}",
             f"--web.listen-address={self.address}",
+            f"--web.config.file={self.folder / 'web.yml'}",
             "--cluster.listen-address=",
             f"--web.external-url={self.url}/",
             "--log.level=warn",

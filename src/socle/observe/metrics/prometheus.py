@@ -5,6 +5,7 @@ Layout under ``home/observe/prometheus/`` (owner-only, like all of SOCLE_HOME)::
     prometheus.yml      the live config (only ever replaced by one that promtool accepted)
     rules/*.yml         rule files (AlertRule, built-in rules), checked the same way
     token               the bearer token Prometheus scrapes Socle with (credentials_file)
+    web.yml, web.password  basic auth on its own HTTP API (see :mod:`socle.observe._webauth`)
     data/               the TSDB (retention from settings)
     prometheus.log, prometheus.pid
 
@@ -33,6 +34,7 @@ import yaml
 from socle.errors import ObserveError, QueryRejected
 from socle.fs import private_dir, write_private
 from socle.observe._process import Supervised, stop_stale
+from socle.observe._webauth import USER, WebAuth, write_web_auth
 from socle.tasks import TaskGroup
 
 JOBS = ("socle", "socle-instances", "apps")
@@ -53,6 +55,8 @@ class ScrapeSetup:
     rules_dir: Path | None = None
     alertmanager: str | None = None
     """``host:port`` of the Alertmanager to send alerts to (None: none)."""
+    alertmanager_password_file: Path | None = None
+    """Alertmanager's basic-auth password (its API is not open to the host)."""
     remote_write: str | None = None
     agent: bool = False
     """Agent mode: scrape and forward to ``remote_write`` only (no rules, no alerting)."""
@@ -107,9 +111,13 @@ def render_config(setup: ScrapeSetup) -> dict[str, Any]:
     if setup.rules_dir is not None and not setup.agent:
         config["rule_files"] = [str(setup.rules_dir / "*.yml")]
     if setup.alertmanager is not None and not setup.agent:
-        config["alerting"] = {
-            "alertmanagers": [{"static_configs": [{"targets": [setup.alertmanager]}]}]
-        }
+        manager: dict[str, Any] = {"static_configs": [{"targets": [setup.alertmanager]}]}
+        if setup.alertmanager_password_file is not None:
+            manager["basic_auth"] = {
+                "username": USER,
+                "password_file": str(setup.alertmanager_password_file),
+            }
+        config["alerting"] = {"alertmanagers": [manager]}
     if setup.remote_write:
         config["remote_write"] = [{"url": setup.remote_write}]
     return config
@@ -182,6 +190,8 @@ class PrometheusServer:
         self._process: Supervised | None = None
         self._client = httpx.AsyncClient(timeout=30.0)
         self._config_lock = asyncio.Lock()
+        self.web: WebAuth | None = None
+        """Basic auth on its HTTP API (set by :meth:`prepare`)."""
 
     @property
     def url(self) -> str:
@@ -192,6 +202,7 @@ class PrometheusServer:
             self.binary,
             f"--config.file={self.config_file}",
             f"--web.listen-address={self.host}:{self.port}",
+            f"--web.config.file={self.folder / 'web.yml'}",
             "--web.enable-lifecycle",
             f"--web.external-url={self.url}/",
             "--log.level=warn",
@@ -208,15 +219,18 @@ class PrometheusServer:
         return argv
 
     async def prepare(self, token: str) -> None:
-        """Folders and the scrape token (before the first config, which names the file)."""
+        """Folders, the scrape token (before the first config, which names the file) and a
+        new password for Prometheus' own API."""
 
-        def make() -> None:
+        def make() -> WebAuth:
             private_dir(self.folder)
             private_dir(self.rules_dir)
             private_dir(self.folder / "data")
             write_private(self.token_file, token + "\n")
+            return write_web_auth(self.folder)
 
-        await asyncio.to_thread(make)
+        self.web = await asyncio.to_thread(make)
+        self._client.auth = self.web.pair
 
     async def write_config(self, config: Mapping[str, Any], *, reload: bool = True) -> None:
         """Check ``config`` with promtool, then make it live (and reload a running server)."""
@@ -319,14 +333,18 @@ class PrometheusServer:
 class PrometheusQuery:
     """Queries against a Prometheus HTTP API (the embedded one or a team's own)."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 30.0, auth: tuple[str, str] | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
+        self._auth = auth
+        """Basic auth (the embedded Prometheus'); None for a team's own."""
 
     async def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
         """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error."""
         try:
-            async with httpx.AsyncClient(timeout=self._timeout) as client:
+            async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client:
                 response = await client.get(f"{self.url}/api/v1/{endpoint}", params=dict(params))
         except httpx.HTTPError as exc:
             raise ObserveError(
