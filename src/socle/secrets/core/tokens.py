@@ -281,8 +281,13 @@ class TokenStore:
         token_hash = self.hash(token)
         entry = self._cache.get(token_hash)
         if entry is None:
+            text = token[len(BATCH_PREFIX) :]
             try:
-                blob = base64.urlsafe_b64decode(token[len(BATCH_PREFIX) :] + "==")
+                blob = base64.urlsafe_b64decode(text + "==")
+                # One spelling per token: the lenient decoder skips stray characters, which
+                # would give one batch token endless names (hashes, audit HMACs, cache slots).
+                if base64.urlsafe_b64encode(blob).decode().rstrip("=") != text:
+                    return None
                 entry = TokenEntry.from_json(self._barrier.decrypt(_BATCH_AD_PATH, blob))
             except (SecretsError, ValueError, TypeError):
                 return None  # forged, altered, or from another store: unknown
