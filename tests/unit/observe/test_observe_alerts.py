@@ -276,3 +276,7 @@ async def test_decisions_are_recorded_across_restarts(tmp_path: Path) -> None:
     again = Alerts(**args)
     again.load()
     assert [(r["rule"], r["result"]) for r in again.history()] == [("mem", "done")]
+    # The rate limit survives the restart: the same alert right after does not act again.
+    later = act(again, firing({"socle_rule": "mem", "instance": "api-0"}))
+    assert [r.result for r in later] == ["rate-limited"]
+    assert len(driver.replaced) == 1

@@ -106,7 +106,8 @@ class Alerts:
         """Every decision as a JSON line (owner-only), kept across restarts."""
 
     def load(self) -> None:
-        """The last decisions recorded by earlier runs (blocking: call it in a thread)."""
+        """The last decisions recorded by earlier runs, and the rate limit they set
+        (blocking: call it in a thread)."""
         if self._record_file is None:
             return
         try:
@@ -115,9 +116,15 @@ class Alerts:
             return
         for line in lines:
             try:
-                self.records.append(Remediation(**json.loads(line)))
+                record = Remediation(**json.loads(line))
             except (ValueError, TypeError):
                 continue  # a line cut by a crash
+            self.records.append(record)
+            if record.result == "done" and record.instance:
+                # The rate limit outlives a restart of the control plane too: Alertmanager
+                # notifies again, and a restart loop must not restart the app each time.
+                key = (record.rule, record.instance)
+                self._last[key] = max(self._last.get(key, 0.0), record.time)
 
     async def persist(self, done: list[Remediation]) -> None:
         """Append ``done`` to the record file (in a thread: never blocks the loop)."""
