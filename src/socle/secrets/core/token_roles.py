@@ -28,7 +28,8 @@ from socle.secrets.core.barrier import Barrier, StorageView
 from socle.secrets.core.fields import parse_bool, parse_duration, parse_str, parse_str_list
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_SUFFIX = re.compile(r"\w[\w\-.]+\w")
+_SUFFIX = re.compile(r"\w[\w\-.]+\w", re.ASCII)
+"""Vault's pattern; Go's ``\\w`` is ASCII, Python's is not unless told."""
 TOKEN_TYPES = ("service", "batch", "default-service", "default-batch")
 
 

@@ -78,3 +78,10 @@ def test_path_suffix_and_update_merges() -> None:
     assert role.period == 3600 and role.renewable is False
     assert apply_role(role, [], "", False).path == "auth/token/create/ci/ci-x"
     assert role.describe()["token_period"] == 3600
+
+
+@pytest.mark.parametrize("suffix", ["ci-\uff58", "c\u0131-x", "a\u200bb", "ci/../x", "ab\ncd"])
+def test_path_suffix_is_vaults_ascii_pattern(suffix: str) -> None:
+    """Lookalike letters would give two roles' tokens paths that read the same."""
+    with pytest.raises(SecretsError, match="path suffix"):
+        _role(path_suffix=suffix)
