@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socle.errors import ObserveError
+from socle.errors import ObserveError, QueryRejected
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files
 from socle.observe.metrics.prometheus import (
@@ -159,6 +159,18 @@ async def test_prometheus_api_is_closed_to_other_loopback_users(
     query = PrometheusQuery(prometheus.url, auth=web.pair)
     assert "result" in await query.get("query", {"query": "1"})
     await prometheus.reload()  # Socle's own client still reloads
+
+
+async def test_a_huge_answer_is_refused_not_held(prometheus: PrometheusServer) -> None:
+    assert prometheus.web is not None
+    small = PrometheusQuery(prometheus.url, auth=prometheus.web.pair, max_bytes=4096)
+    now = time.time()
+    span = {"query": "vector(1)", "start": f"{now - 10000}", "end": f"{now}", "step": "1"}
+    with pytest.raises(QueryRejected, match="larger than"):
+        await small.get("query_range", span)
+    assert (await small.get("query", {"query": "vector(1)"}))["result"]
+    with pytest.raises(QueryRejected, match="refused the query"):
+        await small.get("query", {"query": "sum(("})
 
 
 async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:

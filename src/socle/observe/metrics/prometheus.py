@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ JOBS = ("socle", "socle-instances", "apps")
 """The scrape jobs, each fed by ``/api/v1/metrics/targets?job=<name>``."""
 
 CHECK_TIMEOUT = 60.0
+MAX_ANSWER_BYTES = 32 << 20
+"""The largest query answer the control plane reads from Prometheus."""
 
 
 @dataclass(frozen=True)
@@ -334,29 +337,56 @@ class PrometheusQuery:
     """Queries against a Prometheus HTTP API (the embedded one or a team's own)."""
 
     def __init__(
-        self, url: str, *, timeout: float = 30.0, auth: tuple[str, str] | None = None
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        auth: tuple[str, str] | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self.url = url.rstrip("/")
         self._timeout = timeout
         self._auth = auth
         """Basic auth (the embedded Prometheus'); None for a team's own."""
+        self._max_bytes = max_bytes
 
     async def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error."""
+        """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error.
+
+        The answer is read up to ``max_bytes`` (a query over every series can answer
+        hundreds of megabytes, all held by the control plane) and parsed off the loop.
+        """
+        chunks: list[bytes] = []
+        size = 0
         try:
-            async with httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client:
-                response = await client.get(f"{self.url}/api/v1/{endpoint}", params=dict(params))
+            async with (
+                httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client,
+                client.stream(
+                    "GET", f"{self.url}/api/v1/{endpoint}", params=dict(params)
+                ) as response,
+            ):
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise QueryRejected(
+                            f"Prometheus' answer is larger than {self._max_bytes >> 20} MiB",
+                            hint="narrow the query: fewer series, a larger step or a shorter range",
+                        )
+                    chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise ObserveError(
                 f"Prometheus at {self.url} did not answer: {type(exc).__name__}",
                 hint="see `socle status` (component metrics)",
             ) from exc
+        raw = b"".join(chunks)
         try:
-            body = response.json()
+            body = await asyncio.to_thread(json.loads, raw) if size > 1 << 16 else json.loads(raw)
         except ValueError as exc:
             raise ObserveError(f"Prometheus answered {response.status_code} without JSON") from exc
+        if not isinstance(body, dict):
+            raise ObserveError(f"Prometheus answered {response.status_code} with no object")
         if body.get("status") != "success":
-            message = str(body.get("error") or response.text)[:500]
+            message = str(body.get("error") or raw[:500].decode(errors="replace"))[:500]
             if response.status_code in (400, 422):
                 raise QueryRejected(
                     f"Prometheus refused the query: {message}", hint="check the PromQL"
