@@ -99,6 +99,7 @@ class Supervised:
                 stdout=fd,
                 stderr=fd,
                 start_new_session=True,  # a Ctrl-C on the control plane's terminal is ours
+                umask=0o077,  # what the daemon writes (TSDB, silences) stays owner-only too
             )
         finally:
             os.close(fd)

@@ -159,6 +159,9 @@ async def test_prometheus_api_is_closed_to_other_loopback_users(
     query = PrometheusQuery(prometheus.url, auth=web.pair)
     assert "result" in await query.get("query", {"query": "1"})
     await prometheus.reload()  # Socle's own client still reloads
+    # What Prometheus writes itself (TSDB, WAL) is owner-only too, like all of SOCLE_HOME.
+    opened = [p for p in prometheus.folder.rglob("*") if p.stat().st_mode & 0o077]
+    assert opened == [] and any(prometheus.folder.rglob("wal"))
 
 
 async def test_a_huge_answer_is_refused_not_held(prometheus: PrometheusServer) -> None:
