@@ -271,12 +271,17 @@ class ConsulApi:
         wanted = _int_param(request, "index")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (_wait(request) if wanted is not None else 0.0)
+        # The KV index is taken *before* each read: a write that lands while the read
+        # awaits the store then wakes the wait at once (taken after, it would be a lost
+        # wake-up: the query would sleep until the next write or the end of ``wait``).
+        seen = self.network.kv.index
         index, found = await self._kv_read(key, recurse, keys, separator)
         while wanted is not None and index <= wanted:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            await self.network.kv.wait(self.network.kv.index, remaining)
+            await self.network.kv.wait(seen, remaining)
+            seen = self.network.kv.index
             index, found = await self._kv_read(key, recurse, keys, separator)
         headers = _headers(index)
         if not found:
