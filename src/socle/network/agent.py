@@ -33,6 +33,9 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_TAGS = 64
 MAX_META = 64
+MIN_CHECK_INTERVAL = 1.0
+"""Shortest check interval (Consul's own minimum, which it also enforces by raising a
+shorter one): ``"Interval": "0s"`` would otherwise spin a probe loop that never sleeps."""
 MAX_SERVICES = 1000
 """Agent-registered services kept at most (each may run a check loop): a token holder
 cannot grow the control plane without bound."""
@@ -170,11 +173,13 @@ def parse_registration(body: object, default_address: str = "127.0.0.1") -> Agen
             raise ConfigError("Check.HTTP: an http:// or https:// URL")
         if tcp is not None and (not isinstance(tcp, str) or ":" not in tcp):
             raise ConfigError("Check.TCP: HOST:PORT")
+        interval = _duration(item.get("Interval", "10s"), "Check.Interval")
+        timeout = _duration(item.get("Timeout", "5s"), "Check.Timeout")
         check = Probe(
             http=http,
             tcp=tcp,
-            interval=_duration(item.get("Interval", "10s"), "Check.Interval"),
-            timeout=_duration(item.get("Timeout", "5s"), "Check.Timeout"),
+            interval=max(interval, MIN_CHECK_INTERVAL),
+            timeout=min(max(timeout, 0.001), max(interval, MIN_CHECK_INTERVAL)),
         )
     return AgentService(
         id=sid, name=name, address=address, port=port, tags=tuple(tags), meta=meta, check=check
@@ -197,8 +202,14 @@ class AgentServices:
             return
 
         def on_result(health: Health, output: str) -> None:
-            if self.services.get(service.id) is service:
-                self._registry.upsert(service.entry(health, output))
+            if self.services.get(service.id) is not service:
+                return
+            known = self._registry.get(service.id)
+            if known is not None and known.source is not Source.AGENT:
+                # An app instance (or an ExternalService) took this ID since: a check
+                # result must never replace what Socle itself registered.
+                return
+            self._registry.upsert(service.entry(health, output))
 
         self._checks.run(PREFIX + service.id, service.check, on_result)
 

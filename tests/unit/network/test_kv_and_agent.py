@@ -160,3 +160,40 @@ def test_consul_shapes_one_entry_per_port() -> None:
     assert catalog_services([entry])["web"] == sorted(
         {"env=prod", "port=http", "port=admin", "tier=front"}
     )
+
+
+class _CapturingChecks(CheckLoops):
+    """Real CheckLoops bookkeeping, but the test delivers the check results itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: dict[str, object] = {}
+
+    def run(self, key: str, spec: object, on_result: object) -> None:  # type: ignore[override]
+        self.listeners[key] = on_result
+
+
+async def test_an_agent_check_result_never_replaces_an_app_instance_with_its_id() -> None:
+    reg = ServiceRegistry()
+    checks = _CapturingChecks()
+    agent = AgentServices(MemoryStore(MemoryData()), reg, checks)
+    body = {"Name": "web", "ID": "web-x-0", "Address": "203.0.113.9", "Port": 80,
+            "Check": {"TCP": "203.0.113.9:80", "Interval": "10s"}}  # fmt: skip
+    await agent.register(parse_registration(body))
+    # The app's instance with that (predictable) id becomes ready afterwards.
+    app = ServiceInstance("web", "default", "web-x-0", "127.0.0.1", {"http": 8080})
+    reg.upsert(app)
+    deliver = checks.listeners["network/agent/web-x-0"]
+    assert callable(deliver)
+    deliver(Health.PASSING, "TCP connect: Success")
+    entry = reg.get("web-x-0")
+    assert entry is not None and entry.source is Source.RUNTIME and entry.address == "127.0.0.1"
+
+
+def test_agent_check_intervals_have_consuls_minimum() -> None:
+    for interval in ("0s", "1ms", 0):
+        service = parse_registration(
+            {"Name": "x", "Check": {"TCP": "127.0.0.1:1", "Interval": interval, "Timeout": "0s"}}
+        )
+        assert service.check is not None
+        assert service.check.interval >= 1.0 and service.check.timeout > 0
