@@ -41,6 +41,8 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "'": "'"}
+EXTRACTED = "_extracted"
+"""Suffix naming a parsed field that a stream label of the same name hides (Loki's)."""
 RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
 AGGREGATIONS = ("sum", "count", "min", "max", "avg")
 MAX_QUERY = 16384
@@ -162,7 +164,11 @@ def _regex(value: str) -> str:
     try:
         re.compile(value)
     except re.error as exc:
-        raise LogQLError(f"query: bad regular expression {value!r}: {exc}") from None
+        raise LogQLError(f"query: bad regular expression {value[:80]!r}: {exc}") from None
+    except (OverflowError, RecursionError):  # a{4294967296}, thousands of nested groups
+        raise LogQLError(
+            f"query: regular expression {value[:80]!r} is too large or too deeply nested"
+        ) from None
     return value
 
 
@@ -338,12 +344,20 @@ def compile_where(query: LogQuery) -> Sql:
         else:
             if not _NAME.fullmatch(stage.name):
                 raise LogQLError(f"query: bad label name {stage.name!r}")
+            # Loki's rule: a label the line's text names as well as the stream keeps the
+            # stream's value (the text's is ``NAME_extracted``), so an app writing
+            # {"app": "billing"} in its lines cannot pass for the billing app.
             params = []
-            stream = label_expr(stage.name, params) if stage.name in COLUMNS else "NULL"
+            field = stage.name
+            if field.endswith(EXTRACTED) and len(field) > len(EXTRACTED):
+                field = field[: -len(EXTRACTED)]
+                stream = "NULL"
+            else:
+                stream = label_expr(field, params)
             if parser == "json":
-                extracted = f"try(json_extract_string(line, '$.\"{stage.name}\"'))"
+                extracted = f"try(json_extract_string(line, '$.\"{field}\"'))"
             elif parser == "logfmt":
-                pattern = f'(?:^|\\s){stage.name}=(?:"([^"]*)"|(\\S*))'
+                pattern = f'(?:^|\\s){field}=(?:"([^"]*)"|(\\S*))'
                 extracted = (
                     f"nullif(coalesce(nullif(regexp_extract(line, '{pattern}', 1), ''), "
                     f"regexp_extract(line, '{pattern}', 2)), '')"
@@ -351,7 +365,7 @@ def compile_where(query: LogQuery) -> Sql:
             else:
                 extracted = "NULL"
             sql.params.extend(params)
-            expr = f"coalesce({extracted}, {stream})"
+            expr = f"coalesce({stream}, {extracted})"
             sql.where.append(_compare(expr, stage.op, stage.value, sql))
     return sql
 

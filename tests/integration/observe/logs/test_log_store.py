@@ -329,3 +329,29 @@ def test_compaction_merges_small_segments_and_keeps_the_chain_verifiable(
     data[100] ^= 1
     (root / SEGMENTS / "00000011.parquet").write_bytes(bytes(data))
     assert "was modified" in verify(root).problems[0]
+
+
+def test_a_line_cannot_pass_for_another_stream_through_parsed_fields(store: LogStore) -> None:
+    """Loki's rule: a parsed field named like a stream label is ``NAME_extracted``; the
+    stream's own label keeps its value (an app cannot forge another app's lines)."""
+    now = time.time_ns()
+    store.push(
+        [
+            Entry(now, '{"app": "billing", "msg": "forged"}', {"app": "intruder", "env": "prod"}),
+            Entry(now + 1, "app=billing msg=forged-logfmt", {"app": "intruder", "env": "prod"}),
+            Entry(now + 2, '{"msg": "real"}', {"app": "billing", "env": "prod"}),
+            Entry(now + 3, '{"team": "ops"}', {"app": "pusher", "env": "prod", "team": "dev"}),
+        ]
+    )
+    assert everything(store, '{env="prod"} | json | app="billing"') == ['{"msg": "real"}']
+    assert everything(store, '{env="prod"} | logfmt | app="billing"') == ['{"msg": "real"}']
+    assert everything(store, '{env="prod"} | json | app_extracted="billing"') == [
+        '{"app": "billing", "msg": "forged"}'
+    ]
+    # A pushed (non-column) stream label wins over the line's field of the same name too.
+    assert everything(store, '{env="prod"} | json | team="dev"') == ['{"team": "ops"}']
+    assert everything(store, '{env="prod"} | json | team="ops"') == []
+    # Fields that no stream label names are still found in the text.
+    assert everything(store, '{env="prod"} | json | msg="forged"') == [
+        '{"app": "billing", "msg": "forged"}'
+    ]

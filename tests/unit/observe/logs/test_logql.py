@@ -103,6 +103,8 @@ REFUSED = [
     ('{app="a"}; DROP TABLE hot', "unexpected character"),
     ('sum(sum(rate({app="a"}[1m])))', "one aggregation"),
     ("{" + 'a="b",' * 5000 + "}", "longer than"),
+    ('{app=~"a{4294967296}"}', "too large"),
+    ('{app="a"} |~ "' + "(" * 3000 + ")" * 3000 + '"', "too deeply nested"),
 ]
 
 
