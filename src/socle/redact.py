@@ -5,7 +5,8 @@ added to one :class:`Redactor` (through :class:`RedactingReader`, wrapped around
 reader at the composition root). The redactor then replaces those values with ``****`` in
 every log record (:class:`RedactingFilter` on the server's handlers), in API error
 messages and in status and revision messages. A value also shows up quoted by ``repr`` or
-JSON, so those spellings are masked too.
+JSON, so those spellings are masked too (and quoted twice: an app's JSON line inside the
+runtime's JSON log line).
 
 Values shorter than :data:`MIN_LENGTH` are not masked: masking "1" or "yes" everywhere
 would destroy every message and reveal the value by its holes anyway.
@@ -34,12 +35,19 @@ class Redactor:
     def add(self, value: str) -> None:
         if len(value) < MIN_LENGTH:
             return
-        spellings = {
+        quoted = {
             value,
             repr(value)[1:-1],
             json.dumps(value)[1:-1],
             # JSON that keeps non-ASCII as is (the runtime's log files, most JSON loggers)
             json.dumps(value, ensure_ascii=False)[1:-1],
+        }
+        # Quoted twice: an app's own JSON (or repr) line inside the runtime's JSON log
+        # line, which is what the log store masks before it decodes it.
+        spellings = quoted | {
+            json.dumps(inner, ensure_ascii=ascii_only)[1:-1]
+            for inner in quoted
+            for ascii_only in (True, False)
         }
         with self._lock:
             if spellings <= self._values:

@@ -4,6 +4,7 @@ restarts and crashes mid-seal, retention by age and size, secrets masked before 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -355,3 +356,28 @@ def test_a_line_cannot_pass_for_another_stream_through_parsed_fields(store: LogS
     assert everything(store, '{env="prod"} | json | msg="forged"') == [
         '{"app": "billing", "msg": "forged"}'
     ]
+
+
+def test_secrets_in_an_apps_own_json_lines_are_masked_too(tmp_path: Path) -> None:
+    """An app that logs JSON escapes a secret's quotes and backslashes, then the shim's
+    JSON line escapes them again: every spelling must still be masked."""
+    secret = 'pa"ss\\wörd-42'
+    redactor = Redactor()
+    redactor.add(secret)
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    app_line = json.dumps({"event": "login", "password": secret})
+    ascii_line = json.dumps({"password": secret}, ensure_ascii=False)
+    Log(str(logs_dir / "shimmed-abc-0.log"), 10**6, 1).write_lines(
+        "stdout", [app_line.encode(), ascii_line.encode()]
+    )
+    store = LogStore(tmp_path / "store", redact=redactor)
+    store.open()
+    try:
+        tail_all(store, logs_dir, lambda _: LABELS)
+        lines = everything(store, '{app="shimmed"}')
+        assert len(lines) == 2
+        for line in lines:
+            assert json.loads(line)["password"] == "****", line
+    finally:
+        store.close()
