@@ -10,7 +10,9 @@ head printed by ``socle logs verify`` elsewhere to catch that).
 
 :func:`verify` needs nothing but the files (no DuckDB, no running server) and reports every
 problem: an edited or removed chain line, a segment missing without a ``drop`` line, a
-segment whose bytes changed, a segment file the chain does not know.
+``drop`` line retention would not have written (not the oldest live segment: a segment
+removed by hand and chained again), a segment whose bytes changed, a segment file the
+chain does not know.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ CHAIN = "chain.jsonl"
 HEAD = "chain.head"
 SEGMENTS = "segments"
 GENESIS = ""
+DROP_REASONS = ("age", "size")
+"""Why retention drops a segment (the only writer of drop lines)."""
 
 
 def file_digest(path: Path) -> str:
@@ -168,8 +172,21 @@ def verify(root: Path) -> Report:
                 dropped.add(int(old))
                 live.pop(int(old), None)
         elif entry.get("kind") == "drop":
-            dropped.add(int(entry["n"]))
-            live.pop(int(entry["n"]), None)
+            n = int(entry["n"])
+            # Retention drops the oldest live segment first, for age or size, and nothing
+            # else writes drop lines: any other drop is a segment removed by hand and
+            # chained again to hide it.
+            if n not in live:
+                problems.append(f"{CHAIN}:{number}: drops segment {n}, which is not live")
+            elif n != min(live):
+                problems.append(
+                    f"{CHAIN}:{number}: drops segment {n} while the older segment {min(live)} "
+                    "is kept (retention drops the oldest first: removed by hand?)"
+                )
+            if entry.get("reason") not in DROP_REASONS:
+                problems.append(f"{CHAIN}:{number}: drop reason {entry.get('reason')!r} unknown")
+            dropped.add(n)
+            live.pop(n, None)
     head_file = root / HEAD
     head = head_file.read_text().strip() if head_file.exists() else GENESIS
     if head != prev:

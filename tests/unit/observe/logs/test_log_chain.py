@@ -89,3 +89,23 @@ def test_lines_cut_off_the_end_are_reported_by_the_head(tmp_path: Path) -> None:
     (tmp_path / SEGMENTS / "00000003.parquet").unlink()
     problems = verify(tmp_path).problems
     assert any(HEAD in p for p in problems)
+
+
+def test_a_segment_removed_and_chained_again_as_a_drop_is_reported(tmp_path: Path) -> None:
+    """Someone with the files removes segment 2 and appends a well-formed drop line (and a
+    new head): retention would never drop it while segment 1 is kept."""
+    chain = _three(tmp_path)
+    (tmp_path / SEGMENTS / "00000002.parquet").unlink()
+    chain.append({"kind": "drop", "n": 2, "reason": "age"})
+    problems = verify(tmp_path).problems
+    assert len(problems) == 1 and "drops segment 2 while the older segment 1" in problems[0]
+
+
+def test_drop_lines_retention_could_not_write_are_reported(tmp_path: Path) -> None:
+    chain = _three(tmp_path)
+    chain.append({"kind": "drop", "n": 7, "reason": "age"})
+    chain.append({"kind": "drop", "n": 1, "reason": "because"})
+    (tmp_path / SEGMENTS / "00000001.parquet").unlink()
+    problems = verify(tmp_path).problems
+    assert any("drops segment 7, which is not live" in p for p in problems), problems
+    assert any("drop reason 'because' unknown" in p for p in problems), problems
