@@ -20,7 +20,9 @@ from socle.cli.output import console, json_option, print_json, safe
 from socle.cli.secrets import VaultHTTP, _client, _settings, address_option, is_local, token_option
 from socle.errors import ConfigError, NotFoundError, SocleError
 from socle.model.app import NAME_RE
+from socle.secrets.backend import Operation
 from socle.secrets.core.policy import (
+    ACL,
     CAPABILITIES,
     DENY,
     PathRule,
@@ -264,9 +266,16 @@ def render_policy(name: str, rules: list[PathRule]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _probe(pattern: str) -> str:
+    """A concrete path that ``pattern`` matches (``+`` a segment, a trailing ``*`` nothing),
+    to ask which existing rule decides it."""
+    return "/".join("x" if part == "+" else part for part in pattern.rstrip("*").split("/"))
+
+
 def merge_grant(name: str, existing: str | None, paths: list[str], caps: list[str]) -> str:
     """The policy ``existing`` plus ``caps`` on each of ``paths`` (a pure function)."""
     rules: dict[str, PathRule] = {}
+    before = ACL([_parse(name, existing, f"policy {name} on the server")]) if existing else None
     if existing:
         for rule in _parse(name, existing, f"policy {name} on the server").rules:
             rules[rule.pattern] = (
@@ -280,6 +289,16 @@ def merge_grant(name: str, existing: str | None, paths: list[str], caps: list[st
         if current is not None and current.caps & DENY:
             raise ConfigError(
                 f"policy {name} denies {path}: grant will not turn a deny into an allow",
+                hint=f"edit it: `socle secrets policy read {name} > {name}.hcl`, change it, then "
+                f"`socle secrets policy write {name} {name}.hcl`",
+            )
+        # A deny written with a wider pattern (secret/data/*) loses to a more specific
+        # rule: adding one for ``path`` would turn that deny into an allow as well.
+        denying = before.rule(_probe(path), Operation.READ) if before is not None else None
+        if denying is not None and denying.caps & DENY and denying.pattern != path:
+            raise ConfigError(
+                f"policy {name} denies {path} (through {denying.pattern}): grant will not "
+                "turn a deny into an allow",
                 hint=f"edit it: `socle secrets policy read {name} > {name}.hcl`, change it, then "
                 f"`socle secrets policy write {name} {name}.hcl`",
             )

@@ -104,3 +104,24 @@ def test_rendered_strings_are_quoted() -> None:
         "p", [parse_policy("p", 'path "a\\"b" { capabilities = ["read"] }').rules[0]]
     )
     assert caps(text) == {'a"b': READ}
+
+
+@pytest.mark.parametrize(
+    ("existing", "granted"),
+    [
+        ('path "secret/data/*" { capabilities = ["deny"] }', "secret/data/db"),
+        ('path "secret/*" { capabilities = ["deny"] }', "secret/data/app/*"),
+        ('path "secret/data/+/db" { capabilities = ["deny"] }', "secret/data/prod/db"),
+    ],
+)
+def test_grant_never_lifts_a_wider_deny(existing: str, granted: str) -> None:
+    """A more specific rule beats a glob in Vault's ACLs: granting an exact path under a
+    denied glob would allow what the policy denies."""
+    with pytest.raises(ConfigError, match=f"denies {granted}"):
+        merge_grant("app-web", existing, [granted], ["read"])
+
+
+def test_grant_beside_a_deny_elsewhere_is_fine() -> None:
+    existing = 'path "secret/data/admin/*" { capabilities = ["deny"] }'
+    text = merge_grant("app-web", existing, ["secret/data/db"], ["read"])
+    assert "secret/data/admin/*" in text and '"secret/data/db"' in text
