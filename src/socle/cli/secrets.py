@@ -71,7 +71,10 @@ def is_local(address_option: str | None) -> bool:
     data = read_json_file(settings.server_file)
     if not data or str(data.get("url", "")).rstrip("/") != given.rstrip("/"):
         return False
-    check_listener(settings)  # a root token must not go to an app squatting a freed port
+    # A root token must not go to an app squatting a freed port. check_listener trusts an
+    # address set in SOCLE_ADDR (the operator's choice, for the token they chose); the dev
+    # root token is found here, not chosen: who holds the port is checked all the same.
+    check_listener(settings.model_copy(update={"addr": None}))
     return True
 
 
