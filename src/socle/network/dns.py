@@ -47,6 +47,10 @@ TTL = 5
 UDP_PAYLOAD = 512
 """Largest UDP answer without EDNS; larger ones are truncated (TC) so the client asks
 over TCP."""
+MAX_UDP_PAYLOAD = 1232
+"""Largest UDP answer whatever EDNS size the query claims (DNS Flag Day 2020's value):
+answers are not fragmented, and a spoofed 50-byte query cannot draw a 4 KB answer at its
+victim (an amplification of ~80); past it, the client retries over TCP."""
 MAX_TCP_MESSAGE = 65535
 TCP_IDLE_SECONDS = 10.0
 MAX_TCP_CLIENTS = 256
@@ -87,6 +91,8 @@ class Resolver:
 
     def __init__(self, registry: ServiceRegistry) -> None:
         self._registry = registry
+        self._folded: dict[tuple[str, str], tuple[str, str]] = {}
+        self._folded_at = -1
 
     @property
     def index(self) -> int:
@@ -98,10 +104,15 @@ class Resolver:
         if found:
             return found
         # DNS names are case-insensitive; app names are lowercase, environments may not be.
-        for service, environment in self._registry.services():
-            if service.lower() == app and environment.lower() == env:
-                return self._registry.instances(service, environment, healthy_only=True)
-        return []
+        # The folded names are rebuilt once per registry change, not scanned per query: a
+        # flood of random names (which no cache holds) costs a dict lookup each.
+        if self._folded_at != self._registry.index:
+            self._folded = {(s.lower(), e.lower()): (s, e) for s, e in self._registry.services()}
+            self._folded_at = self._registry.index
+        real = self._folded.get((app, env))
+        if real is None:
+            return []
+        return self._registry.instances(real[0], real[1], healthy_only=True)
 
     def _address_rrset(
         self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, entries: list[ServiceInstance]
@@ -274,7 +285,11 @@ def handle(resolver: Resolver, data: bytes, *, udp: bool) -> bytes | None:
         response.set_rcode(dns.rcode.SERVFAIL)
     limit = MAX_TCP_MESSAGE
     if udp:
-        limit = max(UDP_PAYLOAD, min(query.payload, 4096)) if query.edns >= 0 else UDP_PAYLOAD
+        limit = (
+            max(UDP_PAYLOAD, min(query.payload, MAX_UDP_PAYLOAD))
+            if query.edns >= 0
+            else UDP_PAYLOAD
+        )
     return _wire(response, limit)
 
 

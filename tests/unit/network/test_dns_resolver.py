@@ -7,7 +7,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from socle.network.dns import TTL, Resolver, handle
+from socle.network.dns import MAX_UDP_PAYLOAD, TTL, Resolver, handle
 from socle.network.registry import Health, ServiceInstance, ServiceRegistry, Source
 
 
@@ -136,3 +136,46 @@ def test_cached_answers_follow_the_registry_and_the_query_id() -> None:
         "127.0.0.2"
     ]
     assert cache.answer(b"\x00\x01garbage", udp=True) is None
+
+
+def test_udp_answers_stay_small_whatever_edns_size_is_claimed() -> None:
+    """A spoofed query claiming a 4096-byte buffer must not draw a 4 KB answer."""
+    reg = ServiceRegistry()
+    for i in range(25):
+        reg.upsert(
+            ServiceInstance("big", "default", f"big-{i:03d}-x", f"127.0.1.{i}", {"http": 1000 + i})
+        )
+    query = dns.message.make_query(
+        "_http._tcp.big.default.socle.internal", "SRV", use_edns=0, payload=4096
+    )
+    full = handle(Resolver(reg), query.to_wire(), udp=False)
+    assert full is not None and MAX_UDP_PAYLOAD < len(full) < 4096  # would fit 4096
+    wire = handle(Resolver(reg), query.to_wire(), udp=True)
+    assert wire is not None and len(wire) <= MAX_UDP_PAYLOAD
+    assert dns.message.from_wire(wire).flags & dns.flags.TC
+
+
+class CountingRegistry(ServiceRegistry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scans = 0
+
+    def services(self) -> dict[tuple[str, str], list[ServiceInstance]]:
+        self.scans += 1
+        return super().services()
+
+
+def test_a_flood_of_unknown_names_does_not_scan_the_registry_per_query() -> None:
+    reg = CountingRegistry()
+    for i in range(50):
+        reg.upsert(ServiceInstance(f"app{i}", "Prod", f"app{i}-a-0", "127.0.0.1", {"http": 1}))
+    resolver = Resolver(reg)
+    for i in range(200):
+        response = resolver.answer(dns.message.make_query(f"rnd{i}.prod.socle.internal", "A"))
+        assert response.rcode() == dns.rcode.NXDOMAIN
+    found = resolver.answer(dns.message.make_query("app7.prod.socle.internal", "A"))
+    assert found.rcode() == dns.rcode.NOERROR and found.answer  # case-folded environment
+    assert reg.scans <= 1
+    reg.upsert(ServiceInstance("late", "Prod", "late-a-0", "127.0.0.9", {}))
+    late = resolver.answer(dns.message.make_query("late.prod.socle.internal", "A"))
+    assert late.answer and reg.scans == 2
