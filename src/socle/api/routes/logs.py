@@ -10,6 +10,7 @@ tail checks it itself, as WebSockets pass the gate). Bodies are bounded by the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -309,7 +310,7 @@ async def loki_tail(websocket: WebSocket) -> None:
         parsed = _parse(websocket.query_params.get("query", ""))
         if not isinstance(parsed, LogQuery):
             raise ConfigError("query: tail needs a log query")
-        limit = min(int(websocket.query_params.get("limit", "100")), MAX_LIMIT)
+        limit = min(max(int(websocket.query_params.get("limit", "100")), 0), MAX_LIMIT)
         start_raw = websocket.query_params.get("start")
         start = loki.parse_time(start_raw, "start") if start_raw else None
         ctx.logs.check_tail_capacity()
@@ -322,6 +323,9 @@ async def loki_tail(websocket: WebSocket) -> None:
             await websocket.send_json({"streams": loki.streams([row]), "dropped_entries": None})
     except (WebSocketDisconnect, RuntimeError):
         return
+    except SocleError as exc:  # e.g. too many tails opened at once, a query past its time
+        with contextlib.suppress(RuntimeError):
+            await websocket.close(code=1013, reason=exc.message[:120])
 
 
 __all__ = ["loki_router", "router"]

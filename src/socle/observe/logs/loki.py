@@ -33,6 +33,8 @@ MAX_LABELS = 30
 MAX_LABEL_VALUE = 1024
 MAX_LINE = 256 * 1024
 MAX_ENTRIES = 100_000
+OWN_APP = "socle"
+"""The ``app`` label of Socle's own log records (see ``service.StoreHandler``): reserved."""
 
 
 class PushError(ConfigError):
@@ -81,6 +83,12 @@ def parse_push(body: Any) -> list[Entry]:
                     f"{where}.stream.{name}: must be a string of at most "
                     f"{MAX_LABEL_VALUE} characters"
                 )
+        if labels.get("app") == OWN_APP:
+            raise PushError(
+                f'{where}.stream.app: "{OWN_APP}" names the control plane\'s own records '
+                "(a push cannot pass for them)",
+                hint="push under another app name",
+            )
         values = stream.get("values")
         if not isinstance(values, list):
             raise PushError(f"{where}.values: must be a list of [timestamp, line]")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from socle.errors import SocleError
 from socle.observe.logs.logql import LogQuery
-from socle.observe.logs.loki import Forwarder
+from socle.observe.logs.loki import OWN_APP, Forwarder
 from socle.observe.logs.model import NS, Entry, InstanceLabels, Row, Store
 from socle.observe.logs.tail import tail_all
 from socle.tasks import TaskGroup
@@ -47,7 +47,7 @@ class StoreHandler(logging.Handler):
         super().__init__(logging.INFO)
         self._queue: collections.deque[Entry] = collections.deque(maxlen=capacity)
         self._lock = threading.Lock()
-        self._labels = {"app": "socle", "env": env, "instance": instance, "stream": "log"}
+        self._labels = {"app": OWN_APP, "env": env, "instance": instance, "stream": "log"}
         self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -190,6 +190,13 @@ class LogService:
         caller stops iterating."""
         self.tails += 1
         try:
+            # Checked again now that the slot is taken: callers check before they start
+            # iterating, so clients arriving together could all pass that first check.
+            if self.tails > self.max_tails:
+                raise TooManyTails(
+                    f"{self.tails - 1} live tails are open, the most this server follows at once",
+                    hint="close another tail, or query with --since instead of --follow",
+                )
             async for row in self._tail(query, start=start, limit=limit):
                 yield row
         finally:

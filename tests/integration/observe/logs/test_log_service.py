@@ -4,6 +4,7 @@ records reach the store through the handler, masked, and the handler's queue is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,3 +75,26 @@ def test_the_handler_queue_is_bounded() -> None:
         '"record 4"}',
     ]
     assert handler.dropped == 2
+
+
+async def test_tails_opened_together_stay_bounded(service: LogService) -> None:
+    """Two clients pass the capacity check before either starts iterating: the second
+    one is still refused once the first holds the only slot."""
+    service.check_tail_capacity()
+    first = service.tail(q('{app="t"}'), limit=10)
+    service.check_tail_capacity()  # the first has not started yet: passes too
+    second = service.tail(q('{app="t"}'), limit=10)
+    following = asyncio.ensure_future(anext(first))
+    for _ in range(1000):  # until the first tail holds its slot (no timing assumption)
+        if service.tails:
+            break
+        await asyncio.sleep(0.01)
+    assert service.tails == 1
+    with pytest.raises(TooManyTails):
+        await anext(second)
+    assert service.tails == 1
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await following
+    await first.aclose()
+    assert service.tails == 0

@@ -56,6 +56,7 @@ def test_a_push_body_becomes_entries_with_the_trace_id_of_its_metadata() -> None
         ({"streams": [{"stream": {}, "values": [["1", "a"], ["2"]]}]}, "values[1]"),
         ({"streams": [{"stream": {}, "values": [["x", "a"]]}]}, "values[0][0]"),
         ({"streams": [{"stream": {}, "values": [["1", "a" * 300_000]]}]}, "longer than"),
+        ({"streams": [{"stream": {"app": "socle"}, "values": []}]}, "control plane's own"),
     ],
 )
 def test_bad_push_bodies_are_refused_saying_where(body: object, where: str) -> None:
