@@ -78,12 +78,14 @@ class ConsulService:
     @property
     def meta(self) -> dict[str, str]:
         e = self.entry
+        # What a registration says comes first, what Socle knows last: an agent
+        # registration cannot claim ``source=runtime`` (pass for an app Socle runs).
         meta = {
+            **dict(e.meta),
+            **{k: v for k, v in e.labels.items()},
             "environment": e.environment,
             "instance": e.id,
             "source": e.source.value,
-            **{k: v for k, v in e.labels.items()},
-            **dict(e.meta),
         }
         if self.port_name is not None:
             meta["port_name"] = self.port_name

@@ -197,3 +197,12 @@ def test_agent_check_intervals_have_consuls_minimum() -> None:
         )
         assert service.check is not None
         assert service.check.interval >= 1.0 and service.check.timeout > 0
+
+
+def test_an_agent_registration_cannot_claim_to_be_an_app_socle_runs() -> None:
+    body = {"Name": "web", "ID": "fake", "Port": 80,
+            "Meta": {"source": "runtime", "instance": "web-x-0", "environment": "prod"}}  # fmt: skip
+    service = parse_registration(body)
+    (consul,) = consul_services([service.entry()])
+    assert consul.meta["source"] == "agent" and consul.meta["instance"] == "fake"
+    assert consul.meta["environment"] == "prod"  # the environment it registered in
