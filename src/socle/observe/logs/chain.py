@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from socle.fs import write_private
+from socle.observe.logs.model import LogStoreError
 
 CHAIN = "chain.jsonl"
 HEAD = "chain.head"
@@ -79,10 +80,40 @@ class Chain:
         self.max_seq = 0
         path = root / CHAIN
         if path.exists():
-            for raw in path.read_bytes().splitlines():
-                entry = json.loads(raw)
-                self._apply(entry)
-                self.head = str(entry["hash"])
+            content = path.read_bytes()
+            *complete, torn = content.split(b"\n")
+            for number, raw in enumerate(complete, 1):
+                try:
+                    entry = json.loads(raw)
+                    self._apply(entry)
+                    self.head = str(entry["hash"])
+                except (ValueError, KeyError, TypeError):
+                    raise LogStoreError(
+                        f"{path}:{number}: not a chain line; the log store will not write "
+                        "after a chain it cannot read",
+                        hint="run `socle logs verify` to see what was changed",
+                    ) from None
+            if torn:
+                self._drop_torn(path, len(content) - len(torn))
+
+    def _drop_torn(self, path: Path, keep: int) -> None:
+        """A last line without its newline: an append cut by a crash (power loss) before
+        its fsync, so before the head named it. Then, and only then, it is cut off; a
+        head naming anything else means the chain was cut by hand, and nothing is
+        written after it (its seal's file is an orphan the store removes; its rows are
+        still hot)."""
+        head_file = self.root / HEAD
+        head = head_file.read_text().strip() if head_file.exists() else GENESIS
+        if head != self.head:
+            raise LogStoreError(
+                f"{path} ends with a partial line and {HEAD} names "
+                f"{head[:12] or 'nothing'}, not the last whole line",
+                hint="run `socle logs verify`: the chain was cut or edited",
+            )
+        with open(path, "r+b") as handle:
+            handle.truncate(keep)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def _apply(self, entry: dict[str, Any]) -> None:
         if entry["kind"] == "seal":

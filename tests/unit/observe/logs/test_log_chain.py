@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from socle.observe.logs.chain import CHAIN, HEAD, SEGMENTS, Chain, file_digest, verify
+from socle.observe.logs.model import LogStoreError
 
 
 def _seal(chain: Chain, root: Path, n: int, content: bytes) -> None:
@@ -109,3 +112,37 @@ def test_drop_lines_retention_could_not_write_are_reported(tmp_path: Path) -> No
     problems = verify(tmp_path).problems
     assert any("drops segment 7, which is not live" in p for p in problems), problems
     assert any("drop reason 'because' unknown" in p for p in problems), problems
+
+
+def test_an_append_torn_by_a_crash_is_cut_off_at_the_next_open(tmp_path: Path) -> None:
+    """Power loss mid-append leaves half a line (the head still names the line before):
+    the store opens again, and the chain verifies."""
+    chain = _three(tmp_path)
+    head = chain.head
+    with open(tmp_path / CHAIN, "ab") as handle:
+        handle.write(b'{"kind":"seal","n":4,"file":"000')
+    again = Chain(tmp_path)
+    assert again.head == head and [s.n for s in again.live()] == [1, 2, 3]
+    assert verify(tmp_path).ok
+    _seal(again, tmp_path, 4, b"segment 4")
+    assert verify(tmp_path).ok
+
+
+def test_a_last_line_cut_by_hand_is_not_silently_repaired(tmp_path: Path) -> None:
+    """Cutting the newest seal line in half (to pass for a torn append) is refused: the
+    head still names the whole line."""
+    _three(tmp_path)
+    content = (tmp_path / CHAIN).read_bytes()
+    (tmp_path / CHAIN).write_bytes(content[: len(content) - 40])
+    with pytest.raises(LogStoreError, match="partial line"):
+        Chain(tmp_path)
+    assert (tmp_path / CHAIN).read_bytes() == content[: len(content) - 40]  # untouched
+
+
+def test_an_unreadable_chain_line_is_refused_with_where(tmp_path: Path) -> None:
+    _three(tmp_path)
+    lines = (tmp_path / CHAIN).read_bytes().splitlines(keepends=True)
+    lines[1] = b"garbage\n"
+    (tmp_path / CHAIN).write_bytes(b"".join(lines))
+    with pytest.raises(LogStoreError, match=f"{CHAIN}:2: not a chain line"):
+        Chain(tmp_path)
