@@ -295,7 +295,8 @@ class SqliteStore:
                 db.execute("SAVEPOINT write")
                 try:
                     self._apply(db, write.ops, results)
-                except (ConflictError, sqlite3.Error, UnicodeError) as exc:
+                except Exception as exc:  # this caller's ops: a conflict, a key or value
+                    # SQLite refuses, even a bad type (a bug in that caller) -- never the group's
                     if not db.in_transaction:
                         raise  # SQLite undid the whole transaction: the group fails
                     db.execute("ROLLBACK TO write")

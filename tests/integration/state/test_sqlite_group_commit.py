@@ -188,3 +188,19 @@ async def test_the_wal_is_checkpointed_beside_the_writer(tmp_path: Path) -> None
         not path.with_name("state.db-wal").exists()
         or not path.with_name("state.db-wal").stat().st_size
     )
+
+
+async def test_a_callers_bad_value_fails_only_that_caller(store: SqliteStore) -> None:
+    """Any error a caller's own ops raise (here a value SQLite cannot bind: a programming
+    error in that caller) is its own: the others in the group still commit."""
+    release = hold_thread(store)
+    good = asyncio.create_task(store.put("good", b"1"))
+    bad = asyncio.create_task(store.put("bad", 2**70))  # type: ignore[arg-type]
+    after = asyncio.create_task(store.put("after", b"2"))
+    await queued(store, 3)
+    release.set()
+    assert await good == 1
+    with pytest.raises(OverflowError):
+        await bad
+    assert await after == 1
+    assert await store.keys("") == ["after", "good"]
