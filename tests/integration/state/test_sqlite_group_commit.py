@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,51 @@ async def test_a_callers_bad_value_fails_only_that_caller(store: SqliteStore) ->
         await bad
     assert await after == 1
     assert await store.keys("") == ["after", "good"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: the WAL append of a COMMIT runs out of space there."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode()[:200]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_commit_the_disk_refuses_is_never_acknowledged(tiny_disk: Path) -> None:
+    """Groups of writers fill the disk: every write that was acknowledged is on disk
+    afterwards, every other caller got a StoreError, and none is left without answer."""
+    path = tiny_disk / "state.db"
+    store = await SqliteStore.open(path)
+    acknowledged: dict[str, int] = {}
+    failures = 0
+    try:
+        for round_ in range(40):
+            release = hold_thread(store)
+            keys = [f"r{round_:02d}-{i}" for i in range(8)]
+            tasks = {k: asyncio.create_task(store.put(k, k.encode() * 2000)) for k in keys}
+            await queued(store, len(keys))
+            release.set()
+            for key, task in tasks.items():
+                try:
+                    acknowledged[key] = await task
+                except StoreError:
+                    failures += 1
+            if failures >= 8:
+                break
+    finally:
+        await store.close()
+    assert failures, "the disk never filled up: the test proved nothing"
+    assert acknowledged, "nothing was written at all"
+    on_disk = read_back(path)
+    for key, version in acknowledged.items():
+        assert key in on_disk and on_disk[key] == (key.encode() * 2000, version), key
