@@ -285,12 +285,14 @@ def test_live_tail_over_the_api_streams_new_lines(server: SocleServer) -> None:
         assert json.loads(next(got))["line"] == "new 2"
 
 
-def _ws_tail(server: SocleServer, query: str, token: str) -> tuple[int, socket.socket, bytes]:
+def _ws_tail(
+    server: SocleServer, query: str, token: str, limit: str = "10"
+) -> tuple[int, socket.socket, bytes]:
     """A minimal WebSocket client (the venv has none): handshake, then raw frames."""
     host, port = server.url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=30)
     key = base64.b64encode(os.urandom(16)).decode()
-    path = "/loki/api/v1/tail?" + urllib.parse.urlencode({"query": query, "limit": "10"})
+    path = "/loki/api/v1/tail?" + urllib.parse.urlencode({"query": query, "limit": limit})
     sock.sendall(
         (
             f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
@@ -352,6 +354,19 @@ def test_loki_websocket_tail_needs_a_token_and_streams_lines(server: SocleServer
         assert message["streams"][0]["values"][0][1] == "before"
         _push(server, "ws", ["after"])
         opcode, payload = next(frames)
+        assert json.loads(payload)["streams"][0]["values"][0][1] == "after"
+
+
+def test_a_websocket_tail_with_a_negative_limit_still_follows(server: SocleServer) -> None:
+    """``limit=-5`` (a client's mistake or a probe) means no history, not a server error."""
+    _push(server, "wsneg", ["before"])
+    status, sock, rest = _ws_tail(server, '{app="wsneg"}', server.token, limit="-5")
+    with sock:
+        assert status == 101
+        frames = _frames(sock, rest)
+        _push(server, "wsneg", ["after"])
+        opcode, payload = next(frames)
+        assert opcode == 1, payload
         assert json.loads(payload)["streams"][0]["values"][0][1] == "after"
 
 
