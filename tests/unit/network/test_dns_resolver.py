@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
+
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from socle.network.dns import MAX_UDP_PAYLOAD, TTL, Resolver, handle
+from socle.network.dns import MAX_UDP_PAYLOAD, TTL, AnswerCache, Resolver, handle
 from socle.network.registry import Health, ServiceInstance, ServiceRegistry, Source
 
 
@@ -179,3 +181,28 @@ def test_a_flood_of_unknown_names_does_not_scan_the_registry_per_query() -> None
     reg.upsert(ServiceInstance("late", "Prod", "late-a-0", "127.0.0.9", {}))
     late = resolver.answer(dns.message.make_query("late.prod.socle.internal", "A"))
     assert late.answer and reg.scans == 2
+
+
+def test_mutated_packets_never_raise() -> None:
+    """Flipped bytes, cuts and junk tails of real queries (a fixed seed): each packet gets
+    an answer or is dropped, and nothing escapes the handler."""
+    rng = random.Random(7)
+    resolver = AnswerCache(Resolver(registry()))
+    seeds = [
+        dns.message.make_query(name, rdtype, use_edns=edns).to_wire()
+        for name in ("web.default.socle.internal", "_http._tcp.web.socle.internal", "x.socle.internal")
+        for rdtype in ("A", "SRV", "ANY")
+        for edns in (None, 0)
+    ]  # fmt: skip
+    for _ in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 6)):
+            pick = rng.random()
+            if pick < 0.6:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            elif pick < 0.8:
+                data = data[: rng.randrange(len(data) + 1)] or bytearray(b"\0")
+            else:
+                data += bytes(rng.randrange(256) for _ in range(rng.randint(1, 20)))
+        wire = resolver.answer(bytes(data), udp=rng.random() < 0.5)
+        assert wire is None or len(wire) <= 65535
