@@ -103,6 +103,10 @@ class ConfigError(SocleError):
     http_status = 400
 
 
+class TemplateError(ConfigError):
+    """An app's template (``spec.templates``) cannot be read or rendered."""
+
+
 class NotFoundError(SocleError):
     """A named object does not exist."""
 

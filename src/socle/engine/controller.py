@@ -23,9 +23,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 from socle.engine.targets import Target
-from socle.errors import SocleError, StartRefused
+from socle.errors import ConfigError, SocleError, StartRefused
+from socle.model.app import App
 from socle.model.status import AppHealth, RolloutStatus
 from socle.runtime.driver import (
     FINAL_FAILURES,
@@ -49,6 +52,22 @@ MountResolver = Callable[[Target], Awaitable[list[Mount]]]
 RolloutListener = Callable[[str, str, str], None]
 Drain = Callable[[InstanceId], Awaitable[None]]
 """Called with (app, "complete" | "failed" | "deleted", message)."""
+
+
+class TemplateHook(Protocol):
+    """Runtime configuration (``spec.templates``): files rendered before an instance
+    starts and shown to it; the connect layer implements it (it reads the registry)."""
+
+    async def prepare(
+        self, app: App, environment: str, release_root: Path, template: str
+    ) -> tuple[list[Mount], dict[str, str]]:
+        """Mounts and env for an instance of this release template (rendered at most once
+        per template digest); raises a SocleError when the files cannot be rendered."""
+        ...
+
+    def forget(self, name: str) -> None:
+        """The app is gone: drop its rendered files."""
+        ...
 
 
 def instance_id(app: str, template: str, ordinal: int) -> InstanceId:
@@ -91,8 +110,10 @@ class Controller:
         tasks: TaskMonitor | None = None,
         resolve_mounts: MountResolver = _no_mounts,
         instance_env: Mapping[str, str] | None = None,
+        templates: TemplateHook | None = None,
     ) -> None:
         self._driver = driver
+        self._templates = templates
         self._instance_env = dict(instance_env or {})
         """Platform values (``SOCLE_DNS``) every instance gets; the app cannot override them."""
         self._on_rollout = on_rollout
@@ -128,6 +149,8 @@ class Controller:
         old = self._targets.pop(name, None) if target is None else self._targets.get(name)
         if target is not None:
             self._targets[name] = target
+        elif self._templates is not None and old is not None and old.app.spec.templates:
+            self._templates.forget(name)
         old_deps = old.app.spec.depends_on if old is not None else ()
         new_deps = target.app.spec.depends_on if target is not None else ()
         if old_deps != new_deps:
@@ -263,6 +286,15 @@ class Controller:
         env.update(self._instance_env)
         env["SOCLE_ENVIRONMENT"] = target.environment
         env["SOCLE_SERVICE"] = f"{target.name}.{target.environment}.socle.internal"
+        mounts = await self._resolve_mounts(target)
+        if spec.templates:
+            if self._templates is None:
+                raise ConfigError(f"app {target.name} has templates but nothing renders them")
+            extra, files_env = await self._templates.prepare(
+                target.app, target.environment, target.release_root, target.state.template
+            )
+            mounts = [*mounts, *extra]
+            env.update(files_env)
         return InstanceSpec(
             id=instance_id(target.name, target.state.template, ordinal),
             app=target.name,
@@ -279,7 +311,7 @@ class Controller:
             memory=spec.resources.memory,
             cpu=spec.resources.cpu,
             release_root=target.release_root,
-            mounts=await self._resolve_mounts(target),
+            mounts=mounts,
             environment=target.environment,
             labels=dict(target.app.metadata.labels),
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from socle.engine import plancache
+from socle.engine.controller import TemplateHook
 from socle.engine.kinds import (
     ApplyContext,
     ExternalSink,
@@ -124,6 +125,7 @@ class Engine:
         instance_env: Mapping[str, str] | None = None,
         externals: ExternalSink | None = None,
         events: EngineEvents | None = None,
+        templates: TemplateHook | None = None,
     ) -> None:
         self._store = store
         self._events: EngineEvents = events if events is not None else _NoEvents()
@@ -156,6 +158,7 @@ class Engine:
                 instance_env=dict(instance_env or {}),
                 externals=externals,
                 environment=self.environment_of,
+                templates=templates,
             )
         )
         self._apply_lock = asyncio.Lock()

@@ -27,12 +27,12 @@ from socle.model.status import RolloutStatus
 from socle.state.store import Delete, Op, Put, Record, StateStore
 
 TEMPLATE_FIELDS = ("run", "env", "ports", "health", "resources", "restart", "stopGrace")
-OPTIONAL_TEMPLATE_FIELDS = ("volumes",)
+OPTIONAL_TEMPLATE_FIELDS = ("volumes", "templates")
 """Part of the template only when set, so that apps without them keep the template (and
 the instances) they had before the field existed."""
 
 
-OPTIONAL_MANIFEST_FIELDS = ("metrics",)
+OPTIONAL_MANIFEST_FIELDS = ("metrics", "templates")
 """Left out of the planner's manifest when unset, so that apps applied before the field
 existed keep their digest: upgrading Socle shows no change for them."""
 
@@ -47,7 +47,7 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
     manifest = app.model_dump(mode="json", by_alias=True)
     spec = manifest["spec"]
     for key in OPTIONAL_MANIFEST_FIELDS:
-        if spec.get(key) is None:
+        if not spec.get(key):  # None, or an empty list
             spec.pop(key, None)
     template = _digest(
         {

@@ -392,6 +392,60 @@ class VolumeMount(Spec):
         return value
 
 
+TEMPLATE_SIGNALS = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGTERM", "SIGQUIT", "SIGWINCH")
+"""Signals ``onChange: signal`` may send (what servers use to reload their config)."""
+MAX_TEMPLATES = 32
+
+
+def _relative_path(value: str, what: str) -> str:
+    """A plain relative path: no absolute path, no ``..``, no empty or ``.`` parts."""
+    parts = value.split("/")
+    if (
+        not value
+        or value.startswith("/")
+        or "\\" in value
+        or CONTROLS.search(value)
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise ValueError(
+            f"{what} {value!r} must be a plain relative path (no leading '/', no '..', "
+            "no '.' or empty parts), e.g. 'conf/app.conf'"
+        )
+    return value
+
+
+class TemplateSpec(Spec):
+    """``{source: conf/app.tmpl, destination: app.conf, onChange: restart}``: a file
+    rendered from the registry, the Consul KV and secrets, shown read-only to the app at
+    ``/run/socle/templates/<destination>`` (``$SOCLE_TEMPLATES_DIR``)."""
+
+    source: str
+    """Template file, relative to the app's folder (``run.workdir``) in its release."""
+    destination: str
+    """File name (relative path) under the templates folder."""
+    on_change: Literal["restart", "signal"] = "restart"
+    """What to do when the rendered file changes: roll the instances one at a time
+    (health-gated), or send ``signal`` to each instance's process."""
+    signal: str = "SIGHUP"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        return _relative_path(value, "template source")
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        return _relative_path(value, "template destination")
+
+    @field_validator("signal")
+    @classmethod
+    def _signal(cls, value: str) -> str:
+        if value not in TEMPLATE_SIGNALS:
+            raise ValueError(f"signal {value!r} is not one of {', '.join(TEMPLATE_SIGNALS)}")
+        return value
+
+
 class AppSpec(Spec):
     replicas: int = Field(default=1, ge=0, le=1000)
     run: RunSpec
@@ -409,6 +463,8 @@ class AppSpec(Spec):
     """Volumes mounted into every instance; each implies a dependency on that Volume."""
     metrics: MetricsSpec | None = None
     """Opt in to be scraped by Prometheus: ``{port: http, path: /metrics}``."""
+    templates: list[TemplateSpec] = Field(default_factory=list, max_length=MAX_TEMPLATES)
+    """Files rendered from the registry, the KV store and secrets (runtime configuration)."""
 
     @field_validator("depends_on")
     @classmethod
@@ -465,6 +521,22 @@ class AppSpec(Spec):
                 f"metrics uses port {self.metrics.port!r} which is not in spec.ports "
                 f"({', '.join(names) or 'none declared'})",
             )
+        destinations = [t.destination for t in self.templates]
+        for index, dest in enumerate(destinations):
+            clash = next(
+                (
+                    o
+                    for o in destinations[:index]
+                    if o == dest or dest.startswith(o + "/") or o.startswith(dest + "/")
+                ),
+                None,
+            )
+            if clash is not None:
+                raise FieldError(
+                    ("templates", index, "destination"),
+                    f"template destination {dest!r} clashes with {clash!r} "
+                    "(each destination is one file of its own)",
+                )
         deps = self.depends_on
         for index, dep in enumerate(deps):
             if dep in deps[:index]:

@@ -51,6 +51,7 @@ from socle.network.ingress.acme import AcmeCertificates
 from socle.network.ingress.credentials import RouteCredentials
 from socle.network.ingress.nginx import worker_user
 from socle.network.service import NetworkService
+from socle.network.templates import TemplateService
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
 from socle.observe.logs.worker import WorkerStore
@@ -406,10 +407,26 @@ class EngineComponent:
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
         self._releases: ReleaseStore | None = None
+        self._templates: TemplateService | None = None
 
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
+        reader = RedactingReader(need(plane.secrets, "secrets"), plane.redactor)
+        driver = need(plane.driver, "runtime")
+        templates = None
+        if plane.network is not None:
+            templates = TemplateService(
+                settings.home / "templates",
+                plane.network.registry,
+                plane.network.kv,
+                driver,
+                secrets=reader,
+                sandboxed=lambda: driver.isolation().mode.startswith("namespaces"),
+                tasks=plane.monitor,
+            )
+            await templates.start()
+            self._templates = templates
         releases = ReleaseStore(
             settings.releases_dir,
             keep=settings.releases_kept,
@@ -420,7 +437,7 @@ class EngineComponent:
             need(plane.store, "store"),
             need(plane.driver, "runtime"),
             releases,
-            secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
+            secrets=reader,
             volumes=need(plane.volumes, "volumes"),
             cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
@@ -428,11 +445,14 @@ class EngineComponent:
             instance_env={"SOCLE_DNS": plane.dns_address} if plane.dns_address else None,
             externals=plane.network.externals if plane.network is not None else None,
             events=plane.metrics,
+            templates=templates,
         )
         try:
             await engine.start()
         except BaseException:
             await releases.close()
+            if templates is not None:
+                await templates.stop()
             raise
         self._releases = releases
         plane.engine = engine
@@ -444,6 +464,9 @@ class EngineComponent:
                 await engine.stop()
         finally:
             releases, self._releases = self._releases, None
+            templates, self._templates = self._templates, None
+            if templates is not None:
+                await templates.stop()
             if releases is not None:
                 await releases.close()
 

@@ -32,6 +32,7 @@ from socle.engine.planner import Change, ObjectState
 from socle.model.loader import LoadedManifests
 
 if TYPE_CHECKING:
+    from socle.engine.controller import TemplateHook
     from socle.engine.releases import ReleaseStore
     from socle.engine.secret_refs import SecretReader
     from socle.engine.targets import TargetRecords
@@ -168,6 +169,9 @@ class HandlerDeps:
     environment: Callable[[tuple[str, str]], str] | None = None
     """The environment an object ``(kind, name)`` lives in (None: everything in
     ``default``); see :mod:`socle.engine.scopes`."""
+    templates: TemplateHook | None = None
+    """Renders apps' ``spec.templates`` (the connect layer); None: apps with templates
+    cannot start."""
 
 
 class HandlerRegistry:

@@ -73,7 +73,9 @@ class AppHandler:
             resolve_mounts=self._mounts,
             tasks=monitor,
             instance_env=deps.instance_env,
+            templates=deps.templates,
         )
+        self._templates = deps.templates
         self._built: dict[int, dict[str, Release]] = {}
         self._staged: dict[int, dict[str, Target]] = {}
         self._known: dict[int, tuple[AppState, App]] = {}
@@ -277,6 +279,15 @@ class AppHandler:
 
     # -- secrets and mounts ------------------------------------------------------------
 
+    def _template_status(self, name: str) -> Any:
+        status = getattr(self._templates, "status", None)
+        return status(name) if status is not None else None
+
+    def _template_problem(self, name: str) -> str:
+        problem = getattr(self._templates, "problem", None)
+        found = problem(name) if problem is not None else None
+        return f"template not rendered (last good files kept): {found}" if found else ""
+
     async def _secret_env(self, target: Target) -> dict[str, str]:
         if not secret_refs.references(target.app):
             return {}
@@ -401,7 +412,8 @@ class AppHandler:
                     "updated": view.updated,
                     "health": health_word(view),
                     "rollout": view.rollout,
-                    "message": view.message,
+                    "message": view.message or self._template_problem(name),
+                    "templates": self._template_status(name),
                     "restarts": sum(i.restarts for i in view.instances),
                     "release": target.state.release if target else None,
                     "revision": target.rollout.revision if target else None,

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from socle.runtime.driver import (
     LogLine,
     StatusListener,
 )
-from socle.runtime.local import spawn, strays
+from socle.runtime.local import procs, spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
 from socle.runtime.local.instance import Host, Instance
 from socle.runtime.local.isolation import (
@@ -327,6 +328,18 @@ class LocalDriver:
         False if it is unknown or not running now."""
         instance = self._instances.get(instance_id)
         return instance is not None and instance.replace(reason)
+
+    def signal(self, instance_id: InstanceId, name: str) -> bool:
+        """Send signal ``name`` (``SIGHUP``) to the instance's app process (a config
+        reload); False if it is unknown or not running now."""
+        instance = self._instances.get(instance_id)
+        if instance is None or not instance.running:
+            return False
+        sig = getattr(signal, name, None)
+        if not isinstance(sig, signal.Signals) or name.startswith("SIG_"):
+            raise RuntimeDriverError(f"unknown signal {name!r}")
+        ref = instance.record.app
+        return ref is not None and ref.alive() and procs.kill(ref.pid, sig)
 
     def resources(self) -> list[InstanceResources]:
         """Each instance with its cgroup folders and last health probe (the exporter's
