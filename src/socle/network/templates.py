@@ -339,6 +339,8 @@ class AppTemplates:
     folder: Path
     digest: str = ""
     """Digest of every rendered file (empty: never rendered good)."""
+    files: dict[str, str] = field(default_factory=dict)
+    """Destination → digest of its last good render."""
     uses: Uses = field(default_factory=Uses)
     error: str | None = None
     rendered_at: float = 0.0
@@ -491,15 +493,16 @@ class TemplateService:
             only_secrets = entry.uses.secrets and not (entry.uses.services or entry.uses.kv)
             if only_secrets and entry.error is None and not await self._secrets_moved(entry):
                 return False
-            before = entry.digest
+            before = dict(entry.files)
             try:
                 await self._render(entry, initial=False)
             except TemplateError:
                 return False  # kept the last good files; the error is in status
-            if entry.digest == before:
+            changed = {d for d, digest in entry.files.items() if before.get(d) != digest}
+            if not changed:
                 return False
             entry.changes += 1
-        self._act(entry)
+        self._act(entry, changed)
         return True
 
     async def _secrets_moved(self, entry: AppTemplates) -> bool:
@@ -535,14 +538,12 @@ class TemplateService:
                 raise
             log.warning("app %s: template not rendered, last good files kept: %s", app.name, exc)
             raise
-        digest = hashlib.sha256(
-            b"".join(
-                hashlib.sha256(k.encode() + b"\0" + v).digest() for k, v in sorted(rendered.items())
-            )
-        ).hexdigest()
+        files = {k: hashlib.sha256(v).hexdigest() for k, v in rendered.items()}
+        digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()
         if digest != entry.digest:
             await asyncio.to_thread(_write_files, entry.folder, rendered)
         entry.digest = digest
+        entry.files = files
         entry.uses = uses
         entry.error = None
         entry.rendered_at = time.time()
@@ -564,16 +565,18 @@ class TemplateService:
 
     # -- acting on a change ------------------------------------------------------------
 
-    def _act(self, entry: AppTemplates) -> None:
+    def _act(self, entry: AppTemplates, changed: set[str]) -> None:
         name = entry.app.name
         running = self._acting.get(name)
         if running is not None and not running.done():
             running.cancel()  # a newer change: start the roll over with it
-        self._acting[name] = self._tasks.spawn(self._apply_change(entry), f"act:{name}")
+        self._acting[name] = self._tasks.spawn(self._apply_change(entry, changed), f"act:{name}")
 
-    async def _apply_change(self, entry: AppTemplates) -> None:
+    async def _apply_change(self, entry: AppTemplates, changed: set[str]) -> None:
+        """Restart the instances one at a time if a changed file says ``restart``;
+        otherwise send each changed file's signal to every instance."""
         app = entry.app
-        specs = app.spec.templates
+        specs = [s for s in app.spec.templates if s.destination in changed]
         tpl = entry.template[:10]
         current = [i for i in self._runtime.instances() if i.app == app.name and f"-{tpl}-" in i.id]
         if any(s.on_change == "restart" for s in specs):
