@@ -200,11 +200,12 @@ class SocleServer:
         for pid in processes_under(self.home):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        # Instances' scratch spaces are tmpfs mounts; a killed control plane leaves them.
-        prefix = str(self.home) + "/run/scratch/"
+        # Instances' scratch spaces (and rendered templates) are tmpfs mounts; a killed
+        # control plane leaves them.
+        prefixes = (f"{self.home}/run/scratch/", f"{self.home}/templates")
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             target = line.split()[4]
-            if target.startswith(prefix):
+            if target.startswith(prefixes):
                 subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 

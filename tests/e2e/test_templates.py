@@ -5,6 +5,7 @@ signals it; a broken render keeps the last good file and shows in ``socle status
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,64 @@ def test_config_follows_peers_and_kv(server: SocleServer, tmp_path: Path) -> Non
     assert config(server)["mode.conf"] == "mode=fast\n"
     table = server.cli("status")
     assert "template not rendered" in table.stdout
+
+
+SECRET = "amber-otter-telescope-41c9"
+NEW_SECRET = "violet-harbor-compass-8e2a"
+
+
+def test_secrets_in_templates_are_denied_by_default_and_masked(
+    dev_server: SocleServer, tmp_path: Path
+) -> None:
+    import hvac
+
+    keys = json.loads((dev_server.home / "secrets-dev-unseal.key").read_text())
+    vault = hvac.Client(url=dev_server.url, token=keys["root_token"])
+    vault.secrets.kv.v2.create_or_update_secret(
+        "db", secret={"password": SECRET}, mount_point="secret"
+    )
+    kv(dev_server).kv.put("cfg/mode", "x")
+    root = repo_with(tmp_path, 1)
+    (root / "web" / "conf" / "mode.tmpl").write_text(
+        'mode=password={{ secret("secret/data/db#password") }}\n'
+    )
+    dev_server.cli("apply", str(root), "--yes", check=False)
+
+    # Deny by default: the app has no policy, the instance cannot start, status says why.
+    def refused() -> str | None:
+        message = dev_server.app("reader")["message"] or ""
+        return message if "app-reader" in message else None
+
+    message = wait_for(refused, 90, "the denied secret in status")
+    assert "secret/data/db#password" in message and SECRET not in message
+
+    vault.sys.create_or_update_policy(
+        "app-reader", 'path "secret/data/db" { capabilities = ["read"] }'
+    )
+    dev_server.cli("apply", str(root), "--yes")
+    served = wait_for(
+        lambda: (c := config(dev_server)) and c["mode.conf"] == f"mode=password={SECRET}\n" and c,
+        90,
+        "the reader with its secret",
+    )
+    # A new version of the secret is rendered again (and signals the reader).
+    vault.secrets.kv.v2.create_or_update_secret(
+        "db", secret={"password": NEW_SECRET}, mount_point="secret"
+    )
+    wait_for(
+        lambda: (c := config(dev_server)) and c["mode.conf"] == f"mode=password={NEW_SECRET}\n",
+        90,
+        "the new secret version rendered",
+    )
+    assert config(dev_server)["host_pid"] == served["host_pid"]
+    visible = dev_server.cli("status", "--json").stdout + dev_server.cli("history", "--json").stdout
+    visible += dev_server.cli("plan", str(root), "--json", check=False).stdout
+    visible += (
+        (dev_server.home / "server.log").read_text(errors="replace")
+        if (dev_server.home / "server.log").exists()
+        else ""
+    )
+    for value in (SECRET, NEW_SECRET):
+        assert value not in visible
+    # Rendered files live on a tmpfs (as root), never on the disk that holds the state.
+    assert os.path.ismount(dev_server.home / "templates")

@@ -41,6 +41,7 @@ import logging
 import os
 import shutil
 import signal as signals
+import subprocess
 import sys
 import threading
 import time
@@ -369,6 +370,7 @@ class TemplateService:
         *,
         secrets: SecretSource | None = None,
         sandboxed: Callable[[], bool] = lambda: True,
+        owner: Callable[[str], int | None] = lambda _app: None,
         tasks: TaskMonitor | None = None,
         debounce: float = DEBOUNCE_SECONDS,
         secret_poll: float = SECRET_POLL_SECONDS,
@@ -379,6 +381,7 @@ class TemplateService:
         self._runtime = runtime
         self._secrets = secrets
         self._sandboxed = sandboxed
+        self._owner = owner
         self._monitor = tasks if tasks is not None else TaskMonitor()
         self._tasks = self._monitor.group("templates")
         self._debounce = debounce
@@ -541,12 +544,15 @@ class TemplateService:
         files = {k: hashlib.sha256(v).hexdigest() for k, v in rendered.items()}
         digest = hashlib.sha256(repr(sorted(files.items())).encode()).hexdigest()
         if digest != entry.digest:
-            await asyncio.to_thread(_write_files, entry.folder, rendered)
+            await asyncio.to_thread(self._write, app.name, entry.folder, rendered)
         entry.digest = digest
         entry.files = files
         entry.uses = uses
         entry.error = None
         entry.rendered_at = time.time()
+
+    def _write(self, app: str, folder: Path, files: Mapping[str, bytes]) -> None:
+        _write_files(folder, files, self._owner(app))
 
     def _prune(self, name: str, keep: set[Path]) -> None:
         """Remove this app's folders no instance uses any more (blocking)."""
@@ -748,35 +754,64 @@ def _read_source(release_root: Path, spec: TemplateSpec) -> str:
         raise TemplateError(f"{spec.source}: not UTF-8 text") from None
 
 
+TMPFS_SIZE = 64 * 2**20
+
+
 def _private_folder(path: Path) -> None:
+    """The templates root, owner-only; as root a tmpfs (rendered secrets never reach a
+    disk), mounted once and kept across restarts of the control plane (instances that
+    outlive it keep reading their files through their bind mounts)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
+    if os.geteuid() != 0 or os.path.ismount(path) or not shutil.which("mount"):
+        return
+    options = f"size={TMPFS_SIZE},mode=0700,nosuid,nodev,noexec"
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "socle-templates", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        log.warning(
+            "rendered templates are kept on disk at %s: cannot mount a tmpfs there: %s",
+            path,
+            done.stderr.strip()[-300:],
+        )
 
 
-def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
-    """Write changed files atomically (blocking). The folder is readable by the app's uid
-    inside its sandbox; its parents under SOCLE_HOME are owner-only, so nothing else on
-    the host reaches it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chmod(folder, 0o755)  # noqa: S103 - parents are owner-only; the app's uid reads
+def _write_files(folder: Path, files: Mapping[str, bytes], uid: int | None) -> None:
+    """Write changed files atomically (blocking). With an app uid (root, sandboxed) the
+    folder and files belong to root and the app's group (``0750``/``0640``): the app reads
+    them, nobody else; otherwise owner-only (the app runs as our own uid)."""
+    folder_mode, file_mode = (0o750, 0o640) if uid is not None else (0o700, 0o600)
+
+    def own(path: Path, mode: int) -> None:
+        if uid is not None:
+            os.chown(path, 0, uid, follow_symlinks=False)
+        os.chmod(path, mode, follow_symlinks=False)
+
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    own(folder, folder_mode)
     for destination, data in files.items():
         target = folder / destination
         for parent in reversed(target.relative_to(folder).parents):
             if str(parent) != ".":
-                (folder / parent).mkdir(exist_ok=True)
-                os.chmod(folder / parent, 0o755)  # noqa: S103 - as above
+                (folder / parent).mkdir(exist_ok=True, mode=0o700)
+                own(folder / parent, folder_mode)
         try:
             if target.read_bytes() == data:
                 continue
         except OSError:
             pass
         tmp = target.with_name(f".{target.name}.tmp-{threading.get_ident()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        own(tmp, file_mode)
         os.replace(tmp, target)
 
 

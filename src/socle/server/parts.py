@@ -423,6 +423,7 @@ class EngineComponent:
                 driver,
                 secrets=reader,
                 sandboxed=lambda: driver.isolation().mode.startswith("namespaces"),
+                owner=driver.app_uid,
                 tasks=plane.monitor,
             )
             await templates.start()

@@ -329,6 +329,14 @@ class LocalDriver:
         instance = self._instances.get(instance_id)
         return instance is not None and instance.replace(reason)
 
+    def app_uid(self, app: str) -> int | None:
+        """The uid ``app``'s instances run as (blocking: may write the ledger); None when
+        they run as the control plane's own uid (not root, or not sandboxed)."""
+        host = self._host
+        if host is None or not host.isolation.sandbox:
+            return None
+        return host.isolation.uid_of(app)
+
     def signal(self, instance_id: InstanceId, name: str) -> bool:
         """Send signal ``name`` (``SIGHUP``) to the instance's app process (a config
         reload); False if it is unknown or not running now."""
