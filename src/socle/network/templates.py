@@ -371,6 +371,7 @@ class TemplateService:
         secrets: SecretSource | None = None,
         sandboxed: Callable[[], bool] = lambda: True,
         owner: Callable[[str], int | None] = lambda _app: None,
+        tmpfs: bool = True,
         tasks: TaskMonitor | None = None,
         debounce: float = DEBOUNCE_SECONDS,
         secret_poll: float = SECRET_POLL_SECONDS,
@@ -382,11 +383,14 @@ class TemplateService:
         self._secrets = secrets
         self._sandboxed = sandboxed
         self._owner = owner
+        self._tmpfs = tmpfs
         self._monitor = tasks if tasks is not None else TaskMonitor()
         self._tasks = self._monitor.group("templates")
         self._debounce = debounce
         self._secret_poll = secret_poll
         self._apps: dict[str, AppTemplates] = {}
+        self._first_errors: dict[str, str] = {}
+        """Why a release's first render failed (its instances cannot start yet)."""
         self._locks: dict[str, asyncio.Lock] = {}
         self._acting: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
@@ -397,7 +401,7 @@ class TemplateService:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(_private_folder, self._root)
+        await asyncio.to_thread(_private_folder, self._root, tmpfs=self._tmpfs)
         self._unsubscribe = self._registry.subscribe(self._on_registry)
         self._tasks.spawn(self._watch_kv(), "kv-watch")
         self._tasks.spawn(self._loop(), "render-loop")
@@ -457,7 +461,12 @@ class TemplateService:
             if entry is None or entry.template != template:
                 folder = self._root / name / template[:16]
                 fresh = AppTemplates(app, environment, release_root, template, folder)
-                await self._render(fresh, initial=True)  # raises: the instance cannot start
+                try:
+                    await self._render(fresh, initial=True)  # raises: no instance starts
+                except TemplateError as exc:
+                    self._first_errors[name] = exc.message
+                    raise
+                self._first_errors.pop(name, None)
                 old, self._apps[name] = entry, fresh
                 if old is not None:
                     await asyncio.to_thread(self._prune, name, {fresh.folder})
@@ -468,6 +477,7 @@ class TemplateService:
     def forget(self, name: str) -> None:
         """The app is gone: drop its files."""
         self._apps.pop(name, None)
+        self._first_errors.pop(name, None)
         self._locks.pop(name, None)
         task = self._acting.pop(name, None)
         if task is not None:
@@ -479,8 +489,15 @@ class TemplateService:
         return entry.status() if entry is not None else None
 
     def problem(self, name: str) -> str | None:
+        """Why the app's files are not (or no longer) rendered, or None."""
+        if name in self._first_errors:
+            return (
+                f"{self._first_errors[name]} (no instance of this release starts until it renders)"
+            )
         entry = self._apps.get(name)
-        return entry.error if entry is not None else None
+        if entry is None or entry.error is None:
+            return None
+        return f"{entry.error} (last good files kept)"
 
     # -- rendering ---------------------------------------------------------------------
 
@@ -757,13 +774,13 @@ def _read_source(release_root: Path, spec: TemplateSpec) -> str:
 TMPFS_SIZE = 64 * 2**20
 
 
-def _private_folder(path: Path) -> None:
+def _private_folder(path: Path, *, tmpfs: bool) -> None:
     """The templates root, owner-only; as root a tmpfs (rendered secrets never reach a
     disk), mounted once and kept across restarts of the control plane (instances that
     outlive it keep reading their files through their bind mounts)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
-    if os.geteuid() != 0 or os.path.ismount(path) or not shutil.which("mount"):
+    if not tmpfs or os.geteuid() != 0 or os.path.ismount(path) or not shutil.which("mount"):
         return
     options = f"size={TMPFS_SIZE},mode=0700,nosuid,nodev,noexec"
     done = subprocess.run(

@@ -286,7 +286,7 @@ class AppHandler:
     def _template_problem(self, name: str) -> str:
         problem = getattr(self._templates, "problem", None)
         found = problem(name) if problem is not None else None
-        return f"template not rendered (last good files kept): {found}" if found else ""
+        return f"template not rendered: {found}" if found else ""
 
     async def _secret_env(self, target: Target) -> dict[str, str]:
         if not secret_refs.references(target.app):
