@@ -58,6 +58,7 @@ MODE = 'mode={{ key("cfg/mode") }}\n'
 def repo_with(tmp_path: Path, peers: int) -> Path:
     reader = {
         "run": {"command": ["python3", "reader.py"], "workdir": "web"},
+        "dependsOn": ["peer"],  # its first render lists the peer
         "templates": [
             {"source": "conf/peers.tmpl", "destination": "peers.conf", "onChange": "restart"},
             {"source": "conf/mode.tmpl", "destination": "mode.conf", "onChange": "signal"},

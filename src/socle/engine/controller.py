@@ -149,8 +149,13 @@ class Controller:
         old = self._targets.pop(name, None) if target is None else self._targets.get(name)
         if target is not None:
             self._targets[name] = target
-        elif self._templates is not None and old is not None and old.app.spec.templates:
-            self._templates.forget(name)
+        if (
+            self._templates is not None
+            and old is not None
+            and old.app.spec.templates
+            and (target is None or not target.app.spec.templates)
+        ):
+            self._templates.forget(name)  # deleted, or its templates removed
         old_deps = old.app.spec.depends_on if old is not None else ()
         new_deps = target.app.spec.depends_on if target is not None else ()
         if old_deps != new_deps:

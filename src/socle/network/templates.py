@@ -475,14 +475,23 @@ class TemplateService:
         return [Mount(entry.folder, MOUNT_POINT, read_only=True)], {ENV_NAME: target}
 
     def forget(self, name: str) -> None:
-        """The app is gone: drop its files."""
+        """The app is gone (or has no templates any more): stop following it, and drop its
+        files once its instances are gone."""
         self._apps.pop(name, None)
         self._first_errors.pop(name, None)
         self._locks.pop(name, None)
         task = self._acting.pop(name, None)
         if task is not None:
             task.cancel()
-        shutil.rmtree(self._root / name, ignore_errors=True)
+        self._tasks.spawn(self._remove_when_unused(name), f"remove:{name}")
+
+    async def _remove_when_unused(self, name: str) -> None:
+        """Delete the app's files once none of its instances runs (they read them until
+        they are stopped), unless the app came back meanwhile."""
+        while any(i.app == name for i in self._runtime.instances()):
+            await asyncio.sleep(1.0)
+        if name not in self._apps:
+            await asyncio.to_thread(shutil.rmtree, self._root / name, True)
 
     def status(self, name: str) -> dict[str, object] | None:
         entry = self._apps.get(name)

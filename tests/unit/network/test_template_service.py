@@ -183,7 +183,10 @@ async def test_restart_one_at_a_time_and_signal_only_for_changed_files(
         assert runtime.events == []  # same bytes as before the error: nothing to do
 
         service.forget("reader")
-        assert not (tmp_path / "templates" / "reader").exists()
+        await asyncio.sleep(0.2)
+        assert (mount.source / "peers.conf").exists(), "instances still read their files"
+        runtime.statuses.clear()
+        await wait(lambda: not (tmp_path / "templates" / "reader").exists(), "files removed")
     finally:
         await service.stop()
 
