@@ -461,6 +461,11 @@ class TemplateService:
             if entry is None or entry.template != template:
                 folder = self._root / name / template[:16]
                 fresh = AppTemplates(app, environment, release_root, template, folder)
+                # Files an earlier control plane rendered (instances it left running read
+                # them): if they differ from this render, those instances are told.
+                on_disk = await asyncio.to_thread(
+                    _digests_on_disk, folder, [t.destination for t in app.spec.templates]
+                )
                 try:
                     await self._render(fresh, initial=True)  # raises: no instance starts
                 except TemplateError as exc:
@@ -470,6 +475,10 @@ class TemplateService:
                 old, self._apps[name] = entry, fresh
                 if old is not None:
                     await asyncio.to_thread(self._prune, name, {fresh.folder})
+                stale = {d for d, digest in on_disk.items() if fresh.files.get(d) != digest}
+                if stale:
+                    fresh.changes += 1
+                    self._act(fresh, stale)
                 entry = fresh
         target = MOUNT_POINT if self._sandboxed() else str(entry.folder)
         return [Mount(entry.folder, MOUNT_POINT, read_only=True)], {ENV_NAME: target}
@@ -839,6 +848,18 @@ def _write_files(folder: Path, files: Mapping[str, bytes], uid: int | None) -> N
             os.fsync(handle.fileno())
         own(tmp, file_mode)
         os.replace(tmp, target)
+
+
+def _digests_on_disk(folder: Path, destinations: list[str]) -> dict[str, str]:
+    """Destination → digest of the file already in ``folder`` (blocking)."""
+    found: dict[str, str] = {}
+    for destination in destinations:
+        try:
+            data = (folder / destination).read_bytes()
+        except OSError:
+            continue
+        found[destination] = hashlib.sha256(data).hexdigest()
+    return found
 
 
 def signal_number(name: str) -> int:

@@ -236,3 +236,36 @@ async def test_secret_without_a_reader_is_an_error(
             await service.prepare(app, "default", tmp_path / "release", TEMPLATE)
     finally:
         await service.stop()
+
+
+async def test_a_new_control_plane_tells_instances_whose_files_changed_meanwhile(
+    tmp_path: Path, parts: tuple[ServiceRegistry, ConsulKV, Runtime, TemplateService]
+) -> None:
+    """Instances outlive the control plane: files rendered by the last one are compared
+    with the first render of the next, and the instances are signalled if they differ."""
+    registry, kv, runtime, service = parts
+    await kv.put("cfg/mode", b"slow")
+    app = make_app(
+        tmp_path,
+        [{"source": "mode.tmpl", "destination": "mode.conf", "onChange": "signal"}],
+        {"mode.tmpl": "{{ key('cfg/mode') }}"},
+    )
+    await service.start()
+    try:
+        await service.prepare(app, "default", tmp_path / "release", TEMPLATE)
+    finally:
+        await service.stop()
+    await kv.put("cfg/mode", b"fast")  # while no control plane runs
+    again = TemplateService(tmp_path / "templates", registry, kv, runtime, tmpfs=False)
+    await again.start()
+    try:
+        [mount], _ = await again.prepare(app, "default", tmp_path / "release", TEMPLATE)
+        assert (mount.source / "mode.conf").read_text() == "fast"
+        await wait(lambda: len(runtime.events) == 2, "both instances signalled")
+        assert {e[0] for e in runtime.events} == {"SIGHUP"}
+        runtime.events.clear()
+        await again.prepare(app, "default", tmp_path / "release", TEMPLATE)
+        await asyncio.sleep(0.2)
+        assert runtime.events == []
+    finally:
+        await again.stop()
