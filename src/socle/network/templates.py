@@ -401,7 +401,9 @@ class TemplateService:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(_private_folder, self._root, tmpfs=self._tmpfs)
+        # The tmpfs is mounted when the first app with templates starts: homes that
+        # have none get no mount.
+        await asyncio.to_thread(_private_folder, self._root, tmpfs=False)
         self._unsubscribe = self._registry.subscribe(self._on_registry)
         self._tasks.spawn(self._watch_kv(), "kv-watch")
         self._tasks.spawn(self._loop(), "render-loop")
@@ -456,6 +458,9 @@ class TemplateService:
         """Render ``app``'s templates for its release ``template`` (once per template
         digest: instances of one release share the files) and say how to show them."""
         name = app.name
+        if self._tmpfs:
+            self._tmpfs = False  # once, even with starts in parallel
+            await asyncio.to_thread(_private_folder, self._root, tmpfs=True)
         async with self._lock(name):
             entry = self._apps.get(name)
             if entry is None or entry.template != template:
