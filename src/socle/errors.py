@@ -22,6 +22,7 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
     ├── BackupError            a backup archive is bad (tampered, truncated, hostile) or cannot be made
     ├── ObserveError           Prometheus/Alertmanager refused a config or a query, or is down
     │   └── QueryRejected      a PromQL query (or a silence) the server refused as bad input
+    ├── FirewallError          nft refused a ruleset (the previous one stays) or cannot run
     ├── ApiError               the control plane answered with an error
     │   └── AuthError          missing/invalid token
     └── ServerNotRunning       the CLI could not reach a control plane
@@ -207,6 +208,12 @@ class QueryRejected(ObserveError):
     """Bad PromQL (or a bad silence): the request's fault, not the server's."""
 
     http_status = 400
+
+
+class FirewallError(SocleError):
+    """``nft`` refused a ruleset (the previous ruleset stays loaded) or could not run."""
+
+    http_status = 500
 
 
 class ApiError(SocleError):

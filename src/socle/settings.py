@@ -143,6 +143,24 @@ class Settings(BaseSettings):
     acme_ca: Path | None = None
     """Extra CA bundle trusted for ACME directories (a private ACME server such as pebble);
     by default the system's CAs."""
+    firewall: bool = True
+    """Compile NetworkPolicy objects to nftables table ``inet socle`` and load it (needs
+    root and ``nft``; without them ``socle status`` says the firewall is not enforced)."""
+
+    firewall_netns: str | None = None
+    """Load the ruleset inside this named network namespace (``ip netns``) instead of the
+    machine's own: for labs and tests that must not touch the host's firewall."""
+
+    network_bridge: str = Field(default="socle0", pattern=r"^[a-z][a-z0-9]{0,14}$")
+    """The Socle bridge that instances' veths are plugged into (when isolated)."""
+
+    network_range: str = "10.213.0.0/16"
+    """Private range instances take their addresses from; the bridge holds the first
+    address (the gateway). It exists only on this machine: nothing is routed off it."""
+
+    network_isolation: bool = True
+    """As root, run every instance in its own network namespace on the bridge, so that app
+    policies apply and apps cannot reach the host's loopback services."""
 
     max_connections: int = Field(default=2048, ge=16, le=16384)
     """Connections the API serves at once; more wait in the listen backlog. Idle
@@ -212,6 +230,21 @@ class Settings(BaseSettings):
     remediation_interval: float = Field(default=300.0, ge=0, le=86400)
     """Least seconds between two automatic remediations of one app by one rule, so that a
     flapping app cannot cause a storm of restarts."""
+
+    @field_validator("network_range")
+    @classmethod
+    def _check_network_range(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"network_range {value!r}: {exc}") from None
+        if network.version != 4 or not network.is_private or network.prefixlen > 28:
+            raise ValueError(
+                f"network_range {value!r} must be a private IPv4 range of at least /28"
+            )
+        return str(network)
 
     @field_validator("audit_dirs")
     @classmethod

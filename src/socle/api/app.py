@@ -19,6 +19,7 @@ from socle.api.routes import (
     alerts,
     backups,
     engine,
+    firewall,
     gitops,
     logs,
     metrics,
@@ -44,6 +45,7 @@ ROUTERS: list[APIRouter] = [
     metrics.router,
     alerts.router,
     gitops.router,
+    firewall.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

@@ -11,6 +11,7 @@ from socle.api.tokens import TokenStore
 from socle.backup.service import HomeBackups
 from socle.engine.service import Engine
 from socle.gitops.service import GitOps
+from socle.network.firewall.service import Firewall
 from socle.network.ingress import Ingress
 from socle.network.registry import ServiceRegistry
 from socle.observe.logs.service import LogService
@@ -45,6 +46,8 @@ class ApiContext:
     """Metrics pages, scrape targets, queries and alerts; None: not offered."""
     gitops: GitOps | None = None
     """Sources and their sync; None: not offered."""
+    firewall: Firewall | None = None
+    """The firewall (``/api/v1/firewall``); None: not offered."""
 
 
 def context(request: Request) -> ApiContext:

@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "diff": "socle.cli.gitops",
     "promote": "socle.cli.gitops",
     "approve": "socle.cli.gitops",
+    "firewall": "socle.cli.firewall",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

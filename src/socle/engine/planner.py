@@ -209,7 +209,9 @@ def plan(
         have = current.get(ref)
         kind, name = ref
         if have is None:
-            changes.append(Change(Action.CREATE, kind, name, reason=f"new {kind.lower()}"))
+            # A kind may say more than "new <kind>" (NetworkPolicy: the rules it adds).
+            reason = getattr(want, "create_reason", None) or f"new {kind.lower()}"
+            changes.append(Change(Action.CREATE, kind, name, reason=str(reason)))
             continue
         if have.digest == want.digest:
             unchanged += 1

@@ -30,6 +30,7 @@ from socle.engine.controller import TemplateHook
 from socle.engine.kinds import (
     ApplyContext,
     ExternalSink,
+    FirewallSink,
     HandlerDeps,
     HandlerRegistry,
     build_handlers,
@@ -126,6 +127,7 @@ class Engine:
         externals: ExternalSink | None = None,
         events: EngineEvents | None = None,
         templates: TemplateHook | None = None,
+        firewall: FirewallSink | None = None,
     ) -> None:
         self._store = store
         self._events: EngineEvents = events if events is not None else _NoEvents()
@@ -159,6 +161,7 @@ class Engine:
                 externals=externals,
                 environment=self.environment_of,
                 templates=templates,
+                firewall=firewall,
             )
         )
         self._apply_lock = asyncio.Lock()

@@ -144,6 +144,7 @@ def build_default_kinds() -> KindRegistry:
     from socle.model.alertrule import AlertRule
     from socle.model.app import App, app_references
     from socle.model.external import ExternalService
+    from socle.model.networkpolicy import NetworkPolicy, networkpolicy_references
     from socle.model.route import Route, route_references
     from socle.model.slo import SLO
     from socle.model.source import Source
@@ -157,6 +158,7 @@ def build_default_kinds() -> KindRegistry:
     registry.register("SLO", SLO)
     registry.register("Route", Route, references=route_references)
     registry.register("Source", Source)
+    registry.register("NetworkPolicy", NetworkPolicy, references=networkpolicy_references)
     return registry
 
 

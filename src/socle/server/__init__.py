@@ -38,6 +38,7 @@ from socle.server.parts import (
     ApiComponent,
     ConsulComponent,
     EngineComponent,
+    FirewallComponent,
     GitOpsComponent,
     IngressComponent,
     LeaseComponent,
@@ -147,6 +148,7 @@ def build_components(plane: Plane) -> Components:
     components.add(LogsComponent(plane))
     components.add(VolumesComponent(plane))
     components.add(NetworkComponent(plane))
+    components.add(FirewallComponent(plane))
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))
     components.add(IngressComponent(plane))

@@ -39,6 +39,9 @@ from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
 from socle.gitops.service import GitOps
 from socle.network.dns import DnsServer
+from socle.network.firewall.compiler import FirewallConfig
+from socle.network.firewall.nft import Nft
+from socle.network.firewall.service import Firewall, decide_enforcement
 from socle.network.ingress import (
     AppPorts,
     Ingress,
@@ -104,6 +107,7 @@ class Plane:
     engine: Engine | None = None
     ingress: Ingress | None = None
     network: NetworkService | None = None
+    firewall: Firewall | None = None
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
     consul_address: str | None = None
@@ -145,8 +149,18 @@ class Plane:
             "components": self.components.states(),
             "tasks": self.monitor.to_dict(),
             "leader": lease,
-            "network": {"consul": self.consul_address, "dns": self.dns_address},
             "observe": self.observe.describe() if self.observe is not None else None,
+            "network": {
+                "consul": self.consul_address,
+                "dns": self.dns_address,
+                "firewall": None
+                if self.firewall is None
+                else {
+                    "enforced": self.firewall.enforcement.enforced,
+                    "isolated": self.firewall.enforcement.isolated,
+                    "reason": self.firewall.enforcement.reason,
+                },
+            },
         }
 
 
@@ -447,6 +461,7 @@ class EngineComponent:
             externals=plane.network.externals if plane.network is not None else None,
             events=plane.metrics,
             templates=templates,
+            firewall=plane.firewall,
         )
         try:
             await engine.start()
@@ -516,6 +531,38 @@ class NetworkComponent:
             await dns_server.stop()
         if network is not None:
             await network.stop()
+
+
+class FirewallComponent:
+    """NetworkPolicy objects compiled into nftables table ``inet socle`` (see
+    :mod:`socle.network.firewall`). Starts before the engine, which hands it the policies;
+    at stop the loaded ruleset stays (apps keep running, and keep their rules)."""
+
+    name = "firewall"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        enforcement = decide_enforcement(settings.firewall, isolated=False)
+        firewall = Firewall(
+            need(plane.driver, "runtime"),
+            FirewallConfig(bridge=settings.network_bridge, isolate=enforcement.isolated),
+            enforcement,
+            nft=Nft(netns=settings.firewall_netns),
+            tasks=plane.monitor,
+        )
+        await firewall.start()
+        plane.firewall = firewall
+        if not enforcement.enforced:
+            log.warning("firewall NOT enforced: %s", enforcement.reason)
+
+    async def stop(self) -> None:
+        firewall, self._plane.firewall = self._plane.firewall, None
+        if firewall is not None:
+            await firewall.stop()
 
 
 def reserve_port(listen: str, kind: int = socket.SOCK_STREAM) -> tuple[str, int]:
@@ -750,6 +797,7 @@ class ApiComponent:
             logs=plane.logs,
             observe=plane.observe,
             gitops=plane.gitops,
+            firewall=plane.firewall,
         )
         platform: Any = create_app(ctx)
         vault: Any = need(plane.secrets, "secrets").asgi
@@ -815,6 +863,7 @@ __all__ = [
     "ApiComponent",
     "ConsulComponent",
     "EngineComponent",
+    "FirewallComponent",
     "IngressComponent",
     "LeaseComponent",
     "LogsComponent",

@@ -53,6 +53,17 @@ class ExternalSink(Protocol):
         """``(passing, total)`` addresses of ``name``."""
 
 
+class FirewallSink(Protocol):
+    """What the NetworkPolicy handler tells the connect layer's firewall (plain data)."""
+
+    def set(self, name: str, spec: Mapping[str, Any] | None) -> None:
+        """Add or replace policy ``name`` from its manifest's ``spec`` (camelCase JSON);
+        None removes it. The firewall recompiles and reloads its ruleset."""
+
+    def policy_status(self, name: str) -> tuple[bool, str]:
+        """``(enforced, message)`` of policy ``name`` (plainly "not enforced: why")."""
+
+
 Reporter = Callable[[int, str, str, str, str], None]
 """``(revision, kind, name, phase, message)``: an object's outcome that arrived after the commit
 (``ready``, ``failed``, ``rolled back``, ``deleted``)."""
@@ -164,6 +175,8 @@ class HandlerDeps:
     """Where handlers spawn background work (failures are logged and shown in status)."""
     externals: ExternalSink | None = None
     """Where ExternalService objects are registered (the connect layer); None: nowhere."""
+    firewall: FirewallSink | None = None
+    """Where NetworkPolicy objects are compiled and loaded; None: nowhere (not enforced)."""
     instance_env: dict[str, str] = field(default_factory=dict)
     """Platform values every instance gets in its environment (e.g. ``SOCLE_DNS``)."""
     environment: Callable[[tuple[str, str]], str] | None = None
@@ -206,6 +219,7 @@ def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     from socle.engine.kinds.alertrule import AlertRuleHandler, SLOHandler
     from socle.engine.kinds.app import AppHandler
     from socle.engine.kinds.external import ExternalServiceHandler
+    from socle.engine.kinds.networkpolicy import NetworkPolicyHandler
     from socle.engine.kinds.route import RouteHandler
     from socle.engine.kinds.volume import VolumeHandler
 
@@ -216,4 +230,5 @@ def build_handlers(deps: HandlerDeps) -> HandlerRegistry:
     registry.register(AlertRuleHandler(deps))
     registry.register(SLOHandler(deps))
     registry.register(RouteHandler(deps))
+    registry.register(NetworkPolicyHandler(deps))
     return registry

@@ -1,0 +1,228 @@
+"""The firewall of one control plane: policies + running instances -> the loaded ruleset.
+
+The engine's NetworkPolicy handler hands policies over with :meth:`Firewall.set`; the
+runtime's instance statuses (pushed, plus a slow re-sync) give the members. Any change marks
+the ruleset dirty; one background task recompiles and, when the table text differs from what
+is loaded, loads it with ``nft -f`` (atomic). A failed load keeps the previous ruleset (nft's
+transaction) and is shown in status; the next change retries.
+
+Enforcement needs root and ``nft``; without them (or with the setting off) nothing is loaded
+and :meth:`status` says plainly that the firewall is not enforced. At stop the ruleset stays
+loaded: apps outlive the control plane, and so does what protects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from socle.errors import FirewallError
+from socle.model.networkpolicy import NetworkPolicySpec, describe
+from socle.network.firewall.compiler import (
+    FirewallConfig,
+    Member,
+    Ruleset,
+    compile_ruleset,
+)
+from socle.network.firewall.nft import Nft, counters
+from socle.network.registry import InstanceSource
+from socle.runtime.driver import InstanceState, InstanceStatus
+from socle.tasks import TaskGroup, TaskMonitor
+
+log = logging.getLogger("socle.firewall")
+
+RESYNC_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Enforcement:
+    enforced: bool
+    reason: str
+    """Why not (empty when enforced)."""
+    isolated: bool = False
+    """Instances run in their own network namespaces on the bridge (app policies apply)."""
+
+
+def decide_enforcement(enabled: bool, *, isolated: bool) -> Enforcement:
+    """Whether this control plane can enforce policies, and why not, in plain words."""
+    if not enabled:
+        return Enforcement(False, "turned off (SOCLE_FIREWALL=0)")
+    if os.geteuid() != 0:
+        return Enforcement(
+            False, "the control plane does not run as root, so it cannot load nftables rules"
+        )
+    if shutil.which("nft") is None and not os.path.exists("/usr/sbin/nft"):
+        return Enforcement(False, "nft is not installed (Debian package nftables)")
+    return Enforcement(True, "", isolated)
+
+
+UP = frozenset(
+    {InstanceState.STARTING, InstanceState.RUNNING, InstanceState.UNHEALTHY, InstanceState.STOPPING}
+)
+"""States in which an instance's process is up (and may be reached)."""
+
+
+def members_of(statuses: list[InstanceStatus]) -> list[Member]:
+    """Running instances with an address, as firewall members."""
+    return [
+        Member(s.app, s.environment, dict(s.labels), s.address, dict(s.ports))
+        for s in statuses
+        if s.address and s.state in UP
+    ]
+
+
+class Firewall:
+    """Keeps table ``inet socle`` equal to the compiled policies (when enforced)."""
+
+    def __init__(
+        self,
+        runtime: InstanceSource,
+        config: FirewallConfig,
+        enforcement: Enforcement,
+        *,
+        nft: Nft | None = None,
+        tasks: TaskMonitor | None = None,
+        resync_seconds: float = RESYNC_SECONDS,
+    ) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.enforcement = enforcement
+        self.nft = nft or Nft()
+        self.policies: dict[str, NetworkPolicySpec] = {}
+        self._monitor = tasks or TaskMonitor()
+        self._tasks: TaskGroup = self._monitor.group("firewall")
+        self._dirty = asyncio.Event()
+        self._resync_seconds = resync_seconds
+        self._loaded: str | None = None
+        self._ruleset: Ruleset | None = None
+        self.last_error: str = ""
+        self.loaded_at: float | None = None
+        self.loads = 0
+        self._members: list[Member] = []
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def set(self, name: str, spec: Mapping[str, Any] | None) -> None:
+        """Add, replace (``spec``: the manifest's spec, camelCase JSON) or remove a policy."""
+        if spec is None:
+            self.policies.pop(name, None)
+        else:
+            self.policies[name] = NetworkPolicySpec.model_validate(spec)
+        self._dirty.set()
+
+    def _on_status(self, _: InstanceStatus) -> None:
+        self._dirty.set()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.runtime.subscribe(self._on_status)
+        await self.apply()
+        self._tasks.spawn(self._loop(), "apply")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), self._resync_seconds)
+            try:
+                await self.apply()
+            except Exception as exc:  # keep following; status shows the last failure
+                self._monitor.report("firewall/apply", exc)
+
+    def compile(self) -> Ruleset:
+        self._members = members_of(self.runtime.instances())
+        return compile_ruleset(self.policies, self._members, self.config)
+
+    async def apply(self) -> bool:
+        """Compile and, if the table changed, load it. True when a load happened."""
+        self._dirty.clear()
+        ruleset = self.compile()
+        self._ruleset = ruleset
+        if not self.enforcement.enforced:
+            return False
+        if not self.policies and self._loaded is None:
+            # Nothing declared and nothing of ours loaded: leave the machine's firewall alone.
+            return False
+        if ruleset.body == self._loaded:
+            return False
+        try:
+            await self.nft.load(ruleset.script)
+        except FirewallError as exc:
+            self.last_error = exc.message
+            log.error("firewall: %s", exc.message)
+            raise
+        self._loaded = ruleset.body
+        self.last_error = ""
+        self.loaded_at = time.time()
+        self.loads += 1
+        log.info("firewall: loaded %d rules (%d policies)", len(ruleset.rules), len(self.policies))
+        return True
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def policy_status(self, name: str) -> tuple[bool, str]:
+        """``(enforced, message)`` of one policy for ``socle status``."""
+        if not self.enforcement.enforced:
+            return False, f"not enforced: {self.enforcement.reason}"
+        spec = self.policies.get(name)
+        if spec is not None and not spec.host and not self.enforcement.isolated:
+            return False, (
+                "not enforced: instances share the host's network (no per-instance network "
+                "namespace), so app policies cannot tell apps apart"
+            )
+        if self.last_error:
+            return False, f"last load failed (previous ruleset kept): {self.last_error[:200]}"
+        if self._loaded is None:
+            return False, "not loaded yet"
+        return True, "enforced"
+
+    async def status(self) -> dict[str, Any]:
+        """What ``socle firewall status`` shows: enforcement, every rule with its counters."""
+        ruleset = self._ruleset or self.compile()
+        table: dict[str, Any] | None = None
+        read_error = ""
+        if self.enforcement.enforced and self._loaded is not None:
+            try:
+                table = await self.nft.table()
+            except FirewallError as exc:
+                read_error = exc.message
+        found = counters(table)
+        rules = []
+        for rule in ruleset.rules:
+            counter = found.get(rule.comment)
+            rules.append(
+                {
+                    "policy": rule.policy,
+                    "rule": rule.comment,
+                    "text": rule.text,
+                    "packets": counter.packets if counter else None,
+                    "bytes": counter.bytes if counter else None,
+                }
+            )
+        return {
+            "enforced": self.enforcement.enforced,
+            "reason": self.enforcement.reason,
+            "isolated": self.enforcement.isolated,
+            "bridge": self.config.bridge,
+            "table": "inet socle",
+            "loaded": self._loaded is not None and table is not None,
+            "loaded_at": self.loaded_at,
+            "loads": self.loads,
+            "last_error": self.last_error or read_error,
+            "policies": {name: describe(spec) for name, spec in sorted(self.policies.items())},
+            "members": len(self._members),
+            "rules": rules,
+        }
+
+
+__all__ = ["Enforcement", "Firewall", "members_of"]
