@@ -1,0 +1,262 @@
+"""One network namespace per instance, plugged into the Socle bridge.
+
+As root (and unless ``network_isolation`` is off), every instance runs in its own network
+namespace ``socle-<instance id>`` with one veth (``eth0`` inside, ``sv<hash>`` on the host)
+on the bridge (``socle0``), an address from the private range (``10.213.0.0/16``) and a
+default route via the gateway, which the bridge holds. So:
+
+- an instance cannot reach the host's loopback services (its ``127.0.0.1`` is its own), and
+  the firewall (table ``inet socle``) can tell instances apart by address;
+- bridge ports are *isolated* (no frame goes straight from one instance to another) and the
+  bridge answers ARP for its peers (``proxy_arp_pvlan``): traffic between instances is routed
+  by the host, through the ``forward`` hook where the policies are;
+- forwarding is enabled on the bridge only (``net.ipv4.conf.<bridge>.forwarding``), never
+  machine-wide, and the firewall drops anything routed between the bridge and another
+  interface: nothing leaves the machine;
+- apps written to listen on ``127.0.0.1:$PORT`` keep working: inside the namespace, traffic
+  arriving on ``eth0`` is DNATed to ``127.0.0.1`` (``route_localnet`` on ``eth0``), so the
+  host (health checks, ingress, DNS answers) and allowed peers reach it at the veth address.
+
+Every command is an argument list (``ip``, ``nft``, ``sysctl`` through ``ip netns exec``);
+names are derived from validated instance ids. ``host_netns`` puts the bridge itself in a
+named namespace: labs and tests use it so as not to touch the machine's own network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from socle.errors import RuntimeDriverError
+from socle.runtime.local.records import check_id
+
+NETNS_DIR = Path("/run/netns")
+PREFIX = "socle-"
+INNER = "eth0"
+TIMEOUT = 30.0
+DEFAULT_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
+
+LOCAL_NAT = f"""table ip socle
+delete table ip socle
+table ip socle {{
+\tchain prerouting {{
+\t\ttype nat hook prerouting priority dstnat; policy accept;
+\t\tiifname "{INNER}" meta l4proto {{ tcp, udp }} dnat to 127.0.0.1
+\t}}
+}}
+"""
+"""The instance-side rule that lets apps listening on loopback answer on their address."""
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def home_prefix(home: Path) -> str:
+    """``socle-<6 hex of the home>-``: namespaces of the control plane of ``home``."""
+    return f"{PREFIX}{hashlib.sha256(str(home).encode()).hexdigest()[:6]}-"
+
+
+@dataclass(frozen=True)
+class BridgeNetwork:
+    bridge: str = "socle0"
+    network: ipaddress.IPv4Network = DEFAULT_RANGE
+    host_netns: str | None = None
+    """Where the bridge lives (None: this machine's own namespace)."""
+    prefix: str = PREFIX
+    """Namespace names are ``prefix + instance id``; one control plane's prefix (see
+    :func:`home_prefix`) so that its stray sweep never takes another's namespaces."""
+
+    def netns(self, instance_id: str) -> str:
+        return self.prefix + check_id(instance_id)
+
+    def veth(self, instance_id: str) -> str:
+        """The host end: 15 characters at most (IFNAMSIZ), stable for a namespace name."""
+        return "sv" + hashlib.sha256(self.netns(instance_id).encode()).hexdigest()[:12]
+
+    @property
+    def gateway(self) -> ipaddress.IPv4Address:
+        return self.network.network_address + 1
+
+    def _run(self, argv: list[str], *, what: str) -> subprocess.CompletedProcess[str]:
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=TIMEOUT, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RuntimeDriverError(f"cannot {what}: {exc}") from exc
+        if done.returncode != 0:
+            raise RuntimeDriverError(
+                f"cannot {what}: {done.stderr.strip()[:500]}",
+                hint="per-instance network namespaces need root and iproute2; "
+                "set SOCLE_NETWORK_ISOLATION=0 to run instances on the host's network",
+            )
+        return done
+
+    def _host_ip(self, *args: str, what: str) -> None:
+        ns = ["-n", self.host_netns] if self.host_netns else []
+        self._run([_tool("ip"), *ns, *args], what=what)
+
+    def _in(self, netns: str | None, argv: list[str], *, what: str) -> None:
+        if netns is None:
+            self._run(argv, what=what)
+        else:
+            self._run([_tool("ip"), "netns", "exec", netns, *argv], what=what)
+
+    def _sysctl(self, netns: str | None, *settings: str) -> None:
+        self._in(netns, [_tool("sysctl"), "-q", "-w", *settings], what="set " + settings[0])
+
+    def _exists(self, link: str) -> bool:
+        ns = ["-n", self.host_netns] if self.host_netns else []
+        done = subprocess.run(
+            [_tool("ip"), *ns, "link", "show", "dev", link],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        return done.returncode == 0
+
+    # -- the bridge --------------------------------------------------------------------------
+
+    def ensure_bridge(self) -> None:
+        """Create the bridge with the gateway address (idempotent), forwarding on it only."""
+        b = self.bridge
+        if not self._exists(b):
+            self._host_ip("link", "add", b, "type", "bridge", what=f"create bridge {b}")
+        gateway = f"{self.gateway}/{self.network.prefixlen}"
+        ns = ["-n", self.host_netns] if self.host_netns else []
+        shown = self._run([_tool("ip"), *ns, "-o", "addr", "show", "dev", b], what="read " + b)
+        if f" {gateway} " not in shown.stdout:
+            self._host_ip("addr", "add", gateway, "dev", b, what=f"give {b} {gateway}")
+        self._host_ip("link", "set", b, "up", what=f"bring {b} up")
+        self._sysctl(
+            self.host_netns,
+            f"net.ipv4.conf.{b}.forwarding=1",
+            f"net.ipv4.conf.{b}.proxy_arp=1",
+            f"net.ipv4.conf.{b}.proxy_arp_pvlan=1",
+            f"net.ipv4.conf.{b}.send_redirects=0",
+        )
+
+    # -- one instance ------------------------------------------------------------------------
+
+    def create(self, instance_id: str, address: ipaddress.IPv4Address) -> str:
+        """The instance's namespace with its veth and address (replacing a leftover one of
+        the same id); returns the namespace name."""
+        if address not in self.network or address in (self.gateway, self.network.broadcast_address):
+            raise RuntimeDriverError(f"address {address} is not usable in {self.network}")
+        ns = self.netns(instance_id)
+        veth = self.veth(instance_id)
+        self.delete(instance_id)
+        self._run([_tool("ip"), "netns", "add", ns], what=f"create network namespace {ns}")
+        try:
+            self._run([_tool("ip"), "-n", ns, "link", "set", "lo", "up"], what="bring lo up")
+            self._host_ip(
+                "link",
+                "add",
+                veth,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                INNER,
+                "netns",
+                ns,
+                what=f"create veth {veth}",
+            )
+            self._host_ip("link", "set", veth, "master", self.bridge, what=f"plug {veth}")
+            self._host_ip(
+                "link",
+                "set",
+                veth,
+                "type",
+                "bridge_slave",
+                "isolated",
+                "on",
+                what=f"isolate {veth}",
+            )
+            self._host_ip("link", "set", veth, "up", what=f"bring {veth} up")
+            inner = [_tool("ip"), "-n", ns]
+            cidr = f"{address}/{self.network.prefixlen}"
+            self._run([*inner, "addr", "add", cidr, "dev", INNER], what="address " + INNER)
+            self._run([*inner, "link", "set", INNER, "up"], what="bring eth0 up")
+            self._run(
+                [*inner, "route", "add", "default", "via", str(self.gateway)],
+                what="add the default route",
+            )
+            self._sysctl(ns, f"net.ipv4.conf.{INNER}.route_localnet=1")
+            self._load_local_nat(ns)
+        except BaseException:
+            self.delete(instance_id)
+            raise
+        return ns
+
+    def _load_local_nat(self, ns: str) -> None:
+        path = NETNS_DIR / f".{ns}.nft"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(LOCAL_NAT)
+            self._in(ns, [_tool("nft"), "-f", str(path)], what=f"load {ns}'s loopback NAT")
+        finally:
+            path.unlink(missing_ok=True)
+
+    def delete(self, instance_id: str) -> None:
+        """Remove the namespace and the host end of its veth (absent is fine)."""
+        ns = self.netns(instance_id)
+        veth = self.veth(instance_id)
+        if self._exists(veth):
+            ns_args = ["-n", self.host_netns] if self.host_netns else []
+            subprocess.run(
+                [_tool("ip"), *ns_args, "link", "del", veth],
+                capture_output=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+        if (NETNS_DIR / ns).exists():
+            self._run([_tool("ip"), "netns", "del", ns], what=f"delete network namespace {ns}")
+
+    def exists(self, instance_id: str) -> bool:
+        return (NETNS_DIR / self.netns(instance_id)).exists() and self._exists(
+            self.veth(instance_id)
+        )
+
+    def ours(self) -> list[str]:
+        """Instance ids of every namespace with this network's prefix."""
+        try:
+            names = os.listdir(NETNS_DIR)
+        except FileNotFoundError:
+            return []
+        return sorted(n[len(self.prefix) :] for n in names if n.startswith(self.prefix))
+
+
+def allocate(network: ipaddress.IPv4Network, used: Iterable[str]) -> ipaddress.IPv4Address:
+    """The lowest free address of ``network`` (not the gateway, the network or broadcast)."""
+    taken = {str(a) for a in used}
+    gateway = network.network_address + 1
+    for address in network.hosts():
+        if address != gateway and str(address) not in taken:
+            return address
+    raise RuntimeDriverError(
+        f"no free address left in {network}",
+        hint="set SOCLE_NETWORK_RANGE to a larger private range",
+    )
+
+
+def enter_argv(netns: str, command: list[str]) -> list[str]:
+    """``command`` run inside namespace ``netns`` (nsenter execs it: no extra process)."""
+    return [_tool("nsenter"), f"--net={NETNS_DIR / netns}", "--", *command]
+
+
+__all__ = [
+    "PREFIX",
+    "BridgeNetwork",
+    "allocate",
+    "enter_argv",
+    "home_prefix",
+]
