@@ -108,5 +108,6 @@ def test_dns_answers_for_applied_apps_and_instances_know_the_resolver(
     assert b"SOCLE_ENVIRONMENT=default" in environ
     assert b"SOCLE_SERVICE=web.default.socle.internal" in environ
     network = server.status()["control_plane"]["network"]
-    assert network == {"consul": info["consul"], "dns": info["dns"]}
+    assert (network["consul"], network["dns"]) == (info["consul"], info["dns"])
+    assert set(network["firewall"]) == {"enforced", "isolated", "reason"}
     assert f"DNS {info['dns']}" in server.cli("status").stdout

@@ -208,6 +208,22 @@ def print_control_plane(plane: dict[str, Any]) -> None:
             f"[dim]observe:[/] Prometheus {safe(daemon(prometheus))}, Alertmanager "
             f"{safe(daemon(alertmanager))} (`socle metrics query`, `socle alerts`)"
         )
+    firewall = network.get("firewall")
+    if firewall:
+        if not firewall.get("enforced"):
+            console.print(
+                f"[bold yellow]firewall NOT enforced:[/] {safe(str(firewall.get('reason')))}"
+            )
+        elif not firewall.get("isolated"):
+            console.print(
+                "[dim]firewall:[/] host policies enforced; [yellow]app policies NOT enforced[/] "
+                f"({safe(str(firewall.get('reason') or 'instances share the host network'))})"
+            )
+        else:
+            console.print(
+                "[dim]firewall:[/] enforced (nftables table inet socle; every instance in its "
+                "own network namespace)"
+            )
     tasks = plane.get("tasks") or {}
     failures = int(tasks.get("failures") or 0)
     last = tasks.get("last_failure")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -62,6 +63,7 @@ from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
+from socle.runtime.local.netns import BridgeNetwork, home_prefix, missing_tools
 from socle.runtime.local.volumes import LocalVolumeProvider
 from socle.secrets.core import SecretsCore
 from socle.secrets.registry import default_registry as secrets_registry
@@ -108,6 +110,8 @@ class Plane:
     ingress: Ingress | None = None
     network: NetworkService | None = None
     firewall: Firewall | None = None
+    network_isolation: tuple[bool, str] = (False, "the runtime has not started")
+    """Whether instances run in their own network namespaces, and why not."""
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
     consul_address: str | None = None
@@ -277,6 +281,23 @@ class SecretsComponent:
             await secrets.stop()
 
 
+def instance_network(settings: Settings) -> tuple[BridgeNetwork | None, str]:
+    """The bridge every instance's namespace is plugged into, or None and why not."""
+    if not settings.network_isolation:
+        return None, "per-instance network namespaces are turned off (SOCLE_NETWORK_ISOLATION=0)"
+    if os.geteuid() != 0:
+        return None, "the control plane does not run as root (no per-instance network namespace)"
+    missing = missing_tools()
+    if missing:
+        return None, f"missing {', '.join(missing)} (iproute2, util-linux, nftables, procps)"
+    network = BridgeNetwork(
+        bridge=settings.network_bridge,
+        network=ipaddress.IPv4Network(settings.network_range),
+        prefix=home_prefix(settings.home),
+    )
+    return network, ""
+
+
 class RuntimeComponent:
     """The local supervisor; on stop, apps keep running unless the shutdown said otherwise."""
 
@@ -287,12 +308,17 @@ class RuntimeComponent:
 
     async def start(self) -> None:
         settings = self._plane.settings
+        network, why = instance_network(settings)
+        self._plane.network_isolation = (network is not None, why)
+        if network is None:
+            log.warning("instances share the host's network: %s", why)
         driver = LocalDriver(
             settings.run_dir,
             settings.logs_dir,
             log_max_bytes=settings.log_max_bytes,
             log_backups=settings.log_backups,
             tasks=self._plane.monitor,
+            network=network,
         )
         await driver.start()
         self._plane.driver = driver
@@ -546,7 +572,8 @@ class FirewallComponent:
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
-        enforcement = decide_enforcement(settings.firewall, isolated=False)
+        isolated, why = plane.network_isolation
+        enforcement = decide_enforcement(settings.firewall, isolated=isolated, why=why)
         firewall = Firewall(
             need(plane.driver, "runtime"),
             FirewallConfig(bridge=settings.network_bridge, isolate=enforcement.isolated),

@@ -50,8 +50,9 @@ class Enforcement:
     """Instances run in their own network namespaces on the bridge (app policies apply)."""
 
 
-def decide_enforcement(enabled: bool, *, isolated: bool) -> Enforcement:
-    """Whether this control plane can enforce policies, and why not, in plain words."""
+def decide_enforcement(enabled: bool, *, isolated: bool, why: str = "") -> Enforcement:
+    """Whether this control plane can enforce policies, and why not, in plain words.
+    ``isolated``: instances run in their own network namespaces (else ``why`` not)."""
     if not enabled:
         return Enforcement(False, "turned off (SOCLE_FIREWALL=0)")
     if os.geteuid() != 0:
@@ -60,7 +61,7 @@ def decide_enforcement(enabled: bool, *, isolated: bool) -> Enforcement:
         )
     if shutil.which("nft") is None and not os.path.exists("/usr/sbin/nft"):
         return Enforcement(False, "nft is not installed (Debian package nftables)")
-    return Enforcement(True, "", isolated)
+    return Enforcement(True, "" if isolated else why, isolated)
 
 
 UP = frozenset(

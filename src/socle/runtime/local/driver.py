@@ -58,6 +58,7 @@ from socle.runtime.local.isolation import (
     scratch_size,
 )
 from socle.runtime.local.logs import stream_logs
+from socle.runtime.local.netns import BridgeNetwork
 from socle.runtime.local.ports import PortAllocator
 from socle.runtime.local.records import (
     InstanceRecord,
@@ -125,6 +126,7 @@ class LocalDriver:
         pids_max: int | None = 4096,
         tasks: TaskMonitor | None = None,
         max_parallel_starts: int | None = None,
+        network: BridgeNetwork | None = None,
     ) -> None:
         """``isolation``: "auto" (sandbox when possible), "sandbox" (or fail), "none".
 
@@ -136,6 +138,8 @@ class LocalDriver:
         ``max_parallel_starts`` bounds how many instances start at once (default twice the
         cores): a start is a burst of CPU (bubblewrap, an interpreter importing its app),
         and 100 at once on two cores starved every one of them past its health deadline.
+        ``network``: run every instance in its own network namespace on this bridge (root
+        only; see :mod:`.netns`); None: instances share the host's network.
         """
         if isolation not in MODES:
             raise RuntimeDriverError(
@@ -168,6 +172,7 @@ class LocalDriver:
             raise RuntimeDriverError("max_parallel_starts must be at least 1")
         self.max_parallel_starts = starts
         self._start_slots = asyncio.Semaphore(starts)
+        self.network = network
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -196,6 +201,7 @@ class LocalDriver:
             emit=self._emit,
             spawn_task=self._spawn_task,
             start_slots=self._start_slots,
+            network=self.network,
         )
         if isolation.info.warning:
             log.warning("runtime isolation: %s", isolation.info.warning)
@@ -203,6 +209,15 @@ class LocalDriver:
         parents = list(isolation.cgroups.parents.values())
         for line in await asyncio.to_thread(strays.reap, self.run_dir, records, parents):
             log.warning("%s", line)
+        if self.network is not None:
+            try:
+                await asyncio.to_thread(self.network.ensure_bridge)
+            except BaseException:
+                self._unlock_run_dir()
+                raise
+            keep = {str(r.id) for r in records}
+            for line in await asyncio.to_thread(self.network.sweep, keep):
+                log.warning("%s", line)
         for record in records:
             self._adopt(self._host, record)
 

@@ -108,7 +108,7 @@ def _status_of(head: bytes) -> str | None:
     return f"not an HTTP response: {line[:40]!r}"
 
 
-async def http_probe(port: int, path: str, timeout: float) -> str | None:
+async def http_probe(port: int, path: str, timeout: float, host: str = HOST) -> str | None:
     """GET over a bare non-blocking socket; only the status line is read.
 
     The loop's sock_* calls cost about half of a transport/protocol pair per probe, which
@@ -116,7 +116,7 @@ async def http_probe(port: int, path: str, timeout: float) -> str | None:
     """
     loop = asyncio.get_running_loop()
     request = (
-        f"GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\n"
+        f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
         "User-Agent: socle-health\r\nConnection: close\r\n\r\n"
     ).encode()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -124,7 +124,7 @@ async def http_probe(port: int, path: str, timeout: float) -> str | None:
     head = b""
     try:
         async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (HOST, port))
+            await loop.sock_connect(sock, (host, port))
             await loop.sock_sendall(sock, request)
             while b"\n" not in head and len(head) < 64:
                 chunk = await loop.sock_recv(sock, 256)
@@ -134,23 +134,23 @@ async def http_probe(port: int, path: str, timeout: float) -> str | None:
     except TimeoutError:
         return f"no answer within {timeout:g}s"
     except OSError as exc:
-        return f"cannot connect to {HOST}:{port}: {exc.strerror or exc}"
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
     finally:
         sock.close()
     return _status_of(head)
 
 
-async def tcp_probe(port: int, timeout: float) -> str | None:
+async def tcp_probe(port: int, timeout: float, host: str = HOST) -> str | None:
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (HOST, port))
+            await loop.sock_connect(sock, (host, port))
     except TimeoutError:
-        return f"connect to {HOST}:{port} timed out after {timeout:g}s"
+        return f"connect to {host}:{port} timed out after {timeout:g}s"
     except OSError as exc:
-        return f"cannot connect to {HOST}:{port}: {exc.strerror or exc}"
+        return f"cannot connect to {host}:{port}: {exc.strerror or exc}"
     finally:
         sock.close()
     return None
@@ -233,12 +233,14 @@ async def probe(
     cwd: Path,
     env: dict[str, str],
     confine: Confine | None = None,
+    host: str = HOST,
 ) -> str | None:
-    """Run the one probe the spec names; None if it passed, else why not."""
+    """Run the one probe the spec names; None if it passed, else why not. ``host``: the
+    instance's address (its veth address when it has its own network namespace)."""
     if spec.http is not None:
-        return await http_probe(ports[spec.http.port], spec.http.path, spec.timeout)
+        return await http_probe(ports[spec.http.port], spec.http.path, spec.timeout, host)
     if spec.tcp is not None:
-        return await tcp_probe(ports[spec.tcp.port], spec.timeout)
+        return await tcp_probe(ports[spec.tcp.port], spec.timeout, host)
     if spec.exec is not None:
         return await exec_probe(
             list(spec.exec.command), cwd=cwd, env=env, timeout=spec.timeout, confine=confine

@@ -43,6 +43,7 @@ from socle.runtime.local.isolation import (
     scratch_size,
 )
 from socle.runtime.local.logs import last_line, log_path
+from socle.runtime.local.netns import BridgeNetwork, enter_argv
 from socle.runtime.local.ports import HOST
 from socle.runtime.local.prober import Prober
 from socle.runtime.local.records import ExitStatus, InstanceRecord, RecordStore, spec_to_json
@@ -76,6 +77,8 @@ class Host:
     spawn_task: Callable[[Coroutine[Any, Any, None]], None]
     start_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
     """Bounds instance starts (first starts and restarts) running at once."""
+    network: BridgeNetwork | None = None
+    """Each instance in its own network namespace on this bridge (None: the host's)."""
 
 
 class Instance:
@@ -136,8 +139,14 @@ class Instance:
         same uid, view, filter and HOME as the app, so the app cannot make its check run
         anything with more privilege than itself (blocking: opens the filter)."""
         iso = self.host.isolation
+        netns = self.record.netns if self.host.network is not None else None
         if not iso.sandbox or iso.seccomp is None:
-            return None
+            if netns is None:
+                return None
+            # Not sandboxed, but the check must see what the app sees: its namespace.
+            return ConfinedCommand(
+                enter_argv(netns, argv, workdir=self.spec.workdir), dict(self.env), ()
+            )
         program = argv[0]
         if "/" in program and not program.startswith("/"):
             program = str(self.spec.workdir / program)
@@ -145,11 +154,20 @@ class Instance:
             program = shutil.which(program, path=self.env.get("PATH", spawn.BASE_PATH)) or program
         fd = os.open(iso.seccomp, os.O_RDONLY)
         profile = self._profile([program, *argv[1:]], check=True, seccomp_fd=fd)
-        return ConfinedCommand(iso.argv(profile), dict(self.env), (fd,))
+        confined = iso.argv(profile)
+        if netns is not None:
+            confined = enter_argv(netns, confined)
+        return ConfinedCommand(confined, dict(self.env), (fd,))
 
     @property
     def running(self) -> bool:
         return self.exited is not None and not self.exited.done()
+
+    @property
+    def address(self) -> str:
+        """Where the instance answers: its veth address in its own network namespace, or
+        the host's loopback."""
+        return self.record.address or HOST
 
     def status(self) -> InstanceStatus:
         spec = self.spec
@@ -162,7 +180,7 @@ class Instance:
             state=self.state,
             ready=self.ready,
             pid=app.pid if app is not None and self.running else None,
-            address=HOST,
+            address=self.address,
             ports=dict(self.record.ports),
             restarts=self.record.restarts,
             started_at=self.record.started_at,
@@ -249,6 +267,13 @@ class Instance:
             self.record.uid = uid
             self.record.scratch = str(scratch)
             command = iso.argv(self._profile(command, check=False, seccomp_fd=SECCOMP_FD_ARG))
+        if host.network is not None:
+            # Kept across restarts (same address: the registry and firewall see no churn).
+            netns, address = await asyncio.to_thread(
+                host.network.ensure, spec.id, self.record.address
+            )
+            self.record.netns, self.record.address = netns, address
+            command = enter_argv(netns, command)
         args = spawn.ShimArgs(
             shim=host.shim,
             log=log_path(host.logs_dir, spec.id),
@@ -509,6 +534,7 @@ class Instance:
             cwd=self.spec.workdir,
             env=lambda: self.env,  # refreshed by run(): exec checks get new secret values
             confine=self.confine_check,
+            address=self.address,
             on_ready=self._on_ready,
             on_unhealthy=self._on_unhealthy,
         )
@@ -606,6 +632,11 @@ class Instance:
             log.warning("instance %s: could not remove cgroups %s", self.id, self.record.cgroups)
         self.host.records.delete(self.id)
         remove_scratch(self.host.run_dir, self.id)
+        if self.record.netns is not None and self.host.network is not None:
+            try:
+                self.host.network.delete(self.id, release=True)
+            except RuntimeDriverError as exc:  # swept as a stray at the next start
+                log.warning("instance %s: %s", self.id, exc.message)
 
     def detach(self) -> None:
         """Stop supervising but leave the processes running (control plane shutting down)."""

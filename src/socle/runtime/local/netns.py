@@ -24,12 +24,12 @@ named namespace: labs and tests use it so as not to touch the machine's own netw
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +41,17 @@ PREFIX = "socle-"
 INNER = "eth0"
 TIMEOUT = 30.0
 DEFAULT_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
+CLAIMS = Path("/run/socle/addresses")
+"""Address claims of every control plane on this machine, per bridge (tmpfs: a reboot,
+which also removes every namespace, clears them)."""
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
 
 LOCAL_NAT = f"""table ip socle
 delete table ip socle
@@ -145,10 +156,87 @@ class BridgeNetwork:
 
     # -- one instance ------------------------------------------------------------------------
 
+    # -- addresses: claimed machine-wide, so two control planes never share one ----------
+
+    @property
+    def claims(self) -> Path:
+        return CLAIMS / f"{self.host_netns or 'host'}-{self.bridge}"
+
+    def claim(self, instance_id: str, prefer: str | None = None) -> ipaddress.IPv4Address:
+        """An address of the range for this instance: ``prefer`` (its earlier one) if still
+        free or already its own, else the lowest free one. A claim is a file created with
+        ``O_EXCL`` (atomic across processes) holding the namespace name."""
+        self.claims.mkdir(parents=True, exist_ok=True, mode=0o700)
+        owner = self.netns(instance_id)
+        candidates: list[ipaddress.IPv4Address] = []
+        if prefer is not None:
+            with contextlib.suppress(ValueError):
+                candidates.append(ipaddress.IPv4Address(prefer))
+        for address in [*candidates, *self.network.hosts()]:
+            if address == self.gateway or address not in self.network:
+                continue
+            path = self.claims / str(address)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                if _read(path) == owner:
+                    return address
+                continue
+            with os.fdopen(fd, "w") as out:
+                out.write(owner)
+            return address
+        raise RuntimeDriverError(
+            f"no free address left in {self.network}",
+            hint="set SOCLE_NETWORK_RANGE to a larger private range",
+        )
+
+    def release(self, instance_id: str) -> None:
+        """Give back every address this instance's namespace holds a claim on."""
+        owner = self.netns(instance_id)
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.claims):
+                if _read(Path(entry.path)) == owner:
+                    Path(entry.path).unlink(missing_ok=True)
+
+    def ensure(self, instance_id: str, address: str | None) -> tuple[str, str]:
+        """The instance's namespace, kept when it is there with ``address`` (a restart), else
+        made anew; returns ``(namespace, address)``."""
+        if address is not None and self.exists(instance_id):
+            owner = _read(self.claims / address)
+            if owner == self.netns(instance_id):
+                return self.netns(instance_id), address
+        claimed = self.claim(instance_id, address)
+        try:
+            return self.create(instance_id, claimed), str(claimed)
+        except BaseException:
+            self.release(instance_id)
+            raise
+
+    def sweep(self, keep: set[str]) -> list[str]:
+        """Remove this network's namespaces and claims whose instance is not in ``keep``
+        (strays of a control plane killed between creating them and its record)."""
+        removed = []
+        for instance_id in self.ours():
+            if instance_id not in keep:
+                self.delete(instance_id)
+                removed.append(f"removed the stray network namespace {self.netns(instance_id)}")
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.claims):
+                owner = _read(Path(entry.path)) or ""
+                if owner.startswith(self.prefix) and owner[len(self.prefix) :] not in keep:
+                    Path(entry.path).unlink(missing_ok=True)
+        return removed
+
+    # -- one instance ------------------------------------------------------------------------
+
     def create(self, instance_id: str, address: ipaddress.IPv4Address) -> str:
         """The instance's namespace with its veth and address (replacing a leftover one of
         the same id); returns the namespace name."""
-        if address not in self.network or address in (self.gateway, self.network.broadcast_address):
+        if address not in self.network or address in (
+            self.gateway,
+            self.network.network_address,
+            self.network.broadcast_address,
+        ):
             raise RuntimeDriverError(f"address {address} is not usable in {self.network}")
         ns = self.netns(instance_id)
         veth = self.veth(instance_id)
@@ -206,8 +294,11 @@ class BridgeNetwork:
         finally:
             path.unlink(missing_ok=True)
 
-    def delete(self, instance_id: str) -> None:
-        """Remove the namespace and the host end of its veth (absent is fine)."""
+    def delete(self, instance_id: str, *, release: bool = False) -> None:
+        """Remove the namespace and the host end of its veth (absent is fine); with
+        ``release``, its address claim too."""
+        if release:
+            self.release(instance_id)
         ns = self.netns(instance_id)
         veth = self.veth(instance_id)
         if self._exists(veth):
@@ -235,28 +326,21 @@ class BridgeNetwork:
         return sorted(n[len(self.prefix) :] for n in names if n.startswith(self.prefix))
 
 
-def allocate(network: ipaddress.IPv4Network, used: Iterable[str]) -> ipaddress.IPv4Address:
-    """The lowest free address of ``network`` (not the gateway, the network or broadcast)."""
-    taken = {str(a) for a in used}
-    gateway = network.network_address + 1
-    for address in network.hosts():
-        if address != gateway and str(address) not in taken:
-            return address
-    raise RuntimeDriverError(
-        f"no free address left in {network}",
-        hint="set SOCLE_NETWORK_RANGE to a larger private range",
-    )
+def missing_tools() -> list[str]:
+    """The programs per-instance namespaces need that this machine lacks."""
+    return [t for t in ("ip", "nsenter", "nft", "sysctl") if shutil.which(t) is None]
 
 
-def enter_argv(netns: str, command: list[str]) -> list[str]:
+def enter_argv(netns: str, command: list[str], *, workdir: Path | None = None) -> list[str]:
     """``command`` run inside namespace ``netns`` (nsenter execs it: no extra process)."""
-    return [_tool("nsenter"), f"--net={NETNS_DIR / netns}", "--", *command]
+    wd = [f"--wd={workdir}"] if workdir is not None else []
+    return [_tool("nsenter"), f"--net={NETNS_DIR / netns}", *wd, "--", *command]
 
 
 __all__ = [
     "PREFIX",
     "BridgeNetwork",
-    "allocate",
     "enter_argv",
     "home_prefix",
+    "missing_tools",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from socle.model.app import HealthSpec
 from socle.runtime.local.health import FIRST_PROBE, Confine, HealthEvent, HealthTracker, probe
+from socle.runtime.local.ports import HOST
 
 
 class Prober:
@@ -28,6 +29,7 @@ class Prober:
         on_ready: Callable[[], None],
         on_unhealthy: Callable[[str], None],
         confine: Confine | None = None,
+        address: str = HOST,
     ) -> None:
         self.spec = spec
         self.ports = ports
@@ -36,6 +38,7 @@ class Prober:
         self.on_ready = on_ready
         self.on_unhealthy = on_unhealthy
         self.confine = confine
+        self.address = address
         self.tracker = HealthTracker(spec, time.monotonic())
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
@@ -76,7 +79,12 @@ class Prober:
     async def _probe(self) -> None:
         began = time.monotonic()
         reason = await probe(
-            self.spec, ports=self.ports, cwd=self.cwd, env=self.env(), confine=self.confine
+            self.spec,
+            ports=self.ports,
+            cwd=self.cwd,
+            env=self.env(),
+            confine=self.confine,
+            host=self.address,
         )
         self.last_seconds = time.monotonic() - began
         self.last_ok = reason is None

@@ -115,6 +115,10 @@ class InstanceRecord:
     """The app's host uid this instance runs as (sandboxed as root), else None."""
     scratch: str | None = None
     """Host folder of the instance's scratch space (``HOME`` inside the sandbox)."""
+    address: str | None = None
+    """The instance's address on the Socle bridge (own network namespace), else None."""
+    netns: str | None = None
+    """The instance's network namespace (``ip netns`` name), else None."""
 
     @property
     def scratch_path(self) -> Path | None:
@@ -145,6 +149,8 @@ class InstanceRecord:
             "last_exit_code": self.last_exit_code,
             "uid": self.uid,
             "scratch": self.scratch,
+            "address": self.address,
+            "netns": self.netns,
         }
 
     @classmethod
@@ -167,6 +173,8 @@ class InstanceRecord:
             last_exit_code=data.get("last_exit_code"),
             uid=data.get("uid"),
             scratch=data.get("scratch"),
+            address=data.get("address"),
+            netns=data.get("netns"),
         )
 
 
