@@ -8,6 +8,7 @@ Teardown stops it with its apps, then kills by PID anything still running from t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -200,6 +201,12 @@ class SocleServer:
         for pid in processes_under(self.home):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        # Instances' network namespaces (as root): a killed control plane leaves them.
+        prefix_ns = "socle-" + hashlib.sha256(str(self.home).encode()).hexdigest()[:6] + "-"
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir("/run/netns"):
+                if name.startswith(prefix_ns):
+                    subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
         # Instances' scratch spaces (and rendered templates) are tmpfs mounts; a killed
         # control plane leaves them.
         prefixes = (f"{self.home}/run/scratch/", f"{self.home}/templates")

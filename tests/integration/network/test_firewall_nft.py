@@ -285,13 +285,14 @@ def test_the_firewall_follows_policies_and_instances(lab: Lab) -> None:
     async def scenario() -> None:
         await firewall.start()
         try:
-            assert firewall.loads == 0  # no policy: the namespace's firewall is left alone
+            # No policy yet, but instances are on the bridge: the base rules load.
+            assert firewall.loads == 1 and "socle:no-egress" in lab.table()
             firewall.set("b-in", B_FROM_A_HTTP["b-in"])
-            await until(lambda: firewall.loads == 1)
+            await until(lambda: firewall.loads == 2)
             # a is not running yet: nothing may reach b.
             assert lab.connect(lab.ns("a"), lab.addresses["b"], HTTP, denied=True) == "timeout"
             runtime.push(status("a", lab.addresses["a"]))
-            await until(lambda: firewall.loads == 2)
+            await until(lambda: firewall.loads == 3)
             assert lab.connect(lab.ns("a"), lab.addresses["b"], HTTP) == "ok"
             shown = await firewall.status()
             assert shown["enforced"] and shown["loaded"] and not shown["last_error"]

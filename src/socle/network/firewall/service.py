@@ -151,8 +151,10 @@ class Firewall:
         self._ruleset = ruleset
         if not self.enforcement.enforced:
             return False
-        if not self.policies and self._loaded is None:
-            # Nothing declared and nothing of ours loaded: leave the machine's firewall alone.
+        if not self.policies and self._loaded is None and not self.enforcement.isolated:
+            # Nothing declared, nothing of ours loaded, and no instance on the bridge to
+            # protect: leave the machine's firewall alone. With isolated instances the base
+            # rules (nothing leaves the bridge, instances cannot reach the host) always load.
             return False
         if ruleset.body == self._loaded:
             return False
