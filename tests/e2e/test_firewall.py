@@ -146,3 +146,27 @@ def test_policies_are_planned_applied_and_enforced_with_real_packets(
         if n.startswith("socle-" + hashlib.sha256(str(server.home).encode()).hexdigest()[:6])
     ]
     assert leftovers == []  # stopped instances took their namespaces with them
+
+
+def test_namespaces_are_readopted_after_a_restart_and_strays_are_removed(
+    server: SocleServer, tmp_path: Path
+) -> None:
+    repo = write_repo(tmp_path / "repo", {"web": {}})
+    server.cli("apply", str(repo), "--yes", timeout=300)
+    wait_for(lambda: server.app("web")["ready"] == 1, 60, "web ready")
+    before = instance(server, "web")
+    prefix = "socle-" + hashlib.sha256(str(server.home).encode()).hexdigest()[:6] + "-"
+    assert prefix + before["id"] in os.listdir("/run/netns")
+    # A namespace of this home that no instance record names (a control plane killed right
+    # after making it) is a stray.
+    subprocess.run(["ip", "netns", "add", prefix + "stray-0"], check=True)
+
+    server.kill9()
+    server.start()
+    wait_for(lambda: server.app("web")["ready"] == 1, 60, "web re-adopted")
+    after = instance(server, "web")
+    assert (after["pid"], after["address"]) == (before["pid"], before["address"])
+    names = os.listdir("/run/netns")
+    assert prefix + before["id"] in names and prefix + "stray-0" not in names
+    probe = {"id": before["id"], "address": "127.0.0.1", "ports": after["ports"]}
+    assert connect(server, after, probe) == "ok"  # the app still answers in its namespace
