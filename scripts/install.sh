@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc bubblewrap util-linux iproute2 curl git ca-certificates e2fsprogs libseccomp2 nginx nftables prometheus prometheus-alertmanager)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc bubblewrap util-linux iproute2 procps curl git ca-certificates e2fsprogs libseccomp2 nginx nftables prometheus prometheus-alertmanager)
 TEST_APT_PACKAGES=(postgresql wrk pebble dnsutils openssh-server haproxy caddy gnupg strace victoria-metrics jq)
 
 want=("${APT_PACKAGES[@]}")

@@ -62,13 +62,17 @@ def connect(
     denied: bool = False,
 ) -> str:
     """From instance ``src``'s namespace to ``dst``'s http port (or ``port`` on its address)."""
-    netns = "socle-" + hashlib.sha256(str(server.home).encode()).hexdigest()[:6] + "-" + src["id"]
+    netns = namespace(server, src)
     target = dst["ports"]["http"] if port is None else port
     out = subprocess.run(
         ["ip", "netns", "exec", netns, sys.executable, "-c", CONNECT, dst["address"], str(target), "2" if denied else "20"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return out.stdout.strip()
+
+
+def namespace(server: SocleServer, inst: dict[str, Any]) -> str:
+    return "socle-" + hashlib.sha256(str(server.home).encode()).hexdigest()[:6] + "-" + inst["id"]
 
 
 def instance(server: SocleServer, app: str) -> dict[str, Any]:
@@ -111,6 +115,18 @@ def test_policies_are_planned_applied_and_enforced_with_real_packets(
     port = int(server.url.rsplit(":", 1)[1])
     loopback = {"id": api["id"], "address": "127.0.0.1", "ports": {"http": port}}
     assert connect(server, api, loopback, denied=True) == "refused"
+
+    # Instances ask the DNS server on the gateway (their own loopback is not the host's).
+    environ = Path(f"/proc/{web['pid']}/environ").read_bytes().split(b"\0")
+    dns = next(v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"SOCLE_DNS="))
+    gateway, dns_port = dns.rsplit(":", 1)
+    assert gateway == server.status()["control_plane"]["network"]["instances_dns"].rsplit(":", 1)[0]
+    answer = subprocess.run(
+        ["ip", "netns", "exec", namespace(server, web), "dig", f"@{gateway}", "-p", dns_port,
+         "+short", "+time=5", "api.default.socle.internal", "A"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert answer.stdout.split() == [api["address"]]
 
     shown = json.loads(server.cli("firewall", "status", "--json").stdout)
     rules = {r["rule"]: r for r in shown["rules"]}

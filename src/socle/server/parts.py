@@ -112,6 +112,10 @@ class Plane:
     firewall: Firewall | None = None
     network_isolation: tuple[bool, str] = (False, "the runtime has not started")
     """Whether instances run in their own network namespaces, and why not."""
+    bridge_gateway: str | None = None
+    """The Socle bridge's address (instances' gateway) when instances are isolated."""
+    bridge_dns: str | None = None
+    """Where instances reach the DNS server (``GATEWAY:PORT``) when they are isolated."""
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
     consul_address: str | None = None
@@ -157,6 +161,7 @@ class Plane:
             "network": {
                 "consul": self.consul_address,
                 "dns": self.dns_address,
+                "instances_dns": self.bridge_dns,
                 "firewall": None
                 if self.firewall is None
                 else {
@@ -310,6 +315,7 @@ class RuntimeComponent:
         settings = self._plane.settings
         network, why = instance_network(settings)
         self._plane.network_isolation = (network is not None, why)
+        self._plane.bridge_gateway = str(network.gateway) if network is not None else None
         if network is None:
             log.warning("instances share the host's network: %s", why)
         driver = LocalDriver(
@@ -483,7 +489,9 @@ class EngineComponent:
             cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
-            instance_env={"SOCLE_DNS": plane.dns_address} if plane.dns_address else None,
+            instance_env=(
+                {"SOCLE_DNS": plane.bridge_dns or plane.dns_address} if plane.dns_address else None
+            ),
             externals=plane.network.externals if plane.network is not None else None,
             events=plane.metrics,
             templates=templates,
@@ -523,6 +531,7 @@ class NetworkComponent:
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
         self._dns: DnsServer | None = None
+        self._bridge_dns: DnsServer | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -544,7 +553,24 @@ class NetworkComponent:
         except BaseException:
             await network.stop()
             raise
+        bridge_server: DnsServer | None = None
+        if plane.bridge_gateway is not None:
+            # Isolated instances have their own loopback: they ask the gateway instead.
+            bridge_server = DnsServer(network.registry, plane.bridge_gateway, server.address[1])
+            try:
+                await bridge_server.start()
+            except OSError as exc:
+                await server.stop()
+                await network.stop()
+                raise ConfigError(
+                    f"cannot serve DNS to instances on {plane.bridge_gateway}:"
+                    f"{server.address[1]}: {exc.strerror or exc}",
+                    hint="another program uses that port on the Socle bridge; set "
+                    "SOCLE_DNS_LISTEN to another port",
+                ) from exc
+            plane.bridge_dns = host_port(*bridge_server.address)
         self._dns = server
+        self._bridge_dns = bridge_server
         plane.network = network
         plane.dns_address = host_port(*server.address)
         log.warning("service-discovery DNS listening on %s (udp and tcp)", plane.dns_address)
@@ -552,11 +578,22 @@ class NetworkComponent:
     async def stop(self) -> None:
         network, self._plane.network = self._plane.network, None
         dns_server, self._dns = self._dns, None
-        self._plane.dns_address = None
+        bridge_server, self._bridge_dns = self._bridge_dns, None
+        self._plane.dns_address = self._plane.bridge_dns = None
         if dns_server is not None:
             await dns_server.stop()
+        if bridge_server is not None:
+            await bridge_server.stop()
         if network is not None:
             await network.stop()
+
+
+def _bridge_services(bridge_dns: str | None) -> tuple[tuple[str, str, int], ...]:
+    """What instances may always reach on the host: the DNS server on the gateway."""
+    if bridge_dns is None:
+        return ()
+    host, port = parse_listen(bridge_dns)
+    return (("udp", host, port), ("tcp", host, port))
 
 
 class FirewallComponent:
@@ -576,7 +613,11 @@ class FirewallComponent:
         enforcement = decide_enforcement(settings.firewall, isolated=isolated, why=why)
         firewall = Firewall(
             need(plane.driver, "runtime"),
-            FirewallConfig(bridge=settings.network_bridge, isolate=enforcement.isolated),
+            FirewallConfig(
+                bridge=settings.network_bridge,
+                isolate=enforcement.isolated,
+                host_services=_bridge_services(plane.bridge_dns),
+            ),
             enforcement,
             nft=Nft(netns=settings.firewall_netns),
             tasks=plane.monitor,

@@ -57,6 +57,9 @@ class FirewallConfig:
     isolate: bool = True
     """Instances live in their own network namespaces on ``bridge``: emit the forward and
     instance rules (without it only host policies mean anything)."""
+    host_services: tuple[tuple[str, str, int], ...] = ()
+    """``(protocol, address, port)`` on the host every instance may reach (the DNS server
+    on the gateway)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,17 @@ def compile_ruleset(
                     readable + " (IPv6)",
                 )
     if config.isolate:
+        for proto, address, port in config.host_services:
+            ip = _ip(address)
+            if ip is None or ip.version != 4 or proto not in ("tcp", "udp"):
+                continue
+            script.rule(
+                "input",
+                f"iifname {bridge} ip daddr {ip} {proto} dport {int(port)} counter accept",
+                f"socle:host-service-{proto}-{int(port)}",
+                "",
+                f"allow instances to {proto} {ip}:{int(port)} (Socle's DNS)",
+            )
         script.rule(
             "input",
             f"iifname {bridge} counter drop",
