@@ -91,7 +91,7 @@ def test_failed_background_task_shows_in_status(
     names = [c["name"] for c in before["components"]]
     assert names == [
         "store", "leader-lease", "secrets", "runtime", "logs", "volumes", "network",
-        "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
+        "firewall", "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
         "alertmanager",
         "prometheus",
     ]  # fmt: skip
