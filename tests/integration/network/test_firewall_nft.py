@@ -312,3 +312,13 @@ async def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
+
+
+def test_an_instance_not_compiled_in_yet_is_closed_to_its_peers(lab: Lab) -> None:
+    lab.serve(lab.ns("c"), "127.0.0.1", HTTP)
+    known = [m for m in members(lab) if m.app != "c"]  # c started after the last load
+    lab.nft.load_sync(compile_ruleset({}, known, FirewallConfig()).script)
+    assert lab.connect(lab.ns("a"), lab.addresses["c"], HTTP, denied=True) == "timeout"
+    assert lab.connect(lab.host, lab.addresses["c"], HTTP) == "ok"  # health checks pass
+    lab.nft.load_sync(compile_ruleset({}, members(lab), FirewallConfig()).script)
+    assert lab.connect(lab.ns("a"), lab.addresses["c"], HTTP) == "ok"

@@ -18,8 +18,9 @@ Layout of the table (instances on the bridge ``config.bridge``, see docs/network
     no ingress from outside); traffic between instances jumps to ``to_instances``.
 ``to_instances``
     established traffic accepted; each policy's chain for the instances it selects (only
-    ``accept`` rules, so several policies selecting one app allow the union); then every
-    instance selected by at least one policy dropped (default deny); the others accepted.
+    ``accept`` rules, so several policies selecting one app allow the union); then the
+    known instances no policy selects accepted; everything else dropped (default deny, and
+    fail-closed: an instance not compiled in yet is not reachable from its peers).
 
 No manifest text is ever written into the script except validated names inside comments
 (``NAME_RE``: lowercase letters, digits, ``-``); label values are only compared here, in
@@ -333,13 +334,24 @@ def _instance_rules(
                 name,
                 readable,
             )
-    every = script.set("ipv4_addr", sorted(isolated))
+    # Fail closed: only instances the compiler knows and no policy selects are open. A new
+    # instance is unreachable from its peers until the next load has placed it (the host
+    # still reaches it: ingress and health checks do not cross the forward hook).
+    unselected = {a for m in members if (a := _v4(m)) is not None} - isolated
+    open_ = script.set("ipv4_addr", sorted(unselected))
     script.rule(
         "to_instances",
-        f"ip daddr @{every} counter drop",
+        f"ip daddr @{open_} accept",
+        "socle:unselected",
+        "",
+        "allow ingress to instances no policy selects",
+    )
+    script.rule(
+        "to_instances",
+        "counter drop",
         "socle:default-deny",
         "",
-        "deny other ingress to instances selected by a policy",
+        "deny other ingress to instances (selected by a policy, or not placed yet)",
     )
 
 
