@@ -175,7 +175,21 @@ def _v4(member: Member) -> str | None:
     return str(ip) if ip is not None and ip.version == 4 else None
 
 
-def _sources(rule: IngressRule, members: Sequence[Member]) -> tuple[list[str], list[str]] | None:
+class _Members:
+    """The members, indexed by app: a selector naming an app looks at that app's instances
+    only, so compiling grows with policies + instances, not their product."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.all = list(members)
+        self.by_app: dict[str, list[Member]] = {}
+        for member in self.all:
+            self.by_app.setdefault(member.app, []).append(member)
+
+    def candidates(self, app: str | None) -> list[Member]:
+        return self.all if app is None else self.by_app.get(app, [])
+
+
+def _sources(rule: IngressRule, members: _Members) -> tuple[list[str], list[str]] | None:
     """``(ipv4, ipv6)`` source elements of ``rule``, None when it allows any source."""
     if rule.from_ is None:
         return None
@@ -186,7 +200,7 @@ def _sources(rule: IngressRule, members: Sequence[Member]) -> tuple[list[str], l
             network = ipaddress.ip_network(peer.cidr)
             (v4 if network.version == 4 else v6).append(str(network))
             continue
-        for member in members:
+        for member in members.candidates(peer.app):
             if peer_matches(peer, member):
                 ip = _ip(member.address)
                 if ip is not None:
@@ -200,6 +214,7 @@ def compile_ruleset(
     config: FirewallConfig,
 ) -> Ruleset:
     """The whole ``inet socle`` table for these policies (by name) and instances."""
+    indexed = _Members(members)
     script = _Script()
     bridge = _quote(config.bridge)
     names = sorted(policies)
@@ -219,7 +234,7 @@ def compile_ruleset(
             match_ports = f"{rule.protocol} dport {{ {', '.join(map(str, ports))} }}"
             readable = rule_text(spec, rule)
             comment = f"{name}#{index}"
-            sources = _sources(rule, members)
+            sources = _sources(rule, indexed)
             if sources is None:
                 script.rule("input", f"{match_ports} counter accept", comment, name, readable)
                 continue
@@ -268,7 +283,7 @@ def compile_ruleset(
             )
 
     if config.isolate:
-        _instance_rules(script, policies, names, members, bridge)
+        _instance_rules(script, policies, names, indexed, bridge)
     return Ruleset(script.render(), script.rules)
 
 
@@ -276,7 +291,7 @@ def _instance_rules(
     script: _Script,
     policies: Mapping[str, NetworkPolicySpec],
     names: list[str],
-    members: Sequence[Member],
+    members: _Members,
     bridge: str,
 ) -> None:
     script.chain("forward", "type filter hook forward priority filter; policy accept;")
@@ -301,7 +316,11 @@ def _instance_rules(
         spec = policies[name]
         if spec.host:
             continue
-        selected = [(m, a) for m in members if selects(spec, m) and (a := _v4(m)) is not None]
+        selected = [
+            (m, a)
+            for m in members.candidates(spec.app)
+            if selects(spec, m) and (a := _v4(m)) is not None
+        ]
         addresses = [a for _, a in selected]
         isolated.update(addresses)
         chain = f"p{number}"
@@ -337,7 +356,7 @@ def _instance_rules(
     # Fail closed: only instances the compiler knows and no policy selects are open. A new
     # instance is unreachable from its peers until the next load has placed it (the host
     # still reaches it: ingress and health checks do not cross the forward hook).
-    unselected = {a for m in members if (a := _v4(m)) is not None} - isolated
+    unselected = {a for m in members.all if (a := _v4(m)) is not None} - isolated
     open_ = script.set("ipv4_addr", sorted(unselected))
     script.rule(
         "to_instances",

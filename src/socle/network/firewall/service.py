@@ -147,7 +147,10 @@ class Firewall:
     async def apply(self) -> bool:
         """Compile and, if the table changed, load it. True when a load happened."""
         self._dirty.clear()
-        ruleset = self.compile()
+        # Pure but not free (about 0.1 s for 600 instances and 200 policies): off the loop.
+        self._members = members_of(self.runtime.instances())
+        policies = dict(self.policies)
+        ruleset = await asyncio.to_thread(compile_ruleset, policies, self._members, self.config)
         self._ruleset = ruleset
         if not self.enforcement.enforced:
             return False

@@ -158,9 +158,12 @@ class BridgeNetwork:
 
     # -- addresses: claimed machine-wide, so two control planes never share one ----------
 
+    claims_root: Path = CLAIMS
+    """Where address claims live (tests point it at a temporary folder)."""
+
     @property
     def claims(self) -> Path:
-        return CLAIMS / f"{self.host_netns or 'host'}-{self.bridge}"
+        return self.claims_root / f"{self.host_netns or 'host'}-{self.bridge}"
 
     def claim(self, instance_id: str, prefer: str | None = None) -> ipaddress.IPv4Address:
         """An address of the range for this instance: ``prefer`` (its earlier one) if still
