@@ -506,6 +506,8 @@ class EngineComponent:
             raise
         self._releases = releases
         plane.engine = engine
+        if plane.firewall is not None:
+            await plane.firewall.release()
 
     async def stop(self) -> None:
         engine, self._plane.engine = self._plane.engine, None

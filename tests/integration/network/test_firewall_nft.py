@@ -285,6 +285,8 @@ def test_the_firewall_follows_policies_and_instances(lab: Lab) -> None:
     async def scenario() -> None:
         await firewall.start()
         try:
+            assert firewall.loads == 0  # held until the engine handed the stored policies
+            await firewall.release()
             # No policy yet, but instances are on the bridge: the base rules load.
             assert firewall.loads == 1 and "socle:no-egress" in lab.table()
             firewall.set("b-in", B_FROM_A_HTTP["b-in"])

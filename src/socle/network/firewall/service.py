@@ -107,6 +107,10 @@ class Firewall:
         self.loaded_at: float | None = None
         self.loads = 0
         self._members: list[Member] = []
+        self._held = True
+        """Nothing is loaded until :meth:`release`: at a restart the engine hands the stored
+        policies over after the firewall started, and loading before that would replace
+        the kept ruleset with one that has no policy (open, for a moment)."""
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -120,6 +124,14 @@ class Firewall:
 
     def _on_status(self, _: InstanceStatus) -> None:
         self._dirty.set()
+
+    async def release(self) -> None:
+        """Every stored policy has been handed over: load now, and from now on."""
+        self._held = False
+        try:
+            await self.apply()
+        except FirewallError as exc:  # the previous ruleset stays; status shows why
+            self._monitor.report("firewall/apply", exc)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -152,7 +164,7 @@ class Firewall:
         policies = dict(self.policies)
         ruleset = await asyncio.to_thread(compile_ruleset, policies, self._members, self.config)
         self._ruleset = ruleset
-        if not self.enforcement.enforced:
+        if not self.enforcement.enforced or self._held:
             return False
         if not self.policies and self._loaded is None and not self.enforcement.isolated:
             # Nothing declared, nothing of ours loaded, and no instance on the bridge to
