@@ -167,10 +167,13 @@ def test_policies_are_planned_applied_and_enforced_with_real_packets(
 def test_namespaces_are_readopted_after_a_restart_and_strays_are_removed(
     server: SocleServer, tmp_path: Path
 ) -> None:
-    repo = write_repo(tmp_path / "repo", {"web": {}})
+    repo = write_repo(tmp_path / "repo", {"web": {}, "peer": {}})
+    write_policies(repo, policy("web-closed", {"app": "web", "ingress": []}))
     server.cli("apply", str(repo), "--yes", timeout=300)
     wait_for(lambda: server.app("web")["ready"] == 1, 60, "web ready")
+    wait_for(lambda: server.app("peer")["ready"] == 1, 60, "peer ready")
     before = instance(server, "web")
+    assert connect(server, instance(server, "peer"), before, denied=True) == "timeout"
     prefix = "socle-" + hashlib.sha256(str(server.home).encode()).hexdigest()[:6] + "-"
     assert prefix + before["id"] in os.listdir("/run/netns")
     # A namespace of this home that no instance record names (a control plane killed right
@@ -186,3 +189,6 @@ def test_namespaces_are_readopted_after_a_restart_and_strays_are_removed(
     assert prefix + before["id"] in names and prefix + "stray-0" not in names
     probe = {"id": before["id"], "address": "127.0.0.1", "ports": after["ports"]}
     assert connect(server, after, probe) == "ok"  # the app still answers in its namespace
+    assert connect(server, instance(server, "peer"), after, denied=True) == "timeout"
+    shown = json.loads(server.cli("firewall", "status", "--json").stdout)
+    assert shown["loaded"] and list(shown["policies"]) == ["web-closed"]
