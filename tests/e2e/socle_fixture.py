@@ -207,6 +207,10 @@ class SocleServer:
             for name in os.listdir("/run/netns"):
                 if name.startswith(prefix_ns):
                     subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        for claim in Path("/run/socle/addresses").glob("*/*"):
+            with contextlib.suppress(OSError):
+                if claim.read_text().startswith(prefix_ns):
+                    claim.unlink()
         # Instances' scratch spaces (and rendered templates) are tmpfs mounts; a killed
         # control plane leaves them.
         prefixes = (f"{self.home}/run/scratch/", f"{self.home}/templates")

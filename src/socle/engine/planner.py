@@ -32,7 +32,9 @@ class ObjectState(Protocol):
 
     The planner knows nothing else about kinds: equal ``digest`` means no change, else
     ``comparable()`` of both sides gives the field-level diff and :meth:`change` says how
-    the kind applies it (update in place, rolling update, replace).
+    the kind applies it (update in place, rolling update, replace). A state may also have a
+    ``create_reason`` attribute: what a plan says when the object is new (NetworkPolicy: the
+    rules it adds) instead of "new <kind>".
     """
 
     @property
