@@ -2,7 +2,7 @@
 
 Only ever ``inet socle``: the load script replaces that one table in one transaction (see
 :mod:`.compiler`), reads list only it, and :meth:`Nft.remove` deletes only it. Commands are
-argument lists; the script goes through a private temporary file (``nft -f``), never a shell.
+argument lists; the script goes to ``nft -f -`` on stdin, never through a shell.
 Optionally inside a named network namespace (``ip netns exec``), which is how tests load
 rulesets without touching the machine's own.
 """
@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +41,15 @@ class Nft:
             return base
         return [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", self.netns, *base]
 
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
-                self._argv(*args), capture_output=True, text=True, timeout=TIMEOUT, check=False
+                self._argv(*args),
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise FirewallError(
@@ -55,17 +58,12 @@ class Nft:
             ) from exc
 
     def load_sync(self, script: str, *, check_only: bool = False) -> None:
-        """``nft -f`` of ``script`` (one transaction: on error nothing changes)."""
-        fd, path = tempfile.mkstemp(prefix="socle-nft-", suffix=".nft")
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(script)
-            args = ["-c", "-f", path] if check_only else ["-f", path]
-            done = self._run(*args)
-        finally:
-            os.unlink(path)
+        """``nft -f -`` of ``script`` (one transaction: on error nothing changes). The
+        script goes through stdin: no file is left behind if we are killed meanwhile."""
+        args = ["-c", "-f", "-"] if check_only else ["-f", "-"]
+        done = self._run(*args, stdin=script)
         if done.returncode != 0:
-            detail = done.stderr.strip().replace(path, "<ruleset>")
+            detail = done.stderr.strip().replace("/dev/stdin", "<ruleset>")
             raise FirewallError(
                 f"nft refused the ruleset (the previous ruleset is still loaded): {detail[:2000]}",
                 hint="this is a bug in Socle's compiler or a kernel without nftables support",

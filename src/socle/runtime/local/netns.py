@@ -95,10 +95,17 @@ class BridgeNetwork:
     def gateway(self) -> ipaddress.IPv4Address:
         return self.network.network_address + 1
 
-    def _run(self, argv: list[str], *, what: str) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, argv: list[str], *, what: str, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         try:
             done = subprocess.run(
-                argv, capture_output=True, text=True, timeout=TIMEOUT, check=False
+                argv,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RuntimeDriverError(f"cannot {what}: {exc}") from exc
@@ -288,14 +295,9 @@ class BridgeNetwork:
         return ns
 
     def _load_local_nat(self, ns: str) -> None:
-        path = NETNS_DIR / f".{ns}.nft"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(LOCAL_NAT)
-            self._in(ns, [_tool("nft"), "-f", str(path)], what=f"load {ns}'s loopback NAT")
-        finally:
-            path.unlink(missing_ok=True)
+        # On nft's stdin: no file to leave behind if we are killed meanwhile.
+        argv = [_tool("ip"), "netns", "exec", ns, _tool("nft"), "-f", "-"]
+        self._run(argv, what=f"load {ns}'s loopback NAT", stdin=LOCAL_NAT)
 
     def delete(self, instance_id: str, *, release: bool = False) -> None:
         """Remove the namespace and the host end of its veth (absent is fine); with
