@@ -324,3 +324,20 @@ def test_an_instance_not_compiled_in_yet_is_closed_to_its_peers(lab: Lab) -> Non
     assert lab.connect(lab.host, lab.addresses["c"], HTTP) == "ok"  # health checks pass
     lab.nft.load_sync(compile_ruleset({}, members(lab), FirewallConfig()).script)
     assert lab.connect(lab.ns("a"), lab.addresses["c"], HTTP) == "ok"
+
+
+def test_a_new_instance_reusing_an_address_is_reached_at_once(lab: Lab) -> None:
+    address = ipaddress.IPv4Address(lab.addresses["c"])
+    lab.serve(lab.ns("c"), "127.0.0.1", HTTP)
+    assert lab.connect(lab.host, str(address), HTTP) == "ok"  # the host learnt c's MAC
+    old_mac = run("ip", "-n", lab.ns("c"), "-br", "link", "show", "eth0").split()[2]
+    assert old_mac in run("ip", "-n", lab.host, "neigh", "show", "to", str(address))
+    lab.net.delete("c")
+    lab.net.create("c2", address)  # a new veth (new MAC) with the same address
+    try:
+        # The host forgot the old MAC (else its packets go nowhere until the entry expires).
+        assert old_mac not in run("ip", "-n", lab.host, "neigh", "show", "to", str(address))
+        lab.serve(lab.ns("c2"), "127.0.0.1", HTTP)
+        assert lab.connect(lab.host, str(address), HTTP, denied=True) == "ok"
+    finally:
+        lab.net.delete("c2")

@@ -288,11 +288,24 @@ class BridgeNetwork:
                 what="add the default route",
             )
             self._sysctl(ns, f"net.ipv4.conf.{INNER}.route_localnet=1")
+            self.forget_neighbour(address)
             self._load_local_nat(ns)
         except BaseException:
             self.delete(instance_id)
             raise
         return ns
+
+    def forget_neighbour(self, address: ipaddress.IPv4Address) -> None:
+        """Drop the host's ARP entry for ``address``: a new instance that reuses the address
+        of a stopped one has another MAC, and the old entry would send the host's packets
+        (health checks, ingress) nowhere until it expires (tens of seconds)."""
+        ns = ["-n", self.host_netns] if self.host_netns else []
+        subprocess.run(
+            [_tool("ip"), *ns, "neigh", "flush", "to", str(address), "dev", self.bridge],
+            capture_output=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
 
     def _load_local_nat(self, ns: str) -> None:
         # On nft's stdin: no file to leave behind if we are killed meanwhile.
