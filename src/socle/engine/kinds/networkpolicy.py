@@ -110,6 +110,7 @@ class NetworkPolicyHandler:
 
     def __init__(self, deps: HandlerDeps) -> None:
         self._sink: FirewallSink | None = deps.firewall
+        self._environment = deps.environment
         self._report = deps.report
         self._targets: dict[str, tuple[PolicyState, int]] = {}
         self._states: dict[int, tuple[NetworkPolicy, PolicyState]] = {}
@@ -127,8 +128,18 @@ class NetworkPolicyHandler:
         return {}
 
     def _tell(self, name: str, state: PolicyState | None) -> None:
-        if self._sink is not None:
-            self._sink.set(name, None if state is None else state.spec)
+        if self._sink is None:
+            return
+        if state is None:
+            self._sink.set(name, None)
+            return
+        spec = state.spec
+        # Like a Kubernetes namespace: a policy that lives in an environment (a GitOps
+        # source's) and names none protects that environment's instances only.
+        own = self._environment((KIND, name)) if self._environment is not None else "default"
+        if own != "default" and not spec.get("host") and "environment" not in spec:
+            spec["environment"] = own
+        self._sink.set(name, spec)
 
     async def start(self) -> None:
         """Nothing runs; the targets were handed to the firewall by :meth:`restore`."""
