@@ -155,6 +155,10 @@ class ScopeIndex:
         for kind, name in declared:
             found = by_scope.get((env, kind, name))
             where = origins.get(f"{kind}/{name}", "")
+            reserved = _reserved(name, env, known=found is not None)
+            if reserved is not None:
+                problems.append(_problem(where, f"{kind} {name}: {reserved}"))
+                continue
             if found is not None:
                 other = self._scopes[found]
                 if other.owner != owner and other.origin != ADOPTED:
@@ -229,6 +233,27 @@ class ScopeIndex:
             await self._store.commit(ops)
             self.committed(ops)
         return len(ops)
+
+
+def _reserved(name: str, env: str, *, known: bool) -> str | None:
+    """Why ``name`` cannot be declared in ``env``, or None.
+
+    ``--`` belongs to the names Socle gives an object's copy in a second environment
+    (``api--prod``), and readers that only see instances turn an internal name back into
+    the declared one by cutting ``--<env>`` (:func:`socle.model.kinds.declared_name`). A
+    manifest naming its app ``api--prod`` in ``prod`` would therefore answer for ``api`` in
+    DNS and the service catalog (a neighbour's traffic), and one naming it ``api--prod``
+    anywhere would squat the name ``prod``'s ``api`` needs. Names already recorded keep
+    working (a home made before this rule), except the impersonating ones.
+    """
+    if name.endswith(f"{SEPARATOR}{env}"):
+        return (
+            f"a name ending in '{SEPARATOR}{env}' would read as the declared name "
+            f"{name[: -len(SEPARATOR + env)]!r} in environment {env}; rename it"
+        )
+    if SEPARATOR in name and not known:
+        return f"'{SEPARATOR}' is reserved for the names of copies in other environments; rename it"
+    return None
 
 
 def _problem(origin: str, reason: str) -> Problem:

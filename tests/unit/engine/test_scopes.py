@@ -135,3 +135,38 @@ def test_declared_name_for_readers_of_instances() -> None:
     assert declared_name("api--prod", "prod") == "api"
     assert declared_name("api", "dev") == "api"
     assert declared_name("api--prod", "dev") == "api--prod"
+
+
+async def test_a_name_with_the_separator_cannot_impersonate_or_squat(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``api--prod`` declared in prod would be ``api`` to DNS and the catalog (a neighbour's
+    traffic); declared anywhere it squats the name prod's copy of ``api`` needs."""
+    engine, parts, store = setup
+    team_a = source_owner("team-a")
+    _, first = await engine.apply(
+        write(tmp_path / "a", app("api")), None, "t", environment="prod", owner=team_a
+    )
+    from tests.unit.engine.test_engine_kinds import settle
+
+    assert first is not None and await settle(engine, parts.driver, first.number) == "succeeded"
+    before = {r.key: r.version for r in await store.scan("")}
+    impostor = write(tmp_path / "b", app("api--prod"))
+    with pytest.raises(ManifestError) as caught:
+        await engine.plan(impostor, None, environment="prod", owner=source_owner("team-b"))
+    assert "would read as the declared name 'api' in environment prod" in str(
+        caught.value.problems[0]
+    )
+    with pytest.raises(ManifestError) as caught:
+        await engine.apply(write(tmp_path / "c", app("web--staging")), None, "t")
+    assert "'--' is reserved" in str(caught.value.problems[0])
+    assert {r.key: r.version for r in await store.scan("")} == before, "nothing changed"
+    # The generated names still work: a second environment's copy of api.
+    _, rev = await engine.apply(
+        write(tmp_path / "d", app("api")), None, "t", environment="staging", owner=team_a
+    )
+    assert rev is not None and await settle(engine, parts.driver, rev.number) == "succeeded"
+    assert engine.scopes.get(("App", "api--staging")) == Scope(
+        "staging", "api", team_a, "all.yaml:1"
+    )
