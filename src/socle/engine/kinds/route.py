@@ -114,6 +114,9 @@ class RouteHandler:
     def __init__(self, deps: HandlerDeps) -> None:
         self._report = deps.report
         self._targets: dict[str, tuple[RouteState, int]] = {}
+        self._since: dict[str, int] = {}
+        """Revision at which each route first claimed its host and path (kept across
+        updates that leave them alone): the ingress's order of claims."""
         self._listeners: list[Callable[[], None]] = []
         self._cache: dict[int, tuple[Route, RouteState]] = {}
 
@@ -126,15 +129,26 @@ class RouteHandler:
             listener()
 
     def routes(self) -> dict[str, Route]:
-        """The applied routes, by name."""
-        return {name: state.route() for name, (state, _) in self._targets.items()}
+        """The applied routes, by name, the earliest applied first: the ingress gives a
+        host and path to the first Route that claims it (a later one, maybe another
+        team's, cannot take it over)."""
+        order = sorted(self._targets, key=lambda name: (self._since.get(name, 0), name))
+        return {name: self._targets[name][0].route() for name in order}
+
+    def _claimed_since(self, name: str, state: RouteState, revision: int) -> int:
+        """When ``name`` claimed its host and path: kept while they stay, else now."""
+        old = self._targets.get(name)
+        if old is not None and _claim(old[0]) == _claim(state):
+            return self._since.get(name, old[1])
+        return revision
 
     async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
-        targets = {}
+        targets, since = {}, {}
         for name, raw in records.items():
             data = json.loads(raw)
             targets[name] = (_decode(data["state"]), int(data["revision"]))
-        self._targets = targets
+            since[name] = int(data.get("since", data["revision"]))
+        self._targets, self._since = targets, since
         self._notify()
         return {}
 
@@ -184,14 +198,17 @@ class RouteHandler:
         return {}
 
     def record(self, name: str, state: ObjectState, revision: int) -> bytes:
-        data = {"state": _encode(cast(RouteState, state)), "revision": revision}
+        since = self._claimed_since(name, cast(RouteState, state), revision)
+        data = {"state": _encode(cast(RouteState, state)), "revision": revision, "since": since}
         return json.dumps(data, separators=(",", ":")).encode()
 
     async def activate(self, applied: Mapping[str, ObjectState | None], revision: int) -> set[str]:
         for name, state in applied.items():
             if state is None:
                 self._targets.pop(name, None)
+                self._since.pop(name, None)
             else:
+                self._since[name] = self._claimed_since(name, cast(RouteState, state), revision)
                 self._targets[name] = (cast(RouteState, state), revision)
         self._notify()
         return set()
@@ -220,6 +237,11 @@ class RouteHandler:
                 }
             )
         return rows
+
+
+def _claim(state: RouteState) -> tuple[str, str]:
+    spec = state.manifest["spec"]
+    return spec["host"], str(spec.get("path", "/")).rstrip("/") or "/"
 
 
 def _encode(state: RouteState) -> dict[str, Any]:

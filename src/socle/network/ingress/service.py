@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from socle.model.kinds import declared_name
 from socle.model.route import Route
 from socle.network.ingress.endpoints import Endpoint, EndpointSource
 from socle.network.ingress.nginx import IngressError, Nginx
@@ -172,7 +173,17 @@ class Ingress:
             by_app.setdefault(endpoint.app, []).append(endpoint)
         rows: list[_Row] = []
         routed: set[str] = set()
-        for name, route in sorted(self._routes().items()):
+        apps = sorted(self._apps(), key=lambda a: a.name)
+        defaults = {
+            default_host(declared_name(a.name, a.environment), a.environment): a.name
+            for a in apps
+            if a.ports
+        }
+        claims: dict[tuple[str, str], str] = {}
+        # The first claim wins: ``routes()`` lists the routes applied first first, so a
+        # Route applied later (maybe by another team) never takes a host and path that
+        # already answer, and never makes the whole configuration fail nginx's check.
+        for name, route in self._routes().items():
             spec = route.spec
             target = spec.target
             app = target.name if target is not None else ""
@@ -182,7 +193,8 @@ class Ingress:
             servers = tuple(
                 Server(e.address, e.ports[port]) for e in by_app.get(app, []) if port in e.ports
             )
-            extras = await self._extras(route)
+            conflict = _conflict(name, route, claims, defaults)
+            extras = Extras(error=conflict) if conflict else await self._extras(route)
             row = _Row(name, "Route", spec.host, spec.path, app, port, None, extras.error)
             row.certificate = extras.certificate
             row.upstreams = _upstreams(by_app.get(app, []), port)
@@ -212,11 +224,12 @@ class Ingress:
                     load_balancing=spec.load_balancing,
                 )
             rows.append(row)
-        for entry in sorted(self._apps(), key=lambda a: a.name):
+        rows.sort(key=lambda r: r.name)
+        for entry in apps:
             if entry.name in routed or not entry.ports:
                 continue
             port = entry.ports[0]
-            host = default_host(entry.name, entry.environment)
+            host = default_host(declared_name(entry.name, entry.environment), entry.environment)
             mine = by_app.get(entry.name, [])
             servers = tuple(Server(e.address, e.ports[port]) for e in mine if port in e.ports)
             conf = RouteConf(name=f"default-{entry.name}", host=host, servers=servers)
@@ -315,7 +328,25 @@ class Ingress:
 
 
 def default_host(app: str, environment: str) -> str:
+    """The default route's host of ``app`` (its declared name) in ``environment``."""
     return f"{app}.{environment}.localhost"
+
+
+def _conflict(
+    name: str, route: Route, claims: dict[tuple[str, str], str], defaults: Mapping[str, str]
+) -> str | None:
+    """Why ``route`` may not answer (its host and path already do), or None after claiming
+    them. An app's default host belongs to that app: only a Route to it may use it."""
+    spec = route.spec
+    owner = defaults.get(spec.host)
+    target = spec.target.app if spec.target is not None else None
+    if owner is not None and target != owner:
+        return f"host {spec.host} is the default host of app {owner}; not routed"
+    key = (spec.host, spec.path.rstrip("/") or "/")
+    first = claims.setdefault(key, name)
+    if first != name:
+        return f"host {spec.host} path {spec.path} is already routed by Route/{first}; not routed"
+    return None
 
 
 def _upstreams(endpoints: list[Endpoint], port: str) -> list[dict[str, Any]]:

@@ -282,3 +282,51 @@ async def test_limits_and_compression_on_real_nginx(
         assert harness.get("big.test").headers["x-frame-options"] == "SAMEORIGIN"
     finally:
         await ingress.stop(stop_nginx=True)
+
+
+async def test_a_later_route_never_takes_a_claimed_host_or_breaks_nginx(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    """Two Routes on one host and path (two teams, two environments) or a Route on another
+    app's default host used to render duplicate locations: nginx refused the whole
+    configuration and every route froze. Now the first claim answers, the later one shows
+    why it does not."""
+    one, two = backends
+    evil = Backend("evil")
+    try:
+        harness.apps = [
+            AppPorts("web", "dev", ("http",)),
+            AppPorts("api--prod", "prod", ("http",)),
+        ]
+        harness.routes = {
+            "shop": route("shop", host="shop.test", target={"app": "shop", "port": "http"}),
+            "steal": route(
+                "steal", host="shop.test", path="/", target={"app": "evil", "port": "http"}
+            ),
+            "hijack": route(
+                "hijack", host="web.dev.localhost", target={"app": "evil", "port": "http"}
+            ),
+        }
+        harness.endpoints.set(
+            one.endpoint("shop", "shop-0"),
+            two.endpoint("web", "web-0"),
+            evil.endpoint("evil", "evil-0"),
+            two.endpoint("api--prod", "api-0"),
+        )
+        ingress = harness.ingress()
+        await ingress.start()
+        try:
+            assert ingress.error is None
+            assert harness.get("shop.test").text == "one"
+            assert harness.get("web.dev.localhost").text == "two"
+            # A second environment's copy answers on its declared name (APP.ENV.localhost).
+            assert harness.get("api.prod.localhost").text == "two"
+            rows = {r["name"]: r for r in ingress.view()["routes"]}
+            assert "already routed by Route/shop" in rows["steal"]["error"]
+            assert "default host of app web" in rows["hijack"]["error"]
+            assert rows["shop"]["error"] is None
+        finally:
+            await ingress.stop(stop_nginx=True)
+    finally:
+        evil.server.shutdown()
+        evil.server.server_close()
