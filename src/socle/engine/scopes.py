@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -233,6 +233,81 @@ class ScopeIndex:
             await self._store.commit(ops)
             self.committed(ops)
         return len(ops)
+
+
+@runtime_checkable
+class Claiming(Protocol):
+    """An object state that holds something no other owner may hold at the same time (a
+    Route's host): whoever holds it first keeps it."""
+
+    def claims(self) -> Sequence[str]:
+        """Readable claims, e.g. ``"host shop.example.com"``."""
+        ...
+
+
+def check_claims(
+    states: Mapping[ObjectRef, object],
+    current: Mapping[ObjectRef, object],
+    scopes: ScopeIndex,
+    owner: str,
+    env: str,
+    origins: Mapping[str, str],
+) -> list[Problem]:
+    """Problems for each claim in ``states`` (one owner's declared objects in ``env``) that
+    an object of another owner or environment already holds.
+
+    Without this, a second team's Route (or the same folder applied to a second
+    environment without its own host) adds ``/admin`` to a host a first team serves, and
+    the ingress would send that team's users and their credentials to it.
+    """
+    wanted = {ref: state.claims() for ref, state in states.items() if isinstance(state, Claiming)}
+    kinds = {ref[0] for ref in wanted}
+    held: dict[str, tuple[ObjectRef, Scope]] = {}
+    for ref in sorted(r for r in current if r[0] in kinds and r not in states):
+        state = current[ref]
+        if not isinstance(state, Claiming):
+            continue
+        scope = scopes.get(ref)
+        if scope is None or (scope.owner, scope.env) == (owner, env):
+            continue
+        for claim in state.claims():
+            held.setdefault(claim, (ref, scope))
+    problems: list[Problem] = []
+    for ref, claims in sorted(wanted.items()):
+        for claim in claims:
+            found = next((held[c] for c in held if _overlap(claim, c)), None)
+            if found is None:
+                continue
+            other, scope = found
+            problems.append(
+                _problem(
+                    origins.get(f"{ref[0]}/{ref[1]}", ""),
+                    f"{ref[0]} {ref[1]}: {claim} is already held by {other[0]} {scope.name} "
+                    f"of {scope.owner or '?'} in environment {scope.env}; "
+                    f"one owner per {claim.split()[0]}",
+                )
+            )
+    return problems
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether two claims overlap: equal, or a wildcard ``*.`` name covering the other
+    (``host *.shop.test`` and ``host admin.shop.test``: nginx prefers the exact name, so
+    the second would take traffic the first served)."""
+    if a == b:
+        return True
+    return _covers(a, b) or _covers(b, a)
+
+
+def _covers(wild: str, other: str) -> bool:
+    kind, _, name = wild.partition(" ")
+    other_kind, _, other_name = other.partition(" ")
+    return (
+        kind == other_kind
+        and name.startswith("*.")
+        and other_name.endswith(name[1:])
+        and not other_name.startswith("*.")
+    )
 
 
 def _reserved(name: str, env: str, *, known: bool) -> str | None:

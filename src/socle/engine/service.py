@@ -39,10 +39,17 @@ from socle.engine.migrate import migrate
 from socle.engine.planner import Action, ObjectState, Plan, plan
 from socle.engine.releases import ReleaseStore
 from socle.engine.revisions import Revision, RevisionLog
-from socle.engine.scopes import DEFAULT_ENV, Scope, ScopeIndex, path_owner, rename
+from socle.engine.scopes import (
+    DEFAULT_ENV,
+    Scope,
+    ScopeIndex,
+    check_claims,
+    path_owner,
+    rename,
+)
 from socle.engine.secret_refs import SecretReader
 from socle.engine.targets import TargetRecords
-from socle.errors import ConflictError, NotFoundError, SocleError
+from socle.errors import ConflictError, ManifestError, NotFoundError, SocleError
 from socle.model.cache import ManifestCache
 from socle.model.kinds import ObjectRef, format_reference, parse_reference
 from socle.model.loader import LoadedManifests, load
@@ -349,6 +356,15 @@ class Engine:
         for kind, handler in self.handlers.items():
             for name, state in (await handler.desired(loaded)).items():
                 states[(kind, name)] = state
+        problems = check_claims(
+            states, self._current(), self.scopes, owner, environment, loaded.origins
+        )
+        if problems:
+            raise ManifestError(
+                problems,
+                hint="use a host of your own (an overlay can change it per environment); "
+                "nothing was changed",
+            )
         if not prune:
             # Objects that left the source are kept as they are (reported, not deleted).
             current = self._current()

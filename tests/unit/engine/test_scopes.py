@@ -170,3 +170,49 @@ async def test_a_name_with_the_separator_cannot_impersonate_or_squat(
     assert engine.scopes.get(("App", "api--staging")) == Scope(
         "staging", "api", team_a, "all.yaml:1"
     )
+
+
+def route(name: str, host: str, target: str, path: str = "/") -> str:
+    return (
+        f"apiVersion: socle/v1\nkind: Route\nmetadata: {{name: {name}}}\n"
+        f"spec: {{host: {host!r}, path: {path}, target: {{app: {target}, port: http}}}}\n"
+    )
+
+
+async def test_a_host_has_one_owner(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Another team's Route may not add a path to a host a first team serves, nor take a
+    name under its wildcard; the same folder in a second environment needs its own host."""
+    engine, parts, store = setup
+    port = "ports: [{name: http}]\n"
+    team_a = write(
+        tmp_path / "a",
+        app("shop", port),
+        route("shop", "shop.test", "shop"),
+        route("docs", "*.docs.test", "shop"),
+    )
+    the_plan, status = await apply(engine, parts, team_a)
+    assert status == "succeeded"
+    before = {r.key: r.version for r in await store.scan("")}
+    for host in ("shop.test", "admin.docs.test"):
+        thief = write(
+            tmp_path / "b", app("evil", port), route("admin", host, "evil", path="/admin")
+        )
+        with pytest.raises(ManifestError) as caught:
+            await engine.plan(thief, None)
+        text = str(caught.value.problems[0])
+        assert "all.yaml" in text and f"host {host} is already held by Route" in text
+        assert f"path:{team_a.resolve()}" in text
+    with pytest.raises(ManifestError, match="environment default"):
+        await engine.plan(team_a, None, environment="prod")
+    assert {r.key: r.version for r in await store.scan("")} == before, "nothing changed"
+    # The owner itself edits its routes freely; another host is anyone's.
+    _, the_plan = await engine.plan(
+        write(team_a, app("shop", port), route("shop", "shop.test", "shop", path="/v2")), None
+    )
+    assert labels(the_plan) == ["update Route/shop", "delete Route/docs"]
+    other = write(tmp_path / "c", app("evil", port), route("admin", "evil.test", "evil"))
+    _, the_plan = await engine.plan(other, None)
+    assert sorted(labels(the_plan)) == ["create Route/admin", "create evil"]

@@ -56,6 +56,11 @@ class RouteState:
     def change(self, old: Any) -> tuple[Action, str]:
         return Action.UPDATE, "ingress reloaded (no app restarts)"
 
+    def claims(self) -> list[str]:
+        """A host has one owner: another team's Route may not add paths to it (see
+        :func:`socle.engine.scopes.check_claims`)."""
+        return [f"host {self.manifest['spec']['host']}"]
+
 
 def _problem(loaded: LoadedManifests, name: str, path: str, reason: str) -> Problem:
     origin = loaded.origins.get(f"{KIND}/{name}", "")
