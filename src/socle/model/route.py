@@ -95,6 +95,11 @@ class AcmeSpec(Spec):
     def _directory(cls, value: str) -> str:
         if not URL_RE.fullmatch(value):
             raise ValueError(f"directory {value!r} is not a plain http(s) URL")
+        if not value.startswith("https://"):
+            # The control plane fetches this URL and posts to the ones it lists: plain
+            # http would let a manifest aim it at metadata services and loopback APIs
+            # (and expose the orders on the wire).
+            raise ValueError(f"directory {value!r} must be an https URL")
         return value
 
     @field_validator("email")

@@ -70,6 +70,7 @@ def test_defaults_and_full_spec() -> None:
         ({"tls": {"issuer": "pki/sign/web"}}, "PKI issuing path"),
         ({"tls": {"secret": "../sys/x"}}, "invalid secrets path"),
         ({"tls": {"acme": {"directory": "file:///etc/passwd"}}}, "plain http(s) URL"),
+        ({"tls": {"acme": {"directory": "http://169.254.169.254/dir"}}}, "must be an https URL"),
         ({"loadBalancing": "random"}, "loadBalancing"),
         ({"rateLimit": {"requestsPerSecond": 0}}, "greater than or equal"),
         ({"timeouts": {"read": "0s"}}, "greater than"),

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -44,6 +45,8 @@ log = logging.getLogger("socle.ingress")
 POLL_SECONDS = 0.5
 ORDER_TIMEOUT = 120.0
 RETRY_SECONDS = 30.0
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
+"""An HTTP-01 token: base64url only (it becomes a file name the ingress serves)."""
 
 
 class AcmeError(SocleError):
@@ -68,14 +71,15 @@ class AcmeClient:
         *,
         email: str | None = None,
         verify: str | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.directory_url = directory
+        self.directory_url = _https(directory)
         self.key = key
         self.email = email
         context: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
-        self._http = httpx.AsyncClient(verify=context, timeout=30)
+        self._http = httpx.AsyncClient(verify=context, timeout=30, transport=transport)
         self._directory: dict[str, Any] = {}
         self._nonce: str | None = None
         self.kid: str | None = None
@@ -101,7 +105,7 @@ class AcmeClient:
         return self._directory
 
     async def _new_nonce(self) -> str:
-        url = str((await self._get_directory())["newNonce"])
+        url = _https((await self._get_directory())["newNonce"])
         response = await self._http.head(url)
         nonce = response.headers.get("Replay-Nonce")
         if not nonce:
@@ -123,6 +127,7 @@ class AcmeClient:
 
     async def post(self, url: str, payload: Any, *, accept: str | None = None) -> httpx.Response:
         """A signed POST (``payload`` None: POST-as-GET); retried once on a bad nonce."""
+        url = _https(url)
         for attempt in range(2):
             nonce = self._nonce or await self._new_nonce()
             self._nonce = None
@@ -209,6 +214,19 @@ class AcmeClient:
             order["certificate"], None, accept="application/pem-certificate-chain"
         )
         return response.text
+
+
+def _https(url: object) -> str:
+    """``url`` if it is an https URL. Every URL the client follows comes from the ACME
+    server (directory, ``Location``, order fields); a hostile server listing
+    ``http://169.254.169.254/...`` or a loopback API would make the control plane send
+    requests there and show their answers in the route's error."""
+    if not isinstance(url, str) or not url.startswith("https://") or len(url) > 2048:
+        raise AcmeError(
+            f"the ACME server sent a URL that is not https: {str(url)[:100]!r}",
+            hint="ACME directories and every URL they list must be https",
+        )
+    return url
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
@@ -346,7 +364,7 @@ class AcmeCertificates:
             path.mkdir(mode=0o700, exist_ok=True)
             if self._owner is not None:
                 os.chown(path, self._owner, -1, follow_symlinks=False)
-        if not token.replace("-", "").replace("_", "").isalnum():
+        if not _TOKEN_RE.fullmatch(token):
             raise AcmeError("the ACME server sent a token that is not base64url")
         target = folder / token
         write_private(target, content)
@@ -354,6 +372,8 @@ class AcmeCertificates:
             os.chown(target, self._owner, -1, follow_symlinks=False)
 
     def _withdraw(self, token: str) -> None:
+        if not _TOKEN_RE.fullmatch(token):
+            return  # never published (see _publish)
         (self._challenges / ".well-known" / "acme-challenge" / token).unlink(missing_ok=True)
 
     async def close(self) -> None:
