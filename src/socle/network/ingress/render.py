@@ -325,13 +325,12 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
     lines += ["        location / {", "            return 404;", "        }", "    }"]
     tls_hosts = {r.host: r.tls for r in routes if r.tls is not None}
     if tls_hosts:
-        first = next(iter(sorted(tls_hosts.items())))[1]
-        assert first is not None
+        # An unknown (or missing) SNI name gets no certificate at all: answering it with
+        # one host's certificate would tell any scanner the names another team serves.
         lines += [
             "    server {",
             f"        listen {_addr(*listen.https)} ssl default_server;",
-            f"        ssl_certificate {quote(str(first.cert))};",
-            f"        ssl_certificate_key {quote(str(first.key))};",
+            "        ssl_reject_handshake on;",
             "        return 404;",
             "    }",
         ]

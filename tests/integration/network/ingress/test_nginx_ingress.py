@@ -330,3 +330,88 @@ async def test_a_later_route_never_takes_a_claimed_host_or_breaks_nginx(
     finally:
         evil.server.shutdown()
         evil.server.server_close()
+
+
+async def test_an_unknown_sni_name_gets_no_certificate(
+    harness: Harness, backends: list[Backend], tmp_path: Path
+) -> None:
+    """The default HTTPS server used to answer any name with the first TLS host's
+    certificate (telling scanners which hosts the teams serve); it now refuses the
+    handshake, while the route's own name still gets its certificate."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from socle.network.ingress import Extras
+    from socle.network.ingress.render import TlsFiles
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secret-shop.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("secret-shop.test")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    files = TlsFiles(tmp_path / "shop.crt", tmp_path / "shop.key")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+    async def extras(route: Route) -> Extras:
+        return Extras(tls=files)
+
+    harness.routes = {
+        "shop": route(
+            "shop",
+            host="secret-shop.test",
+            target={"app": "shop", "port": "http"},
+            tls={"secret": "kv/shop"},
+        )
+    }
+    harness.endpoints.set(backends[0].endpoint("shop", "shop-0"))
+    ingress = Ingress(
+        Nginx(harness.prefix, temp=harness.temp),
+        harness.listen,
+        harness.endpoints,
+        routes=lambda: dict(harness.routes),
+        apps=lambda: [],
+        extras=extras,
+    )
+    await ingress.start()
+    try:
+        assert ingress.error is None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        def peer(sni: str | None) -> bytes | None:
+            port = harness.listen.https[1]
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=sni) as tls,
+            ):
+                return tls.getpeercert(binary_form=True)
+
+        served = await asyncio.to_thread(peer, "secret-shop.test")
+        assert served == cert.public_bytes(serialization.Encoding.DER)
+        for sni in ("scanner.test", None):
+            with pytest.raises(ssl.SSLError):
+                await asyncio.to_thread(peer, sni)
+    finally:
+        await ingress.stop(stop_nginx=True)

@@ -114,6 +114,8 @@ def test_tls_route_has_hsts_and_a_plain_http_redirect() -> None:
         [RouteConf("web", "a.test", servers=(S1,), tls=tls, https_redirect=False)], LISTEN
     )
     assert "return 308" not in no_redirect
+    default = block(text, "    server {\n        listen 127.0.0.1:8443 ssl default_server;")
+    assert "ssl_reject_handshake on;" in default and "ssl_certificate" not in default
 
 
 def test_redirect_route() -> None:
