@@ -776,8 +776,13 @@ class IngressComponent:
             verify=str(settings.acme_ca) if settings.acme_ca else True,
             challenge_owner=owner,
         )
+        group = pwd.getpwnam(user.split()[0]).pw_gid if user else None
         credentials = RouteCredentials(
-            plane.secrets, prefix / "certs", temp, acme=acme, auth_owner=owner
+            plane.secrets,
+            prefix / "certs",
+            temp.with_name(f"{temp.name}-auth") if user else temp,
+            acme=acme,
+            auth_group=group,
         )
         ingress = Ingress(
             Nginx(prefix, binary=str(settings.nginx), temp=temp),

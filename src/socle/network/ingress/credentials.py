@@ -9,8 +9,10 @@ read their secrets with ``app-<name>``:
   passed (checked at every render; the ingress re-renders at least every few seconds);
 - ``tls.secret: PATH``: ``certificate`` and ``private_key`` (PEM) read from KV;
 - ``basicAuth.secret: PATH``: KV keys are user names, values their passwords, written as an
-  htpasswd file of salted SHA-1 (``{SSHA}``, a scheme nginx reads) in the workers' folder
-  (workers read it on each request and cannot enter SOCLE_HOME).
+  htpasswd file of salted SHA-1 (``{SSHA}``, a scheme nginx reads) in a folder outside
+  SOCLE_HOME that the workers read on each request (as root: owned by root, readable by
+  the workers' group only, so neither a worker nor any other process of the worker user
+  can replace a file and let itself in).
 - ``tls.acme``: see :mod:`socle.network.ingress.acme`.
 
 Nothing read here is logged; errors name the route and the path, never a value.
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -101,14 +105,14 @@ class RouteCredentials:
         *,
         acme: Callable[[Route], Awaitable[Extras]] | None = None,
         clock: Callable[[], float] = time.time,
-        auth_owner: int | None = None,
+        auth_group: int | None = None,
     ) -> None:
         self._secrets = secrets
         self._certs_dir = certs_dir
         self._auth_dir = auth_dir
         self._acme = acme
         self._clock = clock
-        self._auth_owner = auth_owner
+        self._auth_group = auth_group
         self._certs: dict[str, _Cert] = {}
         self._auth: dict[str, tuple[Path, str]] = {}
         self._failed: dict[str, tuple[float, str]] = {}
@@ -236,6 +240,22 @@ class RouteCredentials:
         return target
 
     def _write_auth(self, target: Path, text: str) -> None:
-        write_private(target, text)
-        if self._auth_owner is not None:
-            os.chown(target, self._auth_owner, -1, follow_symlinks=False)
+        group = self._auth_group
+        if group is None:
+            write_private(target, text)
+            return
+        folder = self._auth_dir
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, 0o750)
+        info = os.lstat(folder)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise SocleError(f"{folder} is not a folder of this control plane; remove it")
+        os.chown(folder, -1, group, follow_symlinks=False)
+        os.chmod(folder, 0o750, follow_symlinks=False)  # noqa: S103  (the workers' group reads)
+        # Made complete beside the target, then renamed over it: nginx never reads a file
+        # it may not open or a half-written one.
+        staged = folder / f".{target.name}.new"
+        write_private(staged, text)
+        os.chown(staged, -1, group, follow_symlinks=False)
+        os.chmod(staged, 0o640, follow_symlinks=False)
+        os.replace(staged, target)

@@ -6,9 +6,15 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -117,3 +123,41 @@ async def test_basic_auth_file_uses_salted_sha1(tmp_path: Path) -> None:
     digest, salt = raw[:20], raw[20:]
     assert hashlib.sha1(b"wonder-land" + salt, usedforsecurity=False).digest() == digest
     assert ssha("x") != ssha("x")  # salted
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (workers run as another user)")
+async def test_basic_auth_file_is_read_only_for_the_workers() -> None:
+    """As root the workers (``nobody``) read the htpasswd file through their group; they
+    used to own it and its folder, so any process of that user could replace it and let
+    itself in."""
+    worker = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="socle-auth-test-"))
+    try:
+        os.chmod(base, 0o755)
+        secrets = Secrets()
+        secrets.kv["secret/data/users"] = {"alice": "wonder-land"}
+        creds = RouteCredentials(secrets, base / "certs", base / "auth", auth_group=worker.pw_gid)
+        extras = await creds(route(basicAuth={"secret": "secret/data/users"}))
+        assert extras.htpasswd is not None
+        info, folder = extras.htpasswd.stat(), (base / "auth").stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, worker.pw_gid, 0o640)
+        assert (folder.st_uid, folder.st_mode & 0o777) == (0, 0o750)
+
+        def as_worker(code: str) -> int:
+            return subprocess.run(
+                ["/usr/bin/python3", "-c", code, str(extras.htpasswd)],
+                user=worker.pw_uid,
+                group=worker.pw_gid,
+                extra_groups=[],
+                capture_output=True,
+                check=False,
+                timeout=60,
+            ).returncode
+
+        assert as_worker("import sys; open(sys.argv[1]).read()") == 0, "workers read it"
+        assert as_worker("import sys; open(sys.argv[1], 'a').write('eve:x')") != 0
+        replace = "import os, sys; open(sys.argv[1] + '.x', 'w'); os.replace(sys.argv[1] + '.x', sys.argv[1])"
+        assert as_worker(replace) != 0
+        assert "eve" not in extras.htpasswd.read_text()
+    finally:
+        shutil.rmtree(base)
