@@ -292,7 +292,10 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
         f"    fastcgi_temp_path {quote(str(temp / 'fastcgi'))};",
         f"    uwsgi_temp_path {quote(str(temp / 'uwsgi'))};",
         f"    scgi_temp_path {quote(str(temp / 'scgi'))};",
-        "    server_names_hash_bucket_size 128;",
+        # Room for the longest name a Route may hold (253 characters): with less, one
+        # long host makes nginx refuse the whole configuration, every team's routes.
+        "    server_names_hash_bucket_size 512;",
+        "    server_names_hash_max_size 8192;",
         "    gzip on;",
         "    gzip_proxied any;",
         "    gzip_min_length 1024;",

@@ -415,3 +415,20 @@ async def test_an_unknown_sni_name_gets_no_certificate(
                 await asyncio.to_thread(peer, sni)
     finally:
         await ingress.stop(stop_nginx=True)
+
+
+async def test_the_longest_host_a_route_may_hold_is_served(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    """A 253-character host (valid DNS, valid Route) made nginx refuse the whole
+    configuration (server_names_hash_bucket_size): one team froze every route."""
+    host = ".".join(["a" * 63] * 3) + "." + "b" * 61
+    harness.routes = {"long": route("long", host=host, target={"app": "long", "port": "http"})}
+    harness.endpoints.set(backends[0].endpoint("long", "long-0"))
+    ingress = harness.ingress()
+    await ingress.start()
+    try:
+        assert ingress.error is None
+        assert harness.get(host).text == "one"
+    finally:
+        await ingress.stop(stop_nginx=True)
