@@ -33,6 +33,9 @@ URL_RE = re.compile(
     r"^https?://[A-Za-z0-9.:\[\]-]+(/([A-Za-z0-9._~!*+,=:@/?&-]|%[0-9A-Fa-f]{2})*)?$"
 )
 """An absolute http(s) URL made of safe characters only (redirect targets)."""
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+"""Served by the ingress on every plain-HTTP host: a Route there would make nginx refuse
+the whole configuration (a duplicate location), every team's routes with it."""
 SECRET_PATH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,255}$")
 
 RESERVED_HEADERS = frozenset(
@@ -214,6 +217,16 @@ class RouteSpec(Spec):
             )
         if value is not None and any(seg in (".", "..") for seg in value.split("/")):
             raise ValueError(f"invalid path {value!r}: no '.' or '..' segments")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _not_acme(cls, value: str) -> str:
+        if (value.rstrip("/") + "/").startswith(ACME_CHALLENGE_PATH):
+            raise ValueError(
+                f"path {value!r}: {ACME_CHALLENGE_PATH} is answered by the ingress itself "
+                "(ACME HTTP-01 challenges)"
+            )
         return value
 
     @field_validator("headers")

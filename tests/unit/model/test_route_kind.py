@@ -54,6 +54,8 @@ def test_defaults_and_full_spec() -> None:
         ({"path": "/a/../b"}, "invalid path"),
         ({"path": '/a"b'}, "invalid path"),
         ({"rewrite": "/x;return 200"}, "invalid path"),
+        ({"path": "/.well-known/acme-challenge"}, "answered by the ingress"),
+        ({"path": "/.well-known/acme-challenge/tok"}, "answered by the ingress"),
         ({"headers": {"X-A": "$http_cookie"}}, "printable ASCII"),
         ({"headers": {"X-A": 'a"; add_header B "b'}}, "printable ASCII"),
         ({"headers": {"X-A": "a\\"}}, "printable ASCII"),

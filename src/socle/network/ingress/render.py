@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from socle.model.route import ACME_CHALLENGE_PATH
+
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f"\\$]')
 
 
@@ -245,7 +247,7 @@ def _acme(listen: Listen) -> list[str]:
     if listen.acme_root is None:
         return []
     return [
-        '    location ^~ "/.well-known/acme-challenge/" {',
+        f"    location ^~ {quote(ACME_CHALLENGE_PATH)} {{",
         f"        root {quote(str(listen.acme_root))};",
         "        default_type text/plain;",
         "    }",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from socle.model.kinds import declared_name
-from socle.model.route import Route
+from socle.model.route import ACME_CHALLENGE_PATH, Route
 from socle.network.ingress.endpoints import Endpoint, EndpointSource
 from socle.network.ingress.nginx import IngressError, Nginx
 from socle.network.ingress.render import Listen, RouteConf, Server, TlsFiles, render
@@ -342,6 +342,8 @@ def _conflict(
     target = spec.target.app if spec.target is not None else None
     if owner is not None and target != owner:
         return f"host {spec.host} is the default host of app {owner}; not routed"
+    if (spec.path.rstrip("/") + "/").startswith(ACME_CHALLENGE_PATH):
+        return f"path {spec.path} is answered by the ingress (ACME challenges); not routed"
     key = (spec.host, spec.path.rstrip("/") or "/")
     first = claims.setdefault(key, name)
     if first != name:
