@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,12 +14,10 @@ from socle.api.context import ApiContext, context
 from socle.api.models import Body
 from socle.api.routes.system import isolation_json
 from socle.model.app import no_controls
+from socle.model.source import check_env
 
 router = APIRouter(prefix="/api/v1")
 Ctx = Annotated[ApiContext, Depends(context)]
-
-
-ENV_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 class ApplyBody(Body):
@@ -37,9 +34,10 @@ class ApplyBody(Body):
     @field_validator("env")
     @classmethod
     def _env(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_NAME.fullmatch(value):
-            raise ValueError(f"invalid environment name {value!r}")
-        return value
+        # The environment names a scope and goes into host names (APP.ENV.localhost),
+        # which match without case: ``PROD`` beside ``prod`` would take prod's default
+        # routes. The same rule as a Source's environment.
+        return None if value is None else check_env(value)
 
 
 class RollbackBody(Body):
