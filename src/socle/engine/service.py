@@ -438,6 +438,15 @@ class Engine:
         """Re-apply the desired state of revision ``number`` (kept releases, no rebuild),
         within that revision's source and environment."""
         desired, old = await self.recorded(number)
+        if not desired.scoped:
+            # A re-apply of every object (a changed secret) holds every owner's objects in
+            # every environment: rolling back to it would revert and delete other teams'
+            # objects made since. Rollbacks stay within one source and environment.
+            raise ConflictError(
+                f"revision {number} re-applied every object ({old.source or 'no source'}); "
+                "it belongs to no source or environment",
+                hint="roll back a revision of the folder or source you want to restore",
+            )
         return await self._start_apply(
             desired,
             who=who,

@@ -216,3 +216,34 @@ async def test_a_host_has_one_owner(
     other = write(tmp_path / "c", app("evil", port), route("admin", "evil.test", "evil"))
     _, the_plan = await engine.plan(other, None)
     assert sorted(labels(the_plan)) == ["create Route/admin", "create evil"]
+
+
+async def test_a_rollback_never_reaches_other_owners_objects(
+    setup: tuple[Engine, Parts, SqliteStore],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A re-apply of every object (a changed secret) is unscoped: rolling back to it used
+    to revert and delete every team's objects made since."""
+    from socle.engine.service import Desired
+    from socle.errors import ConflictError
+    from tests.unit.engine.test_engine_kinds import settle
+
+    engine, parts, store = setup
+    team_a = write(tmp_path / "a", app("api"))
+    await apply(engine, parts, team_a)
+    _, changed = await engine.desired_from(write(team_a, app("api", "env: {X: y}")), None)
+    _, everything = await engine._start_apply(
+        Desired(changed.states, None),
+        who="socle (secret changed)",
+        source="secrets",
+        env=None,
+        digest="",
+    )
+    assert everything is not None
+    assert await settle(engine, parts.driver, everything.number) == "succeeded"
+    await apply(engine, parts, write(tmp_path / "b", app("shop")))
+    before = {r.key: r.version for r in await store.scan("")}
+    with pytest.raises(ConflictError, match="belongs to no source or environment"):
+        await engine.rollback(everything.number, "test")
+    assert {r.key: r.version for r in await store.scan("")} == before, "nothing changed"
+    assert "shop" in engine.controller.targets()
