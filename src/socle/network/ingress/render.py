@@ -307,7 +307,9 @@ def render(routes: Iterable[RouteConf], listen: Listen) -> str:
         '    proxy_set_header Connection "";',
         "    proxy_set_header Host $host;",
         "    proxy_set_header X-Real-IP $remote_addr;",
-        "    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        # The ingress is the edge: what a client sent in X-Forwarded-For is replaced, not
+        # extended (an app reading the first address would trust a forged one).
+        "    proxy_set_header X-Forwarded-For $remote_addr;",
         "    proxy_set_header X-Forwarded-Proto $scheme;",
         "    proxy_set_header X-Forwarded-Host $host;",
         # Idempotent requests go to the next upstream when one fails (connection refused or

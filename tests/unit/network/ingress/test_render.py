@@ -44,6 +44,7 @@ def test_deterministic_and_balanced() -> None:
     assert "return 404;" in default and "proxy_pass" not in default
     assert 'server_name "a.test";' in text and "server 127.0.0.1:4001 max_fails=0;" in text
     assert "proxy_next_upstream error timeout http_502 http_503;" in text
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in text  # a forged one is dropped
     assert "user " not in text
 
 
