@@ -222,6 +222,13 @@ class RouteSpec(Spec):
     @field_validator("path")
     @classmethod
     def _not_acme(cls, value: str) -> str:
+        if "%" in value:
+            # nginx matches locations against the decoded path: "/a%2eb" would match
+            # requests for "/a%252eb" only, never "/a.b".
+            raise ValueError(
+                f"invalid path {value!r}: no %-escapes (requests are matched decoded; "
+                "write the characters themselves)"
+            )
         if (value.rstrip("/") + "/").startswith(ACME_CHALLENGE_PATH):
             raise ValueError(
                 f"path {value!r}: {ACME_CHALLENGE_PATH} is answered by the ingress itself "

@@ -55,6 +55,8 @@ def test_defaults_and_full_spec() -> None:
         ({"path": '/a"b'}, "invalid path"),
         ({"rewrite": "/x;return 200"}, "invalid path"),
         ({"path": "/.well-known/acme-challenge"}, "answered by the ingress"),
+        ({"path": "/a%2eb"}, "no %-escapes"),
+        ({"path": "/%2e%2e/admin"}, "no %-escapes"),
         ({"path": "/.well-known/acme-challenge/tok"}, "answered by the ingress"),
         ({"headers": {"X-A": "$http_cookie"}}, "printable ASCII"),
         ({"headers": {"X-A": 'a"; add_header B "b'}}, "printable ASCII"),
