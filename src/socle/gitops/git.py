@@ -168,6 +168,32 @@ class Mirror:
             "+refs/tags/*:refs/tags/*",
         )
 
+    def remote_sha(self, branch: str | None, ref: str | None) -> str | None:
+        """The commit the remote's branch or tag names now, asked with one ``git ls-remote``
+        (no fetch, no object transfer), or None when that cannot say (no mirror yet, a SHA
+        or a name that is neither a branch nor a tag, a missing ref, a failing remote): the
+        caller then fetches as usual, which reports the reason. A poll whose SHA did not
+        move stops here: one fork instead of a fetch and a rev-parse."""
+        if not (self.folder / "HEAD").exists():
+            return None
+        if branch is not None:
+            names = [f"refs/heads/{branch}"]
+        elif ref is not None and not SHA_RE.match(ref):
+            names = [f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}"]  # peeled (annotated) first
+        else:
+            return None
+        done = self._git("ls-remote", "--", self.url, *names, check=False)
+        if done.returncode != 0:
+            return None
+        found: dict[str, str] = {}
+        for line in done.stdout.decode(errors="replace").splitlines():
+            sha, _, name = line.partition("\t")
+            found[name.strip()] = sha.strip()
+        for name in names:  # exact names only: ls-remote patterns also match ref tails
+            if SHA_RE.match(found.get(name, "")):
+                return found[name]
+        return None
+
     def resolve(self, branch: str | None, ref: str | None) -> str:
         """The commit a branch, tag or SHA names now (SourceError if it does not exist)."""
         if branch is not None:
