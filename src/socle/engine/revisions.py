@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -150,6 +151,17 @@ class RevisionLog:
             )
         data: dict[str, Any] = json.loads(record.value)
         return data
+
+    async def newest(self) -> AsyncIterator[Revision]:
+        """Every revision, newest first, read one at a time: a caller looking for a few
+        (one environment's last 50, a commit) stops early instead of reading them all."""
+        keys = await self._store.keys(REVISIONS_PREFIX)
+        for key in reversed(keys):
+            record = await self._store.get(key)
+            if record:
+                revision = Revision.from_dict(json.loads(record.value))
+                self._versions[revision.number] = record.version
+                yield revision
 
     async def list(self, limit: int = 50) -> list[Revision]:
         keys = await self._store.keys("revisions/")

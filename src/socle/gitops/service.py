@@ -68,6 +68,11 @@ KEEP_EVENTS = 1000
 JITTER = 0.1
 REVISION_POLL_SECONDS = 0.02
 DRIFT_CHECK_SECONDS = 10.0
+STATUS_REFRESH_SECONDS = 300.0
+"""A poll that changes nothing but its timestamps writes the status at most this often
+(50 sources polling wrote the store, and checkpointed its log, on every poll); the
+served status is always the live one, only a restart may show an older ``last_sync``."""
+STAMPS = ("last_sync", "last_duration")
 
 
 class SyncState:
@@ -127,6 +132,8 @@ class GitOps:
         self._drift_seconds = drift_seconds
         self._drifting: set[str] = set()
         self._event_counter = 0
+        self._persisted: dict[str, tuple[dict[str, Any], float]] = {}
+        """What the store holds of each status (timestamps aside) and when it was written."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -228,6 +235,7 @@ class GitOps:
         await self._store.delete(SOURCES + name)
         await self._store.delete(STATUS + name)
         self._status.pop(name, None)
+        self._persisted.pop(name, None)
         await asyncio.to_thread(shutil.rmtree, self._dir / name, True)
 
     # -- sync ------------------------------------------------------------------------
@@ -259,8 +267,19 @@ class GitOps:
             status = await self._sync(name, trigger, force or allow_delete_all, allow_delete_all)
             status.last_sync = time.time()
             status.last_duration = round(time.monotonic() - started, 4)
-            await self._save_status(name, status)
+            if self._status_moved(name, status):
+                await self._save_status(name, status)
             return status
+
+    def _status_moved(self, name: str, status: SourceStatus) -> bool:
+        """Whether ``status`` differs from what the store holds, or that is old."""
+        persisted = self._persisted.get(name)
+        if persisted is None:
+            return True
+        data, when = persisted
+        if time.monotonic() - when >= STATUS_REFRESH_SECONDS:
+            return True
+        return _without_stamps(status.to_dict()) != data
 
     async def _sync(
         self, name: str, trigger: str, force: bool, allow_delete_all: bool = False
@@ -463,6 +482,7 @@ class GitOps:
             return
         data = {k: v for k, v in status.to_dict().items()}
         await self._store.put(STATUS + name, json.dumps(data).encode())
+        self._persisted[name] = (_without_stamps(data), time.monotonic())
 
     # -- webhooks --------------------------------------------------------------------
 
@@ -560,7 +580,7 @@ class GitOps:
 
     async def history(self, env: str, limit: int = 50) -> list[dict[str, Any]]:
         rows = []
-        for revision in await self._engine.revisions.list(limit=0):
+        async for revision in self._engine.revisions.newest():
             if revision.environment != env:
                 continue
             finished = revision.finished
@@ -858,3 +878,7 @@ class GitOps:
             if len(out) >= limit:
                 break
         return out
+
+
+def _without_stamps(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in STAMPS}
