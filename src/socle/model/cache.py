@@ -106,6 +106,10 @@ class ManifestCache:
     keep_loads: int = KEEP_LOADS
     racy_ns: int = RACY_NS
     _files: dict[str, CachedFile] = field(default_factory=dict)
+    _texts: dict[str, CachedFile] = field(default_factory=dict)
+    """The same files by text: a new checkout of a repository (GitOps extracts each
+    commit into its own folder) reuses what an identical file elsewhere parsed and
+    validated, as a rewrite of the same path does."""
     _models: dict[tuple[DocKey, ...], CachedModel] = field(default_factory=dict)
     _serials: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _generation: int = 0
@@ -133,6 +137,8 @@ class ManifestCache:
             oldest = self._generation - self.keep_loads
             if any(entry.seen <= oldest for entry in self._files.values()):
                 self._files = {k: v for k, v in self._files.items() if v.seen > oldest}
+            if any(entry.seen <= oldest for entry in self._texts.values()):
+                self._texts = {k: v for k, v in self._texts.items() if v.seen > oldest}
             if any(entry.seen <= oldest for entry in self._models.values()):
                 self._models = {k: v for k, v in self._models.items() if v.seen > oldest}
         finally:
@@ -170,6 +176,17 @@ class ManifestCache:
         trusted = stamp[3] < read_at - self.racy_ns
         if entry is not None and entry.text == text:
             entry.stamp, entry.trusted, entry.seen = stamp, trusted, self._generation
+            self._texts[text] = entry
+            self.stats.text_hits += 1
+            return entry, None
+        same = self._texts.get(text)
+        if same is not None:
+            # Parsing and validating depend on the text only (never on where the file
+            # is), so the same serial may stand for this path too.
+            same.seen = self._generation
+            entry = CachedFile(same.serial, stamp, trusted, same.text, same.parsed,
+                               self._generation)  # fmt: skip
+            self._files[path] = entry
             self.stats.text_hits += 1
             return entry, None
         entry = CachedFile(
@@ -181,6 +198,7 @@ class ManifestCache:
             seen=self._generation,
         )
         self._files[path] = entry
+        self._texts[text] = entry
         self.stats.parsed += 1
         return entry, None
 
@@ -234,5 +252,6 @@ class ManifestCache:
         generation = cast(int, exported["generation"])
         with self._lock:
             self._files, self._models = files, models
+            self._texts = {entry.text: entry for entry in files.values()}
             self._serials = itertools.count(serial)
             self._generation = generation

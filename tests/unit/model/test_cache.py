@@ -220,3 +220,24 @@ def test_memory_follows_the_repositories_loaded(tmp_path: Path, write_repo: Writ
     load(other, cache=cache)
     load(other, cache=cache)
     assert len(cache) == 1
+
+
+def test_a_new_checkout_of_the_same_files_is_not_parsed_again(
+    tmp_path: Path, write_repo: WriteRepo
+) -> None:
+    """GitOps extracts each commit into its own folder: unchanged files, now elsewhere,
+    reuse what was parsed and validated; the changed one alone is parsed, and the load
+    equals an uncached one of the new folder (file, line and digest included)."""
+    root = write_repo(BASE)
+    cache = trusting()
+    first = load(root, cache=cache)
+    checkout = tmp_path / "checkouts" / "next"
+    for rel, text in BASE.items():
+        (checkout / rel).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / rel).write_text(text.replace("replicas: 2", "replicas: 3"))
+    second = load(checkout, cache=cache)
+    assert (cache.stats.text_hits, cache.stats.parsed, cache.stats.validated) == (1, 1, 2)
+    assert second.apps["worker"] is first.apps["worker"]
+    assert second.apps["api"].spec.replicas == 3
+    same(second, load(checkout))
+    assert second.root == checkout.resolve() and first.root == root.resolve()
