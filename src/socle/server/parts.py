@@ -59,6 +59,7 @@ from socle.network.templates import TemplateService
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
 from socle.observe.logs.worker import WorkerStore
+from socle.observe.metrics.ingress import IngressTraffic
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
 from socle.redact import RedactingReader, Redactor
@@ -731,6 +732,7 @@ class IngressComponent:
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
         self._acme: AcmeCertificates | None = None
+        self._traffic: IngressTraffic | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -759,6 +761,7 @@ class IngressComponent:
             temp=temp,
             user=user,
             acme_root=temp / "acme",
+            metrics_socket=temp / "metrics.sock",
         )
 
         def apps() -> list[AppPorts]:
@@ -784,8 +787,9 @@ class IngressComponent:
             acme=acme,
             auth_group=group,
         )
+        nginx = Nginx(prefix, binary=str(settings.nginx), temp=temp)
         ingress = Ingress(
-            Nginx(prefix, binary=str(settings.nginx), temp=temp),
+            nginx,
             listen,
             RegistryEndpoints(plane.network.registry)
             if plane.network is not None
@@ -799,6 +803,14 @@ class IngressComponent:
         self._acme = acme
         routes.subscribe(ingress.changed)
         engine.controller.set_drain(ingress.drain)
+        # Per-route metrics: the socket lives in the workers' folder (they cannot enter
+        # SOCLE_HOME); bound before nginx starts so that no record is lost.
+        await asyncio.to_thread(nginx.prepare_dirs)
+        traffic = IngressTraffic(temp / "metrics.sock", ingress.route_labels, owner_uid=owner)
+        await traffic.start()
+        self._traffic = traffic
+        if plane.metrics is not None:
+            plane.metrics.collector("ingress", traffic)
         await ingress.start()
         plane.ingress = ingress
 
@@ -807,6 +819,11 @@ class IngressComponent:
         acme, self._acme = self._acme, None
         if acme is not None:
             await acme.close()
+        traffic, self._traffic = self._traffic, None
+        if traffic is not None:
+            if self._plane.metrics is not None:
+                self._plane.metrics.collector("ingress", None)
+            await traffic.close()
         if ingress is None:
             return
         engine = self._plane.engine

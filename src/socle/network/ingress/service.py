@@ -105,6 +105,7 @@ class Ingress:
         self._lock = asyncio.Lock()
         self._draining: set[str] = set()
         self._rows: list[_Row] = []
+        self._labels: dict[str, tuple[str, str]] = {}
         self.error: str | None = None
         """Why the last configuration was not applied (None: it was)."""
         self.reloads = 0
@@ -244,6 +245,8 @@ class Ingress:
             rows = await self._build()
             text = render([r.conf for r in rows if r.conf is not None], self.listen)
             self._rows = rows
+            envs = {a.name: a.environment for a in self._apps()}
+            self._labels = {r.name: (r.target, envs.get(r.target, "")) for r in rows}
             try:
                 changed = await asyncio.to_thread(self.nginx.apply, text)
             except IngressError as exc:
@@ -282,6 +285,11 @@ class Ingress:
             log.warning("ingress: drain of %s incomplete: %s", instance, exc)
 
     # -- views -------------------------------------------------------------------------
+
+    def route_labels(self) -> Mapping[str, tuple[str, str]]:
+        """Each route nginx knows of now: name -> (app, environment); the only values
+        per-route metrics may carry (bounded by the manifests)."""
+        return self._labels
 
     def url(self, host: str, path: str = "/", *, tls: bool = False) -> str:
         addr, port = self.listen.https if tls else self.listen.http

@@ -142,6 +142,16 @@ class ControlPlaneMetrics:
             self.registry.register(collector)
             self._sources[name] = collector
 
+    def collector(self, name: str, collector: Collector | None) -> None:
+        """Export ``collector`` under ``name`` (None: stop). A part that starts again
+        replaces its own collector."""
+        old = self._sources.pop(name, None)
+        if old is not None:
+            self.registry.unregister(old)
+        if collector is not None:
+            self.registry.register(collector)
+            self._sources[name] = collector
+
     # -- engine events (socle.engine.service.EngineEvents) -------------------------------
 
     def planned(self, seconds: float) -> None:
