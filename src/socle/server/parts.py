@@ -802,6 +802,7 @@ class IngressComponent:
         acme.set_changed(ingress.changed)
         self._acme = acme
         routes.subscribe(ingress.changed)
+        routes.set_checker(ingress.check)
         engine.controller.set_drain(ingress.drain)
         # Per-route metrics: the socket lives in the workers' folder (they cannot enter
         # SOCLE_HOME); bound before nginx starts so that no record is lost.
@@ -829,6 +830,7 @@ class IngressComponent:
         engine = self._plane.engine
         if engine is not None:
             engine.controller.set_drain(None)
+            engine.handler("Route").set_checker(None)
         await ingress.stop(stop_nginx=not self._plane.keep_apps)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -24,6 +24,9 @@ from socle.model.route import Route
 from socle.model.status import ChangePhase
 
 KIND = "Route"
+
+RouteChecker = Callable[[Mapping[str, Route]], Awaitable[Mapping[str, str]]]
+"""What the data plane would say of candidate routes: name -> refusal (empty: accepted)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,12 @@ class RouteHandler:
         updates that leave them alone): the ingress's order of claims."""
         self._listeners: list[Callable[[], None]] = []
         self._cache: dict[int, tuple[Route, RouteState]] = {}
+        self._checker: RouteChecker | None = None
+
+    def set_checker(self, checker: RouteChecker | None) -> None:
+        """Ask ``checker`` (the ingress: ``nginx -t`` on the candidate configuration) at
+        every plan, so that a Route nginx would refuse is refused before anything changes."""
+        self._checker = checker
 
     def subscribe(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after the applied routes change (ingress re-render)."""
@@ -168,6 +177,13 @@ class RouteHandler:
 
     async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
         problems = check_routes(loaded)
+        if not problems and self._checker is not None and loaded.of_kind(KIND):
+            candidates = {n: cast(Route, o) for n, o in loaded.of_kind(KIND).items()}
+            refused = await self._checker(candidates)
+            problems = [
+                _problem(loaded, name, "spec", f"nginx would refuse Route/{name}: {reason}")
+                for name, reason in sorted(refused.items())
+            ]
         if problems:
             raise ManifestError(problems)
         fresh: dict[int, tuple[Route, RouteState]] = {}

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +30,14 @@ from socle.model.kinds import declared_name
 from socle.model.route import ACME_CHALLENGE_PATH, Route
 from socle.network.ingress.endpoints import Endpoint, EndpointSource
 from socle.network.ingress.nginx import IngressError, Nginx
-from socle.network.ingress.render import Listen, RouteConf, Server, TlsFiles, render
+from socle.network.ingress.render import (
+    Listen,
+    RenderError,
+    RouteConf,
+    Server,
+    TlsFiles,
+    render,
+)
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.ingress")
@@ -165,7 +174,11 @@ class Ingress:
 
     # -- rendering ---------------------------------------------------------------------
 
-    async def _build(self) -> list[_Row]:
+    async def _build(
+        self, routes: Mapping[str, Route] | None = None, *, plan: bool = False
+    ) -> list[_Row]:
+        """Rows for ``routes`` (default: the applied ones). ``plan``: for a check only, with
+        no secrets read and no certificate asked for (TLS and basic auth left out)."""
         every = self._endpoints.endpoints()
         self._draining &= {e.instance for e in every}  # stopped ones need no more care
         endpoints = [e for e in every if e.instance not in self._draining]
@@ -184,7 +197,7 @@ class Ingress:
         # The first claim wins: ``routes()`` lists the routes applied first first, so a
         # Route applied later (maybe by another team) never takes a host and path that
         # already answer, and never makes the whole configuration fail nginx's check.
-        for name, route in self._routes().items():
+        for name, route in (self._routes() if routes is None else routes).items():
             spec = route.spec
             target = spec.target
             app = target.name if target is not None else ""
@@ -195,7 +208,10 @@ class Ingress:
                 Server(e.address, e.ports[port]) for e in by_app.get(app, []) if port in e.ports
             )
             conflict = _conflict(name, route, claims, defaults)
-            extras = Extras(error=conflict) if conflict else await self._extras(route)
+            if conflict:
+                extras = Extras(error=conflict)
+            else:
+                extras = Extras() if plan else await self._extras(route)
             row = _Row(name, "Route", spec.host, spec.path, app, port, None, extras.error)
             row.certificate = extras.certificate
             row.upstreams = _upstreams(by_app.get(app, []), port)
@@ -258,6 +274,44 @@ class Ingress:
                 self.generation += 1
                 log.info("ingress: configuration applied (%d routes)", len(rows))
             return changed
+
+    async def check(self, routes: Mapping[str, Route]) -> dict[str, str]:
+        """What nginx would say of ``routes`` (a plan's candidates): Route name -> nginx's
+        refusal, empty if it accepts them. The candidate configuration is rendered and
+        checked with ``nginx -t`` in a scratch prefix; the running one is not touched. TLS
+        and basic auth are left out (their files come from the secrets engine at apply)."""
+        rows = await self._build(routes, plan=True)
+        confs = [r.conf for r in rows if r.conf is not None]
+        message = await asyncio.to_thread(self._test, confs)
+        if message is None:
+            return {}
+        # Which routes? Each one alone first; if every one passes alone, they clash together.
+        refused: dict[str, str] = {}
+        for conf in confs:
+            if conf.name in routes:
+                alone = await asyncio.to_thread(self._test, [conf])
+                if alone is not None:
+                    refused[conf.name] = alone
+        return refused or {name: message for name in routes}
+
+    def _test(self, confs: list[RouteConf]) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="socle-ingress-check-") as scratch:
+            folder = Path(scratch)
+            listen = dataclasses.replace(
+                self.listen, prefix=folder, temp=folder, acme_root=None, metrics_socket=None
+            )
+            try:
+                text = render(confs, listen)
+            except RenderError as exc:
+                return str(exc)
+            (folder / "logs").mkdir()
+            try:
+                Nginx(folder, binary=self.nginx.binary, temp=folder).test(text)
+            except IngressError as exc:
+                said = exc.message.removeprefix("nginx refused the rendered configuration: ")
+                lines = [x for x in said.splitlines() if not x.startswith("nginx: configuration")]
+                return "; ".join(lines) or said
+        return None
 
     async def drain(self, instance: str, timeout: float = 10.0) -> None:
         """Take ``instance`` out of every upstream before it stops (see the module doc).

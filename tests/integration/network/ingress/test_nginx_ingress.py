@@ -430,5 +430,27 @@ async def test_the_longest_host_a_route_may_hold_is_served(
     try:
         assert ingress.error is None
         assert harness.get(host).text == "one"
+async def test_check_names_the_route_nginx_refuses(
+    harness: Harness, backends: list[Backend]
+) -> None:
+    """``check`` runs ``nginx -t`` on the candidates in a scratch prefix: the route nginx
+    refuses is named with nginx's reason; the running configuration is untouched."""
+    ingress = harness.ingress()
+    harness.endpoints.set(backends[0].endpoint("one", "one-1"))
+    harness.routes = {"ok": route("ok", host="ok.test", target={"app": "one", "port": "http"})}
+    await ingress.start()
+    try:
+        live = harness.prefix.joinpath("nginx.conf").read_text()
+        long_host = ".".join(["a" * 60] * 3) + ".test"
+        candidates = {
+            "ok": harness.routes["ok"],
+            "long": route("long", host=long_host, target={"app": "one", "port": "http"}),
+        }
+        refused = await ingress.check(candidates)
+        assert set(refused) == {"long"}
+        assert "server_names_hash_bucket_size" in refused["long"]
+        assert await ingress.check({"ok": harness.routes["ok"]}) == {}
+        assert harness.prefix.joinpath("nginx.conf").read_text() == live
+        assert harness.get("ok.test").text == "one"
     finally:
         await ingress.stop(stop_nginx=True)
