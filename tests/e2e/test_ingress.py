@@ -188,6 +188,36 @@ def test_route_nginx_would_refuse_is_refused_at_plan(server: SocleServer, tmp_pa
     assert result.returncode == 2 and "Route/fine" in result.stdout, result.stderr
 
 
+def test_status_shows_each_routes_real_state(server: SocleServer, tmp_path: Path) -> None:
+    """`socle status` says whether a Route serves, has no healthy upstream or is waiting for
+    its certificate, not always `ready`."""
+    repo = write_repo(tmp_path / "repo", {"api": {}, "idle": {"replicas": 0}})
+    add_docs(
+        repo,
+        [
+            route("shop", host="shop.test", target={"app": "api", "port": "http"}),
+            route("empty", host="empty.test", target={"app": "idle", "port": "http"}),
+            route("moved", host="moved.test", redirect={"to": "https://shop.test/"}),
+        ],
+    )
+    server.cli("apply", str(repo), "--yes")
+
+    def states() -> dict[str, tuple[str, str]]:
+        return {
+            o["name"]: (o["health"], o["message"])
+            for o in server.status()["objects"]
+            if o["kind"] == "Route"
+        }
+
+    wait_for(lambda: states()["shop"][0] == "serving", what="the shop route serving")
+    got = states()
+    assert got["shop"] == ("serving", "1 healthy upstream(s)"), got
+    assert got["empty"][0] == "no_healthy_upstream" and "idle" in got["empty"][1], got
+    assert got["moved"] == ("serving", "redirects to https://shop.test/"), got
+    text = server.cli("status").stdout
+    assert "Route/shop" in text and "serving" in text and "no_healthy_upstream" in text, text
+
+
 def test_nginx_restarted_if_killed_and_adopted_across_restarts(
     server: SocleServer, tmp_path: Path
 ) -> None:

@@ -26,6 +26,12 @@ HEALTH_STYLE = {
     AppHealth.STOPPED: "dim",
     # Kinds other than App (Volume rows) say these:
     "ready": "green",
+    # Route rows (the ingress' view):
+    "serving": "green",
+    "no_healthy_upstream": "red",
+    "certificate_pending": "yellow",
+    "pending": "cyan",
+    "error": "red",
     "warning": "yellow",
     "missing": "red",
 }

@@ -102,6 +102,12 @@ async def status(ctx: Ctx, _: Who) -> dict[str, Any]:
         for row in objects:
             if row["kind"] == "App" and row["name"] in urls:
                 row["url"] = urls[row["name"]]
+            elif row["kind"] == "Route":
+                row["health"], row["message"] = ingress.route_state(row["name"])
+    else:
+        for row in objects:
+            if row["kind"] == "Route":
+                row["health"], row["message"] = "error", "no ingress runs on this control plane"
     return {
         "isolation": isolation_json(ctx),
         "control_plane": ctx.control_plane(),

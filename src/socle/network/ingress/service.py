@@ -86,6 +86,8 @@ class _Row:
     error: str | None = None
     certificate: dict[str, Any] | None = None
     upstreams: list[dict[str, Any]] = field(default_factory=list)
+    pending: bool = False
+    """The error is an ACME certificate not issued yet (retried until it is)."""
 
 
 class Ingress:
@@ -214,6 +216,9 @@ class Ingress:
                 extras = Extras() if plan else await self._extras(route)
             row = _Row(name, "Route", spec.host, spec.path, app, port, None, extras.error)
             row.certificate = extras.certificate
+            row.pending = (
+                extras.error is not None and spec.tls is not None and spec.tls.acme is not None
+            )
             row.upstreams = _upstreams(by_app.get(app, []), port)
             if extras.error is None:
                 row.conf = RouteConf(
@@ -344,6 +349,26 @@ class Ingress:
         """Each route nginx knows of now: name -> (app, environment); the only values
         per-route metrics may carry (bounded by the manifests)."""
         return self._labels
+
+    def route_state(self, name: str) -> tuple[str, str]:
+        """A Route's real state for ``socle status``: ``serving``, ``no_healthy_upstream``,
+        ``certificate_pending``, ``error`` (nginx refused the configuration, or the route's
+        TLS or basic-auth files could not be made) or ``pending`` (not rendered yet); and
+        why, in words."""
+        row = next((r for r in self._rows if r.name == name and r.kind == "Route"), None)
+        if row is None:
+            return "pending", "not in the ingress configuration yet"
+        if row.error is not None:
+            return ("certificate_pending" if row.pending else "error"), row.error
+        if self.error is not None:
+            return "error", f"nginx refused the configuration: {self.error}"
+        conf = row.conf
+        if conf is not None and conf.redirect is not None:
+            return "serving", f"redirects to {conf.redirect[1]}"
+        healthy = sum(1 for u in row.upstreams if u["healthy"])
+        if conf is None or not conf.servers or not healthy:
+            return "no_healthy_upstream", f"no ready instance of {row.target} on port {row.port}"
+        return "serving", f"{healthy} healthy upstream(s)"
 
     def url(self, host: str, path: str = "/", *, tls: bool = False) -> str:
         addr, port = self.listen.https if tls else self.listen.http

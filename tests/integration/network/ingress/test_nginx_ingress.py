@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from socle.model.route import Route
-from socle.network.ingress import AppPorts, Endpoint, Ingress, IngressError, Listen, Nginx
+from socle.network.ingress import AppPorts, Endpoint, Extras, Ingress, IngressError, Listen, Nginx
 from socle.network.ingress.nginx import NGINX, worker_user
 
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
@@ -452,5 +452,50 @@ async def test_check_names_the_route_nginx_refuses(
         assert await ingress.check({"ok": harness.routes["ok"]}) == {}
         assert harness.prefix.joinpath("nginx.conf").read_text() == live
         assert harness.get("ok.test").text == "one"
+    finally:
+        await ingress.stop(stop_nginx=True)
+
+
+async def test_route_state_is_the_ingress_view(harness: Harness, backends: list[Backend]) -> None:
+    """``route_state``: serving, no healthy upstream, certificate pending, error."""
+
+    async def extras(r: Route) -> Extras:
+        if r.name == "secure":
+            return Extras(error="route secure: waiting for the ACME certificate")
+        if r.name == "broken":
+            return Extras(error="route broken: secret web/auth not found")
+        return Extras()
+
+    ingress = Ingress(
+        Nginx(harness.prefix, temp=harness.temp),
+        harness.listen,
+        harness.endpoints,
+        routes=lambda: dict(harness.routes),
+        apps=lambda: list(harness.apps),
+        extras=extras,
+    )
+    target = {"app": "one", "port": "http"}
+    acme = {"acme": {"directory": "https://acme.test/dir"}}
+    harness.routes = {
+        "shop": route("shop", host="shop.test", target=target),
+        "idle": route("idle", host="idle.test", target={"app": "two", "port": "http"}),
+        "secure": route("secure", host="secure.test", target=target, tls=acme),
+        "broken": route("broken", host="broken.test", target=target),
+    }
+    harness.endpoints.set(backends[0].endpoint("one", "one-1"))
+    assert ingress.route_state("shop")[0] == "pending"
+    await ingress.start()
+    try:
+        await ingress.sync()
+        assert ingress.route_state("shop") == ("serving", "1 healthy upstream(s)")
+        assert ingress.route_state("idle")[0] == "no_healthy_upstream"
+        assert ingress.route_state("secure") == (
+            "certificate_pending",
+            "route secure: waiting for the ACME certificate",
+        )
+        assert ingress.route_state("broken")[0] == "error"
+        harness.endpoints.set()
+        await ingress.sync()
+        assert ingress.route_state("shop")[0] == "no_healthy_upstream"
     finally:
         await ingress.stop(stop_nginx=True)
