@@ -217,6 +217,23 @@ def test_status_shows_each_routes_real_state(server: SocleServer, tmp_path: Path
     text = server.cli("status").stdout
     assert "Route/shop" in text and "serving" in text and "no_healthy_upstream" in text, text
 
+    # Per-route metrics at /metrics: requests through the route, with its labels only.
+    for _ in range(5):
+        assert through(server, "shop.test").status_code == 200
+    assert through(server, "empty.test").status_code == 503
+    labels = 'app="api",code_class="2xx",env="default",route="shop"'
+
+    def scraped() -> str | None:
+        page = server.api("GET", "/metrics").text
+        return page if f"socle_ingress_requests_total{{{labels}}} 5.0" in page else None
+
+    page = wait_for(scraped, what="the route's requests in /metrics")
+    assert (
+        'socle_ingress_requests_total{app="idle",code_class="5xx",env="default",route="empty"} 1.0'
+        in page
+    )
+    assert "shop.test" not in page
+
 
 def test_nginx_restarted_if_killed_and_adopted_across_restarts(
     server: SocleServer, tmp_path: Path

@@ -761,7 +761,7 @@ class IngressComponent:
             temp=temp,
             user=user,
             acme_root=temp / "acme",
-            metrics_socket=temp / "metrics.sock",
+            metrics_log=prefix / "logs" / "metrics.log",
         )
 
         def apps() -> list[AppPorts]:
@@ -804,10 +804,10 @@ class IngressComponent:
         routes.subscribe(ingress.changed)
         routes.set_checker(ingress.check)
         engine.controller.set_drain(ingress.drain)
-        # Per-route metrics: the socket lives in the workers' folder (they cannot enter
-        # SOCLE_HOME); bound before nginx starts so that no record is lost.
-        await asyncio.to_thread(nginx.prepare_dirs)
-        traffic = IngressTraffic(temp / "metrics.sock", ingress.route_labels, owner_uid=owner)
+        # Per-route metrics: nginx's access records, read as they are written.
+        traffic = IngressTraffic(
+            prefix / "logs" / "metrics.log", ingress.route_labels, reopen=nginx.reopen_logs
+        )
         await traffic.start()
         self._traffic = traffic
         if plane.metrics is not None:

@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import os
-import pwd
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,28 +73,17 @@ def raw(port: int, data: bytes) -> None:
             pass
 
 
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """The workers' folder, where they can reach it (pytest's base folder is root-only);
-    Socle uses ``/run/socle-ingress-*``."""
-    folder = Path(tempfile.mkdtemp(prefix="socle-metrics-"))
-    os.chmod(folder, 0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-async def test_metrics(tmp_path: Path, scratch: Path, backend: StatusBackend) -> None:
+async def test_metrics(tmp_path: Path, backend: StatusBackend) -> None:
     os.chmod(tmp_path, 0o755)
-    prefix, temp = tmp_path / "home" / "ingress", scratch / "t"
+    prefix, temp = tmp_path / "home" / "ingress", tmp_path / "t"
     user = worker_user()
-    owner = pwd.getpwnam(user.split()[0]).pw_uid if user else None
     listen = Listen(
         http=("127.0.0.1", free_port()),
         https=("127.0.0.1", free_port()),
         prefix=prefix,
         temp=temp,
         user=user,
-        metrics_socket=temp / "m.sock",
+        metrics_log=prefix / "logs" / "metrics.log",
     )
     endpoints = Endpoints()
     endpoints.set(Endpoint("web", "web-1", "127.0.0.1", {"http": backend.port}))
@@ -117,13 +103,28 @@ async def test_metrics(tmp_path: Path, scratch: Path, backend: StatusBackend) ->
         routes=lambda: {"shop": shop},
         apps=lambda: [AppPorts("web", "prod", ("http",)), AppPorts("api", "dev", ("http",))],
     )
-    await asyncio.to_thread(nginx.prepare_dirs)
-    traffic = IngressTraffic(temp / "m.sock", ingress.route_labels, owner_uid=owner)
+    # Polled often and rotated every ~300 bytes: real reopens by nginx happen mid-traffic.
+    traffic = IngressTraffic(
+        prefix / "logs" / "metrics.log",
+        ingress.route_labels,
+        reopen=nginx.reopen_logs,
+        poll=0.05,
+        rotate_bytes=300,
+    )
     await traffic.start()
     registry = CollectorRegistry()
     registry.register(traffic)
     try:
         await ingress.start()
+        rotations = 0
+        original = traffic._rotate
+
+        def counted() -> None:
+            nonlocal rotations
+            rotations += 1
+            original()
+
+        traffic._rotate = counted  # type: ignore[method-assign]
         base = f"http://127.0.0.1:{listen.http[1]}"
         sent = {"200": 7, "201": 2, "404": 3, "503": 4}
         total_bytes = 0
@@ -202,6 +203,7 @@ async def test_metrics(tmp_path: Path, scratch: Path, backend: StatusBackend) ->
         assert routes == {"shop"}
         assert got[("socle_ingress_records_dropped_total", (("reason", "malformed"),))] == 0
         assert got[("socle_ingress_records_dropped_total", (("reason", "unknown_route"),))] == 0
+        assert rotations >= 1
     finally:
         await ingress.stop(stop_nginx=True)
         await traffic.close()

@@ -22,7 +22,7 @@ def samples(traffic: IngressTraffic) -> dict[tuple[str, tuple[tuple[str, str], .
 
 
 def record(route: str, status: str, total: str, sent: str, upstream: str) -> bytes:
-    return f"<190>Nov 30 08:00:00 socle: socle1 {route} {status} {total} {sent} {upstream}".encode()
+    return f"socle1 {route} {status} {total} {sent} {upstream}".encode()
 
 
 ROUTES = {"shop": ("web", "prod"), "default-api": ("api", "dev")}
@@ -72,7 +72,8 @@ def test_hostile_datagrams_never_add_labels() -> None:
         b"",
         b"\xff\xfe\x00garbage",
         b"x" * 100_000,
-        record("shop", "200", "0.001", "1", "0.001") + b"\n" + record("evil", "200", "1", "1", "-"),
+        record("shop", "200", "0.001", "1", "0.001") + b" " + record("evil", "200", "1", "1", "-"),
+        b"<190>Nov 30 08:00:00 socle: " + record("shop", "200", "0.001", "1", "0.001"),
         record("Shop", "200", "0.001", "1", "0.001"),
         record('shop",app="x', "200", "0.001", "1", "0.001"),
         record("shop", "2000", "0.001", "1", "0.001"),
@@ -99,3 +100,38 @@ def test_a_removed_route_stops_being_exported() -> None:
     assert any(dict(labels).get("route") == "shop" for _, labels in samples(t))
     del routes["shop"]
     assert not any(dict(labels).get("route") == "shop" for _, labels in samples(t))
+
+
+async def test_file_is_read_as_it_grows_and_rotated_without_loss(tmp_path: Path) -> None:
+    """Appended lines are read once, a partial line waits for its end, and a rotation
+    (rename, the writer reopens) loses nothing written to the old or the new file."""
+    log = tmp_path / "metrics.log"
+    writer = log.open("ab", buffering=0)
+    log.write_bytes(b"socle1 shop 200 0.001 1 -\n")  # before start: not counted
+    reopened: list[bool] = []
+
+    def reopen() -> None:
+        reopened.append(True)
+
+    t = IngressTraffic(log, lambda: ROUTES, reopen=reopen, rotate_bytes=200)
+    t._open(True)
+    line = record("shop", "200", "0.001", "1", "0.001") + b"\n"
+    writer.write(line * 3 + line[:10])
+    got = t.read()
+    assert len(got) == 3
+    writer.write(line[10:] + line * 5)  # now past 200 bytes: rotated after this read
+    got += t.read()
+    assert reopened and not log.exists() and len(got) == 9
+    writer.write(line * 2)  # the writer has not reopened yet: into the old file
+    writer.close()
+    new = log.open("ab", buffering=0)
+    new.write(line * 4)
+    for _ in range(4):  # the old file is read to its end, then removed
+        got += t.read()
+    assert len(got) == 9 + 2 + 4
+    assert not (tmp_path / "metrics.log.old").exists()
+    for data in got:
+        t.feed(data)
+    assert sum(t._stats["shop"].codes.values()) == 15
+    new.close()
+    await t.close()

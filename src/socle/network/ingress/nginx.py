@@ -189,6 +189,16 @@ class Nginx:
             time.sleep(0.01)
         log.info("ingress: nginx started (pid %s)", self.pid())
 
+    def reopen_logs(self) -> bool:
+        """Ask the master to flush and reopen its log files (SIGUSR1, after a rotation)."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGUSR1)
+            return True
+        return False
+
     def workers(self, master: int) -> set[int]:
         """Pids of the master's worker processes (children), from /proc."""
         found: set[int] = set()

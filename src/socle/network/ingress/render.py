@@ -114,10 +114,10 @@ class Listen:
     acme_root: Path | None = None
     """Folder served under ``/.well-known/acme-challenge/`` on every plain-HTTP host."""
     extra_http: Sequence[str] = field(default_factory=tuple)
-    metrics_socket: Path | None = None
-    """Unix datagram socket the per-route access records go to (None: not sent). Each
-    record carries only values Socle wrote or nginx computed (see :data:`METRICS_FORMAT`),
-    never the client's host, path or headers."""
+    metrics_log: Path | None = None
+    """File the per-route access records go to (None: not written), buffered by nginx and
+    read by Socle. Each record carries only values Socle wrote or nginx computed (see
+    :data:`METRICS_FORMAT`), never the client's host, path or headers."""
 
 
 METRICS_TAG = "socle1"
@@ -287,18 +287,14 @@ def _redirect_server(host: str, routes: list[RouteConf], listen: Listen) -> list
 
 
 def _metrics_log(listen: Listen) -> list[str]:
-    """Per-route access records over a Unix datagram socket (nginx's syslog client, which
-    never blocks a worker: a record the socket cannot take is dropped)."""
-    if listen.metrics_socket is None:
+    """Per-route access records, buffered (one write per 64 KiB or per second, not one per
+    request), in a file the master opens: the workers need no access to anything of Socle."""
+    if listen.metrics_log is None:
         return []
-    if not re.fullmatch(r"/[A-Za-z0-9._/-]{1,100}", str(listen.metrics_socket)):
-        # nginx splits the syslog parameter on commas and caps sun_path at 108 bytes.
-        raise RenderError(f"bad metrics socket path {listen.metrics_socket}")
-    target = f"syslog:server=unix:{listen.metrics_socket},nohostname,tag=socle"
     return [
         '    map $host $socle_route { default "-"; }',
         f'    log_format socle_metrics "{METRICS_FORMAT}";',  # a constant: no quote()
-        f"    access_log {quote(target)} socle_metrics;",
+        f"    access_log {quote(str(listen.metrics_log))} socle_metrics buffer=64k flush=1s;",
     ]
 
 

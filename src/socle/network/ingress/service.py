@@ -303,7 +303,7 @@ class Ingress:
         with tempfile.TemporaryDirectory(prefix="socle-ingress-check-") as scratch:
             folder = Path(scratch)
             listen = dataclasses.replace(
-                self.listen, prefix=folder, temp=folder, acme_root=None, metrics_socket=None
+                self.listen, prefix=folder, temp=folder, acme_root=None, metrics_log=None
             )
             try:
                 text = render(confs, listen)
