@@ -162,32 +162,6 @@ def test_bad_and_hostile_routes_are_refused_at_plan(server: SocleServer, tmp_pat
     assert "a.test" not in conf.read_text()
 
 
-def test_route_nginx_would_refuse_is_refused_at_plan(server: SocleServer, tmp_path: Path) -> None:
-    """A host the model accepts (a valid 200-character DNS name) but nginx cannot hash with
-    its bucket size: refused by `socle plan` with the Route's file and line, nothing applied."""
-    repo = write_repo(tmp_path / "repo", {"api": {}})
-    target = {"app": "api", "port": "http"}
-    long_host = ".".join(["a" * 60] * 3) + ".test"
-    add_docs(
-        repo,
-        [
-            route("fine", host="fine.test", target=target),
-            route("long", host=long_host, target=target),
-        ],
-    )
-    result = server.cli("plan", str(repo), check=False)
-    assert result.returncode == 1, result.stdout
-    assert "routes.yaml:" in result.stderr and "server_names_hash" in result.stderr, result.stderr
-    assert "routes.yaml:11: spec: nginx would refuse Route/long" in result.stderr, result.stderr
-    result = server.cli("apply", str(repo), "--yes", check=False)
-    assert result.returncode == 1
-    assert server.status()["objects"] == []
-    # Without it the plan passes (exit 2: there are changes to apply).
-    add_docs(repo, [route("fine", host="fine.test", target=target)])
-    result = server.cli("plan", str(repo), check=False)
-    assert result.returncode == 2 and "Route/fine" in result.stdout, result.stderr
-
-
 def test_status_shows_each_routes_real_state(server: SocleServer, tmp_path: Path) -> None:
     """`socle status` says whether a Route serves, has no healthy upstream or is waiting for
     its certificate, not always `ready`."""
