@@ -53,6 +53,18 @@ def source() -> None:
     "--credentials", help="Secrets path with `token` or `ssh_key`, e.g. secret/data/git/NAME."
 )
 @click.option("--webhook-secret", help="Secrets path with `secret` (webhook HMAC key/token).")
+@click.option(
+    "--signing-key",
+    "signing_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="File with an armored GPG public key commits must be signed with (repeatable).",
+)
+@click.option(
+    "--allowed-signers",
+    type=click.Path(exists=True, dir_okay=False),
+    help="SSH allowed_signers file: SSH keys commits may be signed with.",
+)
 @click.option("--replace", is_flag=True, help="Replace an existing source of that name.")
 @json_option
 def add(
@@ -69,10 +81,20 @@ def add(
     interval: str,
     credentials: str | None,
     webhook_secret: str | None,
+    signing_keys: tuple[str, ...],
+    allowed_signers: str | None,
     replace: bool,
     as_json: bool,
 ) -> None:
-    """Add source NAME; it syncs at once, then every --interval and on webhooks."""
+    """Add source NAME; it syncs at once, then every --interval and on webhooks.
+
+    With --signing-key / --allowed-signers only commits signed by those keys are applied."""
+    from pathlib import Path
+
+    signers = []
+    if allowed_signers:
+        text = Path(allowed_signers).read_text(errors="replace")
+        signers = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
     body = {
         "name": name,
         "repo": repo,
@@ -87,6 +109,8 @@ def add(
         "interval": interval,
         "credentials": credentials,
         "webhook_secret": webhook_secret,
+        "signing_keys": [Path(k).read_text(errors="replace") for k in signing_keys],
+        "allowed_signers": signers,
         "replace": replace,
     }
     with _client() as client:
@@ -280,8 +304,10 @@ def env_history(client: Client, env: str, limit: int, as_json: bool) -> None:
     for row in rows:
         commit = row.get("commit") or {}
         note = f" (rollback of {row['rollback_of']})" if row.get("rollback_of") else ""
+        if row["status"] == "refused":
+            note = ": " + row["message"].split(": ", 1)[-1][:80]
         table.add_row(
-            str(row["number"]),
+            "-" if row["number"] is None else str(row["number"]),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["created"])),
             safe(commit.get("sha", "-")[:12]),
             safe(commit.get("author", row["who"])),

@@ -79,7 +79,9 @@ class Mirror:
 
     # -- running git ---------------------------------------------------------------------
 
-    def _env(self, stack: contextlib.ExitStack) -> dict[str, str]:
+    def _env(
+        self, stack: contextlib.ExitStack, extra: tuple[tuple[str, str], ...] = ()
+    ) -> dict[str, str]:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.folder.parent),
@@ -90,7 +92,7 @@ class Mirror:
             "LC_ALL": "C",
         }
         creds = self._credentials
-        pairs: list[tuple[str, str]] = [("protocol.ext.allow", "never")]
+        pairs: list[tuple[str, str]] = [("protocol.ext.allow", "never"), *extra]
         if creds.token:
             pairs.append(
                 ("http.extraHeader", f"Authorization: Basic {_basic(creds.username, creds.token)}")
@@ -115,10 +117,15 @@ class Mirror:
         return env
 
     def _git(
-        self, *args: str, check: bool = True, binary: bool = False
+        self,
+        *args: str,
+        check: bool = True,
+        binary: bool = False,
+        config: tuple[tuple[str, str], ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         with contextlib.ExitStack() as stack:
-            env = self._env(stack)
+            env = {**self._env(stack, config), **(extra_env or {})}
             try:
                 done = subprocess.run(
                     ["git", "--git-dir", str(self.folder), *args],
@@ -259,6 +266,94 @@ class Mirror:
                     ) from exc
         return dest
 
+    def verify_signature(
+        self, sha: str, gpg_keys: list[str], ssh_signers: list[str], workdir: Path
+    ) -> str:
+        """Check with the real ``git verify-commit`` that ``sha`` is signed by one of the
+        listed keys; returns who signed it, raises :class:`SourceError` naming why not.
+
+        The keys live in a fresh private keyring (``GNUPGHOME``) and ``allowed_signers``
+        file under ``workdir``, rebuilt on every check so that a key removed from the
+        settings is no longer trusted; the keyring trusts exactly the listed keys."""
+        shutil.rmtree(workdir, ignore_errors=True)
+        private_dir(workdir)
+        gnupg = workdir / "gnupg"
+        gnupg.mkdir(mode=0o700)
+        (gnupg / "gpg.conf").write_text("trust-model always\nno-autostart\n")
+        signers = workdir / "allowed_signers"
+        fd = os.open(signers, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(line + "\n" for line in ssh_signers))
+        env = {"GNUPGHOME": str(gnupg)}
+        try:
+            for key in gpg_keys:
+                done = subprocess.run(
+                    ["gpg", "--batch", "--quiet", "--import"],
+                    input=key.encode(),
+                    env={**os.environ, **env, "LC_ALL": "C"},
+                    capture_output=True,
+                    timeout=GIT_TIMEOUT,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    raise SourceError(
+                        "a signing key of the environment cannot be imported: "
+                        + done.stderr.decode(errors="replace").strip()[-500:],
+                        hint="list ASCII-armored public keys (`gpg --armor --export KEYID`)",
+                    )
+            done = self._git(
+                "verify-commit",
+                "--raw",
+                sha,
+                check=False,
+                config=(("gpg.ssh.allowedSignersFile", str(signers)),),
+                extra_env=env,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        output = done.stderr.decode(errors="replace")
+        if done.returncode == 0:
+            return _signer(output)
+        signed = self._git("cat-file", "commit", sha).stdout
+        if b"\ngpgsig " not in signed:
+            raise SourceError(
+                f"commit {sha[:12]} is not signed",
+                hint="this environment accepts only commits signed by its listed keys",
+            )
+        why = _signature_problem(output)
+        raise SourceError(
+            f"commit {sha[:12]} has no good signature by a key of this environment: {why}",
+            hint="sign with a key listed in the source's signingKeys / allowedSigners",
+        )
+
     def diff_names(self, old: str, new: str) -> list[str]:
         done = self._git("diff", "--name-only", old, new, "--", check=False)
         return done.stdout.decode(errors="replace").splitlines()
+
+
+def _signer(output: str) -> str:
+    """Who signed, from ``verify-commit --raw`` output (GPG status lines or ssh-keygen)."""
+    for line in output.splitlines():
+        if line.startswith("[GNUPG:] GOODSIG "):
+            return line.split(" ", 3)[-1].strip()
+        if line.startswith('Good "git" signature for '):
+            return line[len('Good "git" signature for ') :].split(" with ", 1)[0].strip()
+    return "a listed key"
+
+
+def _signature_problem(output: str) -> str:
+    """A one-line reason a signature was refused (no key material, no paths)."""
+    for marker, reason in (
+        ("[GNUPG:] BADSIG", "bad signature (the commit was changed after signing)"),
+        ("[GNUPG:] ERRSIG", "signed by a key that is not listed"),
+        ("[GNUPG:] NO_PUBKEY", "signed by a key that is not listed"),
+        ("[GNUPG:] EXPKEYSIG", "signed by an expired key"),
+        ("[GNUPG:] REVKEYSIG", "signed by a revoked key"),
+        ("No principal matched", "signed by an SSH key that is not listed"),
+        ("allowedSignersFile needs to be configured", "SSH signature but no SSH signer listed"),
+        ("Signature verification failed", "bad SSH signature"),
+        ("incorrect signature", "bad SSH signature"),
+    ):
+        if marker in output:
+            return reason
+    return "signature not verified"

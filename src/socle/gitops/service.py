@@ -330,6 +330,19 @@ class GitOps:
         status.state, status.reason = SyncState.SYNCING, f"commit {sha[:12]}"
         await self._save_status(name, status)
         info = await asyncio.to_thread(mirror.commit, sha)
+        if spec.signed_commits:
+            try:
+                signer = await asyncio.to_thread(
+                    mirror.verify_signature,
+                    sha,
+                    spec.signing_keys,
+                    spec.allowed_signers,
+                    self._dir / name / "verify",
+                )
+            except SourceError as exc:
+                status.errors = []
+                return await self._refuse(name, status, info, exc.message)
+            await self._event(spec.env, name, "signature verified", f"{sha[:12]} by {signer}")
         if not await asyncio.to_thread(mirror.has_folder, sha, spec.path):
             return await self._refuse(
                 name, status, info, f"folder {spec.path!r} does not exist at commit {sha[:12]}"
@@ -434,7 +447,9 @@ class GitOps:
         status.reason = f"commit {info.sha[:12]} refused: {reason}" + (
             f"; staying on {last[:12]}" if last else ""
         )
-        await self._event(self._sources[name].spec.env, name, "sync failed", status.reason)
+        await self._event(
+            self._sources[name].spec.env, name, "sync failed", status.reason, commit=info.to_dict()
+        )
         return status
 
     async def _wait(self, number: int) -> Any:
@@ -599,7 +614,23 @@ class GitOps:
             )
             if len(rows) >= limit:
                 break
-        return rows
+        for event in await self.events(env, limit=KEEP_EVENTS):
+            if event["event"] == "sync failed" and event.get("commit"):
+                rows.append(
+                    {
+                        "number": None,
+                        "created": event["time"],
+                        "status": "refused",
+                        "message": event["message"],
+                        "who": f"gitops:{event['source']}",
+                        "commit": event["commit"],
+                        "rollback_of": None,
+                        "duration": None,
+                        "counts": {},
+                    }
+                )
+        rows.sort(key=lambda row: float(row["created"] or 0), reverse=True)
+        return rows[:limit]
 
     async def diff(self, env: str, number: int | None) -> list[dict[str, Any]]:
         """Field-level diff of each source of ``env``: live vs Git (the last fetched
@@ -854,10 +885,20 @@ class GitOps:
             for c in the_plan.changes
         }
 
-    async def _event(self, env: str, source: str, kind: str, message: str) -> None:
+    async def _event(
+        self,
+        env: str,
+        source: str,
+        kind: str,
+        message: str,
+        *,
+        commit: dict[str, str] | None = None,
+    ) -> None:
         self._event_counter += 1
-        data = {"time": time.time(), "env": env, "source": source, "event": kind,
-                "message": message}  # fmt: skip
+        data: dict[str, Any] = {"time": time.time(), "env": env, "source": source,
+                                "event": kind, "message": message}  # fmt: skip
+        if commit is not None:
+            data["commit"] = commit
         log.info("gitops %s: %s %s: %s", env, source, kind, message)
         await self._store.put(f"{EVENTS}{self._event_counter:012d}", json.dumps(data).encode())
         if self._event_counter % 100 == 0:

@@ -23,6 +23,17 @@ REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 """Branch, tag or SHA: no leading dash (never read as an option), no spaces, no ``..``."""
 URL_RE = re.compile(r"^(https?|ssh|git|file)://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+$|^/\S*$")
 SECRET_PATH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")
+GPG_PUBLIC_RE = re.compile(
+    r"^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[A-Za-z0-9+/=:\s.,()'-]+"
+    r"\n-----END PGP PUBLIC KEY BLOCK-----$"
+)
+"""One ASCII-armored public key block, nothing else (never a private key)."""
+SIGNER_RE = re.compile(
+    r"^[^\s#][^\s]*(\s+[^\s]+)?\s+"
+    r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
+    r"|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(\s+[^\n]*)?$"
+)
+"""An ``allowed_signers`` line: principals, optional options, key type, key, comment."""
 
 
 def check_env(value: str) -> str:
@@ -56,6 +67,11 @@ class SourceSpec(Spec):
     """Poll interval (jittered by ±10%); webhooks sync at once whatever it is."""
     require_approval: bool = False
     """A commit promoted into this source's environment waits for ``socle approve ENV``."""
+    signing_keys: list[str] = Field(default_factory=list, max_length=32)
+    """ASCII-armored GPG public keys; with ``allowed_signers``, the keys a commit must be
+    signed with (checked by ``git verify-commit``) before it is applied here."""
+    allowed_signers: list[str] = Field(default_factory=list, max_length=256)
+    """SSH ``allowed_signers`` lines (``PRINCIPAL KEYTYPE KEY``) for SSH-signed commits."""
     credentials: str | None = None
     """Secrets engine path holding ``token`` (https) or ``ssh_key`` (ssh)."""
     webhook_secret: str | None = None
@@ -94,6 +110,40 @@ class SourceSpec(Spec):
         if value < 1:
             raise ValueError("interval must be at least 1s")
         return value
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _gpg(cls, value: list[str]) -> list[str]:
+        out = []
+        for index, key in enumerate(value):
+            key = key.strip().replace("\r\n", "\n")
+            if len(key) > 65536 or not GPG_PUBLIC_RE.fullmatch(key):
+                raise ValueError(
+                    f"signing key {index + 1} is not one ASCII-armored PGP public key block "
+                    "(`gpg --armor --export KEYID`)"
+                )
+            out.append(key)
+        return out
+
+    @field_validator("allowed_signers")
+    @classmethod
+    def _signers(cls, value: list[str]) -> list[str]:
+        out = []
+        for index, line in enumerate(value):
+            line = line.strip()
+            if len(line) > 16384 or "\n" in line or not SIGNER_RE.fullmatch(line):
+                raise ValueError(
+                    f"allowed signer {index + 1} is not an allowed_signers line "
+                    "(PRINCIPAL KEYTYPE BASE64KEY)"
+                )
+            no_controls(line)
+            out.append(line)
+        return out
+
+    @property
+    def signed_commits(self) -> bool:
+        """Commits must carry a good signature by one of the listed keys."""
+        return bool(self.signing_keys or self.allowed_signers)
 
     @field_validator("credentials", "webhook_secret")
     @classmethod

@@ -49,6 +49,8 @@ class SourceBody(Body):
     interval: str | float = 60.0
     credentials: str | None = Field(default=None, max_length=256)
     webhook_secret: str | None = Field(default=None, max_length=256)
+    signing_keys: list[str] = Field(default_factory=list, max_length=32)
+    allowed_signers: list[str] = Field(default_factory=list, max_length=256)
     replace: bool = False
 
     def source(self) -> Source:
@@ -61,6 +63,8 @@ class SourceBody(Body):
             "selfHeal": self.self_heal,
             "requireApproval": self.require_approval,
             "interval": self.interval,
+            "signingKeys": self.signing_keys,
+            "allowedSigners": self.allowed_signers,
         }
         for key, value in (
             ("branch", self.branch),
