@@ -23,11 +23,10 @@ REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 """Branch, tag or SHA: no leading dash (never read as an option), no spaces, no ``..``."""
 URL_RE = re.compile(r"^(https?|ssh|git|file)://\S+$|^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:\S+$|^/\S*$")
 SECRET_PATH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,255}$")
-GPG_PUBLIC_RE = re.compile(
-    r"^-----BEGIN PGP PUBLIC KEY BLOCK-----\n[A-Za-z0-9+/=:\s.,()'-]+"
-    r"\n-----END PGP PUBLIC KEY BLOCK-----$"
-)
+GPG_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n"
+GPG_END = "\n-----END PGP PUBLIC KEY BLOCK-----"
 """One ASCII-armored public key block, nothing else (never a private key)."""
+CONTROLS_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 SIGNER_RE = re.compile(
     r"^[^\s#][^\s]*(\s+[^\s]+)?\s+"
     r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com"
@@ -117,7 +116,13 @@ class SourceSpec(Spec):
         out = []
         for index, key in enumerate(value):
             key = key.strip().replace("\r\n", "\n")
-            if len(key) > 65536 or not GPG_PUBLIC_RE.fullmatch(key):
+            one_block = (
+                key.startswith(GPG_BEGIN)
+                and key.endswith(GPG_END)
+                and key.count("-----") == 4
+                and not CONTROLS_BUT_NEWLINE.search(key)
+            )
+            if len(key) > 65536 or not one_block:
                 raise ValueError(
                     f"signing key {index + 1} is not one ASCII-armored PGP public key block "
                     "(`gpg --armor --export KEYID`)"

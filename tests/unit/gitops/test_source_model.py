@@ -45,3 +45,39 @@ def test_defaults() -> None:
 def test_refused(spec: dict[str, Any], reason: str) -> None:
     with pytest.raises(ValidationError, match=reason):
         Source.model_validate(source(**spec))
+
+
+SSH_LINE = "dev@example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDq2xJ8iXlOm8vZ5v6r1oF5lE2m3n4p5q6r7s8t9u0v1"
+GPG_BLOCK = (
+    "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEZ0abcdYJKwYBBAHaRw8BAQdA\n=ab12\n"
+    "-----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+
+def test_signing_keys_and_allowed_signers() -> None:
+    assert not Source.model_validate(source()).spec.signed_commits
+    spec = Source.model_validate(source(signingKeys=[GPG_BLOCK], allowedSigners=[SSH_LINE])).spec
+    assert spec.signed_commits
+    assert spec.signing_keys == [GPG_BLOCK.strip()] and spec.allowed_signers == [SSH_LINE]
+    with_options = f'dev@example.com namespaces="git" {SSH_LINE.split(" ", 1)[1]}'
+    assert Source.model_validate(source(allowedSigners=[with_options])).spec.signed_commits
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"signingKeys": ["not a key"]}, "signing key 1 is not one ASCII-armored"),
+        (
+            {"signingKeys": [GPG_BLOCK.replace("PUBLIC", "PRIVATE")]},
+            "signing key 1 is not one ASCII-armored",
+        ),
+        ({"signingKeys": [GPG_BLOCK + GPG_BLOCK]}, "signing key 1"),
+        ({"allowedSigners": ["ssh-ed25519 AAAA"]}, "allowed signer 1 is not"),
+        ({"allowedSigners": [SSH_LINE + "\nevil ssh-rsa AAAA"]}, "allowed signer 1 is not"),
+        ({"allowedSigners": ["dev@x ssh-dss AAAA"]}, "allowed signer 1 is not"),
+        ({"allowedSigners": [SSH_LINE + " \x1b[2J"]}, "control"),
+    ],
+)
+def test_bad_signing_settings_are_refused(spec: dict[str, Any], reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Source.model_validate(source(**spec))
