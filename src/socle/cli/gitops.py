@@ -373,6 +373,93 @@ def _state(state: str) -> str:
     return f"[{STATE_STYLE.get(state, 'white')}]{safe(state)}[/]"
 
 
+@click.group()
+def notifier() -> None:
+    """Webhooks that GitOps events (sync, drift, rollback, approvals) are posted to."""
+
+
+@notifier.command("add")
+@click.argument("name")
+@click.option("--url", required=True, help="http(s) URL the events are POSTed to.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "slack", "teams"]), default="json",
+    show_default=True, help="Body: plain JSON, or Slack / Teams compatible.",
+)  # fmt: skip
+@click.option("--event", "events", multiple=True, help="Event to send (repeatable; default all).")
+@click.option("--env", help="Only events of this environment.")
+@click.option("--secret", help="Secrets path whose `secret` signs bodies (HMAC-SHA256).")
+@json_option
+def notifier_add(
+    name: str,
+    url: str,
+    fmt: str,
+    events: tuple[str, ...],
+    env: str | None,
+    secret: str | None,
+    as_json: bool,
+) -> None:
+    """Add (or replace) notifier NAME."""
+    body = {"name": name, "url": url, "format": fmt, "events": list(events) or None,
+            "env": env, "secret": secret}  # fmt: skip
+    with _client() as client:
+        row = client.call("POST", "/api/v1/gitops/notifiers", json=body)
+    if as_json:
+        print_json(row)
+    else:
+        console.print(f"notifier {safe(name)}: {', '.join(safe(e) for e in row['events'])}")
+
+
+@notifier.command("list")
+@json_option
+def notifier_list(as_json: bool) -> None:
+    """Every notifier and the events it receives."""
+    with _client() as client:
+        rows = client.call("GET", "/api/v1/gitops/notifiers")
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("NAME", "FORMAT", "ENV", "SIGNED", "EVENTS"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            safe(row["name"]), safe(row["format"]), safe(row.get("env") or "*"),
+            "yes" if row.get("secret") else "no", safe(", ".join(row["events"])),
+        )  # fmt: skip
+    console.print(table)
+
+
+@notifier.command("remove")
+@click.argument("name")
+def notifier_remove(name: str) -> None:
+    """Stop sending events to notifier NAME."""
+    with _client() as client:
+        client.call("DELETE", f"/api/v1/gitops/notifiers/{name}")
+    console.print(f"notifier {safe(name)} removed")
+
+
+@click.command()
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+def notifications(limit: int, as_json: bool) -> None:
+    """Deliveries to notifiers, newest first: event, attempts, answer."""
+    with _client() as client:
+        rows = client.call("GET", "/api/v1/gitops/notifications", params={"limit": limit})
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(show_edge=False, header_style="bold")
+    for column in ("TIME", "NOTIFIER", "ENV", "EVENT", "DELIVERED", "ATTEMPTS", "ERROR"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"])),
+            safe(row["notifier"]), safe(row["env"]), safe(row["event"]),
+            "yes" if row["delivered"] else "no", str(row["attempts"]), safe(row["error"]),
+        )  # fmt: skip
+    console.print(table)
+
+
 def register(group: click.Group) -> None:
-    for command in (source, sync, diff, promote, approve):
+    for command in (source, sync, diff, promote, approve, notifier, notifications):
         group.add_command(command)

@@ -45,6 +45,8 @@ COMMANDS: dict[str, str] = {
     "promote": "socle.cli.gitops",
     "approve": "socle.cli.gitops",
     "firewall": "socle.cli.firewall",
+    "notifier": "socle.cli.gitops",
+    "notifications": "socle.cli.gitops",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

@@ -48,8 +48,10 @@ from socle.errors import (
 )
 from socle.fs import private_dir
 from socle.gitops.git import CommitInfo, Credentials, Mirror
+from socle.gitops.notify import Notifications
 from socle.gitops.webhook import Deliveries, Push, verify
 from socle.model.loader import environments, load
+from socle.model.notifier import Notifier
 from socle.model.source import Source
 from socle.model.status import RevisionStatus
 from socle.state.store import StateStore
@@ -134,6 +136,7 @@ class GitOps:
         self._event_counter = 0
         self._persisted: dict[str, tuple[dict[str, Any], float]] = {}
         """What the store holds of each status (timestamps aside) and when it was written."""
+        self.notifications = Notifications(store, self._tasks, self._notifier_secret)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -147,6 +150,7 @@ class GitOps:
             self._status[name] = SourceStatus(**json.loads(record.value))
         keys = await self._store.keys(EVENTS)
         self._event_counter = int(keys[-1][len(EVENTS) :]) if keys else 0
+        await self.notifications.start()
         for name in self._sources:
             self._start_poll(name, first=0.0)
         self._tasks.spawn(self._watch_drift(), "drift")
@@ -218,8 +222,11 @@ class GitOps:
         Sources whose spec did not change keep syncing undisturbed."""
         loaded = await asyncio.to_thread(load, path)
         found = [obj for obj in loaded.of_kind("Source").values() if isinstance(obj, Source)]
-        if not found:
-            raise NotFoundError(f"no Source manifest under {path}")
+        notifiers = [n for n in loaded.of_kind("Notifier").values() if isinstance(n, Notifier)]
+        if not found and not notifiers:
+            raise NotFoundError(f"no Source or Notifier manifest under {path}")
+        for notifier in notifiers:
+            await self.notifications.add(notifier)
         for source in found:
             if self._sources.get(source.name) != source:
                 await self.add(source, replace=True)
@@ -329,6 +336,7 @@ class GitOps:
             return status
         status.state, status.reason = SyncState.SYNCING, f"commit {sha[:12]}"
         await self._save_status(name, status)
+        await self._event(spec.env, name, "sync started", f"commit {sha[:12]} ({trigger})")
         info = await asyncio.to_thread(mirror.commit, sha)
         if spec.signed_commits:
             try:
@@ -467,6 +475,16 @@ class GitOps:
         for old in entries[KEEP_CHECKOUTS:]:
             if old.name != keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+    async def _notifier_secret(self, notifier: Notifier) -> str | None:
+        """The HMAC key of ``notifier`` (policy ``notifier-<name>``), or None if unsigned."""
+        path = notifier.spec.secret
+        if path is None:
+            return None
+        if self._secrets is None:
+            raise ConfigError("a notifier's signing secret needs the secrets engine")
+        value, _ = await self._secrets.read_for_app([f"notifier-{notifier.name}"], path, "secret")
+        return value
 
     async def _credentials(self, source: Source) -> Credentials | None:
         path = source.spec.credentials
@@ -901,6 +919,7 @@ class GitOps:
             data["commit"] = commit
         log.info("gitops %s: %s %s: %s", env, source, kind, message)
         await self._store.put(f"{EVENTS}{self._event_counter:012d}", json.dumps(data).encode())
+        self.notifications.emit(data)
         if self._event_counter % 100 == 0:
             keys = await self._store.keys(EVENTS)
             for key in keys[:-KEEP_EVENTS]:

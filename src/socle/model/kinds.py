@@ -145,6 +145,7 @@ def build_default_kinds() -> KindRegistry:
     from socle.model.app import App, app_references
     from socle.model.external import ExternalService
     from socle.model.networkpolicy import NetworkPolicy, networkpolicy_references
+    from socle.model.notifier import Notifier
     from socle.model.route import Route, route_references
     from socle.model.slo import SLO
     from socle.model.source import Source
@@ -159,6 +160,7 @@ def build_default_kinds() -> KindRegistry:
     registry.register("Route", Route, references=route_references)
     registry.register("Source", Source)
     registry.register("NetworkPolicy", NetworkPolicy, references=networkpolicy_references)
+    registry.register("Notifier", Notifier)
     return registry
 
 

@@ -13,9 +13,10 @@ from pydantic import Field, ValidationError, field_validator
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.models import Body
-from socle.errors import ConfigError, ManifestError, Problem
+from socle.errors import ConfigError, ManifestError, NotFoundError, Problem
 from socle.gitops.service import GitOps
 from socle.model.app import no_controls
+from socle.model.notifier import Notifier
 from socle.model.source import Source, check_env
 
 router = APIRouter(prefix="/api/v1/gitops")
@@ -225,6 +226,61 @@ async def events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     return await _gitops(ctx).events(_env(env) if env else None, limit)
+
+
+class NotifierBody(Body):
+    name: str = Field(min_length=1, max_length=63)
+    url: str = Field(min_length=1, max_length=2048)
+    format: str = "json"
+    events: list[str] | None = Field(default=None, max_length=16)
+    env: str | None = Field(default=None, max_length=63)
+    secret: str | None = Field(default=None, max_length=256)
+
+    def notifier(self) -> Notifier:
+        spec: dict[str, Any] = {"url": self.url, "format": self.format}
+        for key, value in (("events", self.events), ("env", self.env), ("secret", self.secret)):
+            if value:
+                spec[key] = value
+        data = {"apiVersion": "socle/v1", "kind": "Notifier", "metadata": {"name": self.name},
+                "spec": spec}  # fmt: skip
+        try:
+            return Notifier.model_validate(data)
+        except ValidationError as exc:
+            problems = [
+                Problem(None, None, ".".join(str(p) for p in e["loc"]) or "notifier", e["msg"])
+                for e in exc.errors()
+            ]
+            raise ManifestError(problems, hint="nothing was changed") from None
+
+
+def _notifier_row(notifier: Notifier) -> dict[str, Any]:
+    spec = notifier.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"name": notifier.name, **spec}
+
+
+@router.get("/notifiers")
+async def notifiers(ctx: Ctx, _: Who) -> list[dict[str, Any]]:
+    return [_notifier_row(n) for n in _gitops(ctx).notifications.notifiers()]
+
+
+@router.post("/notifiers")
+async def add_notifier(body: NotifierBody, ctx: Ctx, _: Who) -> dict[str, Any]:
+    notifier = await _gitops(ctx).notifications.add(body.notifier())
+    return _notifier_row(notifier)
+
+
+@router.delete("/notifiers/{name}")
+async def remove_notifier(name: str, ctx: Ctx, _: Who) -> dict[str, Any]:
+    if not await _gitops(ctx).notifications.remove(name):
+        raise NotFoundError(f"notifier {name!r} does not exist", hint="see `socle notifier list`")
+    return {"removed": name}
+
+
+@router.get("/notifications")
+async def notifications(
+    ctx: Ctx, _: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    return await _gitops(ctx).notifications.deliveries(limit)
 
 
 @router.post("/webhook/{name}", status_code=202)

@@ -1,0 +1,104 @@
+"""The ``Notifier`` kind: a webhook that GitOps events are posted to (sync started /
+succeeded / failed, drift detected / corrected, rollback, promotion waiting for approval,
+approval given), as plain JSON or Slack- / Teams-compatible bodies.
+
+Like ``Source``, a notifier never carries a credential: ``secret`` is a secrets-engine
+path whose ``secret`` key signs each body (HMAC-SHA256 in ``X-Socle-Signature-256``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+
+from socle.model.app import Metadata, Spec, no_controls
+from socle.model.source import SECRET_PATH_RE, check_env
+
+EVENTS = (
+    "sync started",
+    "sync succeeded",
+    "sync failed",
+    "drift detected",
+    "drift corrected",
+    "rollback",
+    "promotion waiting for approval",
+    "approval given",
+)
+"""The events a notifier can subscribe to (the issue's words)."""
+
+
+def check_url(value: str) -> str:
+    """An ``http(s)://host[:port]/path`` URL without credentials, controls or spaces, and
+    never a link-local address (cloud metadata services live there)."""
+    no_controls(value)
+    if len(value) > 2048 or any(c.isspace() for c in value):
+        raise ValueError("invalid webhook URL: at most 2048 characters, no spaces")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid webhook URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("invalid webhook URL: http:// or https:// and a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "the webhook URL must not hold credentials: put an HMAC key in `secret` instead"
+        )
+    if port == 0:
+        raise ValueError("invalid webhook URL: port 0")
+    try:
+        address = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        return value
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        raise ValueError(f"the webhook URL may not point at {address} (link-local/multicast)")
+    return value
+
+
+class NotifierSpec(Spec):
+    url: str = Field(min_length=1)
+    format: Literal["json", "slack", "teams"] = "json"
+    events: list[str] = Field(default_factory=lambda: list(EVENTS), min_length=1)
+    env: str | None = None
+    """Only events of this environment (all environments when unset)."""
+    secret: str | None = None
+    """Secrets-engine path whose ``secret`` key signs each body (HMAC-SHA256)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        unknown = [e for e in value if e not in EVENTS]
+        if unknown:
+            raise ValueError(f"unknown event {unknown[0]!r} (known: {', '.join(EVENTS)})")
+        return sorted(set(value), key=EVENTS.index)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        return None if value is None else check_env(value)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str | None) -> str | None:
+        if value is not None and (not SECRET_PATH_RE.fullmatch(value) or ".." in value):
+            raise ValueError(f"invalid secrets path {value!r}")
+        return value
+
+
+class Notifier(Spec):
+    api_version: Literal["socle/v1"]
+    kind: Literal["Notifier"]
+    metadata: Metadata
+    spec: NotifierSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
