@@ -851,6 +851,7 @@ class GitOpsComponent:
             secrets=RedactingReader(need(plane.secrets, "secrets"), plane.redactor),
             tasks=plane.monitor,
             drift_seconds=plane.settings.gitops_drift_seconds,
+            events=plane.metrics,
         )
         await gitops.start()
         plane.gitops = gitops

@@ -57,6 +57,8 @@ def test_registry_is_per_control_plane_and_counts_runtime_events() -> None:
     one, two = ControlPlaneMetrics(monitor), ControlPlaneMetrics()
     one.planned(0.2)
     one.applied("succeeded", 3.0)
+    one.synced("synced", 0.4)
+    one.synced("failed", 1.5)
     one.instance_changed(status(ready=False))
     one.instance_changed(status(ready=True))  # became ready
     one.instance_changed(status(ready=False, restarts=2))  # two restarts, not ready
@@ -65,6 +67,8 @@ def test_registry_is_per_control_plane_and_counts_runtime_events() -> None:
     prod = (("app", "api"), ("env", "prod"))
     assert got[("socle_plan_duration_seconds_count", ())] == 1
     assert got[("socle_applies_total", (("status", "succeeded"),))] == 1
+    assert got[("socle_syncs_total", (("result", "failed"),))] == 1
+    assert got[("socle_sync_duration_seconds_count", ())] == 2
     assert got[("socle_runtime_restarts_total", prod)] == 2
     assert got[("socle_health_transitions_total", (*prod, ("to", "ready")))] == 1
     assert got[("socle_health_transitions_total", (*prod, ("to", "not_ready")))] == 1

@@ -93,6 +93,12 @@ class ControlPlaneMetrics:
             "socle_applies", "Applies that finished, by final status.", ["status"], registry=r
         )
         self.syncs = Counter("socle_syncs", "GitOps syncs, by result.", ["result"], registry=r)
+        self.sync_seconds = Histogram(
+            "socle_sync_duration_seconds",
+            "Time of one GitOps sync of a source (fetch, verify, apply, rollout).",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
         self.restarts = Counter(
             "socle_runtime_restarts",
             "Instance restarts seen by the runtime.",
@@ -160,6 +166,11 @@ class ControlPlaneMetrics:
     def applied(self, status: str, seconds: float) -> None:
         self.applies.labels(status).inc()
         self.apply_seconds.observe(seconds)
+
+    def synced(self, result: str, seconds: float) -> None:
+        """A GitOps sync ended with state ``result`` (synced, failed, pinned, ...)."""
+        self.syncs.labels(result).inc()
+        self.sync_seconds.observe(seconds)
 
     # -- runtime listener ---------------------------------------------------------------
 
