@@ -202,6 +202,10 @@ def test_webhooks_over_git_daemon(dev_server: SocleServer, tmp_path: Path) -> No
         assert server.api("POST", path, token="", headers=gitlab, content=body).status_code == 202
         wait_for(lambda: source(server, "shop")["commit"]["sha"] == third, 60, "gitlab sync")
         assert version(server, "shop") == "v3"
+        server.stop(keep_apps=True)  # delivery ids are remembered across a restart
+        server.start()
+        again = server.api("POST", path, token="", headers=headers, content=body)
+        assert again.status_code == 409 and "replay" in again.text
     log = server.log.read_text() + server.cli("status", "--json").stdout
     assert secret not in log
 

@@ -329,9 +329,42 @@ def _running(settings: Settings) -> bool:
     help="Development mode for a new control plane: the secrets engine is initialised and "
     "auto-unsealed from a key file in SOCLE_HOME (mode 0600). Use --no-dev in production.",
 )
-def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev: bool) -> None:
-    """Start the control plane in the background (if needed), apply PATH and wait."""
+@click.option(
+    "--bootstrap",
+    type=click.Path(exists=True),
+    help="Bootstrap manifest (file or folder of Source/Notifier objects): add its sources "
+    "and sync every environment they feed before returning.",
+)
+@click.option(
+    "--restore",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --bootstrap, on a fresh home: first restore this backup archive (data, last "
+    "synced commits), then start and sync (disaster recovery).",
+)
+def up(
+    path: str | None,
+    env: str | None,
+    listen: str | None,
+    no_wait: bool,
+    dev: bool,
+    bootstrap: str | None,
+    restore: str | None,
+) -> None:
+    """Start the control plane in the background (if needed), apply PATH and wait.
+
+    `socle up --bootstrap FILE [--restore BACKUP]` rebuilds a control plane from Git:
+    the backup (if any) is restored into the empty home, then the bootstrap's sources
+    are added and every environment is synced to its commit."""
     settings = _settings()
+    if restore and not bootstrap:
+        raise click.UsageError("--restore needs --bootstrap FILE")
+    if restore:
+        if _running(settings):
+            raise SocleError(
+                "a control plane is running on this home: --restore rebuilds a fresh home",
+                hint="stop it (`socle down`) and use an empty SOCLE_HOME",
+            )
+        _restore(settings, Path(restore))
     if not _running(settings):
         with console.status("starting the control plane"):
             _start_background(settings, listen, dev)
@@ -360,8 +393,10 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
                 endpoint="apply",
                 quiet_urls=True,  # `up` prints the whole status, URLs included
             )
-        elif not no_wait:
+        elif not no_wait and not bootstrap:
             code = _wait_settled(client)
+        if bootstrap:
+            code = max(code, _bootstrap(client, Path(bootstrap), wait=not no_wait))
         status = client.call("GET", "/api/v1/status")
     print_status(status)
     if not path and not status["apps"]:
@@ -370,6 +405,50 @@ def up(path: str | None, env: str | None, listen: str | None, no_wait: bool, dev
             "folder of your manifests."
         )
     raise SystemExit(code)
+
+
+def _restore(settings: Settings, archive: Path) -> None:
+    """Restore ``archive`` into the (empty) home before the control plane starts."""
+    import asyncio
+
+    from socle.backup.operations import restore_backup
+
+    with console.status(f"restoring {archive.name}"):
+        asyncio.run(restore_backup(settings, archive))
+    console.print(f"[green]✓ restored {safe(archive.name)}[/] into {safe(str(settings.home))}")
+
+
+BOOTSTRAP_TIMEOUT = 600.0
+
+
+def _bootstrap(client: Client, path: Path, *, wait: bool) -> int:
+    """Add the bootstrap's sources, then wait until every source has synced (or failed):
+    1 if one failed."""
+    rows = client.call("POST", "/api/v1/gitops/sources/apply", json={"path": str(path.absolute())})
+    names = {row["name"] for row in rows}
+    console.print(f"[green]✓ bootstrap[/]: {len(names)} source(s) from {safe(str(path))}")
+    if not wait or not names:
+        return 0
+    deadline = time.monotonic() + BOOTSTRAP_TIMEOUT
+    busy = {"new", "syncing"}
+    with console.status("syncing environments from Git", spinner="dots"):
+        while True:
+            sources = [
+                s for s in client.call("GET", "/api/v1/gitops/sources") if s["name"] in names
+            ]
+            if all(s["status"]["state"] not in busy for s in sources):
+                break
+            if time.monotonic() > deadline:
+                err_console.print("[bold red]error:[/] sources still syncing; see `socle status`")
+                return 1
+            time.sleep(0.2)
+    failed = [s for s in sources if s["status"]["state"] == "failed"]
+    for source in failed:
+        err_console.print(
+            f"[bold red]source {safe(source['name'])} failed:[/] {safe(source['status']['reason'])}"
+        )
+    settled = _wait_settled(client)
+    return 1 if failed else settled
 
 
 DEV_KEY_FILE = "secrets-dev-unseal.key"
@@ -568,18 +647,29 @@ def apply(
 @click.argument("target")
 @click.argument("number", required=False, type=click.IntRange(min=1))
 @click.option("--unpin", is_flag=True, help="With ENV: follow the sources again.")
+@click.option(
+    "--revert", is_flag=True, help="With ENV: write a revert commit to the source branch instead."
+)
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--no-wait", is_flag=True, help="Return once the rollback started.")
 @json_option
 def rollback(
-    target: str, number: int | None, unpin: bool, yes: bool, no_wait: bool, as_json: bool
+    target: str,
+    number: int | None,
+    unpin: bool,
+    revert: bool,
+    yes: bool,
+    no_wait: bool,
+    as_json: bool,
 ) -> None:
     """Re-apply the desired state of revision TARGET with its kept releases (no rebuild).
 
     `socle rollback ENV [REV]`: return environment ENV to revision REV (default: the good
-    one before the current) and pin it there until a new commit arrives or `--unpin`.
+    one before the current) and pin it there until a new commit arrives or `--unpin`;
+    with `--revert`, write a commit to the source branch that restores that revision's
+    folder instead (Git stays the truth; no pin).
     """
-    if not target.isdigit() or number is not None or unpin:
+    if not target.isdigit() or number is not None or unpin or revert:
         from socle.cli.gitops import env_rollback
         from socle.model.source import check_env
 
@@ -589,7 +679,11 @@ def rollback(
             raise click.BadParameter(str(exc), param_hint="TARGET (a revision or ENV)") from None
 
         with Client(_settings()) as client:
-            result = env_rollback(client, target, number, unpin, as_json)
+            result = env_rollback(client, target, number, unpin, as_json, revert)
+            if revert:
+                if as_json:
+                    print_json(result)
+                raise SystemExit(0 if result["status"]["state"] == "synced" else 1)
             revision_ = (result.get("revision") or {}).get("number")
             final = (
                 _wait_revision(client, revision_, quiet=as_json)

@@ -319,16 +319,28 @@ def env_history(client: Client, env: str, limit: int, as_json: bool) -> None:
 
 
 def env_rollback(
-    client: Client, env: str, revision: int | None, unpin: bool, as_json: bool
+    client: Client,
+    env: str,
+    revision: int | None,
+    unpin: bool,
+    as_json: bool,
+    revert: bool = False,
 ) -> dict[str, Any]:
     result: dict[str, Any] = client.call(
         "POST",
         f"/api/v1/gitops/envs/{env}/rollback",
-        json={"revision": revision, "unpin": unpin},
+        json={"revision": revision, "unpin": unpin, "revert": revert},
     )
     if as_json:
         return result
-    if unpin:
+    if revert:
+        done = result["revert"]
+        console.print(
+            f"revert commit {safe(done['sha'][:12])} pushed to source {safe(done['source'])} "
+            f"(back to {safe(done['to'][:12])}); environment {safe(env)}: "
+            f"{safe(result['status']['state'])} {safe(result['status']['reason'])}"
+        )
+    elif unpin:
         console.print(f"environment {safe(env)} unpinned; it follows its sources again")
     else:
         pin = result["pinned"]

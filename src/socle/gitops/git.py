@@ -333,6 +333,46 @@ class Mirror:
             hint="sign with a key listed in the source's signingKeys / allowedSigners",
         )
 
+    def revert_to(self, branch: str, target: str, folder: str, message: str) -> str:
+        """Write a commit on ``branch`` (on top of its current head) whose ``folder`` is as
+        at commit ``target`` (the rest of the tree unchanged: other teams' folders are not
+        touched), push it to the remote (fast-forward only: a push made meanwhile makes
+        this fail, never lost) and return its SHA."""
+        head = self.resolve(branch, None)
+        folder = folder.strip("/")
+        with tempfile.TemporaryDirectory(prefix="socle-revert-") as tmp:
+            # A private index and an empty work tree (never written: index-only commands).
+            (Path(tmp) / "tree").mkdir()
+            index = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), "GIT_WORK_TREE": f"{tmp}/tree"}
+            if folder in ("", "."):
+                tree = self._git("rev-parse", f"{target}^{{tree}}").stdout.decode().strip()
+            else:
+                self._git("read-tree", head, extra_env=index)
+                listed = self._git("ls-files", "-z", "--", folder, extra_env=index).stdout
+                if listed:
+                    done = subprocess.run(
+                        ["git", "--git-dir", str(self.folder), "update-index",
+                         "--force-remove", "-z", "--stdin"],
+                        input=listed, env={**os.environ, **index}, capture_output=True,
+                        timeout=GIT_TIMEOUT, check=False,
+                    )  # fmt: skip
+                    if done.returncode != 0:
+                        raise SourceError(f"git update-index failed: {done.stderr.decode()[-500:]}")
+                if self.has_folder(target, folder):
+                    self._git("read-tree", f"--prefix={folder}/", f"{target}:{folder}",
+                              extra_env=index)  # fmt: skip
+                tree = self._git("write-tree", extra_env=index).stdout.decode().strip()
+        who = {"GIT_AUTHOR_NAME": "Socle", "GIT_AUTHOR_EMAIL": "socle@localhost",
+               "GIT_COMMITTER_NAME": "Socle", "GIT_COMMITTER_EMAIL": "socle@localhost"}  # fmt: skip
+        new = (
+            self._git("commit-tree", tree, "-p", head, "-m", message, extra_env=who)
+            .stdout.decode()
+            .strip()
+        )
+        self._git("push", "--quiet", "--", self.url, f"{new}:refs/heads/{branch}")
+        self._git("update-ref", f"refs/heads/{branch}", new, head)
+        return new
+
     def diff_names(self, old: str, new: str) -> list[str]:
         done = self._git("diff", "--name-only", old, new, "--", check=False)
         return done.stdout.decode(errors="replace").splitlines()

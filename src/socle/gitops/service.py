@@ -28,11 +28,12 @@ import json
 import logging
 import random
 import shutil
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from socle.engine.scopes import source_owner
 from socle.engine.secret_refs import SecretReader
@@ -64,6 +65,10 @@ STATUS = "gitops/status/"
 PINS = "gitops/pins/"
 PROMOTIONS = "gitops/promotions/"
 EVENTS = "gitops/events/"
+DELIVERIES = "gitops/deliveries/"
+KEEP_DELIVERIES = 1000
+"""Webhook delivery ids kept in the state store per source, so that a replay is refused
+after a restart too (bounded: the newest ones)."""
 KEEP_CHECKOUTS = 3
 KEEP_EVENTS = 1000
 """Events kept in the state store (older ones are dropped, 100 at a time)."""
@@ -75,6 +80,15 @@ STATUS_REFRESH_SECONDS = 300.0
 (50 sources polling wrote the store, and checkpointed its log, on every poll); the
 served status is always the live one, only a restart may show an older ``last_sync``."""
 STAMPS = ("last_sync", "last_duration")
+
+
+def _load_file_or_folder(path: Path) -> Any:
+    """The manifests of folder ``path``, or of the single file ``path`` (a bootstrap file)."""
+    if not path.is_file():
+        return load(path)
+    with tempfile.TemporaryDirectory(prefix="socle-bootstrap-") as folder:
+        shutil.copyfile(path, Path(folder) / path.name)
+        return load(Path(folder))
 
 
 class SyncState:
@@ -108,6 +122,12 @@ class SourceStatus:
         return asdict(self)
 
 
+class SyncEvents(Protocol):
+    """Who hears about finished syncs (the control plane's metrics)."""
+
+    def synced(self, result: str, seconds: float) -> None: ...
+
+
 class GitOps:
     """Every source of one control plane and what keeps them synced."""
 
@@ -120,7 +140,9 @@ class GitOps:
         secrets: SecretReader | None = None,
         tasks: TaskMonitor | None = None,
         drift_seconds: float = DRIFT_CHECK_SECONDS,
+        events: SyncEvents | None = None,
     ) -> None:
+        self._events = events
         self._store = store
         self._engine = engine
         self._dir = home / "gitops"
@@ -148,6 +170,8 @@ class GitOps:
         for record in await self._store.scan(STATUS):
             name = record.key[len(STATUS) :]
             self._status[name] = SourceStatus(**json.loads(record.value))
+        for record in await self._store.scan(DELIVERIES):
+            self._deliveries.restore(record.key[len(DELIVERIES) :], json.loads(record.value))
         keys = await self._store.keys(EVENTS)
         self._event_counter = int(keys[-1][len(EVENTS) :]) if keys else 0
         await self.notifications.start()
@@ -220,7 +244,7 @@ class GitOps:
         """Add (or replace) every ``Source`` in the manifests under ``path`` (a bootstrap
         manifest kept in Git); bad manifests are refused with file and line, nothing added.
         Sources whose spec did not change keep syncing undisturbed."""
-        loaded = await asyncio.to_thread(load, path)
+        loaded = await asyncio.to_thread(_load_file_or_folder, path)
         found = [obj for obj in loaded.of_kind("Source").values() if isinstance(obj, Source)]
         notifiers = [n for n in loaded.of_kind("Notifier").values() if isinstance(n, Notifier)]
         if not found and not notifiers:
@@ -241,6 +265,7 @@ class GitOps:
             task.cancel()
         await self._store.delete(SOURCES + name)
         await self._store.delete(STATUS + name)
+        await self._store.delete(DELIVERIES + name)
         self._status.pop(name, None)
         self._persisted.pop(name, None)
         await asyncio.to_thread(shutil.rmtree, self._dir / name, True)
@@ -274,6 +299,8 @@ class GitOps:
             status = await self._sync(name, trigger, force or allow_delete_all, allow_delete_all)
             status.last_sync = time.time()
             status.last_duration = round(time.monotonic() - started, 4)
+            if self._events is not None:
+                self._events.synced(status.state, time.monotonic() - started)
             if self._status_moved(name, status):
                 await self._save_status(name, status)
             return status
@@ -526,6 +553,8 @@ class GitOps:
         # Unknown sources and sources without a secret answer like a bad signature.
         push = verify(headers, body, secret)
         self._deliveries.accept(name, push.delivery)
+        recent = self._deliveries.recent(name, KEEP_DELIVERIES)
+        await self._store.put(DELIVERIES + name, json.dumps(recent).encode())
         assert source is not None  # verify() refused an unknown source (no secret)
         branch = source.spec.branch
         other_branch = (
@@ -583,6 +612,46 @@ class GitOps:
             await self._save_status(name, self._status[name])
         await self._event(env, name or "", "rollback", f"to revision {number}")
         return {"pinned": pin, "revision": revision.to_dict() if revision else None}
+
+    async def revert(self, env: str, number: int | None, who: str) -> dict[str, Any]:
+        """``socle rollback ENV [REV] --revert``: instead of pinning, write a commit to the
+        source's branch that puts its folder back as at revision ``number``'s commit (default:
+        the good one before the current), push it, unpin and sync it like any commit."""
+        revisions = [r for r in await self._engine.revisions.list(limit=0) if r.environment == env]
+        good = [r for r in revisions if r.status == RevisionStatus.SUCCEEDED and r.commit]
+        if number is None:
+            if len(good) < 2:
+                raise NotFoundError(f"environment {env} has no earlier good revision")
+            number = good[1].number
+        target = next((r for r in good if r.number == number), None)
+        if target is None or not target.commit:
+            raise NotFoundError(f"revision {number} is not a good revision of {env} from Git")
+        name = target.commit.get("source", "")
+        source = self.get(name)
+        if source.spec.branch is None:
+            raise ConflictError(
+                f"source {name} follows {source.spec.ref}, not a branch: nothing to revert on",
+                hint=f"use `socle rollback {env} {number}` (a pin) instead",
+            )
+        sha = target.commit["sha"]
+        message = (
+            f"Revert {source.spec.path} to {sha[:12]} (revision {number})\n\n"
+            f"Written by `socle rollback {env} {number} --revert` for {who}."
+        )
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            credentials = await self._credentials(source)
+            mirror = Mirror(self._dir / name / "mirror", source.spec.repo, credentials)
+            await asyncio.to_thread(mirror.fetch)
+            new = await asyncio.to_thread(
+                mirror.revert_to, source.spec.branch, sha, source.spec.path, message
+            )
+        if await self._pin(env) is not None:
+            await self.unpin(env)
+        await self._event(env, name, "rollback",
+                          f"revert commit {new[:12]} to {sha[:12]} (revision {number}) by {who}")  # fmt: skip
+        status = await self.sync(name, trigger="revert", force=True)
+        return {"revert": {"sha": new, "to": sha, "revision": number, "source": name},
+                "status": status.to_dict()}  # fmt: skip
 
     async def environments(self) -> list[dict[str, Any]]:
         """One row per environment with a source: its state and each source's status."""

@@ -90,3 +90,15 @@ class Deliveries:
         seen[delivery] = time.time()
         while len(seen) > self._size:
             seen.popitem(last=False)
+
+    def recent(self, source: str, count: int) -> list[str]:
+        """The ``count`` newest delivery ids of ``source``, oldest first (to persist)."""
+        return list(self._seen.get(source, OrderedDict()))[-count:]
+
+    def restore(self, source: str, ids: list[str]) -> None:
+        """Remember ``ids`` (read back after a restart) as already received."""
+        seen = self._seen.setdefault(source, OrderedDict())
+        for delivery in ids:
+            seen[delivery] = 0.0
+        while len(seen) > self._size:
+            seen.popitem(last=False)

@@ -63,3 +63,29 @@ def test_a_link_out_of_the_tree_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="cannot be checked out safely"):
         mirror.checkout(sha, "deploy", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_revert_commit_restores_one_folder_and_is_pushed(tmp_path: Path) -> None:
+    remote = Remote(tmp_path / "git")
+    (remote.work / "other").mkdir(parents=True)
+    (remote.work / "other" / "team.txt").write_text("a\n")
+    first = remote.commit_apps("v1", {"web": {"env": {"VERSION": "v1"}}})
+    (remote.work / "other" / "team.txt").write_text("b\n")
+    (remote.work / "deploy" / "extra.yaml").write_text("# added in v2\n")
+    second = remote.commit_apps("v2", {"web": {"env": {"VERSION": "v2"}}})
+    mirror = Mirror(tmp_path / "m", remote.url)
+    mirror.fetch()
+    new = mirror.revert_to("main", first, "deploy", "Revert deploy to v1")
+    assert git(remote.bare, "rev-parse", "main") == new
+    assert git(remote.bare, "rev-parse", f"{new}^") == second
+    assert git(remote.bare, "rev-parse", f"{new}:deploy") == git(
+        remote.bare, "rev-parse", f"{first}:deploy"
+    )
+    assert git(remote.bare, "show", f"{new}:other/team.txt") == "b"  # other folders untouched
+    assert mirror.commit(new).author == "Socle <socle@localhost>"
+    # a push made meanwhile is never overwritten: the revert fails instead
+    git(remote.work, "commit", "--quiet", "--allow-empty", "-m", "meanwhile")
+    git(remote.work, "pull", "--quiet", "--rebase", "origin", "main")
+    git(remote.work, "push", "--quiet", "origin", "HEAD:refs/heads/main")
+    with pytest.raises(SourceError, match="git push failed"):
+        mirror.revert_to("main", first, "deploy", "again")

@@ -57,3 +57,15 @@ def test_replayed_delivery_is_refused_per_source_and_memory_is_bounded() -> None
     seen.accept("a", "2")
     seen.accept("a", "3")  # forgets "1"
     seen.accept("a", "1")
+
+
+def test_recent_deliveries_survive_a_restart_bounded() -> None:
+    seen = Deliveries(size=3)
+    for delivery in ("1", "2", "3", "4"):
+        seen.accept("a", delivery)
+    assert seen.recent("a", 2) == ["3", "4"] and seen.recent("b", 2) == []
+    again = Deliveries(size=3)
+    again.restore("a", seen.recent("a", 10))
+    with pytest.raises(AuthError, match="replay"):
+        again.accept("a", "4")
+    again.accept("a", "1")  # forgotten before the restart: the window is bounded

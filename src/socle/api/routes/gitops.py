@@ -97,6 +97,8 @@ class SyncBody(Body):
 class RollbackBody(Body):
     revision: int | None = Field(default=None, ge=1)
     unpin: bool = False
+    revert: bool = False
+    """Write a revert commit to the source branch instead of pinning."""
 
 
 def _row(gitops: GitOps, source: Source) -> dict[str, Any]:
@@ -213,6 +215,11 @@ async def rollback(env: str, body: RollbackBody, ctx: Ctx, user: Who) -> dict[st
     if body.unpin:
         await gitops.unpin(_env(env))
         return {"unpinned": env}
+    if body.revert:
+        reverted: dict[str, Any] = ctx.redact.deep(
+            await gitops.revert(_env(env), body.revision, user)
+        )
+        return reverted
     result = await gitops.rollback(_env(env), body.revision, user)
     data: dict[str, Any] = ctx.redact.deep(result)
     return data

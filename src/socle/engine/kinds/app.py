@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
 from socle.engine import secret_refs
@@ -93,10 +94,22 @@ class AppHandler:
         for raw in records.values():
             target = Target.from_json(raw)
             target.environment = self._environment((KIND, target.name))
+            target.release_root = self._relocated(target.release_root)
+            if target.previous_root is not None:
+                target.previous_root = self._relocated(target.previous_root)
             self.controller.set_target(target.name, target)
             if target.rollout.status == RolloutStatus.PROGRESSING:
                 pending[target.name] = target.rollout.revision
         return pending
+
+    def _relocated(self, root: Path) -> Path:
+        """``root`` (``<releases_dir>/<app>/<id>``, recorded as an absolute path), moved
+        under this home's releases folder when the home was restored somewhere else (a
+        backup restored into a new SOCLE_HOME: the old folder is gone)."""
+        if root.is_dir():
+            return root
+        moved = Path(self._releases.releases_dir) / root.parent.name / root.name
+        return moved if moved.is_dir() else root
 
     async def start(self) -> None:
         self.controller.start()
