@@ -110,7 +110,10 @@ def test_source_follows_its_branch_and_never_loses_the_last_good_revision(
     assert code == 0 and rows[0]["commit"]["sha"] == first
     assert version(server, "web") == "v1"
 
-    history = json.loads(server.cli("history", "dev", "--json").stdout)
+    listed = json.loads(server.cli("history", "dev", "--json").stdout)
+    refused = [h for h in listed if h["status"] == "refused"]  # broken commits show too
+    assert refused and all(h["number"] is None and h["commit"]["sha"] for h in refused)
+    history = [h for h in listed if h["status"] != "refused"]
     assert [h["commit"]["sha"] for h in history[:3]] == [first, third, second]
     assert all(h["status"] == "succeeded" and h["duration"] is not None for h in history[:3])
 
