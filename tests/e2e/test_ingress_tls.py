@@ -78,8 +78,9 @@ def test_pki_certificate_https_redirect_and_basic_auth(
     url = f"https://shop.example.test:{https}/"
     resolve = ["--resolve", f"shop.example.test:{https}:127.0.0.1"]
 
-    def served() -> bool:
-        return curl("--cacert", str(ca), *resolve, url).returncode == 0
+    def served() -> bool:  # TLS up AND the app behind it healthy (not nginx's 503)
+        answer = curl("--cacert", str(ca), *resolve, url)
+        return answer.returncode == 0 and '"version"' in answer.stdout
 
     wait_for(served, what="the TLS route")
     answer = curl("--cacert", str(ca), *resolve, "-D", "-", url)
