@@ -559,18 +559,29 @@ class NetworkComponent:
         bridge_server: DnsServer | None = None
         if plane.bridge_gateway is not None:
             # Isolated instances have their own loopback: they ask the gateway instead.
-            bridge_server = DnsServer(network.registry, plane.bridge_gateway, server.address[1])
-            try:
-                await bridge_server.start()
-            except OSError as exc:
-                await server.stop()
-                await network.stop()
-                raise ConfigError(
-                    f"cannot serve DNS to instances on {plane.bridge_gateway}:"
-                    f"{server.address[1]}: {exc.strerror or exc}",
-                    hint="another program uses that port on the Socle bridge; set "
-                    "SOCLE_DNS_LISTEN to another port",
-                ) from exc
+            # Port 0 picked a port free on the loopback only: when the gateway already has
+            # it (another home's bridge DNS), pick again instead of failing the start.
+            attempts = 5 if port == 0 else 1
+            for attempt in range(attempts):
+                bridge_server = DnsServer(network.registry, plane.bridge_gateway, server.address[1])
+                try:
+                    await bridge_server.start()
+                    break
+                except OSError as exc:
+                    if attempt + 1 < attempts:
+                        await server.stop()
+                        server = DnsServer(network.registry, host, port)
+                        await server.start()
+                        continue
+                    await server.stop()
+                    await network.stop()
+                    raise ConfigError(
+                        f"cannot serve DNS to instances on {plane.bridge_gateway}:"
+                        f"{server.address[1]}: {exc.strerror or exc}",
+                        hint="another program uses that port on the Socle bridge; set "
+                        "SOCLE_DNS_LISTEN to another port",
+                    ) from exc
+            assert bridge_server is not None  # the loop either broke with it or raised
             plane.bridge_dns = host_port(*bridge_server.address)
         self._dns = server
         self._bridge_dns = bridge_server
