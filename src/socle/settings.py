@@ -24,6 +24,18 @@ def default_home() -> Path:
     return base / "socle"
 
 
+LISTEN_SETTINGS = (
+    "listen",
+    "consul_listen",
+    "dns_listen",
+    "prometheus_listen",
+    "alertmanager_listen",
+    "ingress_http",
+    "ingress_https",
+)
+"""Every ``HOST:PORT`` setting a control plane listens on (checked alike, never picked twice)."""
+
+
 def parse_listen(value: str) -> tuple[str, int]:
     """Split ``HOST:PORT`` (IPv6 as ``[::1]:PORT``); port 0 means any free port."""
     host, sep, port = value.rpartition(":")
@@ -254,15 +266,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"audit_dirs: {folder!r} must be an absolute path")
         return value
 
-    @field_validator(
-        "listen",
-        "consul_listen",
-        "dns_listen",
-        "prometheus_listen",
-        "alertmanager_listen",
-        "ingress_http",
-        "ingress_https",
-    )
+    @field_validator(*LISTEN_SETTINGS)
     @classmethod
     def _check_listen(cls, value: str) -> str:
         parse_listen(value)

@@ -36,8 +36,9 @@ from socle.observe.metrics.prometheus import (
 )
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
+from socle.ports import PortBook
 from socle.runtime.local.driver import LocalDriver
-from socle.settings import Settings, parse_listen
+from socle.settings import Settings
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.observe")
@@ -62,6 +63,7 @@ class PlaneView(Protocol):
     port: int
     url: str
     tls: tuple[Path, Path] | None
+    ports: PortBook
     driver: LocalDriver | None
     engine: Engine | None
     metrics: ControlPlaneMetrics | None
@@ -159,12 +161,14 @@ class AlertmanagerComponent:
         observe.alerts = alerts
         if settings.alertmanager == "off" or not _installed(settings.alertmanager_bin):
             return
-        host, port = parse_listen(settings.alertmanager_listen)
+        host, port = plane.ports.hold(
+            settings.alertmanager_listen, setting="SOCLE_ALERTMANAGER_LISTEN"
+        )
         server = AlertmanagerServer(
             settings.observe_dir / "alertmanager",
             binary=settings.alertmanager_bin,
             host=host,
-            port=port or _free_port(host),
+            port=port,
             tasks=self._tasks,
         )
         await server.prepare(await plane.service_token(ALERTMANAGER_TOKEN_NAME))
@@ -201,16 +205,6 @@ def _installed(binary: str) -> bool:
     return False
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class PrometheusComponent:
     name = "prometheus"
 
@@ -234,12 +228,12 @@ class PrometheusComponent:
                 hint="set SOCLE_METRICS_REMOTE_WRITE (and SOCLE_METRICS_QUERY_URL to query "
                 "that Prometheus), or use SOCLE_PROMETHEUS=embedded",
             )
-        host, port = parse_listen(settings.prometheus_listen)
+        host, port = plane.ports.hold(settings.prometheus_listen, setting="SOCLE_PROMETHEUS_LISTEN")
         server = PrometheusServer(
             settings.observe_dir / "prometheus",
             binary=settings.prometheus_bin,
             host=host,
-            port=port or _free_port(host),
+            port=port,
             retention=settings.prometheus_retention,
             retention_size=settings.prometheus_retention_size,
             tasks=self._tasks,

@@ -20,7 +20,6 @@ import logging
 import os
 import resource
 import signal
-import socket
 from pathlib import Path
 
 from socle.errors import ConfigError
@@ -31,6 +30,7 @@ from socle.observe.components import (
     PrometheusComponent,
 )
 from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.ports import PortBook
 from socle.redact import Redactor
 from socle.redact import install as install_redactor
 from socle.server.components import Component, Components
@@ -52,29 +52,13 @@ from socle.server.parts import (
     VolumesComponent,
     check_not_fenced,
 )
-from socle.settings import Settings, parse_listen
+from socle.settings import LISTEN_SETTINGS, Settings, parse_listen
 from socle.state.registry import StoreRegistry, default_registry
 from socle.tasks import TaskMonitor
 
 log = logging.getLogger("socle.server")
 
 __all__ = ["Component", "Components", "build_components", "run", "serve"]
-
-
-def _reserve(listen: str) -> tuple[str, int]:
-    """Check that ``listen`` is free (and pick a port for port 0) before serving on it."""
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {listen}: {exc.strerror}",
-                hint="another program uses that port; pick another with --listen HOST:PORT",
-            ) from exc
-        return host, sock.getsockname()[1]
 
 
 def _url(host: str, port: int, *, tls: bool) -> str:
@@ -169,6 +153,7 @@ async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> N
     private_dir(settings.home)
     home_lock = _HomeLock(settings.home / "server.lock")
     home_lock.acquire()
+    ports = PortBook()
     try:
         tightened = await asyncio.to_thread(tighten, settings.home)
         if tightened.folders or tightened.files:
@@ -179,7 +164,9 @@ async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> N
                 tightened.files,
             )
         _raise_nofile()
-        host, port = _reserve(settings.listen)
+        # Explicit ports that children bind later must never come back from a port-0 pick.
+        ports.avoid(getattr(settings, name) for name in LISTEN_SETTINGS)
+        host, port = ports.hold(settings.listen, setting="--listen / SOCLE_LISTEN")
         monitor = TaskMonitor()
         plane = Plane(
             redactor=redactor,
@@ -192,6 +179,7 @@ async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> N
             port=port,
             url=_url(host, port, tls=tls is not None),
             tls=tls,
+            ports=ports,
         )
         components = build_components(plane)
         loop = asyncio.get_running_loop()
@@ -199,6 +187,7 @@ async def serve(settings: Settings, *, stores: StoreRegistry | None = None) -> N
             loop.add_signal_handler(sig, plane.request_shutdown, True)
         await _run(plane, components)
     finally:
+        ports.close()
         home_lock.release()
     check_not_fenced(plane)
 

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import pwd
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from socle.observe.logs.worker import WorkerStore
 from socle.observe.metrics.ingress import IngressTraffic
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
+from socle.ports import PortBook
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.runtime.local.netns import BridgeNetwork, home_prefix, missing_tools
@@ -93,6 +93,8 @@ class Plane:
     port: int
     url: str
     tls: tuple[Path, Path] | None
+    ports: PortBook = field(default_factory=PortBook)
+    """The TCP ports this control plane holds (picked or configured), until it stops."""
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     keep_apps: bool = True
     fenced: str | None = None
@@ -647,24 +649,6 @@ class FirewallComponent:
             await firewall.stop()
 
 
-def reserve_port(listen: str, kind: int = socket.SOCK_STREAM) -> tuple[str, int]:
-    """``listen`` checked free (port 0: a free port picked), or ConfigError naming it."""
-    host, port = parse_listen(listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {listen}: {exc.strerror}",
-                hint="another program uses that port; set another address "
-                "(SOCLE_CONSUL_LISTEN / SOCLE_DNS_LISTEN, HOST:PORT; port 0 picks a free one)",
-            ) from exc
-        return host, int(sock.getsockname()[1])
-
-
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -685,7 +669,7 @@ class ConsulComponent:
         settings = plane.settings
         tokens = plane.tokens or TokenStore(need(plane.store, "store"))
         plane.tokens = tokens
-        host, port = reserve_port(settings.consul_listen)
+        host, port = plane.ports.hold(settings.consul_listen, setting="SOCLE_CONSUL_LISTEN")
         if not _is_loopback(host):
             # This listener speaks plain HTTP (Consul clients' default): tokens would
             # cross the network in clear text.

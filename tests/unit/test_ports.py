@@ -1,0 +1,76 @@
+"""PortBook: a picked port stays bound (no one else's port-0 bind gets it) yet the real
+listener can still take it; a port someone already listens on is refused naming the setting."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from socle.errors import ConfigError
+from socle.ports import PortBook
+
+
+def _listen(port: int, *, reuseaddr: bool) -> socket.socket:
+    sock = socket.socket()
+    if reuseaddr:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def test_a_held_port_is_refused_to_others_and_given_to_the_real_listener() -> None:
+    book = PortBook()
+    try:
+        host, port = book.hold("127.0.0.1:0", setting="SOCLE_X")
+        assert host == "127.0.0.1" and port > 0
+        # A program that does not share (no SO_REUSEADDR) cannot take it...
+        with pytest.raises(OSError) as refused:
+            _listen(port, reuseaddr=False)
+        assert refused.value.errno == errno.EADDRINUSE
+        # ...the server we start on it (granian, Prometheus, nginx all set SO_REUSEADDR) can.
+        server = _listen(port, reuseaddr=True)
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        server.close()
+    finally:
+        book.close()
+    # Released: free for anyone.
+    _listen(port, reuseaddr=False).close()
+
+
+def test_picks_are_all_different_and_skip_avoided_ports() -> None:
+    book = PortBook()
+    try:
+        picked = {book.hold("127.0.0.1:0", setting="S")[1] for _ in range(50)}
+        assert len(picked) == 50
+        # Explicit ports are held once, however often they are asked for.
+        first = next(iter(picked))
+        assert book.hold(f"127.0.0.1:{first}", setting="S") == ("127.0.0.1", first)
+        assert len(book.held()) == 50
+    finally:
+        book.close()
+    assert book.held() == []
+
+
+def test_a_port_another_program_listens_on_is_refused_naming_the_setting() -> None:
+    other = _listen(0, reuseaddr=False)
+    try:
+        port = other.getsockname()[1]
+        with pytest.raises(ConfigError) as err:
+            PortBook().hold(f"127.0.0.1:{port}", setting="SOCLE_CONSUL_LISTEN")
+        assert f"127.0.0.1:{port}" in str(err.value) and "SOCLE_CONSUL_LISTEN" in str(err.value)
+        assert "SOCLE_CONSUL_LISTEN" in (err.value.hint or "")
+    finally:
+        other.close()
+
+
+def test_malformed_addresses_are_refused() -> None:
+    with pytest.raises(ValueError):
+        PortBook().hold("nonsense", setting="S")
