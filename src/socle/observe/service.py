@@ -83,8 +83,9 @@ class Observe:
         if self.query is None:
             raise Unavailable(
                 "no Prometheus to query",
-                hint="the embedded Prometheus is off or not started (SOCLE_PROMETHEUS), "
-                "and SOCLE_METRICS_QUERY_URL is not set",
+                hint="the embedded Prometheus starts just after the API: retry in a few "
+                "seconds (`socle status` lists it under components); otherwise it is off "
+                "(SOCLE_PROMETHEUS) and SOCLE_METRICS_QUERY_URL is not set",
             )
         return self.query
 
