@@ -387,7 +387,7 @@ def _state(state: str) -> str:
 
 @click.group()
 def notifier() -> None:
-    """Webhooks that GitOps events (sync, drift, rollback, approvals) are posted to."""
+    """Webhooks that GitOps events (sync, drift, rollback, approvals) and alerts are posted to."""
 
 
 @notifier.command("add")
@@ -400,6 +400,11 @@ def notifier() -> None:
 @click.option("--event", "events", multiple=True, help="Event to send (repeatable; default all).")
 @click.option("--env", help="Only events of this environment.")
 @click.option("--secret", help="Secrets path whose `secret` signs bodies (HMAC-SHA256).")
+@click.option(
+    "--severity", "severities", multiple=True, type=click.Choice(["info", "warning", "critical"]),
+    help="Only alerts of this severity (repeatable; default all).",
+)  # fmt: skip
+@click.option("--app", "apps", multiple=True, help="Only alerts about this app (repeatable).")
 @json_option
 def notifier_add(
     name: str,
@@ -408,11 +413,14 @@ def notifier_add(
     events: tuple[str, ...],
     env: str | None,
     secret: str | None,
+    severities: tuple[str, ...],
+    apps: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Add (or replace) notifier NAME."""
+    alerts = {k: list(v) for k, v in (("severity", severities), ("app", apps)) if v}
     body = {"name": name, "url": url, "format": fmt, "events": list(events) or None,
-            "env": env, "secret": secret}  # fmt: skip
+            "env": env, "secret": secret, "alerts": alerts or None}  # fmt: skip
     with _client() as client:
         row = client.call("POST", "/api/v1/gitops/notifiers", json=body)
     if as_json:

@@ -5,8 +5,10 @@ background task (a slow receiver never holds a sync), retried with exponential b
 (``RETRIES`` attempts) on a connection error, a 5xx or a 429; every delivery is recorded
 (``gitops/notifications/<n>``, the last ``KEEP`` kept) with its attempts and outcome.
 
-Payloads carry only the event (environment, source, event, message, time): messages are
-already scrubbed of credentials by the Git layer, and the HMAC key signs the body (header
+Payloads carry only the event (environment, source, event, message, time; for the alert
+events also the alert's name, state, labels, annotations and times, see
+:mod:`socle.observe.alerts.forward`): messages are already scrubbed of credentials by the
+Git layer (alerts by the control plane's redactor), and the HMAC key signs the body (header
 ``X-Socle-Signature-256: sha256=<hex>``) without ever being part of it.
 """
 
@@ -42,9 +44,20 @@ SIGNATURE_HEADER = "X-Socle-Signature-256"
 SecretFor = Callable[[Notifier], Awaitable[str | None]]
 
 
+def _text(event: dict[str, Any]) -> str:
+    alert = event.get("alert")
+    if isinstance(alert, dict):
+        # "[FIRING] api-memory (critical) app=api env=prod: api uses more than 200 MB"
+        where = " ".join(f"{k}={alert[k]}" for k in ("app", "instance", "env") if alert.get(k))
+        state = "FIRING" if event["event"] == "alert firing" else "RESOLVED"
+        head = f"[{state}] {alert['name']} ({alert.get('severity') or 'no severity'})"
+        return f"{head}{' ' + where if where else ''}: {event['message']}"
+    return f"[{event['env']}] {event['source']}: {event['event']} — {event['message']}"
+
+
 def body(notifier: Notifier, event: dict[str, Any]) -> bytes:
     """The request body in the notifier's format (only event fields, never a secret)."""
-    text = f"[{event['env']}] {event['source']}: {event['event']} — {event['message']}"
+    text = _text(event)
     if notifier.spec.format == "slack":
         data: dict[str, Any] = {"text": text}
     elif notifier.spec.format == "teams":
@@ -52,6 +65,8 @@ def body(notifier: Notifier, event: dict[str, Any]) -> bytes:
                 "summary": f"{event['event']} in {event['env']}", "text": text}  # fmt: skip
     else:
         data = {k: event[k] for k in ("time", "env", "source", "event", "message")}
+        if "alert" in event:
+            data["alert"] = event["alert"]
     return json.dumps(data).encode()
 
 
@@ -133,6 +148,13 @@ class Notifications:
         for notifier in self._notifiers.values():
             spec = notifier.spec
             if event["event"] not in spec.events or spec.env not in (None, event["env"]):
+                continue
+            alert = event.get("alert")
+            if (
+                spec.alerts is not None
+                and isinstance(alert, dict)
+                and not spec.alerts.matches(alert.get("labels") or {})
+            ):
                 continue
             try:
                 self._queue.put_nowait((notifier, event))

@@ -1,6 +1,7 @@
 """The ``Notifier`` kind: a webhook that GitOps events are posted to (sync started /
 succeeded / failed, drift detected / corrected, rollback, promotion waiting for approval,
-approval given), as plain JSON or Slack- / Teams-compatible bodies.
+approval given) and alerts (firing, resolved: Alertmanager calls Socle back, see
+:mod:`socle.observe.alerts.forward`), as plain JSON or Slack- / Teams-compatible bodies.
 
 Like ``Source``, a notifier never carries a credential: ``secret`` is a secrets-engine
 path whose ``secret`` key signs each body (HMAC-SHA256 in ``X-Socle-Signature-256``).
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from socle.model.app import Metadata, Spec, no_controls
+from socle.model.app import NAME_RE, Metadata, Spec, no_controls
 from socle.model.source import SECRET_PATH_RE, check_env
 
 EVENTS = (
@@ -26,8 +27,14 @@ EVENTS = (
     "rollback",
     "promotion waiting for approval",
     "approval given",
+    "alert firing",
+    "alert resolved",
 )
 """The events a notifier can subscribe to (the issue's words)."""
+
+ALERT_EVENTS = ("alert firing", "alert resolved")
+SEVERITIES = ("info", "warning", "critical")
+"""An alert's ``severity`` label, as AlertRules and the built-in rules set it."""
 
 
 def check_url(value: str) -> str:
@@ -58,6 +65,38 @@ def check_url(value: str) -> str:
     return value
 
 
+class AlertFilter(Spec):
+    """Which alerts a notifier receives (every alert when a field is unset)."""
+
+    severity: list[Literal["info", "warning", "critical"]] | None = Field(
+        default=None, min_length=1
+    )
+    """Only alerts whose ``severity`` label is one of these."""
+    app: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    """Only alerts whose ``app`` label is one of these (alerts about no app never match)."""
+
+    @field_validator("app")
+    @classmethod
+    def _apps(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for name in value:
+            if not NAME_RE.fullmatch(name):
+                raise ValueError(f"invalid app name {name!r}")
+        return sorted(set(value))
+
+    @field_validator("severity")
+    @classmethod
+    def _severities(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else sorted(set(value), key=SEVERITIES.index)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether an alert with ``labels`` passes this filter."""
+        if self.severity is not None and labels.get("severity") not in self.severity:
+            return False
+        return self.app is None or labels.get("app") in self.app
+
+
 class NotifierSpec(Spec):
     url: str = Field(min_length=1)
     format: Literal["json", "slack", "teams"] = "json"
@@ -66,6 +105,10 @@ class NotifierSpec(Spec):
     """Only events of this environment (all environments when unset)."""
     secret: str | None = None
     """Secrets-engine path whose ``secret`` key signs each body (HMAC-SHA256)."""
+    alerts: AlertFilter | None = None
+    """Which alerts (events ``alert firing`` / ``alert resolved``) to receive: by
+    ``severity`` and ``app`` labels; every alert when unset. ``env`` applies to alerts too
+    (their ``env`` label)."""
 
     @field_validator("url")
     @classmethod

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from socle.engine.service import Engine
 from socle.errors import ConfigError, SocleError
 from socle.fs import private_dir
+from socle.observe.alerts.forward import AlertForwarder, Sink, resolve_removed
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
 from socle.observe.alerts.service import Alerts
@@ -37,6 +38,7 @@ from socle.observe.metrics.prometheus import (
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
 from socle.ports import PortBook
+from socle.redact import Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.settings import Settings
 from socle.tasks import TaskMonitor
@@ -69,8 +71,15 @@ class PlaneView(Protocol):
     metrics: ControlPlaneMetrics | None
     observe: Observe | None
 
+    redactor: Redactor
+    """Masks every secret value the engine resolved (alerts forwarded to notifiers)."""
+
     async def service_token(self, name: str) -> str:
         """A fresh API token for one of Socle's own daemons (the previous one dies)."""
+
+    @property
+    def alert_sink(self) -> Sink | None:
+        """Where alerts go to reach the notifiers (GitOps' notification queue), if any."""
 
 
 def _need(value: T | None, what: str) -> T:
@@ -156,6 +165,7 @@ class AlertmanagerComponent:
             min_interval=settings.remediation_interval,
             record_file=settings.observe_dir / "remediations.jsonl",
         )
+        alerts.forwarder = AlertForwarder(lambda: plane.alert_sink, redact=plane.redactor)
         await asyncio.to_thread(private_dir, settings.observe_dir)
         await asyncio.to_thread(alerts.load)
         observe.alerts = alerts
@@ -280,6 +290,22 @@ class PrometheusComponent:
         server = self._server
         if server is not None:
             await server.write_rules(await self._rule_files())
+            await self._resolve_removed()
+
+    async def _resolve_removed(self) -> None:
+        """Prometheus no longer has the removed rules: end their alerts in Alertmanager now
+        (else they linger for minutes and the notifiers hear of the end late)."""
+        observe = self._plane.observe
+        manager = observe.alerts.manager if observe and observe.alerts else None
+        if manager is None:
+            return
+        engine: Engine = _need(self._plane.engine, "engine")
+        applied = set(engine.handler("AlertRule").rules())
+        applied.update(f"SLO/{name}" for name in engine.handler("SLO").rules())
+        try:
+            await resolve_removed(manager, applied)
+        except SocleError as exc:
+            log.warning("cannot end the alerts of removed rules: %s", exc.message)
 
     async def stop(self) -> None:
         observe = self._plane.observe

@@ -37,6 +37,7 @@ from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
 from socle.errors import ConfigError, LeaseLost, SocleError
 from socle.fs import write_private
+from socle.gitops.notify import Notifications
 from socle.gitops.service import GitOps
 from socle.network.dns import DnsServer
 from socle.network.firewall.compiler import FirewallConfig
@@ -139,6 +140,11 @@ class Plane:
         return await tokens.create(name)
 
     gitops: GitOps | None = None
+
+    @property
+    def alert_sink(self) -> Notifications | None:
+        """Where Alertmanager's alerts go to reach the notifiers: GitOps' queue."""
+        return self.gitops.notifications if self.gitops is not None else None
 
     def request_shutdown(self, keep_apps: bool) -> None:
         self.keep_apps = keep_apps

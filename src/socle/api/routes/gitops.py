@@ -242,10 +242,15 @@ class NotifierBody(Body):
     events: list[str] | None = Field(default=None, max_length=16)
     env: str | None = Field(default=None, max_length=63)
     secret: str | None = Field(default=None, max_length=256)
+    alerts: dict[str, Any] | None = None
+    """The alert filter (``severity``, ``app``), checked by the Notifier model."""
 
     def notifier(self) -> Notifier:
         spec: dict[str, Any] = {"url": self.url, "format": self.format}
-        for key, value in (("events", self.events), ("env", self.env), ("secret", self.secret)):
+        for key, value in (
+            ("events", self.events), ("env", self.env), ("secret", self.secret),
+            ("alerts", self.alerts),
+        ):  # fmt: skip
             if value:
                 spec[key] = value
         data = {"apiVersion": "socle/v1", "kind": "Notifier", "metadata": {"name": self.name},

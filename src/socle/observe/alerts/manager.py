@@ -214,6 +214,10 @@ class AlertmanagerServer:
         data = response.json()
         return data if isinstance(data, list) else []
 
+    async def post_alerts(self, alerts: list[dict[str, Any]]) -> None:
+        """Post alerts to Alertmanager's v2 API (an ``endsAt`` in the past resolves one)."""
+        await self._request("POST", "/api/v2/alerts", json=alerts)
+
     async def silences(self) -> list[dict[str, Any]]:
         response = await self._request("GET", "/api/v2/silences")
         data = response.json()

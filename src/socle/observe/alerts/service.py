@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from socle.errors import ConfigError
 from socle.fs import open_private_append
+from socle.observe.alerts.forward import AlertForwarder
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceId, InstanceStatus
@@ -104,6 +105,8 @@ class Alerts:
         self.manager: AlertmanagerServer | None = None
         self._record_file = record_file
         """Every decision as a JSON line (owner-only), kept across restarts."""
+        self.forwarder: AlertForwarder | None = None
+        """Also hands every firing and resolved alert to the notifiers (see :mod:`.forward`)."""
 
     def load(self) -> None:
         """The last decisions recorded by earlier runs, and the rate limit they set
@@ -177,6 +180,8 @@ class Alerts:
         alerts = payload.get("alerts")
         if not isinstance(alerts, list):
             raise ConfigError("webhook payload has no 'alerts' list")
+        if self.forwarder is not None:
+            self.forwarder.forward(alerts)
         rules = self._rules()
         done: list[Remediation] = []
         for alert in alerts[:MAX_ALERTS_PER_CALL]:
