@@ -59,6 +59,7 @@ from socle.network.templates import TemplateService
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
 from socle.observe.logs.worker import WorkerStore
+from socle.observe.metrics.expiry import ingress_certificate_gauge, lease_gauges
 from socle.observe.metrics.ingress import IngressTraffic
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
@@ -288,8 +289,12 @@ class SecretsComponent:
         )
         await secrets.start()
         plane.secrets = secrets
+        if plane.metrics is not None:
+            lease_gauges(plane.metrics, secrets.lease_summary)
 
     async def stop(self) -> None:
+        if self._plane.metrics is not None:
+            lease_gauges(self._plane.metrics, None)
         secrets, self._plane.secrets = self._plane.secrets, None
         if secrets is not None:
             await secrets.stop()
@@ -813,6 +818,7 @@ class IngressComponent:
         self._traffic = traffic
         if plane.metrics is not None:
             plane.metrics.collector("ingress", traffic)
+            ingress_certificate_gauge(plane.metrics, lambda: ingress.view()["routes"])
         await ingress.start()
         plane.ingress = ingress
 
@@ -825,6 +831,7 @@ class IngressComponent:
         if traffic is not None:
             if self._plane.metrics is not None:
                 self._plane.metrics.collector("ingress", None)
+                ingress_certificate_gauge(self._plane.metrics, None)
             await traffic.close()
         if ingress is None:
             return

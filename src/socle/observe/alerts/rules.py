@@ -9,7 +9,17 @@ start with ``Socle``; ``socle_rule`` is empty, so no remediation runs for them):
 - ``SocleApplyFailed``: an apply ended failed or rolled back in the last 15 minutes;
 - ``SocleCertificateExpiringSoon``: the API's TLS certificate expires within 14 days;
 - ``SocleVolumeBackupFailing``: the last scheduled backup of a volume failed;
-- ``SocleBackgroundTaskFailing``: background tasks of the control plane keep failing.
+- ``SocleBackgroundTaskFailing``: background tasks of the control plane keep failing;
+- ``SocleIngressCertificateExpiringSoon``: a TLS route's certificate expires within 7 days
+  (the ingress renews at two thirds of a certificate's life, ten days before the end of
+  the PKI's 30-day certificates: this one means renewal keeps failing);
+  ``SocleIngressCertificateExpired`` (critical): it has expired;
+- ``SocleSecretsLeaseEndingSoon``: a secrets-engine lease that can no longer be renewed
+  (not renewable, or at its max TTL) ends within an hour: its users need new credentials.
+
+Metric names and the gauges behind them: :mod:`socle.observe.metrics.expiry` and
+:mod:`socle.observe.metrics.certs`. Each expression is tested with ``promtool test rules``
+(``tests/integration/observe/test_builtin_rules.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +71,33 @@ BUILTIN_RULES: list[dict[str, Any]] = [
         "annotations": {
             "summary": "the certificate in {{ $labels.file }} expires in "
             "{{ $value | humanizeDuration }}",
+        },
+    },
+    {
+        "alert": "SocleIngressCertificateExpiringSoon",
+        "expr": "socle_ingress_certificate_expiry_timestamp_seconds - time() < 7 * 86400",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {
+            "summary": "the certificate of route {{ $labels.route }} ({{ $labels.host }}) "
+            "expires in {{ $value | humanizeDuration }}: its renewal keeps failing",
+        },
+    },
+    {
+        "alert": "SocleIngressCertificateExpired",
+        "expr": "socle_ingress_certificate_expiry_timestamp_seconds - time() <= 0",
+        "labels": {"severity": "critical", "socle_rule": ""},
+        "annotations": {
+            "summary": "the certificate of route {{ $labels.route }} ({{ $labels.host }}) "
+            "has expired: clients refuse the route",
+        },
+    },
+    {
+        "alert": "SocleSecretsLeaseEndingSoon",
+        "expr": "socle_secrets_lease_final_expiry_timestamp_seconds - time() < 3600",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {
+            "summary": "a lease of {{ $labels.mount }} that can no longer be renewed ends in "
+            "{{ $value | humanizeDuration }}: its users need new credentials",
         },
     },
     {

@@ -172,6 +172,11 @@ class SecretsCore:
         self.pipeline = Pipeline(services)
         log.info("secrets engine unsealed")
 
+    def lease_summary(self) -> dict[str, tuple[int, float | None]]:
+        """Per mount path: lease count and soonest final expiry (nothing while sealed)."""
+        services = self.services
+        return {} if services is None else services.leases.summary()
+
     async def seal_now(self) -> None:
         async with self._lock:
             await self._teardown()

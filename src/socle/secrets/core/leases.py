@@ -7,6 +7,13 @@ expiry in a heap (it is woken when an earlier one arrives), so the cost is O(log
 lease and nothing is polled. Expired tokens are in the same heap: their expiry revokes the
 token tree and, through it, their leases.
 
+For metrics, an in-memory index keeps each lease's mount and *final* expiry: when it ends
+for good, because it is not renewable or a renewal already reached its max TTL (None while a
+renewal can still push it back). :meth:`ExpirationManager.summary` answers per mount with
+the lease count and the soonest final expiry, without reading storage (the gauge
+``socle_secrets_lease_final_expiry_timestamp_seconds`` and the built-in rule
+``SocleSecretsLeaseEndingSoon`` use it).
+
 The schedule is rebuilt from storage at every unseal, so expiries survive restarts; what
 expired while the server was down is revoked right after the unseal. A backend that fails
 to revoke is retried with exponential backoff (capped at 5 minutes); the lease stays
@@ -82,6 +89,13 @@ class LeaseEntry:
             internal=dict(self.internal),
         )
 
+    def final_expiry(self) -> float | None:
+        """When this lease ends for good: now known if it cannot be renewed, or if its
+        expiry already reached its max TTL; None while a renewal can still extend it."""
+        if not self.renewable or (self.max_expire_at and self.expire_at >= self.max_expire_at):
+            return self.expire_at
+        return None
+
     def lookup_data(self, now: float) -> dict[str, Any]:
         return {
             "id": self.lease_id,
@@ -126,6 +140,8 @@ class ExpirationManager:
         self._task: asyncio.Task[None] | None = None
         self._tasks = (tasks if tasks is not None else TaskMonitor()).group("secrets")
         self._lock = asyncio.Lock()
+        self._index: dict[str, tuple[str, float | None]] = {}
+        """lease id -> (mount uuid, final expiry or None): see the module docstring."""
 
     # -- schedule -----------------------------------------------------------------------
 
@@ -147,6 +163,7 @@ class ExpirationManager:
         for _, raw in await self._barrier.scan("lease/id/"):
             entry = LeaseEntry.from_json(raw)
             self.schedule("lease", entry.lease_id, entry.expire_at)
+            self._indexed(entry)
         for token in await self._tokens.all_entries():
             if token.expire_at:
                 self.schedule("token", token.id, token.expire_at)
@@ -162,6 +179,25 @@ class ExpirationManager:
             self._task = None
         self._heap.clear()
         self._due.clear()
+        self._index.clear()
+
+    def _indexed(self, entry: LeaseEntry) -> None:
+        self._index[entry.lease_id] = (entry.mount_uuid, entry.final_expiry())
+
+    def summary(self) -> dict[str, tuple[int, float | None]]:
+        """Per mount path: how many leases, and the soonest final expiry among them (None:
+        every lease can still be renewed). In memory, O(leases): for metrics at scrape."""
+        out: dict[str, tuple[int, float | None]] = {}
+        for uuid, final in self._index.values():
+            mounted = self._router.by_uuid(uuid)
+            if mounted is None:
+                continue
+            path = mounted.entry.path
+            count, soonest = out.get(path, (0, None))
+            if final is not None and (soonest is None or final < soonest):
+                soonest = final
+            out[path] = (count + 1, soonest)
+        return out
 
     async def _run(self) -> None:
         while True:
@@ -256,6 +292,7 @@ class ExpirationManager:
             writes[_token_index(entry.token_id, entry.lease_id)] = entry.lease_id.encode()
         await self._barrier.put_many(writes)
         self.schedule("lease", entry.lease_id, entry.expire_at)
+        self._indexed(entry)
         return entry
 
     async def lookup(self, lease_id: str) -> LeaseEntry:
@@ -289,6 +326,7 @@ class ExpirationManager:
         entry.internal = dict(renewed.internal)
         await self._barrier.put(f"lease/id/{entry.lease_id}", entry.to_json())
         self.schedule("lease", entry.lease_id, entry.expire_at)
+        self._indexed(entry)
         return entry, warnings
 
     async def revoke(self, lease_id: str, *, force: bool = False) -> bool:
@@ -317,6 +355,7 @@ class ExpirationManager:
             deletes.append(_token_index(entry.token_id, lease_id))
         await self._barrier.put_many({}, deletes)
         self.unschedule("lease", lease_id)
+        self._index.pop(lease_id, None)
         return True
 
     async def revoke_prefix(self, prefix: str, *, force: bool = False) -> int:
@@ -350,6 +389,8 @@ class ExpirationManager:
             await self._barrier.put_many(writes, deletes)
             self.unschedule("lease", old_id)
             self.schedule("lease", entry.lease_id, entry.expire_at)
+            self._index.pop(old_id, None)
+            self._indexed(entry)
             moved += 1
         return moved
 
