@@ -95,6 +95,8 @@ def print_status(status: dict[str, Any]) -> None:
             for name, held in protections.items()
         ]
         console.print("[dim]protections:[/] " + "  ".join(marks))
+    for name, how in (isolation.get("features") or {}).items():
+        console.print(f"[dim]  {safe(name)}:[/] {safe(how)}")
     if isolation.get("warning"):
         console.print(f"[yellow]warning:[/] {safe(isolation['warning'])}")
     print_control_plane(status.get("control_plane") or {})

@@ -162,6 +162,10 @@ class Isolation:
     protections: dict[str, bool] = field(default_factory=dict)
     """Which container practices hold on this host (``read_only_code``, ``non_root``,
     ``syscall_filter``, ...): True enforced, False not. Empty when the driver cannot tell."""
+    features: dict[str, str] = field(default_factory=dict)
+    """Each isolation mechanism as it really is here, in words (``network``,
+    ``namespaces``, ``cgroups``, ``user``, ``seccomp``, ``landlock``). Empty when the
+    driver cannot tell."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -169,6 +173,7 @@ class Isolation:
             "detail": self.detail,
             "warning": self.warning,
             "protections": dict(self.protections),
+            "features": dict(self.features),
         }
 
 

@@ -27,8 +27,26 @@ def test_unknown_mode_is_refused() -> None:
 
 
 def test_protections_as_root_leave_only_ports_unenforced() -> None:
-    prot = protections(sandbox=True, per_app_uid=True, limits=True, rlimits=False)
+    prot = protections(sandbox=True, per_app_uid=True, limits=True, rlimits=False, netns=True)
     assert [name for name, held in prot.items() if not held] == ["minimal_ports"]
+    shared = protections(sandbox=True, per_app_uid=True, limits=True, rlimits=False)
+    assert [n for n, held in shared.items() if not held] == ["network_namespace", "minimal_ports"]
+
+
+def test_the_network_is_reported_as_it_is() -> None:
+    """The warning and the features follow the driver's network, whatever the mode."""
+    shared = detect("none")
+    assert "apps share the host network" in (shared.info.warning or "")
+    assert shared.info.features["network"].startswith("shared with the host")
+    own = detect("none", netns=True)
+    assert own.info.protections["network_namespace"] is True
+    assert "share the host network" not in (own.info.warning or "")
+    assert "own network namespace" in (own.info.warning or "")
+    assert own.info.features["network"].startswith("own network namespace")
+    assert own.info.features["seccomp"] == "none" and own.info.features["cgroups"].startswith(
+        "none"
+    )
+    assert set(own.info.to_dict()["features"]) == set(own.info.features)  # type: ignore[arg-type]
 
 
 def test_protections_without_cgroups_say_limits_are_missing() -> None:

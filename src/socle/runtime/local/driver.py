@@ -183,7 +183,11 @@ class LocalDriver:
         shim = await asyncio.to_thread(self._prepare_dirs)
         try:
             isolation = await asyncio.to_thread(
-                detect, self._requested, cgroup_parent=self._cgroup_parent, run_dir=self.run_dir
+                detect,
+                self._requested,
+                cgroup_parent=self._cgroup_parent,
+                run_dir=self.run_dir,
+                netns=self.network is not None,
             )
         except BaseException:
             self._unlock_run_dir()

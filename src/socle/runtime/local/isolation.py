@@ -13,10 +13,16 @@ than the first, ``none`` asks for the last):
 ``rlimits``   plain processes in their own session with RLIMIT_AS: nothing of the above.
 
 :attr:`Isolation.protections` lists "the ten container practices" (plus read-only kernel
-tunables) with whether each holds here; :attr:`Isolation.warning` names what does not.
-The network namespace is *shared* in every mode, on purpose: apps listen on the host's
-127.0.0.1 where ingress and health checks reach them; hence "minimal ports" is reported as
-not enforced (an app may open more ports than it declares).
+tunables and the network namespace) with whether each holds here; :attr:`Isolation.warning`
+names what does not; :attr:`Isolation.features` says how each mechanism really is (network,
+namespaces, cgroups, user, seccomp, landlock).
+
+The network is orthogonal to the mode: as root, with the Socle bridge (see :mod:`.netns`),
+every instance gets its own network namespace, whatever the mode; otherwise apps share the
+host's network and listen on its 127.0.0.1. Either way "minimal ports" is not enforced: in
+its own namespace an app's undeclared ports are still reachable from the host and from peers
+no NetworkPolicy restricts (only nothing off the machine reaches them); sharing the host's
+network, from anything on the host.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ PLAIN_WARNING = (
 PROTECTIONS = (
     "read_only_code",
     "dedicated_volumes",
+    "network_namespace",
     "minimal_ports",
     "non_root",
     "syscall_filter",
@@ -56,7 +63,15 @@ PROTECTIONS = (
     "hidden_host_secrets",
     "read_only_kernel_tunables",
 )
-"""The ten container practices of the field, plus kernel tunables, in the order shown."""
+"""The ten container practices of the field, plus kernel tunables and the network
+namespace, in the order shown."""
+SHARED_NETWORK = "apps share the host network: ports beyond the declared ones are not blocked"
+OWN_NETWORK = (
+    "each instance has its own network namespace (nothing off this machine reaches it, and "
+    "it cannot reach the host's loopback), but ports beyond the declared ones stay reachable "
+    "from the host and from peers that no NetworkPolicy restricts to listed ports"
+)
+LANDLOCK = "not used (the filesystem view comes from bubblewrap's mount namespace)"
 PROBE_UID = 65534
 """``nobody``: the uid the start-up probe drops to (no app's uid is spent on it)."""
 
@@ -95,12 +110,13 @@ class HostIsolation:
 
 
 def protections(
-    *, sandbox: bool, per_app_uid: bool, limits: bool, rlimits: bool
+    *, sandbox: bool, per_app_uid: bool, limits: bool, rlimits: bool, netns: bool = False
 ) -> dict[str, bool]:
     """Which practices hold, as data for ``socle status`` and ``/api/v1/status``."""
     return {
         "read_only_code": sandbox,
         "dedicated_volumes": sandbox,
+        "network_namespace": netns,
         "minimal_ports": False,
         "non_root": per_app_uid or (sandbox and os.geteuid() != 0),
         "syscall_filter": sandbox,
@@ -120,11 +136,47 @@ def _not_enforced(prot: dict[str, bool], extra: list[str]) -> str:
     return "; ".join(notes)
 
 
-def plain(reason: str | None = None) -> HostIsolation:
+def network_note(netns: bool) -> str:
+    return OWN_NETWORK if netns else SHARED_NETWORK
+
+
+def features(
+    *,
+    netns: bool,
+    namespaces: bool,
+    cgroup_controllers: list[str],
+    user: str,
+    seccomp_filter: bool,
+) -> dict[str, str]:
+    """Each mechanism as it really is, in words (:attr:`Isolation.features`)."""
+    return {
+        "network": "own network namespace per instance, on the Socle bridge"
+        if netns
+        else "shared with the host (apps listen on its 127.0.0.1)",
+        "namespaces": "pid, mount, ipc, uts (bubblewrap)" if namespaces else "none",
+        "cgroups": f"v1: {', '.join(cgroup_controllers)} limited per instance"
+        if cgroup_controllers
+        else "none (memory capped by RLIMIT_AS only; cpu and pids not limited)",
+        "user": user,
+        "seccomp": "syscall deny list (escape-prone calls fail with EPERM)"
+        if seccomp_filter
+        else "none",
+        "landlock": LANDLOCK if namespaces else "not used",
+    }
+
+
+def plain(reason: str | None = None, *, netns: bool = False) -> HostIsolation:
     warning = PLAIN_WARNING if reason is None else f"{reason}: {PLAIN_WARNING}"
-    prot = protections(sandbox=False, per_app_uid=False, limits=False, rlimits=True)
-    warning = f"{warning}; {_not_enforced(prot, [])}"
-    return HostIsolation(Isolation("rlimits", PLAIN_DETAIL, warning, prot), False)
+    prot = protections(sandbox=False, per_app_uid=False, limits=False, rlimits=True, netns=netns)
+    warning = f"{warning}; {_not_enforced(prot, [network_note(netns)])}"
+    said = features(
+        netns=netns,
+        namespaces=False,
+        cgroup_controllers=[],
+        user=f"the control plane's own user (uid {os.geteuid()})",
+        seccomp_filter=False,
+    )
+    return HostIsolation(Isolation("rlimits", PLAIN_DETAIL, warning, prot, said), False)
 
 
 def _probe(bwrap: str, filter_path: Path, etc: Path, *, rootless: bool) -> str | None:
@@ -154,19 +206,24 @@ def _probe(bwrap: str, filter_path: Path, etc: Path, *, rootless: bool) -> str |
 
 
 def detect(
-    requested: str, *, cgroup_parent: str = "socle", run_dir: Path | None = None
+    requested: str,
+    *,
+    cgroup_parent: str = "socle",
+    run_dir: Path | None = None,
+    netns: bool = False,
 ) -> HostIsolation:
     """Decide the isolation mode; blocking (runs bubblewrap once), call from a thread.
 
     ``run_dir`` holds the compiled syscall filter and the uid ledger; without it (old
-    callers, tests of the plain mode) no sandbox is attempted.
+    callers, tests of the plain mode) no sandbox is attempted. ``netns``: the driver puts
+    every instance in its own network namespace (it has a bridge network), reported as is.
     """
     if requested not in MODES:
         raise RuntimeDriverError(
             f"unknown isolation mode {requested!r}", hint=f"use one of {', '.join(MODES)}"
         )
     if requested == "none":
-        return plain("isolation='none' was asked for")
+        return plain("isolation='none' was asked for", netns=netns)
     problem: str | None = None
     bwrap = shutil.which("bwrap")
     root = os.geteuid() == 0
@@ -196,8 +253,9 @@ def detect(
                 hint="run as root with bubblewrap and util-linux installed "
                 "(apt-get install bubblewrap util-linux), or use isolation='auto' or 'none'",
             )
-        return plain(f"no sandbox because {problem}")
+        return plain(f"no sandbox because {problem}", netns=netns)
     if not root:
+        # No bridge network without root: the shared network is the only truth here.
         prot = protections(sandbox=True, per_app_uid=False, limits=False, rlimits=True)
         warning = _not_enforced(
             prot,
@@ -205,12 +263,21 @@ def detect(
                 "the control plane is not root: apps run in an unprivileged user namespace "
                 "with the control plane's own uid (no uid per app, so apps are not kept apart "
                 "by file permissions) and only RLIMIT_AS limits memory; cpu and pids are "
-                "not limited"
+                "not limited",
+                SHARED_NETWORK,
             ],
         )
         detail = f"{NAMESPACES}+userns+seccomp, shared uid"
+        userns = features(
+            netns=False,
+            namespaces=True,
+            cgroup_controllers=[],
+            user=f"user namespace mapping the control plane's own uid ({os.geteuid()}) "
+            "for every app",
+            seccomp_filter=True,
+        )
         return HostIsolation(
-            Isolation("userns", detail, warning, prot),
+            Isolation("userns", detail, warning, prot, userns),
             True,
             bwrap,
             rootless=True,
@@ -231,11 +298,22 @@ def detect(
         extra.append("no usable cgroup v1 controllers: memory, cpu and pids are not limited")
     uids = UidAllocator(run_dir)
     _ = uids.start  # claim the home's uid block now: a clash stops the start, loudly
-    prot = protections(sandbox=True, per_app_uid=True, limits=bool(groups.parents), rlimits=False)
-    extra.append("apps share the host network: ports beyond the declared ones are not blocked")
+    prot = protections(
+        sandbox=True, per_app_uid=True, limits=bool(groups.parents), rlimits=False, netns=netns
+    )
+    extra.append(network_note(netns))
+    if netns:
+        detail += "+netns"
     said = _not_enforced(prot, extra) or None
+    mechanisms = features(
+        netns=netns,
+        namespaces=True,
+        cgroup_controllers=groups.controllers,
+        user="own unprivileged uid per app (no capabilities, no new privileges)",
+        seccomp_filter=True,
+    )
     return HostIsolation(
-        Isolation(mode, detail, said, prot),
+        Isolation(mode, detail, said, prot, mechanisms),
         True,
         bwrap,
         groups,
