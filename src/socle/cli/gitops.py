@@ -469,12 +469,14 @@ def notifications(limit: int, as_json: bool) -> None:
         print_json(rows)
         return
     table = Table(show_edge=False, header_style="bold")
-    for column in ("TIME", "NOTIFIER", "ENV", "EVENT", "DELIVERED", "ATTEMPTS", "ERROR"):
+    for column in ("TIME", "NOTIFIER", "ENV", "SOURCE", "EVENT", "DELIVERED", "ATTEMPTS",
+                   "ERROR"):  # fmt: skip
         table.add_column(column)
     for row in rows:
         table.add_row(
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"])),
-            safe(row["notifier"]), safe(row["env"]), safe(row["event"]),
+            safe(row["notifier"]), safe(row["env"]), safe(row.get("source") or ""),
+            safe(row["event"]),
             "yes" if row["delivered"] else "no", str(row["attempts"]), safe(row["error"]),
         )  # fmt: skip
     console.print(table)

@@ -61,8 +61,13 @@ def body(notifier: Notifier, event: dict[str, Any]) -> bytes:
     if notifier.spec.format == "slack":
         data: dict[str, Any] = {"text": text}
     elif notifier.spec.format == "teams":
+        summary = (
+            f"{event['event']}: {event['source']}"
+            if "alert" in event
+            else (f"{event['event']} in {event['env']}")
+        )
         data = {"@type": "MessageCard", "@context": "https://schema.org/extensions",
-                "summary": f"{event['event']} in {event['env']}", "text": text}  # fmt: skip
+                "summary": summary, "text": text}  # fmt: skip
     else:
         data = {k: event[k] for k in ("time", "env", "source", "event", "message")}
         if "alert" in event:

@@ -154,6 +154,7 @@ def test_bodies_of_alert_events() -> None:
     assert resolved is not None
     teams = json.loads(body(notifier(format="teams"), resolved))
     assert teams["text"].startswith("[RESOLVED] api-memory")
+    assert teams["summary"] == "alert resolved: api-memory"
 
 
 class FakeAlertmanager:
