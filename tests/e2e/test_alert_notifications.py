@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,11 @@ def test_firing_and_resolved_alerts_reach_notifiers(observed: SocleServer, tmp_p
             yaml.safe_dump(rule("always", "vector(1) > 0", "critical"))
         )
         (repo / "never.yaml").write_text(yaml.safe_dump(rule("never", "vector(1) < 0", "info")))
+        # Prometheus evaluates rules once it runs (its start is slow on a busy machine).
+        wait_for(lambda: server.cli("metrics", "query", "vector(1)", check=False).returncode == 0,
+                 120, "Prometheus to answer")  # fmt: skip
         server.cli("apply", str(repo), "--yes")
+        applied = time.monotonic()
 
         def bodies(status: str) -> list[dict[str, Any]]:
             found = [json.loads(b) for _, b in seen]
@@ -86,6 +91,7 @@ def test_firing_and_resolved_alerts_reach_notifiers(observed: SocleServer, tmp_p
             ]  # fmt: skip
 
         fired = wait_for(lambda: bodies("firing"), 180, "the firing alert at the receiver")
+        print(f"apply -> firing alert at the notifier: {time.monotonic() - applied:.1f}s")
         alert = fired[0]["alert"]
         assert fired[0]["event"] == "alert firing" and fired[0]["message"] == "always holds"
         assert alert["severity"] == "critical" and alert["labels"]["team"] == "web"
@@ -93,7 +99,11 @@ def test_firing_and_resolved_alerts_reach_notifiers(observed: SocleServer, tmp_p
 
         (repo / "always.yaml").unlink()
         server.cli("apply", str(repo), "--yes")
+        removed = time.monotonic()
+        # Without Socle ending the removed rule's alert, Alertmanager would resolve it only
+        # when Prometheus' last endsAt passes (4 resend periods: 4 min): this waits 2.
         resolved = wait_for(lambda: bodies("resolved"), 120, "the resolved alert at the receiver")
+        print(f"rule removed -> resolved at the notifier: {time.monotonic() - removed:.1f}s")
         assert resolved[0]["event"] == "alert resolved" and resolved[0]["alert"]["endsAt"]
 
         rows: list[dict[str, Any]] = json.loads(server.cli("notifications", "--json").stdout)

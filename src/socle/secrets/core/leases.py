@@ -188,7 +188,7 @@ class ExpirationManager:
         """Per mount path: how many leases, and the soonest final expiry among them (None:
         every lease can still be renewed). In memory, O(leases): for metrics at scrape."""
         out: dict[str, tuple[int, float | None]] = {}
-        for uuid, final in self._index.values():
+        for uuid, final in list(self._index.values()):
             mounted = self._router.by_uuid(uuid)
             if mounted is None:
                 continue
