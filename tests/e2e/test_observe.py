@@ -357,12 +357,6 @@ ERRORS_APP = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race (issue 11, open): on a loaded machine an applied SLO's rule file is "
-    "sometimes never written (rules/ holds only socle-builtin.yml while AlertRule files are "
-    "written), so no burn-rate alert fires; it passes on a quiet machine.",
-)
 def test_slo_burn_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
     server = observed
     repo = write_repo(tmp_path / "repo", {})
@@ -380,6 +374,14 @@ def test_slo_burn_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
     }
     (repo / "slo.yaml").write_text(yaml.safe_dump(slo, sort_keys=False))
     server.cli("apply", str(repo), "--yes")
+
+    def rule_file_written() -> bool:  # even when the apply lands while Prometheus starts
+        prometheus = server.status()["control_plane"]["observe"]["prometheus"] or {}
+        rules = prometheus.get("rules") or {}
+        assert rules.get("error") is None, rules
+        return "slo-shop-availability.yml" in rules.get("files", [])
+
+    wait_for(rule_file_written, 60, "the SLO's rule file")
 
     def burning() -> list[dict[str, Any]]:
         alerts = json.loads(server.cli("alerts", "--json").stdout)["alerts"]

@@ -216,6 +216,14 @@ def print_control_plane(plane: dict[str, Any]) -> None:
             f"[dim]observe:[/] Prometheus {safe(daemon(prometheus))}, Alertmanager "
             f"{safe(daemon(alertmanager))} (`socle metrics query`, `socle alerts`)"
         )
+        rules = (prometheus or {}).get("rules") or {}
+        if rules.get("error"):
+            since = time.strftime("%H:%M:%S", time.localtime(float(rules.get("failed_at") or 0)))
+            console.print(
+                "[bold red]Prometheus rule files NOT written[/] (AlertRule/SLO changes not "
+                f"live, retrying) since {since}: {safe(str(rules['error']))}",
+                soft_wrap=True,
+            )
     firewall = network.get("firewall")
     if firewall:
         if not firewall.get("enforced"):

@@ -36,6 +36,7 @@ from socle.observe.metrics.prometheus import (
     render_config,
 )
 from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.observe.metrics.rulefiles import RuleWriter
 from socle.observe.service import Observe
 from socle.ports import PortBook
 from socle.redact import Redactor
@@ -222,7 +223,9 @@ class PrometheusComponent:
         self._plane = plane
         self._server: PrometheusServer | None = None
         self._tasks = plane.monitor.group("prometheus")
-        self._rules_task: asyncio.Task[None] | None = None
+        self._rules: RuleWriter | None = None
+        self._heard: list[Engine] = []
+        """Engines whose rule kinds this component listens to (subscribed once each)."""
 
     async def start(self) -> None:
         plane = self._plane
@@ -266,31 +269,42 @@ class PrometheusComponent:
             agent=agent,
         )
         await server.write_config(render_config(setup), reload=False)
-        await server.write_rules(await self._rule_files())
+        engine: Engine = _need(plane.engine, "engine")
+
+        async def write(files: Mapping[str, str]) -> None:
+            await server.write_rules(files)
+            if self._server is server:  # a rewrite (not the first write): end removed alerts
+                await self._resolve_removed()
+
+        rules = RuleWriter(lambda: self._rule_files(engine), write, self._tasks)
+        self._rules = rules
+        # Listen before the first write: an apply that lands while Prometheus starts (the
+        # API already serves) is kept as pending, never lost (issue 11).
+        if not any(heard is engine for heard in self._heard):
+            self._heard.append(engine)
+            for kind in RULE_KINDS:
+                engine.handler(kind).subscribe(self._rules_changed)
+        await rules.write_now()
         await server.start()
         self._server = server
         if not settings.metrics_query_url and not agent:
             observe.query = PrometheusQuery(
                 server.url, auth=server.web.pair if server.web is not None else None
             )
-        for kind in RULE_KINDS:
-            _need(plane.engine, "engine").handler(kind).subscribe(self._rules_changed)
-        observe.prometheus = server.to_dict
+        rules.run()
+        observe.prometheus = lambda: {**server.to_dict(), "rules": rules.to_dict()}
 
-    async def _rule_files(self) -> dict[str, str]:
-        engine: Engine = _need(self._plane.engine, "engine")
+    @staticmethod
+    def _rule_files(engine: Engine) -> dict[str, str]:
         kinds = [engine.handler(kind) for kind in RULE_KINDS]
         return {**builtin_rule_files(), **rule_files(kinds)}
 
     def _rules_changed(self) -> None:
-        """An apply changed AlertRules: rewrite the rule files (checked), then reload."""
-        self._tasks.spawn(self._rewrite_rules(), "rules")
-
-    async def _rewrite_rules(self) -> None:
-        server = self._server
-        if server is not None:
-            await server.write_rules(await self._rule_files())
-            await self._resolve_removed()
+        """An apply changed AlertRules or SLOs: the writer rewrites the rule files (checked),
+        then reloads; changes in a burst coalesce and the last state wins."""
+        rules = self._rules
+        if rules is not None:
+            rules.changed()
 
     async def _resolve_removed(self) -> None:
         """Prometheus no longer has the removed rules: end their alerts in Alertmanager now
@@ -320,6 +334,7 @@ class PrometheusComponent:
         if observe is not None:
             observe.prometheus = None
         server, self._server = self._server, None
+        self._rules = None
         try:
             if server is not None:
                 await server.stop()

@@ -119,3 +119,20 @@ def test_without_a_terminal_rows_are_not_wrapped_and_urls_are_urls(
 def test_json_stays_exact(capsys: pytest.CaptureFixture[str]) -> None:
     print_json({"message": EVIL})
     assert json.loads(capsys.readouterr().out) == {"message": EVIL}
+
+
+def test_status_says_loudly_when_rule_files_are_not_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    prometheus = {"pid": 7, "restarts": 0, "rules": {"error": None, "files": ["a.yml"]}}
+    plane = {"components": [], "observe": {"prometheus": prometheus}}
+    print_status({**_status(), "control_plane": plane})
+    assert "NOT written" not in capsys.readouterr().out
+
+    error = "ObserveError: Prometheus refuses the rules in slo-x.yml: " + EVIL
+    prometheus["rules"] = {"error": error, "failed_at": 0.0, "pending": True}
+    print_status({**_status(), "control_plane": plane})
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "Prometheus rule files NOT written" in out
+    assert "refuses the rules in slo-x.yml" in out

@@ -153,12 +153,18 @@ def promtool_for(prometheus_bin: str) -> str:
     return shutil.which("promtool") or "promtool"
 
 
-async def check_rules(promtool: str, path: Path) -> None:
-    """``promtool check rules``; a refusal is an :class:`ObserveError` with its reason."""
+async def check_rules(promtool: str, path: Path, *, name: str | None = None) -> None:
+    """``promtool check rules``; a refusal is an :class:`ObserveError` with its reason on
+    one line (status shows the first line of an error), naming the file as ``name`` (the
+    live file a staged candidate stands for)."""
     code, out = await _run_check([promtool, "check", "rules", str(path)])
     if code != 0:
+        shown = name or path.name
+        lines = [line.strip() for line in out.replace(str(path), shown).splitlines()]
+        useful = [line for line in lines if line and not line.startswith(("Checking", "FAILED"))]
+        reason = "; ".join(useful or [line for line in lines if line])[:500]
         raise ObserveError(
-            f"Prometheus refuses the rules in {path.name}: {out}",
+            f"Prometheus refuses the rules in {shown}: {reason}",
             hint="fix the expression (PromQL) or the durations of the rule",
         )
 
@@ -263,7 +269,7 @@ class PrometheusServer:
                     candidate = self.rules_dir / f".{name}.new"
                     await asyncio.to_thread(write_private, candidate, text)
                     staged.append((candidate, self.rules_dir / name))
-                    await check_rules(self.promtool, candidate)
+                    await check_rules(self.promtool, candidate, name=name)
             except BaseException:
                 for candidate, _ in staged:
                     with contextlib.suppress(FileNotFoundError):
