@@ -3,7 +3,7 @@
 A real engine (SQLite store, in-memory runtime) applies the manifests; the real
 :class:`PrometheusComponent` starts a real Prometheus and writes its rule files:
 
-- an SLO applied while Prometheus is still starting is written (it used to be lost: the
+- an SLO or AlertRule applied while Prometheus is still starting is written (it was lost: the
   component computed its rule files, then started Prometheus, and only then listened for
   changes, so an apply in between never reached the rules folder);
 - rapid changes coalesce into few writes and the last state always wins;
@@ -148,12 +148,35 @@ async def loaded_rule_groups(plane: Plane) -> list[str]:
     return sorted(g["name"] for g in data["groups"])
 
 
-async def test_an_slo_applied_while_prometheus_starts_is_written(
-    plane: Plane, component: PrometheusComponent, tmp_path: Path
+def alert_rule(name: str) -> str:
+    doc = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": name},
+        "spec": {"expr": f'up{{app="{name}"}} == 0'},
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "file", "group"),
+    [
+        (slo("shop"), "slo-shop.yml", "socle-slo-shop-alerts"),
+        (alert_rule("shop-down"), "alertrule-shop-down.yml", "socle-shop-down"),
+    ],
+    ids=["SLO", "AlertRule"],
+)
+async def test_a_rule_applied_while_prometheus_starts_is_written(
+    plane: Plane,
+    component: PrometheusComponent,
+    tmp_path: Path,
+    manifest: str,
+    file: str,
+    group: str,
 ) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "slo.yaml").write_text(slo("shop"))
+    (repo / "rule.yaml").write_text(manifest)
     starting = asyncio.create_task(component.start())
     # The built-in rules are written before Prometheus is started: apply now, while the
     # component is still starting it (the window the old code lost changes in).
@@ -165,11 +188,10 @@ async def test_an_slo_applied_while_prometheus_starts_is_written(
     assert revision is not None
     await starting
 
-    await until(lambda: "slo-shop.yml" in rule_files(plane), "the SLO's rule file")
+    await until(lambda: file in rule_files(plane), f"{file} to be written")
     await until(lambda: settled(plane), "the rule writer to settle")
-    assert rule_files(plane) == ["slo-shop.yml", "socle-builtin.yml"]
-    groups = await until_loaded(plane, "socle-slo-shop-alerts")
-    assert "socle-slo-shop-records" in groups
+    assert rule_files(plane) == sorted([file, "socle-builtin.yml"])
+    await until_loaded(plane, group)  # and Prometheus reloaded it
     assert rules_status(plane)["error"] is None
 
 
