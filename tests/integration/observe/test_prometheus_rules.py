@@ -32,6 +32,7 @@ from socle.model.alertrule import AlertRule
 from socle.observe.components import PrometheusComponent
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
+from socle.ports import PortBook
 from socle.settings import Settings
 from socle.state.sqlite import SqliteStore
 from socle.tasks import TaskMonitor
@@ -51,6 +52,7 @@ class Plane:
     port: int = 1
     url: str = "http://127.0.0.1:1"  # nothing there: scrape targets are simply down
     tls: tuple[Path, Path] | None = None
+    ports: PortBook = field(default_factory=PortBook)
     driver: None = None
     metrics: ControlPlaneMetrics | None = None
     observe: Observe | None = None
@@ -83,6 +85,7 @@ async def plane(tmp_path: Path) -> AsyncIterator[Plane]:
     try:
         yield plane
     finally:
+        plane.ports.close()
         await engine.stop()
         await store.close()
 
