@@ -294,6 +294,16 @@ class Settings(BaseSettings):
         return self.home / "logstore"
 
     @property
+    def platform_audit_dir(self) -> Path:
+        """The platform audit log (every API request and state change, hash-chained)."""
+        return self.home / "platform-audit"
+
+    @property
+    def traces_dir(self) -> Path:
+        """The trace store: Socle's own spans and the apps' (OTLP), in DuckDB."""
+        return self.home / "traces"
+
+    @property
     def volumes_dir(self) -> Path:
         """Persistent data of ``Volume`` objects, one folder per volume."""
         return self.home / "volumes"

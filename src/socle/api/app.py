@@ -17,6 +17,7 @@ from socle.api import faults
 from socle.api.context import ApiContext
 from socle.api.routes import (
     alerts,
+    audit,
     backups,
     engine,
     firewall,
@@ -46,6 +47,7 @@ ROUTERS: list[APIRouter] = [
     alerts.router,
     gitops.router,
     firewall.router,
+    audit.router,
 ]
 """Every router of the platform API, in the order they are matched."""
 

@@ -14,6 +14,7 @@ from socle.gitops.service import GitOps
 from socle.network.firewall.service import Firewall
 from socle.network.ingress import Ingress
 from socle.network.registry import ServiceRegistry
+from socle.observe.audit import PlatformAudit
 from socle.observe.logs.service import LogService
 from socle.observe.service import Observe
 from socle.redact import Redactor
@@ -48,6 +49,8 @@ class ApiContext:
     """Sources and their sync; None: not offered."""
     firewall: Firewall | None = None
     """The firewall (``/api/v1/firewall``); None: not offered."""
+    audit: PlatformAudit | None = None
+    """The platform audit log (``/api/v1/audit``); None: not kept."""
 
 
 def context(request: Request) -> ApiContext:

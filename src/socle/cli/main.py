@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
     "schema": "socle.cli.manifests",
     "operator": "socle.cli.secrets",
     "secrets": "socle.cli.secrets",
-    "audit": "socle.cli.secrets",
+    "audit": "socle.cli.audit",
     "backup": "socle.cli.backup",
     "token": "socle.cli.tokens",
     "volume": "socle.cli.volumes",

@@ -505,19 +505,11 @@ def verify(file: Path, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-def _group(parent: click.Group, name: str, help_text: str) -> click.Group:
-    existing = parent.commands.get(name)
-    if isinstance(existing, click.Group):
-        return existing
-    group = click.Group(name, help=help_text)
-    parent.add_command(group)
-    return group
-
-
 def register(group: click.Group) -> None:
     from socle.cli import secrets_policy
 
     secrets_policy.register(secrets_group)
     group.add_command(operator)
     group.add_command(secrets_group)
-    _group(group, "audit", "Audit log tools.").add_command(verify)
+    # ``socle audit verify FILE`` is registered by :mod:`socle.cli.audit`, which calls
+    # :func:`verify` for a file.

@@ -36,6 +36,7 @@ from socle.redact import install as install_redactor
 from socle.server.components import Component, Components
 from socle.server.parts import (
     ApiComponent,
+    AuditComponent,
     ConsulComponent,
     EngineComponent,
     FirewallComponent,
@@ -125,6 +126,7 @@ class _HomeLock:
 def build_components(plane: Plane) -> Components:
     """The control plane, in start order. A new subsystem is one more line here."""
     components = plane.components
+    components.add(AuditComponent(plane))
     components.add(StoreComponent(plane))
     components.add(LeaseComponent(plane))
     components.add(SecretsComponent(plane))

@@ -56,6 +56,7 @@ from socle.network.ingress.credentials import RouteCredentials
 from socle.network.ingress.nginx import worker_user
 from socle.network.service import NetworkService
 from socle.network.templates import TemplateService
+from socle.observe.audit import AuditedStore, PlatformAudit
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
 from socle.observe.logs.worker import WorkerStore
@@ -141,6 +142,8 @@ class Plane:
         return await tokens.create(name)
 
     gitops: GitOps | None = None
+    audit: PlatformAudit | None = None
+    """The platform audit log: the store's writes and the API's requests go there."""
 
     @property
     def alert_sink(self) -> Notifications | None:
@@ -190,6 +193,23 @@ def need(value: T | None, what: str) -> T:
     return value
 
 
+class AuditComponent:
+    """The platform audit log, opened first: every later part's writes are recorded."""
+
+    name = "audit"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        self._plane.audit = PlatformAudit(self._plane.settings.platform_audit_dir)
+
+    async def stop(self) -> None:
+        audit, self._plane.audit = self._plane.audit, None
+        if audit is not None:
+            audit.close()
+
+
 class StoreComponent:
     name = "store"
 
@@ -208,7 +228,8 @@ class StoreComponent:
         except BaseException:
             await store.close()
             raise
-        self._plane.store = store
+        audit = self._plane.audit
+        self._plane.store = AuditedStore(store, audit) if audit is not None else store
 
     async def stop(self) -> None:
         store, self._plane.store = self._plane.store, None
@@ -901,6 +922,7 @@ class ApiComponent:
             observe=plane.observe,
             gitops=plane.gitops,
             firewall=plane.firewall,
+            audit=plane.audit,
         )
         platform: Any = create_app(ctx)
         vault: Any = need(plane.secrets, "secrets").asgi
@@ -913,6 +935,7 @@ class ApiComponent:
             max_secrets_body_bytes=settings.max_secrets_body_bytes,
             max_log_push_bytes=settings.max_log_push_bytes,
             body_timeout=settings.body_timeout,
+            audit=plane.audit,
         )
         server = GranianServer(
             app,
@@ -964,6 +987,7 @@ def check_not_fenced(plane: Plane) -> None:
 
 __all__ = [
     "ApiComponent",
+    "AuditComponent",
     "ConsulComponent",
     "EngineComponent",
     "FirewallComponent",
