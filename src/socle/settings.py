@@ -122,6 +122,19 @@ class Settings(BaseSettings):
     loki_url: str = ""
     """Forward every stored log line to this Loki (``http(s)://host:port``); empty: don't."""
 
+    otlp_endpoint: str = ""
+    """Also export Socle's own spans over OTLP/HTTP to this collector
+    (``http(s)://host:4318``; ``/v1/traces`` is added); empty: only the embedded store."""
+
+    trace_retention_seconds: float = Field(default=7 * 86400.0, gt=0)
+    """Spans older than this leave the embedded trace store."""
+
+    trace_max_spans: int = Field(default=500_000, ge=1000)
+    """The embedded trace store keeps at most this many spans (the oldest go first)."""
+
+    max_trace_push_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
+    """Largest OTLP/HTTP trace body (``/v1/traces``)."""
+
     standby: bool = False
     """With a shared (PostgreSQL) store: when another control plane leads, wait as a standby
     and take over when it stops, instead of refusing to start."""

@@ -29,6 +29,7 @@ from socle.api.routes import (
     services,
     system,
     tokens,
+    traces,
     volumes,
 )
 
@@ -48,6 +49,8 @@ ROUTERS: list[APIRouter] = [
     gitops.router,
     firewall.router,
     audit.router,
+    traces.router,
+    traces.otlp_router,
 ]
 """Every router of the platform API, in the order they are matched."""
 
@@ -60,6 +63,10 @@ def create_app(ctx: ApiContext, *, routers: list[APIRouter] | None = None) -> Fa
         openapi_url="/api/v1/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry spans would start new traces from the request's
+        # headers instead of joining the span of :class:`socle.api.tracing.TraceEdge`,
+        # which decides what is traced (reads, polls and pushes would bury the rest).
+        telemetry={"tracing": False, "operation_spans": False},
     )
     app.state.ctx = ctx
     faults.install(app)

@@ -17,6 +17,7 @@ from socle.network.registry import ServiceRegistry
 from socle.observe.audit import PlatformAudit
 from socle.observe.logs.service import LogService
 from socle.observe.service import Observe
+from socle.observe.traces.service import TraceService
 from socle.redact import Redactor
 from socle.runtime.driver import RuntimeDriver
 
@@ -51,6 +52,8 @@ class ApiContext:
     """The firewall (``/api/v1/firewall``); None: not offered."""
     audit: PlatformAudit | None = None
     """The platform audit log (``/api/v1/audit``); None: not kept."""
+    traces: TraceService | None = None
+    """The trace store and the OTLP receiver (``/api/v1/traces``, ``/v1/traces``)."""
 
 
 def context(request: Request) -> ApiContext:

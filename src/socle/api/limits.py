@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from socle.api.audit import ActorScope, AuditEdge
 from socle.api.faults import RequestIdMiddleware
 from socle.api.tokens import TokenGate, TokenStore
+from socle.api.tracing import TraceEdge
 from socle.observe.audit import PlatformAudit
 
 DEFAULT_API_BODY = 1024 * 1024
@@ -171,22 +172,27 @@ def guard(
     max_log_push_bytes: int = DEFAULT_LOG_PUSH_BODY,
     body_timeout: float = 30.0,
     audit: PlatformAudit | None = None,
+    max_trace_push_bytes: int = DEFAULT_LOG_PUSH_BODY,
+    traced: bool = False,
 ) -> ASGIApp:
     """The whole control-plane app behind its edge: a request id, body limits, the token.
 
     Order matters: a declared oversized body is refused before anything else (even before
     the token lookup), then ``/api/v1`` needs a valid token before any route reads a byte.
     With ``audit``, every request is recorded (refused ones too) and the token's name is
-    the actor of the state changes it causes (:mod:`socle.api.audit`).
+    the actor of the state changes it causes (:mod:`socle.api.audit`). With ``traced``,
+    requests that change something get a span (:mod:`socle.api.tracing`).
     """
     inner: ASGIApp = TokenGate(ActorScope(app), tokens)
     limited = BodyLimit(
         inner,
         [
+            BodyRule("/v1/traces", max_trace_push_bytes),
             BodyRule("/v1/", max_secrets_body_bytes),
             BodyRule("/loki/api/v1/push", max_log_push_bytes),
         ],
         default_max_bytes=max_body_bytes,
         body_timeout=body_timeout,
     )
-    return RequestIdMiddleware(AuditEdge(limited, audit) if audit is not None else limited)
+    edge: ASGIApp = AuditEdge(limited, audit) if audit is not None else limited
+    return RequestIdMiddleware(TraceEdge(edge) if traced else edge)

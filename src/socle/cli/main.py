@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "firewall": "socle.cli.firewall",
     "notifier": "socle.cli.gitops",
     "notifications": "socle.cli.gitops",
+    "trace": "socle.cli.traces",
 }
 """Command name → module whose ``register(group)`` adds it. Modules load on first use, so
 ``socle plan`` does not pay for importing the secrets engine."""

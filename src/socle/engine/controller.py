@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote
 
 from socle.engine.targets import Target
 from socle.errors import ConfigError, SocleError, StartRefused
@@ -41,8 +42,10 @@ from socle.runtime.driver import (
     RuntimeDriver,
 )
 from socle.tasks import TaskMonitor
+from socle.tracing import tracer
 
 log = logging.getLogger(__name__)
+_tracer = tracer("socle.engine")
 
 RECHECK_SECONDS = 0.5
 RETRY_SECONDS = 2.0
@@ -300,15 +303,37 @@ class Controller:
             )
             mounts = [*mounts, *extra]
             env.update(files_env)
+        ident = instance_id(target.name, target.state.template, ordinal)
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" in self._instance_env:
+            # The standard OpenTelemetry variables: any SDK in the app exports its spans to
+            # Socle's receiver, named after the app; the app's own values win.
+            env.setdefault("OTEL_SERVICE_NAME", target.name)
+            attributes = {
+                "deployment.environment": target.environment,
+                "service.instance.id": ident,
+                "socle.release": str(target.state.release),
+            }
+            own = spec.env.get("OTEL_RESOURCE_ATTRIBUTES")
+            env["OTEL_RESOURCE_ATTRIBUTES"] = ",".join(
+                [*(f"{k}={quote(v, safe='')}" for k, v in attributes.items())]
+                + ([own] if isinstance(own, str) and own else [])
+            )
+        if any(not isinstance(v, str) for v in spec.env.values()):
+            with _tracer.start_as_current_span(
+                "secret request", attributes={"socle.app": target.name}
+            ):
+                secret_env = await self._resolve_secrets(target)
+        else:
+            secret_env = await self._resolve_secrets(target)
         return InstanceSpec(
-            id=instance_id(target.name, target.state.template, ordinal),
+            id=ident,
             app=target.name,
             release=ReleaseId(target.state.release),
             ordinal=ordinal,
             command=list(spec.run.command),
             workdir=target.release_root,
             env=env,
-            secret_env=await self._resolve_secrets(target),
+            secret_env=secret_env,
             ports=[p.name for p in spec.ports],
             health=spec.health,
             restart=spec.restart,

@@ -54,6 +54,8 @@ class Revision:
     """The environment it changed; empty as for ``owner``."""
     commit: dict[str, str] | None = None
     """For a Git source: ``sha``, ``author``, ``date``, ``message``, ``ref``."""
+    trace_id: str | None = None
+    """The trace of this apply (``socle trace NUMBER`` shows its spans), when traced."""
 
     @property
     def done(self) -> bool:

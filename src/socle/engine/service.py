@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from opentelemetry import trace
+
 from socle.engine import plancache
 from socle.engine.controller import TemplateHook
 from socle.engine.kinds import (
@@ -58,8 +60,21 @@ from socle.runtime.driver import RuntimeDriver
 from socle.runtime.volumes import VolumeProvider
 from socle.state.store import Op, StateStore
 from socle.tasks import TaskMonitor
+from socle.tracing import current_trace_id, tracer
 
 log = logging.getLogger(__name__)
+_tracer = tracer("socle.engine")
+TERMINAL_PHASES = frozenset(
+    {
+        ChangePhase.READY,
+        ChangePhase.FAILED,
+        ChangePhase.ROLLED_BACK,
+        ChangePhase.SUPERSEDED,
+        ChangePhase.BUILD_FAILED,
+        ChangePhase.DELETED,
+    }
+)
+"""Phases after which an object's rollout span ends."""
 
 PROGRESS_SAVE_SECONDS = 1.0
 """During builds, the revision's per-object phases are written at most this often, and at
@@ -183,6 +198,8 @@ class Engine:
         """Set once the saved caches were adopted (or there were none): plans wait for it."""
         self._cache_complete = False
         """Whether adoption ran to its end: a cache cut short is never saved over the file."""
+        self._spans: dict[int, _ApplySpans] = {}
+        """The open spans of applies still rolling out (ended with their revision)."""
 
     def environment_of(self, ref: ObjectRef) -> str:
         """The environment of object ``ref`` (the plan being committed first)."""
@@ -387,11 +404,12 @@ class Engine:
         prune: bool = True,
     ) -> tuple[LoadedManifests, Plan]:
         began = time.monotonic()
-        loaded, desired = await self.desired_from(
-            path, env, environment=environment, owner=owner, prune=prune
-        )
-        current = self.current_of(desired)
-        result = plan(desired.states, current, allow_delete_all=allow_delete_all)
+        with _tracer.start_as_current_span("plan", attributes={"socle.env": env or ""}):
+            loaded, desired = await self.desired_from(
+                path, env, environment=environment, owner=owner, prune=prune
+            )
+            current = self.current_of(desired)
+            result = plan(desired.states, current, allow_delete_all=allow_delete_all)
         self._events.planned(time.monotonic() - began)
         return loaded, result
 
@@ -414,9 +432,12 @@ class Engine:
         Only the objects ``owner`` (default: the folder) has in ``environment`` (default:
         ``env``) are created, updated or deleted."""
         for _ in range(5):
-            loaded, desired = await self.desired_from(
-                path, env, environment=environment, owner=owner, prune=prune
-            )
+            with _tracer.start_as_current_span(
+                "load manifests", attributes={"socle.env": env or ""}
+            ):
+                loaded, desired = await self.desired_from(
+                    path, env, environment=environment, owner=owner, prune=prune
+                )
             try:
                 return await self._start_apply(
                     desired,
@@ -494,6 +515,7 @@ class Engine:
         commit: dict[str, str] | None = None,
     ) -> tuple[Plan, Revision | None]:
         await self._apply_lock.acquire()
+        span = None
         try:
             for ref, scope in desired.scopes.items():
                 known = self.scopes.get(ref)
@@ -509,10 +531,16 @@ class Engine:
                 ):
                     raise _StaleScopes(ref)
             current = self.current_of(desired)
-            the_plan = plan(desired.states, current, allow_delete_all=allow_delete_all)
+            with _tracer.start_as_current_span("plan"):
+                the_plan = plan(desired.states, current, allow_delete_all=allow_delete_all)
             if the_plan.empty:
                 self._apply_lock.release()
                 return the_plan, None
+            # The apply's span lives until the revision settles (rollouts included): its
+            # trace answers "why did this deploy take 40 s".
+            span = _tracer.start_span("apply", attributes={"socle.who": who})
+            with trace.use_span(span, end_on_exit=False):
+                trace_id = current_trace_id()
             revision = await self.revisions.create(
                 {
                     "who": who,
@@ -521,6 +549,7 @@ class Engine:
                     "digest": digest,
                     "plan": the_plan.to_dict(),
                     "rollback_of": rollback_of,
+                    "trace_id": trace_id,
                     "apps": {
                         c.label: {"phase": ChangePhase.PENDING, "message": ""}
                         for c in the_plan.changes
@@ -531,17 +560,30 @@ class Engine:
                 },
                 desired.to_dict(self.handlers),
             )
-        except BaseException:
+        except BaseException as exc:
             self._apply_lock.release()
+            if span is not None:
+                _end(span, error=repr(exc))
             raise
-        self._tasks.spawn(self._execute(desired, the_plan, revision), f"apply:{revision.number}")
+        span.set_attribute("socle.revision", revision.number)
+        self._spans[revision.number] = _ApplySpans(span)
+        with trace.use_span(span, end_on_exit=False):
+            self._tasks.spawn(
+                self._execute(desired, the_plan, revision), f"apply:{revision.number}"
+            )
         return the_plan, revision
 
     async def _execute(self, desired: Desired, the_plan: Plan, revision: Revision) -> None:
         try:
-            if await self._prepare(desired, the_plan, revision):
-                await self._commit(desired, the_plan, revision)
+            with _tracer.start_as_current_span("build"):
+                prepared = await self._prepare(desired, the_plan, revision)
+            if prepared:
+                with _tracer.start_as_current_span("commit"):
+                    await self._commit(desired, the_plan, revision)
+            else:
+                self._end_apply(revision.number, revision.message)
         except Exception as exc:
+            self._end_apply(revision.number, repr(exc))
             log.exception("apply of revision %s failed", revision.number)
             revision.status = RevisionStatus.FAILED
             revision.message = exc.message if isinstance(exc, SocleError) else repr(exc)
@@ -662,6 +704,14 @@ class Engine:
         self.scopes.committed(ops)
 
         labels = {c.label for c in the_plan.changes}
+        spans = self._spans.get(revision.number)
+        if spans is not None:
+            for label in sorted(labels):
+                spans.rollouts[label] = _tracer.start_span(
+                    f"rollout {label}",
+                    context=trace.set_span_in_context(spans.apply),
+                    attributes={"socle.object": label, "socle.revision": revision.number},
+                )
         waiters = self._delete_waiters(the_plan)
         self._supersede(labels)
         self._pending[revision.number] = set(labels)
@@ -788,6 +838,7 @@ class Engine:
         for labels, phase, message in batch:
             for label in labels:
                 revision.apps[label] = {"phase": phase, "message": message}
+                self._end_rollout(number, label, phase, message)
             if pending is not None:
                 pending -= labels
             if revision.status == RevisionStatus.ROLLING and not pending:
@@ -813,10 +864,32 @@ class Engine:
             revision.status = RevisionStatus.SUCCEEDED
         revision.message = "; ".join(failures)
         await self.revisions.save(revision)
+        self._end_apply(revision.number, revision.message if failures else "", revision.status)
         self._ended(revision)
 
     def _ended(self, revision: Revision) -> None:
         self._events.applied(str(revision.status), max(0.0, time.time() - revision.created))
+
+    # -- traces ------------------------------------------------------------------------
+
+    def _end_rollout(self, number: int, label: str, phase: str, message: str) -> None:
+        spans = self._spans.get(number)
+        if spans is None or phase not in TERMINAL_PHASES:
+            return
+        span = spans.rollouts.pop(label, None)
+        if span is not None:
+            span.set_attribute("socle.phase", phase)
+            failed = phase in (ChangePhase.FAILED, ChangePhase.ROLLED_BACK)
+            _end(span, error=message if failed else "")
+
+    def _end_apply(self, number: int, error: str, status: str = RevisionStatus.FAILED) -> None:
+        spans = self._spans.pop(number, None)
+        if spans is None:
+            return
+        for span in spans.rollouts.values():
+            _end(span, error=error)
+        spans.apply.set_attribute("socle.status", str(status))
+        _end(spans.apply, error=error)
 
     # -- status ------------------------------------------------------------------------
 
@@ -846,6 +919,18 @@ def revision_scope(revision: Revision) -> tuple[str, str]:
     if not revision.source or revision.source == "secrets":
         return "", ""  # a re-apply of every object (a rotated secret): not scoped
     return path_owner(Path(revision.source)), revision.env or DEFAULT_ENV
+
+
+@dataclass
+class _ApplySpans:
+    apply: trace.Span
+    rollouts: dict[str, trace.Span] = field(default_factory=dict)
+
+
+def _end(span: trace.Span, *, error: str = "") -> None:
+    if error:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error[:500]))
+    span.end()
 
 
 def _cancelling() -> bool:

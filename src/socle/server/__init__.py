@@ -49,6 +49,7 @@ from socle.server.parts import (
     RuntimeComponent,
     SecretsComponent,
     StoreComponent,
+    TracesComponent,
     VolumeBackupsComponent,
     VolumesComponent,
     check_not_fenced,
@@ -132,6 +133,7 @@ def build_components(plane: Plane) -> Components:
     components.add(SecretsComponent(plane))
     components.add(RuntimeComponent(plane))
     components.add(LogsComponent(plane))
+    components.add(TracesComponent(plane))
     components.add(VolumesComponent(plane))
     components.add(NetworkComponent(plane))
     components.add(FirewallComponent(plane))

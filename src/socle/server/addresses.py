@@ -20,6 +20,10 @@ PLATFORM_PREFIX = "/api/v1"
 VAULT_PREFIX = "/v1"
 """The Vault-compatible secrets API on the main listener (Vault clients expect it here)."""
 
+OTLP_TRACES = "/v1/traces"
+"""The OTLP/HTTP trace receiver: OTLP's fixed path, carved out of the Vault prefix (a
+secrets engine cannot be mounted at ``traces/``)."""
+
 
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
@@ -29,11 +33,13 @@ def main_listener(platform: ASGIApp, vault: ASGIApp) -> ASGIApp:
     """One ASGI app for the main listener: ``/v1`` to the Vault API, the rest to ``platform``.
 
     Only HTTP requests under exactly ``/v1`` or ``/v1/...`` go to the Vault API (``/v10``
-    does not); lifespan and everything else go to the platform app.
+    does not), but for the OTLP receiver (:data:`OTLP_TRACES`); lifespan and everything
+    else go to the platform app.
     """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and _under(scope.get("path", ""), VAULT_PREFIX):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and _under(path, VAULT_PREFIX) and not _under(path, OTLP_TRACES):
             await vault(scope, receive, send)
         else:
             await platform(scope, receive, send)
@@ -41,4 +47,4 @@ def main_listener(platform: ASGIApp, vault: ASGIApp) -> ASGIApp:
     return app
 
 
-__all__ = ["PLATFORM_PREFIX", "VAULT_PREFIX", "main_listener"]
+__all__ = ["OTLP_TRACES", "PLATFORM_PREFIX", "VAULT_PREFIX", "main_listener"]

@@ -64,6 +64,7 @@ from socle.observe.metrics.expiry import ingress_certificate_gauge, lease_gauges
 from socle.observe.metrics.ingress import IngressTraffic
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
+from socle.observe.traces.service import TraceService
 from socle.ports import PortBook
 from socle.redact import RedactingReader, Redactor
 from socle.runtime.local.driver import LocalDriver
@@ -144,6 +145,18 @@ class Plane:
     gitops: GitOps | None = None
     audit: PlatformAudit | None = None
     """The platform audit log: the store's writes and the API's requests go there."""
+    log_worker: WorkerStore | None = None
+    """The log store's worker process (it serves the trace store too)."""
+    traces: TraceService | None = None
+
+    def instance_env(self) -> dict[str, str]:
+        """What every instance gets from the control plane (resolver, OTLP export)."""
+        env: dict[str, str] = {}
+        if self.dns_address:
+            env["SOCLE_DNS"] = self.dns_address
+        if self.traces is not None:
+            env.update(self.traces.app_env(self.url))
+        return env
 
     @property
     def alert_sink(self) -> Notifications | None:
@@ -400,7 +413,11 @@ class LogsComponent:
             retention_bytes=settings.log_retention_bytes,
             segment_seconds=settings.log_segment_seconds,
             segment_rows=settings.log_segment_rows,
+            traces_root=settings.traces_dir,
+            traces_retention_seconds=settings.trace_retention_seconds,
+            traces_max_spans=settings.trace_max_spans,
         )
+        plane.log_worker = store
         service = LogService(
             store,
             settings.logs_dir,
@@ -417,6 +434,33 @@ class LogsComponent:
 
     async def stop(self) -> None:
         service, self._plane.logs = self._plane.logs, None
+        self._plane.log_worker = None
+        if service is not None:
+            await service.stop()
+
+
+class TracesComponent:
+    """Socle's own spans (OpenTelemetry SDK) and the apps' (OTLP receiver) into the trace
+    store that the log store's worker serves; exported over OTLP too when configured."""
+
+    name = "traces"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+
+    async def start(self) -> None:
+        plane = self._plane
+        service = TraceService(
+            need(plane.log_worker, "logs"),
+            plane.settings.traces_dir,
+            plane.monitor.group("traces"),
+            otlp_endpoint=plane.settings.otlp_endpoint,
+        )
+        await service.start()
+        plane.traces = service
+
+    async def stop(self) -> None:
+        service, self._plane.traces = self._plane.traces, None
         if service is not None:
             await service.stop()
 
@@ -527,6 +571,7 @@ class EngineComponent:
             instance_env=(
                 {"SOCLE_DNS": plane.bridge_dns or plane.dns_address} if plane.dns_address else None
             ),
+            instance_env=plane.instance_env() or None,
             externals=plane.network.externals if plane.network is not None else None,
             events=plane.metrics,
             templates=templates,
@@ -923,6 +968,7 @@ class ApiComponent:
             gitops=plane.gitops,
             firewall=plane.firewall,
             audit=plane.audit,
+            traces=plane.traces,
         )
         platform: Any = create_app(ctx)
         vault: Any = need(plane.secrets, "secrets").asgi
@@ -936,6 +982,8 @@ class ApiComponent:
             max_log_push_bytes=settings.max_log_push_bytes,
             body_timeout=settings.body_timeout,
             audit=plane.audit,
+            max_trace_push_bytes=settings.max_trace_push_bytes,
+            traced=plane.traces is not None,
         )
         server = GranianServer(
             app,
@@ -999,5 +1047,6 @@ __all__ = [
     "RuntimeComponent",
     "SecretsComponent",
     "StoreComponent",
+    "TracesComponent",
     "check_not_fenced",
 ]

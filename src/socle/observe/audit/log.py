@@ -38,18 +38,12 @@ from socle.secrets.core.audit_chain import (
     seal_line,
     verify_file,
 )
+from socle.tracing import current_trace_id
 
 FILE_NAME = "platform.log"
 
 
-def trace_id() -> str | None:
-    """The current OpenTelemetry trace id (hex), or None outside a recorded span."""
-    from opentelemetry import trace
-
-    context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return format(context.trace_id, "032x")
+trace_id = current_trace_id
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from socle.observe.logs.loki import OWN_APP, Forwarder
 from socle.observe.logs.model import NS, Entry, InstanceLabels, Row, Store
 from socle.observe.logs.tail import tail_all
 from socle.tasks import TaskGroup
+from socle.tracing import current_trace_id
 
 log = logging.getLogger("socle.observe.logs")
 
@@ -64,7 +65,11 @@ class StoreHandler(logging.Handler):
             if record.exc_text:
                 body["error"] = record.exc_text
             labels = dict(self._labels)
-            trace = getattr(record, "trace_id", None) or getattr(record, "otelTraceID", None)
+            trace = (
+                getattr(record, "trace_id", None)
+                or getattr(record, "otelTraceID", None)
+                or current_trace_id()  # emit runs in the caller's context: its span's
+            )
             if trace and trace != "0":
                 labels["trace_id"] = str(trace)
                 body["trace_id"] = str(trace)

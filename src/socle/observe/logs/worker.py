@@ -20,6 +20,7 @@ before they leave the process, so secret values never reach the worker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -50,6 +51,7 @@ from socle.observe.logs.model import (
 if TYPE_CHECKING:
     from socle.observe.logs.chain import Report, Segment
     from socle.observe.logs.logql import LogQuery, MetricQuery
+    from socle.observe.traces.model import Span
 
 log = logging.getLogger("socle.observe.logs")
 
@@ -70,6 +72,11 @@ METHODS = frozenset(
         "series",
         "label_names",
         "label_values",
+        # The trace store, served by the same process (one embedded engine for both).
+        "traces_insert",
+        "traces_trace",
+        "traces_recent",
+        "traces_count",
     }
 )
 """What a client may call (everything else is refused)."""
@@ -93,6 +100,21 @@ START_TIMEOUT = 60.0
 
 
 # -- the worker process --------------------------------------------------------------------
+
+
+class _Served:
+    """The log store's methods, and the trace store's under a ``traces_`` prefix."""
+
+    def __init__(self, logs: Any, traces: Any) -> None:
+        self._logs = logs
+        self._traces = traces
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("traces_"):
+            if self._traces is None:
+                raise LogStoreError("this worker keeps no trace store")
+            return getattr(self._traces, name.removeprefix("traces_"))
+        return getattr(self._logs, name)
 
 
 def _serve_connection(conn: Connection, store: Any) -> None:
@@ -140,6 +162,17 @@ def serve(config: dict[str, Any]) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+    traces = None
+    if config.get("traces_root"):
+        from socle.observe.traces.store import TraceStore
+
+        traces = TraceStore(
+            Path(config["traces_root"]),
+            retention_seconds=config["traces_retention_seconds"],
+            max_spans=config["traces_max_spans"],
+        )
+        traces.open()
+    served = _Served(store, traces)
     address = str(config["address"])
     path = None if address.startswith("\0") else Path(address)
     if path is not None:
@@ -157,7 +190,7 @@ def serve(config: dict[str, Any]) -> None:
             except Exception as exc:  # a client that failed the authkey challenge
                 log.warning("log store worker: refused a connection: %s", exc)
                 continue
-            threading.Thread(target=_serve_connection, args=(conn, store), daemon=True).start()
+            threading.Thread(target=_serve_connection, args=(conn, served), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     sys.stdout.write("ready\n")
@@ -167,6 +200,8 @@ def serve(config: dict[str, Any]) -> None:
     finally:
         listener.close()
         store.close()
+        if traces is not None:
+            traces.close()
         if path is not None:
             path.unlink(missing_ok=True)
 
@@ -194,6 +229,9 @@ class WorkerStore:
         retention_bytes: int = 10 * 1024**3,
         segment_seconds: float = 3600.0,
         segment_rows: int = 2_000_000,
+        traces_root: Path | None = None,
+        traces_retention_seconds: float = 7 * 86400,
+        traces_max_spans: int = 500_000,
     ) -> None:
         self.root = root
         self._redact = redact
@@ -203,6 +241,9 @@ class WorkerStore:
             "retention_bytes": retention_bytes,
             "segment_seconds": segment_seconds,
             "segment_rows": segment_rows,
+            "traces_root": str(traces_root) if traces_root is not None else None,
+            "traces_retention_seconds": traces_retention_seconds,
+            "traces_max_spans": traces_max_spans,
         }
         self._authkey = b""
         self.address = ""
@@ -368,6 +409,35 @@ class WorkerStore:
     def label_values(self, name: str, start: int, end: int) -> list[str]:
         result: list[str] = self._call("label_values", name, start, end)
         return result
+
+    # The trace store (with ``traces_root``) -------------------------------------------------
+
+    def traces_insert(self, spans: list[Span]) -> int:
+        """Store spans (attributes masked here, like log lines: they never leave masked)."""
+        if not spans:
+            return 0
+        masked = [
+            dataclasses.replace(
+                s,
+                name=self._redact(s.name),
+                attributes={
+                    k: self._redact(v) if isinstance(v, str) else v for k, v in s.attributes.items()
+                },
+            )
+            for s in spans
+        ]
+        return int(self._call("traces_insert", masked))
+
+    def traces_trace(self, trace_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("traces_trace", trace_id)
+        return result
+
+    def traces_recent(self, limit: int = 20, service: str | None = None) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("traces_recent", limit, service)
+        return result
+
+    def traces_count(self) -> int:
+        return int(self._call("traces_count"))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ log = logging.getLogger("socle.secrets")
 
 TABLE_KEYS = {"mounts": "core/mounts", "auth": "core/auth"}
 BUILTIN_TYPES = {"system", "token", "cubbyhole"}
-_RESERVED = ("sys/", "auth/", "cubbyhole/", "identity/")
+_RESERVED = ("sys/", "auth/", "cubbyhole/", "identity/", "traces/")
+"""``traces/`` too: ``/v1/traces`` is the OTLP/HTTP receiver on the same listener."""
 TYPE_ALIASES = {"kv-v2": ("kv", {"version": "2"}), "kv-v1": ("kv", {"version": "1"})}
 
 
