@@ -455,6 +455,50 @@ class Engine:
             hint="apply again",
         )
 
+    async def rollback_object(
+        self, kind: str, name: str, who: str, *, scan: int = 100
+    ) -> tuple[Plan, Revision | None]:
+        """Roll one object (an app) back to its previous healthy state: the state it has in
+        the newest revision that *succeeded* and holds it differently from now. Every other
+        object stays as it is (a remediation must not undo other teams' changes).
+
+        NotFoundError when no such revision is among the last ``scan`` (or its release is
+        no longer kept)."""
+        current = self._current()
+        ref: ObjectRef = (kind, name)
+        now = current.get(ref)
+        if now is None:
+            raise NotFoundError(f"{kind}/{name} is not applied")
+        handler = self.handlers.get(kind)
+        for revision in await self.revisions.list(limit=scan):  # newest first
+            if revision.status != RevisionStatus.SUCCEEDED:
+                continue
+            try:
+                entry = (await self.revisions.desired(revision.number))["objects"].get(kind, {})
+            except NotFoundError:
+                continue
+            if name not in entry:
+                continue
+            old = handler.decode(entry[name])
+            if old.comparable() == now.comparable():
+                continue  # what runs now: not a *previous* state
+            await handler.check_reapply({name: old}, revision.number)
+            states = dict(current)
+            states[ref] = old
+            return await self._start_apply(
+                Desired(states, None),
+                who=who,
+                source=revision.source,
+                env=revision.env,
+                digest=revision.digest,
+                rollback_of=revision.number,
+                allow_delete_all=True,
+            )
+        raise NotFoundError(
+            f"no earlier healthy revision of {kind}/{name} to roll back to",
+            hint="see `socle history`",
+        )
+
     async def rollback(self, number: int, who: str) -> tuple[Plan, Revision | None]:
         """Re-apply the desired state of revision ``number`` (kept releases, no rebuild),
         within that revision's source and environment."""

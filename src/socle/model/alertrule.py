@@ -34,7 +34,33 @@ LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"alertname", "severity", "socle_rule"})
 MAX_EXPR = 4096
 
-Action = Literal["restart"]
+MAX_COMMAND_ARGS = 64
+
+
+class RunCommand(Spec):
+    command: list[str] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
+    """Argument list (never a shell string), run in the app's sandbox as the app."""
+    timeout: Duration = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if CONTROLS.search(arg) or "\0" in arg or len(arg) > 4096:
+                raise ValueError("command arguments must be printable and at most 4096 characters")
+        return value
+
+
+class RunAction(Spec):
+    """``{run: {command: [...], timeout: 30s}}``: a command in each alerting instance's
+    sandbox (a cache flush, a thread dump); its exit status is the remediation's result."""
+
+    run: RunCommand
+
+
+Action = Literal["restart", "rollback"] | RunAction
+"""``restart`` the alerting instances; ``rollback`` the app to its previous healthy
+revision; ``{run: ...}`` a command in the app's sandbox."""
 
 
 def _label_names(value: dict[str, str], what: str) -> dict[str, str]:
@@ -55,7 +81,7 @@ class AlertRuleSpec(Spec):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     actions: list[Action] = Field(default_factory=list, max_length=4)
-    """Remediation when the alert fires: ``restart``."""
+    """Remediation when the alert fires: ``restart``, ``rollback``, ``{run: {command}}``."""
 
     @field_validator("expr")
     @classmethod
@@ -79,10 +105,15 @@ class AlertRuleSpec(Spec):
 
     @field_validator("actions")
     @classmethod
-    def _actions(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("an action is listed twice")
-        return value
+    def _actions(cls, value: list[Action]) -> list[Action]:
+        return unique_actions(value)
+
+
+def unique_actions(value: list[Action]) -> list[Action]:
+    names = [a if isinstance(a, str) else "run" for a in value]
+    if len(set(names)) != len(names):
+        raise ValueError("an action is listed twice")
+    return value
 
 
 class AlertRule(Spec):
@@ -131,4 +162,13 @@ def to_rule_group(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"name": f"socle-{name}", "rules": [rule]}
 
 
-__all__ = ["AlertRule", "AlertRuleSpec", "alert_name", "prometheus_duration", "to_rule_group"]
+__all__ = [
+    "Action",
+    "AlertRule",
+    "AlertRuleSpec",
+    "RunAction",
+    "alert_name",
+    "prometheus_duration",
+    "to_rule_group",
+    "unique_actions",
+]

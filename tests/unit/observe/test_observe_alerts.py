@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from socle.api.routes.alerts import parse_matcher
-from socle.errors import ConfigError
+from socle.errors import ConfigError, NotFoundError
 from socle.model.alertrule import AlertRule, prometheus_duration, to_rule_group
 from socle.observe.alerts.service import Alerts, Remediation
 from socle.observe.metrics.registry import ControlPlaneMetrics
@@ -66,6 +66,10 @@ def test_rule_group_from_a_manifest() -> None:
         ({"severity": "page"}, "'info', 'warning' or 'critical'"),
         ({"actions": ["reboot"]}, "'restart'"),
         ({"actions": ["restart", "restart"]}, "listed twice"),
+        ({"actions": [{"run": {"command": []}}]}, "at least 1 item"),
+        ({"actions": [{"run": {"command": ["x"]}}, {"run": {"command": ["y"]}}]}, "twice"),
+        ({"actions": [{"run": {"command": ["a\x1b"]}}]}, "printable"),
+        ({"actions": [{"scale": {"by": 0}}]}, "must not be 0"),
         ({"for": "-1s"}, "duration"),
         ({"expr": "up\x1b[2J"}, "control characters"),
     ],
@@ -77,7 +81,7 @@ def test_bad_rules_are_refused(spec: dict[str, Any], reason: str) -> None:
 
 @dataclass
 class Rules:
-    actions: list[str]
+    actions: list[Any]
 
 
 class Handler:
@@ -89,18 +93,34 @@ class Handler:
 
 
 @dataclass
+class Revision:
+    number: int
+    rollback_of: int
+
+
+@dataclass
 class Engine:
     handlers: Handler
+    rolled_back: list[tuple[str, str, str]] = field(default_factory=list)
+    previous: dict[str, int] = field(default_factory=dict)
+    """App → the revision holding its previous healthy state (missing: none)."""
 
     def handler(self, kind: str) -> Handler:
         assert kind in ("AlertRule", "SLO")
         return self.handlers if kind == "AlertRule" else Handler({})
+
+    async def rollback_object(self, kind: str, name: str, who: str) -> tuple[Any, Any]:
+        if name not in self.previous:
+            raise NotFoundError(f"no earlier healthy revision of {kind}/{name} to roll back to")
+        self.rolled_back.append((kind, name, who))
+        return None, Revision(10 + len(self.rolled_back), self.previous[name])
 
 
 @dataclass
 class Driver:
     running: list[InstanceStatus]
     replaced: list[tuple[str, str]] = field(default_factory=list)
+    ran: list[tuple[str, list[str], float]] = field(default_factory=list)
 
     def instances(self) -> list[InstanceStatus]:
         return self.running
@@ -110,6 +130,10 @@ class Driver:
             return False
         self.replaced.append((instance_id, reason))
         return True
+
+    async def run_in(self, instance_id: str, argv: list[str], timeout: float) -> str | None:
+        self.ran.append((instance_id, argv, timeout))
+        return None if argv[0] == "true" else f"{argv[0]} exited with code 1"
 
 
 def instance(iid: str, app: str = "api", pid: int | None = 10) -> InstanceStatus:
@@ -135,7 +159,7 @@ def firing(labels: dict[str, str], status: str = "firing") -> dict[str, Any]:
     return {"alerts": [{"status": status, "labels": labels}]}
 
 
-def act(alerts: Alerts, payload: dict[str, Any]) -> list[Remediation]:
+async def act(alerts: Alerts, payload: dict[str, Any]) -> list[Remediation]:
     """The webhook called while Prometheus has every alert of ``payload`` firing."""
     items = payload.get("alerts")
     seen = [
@@ -143,7 +167,7 @@ def act(alerts: Alerts, payload: dict[str, Any]) -> list[Remediation]:
         for a in (items if isinstance(items, list) else [])
         if isinstance(a, dict) and isinstance(a.get("labels"), dict)
     ]
-    return alerts.webhook(payload, seen)
+    return await alerts.webhook(payload, seen)
 
 
 class Clock:
@@ -167,47 +191,47 @@ def make(rules: dict[str, Rules], running: list[InstanceStatus]) -> tuple[Alerts
     return alerts, driver, clock
 
 
-def test_restart_runs_once_then_is_rate_limited() -> None:
+async def test_restart_runs_once_then_is_rate_limited() -> None:
     alerts, driver, clock = make(
         {"mem": Rules(["restart"])}, [instance("api-0"), instance("api-1")]
     )
     labels = {"alertname": "mem", "socle_rule": "mem", "app": "api", "instance": "api-1"}
-    done = act(alerts, firing(labels))
+    done = await act(alerts, firing(labels))
     assert [(r.instance, r.result) for r in done] == [("api-1", "done")]
     assert driver.replaced == [("api-1", "alert mem")]
     clock.now += 60
-    assert [r.result for r in act(alerts, firing(labels))] == ["rate-limited"]
+    assert [r.result for r in await act(alerts, firing(labels))] == ["rate-limited"]
     clock.now += 300
-    assert [r.result for r in act(alerts, firing(labels))] == ["done"]
+    assert [r.result for r in await act(alerts, firing(labels))] == ["done"]
     assert len(driver.replaced) == 2
     assert [r["result"] for r in alerts.history()] == ["done", "rate-limited", "done"]
 
 
-def test_app_wide_alert_restarts_running_instances_of_that_app_only() -> None:
+async def test_app_wide_alert_restarts_running_instances_of_that_app_only() -> None:
     alerts, driver, _ = make(
         {"crash": Rules(["restart"])},
         [instance("api-0"), instance("api-1", pid=None), instance("web-0", app="web")],
     )
-    done = act(alerts, firing({"socle_rule": "crash", "app": "api"}))
+    done = await act(alerts, firing({"socle_rule": "crash", "app": "api"}))
     assert [(r.instance, r.result) for r in done] == [("api-0", "done")]
     assert driver.replaced == [("api-0", "alert crash")]
 
 
-def test_actions_come_from_the_applied_rule_never_from_the_alert() -> None:
+async def test_actions_come_from_the_applied_rule_never_from_the_alert() -> None:
     alerts, driver, _ = make(
         {"watch": Rules([]), "mem": Rules(["restart"])}, [instance("api-0"), instance("x-0", "x")]
     )
-    assert act(alerts, firing({"socle_rule": "watch", "app": "api"})) == []
-    assert act(alerts, firing({"socle_rule": "unknown", "app": "api"})) == []
-    assert act(alerts, firing({"socle_rule": "", "alertname": "SocleDown"})) == []
-    assert act(alerts, firing({"socle_rule": "mem", "app": "api"}, status="resolved")) == []
+    assert await act(alerts, firing({"socle_rule": "watch", "app": "api"})) == []
+    assert await act(alerts, firing({"socle_rule": "unknown", "app": "api"})) == []
+    assert await act(alerts, firing({"socle_rule": "", "alertname": "SocleDown"})) == []
+    assert await act(alerts, firing({"socle_rule": "mem", "app": "api"}, status="resolved")) == []
     # An instance label naming another app's instance does not cross apps.
-    mismatch = act(alerts, firing({"socle_rule": "mem", "app": "nope", "instance": "x-0"}))
+    mismatch = await act(alerts, firing({"socle_rule": "mem", "app": "nope", "instance": "x-0"}))
     assert [r.result for r in mismatch] == ["no-target"]
     assert driver.replaced == []
 
 
-def test_forged_alert_prometheus_does_not_have_firing_restarts_nothing() -> None:
+async def test_forged_alert_prometheus_does_not_have_firing_restarts_nothing() -> None:
     """Alertmanager's API is open on loopback: an alert posted there is relayed with its
     token. Only what Prometheus itself has firing, with the same targets, is acted on."""
     alerts, driver, _ = make(
@@ -222,19 +246,21 @@ def test_forged_alert_prometheus_does_not_have_firing_restarts_nothing() -> None
         [{"state": "firing", "labels": {**labels, "socle_rule": "other"}}],
         [{"state": "firing", "labels": {**labels, "instance": ""}}],
     ):
-        done = alerts.webhook(firing(labels), seen)
+        done = await alerts.webhook(firing(labels), seen)
         assert [(r.instance, r.result) for r in done] == [("db-0", "unconfirmed")]
     assert driver.replaced == []
-    done = alerts.webhook(firing(labels), [{"state": "firing", "labels": {**labels, "x": "1"}}])
+    done = await alerts.webhook(
+        firing(labels), [{"state": "firing", "labels": {**labels, "x": "1"}}]
+    )
     assert [(r.instance, r.result) for r in done] == [("db-0", "done")]
     assert driver.replaced == [("db-0", "alert mem")]
 
 
-def test_bad_webhook_payload_is_refused() -> None:
+async def test_bad_webhook_payload_is_refused() -> None:
     alerts, _, _ = make({}, [])
     with pytest.raises(ConfigError, match="alerts"):
-        act(alerts, {"status": "firing"})
-    assert act(alerts, {"alerts": ["junk", {"status": "firing", "labels": "x"}]}) == []
+        await act(alerts, {"status": "firing"})
+    assert await act(alerts, {"alerts": ["junk", {"status": "firing", "labels": "x"}]}) == []
 
 
 @pytest.mark.parametrize(
@@ -253,7 +279,7 @@ def test_matchers(text: str, expected: tuple[str, str, bool, bool]) -> None:
 
 
 @pytest.mark.parametrize("text", ["", "=x", "no operator", "1abc=x"])
-def test_bad_matchers(text: str) -> None:
+async def test_bad_matchers(text: str) -> None:
     with pytest.raises(ConfigError, match="name=value"):
         parse_matcher(text)
 
@@ -268,7 +294,7 @@ async def test_decisions_are_recorded_across_restarts(tmp_path: Path) -> None:
         "record_file": record,
     }
     first = Alerts(**args)
-    done = act(first, firing({"socle_rule": "mem", "instance": "api-0"}))
+    done = await act(first, firing({"socle_rule": "mem", "instance": "api-0"}))
     await first.persist(done)
     assert record.stat().st_mode & 0o777 == 0o600
     with record.open("a") as out:
@@ -277,6 +303,66 @@ async def test_decisions_are_recorded_across_restarts(tmp_path: Path) -> None:
     again.load()
     assert [(r["rule"], r["result"]) for r in again.history()] == [("mem", "done")]
     # The rate limit survives the restart: the same alert right after does not act again.
-    later = act(again, firing({"socle_rule": "mem", "instance": "api-0"}))
+    later = await act(again, firing({"socle_rule": "mem", "instance": "api-0"}))
     assert [r.result for r in later] == ["rate-limited"]
     assert len(driver.replaced) == 1
+
+
+async def test_rollback_is_app_wide_recorded_and_rate_limited() -> None:
+    alerts, _, clock = make({"errors": Rules(["rollback"])}, [instance("api-0")])
+    engine = alerts._engine
+    assert isinstance(engine, Engine)
+    engine.previous["api"] = 4
+    labels = {"socle_rule": "errors", "app": "api", "instance": "api-0"}
+    (first,) = await act(alerts, firing(labels))
+    assert (first.action, first.app, first.result) == ("rollback", "api", "done")
+    assert "back to its state in revision 4" in first.message
+    assert engine.rolled_back == [("App", "api", "socle (alert errors)")]
+    clock.now += 30  # the alert still fires on the bad release's last samples: no storm
+    (again,) = await act(alerts, firing(labels))
+    assert again.result == "rate-limited" and len(engine.rolled_back) == 1
+    (other,) = await act(alerts, firing({"socle_rule": "errors", "app": "web"}))
+    assert other.result == "no-target" and "no earlier healthy revision" in other.message
+    (none,) = await act(alerts, firing({"socle_rule": "errors"}))
+    assert none.result == "no-target"
+
+
+async def test_run_action_runs_in_each_alerting_instance() -> None:
+    run = {"run": {"command": ["true", "--flush"], "timeout": 5.0}}
+    fail = {"run": {"command": ["false"], "timeout": 5.0}}
+    alerts, driver, _ = make(
+        {"cache": Rules([run]), "bad": Rules([fail])},
+        [instance("api-0"), instance("api-1"), instance("web-0", app="web")],
+    )
+    done = await act(alerts, firing({"socle_rule": "cache", "app": "api"}))
+    assert [(r.action, r.instance, r.result) for r in done] == [
+        ("run", "api-0", "done"),
+        ("run", "api-1", "done"),
+    ]
+    assert driver.ran[0] == ("api-0", ["true", "--flush"], 5.0)
+    again = await act(alerts, firing({"socle_rule": "cache", "app": "api"}))
+    assert [r.result for r in again] == ["rate-limited", "rate-limited"]
+    (failed,) = await act(alerts, firing({"socle_rule": "bad", "instance": "web-0"}))
+    assert failed.result == "failed" and "exited with code 1" in failed.message
+
+
+def test_run_action_in_a_manifest() -> None:
+    parsed = rule(
+        actions=["rollback", {"run": {"command": ["kill", "-HUP", "1"], "timeout": "5s"}}]
+    )
+    dumped = parsed.model_dump(mode="json", by_alias=True)["spec"]["actions"]
+    assert dumped == ["rollback", {"run": {"command": ["kill", "-HUP", "1"], "timeout": "5s"}}]
+
+
+async def test_unconfirmed_alerts_roll_back_and_run_nothing() -> None:
+    run = {"run": {"command": ["true"]}}
+    alerts, driver, _ = make({"errors": Rules(["rollback", run])}, [instance("api-0")])
+    engine = alerts._engine
+    assert isinstance(engine, Engine)
+    engine.previous["api"] = 4
+    done = await alerts.webhook(firing({"socle_rule": "errors", "app": "api"}), [])
+    assert [(r.action, r.result) for r in done] == [
+        ("rollback", "unconfirmed"),
+        ("run", "unconfirmed"),
+    ]
+    assert engine.rolled_back == [] and driver.ran == []

@@ -90,7 +90,7 @@ async def webhook(request: Request, ctx: Ctx, _: Who) -> dict[str, Any]:
         raise ConfigError("webhook body must be a JSON object (Alertmanager's webhook format)")
     observe = _observe(ctx)
     alerts = observe.need_alerts()
-    done = alerts.webhook(payload, await observe.firing_alerts())
+    done = await alerts.webhook(payload, await observe.firing_alerts())
     await alerts.persist(done)
     return {"remediations": [r.to_dict() for r in done]}
 

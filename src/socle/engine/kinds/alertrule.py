@@ -58,7 +58,8 @@ class AlertRuleState:
         return cls(obj.name, manifest, hashlib.sha256(text.encode()).hexdigest(), kind)
 
     @property
-    def actions(self) -> list[str]:
+    def actions(self) -> list[Any]:
+        """``"restart"``, ``"rollback"`` or ``{"run": {"command": [...], "timeout": s}}``."""
         return list(self.manifest["spec"].get("actions") or [])
 
     def dependencies(self) -> list[ObjectRef]:

@@ -9,11 +9,18 @@ The alert itself is not taken on trust either: Alertmanager's API listens on loo
 authentication (every app sandbox shares the host's network), so anyone there can post an alert
 to it and Alertmanager relays it with its token. An action runs only when Prometheus, asked
 at that moment (``/api/v1/alerts``), has an alert *firing* for the same ``socle_rule``, ``app``
-and ``instance``; otherwise the decision is ``unconfirmed`` and nothing is restarted.
+and ``instance``; otherwise the decision is ``unconfirmed`` and nothing is done.
 
 - ``restart``: the instance named by the alert's ``instance`` label (the per-instance
   exporter's), or every running instance of its ``app`` label, is restarted per its
   restart policy (like a failed liveness check).
+- ``rollback``: the app of the alert's ``app`` label goes back to its previous healthy
+  state (the newest succeeded revision that held it differently), other objects untouched;
+  a new revision by ``socle (alert RULE)`` records it in ``socle history``.
+- ``{run: {command, timeout}}``: the command runs in each alerting instance's sandbox, as
+  the app; exit 0 is ``done``, anything else ``failed``.
+- ``{scale: {by: N}}``: the app's instance count changes by N within its
+  ``spec.autoscale`` bounds (an app without them is not scaled).
 
 Every decision is recorded (kept in memory, newest last, and counted in
 ``socle_remediations_total{action,result}``): ``done``, ``rate-limited`` (the same rule acted
@@ -37,8 +44,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from socle.errors import ConfigError
+from socle.errors import ConfigError, SocleError
 from socle.fs import open_private_append
+from socle.model.units import parse_duration
 from socle.observe.alerts.forward import AlertForwarder
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.metrics.registry import ControlPlaneMetrics
@@ -61,9 +69,17 @@ class Restarter(Protocol):
 
     def replace(self, instance_id: InstanceId, reason: str) -> bool: ...
 
+    async def run_in(self, instance_id: InstanceId, argv: list[str], timeout: float) -> str | None:
+        """Run ``argv`` in the instance's sandbox; None if it exited 0, else why not."""
+        ...
+
 
 class EngineLike(Protocol):
     def handler(self, kind: str) -> Any: ...
+
+    async def rollback_object(self, kind: str, name: str, who: str) -> tuple[Any, Any]:
+        """Roll one object back to its previous healthy state; (plan, revision or None)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -123,11 +139,17 @@ class Alerts:
             except (ValueError, TypeError):
                 continue  # a line cut by a crash
             self.records.append(record)
-            if record.result == "done" and record.instance:
-                # The rate limit outlives a restart of the control plane too: Alertmanager
-                # notifies again, and a restart loop must not restart the app each time.
+            if record.result != "done":
+                continue
+            # The rate limit outlives a restart of the control plane too: Alertmanager
+            # notifies again, and a restart loop must not restart the app each time.
+            if record.action == "restart" and record.instance:
                 key = (record.rule, record.instance)
-                self._last[key] = max(self._last.get(key, 0.0), record.time)
+            elif record.action in ("rollback", "run", "scale") and record.app:
+                key = (f"{record.rule}:{record.action}", record.app)
+            else:
+                continue
+            self._last[key] = max(self._last.get(key, 0.0), record.time)
 
     async def persist(self, done: list[Remediation]) -> None:
         """Append ``done`` to the record file (in a thread: never blocks the loop)."""
@@ -155,6 +177,10 @@ class Alerts:
         rules.update({f"SLO/{name}": state for name, state in slos.items()})
         return rules
 
+    def record(self, item: Remediation) -> Remediation:
+        """Record a decision taken elsewhere (the autoscaler's) with the others."""
+        return self._record(item)
+
     def _record(self, item: Remediation) -> Remediation:
         self.records.append(item)
         self._metrics.remediations.labels(item.action, item.result).inc()
@@ -168,7 +194,7 @@ class Alerts:
         )
         return item
 
-    def webhook(
+    async def webhook(
         self, payload: Mapping[str, Any], firing: Sequence[Mapping[str, Any]]
     ) -> list[Remediation]:
         """Act on one Alertmanager webhook call; returns the decisions taken.
@@ -195,10 +221,186 @@ class Alerts:
             if rule is None:
                 continue
             confirmed = _confirmed(name, labels, firing)
-            for action in rule.actions:
-                if action == "restart":
-                    done.extend(self._restart(name, labels, confirmed=confirmed))
+            done.extend(await self.remediate(name, rule.actions, labels, confirmed=confirmed))
         return done
+
+    async def remediate(
+        self,
+        rule: str,
+        actions: list[Any],
+        labels: Mapping[str, Any],
+        *,
+        confirmed: bool = True,
+    ) -> list[Remediation]:
+        """Run ``actions`` (from an applied rule, or Socle's own checks) for one alert;
+        ``confirmed`` False (Prometheus has no such alert firing) records and does nothing."""
+        done: list[Remediation] = []
+        for action in actions:
+            if action == "restart":
+                done.extend(self._restart(rule, labels, confirmed=confirmed))
+                continue
+            if not confirmed:
+                kind = action if isinstance(action, str) else next(iter(action), "action")
+                done.append(
+                    self._record(
+                        Remediation(
+                            self._clock(),
+                            rule,
+                            str(kind),
+                            str(labels.get("app") or ""),
+                            str(labels.get("instance") or "") or None,
+                            "unconfirmed",
+                            "Prometheus has no such alert firing: not acted on",
+                        )
+                    )
+                )
+                continue
+            if action == "rollback":
+                done.append(await self._rollback(rule, labels))
+            elif isinstance(action, dict) and isinstance(action.get("run"), dict):
+                done.extend(await self._run(rule, labels, action["run"]))
+            elif isinstance(action, dict) and isinstance(action.get("scale"), dict):
+                done.append(self._scale(rule, labels, int(action["scale"].get("by") or 0)))
+        return done
+
+    def _scale(self, rule: str, labels: Mapping[str, Any], by: int) -> Remediation:
+        app = str(labels.get("app") or "")
+        now = self._clock()
+
+        def decision(result: str, message: str) -> Remediation:
+            return self._record(Remediation(now, rule, "scale", app, None, result, message))
+
+        controller = self._engine.handler("App").controller
+        target = controller.target(app) if app else None
+        if target is None:
+            return decision("no-target", "the alert names no applied app")
+        bounds = target.state.manifest["spec"].get("autoscale")
+        if not bounds:
+            return decision(
+                "no-target", f"app {app} has no spec.autoscale: no bounds to scale within"
+            )
+        ago = self._limited((f"{rule}:scale", app), now)
+        if ago is not None:
+            return decision("rate-limited", self._limited_message(ago))
+        current = int(controller.replicas_of(target))
+        wanted = max(int(bounds.get("min", 1)), min(int(bounds["max"]), current + by))
+        if wanted == current:
+            return decision("done", f"already at the bound ({current} instances)")
+        self._last[(f"{rule}:scale", app)] = now
+        controller.scale(app, wanted)
+        return decision("done", f"{current} -> {wanted} instances")
+
+    def _limited(self, key: tuple[str, str], now: float) -> float | None:
+        """Seconds since the last remediation under ``key`` if within the interval."""
+        last = self._last.get(key)
+        if last is not None and now - last < self._min_interval:
+            return now - last
+        return None
+
+    def _limited_message(self, ago: float) -> str:
+        return f"last remediation {ago:.0f}s ago (at most one per {self._min_interval:g}s)"
+
+    async def _rollback(self, rule: str, labels: Mapping[str, Any]) -> Remediation:
+        app = str(labels.get("app") or "")
+        now = self._clock()
+        if not app:
+            return self._record(
+                Remediation(now, rule, "rollback", "", None, "no-target", "the alert has no app")
+            )
+        ago = self._limited((f"{rule}:rollback", app), now)
+        if ago is not None:
+            return self._record(
+                Remediation(
+                    now, rule, "rollback", app, None, "rate-limited", self._limited_message(ago)
+                )
+            )
+        # Taken before the rollback runs: two alerts arriving together roll back once.
+        self._last[(f"{rule}:rollback", app)] = now
+        try:
+            _, revision = await self._engine.rollback_object("App", app, f"socle (alert {rule})")
+        except SocleError as exc:
+            return self._record(
+                Remediation(now, rule, "rollback", app, None, "no-target", exc.message)
+            )
+        if revision is None:
+            message = "already at the previous healthy state"
+        else:
+            message = (
+                f"revision {revision.number} rolls {app} back to its state in revision "
+                f"{revision.rollback_of}"
+            )
+        return self._record(Remediation(now, rule, "rollback", app, None, "done", message))
+
+    async def _run(
+        self, rule: str, labels: Mapping[str, Any], spec: Mapping[str, Any]
+    ) -> list[Remediation]:
+        command = [str(a) for a in spec.get("command") or []]
+        timeout = parse_duration(spec.get("timeout") or 30.0)
+        app = str(labels.get("app") or "")
+        now = self._clock()
+        targets = self._targets(labels)
+        if not targets or not command:
+            return [
+                self._record(
+                    Remediation(
+                        now,
+                        rule,
+                        "run",
+                        app,
+                        str(labels.get("instance") or "") or None,
+                        "no-target",
+                        "no running instance matches the alert's labels",
+                    )
+                )
+            ]
+        # Limited per rule and app (not per instance): instances replaced since (a
+        # restart, a rollback) must not make the same command run again at once.
+        results = []
+        limited: dict[str, float | None] = {}
+        for status in targets:
+            if status.app not in limited:
+                limited[status.app] = self._limited((f"{rule}:run", status.app), now)
+            ago = limited[status.app]
+            if ago is not None:
+                results.append(
+                    self._record(
+                        Remediation(
+                            now,
+                            rule,
+                            "run",
+                            status.app,
+                            status.id,
+                            "rate-limited",
+                            self._limited_message(ago),
+                        )
+                    )
+                )
+                continue
+            self._last[(f"{rule}:run", status.app)] = now
+            failure = await self._driver.run_in(status.id, command, timeout)
+            results.append(
+                self._record(
+                    Remediation(
+                        now,
+                        rule,
+                        "run",
+                        status.app,
+                        status.id,
+                        "failed" if failure else "done",
+                        failure or f"{command[0]} exited 0",
+                    )
+                )
+            )
+        return results
+
+    def _targets(self, labels: Mapping[str, Any]) -> list[InstanceStatus]:
+        app = str(labels.get("app") or "")
+        instance = str(labels.get("instance") or "")
+        running = self._driver.instances()
+        targets = [s for s in running if s.id == instance and (not app or s.app == app)]
+        if not targets and app:
+            targets = [s for s in running if s.app == app and s.pid is not None]
+        return targets
 
     def _restart(
         self, rule: str, labels: Mapping[str, Any], *, confirmed: bool

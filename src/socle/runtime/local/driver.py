@@ -48,6 +48,7 @@ from socle.runtime.driver import (
 )
 from socle.runtime.local import procs, spawn, strays
 from socle.runtime.local.backoff import BackoffPolicy
+from socle.runtime.local.health import exec_probe
 from socle.runtime.local.instance import Host, Instance
 from socle.runtime.local.isolation import (
     MODES,
@@ -367,6 +368,19 @@ class LocalDriver:
             raise RuntimeDriverError(f"unknown signal {name!r}")
         ref = instance.record.app
         return ref is not None and ref.alive() and procs.kill(ref.pid, sig)
+    async def run_in(self, instance_id: InstanceId, argv: list[str], timeout: float) -> str | None:
+        """Run ``argv`` in a running instance's sandbox, as the app (same uid, view,
+        filter and environment as its exec checks); None if it exited 0, else why not."""
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.status().pid is None:
+            return "instance is not running"
+        return await exec_probe(
+            list(argv),
+            cwd=instance.spec.workdir,
+            env=dict(instance.env),
+            timeout=timeout,
+            confine=instance.confine_check,
+        )
 
     def resources(self) -> list[InstanceResources]:
         """Each instance with its cgroup folders and last health probe (the exporter's
