@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     loki_url: str = ""
     """Forward every stored log line to this Loki (``http(s)://host:port``); empty: don't."""
 
+    release_check_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """How often new releases' error ratios are compared with the previous releases'
+    (Apps with ``spec.metrics.releaseCheck``)."""
+
     otlp_endpoint: str = ""
     """Also export Socle's own spans over OTLP/HTTP to this collector
     (``http(s)://host:4318``; ``/v1/traces`` is added); empty: only the embedded store."""

@@ -101,6 +101,10 @@ class FieldError(ValueError):
         self.at = at
 
 
+SELECTOR_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^{}\[\]]*\})?")
+"""One PromQL metric selector: a name and optional matchers, no function or range."""
+
+
 class Spec(BaseModel):
     """Base for manifest sections: strict, camelCase aliases, frozen."""
 
@@ -316,6 +320,30 @@ class HealthSpec(Spec):
         return probe.port if probe else None
 
 
+class ReleaseCheck(Spec):
+    """Counters that say how a release is doing (selectors: Socle adds ``app``, ``release``
+    and the rate window)."""
+
+    total: str = Field(min_length=1, max_length=1024)
+    errors: str = Field(min_length=1, max_length=1024)
+    factor: float = Field(default=2.0, ge=1.0, le=1000)
+    """The new release is bad when its error ratio is more than ``factor`` times the
+    previous release's..."""
+    min_ratio: float = Field(default=0.05, gt=0, le=1)
+    """... and at least this ratio (so 0.1 % against 0 % rolls nothing back)."""
+    window: Duration = Field(default=120.0, ge=10, le=3600)
+
+    @field_validator("total", "errors")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if CONTROLS.search(value) or "[" in value or not SELECTOR_RE.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} must be one metric selector, e.g. "
+                'http_requests_total{code=~"5.."} (Socle adds the labels and the window)'
+            )
+        return value.strip()
+
+
 class MetricsSpec(Spec):
     """Where an app serves its own Prometheus metrics (opt-in to be scraped).
 
@@ -326,6 +354,9 @@ class MetricsSpec(Spec):
     port: str
     """Name of one of ``spec.ports``."""
     path: str = "/metrics"
+    release_check: ReleaseCheck | None = None
+    """Early detection: roll a new release back when its error ratio departs from the
+    previous release's (see :mod:`socle.observe.alerts.releases`)."""
 
     @field_validator("path")
     @classmethod

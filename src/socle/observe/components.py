@@ -26,6 +26,7 @@ from socle.errors import ConfigError, SocleError
 from socle.fs import private_dir
 from socle.observe.alerts.forward import AlertForwarder, Sink, resolve_removed
 from socle.observe.alerts.manager import AlertmanagerServer
+from socle.observe.alerts.releases import ReleaseWatch
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
 from socle.observe.alerts.service import Alerts
 from socle.observe.metrics.certs import CertificateExpiry
@@ -170,6 +171,10 @@ class AlertmanagerComponent:
         await asyncio.to_thread(private_dir, settings.observe_dir)
         await asyncio.to_thread(alerts.load)
         observe.alerts = alerts
+        watch = ReleaseWatch(
+            engine, alerts, lambda: observe.query, interval=settings.release_check_seconds
+        )
+        self._tasks.spawn(watch.run(), "release-check")
         if settings.alertmanager == "off" or not _installed(settings.alertmanager_bin):
             return
         host, port = plane.ports.hold(
