@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     loki_url: str = ""
     """Forward every stored log line to this Loki (``http(s)://host:port``); empty: don't."""
 
+    autoscale_seconds: float = Field(default=10.0, gt=0, le=3600)
+    """How often Apps with ``spec.autoscale`` have their load measured and their count set."""
+
     release_check_seconds: float = Field(default=10.0, gt=0, le=3600)
     """How often new releases' error ratios are compared with the previous releases'
     (Apps with ``spec.metrics.releaseCheck``)."""

@@ -125,6 +125,8 @@ class Controller:
         self._targets: dict[str, Target] = {}
         self._dependents: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
+        self._scaled: dict[str, int] = {}
+        """Instance counts set by the autoscaler, by app."""
         self._running: set[str] = set()
         self._stopping: set[InstanceId] = set()
         self._refreshed: set[InstanceId] = set()
@@ -202,6 +204,24 @@ class Controller:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._tasks.close()
+
+    def replicas_of(self, target: Target) -> int:
+        """How many instances ``target`` should have: its manifest's ``replicas``, or the
+        count the autoscaler set (:meth:`scale`) while the App has ``spec.autoscale``."""
+        scaled = self._scaled.get(target.name)
+        if scaled is None or target.app.spec.autoscale is None:
+            return target.app.spec.replicas
+        return scaled
+
+    def scale(self, name: str, replicas: int | None) -> None:
+        """Run ``replicas`` instances of ``name`` (None: back to its manifest's count).
+        Not a new revision: the manifest keeps saying what Git says; the autoscaler (or a
+        remediation) owns the count within ``spec.autoscale``'s bounds."""
+        if replicas is None:
+            self._scaled.pop(name, None)
+        else:
+            self._scaled[name] = replicas
+        self.kick(name)
 
     def kick(self, name: str) -> None:
         self._dirty.add(name)
@@ -281,11 +301,11 @@ class Controller:
         target = self._targets.get(name)
         if target is None:
             return True
-        if target.app.spec.replicas == 0:
+        if self.replicas_of(target) == 0:
             return True
         tpl = target.state.template[:10]
         ready = [i for i in self._instances(name) if template_of(i.id) == tpl and i.ready]
-        return len(ready) >= target.app.spec.replicas
+        return len(ready) >= self.replicas_of(target)
 
     async def _spec(self, target: Target, ordinal: int) -> InstanceSpec:
         spec = target.app.spec
@@ -357,7 +377,7 @@ class Controller:
             return
 
         spec = target.app.spec
-        replicas = spec.replicas
+        replicas = self.replicas_of(target)
         tpl = target.state.template[:10]
         now = time.time()
         new = [i for i in live if template_of(i.id) == tpl]
@@ -512,11 +532,11 @@ class Controller:
             detail = f"; instance {worst.id} is {worst.state.value}"
             if worst.message:
                 detail += f": {worst.message}"
-        elif len(new) < target.app.spec.replicas and target.name in self._start_errors:
+        elif len(new) < self.replicas_of(target) and target.name in self._start_errors:
             detail = f"; {self._start_errors[target.name]}"
         return (
             f"release {target.state.release} not ready within {deadline:g}s "
-            f"({ready}/{target.app.spec.replicas} ready){detail}"
+            f"({ready}/{self.replicas_of(target)} ready){detail}"
         )
 
     # -- status ------------------------------------------------------------------------
@@ -530,7 +550,7 @@ class Controller:
         current = [i for i in instances if template_of(i.id) == tpl]
         return AppView(
             name=name,
-            desired=target.app.spec.replicas,
+            desired=self.replicas_of(target),
             ready=sum(1 for i in current if i.ready),
             updated=len(current),
             instances=instances,

@@ -33,6 +33,7 @@ the instances) they had before the field existed."""
 
 
 OPTIONAL_MANIFEST_FIELDS = ("metrics", "templates")
+OPTIONAL_MANIFEST_FIELDS = ("metrics", "autoscale")
 """Left out of the planner's manifest when unset, so that apps applied before the field
 existed keep their digest: upgrading Socle shows no change for them."""
 

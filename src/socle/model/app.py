@@ -344,6 +344,67 @@ class ReleaseCheck(Spec):
         return value.strip()
 
 
+class AutoscaleTarget(Spec):
+    """One of: ``cpu`` (percent of each instance's CPU limit, or of one core without a
+    limit), ``rps`` (requests per second per instance, from ``http_requests_total``), or
+    ``query`` + ``value`` (PromQL whose result, divided by ``value``, is the count)."""
+
+    cpu: str | float | None = None
+    rps: float | None = Field(default=None, gt=0, le=1e9)
+    query: str | None = Field(default=None, min_length=1, max_length=4096)
+    value: float | None = Field(default=None, gt=0, le=1e12)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, value: str | float | None) -> str | float | None:
+        if value is None:
+            return None
+        number = float(str(value).strip().removesuffix("%")) if str(value).strip() else 0.0
+        if not 0 < number <= 1000:
+            raise ValueError("cpu must be a percentage such as 70%")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str | None) -> str | None:
+        if value is not None and CONTROLS.search(value.replace("\n", " ")):
+            raise ValueError("query holds control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> AutoscaleTarget:
+        given = [k for k in ("cpu", "rps", "query") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("autoscale target needs exactly one of cpu, rps or query")
+        if (self.query is None) != (self.value is None):
+            raise ValueError("autoscale target: query and value go together")
+        return self
+
+    def cpu_fraction(self) -> float | None:
+        return None if self.cpu is None else float(str(self.cpu).strip().removesuffix("%")) / 100
+
+
+class Stabilization(Spec):
+    up: Duration = Field(default=0.0, ge=0, le=3600)
+    """Scale out to the highest count recommended over this window (0: at once)."""
+    down: Duration = Field(default=300.0, ge=0, le=3600)
+    """Scale in only to the highest count recommended over this window, so a dip in load
+    does not remove instances that the next minute needs again."""
+
+
+class AutoscaleSpec(Spec):
+    min: int = Field(default=1, ge=1, le=1000)
+    max: int = Field(ge=1, le=1000)
+    target: AutoscaleTarget
+    stabilization: Stabilization = Field(default_factory=Stabilization)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleSpec:
+        if self.min > self.max:
+            raise ValueError(f"autoscale min ({self.min}) is above max ({self.max})")
+        return self
+
+
 class MetricsSpec(Spec):
     """Where an app serves its own Prometheus metrics (opt-in to be scraped).
 
@@ -496,6 +557,10 @@ class AppSpec(Spec):
     """Opt in to be scraped by Prometheus: ``{port: http, path: /metrics}``."""
     templates: list[TemplateSpec] = Field(default_factory=list, max_length=MAX_TEMPLATES)
     """Files rendered from the registry, the KV store and secrets (runtime configuration)."""
+    autoscale: AutoscaleSpec | None = None
+    """``{min, max, target: {cpu: 70%} | {rps: 100} | {query: PROMQL, value: N}}``: the
+    instance count follows the load within bounds (``replicas`` is the count until the
+    autoscaler's first decision)."""
 
     @field_validator("depends_on")
     @classmethod

@@ -29,6 +29,7 @@ from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.releases import ReleaseWatch
 from socle.observe.alerts.rules import builtin_rule_files, rule_files
 from socle.observe.alerts.service import Alerts
+from socle.observe.autoscale import Autoscaler
 from socle.observe.metrics.certs import CertificateExpiry
 from socle.observe.metrics.prometheus import (
     PrometheusQuery,
@@ -175,6 +176,10 @@ class AlertmanagerComponent:
             engine, alerts, lambda: observe.query, interval=settings.release_check_seconds
         )
         self._tasks.spawn(watch.run(), "release-check")
+        scaler = Autoscaler(
+            engine, alerts, lambda: observe.query, interval=settings.autoscale_seconds
+        )
+        self._tasks.spawn(scaler.run(), "autoscale")
         if settings.alertmanager == "off" or not _installed(settings.alertmanager_bin):
             return
         host, port = plane.ports.hold(
