@@ -50,6 +50,9 @@ def app_state(app: App, release: str, secret_versions: Mapping[str, int] | None 
     for key in OPTIONAL_MANIFEST_FIELDS:
         if not spec.get(key):  # None, or an empty list
             spec.pop(key, None)
+    metrics = spec.get("metrics")
+    if metrics is not None and metrics.get("releaseCheck") is None:
+        metrics.pop("releaseCheck", None)  # same digest as before the field existed
     template = _digest(
         {
             "release": release,
