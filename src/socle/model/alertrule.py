@@ -58,9 +58,27 @@ class RunAction(Spec):
     run: RunCommand
 
 
-Action = Literal["restart", "rollback"] | RunAction
+class ScaleBy(Spec):
+    by: int = Field(ge=-100, le=100)
+    """Instances to add (negative: to remove), within the app's ``spec.autoscale`` bounds."""
+
+    @field_validator("by")
+    @classmethod
+    def _nonzero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("scale by must not be 0")
+        return value
+
+
+class ScaleAction(Spec):
+    """``{scale: {by: 1}}``: change the app's instance count within its autoscale bounds."""
+
+    scale: ScaleBy
+
+
+Action = Literal["restart", "rollback"] | RunAction | ScaleAction
 """``restart`` the alerting instances; ``rollback`` the app to its previous healthy
-revision; ``{run: ...}`` a command in the app's sandbox."""
+revision; ``{run: ...}`` a command in the app's sandbox; ``{scale: {by: N}}``."""
 
 
 def _label_names(value: dict[str, str], what: str) -> dict[str, str]:
@@ -81,7 +99,8 @@ class AlertRuleSpec(Spec):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     actions: list[Action] = Field(default_factory=list, max_length=4)
-    """Remediation when the alert fires: ``restart``, ``rollback``, ``{run: {command}}``."""
+    """Remediation when the alert fires: ``restart``, ``rollback``, ``{run: {command}}``,
+    ``{scale: {by: N}}``."""
 
     @field_validator("expr")
     @classmethod
@@ -110,7 +129,9 @@ class AlertRuleSpec(Spec):
 
 
 def unique_actions(value: list[Action]) -> list[Action]:
-    names = [a if isinstance(a, str) else "run" for a in value]
+    names = [
+        a if isinstance(a, str) else "run" if isinstance(a, RunAction) else "scale" for a in value
+    ]
     if len(set(names)) != len(names):
         raise ValueError("an action is listed twice")
     return value
@@ -167,6 +188,7 @@ __all__ = [
     "AlertRule",
     "AlertRuleSpec",
     "RunAction",
+    "ScaleAction",
     "alert_name",
     "prometheus_duration",
     "to_rule_group",

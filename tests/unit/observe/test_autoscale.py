@@ -139,3 +139,58 @@ async def test_scale_out_at_once_scale_in_after_the_window() -> None:
     clock.now += 100
     assert await scaler.step() == []
     assert [r["action"] for r in alerts.history()] == ["scale", "scale"]
+
+
+@dataclass
+class ScaleEngine(Engine):
+    def handler(self, kind: str) -> Any:
+        if kind == "App":
+            return self.apps
+        return RulesHandler(
+            {"busy": ScaleRule([{"scale": {"by": 2}}]), "idle": ScaleRule([{"scale": {"by": -5}}])}
+        )
+
+
+@dataclass
+class ScaleRule:
+    actions: list[Any]
+
+
+@dataclass
+class RulesHandler:
+    found: dict[str, ScaleRule]
+
+    def rules(self) -> dict[str, ScaleRule]:
+        return self.found
+
+
+def _target_of(controller: Controller) -> Any:
+    def target(name: str) -> Target | None:
+        return controller.targets_.get(name)
+
+    return target
+
+
+async def test_scale_action_stays_within_the_autoscale_bounds() -> None:
+    bounds = {"min": 2, "max": 5, "target": {"rps": 10}}
+    targets = {
+        "web": Target(State({"spec": {"autoscale": bounds}})),
+        "fixed": Target(State({"spec": {}})),
+    }
+    controller = Controller({"web": 2, "fixed": 1}, targets)
+    controller.target = _target_of(controller)  # type: ignore[attr-defined]
+    engine = ScaleEngine(Handler(controller))
+    alerts = Alerts(engine=engine, driver=None, metrics=ControlPlaneMetrics(), min_interval=60)  # type: ignore[arg-type]
+
+    def fire(rule: str, app: str) -> dict[str, Any]:
+        return {"alerts": [{"status": "firing", "labels": {"socle_rule": rule, "app": app}}]}
+
+    (up,) = await alerts.webhook(fire("busy", "web"))
+    assert (up.action, up.result, up.message) == ("scale", "done", "2 -> 4 instances")
+    (limited,) = await alerts.webhook(fire("busy", "web"))
+    assert limited.result == "rate-limited" and controller.counts["web"] == 4
+    (down,) = await alerts.webhook(fire("idle", "web"))
+    assert down.message == "4 -> 2 instances"  # not below min
+    (refused,) = await alerts.webhook(fire("busy", "fixed"))
+    assert refused.result == "no-target" and "no spec.autoscale" in refused.message
+    assert controller.counts["fixed"] == 1
