@@ -94,6 +94,9 @@ def test_failed_background_task_shows_in_status(
         "firewall", "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
         "alertmanager",
         "prometheus",
+        "audit", "store", "leader-lease", "secrets", "runtime", "logs", "traces", "volumes",
+        "network", "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
+        "alertmanager", "prometheus",
     ]  # fmt: skip
 
     # The build outlives the table: the apply's background task cannot record its outcome.
