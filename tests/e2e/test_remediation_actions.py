@@ -5,13 +5,30 @@ app back to its previous healthy release (a new revision, nothing else touched) 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for, write_repo
+
+pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus")
+
+
+@pytest.fixture
+def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
+    env = dict(socle_env, SOCLE_PROMETHEUS="embedded", SOCLE_SCRAPE_INTERVAL="1")
+    srv = SocleServer(home=tmp_path / "home", env=env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
 
 NOT_ROOT = "import os, sys; sys.exit(0 if os.getuid() != 0 else 1)"
 
@@ -23,7 +40,9 @@ def _repo(root: Path, version: str) -> Path:
             "apiVersion": "socle/v1",
             "kind": "AlertRule",
             "metadata": {"name": name},
-            "spec": {"expr": f'up{{job="{name}"}} == 0', "actions": actions},
+            # Fires at once, for app web: Prometheus has it firing, so the webhook's alert is
+            # confirmed (a forged one would not be).
+            "spec": {"expr": "vector(1)", "labels": {"app": "web"}, "actions": actions},
         }
         for name, actions in (
             ("web-errors", ["rollback", {"run": {"command": [sys.executable, "-c", NOT_ROOT]}}]),
@@ -53,12 +72,27 @@ def _version(server: SocleServer) -> str:
     return str(get_json(instance_url(server.app("web")))["version"])
 
 
-def test_rollback_and_run_actions(server: SocleServer, tmp_path: Path) -> None:
+@pytest.mark.timeout(300)
+def test_rollback_and_run_actions(observed: SocleServer, tmp_path: Path) -> None:
+    server = observed
     repo = tmp_path / "repo"
     server.cli("apply", str(_repo(repo, "1")), "--yes")
     server.cli("apply", str(_repo(repo, "2")), "--yes")
     assert _version(server) == "2"
     other_before = server.app("other")["instances"][0]["pid"]
+
+    def firing() -> bool:
+        data = json.loads(server.cli("metrics", "query", "ALERTS", "--json").stdout)
+        names = {r["metric"].get("alertname") for r in data["result"]}
+        return {"web-errors", "web-fails"} <= names
+
+    wait_for(firing, 90, "Prometheus to have both rules firing")
+    # An alert Prometheus does not have firing (for another app) is not acted on.
+    payload = {
+        "alerts": [{"status": "firing", "labels": {"socle_rule": "web-errors", "app": "other"}}]
+    }
+    forged = server.api("POST", "/api/v1/alerts/webhook", json=payload).json()["remediations"]
+    assert {r["result"] for r in forged} == {"unconfirmed"}
 
     done = _fire(server, "web-errors")
     assert [(r["action"], r["result"]) for r in done] == [("rollback", "done"), ("run", "done")]
@@ -86,6 +120,8 @@ def test_rollback_and_run_actions(server: SocleServer, tmp_path: Path) -> None:
 
     recorded = json.loads(server.cli("alerts", "--json").stdout)["remediations"]
     assert [(r["action"], r["result"]) for r in recorded] == [
+        ("rollback", "unconfirmed"),
+        ("run", "unconfirmed"),
         ("rollback", "done"),
         ("run", "done"),
         ("rollback", "rate-limited"),

@@ -182,15 +182,19 @@ async def test_scale_action_stays_within_the_autoscale_bounds() -> None:
     engine = ScaleEngine(Handler(controller))
     alerts = Alerts(engine=engine, driver=None, metrics=ControlPlaneMetrics(), min_interval=60)  # type: ignore[arg-type]
 
-    def fire(rule: str, app: str) -> dict[str, Any]:
-        return {"alerts": [{"status": "firing", "labels": {"socle_rule": rule, "app": app}}]}
+    async def fire(rule: str, app: str, *, confirmed: bool = True) -> Any:
+        labels = {"socle_rule": rule, "app": app}
+        seen = [{"state": "firing", "labels": labels}] if confirmed else []
+        return await alerts.webhook({"alerts": [{"status": "firing", "labels": labels}]}, seen)
 
-    (up,) = await alerts.webhook(fire("busy", "web"))
+    (forged,) = await fire("busy", "web", confirmed=False)
+    assert forged.result == "unconfirmed" and controller.counts["web"] == 2
+    (up,) = await fire("busy", "web")
     assert (up.action, up.result, up.message) == ("scale", "done", "2 -> 4 instances")
-    (limited,) = await alerts.webhook(fire("busy", "web"))
+    (limited,) = await fire("busy", "web")
     assert limited.result == "rate-limited" and controller.counts["web"] == 4
-    (down,) = await alerts.webhook(fire("idle", "web"))
+    (down,) = await fire("idle", "web")
     assert down.message == "4 -> 2 instances"  # not below min
-    (refused,) = await alerts.webhook(fire("busy", "fixed"))
+    (refused,) = await fire("busy", "fixed")
     assert refused.result == "no-target" and "no spec.autoscale" in refused.message
     assert controller.counts["fixed"] == 1
