@@ -57,8 +57,10 @@ from socle.model.source import Source
 from socle.model.status import RevisionStatus
 from socle.state.store import StateStore
 from socle.tasks import TaskMonitor
+from socle.tracing import tracer
 
 log = logging.getLogger(__name__)
+_tracer = tracer("socle.gitops")
 
 SOURCES = "gitops/sources/"
 STATUS = "gitops/status/"
@@ -296,7 +298,14 @@ class GitOps:
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             started = time.monotonic()
-            status = await self._sync(name, trigger, force or allow_delete_all, allow_delete_all)
+            # The sync's span: fetch, plan and the apply it starts are its children.
+            with _tracer.start_as_current_span(
+                "sync", attributes={"socle.source": name, "socle.trigger": trigger}
+            ) as span:
+                status = await self._sync(
+                    name, trigger, force or allow_delete_all, allow_delete_all
+                )
+                span.set_attribute("socle.state", str(status.state))
             status.last_sync = time.time()
             status.last_duration = round(time.monotonic() - started, 4)
             if self._events is not None:
@@ -335,6 +344,12 @@ class GitOps:
             credentials = await self._credentials(source)
             mirror = Mirror(self._dir / name / "mirror", spec.repo, credentials)
             sha = await self._fetch(mirror, spec.branch, spec.ref, status, promotion)
+            with _tracer.start_as_current_span("fetch"):
+                await asyncio.to_thread(mirror.fetch)
+            if promotion is not None:
+                sha = await asyncio.to_thread(mirror.resolve, None, promotion["sha"])
+            else:
+                sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
         except (SourceError, ConfigError) as exc:
             status.state, status.reason = SyncState.FAILED, exc.message
             await self._event(spec.env, name, "sync failed", exc.message)
