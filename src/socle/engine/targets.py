@@ -32,8 +32,7 @@ OPTIONAL_TEMPLATE_FIELDS = ("volumes", "templates")
 the instances) they had before the field existed."""
 
 
-OPTIONAL_MANIFEST_FIELDS = ("metrics", "templates")
-OPTIONAL_MANIFEST_FIELDS = ("metrics", "autoscale")
+OPTIONAL_MANIFEST_FIELDS = ("metrics", "templates", "autoscale")
 """Left out of the planner's manifest when unset, so that apps applied before the field
 existed keep their digest: upgrading Socle shows no change for them."""
 

@@ -368,6 +368,7 @@ class LocalDriver:
             raise RuntimeDriverError(f"unknown signal {name!r}")
         ref = instance.record.app
         return ref is not None and ref.alive() and procs.kill(ref.pid, sig)
+
     async def run_in(self, instance_id: InstanceId, argv: list[str], timeout: float) -> str | None:
         """Run ``argv`` in a running instance's sandbox, as the app (same uid, view,
         filter and environment as its exec checks); None if it exited 0, else why not."""
