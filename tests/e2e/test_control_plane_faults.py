@@ -90,13 +90,9 @@ def test_failed_background_task_shows_in_status(
     assert [c["state"] for c in before["components"]] == ["running"] * len(before["components"])
     names = [c["name"] for c in before["components"]]
     assert names == [
-        "store", "leader-lease", "secrets", "runtime", "logs", "volumes", "network",
-        "firewall", "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
-        "alertmanager",
-        "prometheus",
         "audit", "store", "leader-lease", "secrets", "runtime", "logs", "traces", "volumes",
-        "network", "engine", "volume-backups", "ingress", "consul", "observe", "gitops", "api",
-        "alertmanager", "prometheus",
+        "network", "firewall", "engine", "volume-backups", "ingress", "consul", "observe",
+        "gitops", "api", "alertmanager", "prometheus",
     ]  # fmt: skip
 
     # The build outlives the table: the apply's background task cannot record its outcome.

@@ -343,13 +343,8 @@ class GitOps:
         try:
             credentials = await self._credentials(source)
             mirror = Mirror(self._dir / name / "mirror", spec.repo, credentials)
-            sha = await self._fetch(mirror, spec.branch, spec.ref, status, promotion)
             with _tracer.start_as_current_span("fetch"):
-                await asyncio.to_thread(mirror.fetch)
-            if promotion is not None:
-                sha = await asyncio.to_thread(mirror.resolve, None, promotion["sha"])
-            else:
-                sha = await asyncio.to_thread(mirror.resolve, spec.branch, spec.ref)
+                sha = await self._fetch(mirror, spec.branch, spec.ref, status, promotion)
         except (SourceError, ConfigError) as exc:
             status.state, status.reason = SyncState.FAILED, exc.message
             await self._event(spec.env, name, "sync failed", exc.message)

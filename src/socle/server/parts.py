@@ -153,7 +153,7 @@ class Plane:
         """What every instance gets from the control plane (resolver, OTLP export)."""
         env: dict[str, str] = {}
         if self.dns_address:
-            env["SOCLE_DNS"] = self.dns_address
+            env["SOCLE_DNS"] = self.bridge_dns or self.dns_address
         if self.traces is not None:
             env.update(self.traces.app_env(self.url))
         return env
@@ -568,9 +568,6 @@ class EngineComponent:
             cache_file=settings.home / "cache" / "plan.pickle",
             secret_check_seconds=settings.secret_check_seconds,
             tasks=plane.monitor,
-            instance_env=(
-                {"SOCLE_DNS": plane.bridge_dns or plane.dns_address} if plane.dns_address else None
-            ),
             instance_env=plane.instance_env() or None,
             externals=plane.network.externals if plane.network is not None else None,
             events=plane.metrics,
