@@ -154,7 +154,9 @@ class Plane:
         env: dict[str, str] = {}
         if self.dns_address:
             env["SOCLE_DNS"] = self.bridge_dns or self.dns_address
-        if self.traces is not None:
+        if self.traces is not None and self.bridge_gateway is None:
+            # Instances in their own network namespaces cannot reach the API's loopback
+            # listener: no OTLP endpoint for them until the receiver listens on the bridge.
             env.update(self.traces.app_env(self.url))
         return env
 
