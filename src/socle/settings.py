@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     max_trace_push_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     """Largest OTLP/HTTP trace body (``/v1/traces``)."""
 
+    otlp_bridge_port: int = Field(default=4318, ge=0, le=65535)
+    """Port of the OTLP/HTTP receiver that isolated instances reach on the Socle bridge's
+    gateway address (their ``OTEL_EXPORTER_OTLP_ENDPOINT``); 0 picks a free port. A fixed
+    port keeps the endpoint of running apps valid across control-plane restarts."""
+
     standby: bool = False
     """With a shared (PostgreSQL) store: when another control plane leads, wait as a standby
     and take over when it stops, instead of refusing to start."""

@@ -17,6 +17,7 @@ def socle_env(tmp_path: Path) -> dict[str, str]:
     # tests running side by side each take free ones.
     env["SOCLE_CONSUL_LISTEN"] = "127.0.0.1:0"
     env["SOCLE_DNS_LISTEN"] = "127.0.0.1:0"
+    env["SOCLE_OTLP_BRIDGE_PORT"] = "0"
     # Every control plane would start its own Prometheus and Alertmanager: on two shared
     # cores, only the tests of observe (tests/e2e/test_observe.py) turn them on.
     env["SOCLE_PROMETHEUS"] = "off"

@@ -45,6 +45,7 @@ from socle.server.parts import (
     LeaseComponent,
     LogsComponent,
     NetworkComponent,
+    OtlpBridgeComponent,
     Plane,
     RuntimeComponent,
     SecretsComponent,
@@ -136,6 +137,7 @@ def build_components(plane: Plane) -> Components:
     components.add(TracesComponent(plane))
     components.add(VolumesComponent(plane))
     components.add(NetworkComponent(plane))
+    components.add(OtlpBridgeComponent(plane))
     components.add(FirewallComponent(plane))
     components.add(EngineComponent(plane))
     components.add(VolumeBackupsComponent(plane))

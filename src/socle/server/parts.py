@@ -29,6 +29,7 @@ from socle.api.app import ApiContext, create_app
 from socle.api.consul import create_consul_app
 from socle.api.instrument import counted, timed
 from socle.api.limits import guard
+from socle.api.otlp import create_otlp_app
 from socle.api.tokens import TokenStore
 from socle.backup.guard import check_start_safe
 from socle.backup.schedule import VolumeBackupPlan, VolumeBackupScheduler
@@ -64,6 +65,7 @@ from socle.observe.metrics.expiry import ingress_certificate_gauge, lease_gauges
 from socle.observe.metrics.ingress import IngressTraffic
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe
+from socle.observe.traces.model import Sender
 from socle.observe.traces.service import TraceService
 from socle.ports import PortBook
 from socle.redact import RedactingReader, Redactor
@@ -123,6 +125,8 @@ class Plane:
     """The Socle bridge's address (instances' gateway) when instances are isolated."""
     bridge_dns: str | None = None
     """Where instances reach the DNS server (``GATEWAY:PORT``) when they are isolated."""
+    otlp_bridge: str | None = None
+    """Where isolated instances reach the OTLP/HTTP receiver (``GATEWAY:PORT``)."""
     tokens: TokenStore | None = None
     """The API tokens (the platform API and the Consul listener share them)."""
     consul_address: str | None = None
@@ -154,10 +158,13 @@ class Plane:
         env: dict[str, str] = {}
         if self.dns_address:
             env["SOCLE_DNS"] = self.bridge_dns or self.dns_address
-        if self.traces is not None and self.bridge_gateway is None:
-            # Instances in their own network namespaces cannot reach the API's loopback
-            # listener: no OTLP endpoint for them until the receiver listens on the bridge.
-            env.update(self.traces.app_env(self.url))
+        if self.traces is not None:
+            if self.bridge_gateway is None:
+                env.update(self.traces.app_env(self.url))
+            elif self.otlp_bridge is not None:
+                # Instances in their own network namespaces cannot reach the API's loopback
+                # listener: they export to the receiver on the bridge's gateway.
+                env.update(self.traces.app_env(f"http://{self.otlp_bridge}"))
         return env
 
     @property
@@ -190,6 +197,7 @@ class Plane:
                 "consul": self.consul_address,
                 "dns": self.dns_address,
                 "instances_dns": self.bridge_dns,
+                "instances_otlp": self.otlp_bridge,
                 "firewall": None
                 if self.firewall is None
                 else {
@@ -680,12 +688,83 @@ class NetworkComponent:
             await network.stop()
 
 
-def _bridge_services(bridge_dns: str | None) -> tuple[tuple[str, str, int], ...]:
-    """What instances may always reach on the host: the DNS server on the gateway."""
-    if bridge_dns is None:
-        return ()
-    host, port = parse_listen(bridge_dns)
-    return (("udp", host, port), ("tcp", host, port))
+def _bridge_services(
+    bridge_dns: str | None, otlp_bridge: str | None = None
+) -> tuple[tuple[str, str, int], ...]:
+    """What instances may always reach on the host: the DNS server and the OTLP receiver
+    on the gateway."""
+    services: list[tuple[str, str, int]] = []
+    if bridge_dns is not None:
+        host, port = parse_listen(bridge_dns)
+        services += [("udp", host, port), ("tcp", host, port)]
+    if otlp_bridge is not None:
+        host, port = parse_listen(otlp_bridge)
+        services.append(("tcp", host, port))
+    return tuple(services)
+
+
+class OtlpBridgeComponent:
+    """The OTLP/HTTP receiver on the Socle bridge's gateway, for instances in their own
+    network namespaces (see :mod:`socle.api.otlp`). Starts after the runtime (which sets
+    up the bridge) and the traces, before the firewall (which lets instances reach it)
+    and the engine (which gives instances its address)."""
+
+    name = "otlp"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._server: GranianServer | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        settings = plane.settings
+        gateway = plane.bridge_gateway
+        if plane.traces is None or gateway is None:
+            return
+        driver = need(plane.driver, "runtime")
+        host, port = plane.ports.hold(
+            host_port(gateway, settings.otlp_bridge_port), setting="SOCLE_OTLP_BRIDGE_PORT"
+        )
+
+        def identify(address: str) -> Sender | None:
+            for status in driver.instances():
+                if status.address == address and not _is_loopback(address):
+                    return Sender(status.app, status.environment, status.id)
+            return None
+
+        app = create_otlp_app(
+            plane.traces,
+            identify,
+            max_body_bytes=settings.max_trace_push_bytes,
+            max_inflated_bytes=4 * settings.max_trace_push_bytes,
+            body_timeout=settings.body_timeout,
+        )
+        server = GranianServer(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+            http=HTTPModes.http1,
+            backlog=256,
+            backpressure=min(settings.max_connections, 256),
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+        )
+        self._server = server
+        self._serving = plane.monitor.group("otlp").spawn(server.serve(), "serve")
+        plane.otlp_bridge = host_port(host, port)
+        log.warning("OTLP/HTTP receiver for instances listening on http://%s", plane.otlp_bridge)
+
+    async def stop(self) -> None:
+        self._plane.otlp_bridge = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()  # type: ignore[no-untyped-call]
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
 
 
 class FirewallComponent:
@@ -708,7 +787,7 @@ class FirewallComponent:
             FirewallConfig(
                 bridge=settings.network_bridge,
                 isolate=enforcement.isolated,
-                host_services=_bridge_services(plane.bridge_dns),
+                host_services=_bridge_services(plane.bridge_dns, plane.otlp_bridge),
             ),
             enforcement,
             nft=Nft(netns=settings.firewall_netns),

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from socle.api.context import ApiContext, context
 from socle.api.tokens import bearer
 from socle.errors import AuthError, ConfigError, NotFoundError
-from socle.observe.traces.model import TRACE_ID, TraceError, TraceTooLarge
+from socle.observe.traces.model import TRACE_ID, Span, TraceError, TraceTooLarge
 from socle.observe.traces.otlp import decode
 from socle.observe.traces.service import TraceService
 
@@ -62,15 +62,26 @@ async def receive(request: Request, ctx: Ctx) -> Response:
             status=401,
             hint="apps get it in OTEL_EXPORTER_OTLP_HEADERS; or use a platform API token",
         )
+    spans, content_type = await read_spans(request, DEFAULT_MAX_INFLATED)
+    await service.receive(spans)
+    return otlp_answer(content_type)
+
+
+async def read_spans(request: Request, max_inflated: int) -> tuple[list[Span], str]:
+    """The spans of one OTLP/HTTP request and its content type; TraceError (400/413) when
+    the body is not one: the whole request is refused, nothing is stored."""
     body = await request.body()
     encoding = request.headers.get("content-encoding", "").lower()
     if encoding == "gzip":
-        body = await asyncio.to_thread(_inflate, body, DEFAULT_MAX_INFLATED)
+        body = await asyncio.to_thread(_inflate, body, max_inflated)
     elif encoding not in ("", "identity"):
         raise TraceError(f"unsupported Content-Encoding {encoding!r}", hint="send gzip or none")
     content_type = request.headers.get("content-type", "")
-    spans = await asyncio.to_thread(decode, body, content_type)
-    await service.receive(spans)
+    return await asyncio.to_thread(decode, body, content_type), content_type
+
+
+def otlp_answer(content_type: str) -> Response:
+    """OTLP's empty ``ExportTraceServiceResponse`` in the request's encoding."""
     if content_type.startswith("application/json"):
         return Response(b"{}", media_type="application/json")
     return Response(b"", media_type="application/x-protobuf")

@@ -158,6 +158,58 @@ def _duration(ns: int) -> str:
     return f"{ns / 1e6:.1f} ms"
 
 
+@dataclass(frozen=True)
+class Sender:
+    """The instance an OTLP request really came from (found by its source address)."""
+
+    app: str
+    environment: str
+    instance: str
+
+
+SENDER_ATTRIBUTES = {
+    "socle.app": "app",
+    "socle.environment": "environment",
+    "socle.instance": "instance",
+    "resource.deployment.environment": "environment",
+    "resource.service.instance.id": "instance",
+}
+"""Attributes that name the sender: always set from :class:`Sender`, never from the body."""
+
+
+def attribute(spans: list[Span], sender: Sender) -> list[Span]:
+    """``spans`` labelled by the instance that sent them, whatever the body claims.
+
+    An app is a hostile writer: its spans could name another app as their service, or
+    another instance. The service becomes the sender's app; the name the body gave is
+    kept as ``claimed.service.name`` when it differs, so nothing is hidden but nothing
+    is believed either.
+    """
+    out: list[Span] = []
+    for span in spans:
+        # The sender's attributes first: the cap on attributes never drops them.
+        attributes: dict[str, Any] = {k: getattr(sender, f) for k, f in SENDER_ATTRIBUTES.items()}
+        if span.service != sender.app:
+            attributes["claimed.service.name"] = span.service
+        for key, value in span.attributes.items():
+            attributes.setdefault(key, value)
+        out.append(
+            Span(
+                trace_id=span.trace_id,
+                span_id=span.span_id,
+                parent_id=span.parent_id,
+                name=span.name,
+                service=sender.app,
+                start_ns=span.start_ns,
+                end_ns=span.end_ns,
+                status=span.status,
+                kind=span.kind,
+                attributes=clean_attributes(attributes),
+            )
+        )
+    return out
+
+
 def span_from_dict(data: dict[str, Any]) -> Span:
     """The inverse of :meth:`Span.to_dict` (across the worker's wire)."""
     return Span(
@@ -176,8 +228,10 @@ def span_from_dict(data: dict[str, Any]) -> Span:
 
 __all__ = [
     "Node",
+    "Sender",
     "Span",
     "TraceError",
+    "attribute",
     "checked",
     "clean_attributes",
     "render",

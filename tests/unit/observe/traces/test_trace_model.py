@@ -10,8 +10,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from socle.observe.traces.model import (
     MAX_ATTRIBUTES,
+    Sender,
     Span,
     TraceError,
+    attribute,
     render,
     span_from_dict,
     tree,
@@ -123,3 +125,26 @@ def test_protobuf_decoding_and_attribute_bounds() -> None:
     assert len(decoded.attributes) == MAX_ATTRIBUTES
     assert max(len(str(v)) for v in decoded.attributes.values()) <= 1024
     assert "resource.service.name" not in decoded.attributes
+
+
+def test_spans_are_labelled_by_their_sender_not_by_their_claims() -> None:
+    claims = {
+        "socle.app": "billing",
+        "socle.instance": "billing-0",
+        "resource.service.instance.id": "billing-0",
+        "resource.deployment.environment": "prod",
+        **{f"k{i}": i for i in range(MAX_ATTRIBUTES)},  # enough to hit the cap
+    }
+    span = Span(T, "0000000000000001", "", "charge", "billing", 1, 2, attributes=claims)
+    (out,) = attribute([span], Sender("web", "staging", "web-abc-0"))
+    assert out.service == "web" and out.name == "charge" and out.span_id == span.span_id
+    assert out.attributes["socle.app"] == "web"
+    assert out.attributes["socle.environment"] == "staging"
+    assert out.attributes["socle.instance"] == "web-abc-0"
+    assert out.attributes["resource.service.instance.id"] == "web-abc-0"
+    assert out.attributes["resource.deployment.environment"] == "staging"
+    assert out.attributes["claimed.service.name"] == "billing"
+    assert len(out.attributes) == MAX_ATTRIBUTES  # the cap holds, the sender's labels kept
+    honest = Span(T, "0000000000000002", "", "serve", "web", 1, 2)
+    (kept,) = attribute([honest], Sender("web", "default", "web-abc-0"))
+    assert "claimed.service.name" not in kept.attributes
