@@ -91,7 +91,7 @@ def test_failed_background_task_shows_in_status(
     names = [c["name"] for c in before["components"]]
     assert names == [
         "audit", "store", "leader-lease", "secrets", "runtime", "logs", "traces", "volumes",
-        "network", "firewall", "engine", "volume-backups", "ingress", "consul", "observe",
+        "network", "otlp", "firewall", "engine", "volume-backups", "ingress", "consul", "observe",
         "gitops", "api", "alertmanager", "prometheus",
     ]  # fmt: skip
 

@@ -167,6 +167,7 @@ class AlertmanagerComponent:
             metrics=_need(plane.metrics, "metrics"),
             min_interval=settings.remediation_interval,
             record_file=settings.observe_dir / "remediations.jsonl",
+            tasks=self._tasks,
         )
         alerts.forwarder = AlertForwarder(lambda: plane.alert_sink, redact=plane.redactor)
         await asyncio.to_thread(private_dir, settings.observe_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from socle.model.alertrule import AlertRule, prometheus_duration, to_rule_group
 from socle.observe.alerts.service import Alerts, Remediation
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceState, InstanceStatus
+from socle.tasks import TaskGroup
 
 
 def rule(**spec: Any) -> AlertRule:
@@ -366,3 +369,100 @@ async def test_unconfirmed_alerts_roll_back_and_run_nothing() -> None:
         ("run", "unconfirmed"),
     ]
     assert engine.rolled_back == [] and driver.ran == []
+
+
+class RollingDriver(Driver):
+    """A driver whose restarted instances stay not ready until the test says so."""
+
+    def replace(self, instance_id: str, reason: str) -> bool:
+        if not super().replace(instance_id, reason):
+            return False
+        self.set_ready(instance_id, False)
+        return True
+
+    def set_ready(self, instance_id: str, ready: bool) -> None:
+        self.running = [
+            dataclasses.replace(s, ready=ready) if s.id == instance_id else s for s in self.running
+        ]
+
+
+async def _until(check: Any, what: str) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _rolling(roll_timeout: float) -> tuple[Alerts, RollingDriver, TaskGroup]:
+    driver = RollingDriver([instance("api-0"), instance("api-1"), instance("api-2")])
+    tasks = TaskGroup("test")
+    alerts = Alerts(
+        engine=Engine(Handler({"crash": Rules(["restart"])})),
+        driver=driver,
+        metrics=ControlPlaneMetrics(),
+        tasks=tasks,
+        roll_timeout=roll_timeout,
+        roll_poll=0.01,
+    )
+    return alerts, driver, tasks
+
+
+async def test_app_wide_restart_rolls_one_instance_at_a_time() -> None:
+    alerts, driver, tasks = _rolling(roll_timeout=30)
+    done = await act(alerts, firing({"socle_rule": "crash", "app": "api"}))
+    assert [(r.instance, r.result) for r in done] == [
+        ("api-0", "done"),
+        ("api-1", "queued"),
+        ("api-2", "queued"),
+    ]
+    await asyncio.sleep(0.1)
+    assert [i for i, _ in driver.replaced] == ["api-0"]  # api-0 is not ready again yet
+    # A second alert meanwhile starts no second roll.
+    again = await act(alerts, firing({"socle_rule": "crash", "app": "api"}))
+    assert {r.result for r in again} == {"rate-limited"}
+    driver.set_ready("api-0", True)
+    await _until(lambda: len(driver.replaced) == 2, "api-1's restart")
+    await asyncio.sleep(0.1)
+    assert [i for i, _ in driver.replaced] == ["api-0", "api-1"]
+    driver.set_ready("api-1", True)
+    await _until(lambda: len(driver.replaced) == 3, "api-2's restart")
+    await tasks.wait()
+    history = [(r["instance"], r["result"]) for r in alerts.history()]
+    assert history[-2:] == [("api-1", "done"), ("api-2", "done")]
+
+
+async def test_a_roll_stops_when_a_restarted_instance_does_not_come_back() -> None:
+    alerts, driver, tasks = _rolling(roll_timeout=0.2)
+    await act(alerts, firing({"socle_rule": "crash", "app": "api"}))
+    await tasks.wait()
+    assert [i for i, _ in driver.replaced] == ["api-0"]  # the others keep serving
+    failed = [r for r in alerts.history() if r["result"] == "failed"]
+    assert [r["instance"] for r in failed] == ["api-1", "api-2"]
+    assert "api-0 was not ready again" in str(failed[0]["message"])
+
+
+async def test_the_record_file_is_rotated_and_both_parts_are_read(tmp_path: Path) -> None:
+    record = tmp_path / "remediations.jsonl"
+    driver = Driver([instance(f"api-{i}") for i in range(40)])
+    args: dict[str, Any] = {
+        "engine": Engine(Handler({"mem": Rules(["restart"])})),
+        "driver": driver,
+        "metrics": ControlPlaneMetrics(),
+        "record_file": record,
+        "max_record_bytes": 2048,
+    }
+    alerts = Alerts(**args)
+    for i in range(40):
+        await alerts.persist(
+            await act(alerts, firing({"socle_rule": "mem", "instance": f"api-{i}"}))
+        )
+    rotated = tmp_path / "remediations.jsonl.1"
+    assert rotated.exists() and rotated.stat().st_mode & 0o777 == 0o600
+    assert record.stat().st_size <= 2048 + 512 and rotated.stat().st_size <= 2048 + 512
+    again = Alerts(**args)
+    again.load()
+    kept = [r["instance"] for r in again.history()]
+    assert kept and kept[-1] == "api-39" and kept == sorted(kept, key=lambda i: int(i[4:]))
+    # Only what the two files hold is kept: the oldest decisions are gone.
+    assert "api-0" not in kept

@@ -13,7 +13,12 @@ and ``instance``; otherwise the decision is ``unconfirmed`` and nothing is done.
 
 - ``restart``: the instance named by the alert's ``instance`` label (the per-instance
   exporter's), or every running instance of its ``app`` label, is restarted per its
-  restart policy (like a failed liveness check).
+  restart policy (like a failed liveness check). An app-wide alert restarts its instances
+  **one at a time**: the next one only once the previous one is ready again (health
+  checks passing), so the app keeps serving; the first is restarted at once, the others
+  are ``queued`` and get their own ``done`` record when their turn comes. When a restarted
+  instance is not ready again within ``roll_timeout`` seconds, the roll stops and the
+  instances left are recorded ``failed`` (restarting them would take the app down).
 - ``rollback``: the app of the alert's ``app`` label goes back to its previous healthy
   state (the newest succeeded revision that held it differently), other objects untouched;
   a new revision by ``socle (alert RULE)`` records it in ``socle history``.
@@ -28,7 +33,9 @@ on the same instance less than ``min_interval`` seconds ago: a flapping app cann
 ``no-target`` (nothing running matches the labels), ``unconfirmed`` (Prometheus does not
 have that alert firing). Resolved alerts change nothing.
 Decisions are also appended to ``home/observe/remediations.jsonl`` (owner-only), so the
-record outlives the control plane.
+record outlives the control plane. The file is bounded: past ``max_record_bytes`` it becomes
+``remediations.jsonl.1`` (replacing the previous one) and a new one starts, so a flapping
+app over months cannot fill the disk; :meth:`Alerts.load` reads both.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -51,10 +59,15 @@ from socle.observe.alerts.forward import AlertForwarder
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceId, InstanceStatus
+from socle.tasks import TaskGroup
 
 log = logging.getLogger("socle.observe.alerts")
 
 MAX_RECORDS = 500
+MAX_RECORD_BYTES = 1024 * 1024
+"""Size of ``remediations.jsonl`` past which it is rotated (about 4,000 decisions)."""
+ROLL_TIMEOUT = 120.0
+"""Seconds a restarted instance has to be ready again before a rolling restart stops."""
 MAX_ALERTS_PER_CALL = 1000
 
 
@@ -110,6 +123,10 @@ class Alerts:
         min_interval: float = 300.0,
         clock: Callable[[], float] = time.time,
         record_file: Path | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        tasks: TaskGroup | None = None,
+        roll_timeout: float = ROLL_TIMEOUT,
+        roll_poll: float = 0.5,
     ) -> None:
         self._engine = engine
         self._driver = driver
@@ -123,16 +140,25 @@ class Alerts:
         """Every decision as a JSON line (owner-only), kept across restarts."""
         self.forwarder: AlertForwarder | None = None
         """Also hands every firing and resolved alert to the notifiers (see :mod:`.forward`)."""
+        self._max_record_bytes = max_record_bytes
+        self._write_lock = threading.Lock()
+        self._tasks = tasks if tasks is not None else TaskGroup("alerts")
+        """Where rolling restarts run (they outlive the webhook call that starts them)."""
+        self._roll_timeout = roll_timeout
+        self._roll_poll = roll_poll
 
     def load(self) -> None:
         """The last decisions recorded by earlier runs, and the rate limit they set
         (blocking: call it in a thread)."""
         if self._record_file is None:
             return
-        try:
-            lines = self._record_file.read_text().splitlines()[-MAX_RECORDS:]
-        except OSError:
-            return
+        lines: list[str] = []
+        for path in (_rotated(self._record_file), self._record_file):
+            try:
+                lines += path.read_text().splitlines()
+            except OSError:
+                continue
+        lines = lines[-MAX_RECORDS:]
         for line in lines:
             try:
                 record = Remediation(**json.loads(line))
@@ -159,11 +185,15 @@ class Alerts:
         text = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in done).encode()
 
         def write() -> None:
-            fd = open_private_append(path)
-            try:
-                os.write(fd, text)
-            finally:
-                os.close(fd)
+            with self._write_lock:  # one writer at a time: a rotation never loses a line
+                fd = open_private_append(path)
+                try:
+                    os.write(fd, text)
+                    full = os.fstat(fd).st_size > self._max_record_bytes
+                finally:
+                    os.close(fd)
+                if full:
+                    os.replace(path, _rotated(path))
 
         await asyncio.to_thread(write)
 
@@ -409,8 +439,10 @@ class Alerts:
         instance = str(labels.get("instance") or "")
         running = self._driver.instances()
         targets = [s for s in running if s.id == instance and (not app or s.app == app)]
+        whole_app = False
         if not targets and app:
             targets = [s for s in running if s.app == app and s.pid is not None]
+            whole_app = True
         now = self._clock()
         if not targets:
             return [
@@ -427,6 +459,7 @@ class Alerts:
                 )
             ]
         results = []
+        eligible: list[InstanceStatus] = []
         for status in targets:
             last = self._last.get((rule, status.id))
             if last is not None and now - last < self._min_interval:
@@ -460,6 +493,10 @@ class Alerts:
                     )
                 )
                 continue
+            eligible.append(status)
+        if whole_app and len(eligible) > 1:
+            return results + self._roll(rule, eligible, now)
+        for status in eligible:
             started = self._driver.replace(status.id, f"alert {rule}")
             if started:
                 self._last[(rule, status.id)] = now
@@ -479,6 +516,105 @@ class Alerts:
             )
         return results
 
+    def _roll(self, rule: str, targets: list[InstanceStatus], now: float) -> list[Remediation]:
+        """Restart ``targets`` (one app's instances) one at a time: the first now, each
+        next one once the previous one is ready again (in the background)."""
+        for status in targets:  # the whole roll holds the rate limit: no second roll
+            self._last[(rule, status.id)] = now
+        self._forget_before(now - self._min_interval)
+        first, rest = targets[0], targets[1:]
+        started = self._driver.replace(first.id, f"alert {rule}")
+        total = len(targets)
+        results = [
+            self._record(
+                Remediation(
+                    now,
+                    rule,
+                    "restart",
+                    first.app,
+                    first.id,
+                    "done" if started else "no-target",
+                    f"restart requested (rolling, 1 of {total})"
+                    if started
+                    else "instance is not running",
+                )
+            )
+        ]
+        previous = first.id if started else None
+        for status in rest:
+            results.append(
+                self._record(
+                    Remediation(
+                        now,
+                        rule,
+                        "restart",
+                        status.app,
+                        status.id,
+                        "queued",
+                        "rolling restart: waits for the previous instance to be ready again",
+                    )
+                )
+            )
+        self._tasks.spawn(self._roll_on(rule, previous, rest, total), f"roll {first.app}")
+        return results
+
+    async def _roll_on(
+        self, rule: str, previous: str | None, rest: list[InstanceStatus], total: int
+    ) -> None:
+        for index, status in enumerate(rest):
+            if previous is not None and not await self._ready_again(previous):
+                message = (
+                    f"rolling restart stopped: {previous} was not ready again within "
+                    f"{self._roll_timeout:g}s"
+                )
+                failed = [
+                    self._record(
+                        Remediation(self._clock(), rule, "restart", s.app, s.id, "failed", message)
+                    )
+                    for s in rest[index:]
+                ]
+                await self._persist_quietly(failed)
+                return
+            started = self._driver.replace(status.id, f"alert {rule}")
+            item = self._record(
+                Remediation(
+                    self._clock(),
+                    rule,
+                    "restart",
+                    status.app,
+                    status.id,
+                    "done" if started else "no-target",
+                    f"restart requested (rolling, {index + 2} of {total})"
+                    if started
+                    else "instance is not running",
+                )
+            )
+            await self._persist_quietly([item])
+            previous = status.id if started else previous
+
+    async def _ready_again(self, instance_id: str) -> bool:
+        """Whether the restarted instance is ready again (health checks passing) within
+        the roll timeout; an instance that is gone (stopped by an apply) does not hold the
+        roll back."""
+        deadline = asyncio.get_running_loop().time() + self._roll_timeout
+        while True:
+            status = next((s for s in self._driver.instances() if s.id == instance_id), None)
+            if status is None or status.ready:
+                return True
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(self._roll_poll)
+
+    async def _persist_quietly(self, done: list[Remediation]) -> None:
+        try:
+            await self.persist(done)
+        except OSError as exc:  # recorded in memory anyway; the roll goes on
+            log.error("cannot record remediations: %s", exc)
+
+    async def close(self) -> None:
+        """Stop the rolling restarts under way (the instances left stay as they are)."""
+        await self._tasks.close()
+
     def _forget_before(self, when: float) -> None:
         """Rate-limit entries older than the interval limit nothing: drop them."""
         if len(self._last) > 1000:
@@ -486,6 +622,10 @@ class Alerts:
 
     def history(self, limit: int = 100) -> list[dict[str, object]]:
         return [r.to_dict() for r in list(self.records)[-limit:]]
+
+
+def _rotated(path: Path) -> Path:
+    return path.with_name(path.name + ".1")
 
 
 CONFIRMED_BY = ("socle_rule", "app", "instance")
