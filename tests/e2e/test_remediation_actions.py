@@ -4,6 +4,7 @@ app back to its previous healthy release (a new revision, nothing else touched) 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import sys
@@ -128,3 +129,49 @@ def test_rollback_and_run_actions(observed: SocleServer, tmp_path: Path) -> None
         ("run", "rate-limited"),
         ("run", "failed"),
     ]
+
+
+@pytest.mark.timeout(300)
+def test_an_app_wide_restart_rolls_one_instance_at_a_time(
+    observed: SocleServer, tmp_path: Path
+) -> None:
+    """An alert naming a whole app restarts its instances one after the other, each once
+    the previous one is ready again: the app never has all its instances down at once."""
+    server = observed
+    repo = write_repo(tmp_path / "repo", {"web": {"replicas": 3}})
+    rule = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": "web-stuck"},
+        "spec": {"expr": "vector(1)", "labels": {"app": "web"}, "actions": ["restart"]},
+    }
+    (repo / "rules.yaml").write_text(yaml.safe_dump(rule))
+    server.cli("apply", str(repo), "--yes")
+    before = {i["id"]: i for i in server.app("web")["instances"]}
+    assert len(before) == 3 and all(i["ready"] for i in before.values())
+
+    def firing() -> bool:
+        data = json.loads(server.cli("metrics", "query", "ALERTS", "--json").stdout)
+        return "web-stuck" in {r["metric"].get("alertname") for r in data["result"]}
+
+    wait_for(firing, 90, "Prometheus to have the rule firing")
+    done = _fire(server, "web-stuck")
+    assert [r["result"] for r in done] == ["done", "queued", "queued"], done
+    order = [r["instance"] for r in done]
+    assert set(order) == set(before)
+
+    def rolled() -> list[dict[str, Any]] | None:
+        now = {i["id"]: i for i in server.app("web")["instances"]}
+        finished = all(now[i]["restarts"] >= 1 and now[i]["ready"] for i in order)
+        return [now[i] for i in order] if finished else None
+
+    after = wait_for(rolled, 180, "the rolling restart to finish")
+    # Each restart began only once the previous instance was ready again.
+    for previous, following in itertools.pairwise(after):
+        assert following["started_at"] >= previous["ready_since"], (previous, following)
+    recorded = json.loads(server.cli("alerts", "--json").stdout)["remediations"]
+    assert [(r["instance"], r["result"]) for r in recorded if r["result"] == "done"] == [
+        (i, "done") for i in order
+    ]
+    # A second alert during or after the roll restarts nothing (rate limit per instance).
+    assert {r["result"] for r in _fire(server, "web-stuck")} == {"rate-limited"}
