@@ -361,6 +361,8 @@ def test_an_isolated_app_exports_through_the_bridge_and_cannot_lie(
         assert attributes["resource.service.instance.id"] == instance
         assert attributes["resource.deployment.environment"] == "default"
         assert attributes["claimed.service.name"] == "billing"
+        shown = server.cli("trace", ids["T_CLAIMS"]).stdout
+        assert "charge card [spoofer]" in shown and "billing" not in shown
         for refused in ("T_NO_KEY", "T_HALF_BAD", "T_TOO_BIG"):
             answer = server.api("GET", f"/api/v1/traces/{ids[refused]}")
             assert answer.status_code == 404, refused

@@ -15,11 +15,16 @@ the apps' side of the platform, and apps are hostile writers:
   bridge that is not an instance of ours has neither;
 - bodies are bounded before they are read (:class:`socle.api.limits.BodyLimit`), gzip is
   inflated up to a bound, and a body that does not decode whole (protobuf or JSON) is
-  refused with 400 and nothing stored.
+  refused with 400 and nothing stored;
+- each instance has a span budget (:class:`SpanBudget`, a token bucket): past it, 429 with
+  ``Retry-After`` (OTLP exporters back off and retry), so one chatty or hostile app cannot
+  push everyone else's spans out of the bounded store.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 from starlette.applications import Starlette
@@ -40,6 +45,34 @@ Identify = Callable[[str], Sender | None]
 """The running instance whose address is this source address, or None."""
 
 
+class SpanBudget:
+    """Spans each sender may store: ``rate`` a second, up to ``burst`` at once (a token
+    bucket per key). Pure apart from the clock; keys of gone instances are forgotten."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(
+        self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str, spans: int) -> float:
+        """0 if ``spans`` fit in ``key``'s budget (taken), else seconds until they would."""
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        if spans <= tokens:
+            self._buckets[key] = (tokens - spans, now)
+            return 0.0
+        if len(self._buckets) >= self.MAX_KEYS:
+            self._buckets.clear()  # full buckets for all: generous, never unbounded
+        self._buckets[key] = (tokens, now)
+        return (min(spans, self.burst) - tokens) / self.rate
+
+
 def _refused(status: int, message: str, hint: str = "") -> Response:
     body: dict[str, str] = {"error": "OtlpRefused", "message": message}
     if hint:
@@ -54,8 +87,10 @@ def create_otlp_app(
     max_body_bytes: int,
     max_inflated_bytes: int,
     body_timeout: float = 30.0,
+    budget: SpanBudget | None = None,
 ) -> ASGIApp:
     """The bridge-side receiver: ``POST /v1/traces`` from running instances only."""
+    spans_budget = budget if budget is not None else SpanBudget(rate=2000, burst=20_000)
 
     async def receive(request: Request) -> Response:
         client = request.client
@@ -75,6 +110,16 @@ def create_otlp_app(
             )
         try:
             spans, content_type = await read_spans(request, max_inflated_bytes)
+            wait = spans_budget.take(sender.instance, len(spans))
+            if wait > 0:
+                answer = _refused(
+                    429,
+                    f"instance {sender.instance} sends more than "
+                    f"{spans_budget.rate:g} spans a second",
+                    "sample your traces, or retry later",
+                )
+                answer.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+                return answer
             await service.receive(attribute(spans, sender))
         except SocleError as exc:
             status = exc.http_status if exc.http_status < 500 else 503
@@ -92,4 +137,4 @@ def create_otlp_app(
     )
 
 
-__all__ = ["Identify", "create_otlp_app"]
+__all__ = ["Identify", "SpanBudget", "create_otlp_app"]
