@@ -74,6 +74,17 @@ def children_of(parents: set[int]) -> list[int]:
     return found
 
 
+def prometheus_query(server: SocleServer, promql: str) -> list[dict[str, Any]]:
+    """The query's result; empty while the embedded Prometheus is still starting (it starts
+    after the API answers, so a busy machine can see the API first)."""
+    done = server.cli("metrics", "query", promql, "--json", check=False)
+    if done.returncode != 0 and "no Prometheus to query" in done.stderr:
+        return []
+    assert done.returncode == 0, done.stderr
+    result: list[dict[str, Any]] = json.loads(done.stdout)["result"]
+    return result
+
+
 def free_port() -> int:
     """A loopback TCP port free right now (the ingress of each test server gets its own)."""
     with socket.socket() as sock:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+from tests.e2e.socle_fixture import prometheus_query as query
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
@@ -96,17 +97,6 @@ def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]
         yield srv
     finally:
         srv.cleanup()
-
-
-def query(server: SocleServer, promql: str) -> list[dict[str, Any]]:
-    """The query's result; empty while the embedded Prometheus is still starting (it starts
-    after the API answers, so a busy machine can see the API first)."""
-    done = server.cli("metrics", "query", promql, "--json", check=False)
-    if done.returncode != 0 and "no Prometheus to query" in done.stderr:
-        return []
-    assert done.returncode == 0, done.stderr
-    result: list[dict[str, Any]] = json.loads(done.stdout)["result"]
-    return result
 
 
 def add_app(repo: Path, name: str, source: str, spec: dict[str, Any]) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for, write_repo
+from tests.e2e.socle_fixture import (
+    SocleServer,
+    get_json,
+    instance_url,
+    prometheus_query,
+    wait_for,
+    write_repo,
+)
 
 pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus")
 
@@ -91,8 +98,7 @@ def test_a_bad_release_is_rolled_back(observed: SocleServer, tmp_path: Path) -> 
     server.cli("apply", str(_repo(repo, "1", "0")), "--yes")
 
     def scraped() -> bool:
-        out = server.cli("metrics", "query", 'shop_requests_total{app="shop"}', "--json")
-        return bool(json.loads(out.stdout)["result"])
+        return bool(prometheus_query(server, 'shop_requests_total{app="shop"}'))
 
     wait_for(scraped, 90, "the first release's counters in Prometheus")
     # A good second release is left alone: same error ratio as the first.

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for, write_repo
+from tests.e2e.socle_fixture import (
+    SocleServer,
+    get_json,
+    instance_url,
+    prometheus_query,
+    wait_for,
+    write_repo,
+)
 
 pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus")
 
@@ -83,8 +90,7 @@ def test_rollback_and_run_actions(observed: SocleServer, tmp_path: Path) -> None
     other_before = server.app("other")["instances"][0]["pid"]
 
     def firing() -> bool:
-        data = json.loads(server.cli("metrics", "query", "ALERTS", "--json").stdout)
-        names = {r["metric"].get("alertname") for r in data["result"]}
+        names = {r["metric"].get("alertname") for r in prometheus_query(server, "ALERTS")}
         return {"web-errors", "web-fails"} <= names
 
     wait_for(firing, 90, "Prometheus to have both rules firing")
@@ -151,8 +157,8 @@ def test_an_app_wide_restart_rolls_one_instance_at_a_time(
     assert len(before) == 3 and all(i["ready"] for i in before.values())
 
     def firing() -> bool:
-        data = json.loads(server.cli("metrics", "query", "ALERTS", "--json").stdout)
-        return "web-stuck" in {r["metric"].get("alertname") for r in data["result"]}
+        alerts = prometheus_query(server, "ALERTS")
+        return "web-stuck" in {r["metric"].get("alertname") for r in alerts}
 
     wait_for(firing, 90, "Prometheus to have the rule firing")
     done = _fire(server, "web-stuck")
