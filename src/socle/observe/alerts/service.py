@@ -611,10 +611,6 @@ class Alerts:
         except OSError as exc:  # recorded in memory anyway; the roll goes on
             log.error("cannot record remediations: %s", exc)
 
-    async def close(self) -> None:
-        """Stop the rolling restarts under way (the instances left stay as they are)."""
-        await self._tasks.close()
-
     def _forget_before(self, when: float) -> None:
         """Rate-limit entries older than the interval limit nothing: drop them."""
         if len(self._last) > 1000:
