@@ -5,6 +5,7 @@ restart, a tampered segment caught by ``socle logs verify``, Loki push/query rou
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import httpx
 from tests.e2e.socle_fixture import SOCLE, SocleServer, wait_for, write_repo
 from tests.e2e.test_secrets_apps import vault
 from tests.integration.observe.logs.test_loki_forward import MockLoki
+from tests.support import loki_wire
 
 PRINTER = (
     "import json, sys, time\n"
@@ -195,6 +197,48 @@ def test_loki_push_and_query_round_trip_with_a_plain_http_client(server: SocleSe
     }
 
 
+def test_promtail_protobuf_snappy_and_gzip_json_pushes_are_stored(server: SocleServer) -> None:
+    now = time.time_ns()
+    headers = {"Authorization": f"Bearer {server.token}"}
+    body = loki_wire.push(
+        loki_wire.stream(
+            '{app="agent", env="prod", job="varlogs"}',
+            [loki_wire.entry(now - 2000 + i, f"pb line {i}") for i in range(3)],
+        )
+    )
+    response = httpx.post(
+        server.url + "/loki/api/v1/push",
+        content=body,
+        headers={**headers, "Content-Type": "application/x-protobuf"},
+    )
+    assert response.status_code == 204, response.text
+    gz = gzip.compress(
+        json.dumps(
+            {"streams": [{"stream": {"app": "agent"}, "values": [[str(now), "gzip line"]]}]}
+        ).encode()
+    )
+    response = httpx.post(
+        server.url + "/loki/api/v1/push",
+        content=gz,
+        headers={**headers, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert response.status_code == 204, response.text
+    got = httpx.get(
+        server.url + "/loki/api/v1/query_range",
+        params={"query": '{app="agent"}', "direction": "forward"},
+        headers=headers,
+    ).json()
+    by_stream = {
+        json.dumps(s["stream"], sort_keys=True): s["values"] for s in got["data"]["result"]
+    }
+    assert by_stream == {
+        json.dumps({"app": "agent", "env": "prod", "job": "varlogs"}, sort_keys=True): [
+            [str(now - 2000 + i), f"pb line {i}"] for i in range(3)
+        ],
+        json.dumps({"app": "agent"}): [[str(now), "gzip line"]],
+    }
+
+
 def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> None:
     headers = {"Authorization": f"Bearer {server.token}"}
     push = server.url + "/loki/api/v1/push"
@@ -219,7 +263,10 @@ def test_hostile_loki_input_is_refused_with_a_reason(server: SocleServer) -> Non
             400,
             "values[0]",
         ),
-        (b"\x00\x01", "application/x-protobuf", 415, "protobuf"),
+        (b"\x00\x01", "application/x-protobuf", 400, "snappy"),
+        (loki_wire.varint(1 << 30) + b"\x00" * 8, "application/x-protobuf", 400, "decompresses"),
+        (loki_wire.push(b"\x0a\x05{a=1}"), "application/x-protobuf", 400, "label set"),
+        (b"{}", "text/plain", 415, "content type"),
         (b"x" * (9 * 1024 * 1024), "application/json", 413, ""),  # past max_log_push_bytes
     ]
     for body, kind, status, words in cases:

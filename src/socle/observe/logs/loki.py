@@ -7,9 +7,7 @@ Shapes follow Loki's HTTP API documentation: a push is ``{"streams": [{"stream":
 with nanosecond strings, a metric query ``"matrix"`` (``[[<seconds>, "<value>"], ...]``)
 or, for an instant query, ``"vector"`` (``"value": [<seconds>, "<value>"]``).
 
-Protobuf+snappy pushes (Promtail's default) need a snappy codec, and none is installed
-with Socle: such pushes get 415 with a hint to send JSON (``-client.batch-*`` in Promtail,
-``loki.write`` in Grafana Alloy, both can).
+Protobuf+snappy and gzip bodies are decoded into the JSON shape by :mod:`.pushwire`.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ class PushError(ConfigError):
 
 
 class UnsupportedPush(SocleError):
-    """A push in a format this server cannot read (protobuf without snappy, compressed)."""
+    """A push in a format this server cannot read (another content type or encoding)."""
 
     http_status = 415
 
