@@ -75,3 +75,19 @@ def test_json_spelling_that_keeps_non_ascii_is_masked() -> None:
     # As the runtime's shim writes a line into its JSON-lines log file.
     assert redactor('{"m": "x p\\u00e4\\"ss-w\\u00f6rd y"}') == '{"m": "x **** y"}'
     assert redactor('{"m": "x pä\\"ss-wörd y"}') == '{"m": "x **** y"}'
+
+
+def test_bytes_masking_matches_text_masking() -> None:
+    redactor = Redactor()
+    assert redactor.mask_bytes(b"nothing known yet") == b"nothing known yet"
+    for value in [SECRET, "pässwörd-ünïcode", 'quote"and\\slash', "longer-" + SECRET]:
+        redactor.add(value)
+    texts = [
+        f"plain {SECRET} and longer-{SECRET}",
+        '{"m": "json pässwörd-ünïcode and quote\\"and\\\\slash"}',
+        "ünïcode around, no secret: pässwörd-ünïcod",
+        "repr " + repr("pässwörd-ünïcode"),
+    ]
+    for text in texts:
+        assert redactor.mask_bytes(text.encode()) == redactor(text).encode(), text
+    assert MASK.encode() in redactor.mask_bytes(texts[1].encode())

@@ -6,7 +6,11 @@ talks to the store in its own worker process (:mod:`.worker`), never loads the e
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from socle.errors import SocleError
@@ -16,6 +20,21 @@ if TYPE_CHECKING:
     from socle.observe.logs.logql import LogQuery, MetricQuery
 
 NS = 1_000_000_000
+
+STAGING = "staging"
+"""Folder of files waiting to be read into ``hot`` (masked lines, owner-only)."""
+STAGING_NAME = re.compile(r"[0-9a-f]{32}\.jsonl")
+
+
+def staging_name() -> str:
+    return f"{secrets.token_hex(16)}.jsonl"
+
+
+def write_staged(root: Path, name: str, data: bytes) -> None:
+    """Create ``root/staging/name`` owner-only (never an existing file) holding ``data``."""
+    fd = os.open(root / STAGING / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 class LogStoreError(SocleError):
@@ -48,6 +67,21 @@ class Chunk:
     instance: str
     labels: InstanceLabels
     data: bytes
+    inode: int
+    pos: int
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A chunk already masked and written to a file of the store's ``staging`` folder by
+    the control plane: the worker hands the file to DuckDB as is, so the bulk of the
+    bytes never crosses the socket or gets decoded again (see :mod:`.worker`)."""
+
+    instance: str
+    labels: InstanceLabels
+    file: str
+    """A file name in ``<root>/staging`` (a name, not a path: the worker reads only there)."""
+    lines: int
     inode: int
     pos: int
 
@@ -116,11 +150,15 @@ class Store(Protocol):
 
 __all__ = [
     "NS",
+    "STAGING",
     "Chunk",
     "Entry",
     "InstanceLabels",
     "LogStoreError",
     "Row",
     "Series",
+    "Staged",
     "Store",
+    "staging_name",
+    "write_staged",
 ]

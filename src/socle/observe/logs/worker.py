@@ -40,13 +40,18 @@ from socle.fs import private_dir
 from socle.observe.logs import chain as chain_mod
 from socle.observe.logs.logql import LogQLError
 from socle.observe.logs.model import (
+    STAGING,
     Chunk,
     Entry,
     InstanceLabels,
     LogStoreError,
     Row,
     Series,
+    Staged,
+    staging_name,
+    write_staged,
 )
+from socle.redact import Redactor
 
 if TYPE_CHECKING:
     from socle.observe.logs.chain import Report, Segment
@@ -59,6 +64,7 @@ METHODS = frozenset(
     {
         "push",
         "ingest_chunks",
+        "ingest_staged",
         "offsets",
         "forget",
         "remember",
@@ -224,7 +230,7 @@ class WorkerStore:
         self,
         root: Path,
         *,
-        redact: Callable[[str], str] = lambda text: text,
+        redact: Redactor | None = None,
         retention_seconds: float = 30 * 86400,
         retention_bytes: int = 10 * 1024**3,
         segment_seconds: float = 3600.0,
@@ -234,7 +240,8 @@ class WorkerStore:
         traces_max_spans: int = 500_000,
     ) -> None:
         self.root = root
-        self._redact = redact
+        self._redact: Callable[[str], str] = redact if redact is not None else str
+        self._mask: Callable[[bytes], bytes] = redact.mask_bytes if redact is not None else bytes
         self._config = {
             "root": str(root),
             "retention_seconds": retention_seconds,
@@ -253,6 +260,7 @@ class WorkerStore:
 
     def open(self) -> None:
         private_dir(self.root)
+        private_dir(self.root / STAGING)
         self._authkey = secrets.token_bytes(32)
         self.address = address_for(self.root, secrets.token_hex(8))
         config = dict(self._config, authkey=self._authkey.hex(), address=self.address)
@@ -333,17 +341,30 @@ class WorkerStore:
         return int(self._call("push", masked))
 
     def ingest_chunks(self, chunks: list[Chunk]) -> int:
-        masked = [
-            Chunk(
-                c.instance,
-                c.labels,
-                self._redact(c.data.decode("utf-8", "replace")).encode() if c.data else b"",
-                c.inode,
-                c.pos,
-            )
-            for c in chunks
-        ]
-        return int(self._call("ingest_chunks", masked))
+        """Mask each chunk here and write it to the store's staging folder, then have the
+        worker read those files (``ingest_staged``): only names cross the socket, and the
+        bytes are never decoded (invalid UTF-8 is replaced first, as DuckDB wants it)."""
+        staged: list[Staged] = []
+        try:
+            for c in chunks:
+                lines = c.data.count(b"\n")
+                name = ""
+                if lines:
+                    data = c.data
+                    if not data.isascii():
+                        try:
+                            data.decode("utf-8")
+                        except UnicodeDecodeError:
+                            data = data.decode("utf-8", "replace").encode()
+                    name = staging_name()
+                    write_staged(self.root, name, self._mask(data))
+                staged.append(Staged(c.instance, c.labels, name, lines, c.inode, c.pos))
+            return int(self._call("ingest_staged", staged))
+        finally:
+            for item in staged:  # the worker removes what it read; this is for failures
+                if item.file:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.root / STAGING / item.file)
 
     def offsets(self) -> dict[str, tuple[int, int]]:
         result: dict[str, tuple[int, int]] = self._call("offsets")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from socle.observe.logs.logql import LogQLError, LogQuery, MetricQuery, parse
-from socle.observe.logs.model import NS, Chunk, Entry, InstanceLabels, LogStoreError
+from socle.observe.logs.model import NS, Chunk, Entry, InstanceLabels, LogStoreError, Staged
 from socle.observe.logs.worker import WorkerStore
 from socle.redact import Redactor
 
@@ -92,3 +92,26 @@ def test_a_deep_home_uses_an_abstract_socket(tmp_path: Path) -> None:
         assert [r.line for r in store.select(query, 0, 10)] == ["deep"]
     finally:
         store.close()
+
+
+def test_staged_chunks_are_masked_repaired_and_cleaned_up(
+    worker: WorkerStore, tmp_path: Path
+) -> None:
+    labels = InstanceLabels("a", "prod", "r")
+    data = (
+        b'{"t": 1.0, "s": "stdout", "m": "bad \xff byte s3cret-value-42"}\n'
+        b'{"t": 2.0, "s": "stderr", "m": "caf\xc3\xa9 ok"}\n'
+    )
+    assert worker.ingest_chunks([Chunk("a-x-0", labels, data, 7, len(data))]) == 2
+    assert worker.ingest_chunks([Chunk("a-x-0", labels, b"", 8, 0)]) == 0  # offset only
+    assert worker.offsets() == {"a-x-0": (8, 0)}
+    rows = worker.select(LogQuery(()), 0, 10 * NS, forward=True)
+    assert [r.line for r in rows] == ["bad \ufffd byte ****", "café ok"]
+    staging = tmp_path / "store" / "staging"
+    assert staging.stat().st_mode & 0o777 == 0o700
+    assert list(staging.iterdir()) == []  # read and removed
+    # Only staging names are read: a caller cannot make the worker read another file.
+    for name in ["../hot.duckdb", "/etc/passwd", "x.jsonl"]:
+        with pytest.raises(LogStoreError, match="staging name"):
+            worker._call("ingest_staged", [Staged("a-x-0", labels, name, 1, 9, 1)])
+    assert worker.offsets() == {"a-x-0": (8, 0)}
