@@ -429,6 +429,19 @@ def test_lines_are_forwarded_to_a_configured_loki(tmp_path: Path, socle_env: dic
         assert {"app": "fwd"} in loki.labels
         stats = server.api("GET", "/api/v1/logs/stats").json()
         assert stats["forward"]["sent"] >= 2 and stats["forward"]["dropped"] == 0
+        # Loki goes down, lines keep coming, Socle is restarted: nothing is lost.
+        loki.down.set()
+        _push(server, "fwd", ["while loki is down"])
+        wait_for(
+            lambda: server.api("GET", "/api/v1/logs/stats").json()["forward"]["failures"] > 0,
+            30,
+            "a failed forward",
+        )
+        server.stop()
+        loki.down.clear()
+        server.start()
+        wait_for(lambda: "while loki is down" in loki.lines, 30, "the backlog at the mock Loki")
+        assert loki.lines.count("to loki 1") == 1
     finally:
         server.cleanup()
         loki.server.shutdown()

@@ -19,9 +19,11 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from socle.errors import ConfigError, SocleError
+from socle.fs import write_private
 from socle.observe.logs.model import NS, Entry, Row, Series
 
 log = logging.getLogger("socle.observe.logs")
@@ -158,6 +160,13 @@ class Forwarder:
     grows; past ``max_backlog`` lines the oldest are skipped (counted in ``dropped``, by
     sequence numbers, which a failed write may leave holes in) so that a Loki gone for days
     cannot make the catch-up unbounded.
+
+    With ``cursor_file``, the last sequence number Loki accepted is saved after every batch
+    (with the URL it went to), so a restart resumes where the last run stopped: lines
+    stored while Loki was down or Socle was stopped are sent, within the same bound. A
+    first start, or a new URL, starts from the newest line (a new Loki is not sent the
+    history). A line may be sent twice if Socle dies between Loki's answer and the save:
+    at least once, never lost within the bound.
     """
 
     def __init__(
@@ -171,8 +180,10 @@ class Forwarder:
         interval: float = 1.0,
         max_backoff: float = 30.0,
         token: str | None = None,
+        cursor_file: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/loki/api/v1/push"
+        self._cursor_file = cursor_file
         self._fetch = fetch
         self._last_seq = last_seq
         self.batch = batch
@@ -188,7 +199,11 @@ class Forwarder:
     async def run(self) -> None:
         import httpx  # the forwarder is optional: import its client only when it runs
 
-        self.cursor = await asyncio.to_thread(self._last_seq)  # from now on, not history
+        newest = await asyncio.to_thread(self._last_seq)
+        saved = await asyncio.to_thread(self._load_cursor)
+        # From where the last run stopped; else from now on, not history. A cursor past
+        # the newest line (a store wiped since) starts from now too.
+        self.cursor = saved if saved is not None and saved <= newest else newest
         backoff = self.interval
         async with httpx.AsyncClient(timeout=10.0) as client:
             while True:
@@ -218,15 +233,36 @@ class Forwarder:
                     else:
                         self.sent += len(rows)
                     self.cursor = max(row.seq for row in rows)
+                    await asyncio.to_thread(self._save_cursor, self.cursor)
                     backoff = self.interval
                     continue
                 self.failures += 1
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 
+    def _load_cursor(self) -> int | None:
+        if self._cursor_file is None:
+            return None
+        try:
+            saved = json.loads(self._cursor_file.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # unreadable: start from now, say so
+            log.warning("loki forwarder: ignoring %s: %s", self._cursor_file, exc)
+            return None
+        if not isinstance(saved, dict) or saved.get("url") != self.url:
+            return None  # another Loki: it does not want this one's backlog
+        seq = saved.get("seq")
+        return seq if isinstance(seq, int) and seq >= 0 else None
+
+    def _save_cursor(self, seq: int) -> None:
+        if self._cursor_file is not None:
+            write_private(self._cursor_file, json.dumps({"url": self.url, "seq": seq}))
+
     def status(self) -> dict[str, object]:
         return {
             "url": self.url,
+            "cursor": self.cursor,
             "sent": self.sent,
             "dropped": self.dropped,
             "failures": self.failures,

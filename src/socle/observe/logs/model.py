@@ -116,6 +116,9 @@ class Store(Protocol):
     process, or :class:`.worker.WorkerStore` talking to one in its own process. Every
     method blocks (callers use ``asyncio.to_thread``)."""
 
+    root: Path
+    """The store's owner-only folder (its service keeps small files of its own there)."""
+
     def open(self) -> None: ...
     def close(self) -> None: ...
     def alive(self) -> bool: ...

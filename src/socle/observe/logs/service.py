@@ -29,6 +29,8 @@ from socle.tracing import current_trace_id
 log = logging.getLogger("socle.observe.logs")
 
 TAIL_POLL = 0.5
+FORWARD_CURSOR = "forward.cursor"
+"""In the store's folder: the last line a configured Loki accepted (see ``Forwarder``)."""
 
 
 class TooManyTails(SocleError):
@@ -116,7 +118,16 @@ class LogService:
         self._pass_lock = asyncio.Lock()
         self.tails = 0
         self.max_tails = max_tails
-        self.forwarder = Forwarder(loki_url, self._after, self.store.last_seq) if loki_url else None
+        self.forwarder = (
+            Forwarder(
+                loki_url,
+                self._after,
+                self.store.last_seq,
+                cursor_file=store.root / FORWARD_CURSOR,
+            )
+            if loki_url
+            else None
+        )
 
     def _after(self, seq: int, limit: int) -> list[Row]:
         return self.store.select(LogQuery(()), 0, 2**62, limit=limit, after_seq=seq)
