@@ -8,7 +8,8 @@ as a real instance (cgroup.procs, memory.usage/limit, /proc/PID/stat, status, fd
 Reports wall and CPU time per scrape and the CPU share at the default 10 s scrape interval.
 
 ``python bench/observe_scrape.py --latency``: a real control plane with its embedded
-Prometheus and Alertmanager at default settings (scrape and evaluation every 10 s), an app
+Prometheus and Alertmanager at default settings (the per-instance exporter scraped and rules
+evaluated every 5 s, other targets every 10 s), an app
 that crashes at start and an AlertRule on its restarts with ``actions: [restart]``: time
 from the apply to the alert firing in Alertmanager, and to the remediation recorded.
 """
@@ -138,6 +139,7 @@ def latency() -> dict[str, object]:
         started = time.monotonic()
         server.cli("apply", str(repo), "--yes", check=False)
         fired = remediated = crashed = None
+        first: dict[str, object] = {}
         deadline = started + 180
         while time.monotonic() < deadline and remediated is None:
             if crashed is None:
@@ -151,16 +153,20 @@ def latency() -> dict[str, object]:
                 fired = time.monotonic() - started
             if data["remediations"]:
                 remediated = time.monotonic() - started
+                first = data["remediations"][0]
             time.sleep(0.5)
         return {
             "bench": "crashloop_to_alert_to_remediation_seconds",
-            "settings": "defaults (scrape/evaluation 10s, group_wait 2s)",
+            "settings": "defaults (instance exporter scrape and rule evaluation every 5 s, "
+            "other scrapes 10 s, group_wait 2 s)",
             "apply_to_first_restart": None if crashed is None else round(crashed, 1),
             "apply_to_alert_firing": None if fired is None else round(fired, 1),
             "apply_to_remediation": None if remediated is None else round(remediated, 1),
             "first_restart_to_remediation": None
             if crashed is None or remediated is None
             else round(remediated - crashed, 1),
+            "remediation": {k: first.get(k) for k in ("action", "result", "message")},
+            "load_average": [round(x, 2) for x in os.getloadavg()],
         }
 
 

@@ -385,3 +385,36 @@ def test_slo_burn_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
     assert rows[0]["budget_remaining"] < 0  # half the events fail: the budget is gone
     assert rows[0]["burn_rate"]["1h"] > 14.4
     assert "shop-availability" in server.cli("slo").stdout
+
+
+def test_a_rule_applied_while_prometheus_starts_is_loaded(
+    tmp_path: Path, socle_env: dict[str, str]
+) -> None:
+    """The first apply often lands while the embedded Prometheus is still starting (before
+    Socle listens for AlertRule changes): its rules must reach Prometheus all the same."""
+    env = dict(
+        socle_env,
+        SOCLE_PROMETHEUS="embedded",
+        SOCLE_ALERTMANAGER="embedded",
+        SOCLE_SCRAPE_INTERVAL="1",
+    )
+    server = SocleServer(home=tmp_path / "home", env=env)
+    server.start()
+    try:
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        rule = {
+            "apiVersion": "socle/v1",
+            "kind": "AlertRule",
+            "metadata": {"name": "always-on"},
+            "spec": {"expr": "vector(1)", "severity": "info"},
+        }
+        (repo / "rule.yaml").write_text(yaml.safe_dump(rule))
+        server.cli("apply", str(repo), "--yes")
+        wait_for(
+            lambda: query(server, 'ALERTS{alertname="always-on",alertstate="firing"}'),
+            60,
+            "the applied rule to fire in Prometheus",
+        )
+    finally:
+        server.cleanup()

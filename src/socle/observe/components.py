@@ -271,6 +271,7 @@ class PrometheusComponent:
             token_file=server.token_file,
             ca_file=settings.ca or (plane.tls[0] if plane.tls else None),
             scrape_interval=settings.scrape_interval,
+            alert_interval=settings.alert_interval,
             rules_dir=server.rules_dir,
             alertmanager=manager.address if manager is not None else None,
             alertmanager_password_file=(

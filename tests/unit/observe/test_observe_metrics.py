@@ -203,6 +203,35 @@ def test_prometheus_config_discovers_everything_through_socle(tmp_path: Path) ->
     }
     assert config["remote_write"] == [{"url": "https://metrics.example/api/v1/write"}]
     assert config["global"]["scrape_interval"] == "15s"
+    # Without an alert interval, everything runs at the scrape interval.
+    assert config["global"]["evaluation_interval"] == "15s"
+    assert jobs["socle-instances"]["scrape_interval"] == "15s"
+
+
+def test_the_crash_signal_is_scraped_and_evaluated_faster(tmp_path: Path) -> None:
+    setup = ScrapeSetup(
+        socle_url="http://127.0.0.1:7780",
+        token_file=tmp_path / "token",
+        scrape_interval=10,
+        alert_interval=5,
+    )
+    config = render_config(setup)
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert config["global"]["scrape_interval"] == "10s"
+    assert config["global"]["evaluation_interval"] == "5s"
+    assert jobs["socle-instances"]["scrape_interval"] == "5s"
+    assert jobs["socle-instances"]["scrape_timeout"] == "5s"  # never above its interval
+    assert "scrape_interval" not in jobs["socle"] and "scrape_interval" not in jobs["apps"]
+    # Never slower than the scrape interval a user lowered.
+    fast = render_config(
+        ScrapeSetup(
+            socle_url="http://127.0.0.1:7780",
+            token_file=tmp_path / "token",
+            scrape_interval=2,
+            alert_interval=5,
+        )
+    )
+    assert fast["global"]["evaluation_interval"] == "2s"
 
 
 def test_alertmanager_config_calls_socle_back_with_a_token(tmp_path: Path) -> None:

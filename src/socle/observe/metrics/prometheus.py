@@ -55,6 +55,9 @@ class ScrapeSetup:
     token_file: Path
     ca_file: Path | None = None
     scrape_interval: float = 15.0
+    alert_interval: float | None = None
+    """Scrape interval of the per-instance exporter and the rule evaluation interval (the
+    crash-loop-to-remediation path); None: ``scrape_interval``. Never above it."""
     rules_dir: Path | None = None
     alertmanager: str | None = None
     """``host:port`` of the Alertmanager to send alerts to (None: none)."""
@@ -98,16 +101,22 @@ def render_config(setup: ScrapeSetup) -> dict[str, Any]:
         return config
 
     interval = _seconds(setup.scrape_interval)
+    fast = min(setup.alert_interval or setup.scrape_interval, setup.scrape_interval)
+    # The exporter's own labels (app, env, instance, release) win over the target's. It is
+    # scraped faster than the rest: its restart counters are what crash-loop rules read,
+    # and a new instance's counter only counts from its first sample on.
+    instances = socle_job("socle-instances", honor_labels=True)
+    instances["scrape_interval"] = _seconds(fast)
+    instances["scrape_timeout"] = _seconds(min(fast, 10.0))
     config: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
-            "evaluation_interval": interval,
+            "evaluation_interval": _seconds(fast),
             "scrape_timeout": _seconds(min(setup.scrape_interval, 10.0)),
         },
         "scrape_configs": [
             socle_job("socle", honor_labels=False),
-            # The exporter's own labels (app, env, instance, release) win over the target's.
-            socle_job("socle-instances", honor_labels=True),
+            instances,
             {"job_name": "apps", "http_sd_configs": [sd("apps")]},
         ],
     }
