@@ -30,10 +30,11 @@ import re
 import zlib
 from typing import Any
 
-from socle.observe.logs.loki import MAX_LABELS, PushError, UnsupportedPush
+from socle.observe.logs.loki import MAX_ENTRIES, MAX_LABELS, PushError, UnsupportedPush
 
-MAX_DECOMPRESSED = 64 * 1024 * 1024
-"""Largest push once decompressed (a snappy or gzip body can expand ~20x and far more)."""
+MAX_DECOMPRESSED = 32 * 1024 * 1024
+"""Largest push once decompressed (a snappy or gzip body can expand ~20x and far more).
+Promtail and Grafana's agents send batches of 1 MiB by default."""
 
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\}$)', re.S)
 _ESCAPE = re.compile(r"\\(?:([nrt\"\\'abfv])|x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|(.))", re.S)
@@ -187,6 +188,9 @@ def decode_protobuf(raw: bytes) -> dict[str, Any]:
         request.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError):
         raise PushError("push: the body is not a Loki PushRequest (protobuf)") from None
+    # Counted before anything is built from them (the JSON path checks while it builds).
+    if sum(len(stream.entries) for stream in request.streams) > MAX_ENTRIES:
+        raise PushError(f"push: more than {MAX_ENTRIES} lines in one push")
     streams: list[dict[str, Any]] = []
     for i, stream in enumerate(request.streams):
         labels = parse_labels(stream.labels, f"push: streams[{i}].labels")

@@ -98,9 +98,12 @@ def test_hostile_bodies_are_refused_with_a_reason() -> None:
     assert "snappy" in reason(b"\x10\x00\x01")  # claims 16 bytes, holds 2
     # A header announcing 1 GiB: refused from the header, nothing inflated.
     assert "decompresses to 1073741824 bytes" in reason(_varint(1 << 30) + b"\x00" * 16)
+    assert "more than" in reason(_varint(pushwire.MAX_DECOMPRESSED + 1) + b"\x00" * 16)
     assert "PushRequest" in reason(bytes(cramjam.snappy.compress_raw(b"\x0a\xff\xff\xff\x0f")))
     assert "label set" in reason(_push(_stream("app=x", [_entry(10**18, "l")])))
     assert "no timestamp" in reason(_push(_stream('{a="b"}', [_field(2, b"line")])))
+    many = _push(_stream('{a="b"}', [_entry(10**18, "")] * (loki.MAX_ENTRIES + 1)))
+    assert "more than" in reason(many)
     assert "gzip" in reason(b"not gzip", "application/json", "gzip")
     bomb = gzip.compress(b"[" * (pushwire.MAX_DECOMPRESSED + 10))
     assert "more than" in reason(bomb, "application/json", "gzip")
