@@ -14,7 +14,10 @@ kwargs)`` from :data:`METHODS`, answered ``("ok", result)`` or ``("error", class
 message, hint)``.
 
 Masking stays in the control plane: :class:`WorkerStore` masks lines with the redactor
-before they leave the process, so secret values never reach the worker.
+before they leave the process, so secret values never reach the worker. The bulk of the
+bytes (instance output) does not cross the socket either: the control plane writes each
+masked chunk to an owner-only file in the store's ``staging`` folder and sends its name;
+the worker reads nothing else there and removes the files once read (``ingest_staged``).
 """
 
 from __future__ import annotations
