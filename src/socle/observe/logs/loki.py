@@ -33,6 +33,7 @@ MAX_LABELS = 30
 MAX_LABEL_VALUE = 1024
 MAX_LINE = 256 * 1024
 MAX_ENTRIES = 100_000
+MAX_NS = 2**63 - 1
 OWN_APP = "socle"
 """The ``app`` label of Socle's own log records (see ``service.StoreHandler``): reserved."""
 
@@ -52,15 +53,22 @@ def parse_time(value: str, what: str) -> int:
     text = value.strip()
     try:
         if re.fullmatch(r"[0-9]{13,19}", text):
-            return int(text)
-        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-            return int(float(text) * NS)
-        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * NS)
+            ns = int(text)
+        elif re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+            ns = int(float(text) * NS)
+        else:
+            ns = int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * NS)
     except (ValueError, OverflowError):
         raise ConfigError(
             f"{what}: {value[:40]!r} is not a time",
             hint="nanoseconds since the epoch, seconds (float) or RFC 3339",
         ) from None
+    if not 0 <= ns <= MAX_NS:  # the store's column is a signed 64-bit integer
+        raise ConfigError(
+            f"{what}: {value[:40]!r} is out of range",
+            hint="a time between 1970 and 2262 (nanoseconds fit in 64 bits)",
+        )
+    return ns
 
 
 def parse_push(body: Any) -> list[Entry]:

@@ -23,6 +23,9 @@ def test_times_in_loki_forms() -> None:
     assert parse_time("2023-11-14T22:13:20Z", "t") == 1700000000 * NS
     with pytest.raises(ConfigError, match="not a time"):
         parse_time("yesterday", "start")
+    for far in ["9999999999999999999", "99999999999999999999", "1900-01-01T00:00:00Z"]:
+        with pytest.raises(ConfigError, match="out of range"):
+            parse_time(far, "t")
 
 
 def test_a_push_body_becomes_entries_with_the_trace_id_of_its_metadata() -> None:
