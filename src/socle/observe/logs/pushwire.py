@@ -94,7 +94,11 @@ def parse_labels(text: str, where: str = "push: labels") -> dict[str, str]:
 def _push_request() -> Any:
     """The ``PushRequest`` message class, built once from a hand-written descriptor in a
     private pool (so it can never clash with another ``logproto`` loaded in the process)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import (  # type: ignore[import-untyped]
+        descriptor_pb2,
+        descriptor_pool,
+        message_factory,
+    )
 
     f = descriptor_pb2.FieldDescriptorProto
     file = descriptor_pb2.FileDescriptorProto(
@@ -180,7 +184,7 @@ def ungzip(raw: bytes) -> bytes:
 
 def decode_protobuf(raw: bytes) -> dict[str, Any]:
     """A snappy-compressed ``PushRequest`` as the JSON push shape (``{"streams": [...]}``)."""
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 
     data = unsnappy(raw)
     request = _push_request()()
