@@ -1,6 +1,7 @@
 """Observe like a user: a real Prometheus and Alertmanager started by Socle itself.
 
-- Socle's own metrics and an opted-in app's metrics are scraped (``socle metrics query``);
+- Socle's own metrics and an opted-in app's metrics are scraped (``socle metrics query``),
+  and a team's own Prometheus federates them through the API with a Socle token;
 - a leaking app fires its memory AlertRule; while a silence matches, the alert is
   suppressed and nothing is restarted; once the silence is expired, Alertmanager calls
   Socle back and the rule's ``restart`` action runs (recorded, then rate-limited);
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import textwrap
 import time
@@ -22,7 +24,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+from tests.e2e.socle_fixture import SocleServer, free_port, wait_for, write_repo
 from tests.e2e.socle_fixture import prometheus_query as query
 
 pytestmark = pytest.mark.skipif(
@@ -161,6 +163,79 @@ def test_socle_and_app_metrics_are_scraped(observed: SocleServer, tmp_path: Path
 
     bad = server.cli("metrics", "query", "sum(", check=False)
     assert bad.returncode != 0 and "refused the query" in bad.stderr
+    bad_step = server.cli("metrics", "query", "up", "--range", "1h", "--step", "x", check=False)
+    assert bad_step.returncode != 0 and "--step" in bad_step.stderr
+
+    federation_by_a_teams_prometheus(server, tmp_path / "team")
+
+
+def federation_by_a_teams_prometheus(server: SocleServer, folder: Path) -> None:
+    """A team's own, real Prometheus federates Socle's series through the API, with a named
+    Socle token and the scrape config docs/metrics.md gives (promtool checks it too)."""
+    token = json.loads(server.cli("token", "create", "team-prom", "--json").stdout)["token"]
+    assert server.api("GET", "/api/v1/metrics/federate", token=token).status_code == 400
+    assert (
+        server.api(
+            "GET", "/api/v1/metrics/federate", params={"match[]": "up"}, token=""
+        ).status_code
+        == 401
+    )
+    folder.mkdir()
+    (folder / "socle.token").write_text(token)
+    (folder / "socle.token").chmod(0o600)
+    target = server.url.removeprefix("http://")
+    (folder / "prometheus.yml").write_text(
+        textwrap.dedent(
+            f"""
+            scrape_configs:
+              - job_name: socle-federate
+                honor_labels: true
+                metrics_path: /api/v1/metrics/federate
+                params:
+                  'match[]': ['{{job=~"socle|socle-instances|apps"}}']
+                authorization: {{credentials_file: {folder / "socle.token"}}}
+                scrape_interval: 1s
+                static_configs: [{{targets: ['{target}']}}]
+            """
+        )
+    )
+    prometheus = shutil.which("prometheus") or "prometheus"
+    promtool = str(Path(prometheus).with_name("promtool"))
+    subprocess.run([promtool, "check", "config", str(folder / "prometheus.yml")], check=True)
+    port = free_port()
+    team = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def federated() -> list[dict[str, Any]]:
+            try:
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query",
+                    params={"query": 'demo_hits_total{app="demo"}'},
+                    timeout=5,
+                ).json()
+            except httpx.HTTPError:
+                return []
+            result: list[dict[str, Any]] = answer["data"]["result"]
+            return result
+
+        series = wait_for(federated, 90, "the team's Prometheus to federate the app's series")
+        # honor_labels: the series keep Socle's labels, not the federation job's.
+        assert series[0]["metric"]["job"] == "apps"
+        assert series[0]["metric"]["instance"].startswith("demo")
+    finally:
+        team.terminate()
+        team.wait(30)
 
 
 def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path: Path) -> None:
@@ -223,6 +298,11 @@ def test_leaking_app_alert_silence_then_restart(observed: SocleServer, tmp_path:
     assert server.app("leaky")["instances"][0]["restarts"] == 0
 
     server.cli("silence", "expire", added["id"])
+    again = server.cli("silence", "expire", added["id"]).stdout
+    assert "had already expired" in again
+    unknown = server.cli("silence", "expire", "00000000-0000-0000-0000-000000000000", check=False)
+    assert unknown.returncode != 0 and "no silence" in unknown.stderr
+    assert "socle silence list --all" in unknown.stderr
     fired_at = time.monotonic()
 
     def restarted() -> list[dict[str, Any]]:

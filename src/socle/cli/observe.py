@@ -58,12 +58,21 @@ def query(promql: str, range_: str | None, step: str | None, as_json: bool) -> N
                 seconds = parse_duration(range_)
             except ValueError as exc:
                 raise ConfigError(f"--range: {exc}", hint="e.g. --range 1h") from None
+            step_s = max(1.0, seconds / 60)
+            if step is not None:
+                try:
+                    digits = step.replace(".", "", 1).isdigit()
+                    step_s = float(step) if digits else parse_duration(step)
+                except ValueError as exc:
+                    raise ConfigError(f"--step: {exc}", hint="e.g. --step 30s") from None
+                if step_s <= 0:
+                    raise ConfigError("--step must be more than 0", hint="e.g. --step 30s")
             end = time.time()
             params = {
                 "query": promql,
                 "start": f"{end - seconds:.3f}",
                 "end": f"{end:.3f}",
-                "step": step or f"{max(1.0, seconds / 60):g}",
+                "step": f"{step_s:g}",
             }
             data = client.call("GET", "/api/v1/metrics/query_range", params=params)
     if as_json:
@@ -245,8 +254,11 @@ def _matcher(m: dict[str, Any]) -> str:
 def silence_expire(silence_id: str) -> None:
     """End silence SILENCE_ID now."""
     with _client() as client:
-        client.call("DELETE", f"/api/v1/silences/{silence_id}")
-    console.print(f"silence {escape(silence_id)} expired")
+        data = client.call("DELETE", f"/api/v1/silences/{silence_id}")
+    if data.get("already_expired"):
+        console.print(f"silence {escape(silence_id)} had already expired")
+    else:
+        console.print(f"silence {escape(silence_id)} expired")
 
 
 def register(group: click.Group) -> None:

@@ -4,7 +4,8 @@
   running with it), and a bad rule file is refused the same way;
 - the built-in rules pass ``promtool check rules``;
 - a Prometheus that dies is started again by its supervisor;
-- Alertmanager's v2 API: a silence added, listed and expired.
+- federation (``/federate``) answers the matching series, refuses a bad selector;
+- Alertmanager's v2 API: a silence added, listed and expired (again: said so; unknown: 404).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from socle.errors import ObserveError, QueryRejected
+from socle.errors import NotFoundError, ObserveError, QueryRejected
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.rules import builtin_rule_files
 from socle.observe.metrics.prometheus import (
@@ -176,6 +177,36 @@ async def test_a_huge_answer_is_refused_not_held(prometheus: PrometheusServer) -
         await small.get("query", {"query": "sum(("})
 
 
+async def test_federation_answers_the_matching_series_in_text_format(
+    prometheus: PrometheusServer,
+) -> None:
+    """``/api/v1/metrics/federate`` relays Prometheus' ``/federate``: what a team's own
+    Prometheus scrapes; a bad selector is the caller's error, bounded like a query."""
+    assert prometheus.web is not None
+    query = PrometheusQuery(prometheus.url, auth=prometheus.web.pair)
+
+    # No target answers in this fixture: recording rules make the series to federate.
+    rules = (
+        "groups:\n- name: g\n  rules:\n"
+        "  - record: team:one\n    expr: vector(1)\n    labels: {app: api}\n"
+        "  - record: team:two\n    expr: vector(2)\n    labels: {app: web}\n"
+    )
+    await prometheus.write_rules({"team.yml": rules})
+
+    async def recorded() -> bool:
+        return b"team:one" in await query.federate(['{app="api"}'])
+
+    await until(recorded)
+    page = (await query.federate(['{app="api"}', "nothing_matches_this"])).decode()
+    assert page.startswith("# TYPE team:one") and 'team:one{app="api",instance=""} 1 ' in page
+    assert "team:two" not in page  # only what matched
+    with pytest.raises(QueryRejected, match="refused the selector"):
+        await query.federate(["sum(("])
+    small = PrometheusQuery(prometheus.url, auth=prometheus.web.pair, max_bytes=16)
+    with pytest.raises(QueryRejected, match="larger than"):
+        await small.federate(['{app="api"}'])
+
+
 async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
     monitor = TaskMonitor()
     server = AlertmanagerServer(
@@ -205,8 +236,15 @@ async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:
         )
         listed = await server.silences()
         assert [(s["id"], s["status"]["state"]) for s in listed] == [(silence_id, "active")]
-        await server.expire_silence(silence_id)
+        assert await server.expire_silence(silence_id) is True
         assert [s["status"]["state"] for s in await server.silences()] == ["expired"]
+        # Expiring it again says so; an unknown id is "not found" (Alertmanager itself
+        # answers its DELETE with a 500), and nothing changes.
+        assert await server.expire_silence(silence_id) is False
+        with pytest.raises(NotFoundError, match="no silence") as caught:
+            await server.expire_silence("00000000-0000-0000-0000-000000000000")
+        assert caught.value.http_status == 404 and "silence list" in (caught.value.hint or "")
+        assert [s["id"] for s in await server.silences()] == [silence_id]
         assert await server.alerts() == []
         # Its API is closed to anyone without the password (apps share the loopback).
         async with httpx.AsyncClient() as anonymous:

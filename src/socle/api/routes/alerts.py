@@ -131,8 +131,8 @@ async def add_silence(body: SilenceBody, ctx: Ctx, who: Who) -> dict[str, Any]:
 async def expire_silence(silence_id: str, ctx: Ctx, _: Who) -> dict[str, Any]:
     if not SILENCE_ID_RE.fullmatch(silence_id):
         raise ConfigError(f"invalid silence id {silence_id!r}", hint="see `socle silence list`")
-    await _manager(ctx).expire_silence(silence_id)
-    return {"expired": silence_id}
+    ended = await _manager(ctx).expire_silence(silence_id)
+    return {"expired": silence_id, "already_expired": not ended}
 
 
 def _manager(ctx: ApiContext) -> AlertmanagerServer:

@@ -4,7 +4,10 @@
 - ``GET /metrics/instances``: every instance's CPU, memory, open files, restarts, health;
 - ``GET /api/v1/metrics/targets?job=socle|socle-instances|apps``: Prometheus ``http_sd``;
 - ``GET /api/v1/metrics/query`` and ``/query_range``: Prometheus' own query API, proxied
-  (``query``, ``time``; ``start``, ``end``, ``step``), answering its ``data`` object.
+  (``query``, ``time``; ``start``, ``end``, ``step``), answering its ``data`` object;
+- ``GET /api/v1/metrics/federate?match[]=...``: Prometheus' ``/federate``, proxied, so a
+  team's own Prometheus can scrape the series Socle's holds (federation) with a Socle token
+  instead of the embedded Prometheus' password.
 
 All of them need a token like the rest of the API (Prometheus scrapes with a bearer
 ``credentials_file``).
@@ -94,6 +97,29 @@ async def query(
     if time_:
         params["time"] = f"{_time(time_, 'time', time.time()):.3f}"
     return await _observe(ctx).need_query().get("query", params)
+
+
+MAX_MATCHES = 20
+
+
+@router.get("/api/v1/metrics/federate", response_class=Response)
+async def federate(
+    ctx: Ctx,
+    _: Who,
+    match: Annotated[list[str], Query(alias="match[]", max_length=MAX_MATCHES)] = [],  # noqa: B006
+) -> Response:
+    """The newest sample of every series matching one of the ``match[]`` selectors, in the
+    text exposition format (Prometheus' federation). A selector is required, as in
+    Prometheus: an empty one would copy every series at every scrape."""
+    if not match or not any(m.strip() for m in match):
+        raise ConfigError(
+            "federation needs at least one match[] selector",
+            hint='e.g. match[]={job="apps"} or match[]={__name__=~"socle_.*"}',
+        )
+    for selector in match:
+        _check_query(selector)
+    page = await _observe(ctx).need_query().federate(match)
+    return Response(page, media_type=CONTENT_TYPE)
 
 
 @router.get("/api/v1/metrics/query_range")

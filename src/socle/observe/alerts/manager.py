@@ -227,8 +227,20 @@ class AlertmanagerServer:
         response = await self._request("POST", "/api/v2/silences", json=dict(silence))
         return str(response.json().get("silenceID", ""))
 
-    async def expire_silence(self, silence_id: str) -> None:
+    async def expire_silence(self, silence_id: str) -> bool:
+        """End a silence now: True if it was active or pending, False if it had already
+        ended. An unknown id is a :class:`NotFoundError` (Alertmanager itself answers the
+        ``DELETE`` of an unknown id with a 500, which would read as its own fault)."""
+        try:
+            response = await self._request("GET", f"/api/v2/silence/{silence_id}")
+        except NotFoundError:
+            raise NotFoundError(
+                f"no silence {silence_id}", hint="see `socle silence list --all`"
+            ) from None
+        if (response.json().get("status") or {}).get("state") == "expired":
+            return False
         await self._request("DELETE", f"/api/v2/silence/{silence_id}")
+        return True
 
 
 __all__ = ["WEBHOOK_PATH", "AlertmanagerServer", "render_config"]

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -365,19 +365,38 @@ class PrometheusQuery:
         """Basic auth (the embedded Prometheus'); None for a team's own."""
         self._max_bytes = max_bytes
 
-    async def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error.
-
-        The answer is read up to ``max_bytes`` (a query over every series can answer
-        hundreds of megabytes, all held by the control plane) and parsed off the loop.
+    async def federate(self, matches: Sequence[str]) -> bytes:
+        """``GET /federate?match[]=...``: the newest sample of every matching series, in
+        the text exposition format, for a team's own Prometheus to scrape (federation).
+        Bounded like :meth:`get`; a selector Prometheus refuses is a :class:`QueryRejected`.
         """
+        status, raw = await self._read("/federate", [("match[]", m) for m in matches])
+        if status in (400, 422):
+            message = raw[:500].decode(errors="replace").strip()
+            raise QueryRejected(
+                f"Prometheus refused the selector: {message}",
+                hint='each match[] is a series selector, e.g. {job="apps"}',
+            )
+        if status != 200:
+            message = raw[:500].decode(errors="replace").strip()
+            raise ObserveError(f"Prometheus failed the federation scrape ({status}): {message}")
+        return raw
+
+    async def _read(
+        self, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]]
+    ) -> tuple[int, bytes]:
+        """``GET`` a path of Prometheus' web API: the status and the body, read up to
+        ``max_bytes`` (a query over every series can answer hundreds of megabytes, all
+        held by the control plane)."""
         chunks: list[bytes] = []
         size = 0
         try:
             async with (
                 httpx.AsyncClient(timeout=self._timeout, auth=self._auth) as client,
                 client.stream(
-                    "GET", f"{self.url}/api/v1/{endpoint}", params=dict(params)
+                    "GET",
+                    f"{self.url}{path}",
+                    params=dict(params) if isinstance(params, Mapping) else list(params),
                 ) as response,
             ):
                 async for chunk in response.aiter_bytes():
@@ -393,16 +412,24 @@ class PrometheusQuery:
                 f"Prometheus at {self.url} did not answer: {type(exc).__name__}",
                 hint="see `socle status` (component metrics)",
             ) from exc
-        raw = b"".join(chunks)
+        return response.status_code, b"".join(chunks)
+
+    async def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /api/v1/<endpoint>``: the ``data`` of a success, else a typed error.
+
+        The answer is bounded (see :meth:`_read`) and parsed off the loop when large.
+        """
+        status, raw = await self._read(f"/api/v1/{endpoint}", params)
+        size = len(raw)
         try:
             body = await asyncio.to_thread(json.loads, raw) if size > 1 << 16 else json.loads(raw)
         except ValueError as exc:
-            raise ObserveError(f"Prometheus answered {response.status_code} without JSON") from exc
+            raise ObserveError(f"Prometheus answered {status} without JSON") from exc
         if not isinstance(body, dict):
-            raise ObserveError(f"Prometheus answered {response.status_code} with no object")
+            raise ObserveError(f"Prometheus answered {status} with no object")
         if body.get("status") != "success":
             message = str(body.get("error") or raw[:500].decode(errors="replace"))[:500]
-            if response.status_code in (400, 422):
+            if status in (400, 422):
                 raise QueryRejected(
                     f"Prometheus refused the query: {message}", hint="check the PromQL"
                 )
