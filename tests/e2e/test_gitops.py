@@ -350,7 +350,11 @@ def test_drift_is_reported_and_self_heal_corrects_it(
         wait_for(lambda: source(server, "manual")["state"] == "out of sync", 30, "poll saw it")
         assert newest[:12] in source(server, "manual")["reason"]
         assert version(server, qa) == "v2"
+        # ... and /metrics says so, for the built-in rule SocleEnvironmentOutOfSync.
+        gauge = 'socle_gitops_source_out_of_sync{env="qa",source="manual",state="out_of_sync"} 1.0'
+        assert gauge in server.api("GET", "/metrics").text
         assert sync(server, "qa")[0] == 0 and version(server, qa) == "v3"
+        assert 'source="manual"' not in server.api("GET", "/metrics").text
 
         # Emptying the folder deletes everything only when explicitly allowed.
         (remote.work / "deploy" / "apps.yaml").unlink()

@@ -663,6 +663,17 @@ class GitOps:
         return {"revert": {"sha": new, "to": sha, "revision": number, "source": name},
                 "status": status.to_dict()}  # fmt: skip
 
+    def not_in_sync(self) -> list[tuple[str, str, str]]:
+        """``(env, source, state)`` of every source whose environment does not run what Git
+        says: a new commit not applied (auto-sync off, or drift seen), or a failed sync.
+        Read from memory (no store, no Git): the metrics page asks at every scrape."""
+        rows = []
+        for source in self.sources():
+            state = self.status_of(source.name).state
+            if state in (SyncState.OUT_OF_SYNC, SyncState.FAILED):
+                rows.append((source.spec.env, source.name, state.replace(" ", "_")))
+        return sorted(rows)
+
     async def environments(self) -> list[dict[str, Any]]:
         """One row per environment with a source: its state and each source's status."""
         envs: dict[str, list[Source]] = {}

@@ -986,6 +986,10 @@ class IngressComponent:
         await ingress.stop(stop_nginx=not self._plane.keep_apps)
 
 
+OUT_OF_SYNC_GAUGE = "socle_gitops_source_out_of_sync"
+"""Watched by the built-in rule ``SocleEnvironmentOutOfSync``."""
+
+
 class GitOpsComponent:
     """Sources, their sync loops (poll, webhook, on demand) and drift checks."""
 
@@ -1007,8 +1011,18 @@ class GitOpsComponent:
         )
         await gitops.start()
         plane.gitops = gitops
+        if plane.metrics is not None:
+            plane.metrics.gauge_source(
+                OUT_OF_SYNC_GAUGE,
+                "1 while a GitOps source's environment does not run its branch's commit "
+                "(state out_of_sync or failed).",
+                ("env", "source", "state"),
+                lambda: [(row, 1.0) for row in gitops.not_in_sync()],
+            )
 
     async def stop(self) -> None:
+        if self._plane.metrics is not None:
+            self._plane.metrics.gauge_source(OUT_OF_SYNC_GAUGE, "", (), None)
         gitops, self._plane.gitops = self._plane.gitops, None
         if gitops is not None:
             await gitops.stop()

@@ -1,6 +1,7 @@
 """The built-in expiry rules, evaluated by the real ``promtool test rules`` over made-up
 series: certificates (API, ingress routes) and secrets-engine leases fire when their end is
-near, and only then; the annotations say what ends and when."""
+near, and only then; the annotations say what ends and when. An environment out of sync
+with Git alerts after 10 minutes, a short failure does not."""
 
 from __future__ import annotations
 
@@ -116,6 +117,31 @@ def test_lease_that_cannot_be_renewed_ending_soon(tmp_path: Path) -> None:
              "exp_annotations": {"summary": "a lease of pki/ that can no longer be "
                                  "renewed ends in 30m 0s: its users need new credentials"}},
         ]),
+    ]  # fmt: skip
+    run(tmp_path, series, tests, interval="5m")
+
+
+def test_environment_out_of_sync_for_ten_minutes(tmp_path: Path) -> None:
+    # Source "platform" (env prod) sees a commit it does not apply at 5 min and stays out
+    # of sync; source "edge" (env dev) fails a sync at 5 min and recovers at 10 min (the
+    # gauge has no sample while a source is in sync).
+    series = [
+        {"series": 'socle_gitops_source_out_of_sync{env="prod",source="platform",'
+                   'state="out_of_sync",job="socle",instance="127.0.0.1:7780"}',
+         "values": "_ 1+0x10"},
+        {"series": 'socle_gitops_source_out_of_sync{env="dev",source="edge",'
+                   'state="failed",job="socle",instance="127.0.0.1:7780"}',
+         "values": "_ 1 _x9"},
+    ]  # fmt: skip
+    prod = {"env": "prod", "source": "platform", "state": "out_of_sync", "severity": "warning"}
+    tests = [
+        alert("SocleEnvironmentOutOfSync", "10m", []),  # 5 min out of sync: not yet
+        alert("SocleEnvironmentOutOfSync", "20m", [{
+            "exp_labels": prod,
+            "exp_annotations": {"summary": "environment prod does not run the commit of "
+                                "source platform (out_of_sync for 10 minutes or more): "
+                                "see `socle source list`"},
+        }]),
     ]  # fmt: skip
     run(tmp_path, series, tests, interval="5m")
 

@@ -10,6 +10,8 @@ start with ``Socle``; ``socle_rule`` is empty, so no remediation runs for them):
 - ``SocleCertificateExpiringSoon``: the API's TLS certificate expires within 14 days;
 - ``SocleVolumeBackupFailing``: the last scheduled backup of a volume failed;
 - ``SocleBackgroundTaskFailing``: background tasks of the control plane keep failing;
+- ``SocleEnvironmentOutOfSync``: a GitOps source has been ``out of sync`` (a commit not
+  applied: auto-sync off, or drift) or ``failed`` for 10 minutes;
 - ``SocleIngressCertificateExpiringSoon``: a TLS route's certificate expires within 7 days
   (the ingress renews at two thirds of a certificate's life, ten days before the end of
   the PKI's 30-day certificates: this one means renewal keeps failing);
@@ -105,6 +107,17 @@ BUILTIN_RULES: list[dict[str, Any]] = [
         "expr": "socle_volume_backup_failing == 1",
         "labels": {"severity": "warning", "socle_rule": ""},
         "annotations": {"summary": "the last scheduled backup of {{ $labels.volume }} failed"},
+    },
+    {
+        "alert": "SocleEnvironmentOutOfSync",
+        "expr": "max by (env, source, state) (socle_gitops_source_out_of_sync) == 1",
+        "for": "10m",
+        "labels": {"severity": "warning", "socle_rule": ""},
+        "annotations": {
+            "summary": "environment {{ $labels.env }} does not run the commit of source "
+            "{{ $labels.source }} ({{ $labels.state }} for 10 minutes or more): "
+            "see `socle source list`",
+        },
     },
     {
         "alert": "SocleBackgroundTaskFailing",
