@@ -498,3 +498,14 @@ def test_a_rule_applied_while_prometheus_starts_is_loaded(
         )
     finally:
         server.cleanup()
+
+
+def test_alerts_say_when_nothing_evaluates_them(server: SocleServer) -> None:
+    """The default test server runs neither Prometheus nor Alertmanager: `socle alerts`
+    says so and fails, instead of "No active alerts"."""
+    done = server.cli("alerts", check=False)
+    assert done.returncode == 1, done.stdout
+    assert "no Alertmanager runs and no Prometheus answers" in done.stderr
+    assert "No active alerts" not in done.stdout
+    silences = server.cli("silence", "list", check=False)
+    assert silences.returncode == 1 and "no Alertmanager" in silences.stderr

@@ -114,6 +114,11 @@ def alerts(as_json: bool) -> None:
         print_json(data)
         return
     firing = data.get("alerts") or []
+    if data.get("source") == "prometheus":
+        console.print(
+            "[yellow]Alertmanager is off[/]: alerts as Prometheus evaluates them "
+            "(none routed, silenced or remediated)."
+        )
     if not firing:
         console.print("No active alerts.")
     else:

@@ -101,6 +101,13 @@ class Observe:
             return []
         return [a for a in alerts if isinstance(a, dict) and a.get("state") == "firing"]
 
+    async def evaluated_alerts(self) -> list[dict[str, Any]]:
+        """Prometheus' own firing and pending alerts, in Alertmanager's v2 shape (what
+        ``socle alerts`` shows when no Alertmanager runs: nothing is routed or silenced,
+        but the rules are still evaluated)."""
+        data = await self.need_query().get("alerts", {})
+        return prometheus_alerts(data.get("alerts"))
+
     def need_alerts(self) -> Alerts:
         if self.alerts is None:
             raise Unavailable(
@@ -109,4 +116,26 @@ class Observe:
         return self.alerts
 
 
-__all__ = ["Observe", "Unavailable"]
+def prometheus_alerts(alerts: object) -> list[dict[str, Any]]:
+    """Prometheus' ``/api/v1/alerts`` items as Alertmanager's v2 alerts: ``labels``,
+    ``annotations``, ``startsAt`` (Prometheus' ``activeAt``) and ``status.state``:
+    ``active`` for a firing alert, ``pending`` for one whose ``for`` has not passed yet."""
+    if not isinstance(alerts, list):
+        return []
+    rows = []
+    for alert in alerts:
+        if not isinstance(alert, dict):
+            continue
+        state = "active" if alert.get("state") == "firing" else str(alert.get("state", ""))
+        rows.append(
+            {
+                "labels": alert.get("labels") or {},
+                "annotations": alert.get("annotations") or {},
+                "startsAt": alert.get("activeAt", ""),
+                "status": {"state": state, "silencedBy": [], "inhibitedBy": []},
+            }
+        )
+    return rows
+
+
+__all__ = ["Observe", "Unavailable", "prometheus_alerts"]

@@ -4,6 +4,7 @@
   running with it), and a bad rule file is refused the same way;
 - the built-in rules pass ``promtool check rules``;
 - a Prometheus that dies is started again by its supervisor;
+- without Alertmanager, the alerts Prometheus evaluates (firing, pending) are listed;
 - federation (``/federate``) answers the matching series, refuses a bad selector;
 - Alertmanager's v2 API: a silence added, listed and expired (again: said so; unknown: 404).
 """
@@ -33,6 +34,8 @@ from socle.observe.metrics.prometheus import (
     check_rules,
     render_config,
 )
+from socle.observe.metrics.registry import ControlPlaneMetrics
+from socle.observe.service import Observe, Unavailable
 from socle.tasks import TaskMonitor
 
 pytestmark = pytest.mark.skipif(
@@ -205,6 +208,41 @@ async def test_federation_answers_the_matching_series_in_text_format(
     small = PrometheusQuery(prometheus.url, auth=prometheus.web.pair, max_bytes=16)
     with pytest.raises(QueryRejected, match="larger than"):
         await small.federate(['{app="api"}'])
+
+
+async def test_without_alertmanager_the_alerts_prometheus_evaluates_are_shown(
+    prometheus: PrometheusServer,
+) -> None:
+    """SOCLE_ALERTMANAGER=off: ``socle alerts`` lists Prometheus' own alerts (firing as
+    ``active``, waiting on ``for`` as ``pending``) instead of an empty, reassuring list."""
+    assert prometheus.web is not None
+    rules = (
+        "groups:\n- name: g\n  rules:\n"
+        "  - alert: Now\n    expr: vector(1)\n    labels: {app: api}\n"
+        "    annotations: {summary: fires at once}\n"
+        "  - alert: Later\n    expr: vector(1)\n    for: 1h\n"
+    )
+    await prometheus.write_rules({"a.yml": rules})
+    observe = Observe(
+        ControlPlaneMetrics(),
+        address="127.0.0.1:1",
+        instances=list,
+        resources=list,
+        app_metrics=dict,
+    )
+    with pytest.raises(Unavailable):
+        await observe.evaluated_alerts()
+    observe.query = PrometheusQuery(prometheus.url, auth=prometheus.web.pair)
+
+    async def both() -> bool:
+        return len(await observe.evaluated_alerts()) == 2
+
+    await until(both)
+    by_name = {a["labels"]["alertname"]: a for a in await observe.evaluated_alerts()}
+    assert by_name["Now"]["status"]["state"] == "active"
+    assert by_name["Now"]["annotations"] == {"summary": "fires at once"}
+    assert by_name["Now"]["labels"]["app"] == "api" and by_name["Now"]["startsAt"]
+    assert by_name["Later"]["status"]["state"] == "pending"
 
 
 async def test_alertmanager_silences_through_the_v2_api(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Alerts: what fires (Alertmanager's v2 API), remediations, silences, and the webhook.
 
-- ``GET /api/v1/alerts``: active alerts (from Alertmanager) and the recent remediations;
+- ``GET /api/v1/alerts``: active alerts (from Alertmanager; without one, what Prometheus
+  evaluates, ``source: prometheus``) and the recent remediations;
 - ``POST /api/v1/alerts/webhook``: Alertmanager's webhook receiver (token required: the
   embedded Alertmanager has its own); runs the rules' actions for alerts Prometheus confirms
   firing;
@@ -73,11 +74,23 @@ class SilenceBody(Body):
 
 @router.get("/alerts")
 async def list_alerts(ctx: Ctx, _: Who) -> dict[str, Any]:
-    alerts = _observe(ctx).need_alerts()
-    firing: list[dict[str, Any]] = []
+    observe = _observe(ctx)
+    alerts = observe.need_alerts()
     if alerts.manager is not None:
         firing = await alerts.manager.alerts()
-    return {"alerts": firing, "remediations": alerts.history()}
+        return {"source": "alertmanager", "alerts": firing, "remediations": alerts.history()}
+    # No Alertmanager: Prometheus still evaluates the rules; show what it has (never an
+    # empty list that would read as "all is well" when nothing evaluates anything).
+    try:
+        firing = await observe.evaluated_alerts()
+    except Unavailable:
+        raise Unavailable(
+            "no Alertmanager runs and no Prometheus answers: no alerts to show",
+            hint="SOCLE_ALERTMANAGER is off; the embedded Prometheus may still be starting "
+            "(retry in a few seconds) or be off too (SOCLE_PROMETHEUS, or "
+            "SOCLE_METRICS_QUERY_URL for a Prometheus that loads Socle's rule files)",
+        ) from None
+    return {"source": "prometheus", "alerts": firing, "remediations": alerts.history()}
 
 
 @router.post("/alerts/webhook")
