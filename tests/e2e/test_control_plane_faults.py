@@ -92,7 +92,7 @@ def test_failed_background_task_shows_in_status(
     assert names == [
         "audit", "store", "leader-lease", "secrets", "runtime", "logs", "traces", "volumes",
         "network", "otlp", "firewall", "engine", "volume-backups", "ingress", "consul", "observe",
-        "gitops", "api", "alertmanager", "prometheus",
+        "log-alerts", "gitops", "api", "alertmanager", "prometheus",
     ]  # fmt: skip
 
     # The build outlives the table: the apply's background task cannot record its outcome.

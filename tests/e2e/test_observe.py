@@ -5,7 +5,8 @@
 - a leaking app fires its memory AlertRule; while a silence matches, the alert is
   suppressed and nothing is restarted; once the silence is expired, Alertmanager calls
   Socle back and the rule's ``restart`` action runs (recorded, then rate-limited);
-- Alertmanager's API wants a password; an alert forged through it restarts nothing.
+- Alertmanager's API wants a password; an alert forged through it restarts nothing;
+- an AlertRule on the log store (``logQuery``) fires from an app's error lines.
 """
 
 from __future__ import annotations
@@ -498,6 +499,77 @@ def test_a_rule_applied_while_prometheus_starts_is_loaded(
         )
     finally:
         server.cleanup()
+
+
+ERROR_LOGGER_APP = textwrap.dedent(
+    """
+    import json, os, signal, sys, threading, time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.send_header("Content-Length", "2")
+            self.end_headers(); self.wfile.write(b"ok")
+        def log_message(self, *args):
+            pass
+
+    def errors():
+        for n in range(5):
+            print(json.dumps({"level": "error", "msg": f"payment {n} refused"}), flush=True)
+            print(json.dumps({"level": "info", "msg": "all good"}), flush=True)
+            time.sleep(0.2)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    threading.Thread(target=errors, daemon=True).start()
+    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+    """
+)
+
+
+def test_a_log_query_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
+    """An AlertRule on the log store: the app's JSON lines with level=error, counted by
+    the LogQL query, fire the alert through Prometheus and Alertmanager; a log query that
+    returns lines instead of a number is refused at plan time, nothing applied."""
+    server = observed
+    bad = write_repo(tmp_path / "bad", {})
+    rule = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": "payments-refused"},
+        "spec": {"logQuery": '{app="payments"} |= "refused"'},
+    }
+    (bad / "rule.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+    refused = server.cli("apply", str(bad), "--yes", check=False)
+    assert refused.returncode != 0 and "spec.logQuery" in refused.stderr
+    assert "returns lines, not numbers" in refused.stderr
+    assert server.cli("history", "--json").stdout.strip() in ("[]", "")
+
+    repo = write_repo(tmp_path / "repo", {})
+    add_app(repo, "payments", ERROR_LOGGER_APP, {})
+    rule["spec"] = {
+        "logQuery": 'sum by (app) (count_over_time({app="payments"} | json | level="error" [5m]))',
+        "above": 3,
+        "annotations": {"summary": "{{ $value }} payment errors in 5 minutes"},
+    }
+    (repo / "rule.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+    server.cli("apply", str(repo), "--yes")
+    status = server.cli("status").stdout
+    assert "logs: sum by (app)" in status
+
+    value = wait_for(
+        lambda: query(server, 'socle_log_query_value{socle_rule="payments-refused"} == 5'),
+        90,
+        "the log query's value (5 error lines) in Prometheus",
+    )
+    assert value[0]["metric"]["app"] == "payments"
+
+    def fired() -> list[dict[str, Any]]:
+        alerts = json.loads(server.cli("alerts", "--json").stdout)["alerts"]
+        return [a for a in alerts if a["labels"].get("alertname") == "payments-refused"]
+
+    alert = wait_for(fired, 90, "the log-query alert in Alertmanager")[0]
+    assert alert["labels"]["app"] == "payments" and alert["labels"]["socle_rule"]
+    assert alert["annotations"]["summary"] == "5 payment errors in 5 minutes"
 
 
 def test_alerts_say_when_nothing_evaluates_them(server: SocleServer) -> None:

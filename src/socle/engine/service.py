@@ -150,6 +150,7 @@ class Engine:
         events: EngineEvents | None = None,
         templates: TemplateHook | None = None,
         firewall: FirewallSink | None = None,
+        log_query_check: Callable[[str], str | None] | None = None,
     ) -> None:
         self._store = store
         self._events: EngineEvents = events if events is not None else _NoEvents()
@@ -184,6 +185,7 @@ class Engine:
                 environment=self.environment_of,
                 templates=templates,
                 firewall=firewall,
+                log_query_check=log_query_check,
             )
         )
         self._apply_lock = asyncio.Lock()

@@ -13,6 +13,18 @@
       annotations: {summary: "api uses more than 200 MB"}
       actions: [restart]           # remediation Socle runs when it fires
 
+Or on the log store, with a LogQL metric query instead of ``expr``::
+
+    spec:
+      logQuery: sum by (app) (count_over_time({app="api"} |= "error" [5m]))
+      above: 10                    # fires while a series of the query is above this
+      for: 1m
+
+Socle evaluates each log query at every scrape interval and exports the result as
+``socle_log_query_value{socle_rule="NAME", ...the query's labels}``; the rule's PromQL is
+then ``socle_log_query_value{socle_rule="NAME"} > above``, so routing, silences, ``for`` and
+actions work as for any AlertRule.
+
 Compiled to one Prometheus rule group per object (:func:`to_rule_group`); the PromQL itself
 is checked by ``promtool check rules`` when a plan is made (the engine's handler), so a
 bad expression is refused before anything changes. The ``restart`` action restarts the
@@ -25,7 +37,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from socle.model.app import CONTROLS, Metadata, Spec
 from socle.model.units import Duration, parse_duration
@@ -90,9 +102,19 @@ def _label_names(value: dict[str, str], what: str) -> dict[str, str]:
     return value
 
 
+LOG_QUERY_METRIC = "socle_log_query_value"
+"""The gauge a log-query AlertRule's results are exported as (one series per result)."""
+
+
 class AlertRuleSpec(Spec):
-    expr: str = Field(min_length=1, max_length=MAX_EXPR)
+    expr: str | None = Field(default=None, min_length=1, max_length=MAX_EXPR)
     """PromQL; the alert fires for every series it returns."""
+    log_query: str | None = Field(default=None, min_length=1, max_length=MAX_EXPR)
+    """A LogQL metric query over the log store (instead of ``expr``), e.g.
+    ``count_over_time({app="api"} |= "error" [5m])``."""
+    above: float | None = None
+    """With ``logQuery``: the alert fires for every series whose value is above this (0:
+    any matching line)."""
     for_: Duration = Field(default=0.0, alias="for", ge=0, le=7 * 86400)
     """How long the condition must hold before the alert fires."""
     severity: Literal["info", "warning", "critical"] = "warning"
@@ -102,12 +124,20 @@ class AlertRuleSpec(Spec):
     """Remediation when the alert fires: ``restart``, ``rollback``, ``{run: {command}}``,
     ``{scale: {by: N}}``."""
 
-    @field_validator("expr")
+    @field_validator("expr", "log_query")
     @classmethod
-    def _expr(cls, value: str) -> str:
-        if CONTROLS.search(value.replace("\n", " ").replace("\t", " ")):
-            raise ValueError("expr holds control characters")
+    def _expr(cls, value: str | None) -> str | None:
+        if value is not None and CONTROLS.search(value.replace("\n", " ").replace("\t", " ")):
+            raise ValueError("the query holds control characters")
         return value
+
+    @model_validator(mode="after")
+    def _one_query(self) -> AlertRuleSpec:
+        if (self.expr is None) == (self.log_query is None):
+            raise ValueError("an AlertRule needs exactly one of expr (PromQL) or logQuery (LogQL)")
+        if self.above is not None and self.log_query is None:
+            raise ValueError("above goes with logQuery (with expr, write the comparison in it)")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -166,9 +196,13 @@ def to_rule_group(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     ``socle_rule`` names the object the alert came from: the webhook looks the actions up
     in the applied AlertRule, never in what the alert says.
     """
+    expr = spec.get("expr")
+    if expr is None:  # a log query: the value Socle exports for it, compared
+        above = float(spec.get("above") or 0)
+        expr = f'{LOG_QUERY_METRIC}{{socle_rule="{name}"}} > {above:g}'
     rule: dict[str, Any] = {
         "alert": alert_name(name),
-        "expr": spec["expr"],
+        "expr": expr,
         "labels": {
             **dict(spec.get("labels") or {}),
             "severity": spec.get("severity", "warning"),
@@ -184,6 +218,7 @@ def to_rule_group(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "LOG_QUERY_METRIC",
     "Action",
     "AlertRule",
     "AlertRuleSpec",

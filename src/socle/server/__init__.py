@@ -43,6 +43,7 @@ from socle.server.parts import (
     GitOpsComponent,
     IngressComponent,
     LeaseComponent,
+    LogAlertsComponent,
     LogsComponent,
     NetworkComponent,
     OtlpBridgeComponent,
@@ -144,6 +145,7 @@ def build_components(plane: Plane) -> Components:
     components.add(IngressComponent(plane))
     components.add(ConsulComponent(plane))
     components.add(ObserveComponent(plane))
+    components.add(LogAlertsComponent(plane))
     components.add(GitOpsComponent(plane))
     components.add(ApiComponent(plane, status=plane.status))
     components.add(AlertmanagerComponent(plane))

@@ -57,6 +57,7 @@ from socle.network.ingress.credentials import RouteCredentials
 from socle.network.ingress.nginx import worker_user
 from socle.network.service import NetworkService
 from socle.network.templates import TemplateService
+from socle.observe.alerts.logrules import LogQueryRules, check_log_query, log_query_specs
 from socle.observe.audit import AuditedStore, PlatformAudit
 from socle.observe.logs.model import InstanceLabels
 from socle.observe.logs.service import LogService
@@ -583,6 +584,7 @@ class EngineComponent:
             events=plane.metrics,
             templates=templates,
             firewall=plane.firewall,
+            log_query_check=check_log_query,
         )
         try:
             await engine.start()
@@ -986,6 +988,34 @@ class IngressComponent:
         await ingress.stop(stop_nginx=not self._plane.keep_apps)
 
 
+class LogAlertsComponent:
+    """Evaluates AlertRules' ``logQuery`` on the log store at every scrape interval and
+    exports the values Prometheus alerts on (:mod:`socle.observe.alerts.logrules`)."""
+
+    name = "log-alerts"
+
+    def __init__(self, plane: Plane) -> None:
+        self._plane = plane
+        self._tasks: TaskGroup | None = None
+
+    async def start(self) -> None:
+        plane = self._plane
+        engine = need(plane.engine, "engine")
+        logs = need(plane.logs, "logs")
+        metrics = need(plane.metrics, "metrics")
+        rules = LogQueryRules(log_query_specs(engine.handler("AlertRule").rules), logs.store.metric)
+        metrics.collector("log-alerts", rules)
+        self._tasks = plane.monitor.group("log-alerts")
+        self._tasks.spawn(rules.run(plane.settings.scrape_interval), "evaluate")
+
+    async def stop(self) -> None:
+        if self._plane.metrics is not None:
+            self._plane.metrics.collector("log-alerts", None)
+        tasks, self._tasks = self._tasks, None
+        if tasks is not None:
+            await tasks.close()
+
+
 OUT_OF_SYNC_GAUGE = "socle_gitops_source_out_of_sync"
 """Watched by the built-in rule ``SocleEnvironmentOutOfSync``."""
 
@@ -1133,6 +1163,7 @@ __all__ = [
     "FirewallComponent",
     "IngressComponent",
     "LeaseComponent",
+    "LogAlertsComponent",
     "LogsComponent",
     "NetworkComponent",
     "Plane",

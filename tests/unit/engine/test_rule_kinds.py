@@ -3,10 +3,14 @@ records survive a restart (restore)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
+
+import pytest
 
 from socle.engine.kinds import HandlerDeps
 from socle.engine.kinds.alertrule import AlertRuleHandler, AlertRuleState, SLOHandler
+from socle.errors import ManifestError
 from socle.model.alertrule import AlertRule
 from socle.model.slo import SLO
 
@@ -65,3 +69,36 @@ async def test_slo_handler_compiles_burn_rate_rules() -> None:
     assert [g["name"] for g in groups] == ["socle-slo-shop-records", "socle-slo-shop-alerts"]
     (row,) = await handler.status()
     assert row["kind"] == "SLO" and row["message"].startswith("99.5% over")
+
+
+def test_a_promql_rule_records_no_log_query_fields() -> None:
+    """Rules applied before ``logQuery`` existed keep their manifest, hence their digest:
+    an upgrade plans no update for them."""
+    spec = rule("down").manifest["spec"]
+    assert "logQuery" not in spec and "above" not in spec and spec["expr"] == "up == 0"
+
+
+async def test_a_log_query_the_store_refuses_is_a_manifest_problem() -> None:
+    seen: list[str] = []
+
+    def check(query: str) -> str | None:
+        seen.append(query)
+        return None if "count_over_time" in query else "not a metric query"
+
+    handler = AlertRuleHandler(cast(HandlerDeps, SimpleNamespace(log_query_check=check)))
+    good = AlertRule.model_validate({
+        "apiVersion": "socle/v1", "kind": "AlertRule", "metadata": {"name": "good"},
+        "spec": {"logQuery": 'count_over_time({app="a"}[5m])', "above": 2},
+    })  # fmt: skip
+    bad = good.model_copy(
+        update={"spec": good.spec.model_copy(update={"log_query": '{app="a"}'}), "metadata":
+                good.metadata.model_copy(update={"name": "bad"})}
+    )  # fmt: skip
+    states = {"good": AlertRuleState.of(good), "bad": AlertRuleState.of(bad)}
+    with pytest.raises(ManifestError) as caught:
+        await handler._check(states, {"AlertRule/bad": "rules.yaml:7"})
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line, problem.path) == ("rules.yaml", 7, "spec.logQuery")
+    assert "not a metric query" in problem.reason
+    assert sorted(seen) == ['count_over_time({app="a"}[5m])', '{app="a"}']
+    assert "logs: count_over_time" in handler.describe(states["good"])

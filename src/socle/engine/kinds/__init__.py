@@ -185,6 +185,9 @@ class HandlerDeps:
     templates: TemplateHook | None = None
     """Renders apps' ``spec.templates`` (the connect layer); None: apps with templates
     cannot start."""
+    log_query_check: Callable[[str], str | None] | None = None
+    """Why a LogQL query is refused (None: accepted): the log store's parser, for
+    AlertRules with ``logQuery``; None: those queries are not checked at plan time."""
 
 
 class HandlerRegistry:

@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 KIND = "AlertRule"
 CHECK_TIMEOUT = 60.0
 
+UNSET_DROPPED = ("expr", "logQuery", "above")
+"""AlertRule fields left out of the recorded manifest when unset: a rule applied before
+``logQuery`` existed keeps its digest (no spurious update after an upgrade)."""
+
+LogQueryCheck = Callable[[str], str | None]
+"""A LogQL query -> why it is refused (None: accepted); the log store's parser."""
+
 Compiler = Callable[[str, dict[str, Any]], list[dict[str, Any]]]
 """``(name, rendered spec)`` -> Prometheus rule groups."""
 
@@ -54,6 +61,10 @@ class AlertRuleState:
     @classmethod
     def of(cls, obj: Any, kind: str = KIND) -> AlertRuleState:
         manifest = obj.model_dump(mode="json", by_alias=True)
+        spec = manifest.get("spec") or {}
+        for key in UNSET_DROPPED:
+            if key in spec and spec[key] is None:
+                del spec[key]
         text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
         return cls(obj.name, manifest, hashlib.sha256(text.encode()).hexdigest(), kind)
 
@@ -126,6 +137,8 @@ class AlertRuleHandler:
         return type(self).compile(name, state.manifest["spec"])
 
     def __init__(self, deps: HandlerDeps) -> None:
+        # Nothing else of the deps is used: tests build these handlers from a bare object.
+        self._log_query_check: LogQueryCheck | None = getattr(deps, "log_query_check", None)
         self._targets: dict[str, tuple[AlertRuleState, int]] = {}
         self._checked: set[str] = set()
         self._listeners: list[Callable[[], None]] = []
@@ -168,6 +181,7 @@ class AlertRuleHandler:
         fresh = {n: s for n, s in states.items() if s.digest not in self._checked}
         if not fresh:
             return
+        self._check_log_queries(fresh, origins)
         tool = promtool()
         if tool is None:
             log.warning("promtool not found: AlertRule expressions are not checked at plan time")
@@ -194,6 +208,35 @@ class AlertRuleHandler:
             )
         if problems:
             raise ManifestError(problems, hint="fix the PromQL (see `socle metrics query`)")
+
+    def _check_log_queries(
+        self, states: Mapping[str, AlertRuleState], origins: Mapping[str, str]
+    ) -> None:
+        """A ``logQuery`` the log store's parser refuses is a manifest problem, like bad
+        PromQL (no checker: not checked here, the evaluator reports it instead)."""
+        if self._log_query_check is None:
+            return
+        problems: list[Problem] = []
+        for name, state in sorted(states.items()):
+            query = state.manifest["spec"].get("logQuery")
+            if query is None:
+                continue
+            reason = self._log_query_check(query)
+            if reason is None:
+                continue
+            file, _, line = origins.get(f"{self.kind}/{name}", "").rpartition(":")
+            problems.append(
+                Problem(
+                    file or None,
+                    int(line) if line.isdigit() else None,
+                    "spec.logQuery",
+                    f"the log store refuses this query: {reason}",
+                )
+            )
+        if problems:
+            raise ManifestError(
+                problems, hint='a LogQL metric query, e.g. count_over_time({app="api"}[5m])'
+            )
 
     def export_cache(self) -> Any:
         return None
@@ -254,7 +297,10 @@ class AlertRuleHandler:
         ]
 
     def describe(self, state: AlertRuleState) -> str:
-        return str(state.manifest["spec"]["expr"])
+        spec = state.manifest["spec"]
+        if spec.get("expr") is None:
+            return f"logs: {spec.get('logQuery')} > {float(spec.get('above') or 0):g}"
+        return str(spec["expr"])
 
 
 class SLOHandler(AlertRuleHandler):
