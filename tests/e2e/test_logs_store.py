@@ -111,6 +111,9 @@ def test_no_line_lost_or_doubled_across_a_restart_and_tamper_is_detected(
     logql = '{app="printer"} |= "tick"'
     wait_for(lambda: len(lines(server, logql, limit=1000)) == 200, 60, "200 lines")
     server.cli("logs", "seal")
+    held = json.loads(server.cli("logs", "stats", "--json").stdout)
+    assert held["segments"] == 1 and held["sealed_lines"] >= 200 and held["segment_bytes"] > 0
+    assert "1 sealed segment(s)" in server.cli("logs", "stats").stdout
     _push(server, "pushed", [f"hot {i}" for i in range(50)])  # not sealed: only in the WAL
     server.kill9()  # no shutdown at all: DuckDB replays its WAL at the next start
     server.start()

@@ -3,7 +3,8 @@
 ``socle logs APP [--follow]`` prints an app's instances' output (as before);
 ``socle logs --query 'LOGQL' [--since] [--limit] [--follow] [--json]`` queries the store
 (lines, or counts over time for ``count_over_time``/``rate``); ``socle logs verify`` checks
-the sealed segments' integrity chain from the files alone (no server needed).
+the sealed segments' integrity chain from the files alone (no server needed); ``socle logs
+stats`` says what the store holds.
 """
 
 from __future__ import annotations
@@ -197,6 +198,32 @@ def seal(as_json: bool) -> None:
     else:
         sealed = result["sealed"]
         console.print("nothing to seal" if sealed is None else f"sealed segment {sealed}")
+
+
+@logs.command("stats")
+@json_option
+def stats(as_json: bool) -> None:
+    """What the log store holds: lines not sealed yet, sealed segments (lines, bytes), the
+    chain head, and the forwarding to Loki when configured."""
+    with Client(_settings()) as client:
+        result = client.call("GET", "/api/v1/logs/stats")
+    if as_json:
+        print_json(result)
+        return
+    size = int(result.get("segment_bytes") or 0)
+    console.print(
+        f"{result.get('hot_lines', 0)} line(s) not sealed yet; "
+        f"{result.get('segments', 0)} sealed segment(s), {result.get('sealed_lines', 0)} "
+        f"line(s), {size / 2**20:.1f} MiB; chain head {safe(str(result.get('head') or '-'))}"
+    )
+    if result.get("handler_dropped"):
+        console.print(f"[yellow]{result['handler_dropped']} of Socle's own records dropped[/]")
+    forward = result.get("forward")
+    if isinstance(forward, dict):
+        console.print(
+            f"forwarding to {safe(str(forward.get('url')))}: {forward.get('sent', 0)} sent, "
+            f"{forward.get('dropped', 0)} dropped, {forward.get('failures', 0)} failure(s)"
+        )
 
 
 def register(group: click.Group) -> None:
