@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from socle.errors import ConfigError
 
 DEFAULT_PORT = 7780
 
@@ -34,6 +37,13 @@ LISTEN_SETTINGS = (
     "ingress_https",
 )
 """Every ``HOST:PORT`` setting a control plane listens on (checked alike, never picked twice)."""
+
+
+PROMETHEUS_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w|y))+")
+"""Prometheus' duration syntax (``--storage.tsdb.retention.time``): ``15d``, ``1y2w``."""
+
+PROMETHEUS_SIZE = re.compile(r"[0-9]+(?:B|KB|MB|GB|TB|PB|EB)")
+"""Prometheus' size syntax (``--storage.tsdb.retention.size``): ``512MB``, ``2GB``."""
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -288,6 +298,28 @@ class Settings(BaseSettings):
             )
         return str(network)
 
+    @field_validator("prometheus_retention")
+    @classmethod
+    def _check_prometheus_retention(cls, value: str) -> str:
+        # Checked here, in Prometheus' own syntax: a value it refuses would otherwise stop
+        # the whole control plane at start with only Prometheus' usage text to go on.
+        if not PROMETHEUS_DURATION.fullmatch(value):
+            raise ValueError(
+                f"prometheus_retention {value!r} must be a Prometheus duration such as 15d, "
+                "12h or 1y2w"
+            )
+        return value
+
+    @field_validator("prometheus_retention_size")
+    @classmethod
+    def _check_prometheus_retention_size(cls, value: str) -> str:
+        if value != "0" and not PROMETHEUS_SIZE.fullmatch(value):
+            raise ValueError(
+                f"prometheus_retention_size {value!r} must be 0 (no cap) or a size such as "
+                "512MB or 2GB (units B, KB, MB, GB, TB, PB, EB)"
+            )
+        return value
+
     @field_validator("audit_dirs")
     @classmethod
     def _check_audit_dirs(cls, value: str) -> str:
@@ -356,3 +388,35 @@ class Settings(BaseSettings):
     def server_file(self) -> Path:
         """Written by a running server: its address and PID."""
         return self.home / "server.json"
+
+
+def _echoable(field: str) -> bool:
+    """Whether a refused value of ``field`` may be shown back: numbers, flags and choices
+    only. A text setting (a store DSN, a URL) may hold a password: never echoed."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return False
+    annotation = info.annotation
+    return annotation in (int, float, bool) or get_origin(annotation) is Literal
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment (plus ``overrides`` that are not None), for the CLI.
+
+    A refused value is a :class:`ConfigError` naming the environment variable and why,
+    rather than pydantic's validation dump."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        reasons = []
+        for error in exc.errors():
+            field = str(error.get("loc", ("?",))[0])
+            reason = str(error.get("msg", "")).removeprefix("Value error, ")
+            shown = f" (got {error.get('input')!r})" if _echoable(field) else ""
+            reasons.append(f"SOCLE_{field.upper()}: {reason}{shown}")
+        raise ConfigError(
+            "invalid setting: " + "; ".join(reasons),
+            hint="fix or unset that environment variable (unset: the default)",
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None

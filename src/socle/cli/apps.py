@@ -27,16 +27,13 @@ from socle.model.status import (
     ChangePhase,
     RevisionStatus,
 )
-from socle.settings import Settings, read_json_file
+from socle.settings import Settings, load_settings, read_json_file
 
 SERVER_START_TIMEOUT = 30.0
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return load_settings(**overrides)
 
 
 def _repo_path(path: str) -> str:

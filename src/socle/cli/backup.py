@@ -27,7 +27,7 @@ from socle.backup.operations import create_backup, restore_backup, verify_backup
 from socle.cli.client import Client
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.errors import ConfigError
-from socle.settings import Settings
+from socle.settings import Settings, load_settings
 
 BACKUP_TIMEOUT = 6 * 3600.0
 """How long the CLI waits for a control plane to write a backup (big volumes take time)."""
@@ -72,10 +72,7 @@ def _say(text: str) -> None:
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return load_settings()
 
 
 def _show_progress(as_json: bool) -> bool:

@@ -10,15 +10,11 @@ from rich.table import Table
 
 from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json
-from socle.errors import ConfigError
-from socle.settings import Settings
+from socle.settings import load_settings
 
 
 def _client() -> Client:
-    try:
-        return Client(Settings())
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return Client(load_settings())
 
 
 @click.group("firewall")

@@ -18,14 +18,11 @@ from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json
 from socle.errors import ConfigError
 from socle.model.units import parse_duration
-from socle.settings import Settings
+from socle.settings import load_settings
 
 
 def _client() -> Client:
-    try:
-        return Client(Settings())
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return Client(load_settings())
 
 
 def _labels(metric: dict[str, Any]) -> str:

@@ -31,16 +31,13 @@ from socle.errors import ApiError, AuthError, ConfigError, NotFoundError, Server
 from socle.fs import write_private
 from socle.secrets.core import DEV_KEY_FILE
 from socle.secrets.core.audit_chain import verify_file
-from socle.settings import Settings, read_json_file
+from socle.settings import Settings, load_settings, read_json_file
 
 TOKEN_FILE = ".vault-token"  # noqa: S105 - a file name, not a secret
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return load_settings()
 
 
 def resolve_address(option: str | None) -> str:
