@@ -20,6 +20,9 @@ from socle.cli.apps import _settings
 from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json, safe
 from socle.errors import ConfigError, SocleError
+from socle.model.units import parse_duration
+from socle.observe.logs.logql import MetricQuery
+from socle.observe.logs.logql import parse as parse_logql
 
 
 class _DefaultGroup(click.Group):
@@ -118,6 +121,7 @@ def _query(
                 pass
             return
         params["limit"] = limit or 100
+        step = step or _default_step(query, since)
         if step:
             params["step"] = step
         result = client.call("GET", "/api/v1/logs/query", params=params)
@@ -132,6 +136,25 @@ def _query(
         return
     for row in reversed(result["lines"]):  # newest were fetched first: print oldest first
         _print_row(row, as_json)
+
+
+DEFAULT_WINDOW = 3600.0
+"""The API's window when no --since is given (``DEFAULT_SINCE`` of the logs routes)."""
+
+
+def _default_step(query: str, since: str | None) -> str | None:
+    """For counts over time on a terminal: one point per window of the query's range
+    (``[5m]``: a point every 5 minutes, each counting its own lines), at most 250 points.
+    The API's default (about 250 points whatever the range) prints hundreds of lines of
+    overlapping windows. None for a log query, or a query the server will refuse anyway."""
+    try:
+        parsed = parse_logql(query)
+        window = parse_duration(since) if since else DEFAULT_WINDOW
+    except (SocleError, ValueError):
+        return None
+    if not isinstance(parsed, MetricQuery):
+        return None
+    return f"{max(parsed.range_seconds, window / 250, 1.0):g}s"
 
 
 def _app_logs(

@@ -41,3 +41,23 @@ def test_help_names_the_query_option_and_verify(run: CliRunner) -> None:
     result = run.invoke(cli, ["logs", "--help"])
     assert result.exit_code == 0
     assert "--query" in result.output and "socle logs verify" in result.output
+
+
+@pytest.mark.parametrize(
+    ("query", "since", "step"),
+    [
+        ('count_over_time({app="api"}[5m])', None, "300s"),  # a point per window
+        ('sum by (app) (rate({app="api"}[1m]))', "2h", "60s"),
+        ('count_over_time({app="api"}[1m])', "30d", "10368s"),  # at most 250 points
+        ('count_over_time({app="api"}[10s])', "1m", "10s"),
+        ('{app="api"} |= "error"', None, None),  # lines: no step
+        ("count_over_time({app=", None, None),  # the server says what is wrong
+        ('count_over_time({app="api"}[5m])', "soon", None),
+    ],
+)
+def test_counts_over_time_default_to_a_point_per_window(
+    query: str, since: str | None, step: str | None
+) -> None:
+    from socle.cli.logs import _default_step
+
+    assert _default_step(query, since) == step
