@@ -90,6 +90,12 @@ def test_app_output_is_queried_with_logql_and_secrets_are_masked(
     out = dev_server.cli("logs", "--query", '{app="printer"} |= "tick 19"', "--json").stdout
     numbers = [json.loads(json.loads(x)["line"])["n"] for x in out.splitlines()]
     assert numbers == [19, *range(190, 200)]  # oldest first
+    counts = dev_server.cli(
+        "logs", "--query", 'sum(count_over_time({app="printer"}[1h]))', "--since", "3h", "--json"
+    )
+    [total] = json.loads(counts.stdout)["series"]
+    assert len(total["points"]) <= 4  # a point per hour, not ~250 overlapping windows
+    assert total["points"][-1][1] == 202
     # Socle's own records are in the store too.
     assert wait_for(lambda: lines(dev_server, '{app="socle"} |= "listening"'), 30, "own logs")
     # The plain-text secret is nowhere in the store's files, sealed or not.
