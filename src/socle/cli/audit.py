@@ -14,15 +14,11 @@ from rich.table import Table
 from socle.cli.client import Client
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.cli.secrets import verify as verify_file_command
-from socle.errors import ConfigError
-from socle.settings import Settings
+from socle.settings import Settings, load_settings
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return load_settings()
 
 
 @click.group()

@@ -13,7 +13,7 @@ from rich.table import Table
 from socle.cli.client import Client
 from socle.cli.output import console, err_console, json_option, print_json, safe
 from socle.cli.render import print_plan
-from socle.settings import Settings
+from socle.settings import load_settings
 
 SYNC_TIMEOUT = 600.0
 """A sync waits for its rollout (builds, health checks): minutes, not seconds."""
@@ -29,7 +29,7 @@ STATE_STYLE = {
 
 
 def _client(timeout: float = 30.0) -> Client:
-    return Client(Settings(), timeout=timeout)
+    return Client(load_settings(), timeout=timeout)
 
 
 @click.group()

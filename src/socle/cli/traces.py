@@ -11,16 +11,12 @@ from rich.table import Table
 
 from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json, safe
-from socle.errors import ConfigError
 from socle.observe.traces.model import render, span_from_dict, tree
-from socle.settings import Settings
+from socle.settings import Settings, load_settings
 
 
 def _settings() -> Settings:
-    try:
-        return Settings()
-    except ValueError as exc:
-        raise ConfigError(f"invalid setting: {exc}") from None
+    return load_settings()
 
 
 def _flatten(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
