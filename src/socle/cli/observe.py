@@ -32,7 +32,11 @@ def _labels(metric: dict[str, Any]) -> str:
 
 
 def _when(value: float) -> str:
-    return datetime.fromtimestamp(value).strftime("%H:%M:%S")
+    """The time of a point: with its date when it is not today."""
+    moment = datetime.fromtimestamp(value)
+    if moment.date() != datetime.now().date():
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return moment.strftime("%H:%M:%S")
 
 
 @click.group()
@@ -55,6 +59,8 @@ def query(promql: str, range_: str | None, step: str | None, as_json: bool) -> N
                 seconds = parse_duration(range_)
             except ValueError as exc:
                 raise ConfigError(f"--range: {exc}", hint="e.g. --range 1h") from None
+            if seconds <= 0:
+                raise ConfigError("--range must be more than 0", hint="e.g. --range 1h")
             step_s = max(1.0, seconds / 60)
             if step is not None:
                 try:
