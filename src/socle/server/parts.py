@@ -1006,7 +1006,10 @@ class LogAlertsComponent:
         rules = LogQueryRules(log_query_specs(engine.handler("AlertRule").rules), logs.store.metric)
         metrics.collector("log-alerts", rules)
         self._tasks = plane.monitor.group("log-alerts")
-        self._tasks.spawn(rules.run(plane.settings.scrape_interval), "evaluate")
+        # At the pace Prometheus evaluates rules (never slower than its scrapes).
+        settings = plane.settings
+        pace = min(settings.alert_interval, settings.scrape_interval)
+        self._tasks.spawn(rules.run(pace), "evaluate")
 
     async def stop(self) -> None:
         if self._plane.metrics is not None:

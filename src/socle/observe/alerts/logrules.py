@@ -1,7 +1,7 @@
 """AlertRules on the log store: ``spec.logQuery`` evaluated by Socle, alerted by Prometheus.
 
 Prometheus cannot read the log store, so Socle evaluates each applied AlertRule's LogQL
-metric query (``count_over_time({app="api"} |= "error" [5m])``) at every scrape interval and
+metric query (``count_over_time({app="api"} |= "error" [5m])``) at every rule evaluation and
 exports the answer at ``/metrics``:
 
 - ``socle_log_query_value{socle_rule="NAME", ...the query's labels}``: one sample per series
