@@ -19,12 +19,13 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import yaml
 
-from socle.engine.kinds import ApplyContext, HandlerDeps
-from socle.engine.planner import Action, Change, ObjectState
+from socle.engine.kinds import HandlerDeps
+from socle.engine.kinds.record import RecordKindHandler
+from socle.engine.planner import Action
 from socle.errors import ManifestError, Problem
 from socle.model.alertrule import to_rule_group
 from socle.model.kinds import ObjectRef
@@ -83,10 +84,6 @@ class AlertRuleState:
         return Action.UPDATE, "rule files rewritten, Prometheus reloaded (apps not restarted)"
 
 
-def _encode(state: AlertRuleState) -> dict[str, Any]:
-    return {"name": state.name, "manifest": state.manifest, "digest": state.digest}
-
-
 def _decode(data: Mapping[str, Any], kind: str) -> AlertRuleState:
     return AlertRuleState(data["name"], data["manifest"], data["digest"], kind)
 
@@ -125,7 +122,7 @@ async def check_groups(tool: str, groups: list[dict[str, Any]]) -> str | None:
         return "; ".join(useful or lines)[:500]
 
 
-class AlertRuleHandler:
+class AlertRuleHandler(RecordKindHandler[Any, AlertRuleState]):
     """AlertRules: checked with promtool when planned, handed to Prometheus when applied.
 
     :class:`SLOHandler` is the same with another kind and compiler."""
@@ -137,43 +134,23 @@ class AlertRuleHandler:
         return type(self).compile(name, state.manifest["spec"])
 
     def __init__(self, deps: HandlerDeps) -> None:
+        super().__init__(deps)
         # Nothing else of the deps is used: tests build these handlers from a bare object.
         self._log_query_check: LogQueryCheck | None = getattr(deps, "log_query_check", None)
-        self._targets: dict[str, tuple[AlertRuleState, int]] = {}
         self._checked: set[str] = set()
-        self._listeners: list[Callable[[], None]] = []
 
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after each apply that changed AlertRules."""
-        self._listeners.append(listener)
+    def state_of(self, obj: Any) -> AlertRuleState:
+        return AlertRuleState.of(obj, self.kind)
 
-    async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
-        self._targets = {}
-        for name, raw in records.items():
-            data = json.loads(raw)
-            self._targets[name] = (_decode(data["state"], self.kind), int(data["revision"]))
-        return {}
-
-    async def start(self) -> None:
-        """Nothing runs for an AlertRule."""
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def current(self) -> dict[str, ObjectState]:
-        return {name: state for name, (state, _) in self._targets.items()}
+    def decode(self, data: Mapping[str, Any]) -> AlertRuleState:
+        return _decode(data, self.kind)
 
     def rules(self) -> dict[str, AlertRuleState]:
         """The applied AlertRules by name (what the webhook looks actions up in)."""
         return {name: state for name, (state, _) in self._targets.items()}
 
-    async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
-        states = {
-            name: AlertRuleState.of(obj, self.kind)
-            for name, obj in loaded.of_kind(self.kind).items()
-        }
+    async def check(self, loaded: LoadedManifests, states: Mapping[str, AlertRuleState]) -> None:
         await self._check(states, loaded.origins)
-        return dict(states)
 
     async def _check(
         self, states: Mapping[str, AlertRuleState], origins: Mapping[str, str]
@@ -238,63 +215,16 @@ class AlertRuleHandler:
                 problems, hint='a LogQL metric query, e.g. count_over_time({app="api"}[5m])'
             )
 
-    def export_cache(self) -> Any:
-        return None
-
-    def adopt_cache(self, exported: Any) -> None:
-        """Nothing cached across restarts (checks are cheap to redo)."""
-
-    def encode(self, name: str, state: ObjectState) -> dict[str, Any]:
-        return _encode(cast(AlertRuleState, state))
-
-    def decode(self, data: Mapping[str, Any]) -> ObjectState:
-        return _decode(data, self.kind)
-
-    async def check_reapply(self, states: Mapping[str, ObjectState], revision: int) -> None:
-        """A recorded AlertRule can always be applied again."""
-
-    async def prepare(
-        self, changes: list[Change], desired: Mapping[str, ObjectState], ctx: ApplyContext
-    ) -> dict[str, str]:
-        return {}
-
-    def record(self, name: str, state: ObjectState, revision: int) -> bytes:
-        data = {"state": _encode(cast(AlertRuleState, state)), "revision": revision}
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    async def activate(self, applied: Mapping[str, ObjectState | None], revision: int) -> set[str]:
-        for name, state in applied.items():
-            if state is None:
-                self._targets.pop(name, None)
-            else:
-                self._targets[name] = (cast(AlertRuleState, state), revision)
-        if applied:
-            for listener in list(self._listeners):
-                try:
-                    listener()
-                except Exception:
-                    log.exception("AlertRule listener failed")
-        return set()
-
-    async def delete(self, name: str, revision: int) -> None:
-        """Removed in :meth:`activate` already."""
-
-    async def refreshed(self) -> dict[str, ObjectState]:
-        return {}
-
-    async def status(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "kind": self.kind,
-                "name": name,
-                "health": "ready",
-                "revision": revision,
-                "message": self.describe(state)[:200],
-                "severity": state.manifest["spec"].get("severity", "warning"),
-                "actions": state.actions,
-            }
-            for name, (state, revision) in sorted(self._targets.items())
-        ]
+    def row(self, name: str, state: AlertRuleState, revision: int) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": name,
+            "health": "ready",
+            "revision": revision,
+            "message": self.describe(state)[:200],
+            "severity": state.manifest["spec"].get("severity", "warning"),
+            "actions": state.actions,
+        }
 
     def describe(self, state: AlertRuleState) -> str:
         spec = state.manifest["spec"]

@@ -9,19 +9,17 @@ runs for a Route, so activation is immediate and deletion has nothing to release
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
-from socle.engine.kinds import ApplyContext, HandlerDeps
-from socle.engine.planner import Action, Change, ObjectState
+from socle.engine.kinds import HandlerDeps
+from socle.engine.kinds.record import ManifestState, RecordKindHandler, rendered
+from socle.engine.planner import Action
 from socle.errors import ManifestError, Problem
 from socle.model.kinds import ObjectRef
 from socle.model.loader import LoadedManifests
 from socle.model.route import Route
-from socle.model.status import ChangePhase
 
 KIND = "Route"
 
@@ -30,17 +28,12 @@ RouteChecker = Callable[[Mapping[str, Route]], Awaitable[Mapping[str, str]]]
 
 
 @dataclass(frozen=True)
-class RouteState:
-    name: str
-    manifest: dict[str, Any]
-    digest: str
+class RouteState(ManifestState):
     kind: ClassVar[str] = KIND
 
     @classmethod
     def of(cls, route: Route) -> RouteState:
-        manifest = route.model_dump(mode="json", by_alias=True, exclude_none=True)
-        text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
-        return cls(route.name, manifest, hashlib.sha256(text.encode()).hexdigest())
+        return cls(route.name, *rendered(route))
 
     def route(self) -> Route:
         return Route.model_validate(self.manifest)
@@ -52,9 +45,6 @@ class RouteState:
         if "service" in target:
             return [("ExternalService", target["service"])]
         return []
-
-    def comparable(self) -> dict[str, Any]:
-        return self.manifest
 
     def change(self, old: Any) -> tuple[Action, str]:
         return Action.UPDATE, "ingress reloaded (no app restarts)"
@@ -114,33 +104,23 @@ def check_routes(loaded: LoadedManifests) -> list[Problem]:
     return problems
 
 
-class RouteHandler:
+class RouteHandler(RecordKindHandler[Route, RouteState]):
     """Routes: recorded targets; listeners (the ingress) hear about every change."""
 
     kind = KIND
+    deleted_message = "route removed from the ingress"
 
     def __init__(self, deps: HandlerDeps) -> None:
-        self._report = deps.report
-        self._targets: dict[str, tuple[RouteState, int]] = {}
+        super().__init__(deps)
         self._since: dict[str, int] = {}
         """Revision at which each route first claimed its host and path (kept across
         updates that leave them alone): the ingress's order of claims."""
-        self._listeners: list[Callable[[], None]] = []
-        self._cache: dict[int, tuple[Route, RouteState]] = {}
         self._checker: RouteChecker | None = None
 
     def set_checker(self, checker: RouteChecker | None) -> None:
         """Ask ``checker`` (the ingress: ``nginx -t`` on the candidate configuration) at
         every plan, so that a Route nginx would refuse is refused before anything changes."""
         self._checker = checker
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after the applied routes change (ingress re-render)."""
-        self._listeners.append(listener)
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            listener()
 
     def routes(self) -> dict[str, Route]:
         """The applied routes, by name, the earliest applied first: the ingress gives a
@@ -156,26 +136,13 @@ class RouteHandler:
             return self._since.get(name, old[1])
         return revision
 
-    async def restore(self, records: Mapping[str, bytes]) -> dict[str, int]:
-        targets, since = {}, {}
-        for name, raw in records.items():
-            data = json.loads(raw)
-            targets[name] = (_decode(data["state"]), int(data["revision"]))
-            since[name] = int(data.get("since", data["revision"]))
-        self._targets, self._since = targets, since
-        self._notify()
-        return {}
+    def state_of(self, obj: Route) -> RouteState:
+        return RouteState.of(obj)
 
-    async def start(self) -> None:
-        """Nothing runs for a Route."""
+    def decode(self, data: Mapping[str, Any]) -> RouteState:
+        return RouteState.from_json(data)
 
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-    def current(self) -> dict[str, ObjectState]:
-        return {name: state for name, (state, _) in self._targets.items()}
-
-    async def desired(self, loaded: LoadedManifests) -> dict[str, ObjectState]:
+    async def check(self, loaded: LoadedManifests, states: Mapping[str, RouteState]) -> None:
         problems = check_routes(loaded)
         if not problems and self._checker is not None and loaded.of_kind(KIND):
             candidates = {n: cast(Route, o) for n, o in loaded.of_kind(KIND).items()}
@@ -186,88 +153,42 @@ class RouteHandler:
             ]
         if problems:
             raise ManifestError(problems)
-        fresh: dict[int, tuple[Route, RouteState]] = {}
-        states: dict[str, ObjectState] = {}
-        for name, obj in loaded.of_kind(KIND).items():
-            route = cast(Route, obj)
-            entry = self._cache.get(id(route))
-            if entry is None or entry[0] is not route:
-                entry = (route, RouteState.of(route))
-            fresh[id(route)] = entry
-            states[name] = entry[1]
-        self._cache = fresh
-        return states
 
-    def export_cache(self) -> Any:
-        return list(self._cache.values())
-
-    def adopt_cache(self, exported: Any) -> None:
-        self._cache = {id(route): (route, state) for route, state in exported}
-
-    def encode(self, name: str, state: ObjectState) -> dict[str, Any]:
-        return _encode(cast(RouteState, state))
-
-    def decode(self, data: Mapping[str, Any]) -> ObjectState:
-        return _decode(data)
-
-    async def check_reapply(self, states: Mapping[str, ObjectState], revision: int) -> None:
-        """A recorded Route can always be applied again."""
-
-    async def prepare(
-        self, changes: list[Change], desired: Mapping[str, ObjectState], ctx: ApplyContext
-    ) -> dict[str, str]:
-        return {}
-
-    def record(self, name: str, state: ObjectState, revision: int) -> bytes:
-        since = self._claimed_since(name, cast(RouteState, state), revision)
-        data = {"state": _encode(cast(RouteState, state)), "revision": revision, "since": since}
-        return json.dumps(data, separators=(",", ":")).encode()
-
-    async def activate(self, applied: Mapping[str, ObjectState | None], revision: int) -> set[str]:
-        for name, state in applied.items():
-            if state is None:
-                self._targets.pop(name, None)
-                self._since.pop(name, None)
-            else:
-                self._since[name] = self._claimed_since(name, cast(RouteState, state), revision)
-                self._targets[name] = (cast(RouteState, state), revision)
+    def _restored(self, records: Mapping[str, Mapping[str, Any]]) -> None:
+        self._since = {
+            name: int(data.get("since", data["revision"])) for name, data in records.items()
+        }
         self._notify()
-        return set()
 
-    async def delete(self, name: str, revision: int) -> None:
-        self._report(revision, KIND, name, ChangePhase.DELETED, "route removed from the ingress")
+    def _record_extra(self, name: str, state: RouteState, revision: int) -> dict[str, Any]:
+        return {"since": self._claimed_since(name, state, revision)}
 
-    async def refreshed(self) -> dict[str, ObjectState]:
-        return {}
+    def _keep(self, name: str, state: RouteState, revision: int) -> None:
+        self._since[name] = self._claimed_since(name, state, revision)
+        super()._keep(name, state, revision)
 
-    async def status(self) -> list[dict[str, Any]]:
-        rows = []
-        for name, (state, revision) in sorted(self._targets.items()):
-            spec = state.manifest["spec"]
-            target = spec.get("target") or {}
-            rows.append(
-                {
-                    "kind": KIND,
-                    "name": name,
-                    "health": "ready",
-                    "revision": revision,
-                    "message": "",
-                    "host": spec["host"],
-                    "path": spec.get("path", "/"),
-                    "target": target.get("app") or target.get("service"),
-                }
-            )
-        return rows
+    def _drop(self, name: str) -> None:
+        super()._drop(name)
+        self._since.pop(name, None)
+
+    async def start(self) -> None:
+        """Nothing runs for a Route."""
+
+    def row(self, name: str, state: RouteState, revision: int) -> dict[str, Any]:
+        spec = state.manifest["spec"]
+        target = spec.get("target") or {}
+        return {
+            "kind": KIND,
+            "name": name,
+            "health": "ready",
+            "revision": revision,
+            "message": "",
+            "host": spec["host"],
+            "path": spec.get("path", "/"),
+            "target": target.get("app") or target.get("service"),
+        }
 
 
 def _claim(state: RouteState) -> tuple[str, str]:
     spec = state.manifest["spec"]
     return spec["host"], str(spec.get("path", "/")).rstrip("/") or "/"
-
-
-def _encode(state: RouteState) -> dict[str, Any]:
-    return {"name": state.name, "manifest": state.manifest, "digest": state.digest}
-
-
-def _decode(data: Mapping[str, Any]) -> RouteState:
-    return RouteState(data["name"], data["manifest"], data["digest"])
