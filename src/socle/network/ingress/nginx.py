@@ -28,6 +28,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from socle.daemons import recorded_pid, stop_pid
 from socle.errors import SocleError
 from socle.fs import private_dir, write_private
 
@@ -127,18 +128,12 @@ class Nginx:
 
     def pid(self) -> int | None:
         """The live master's pid if it is our nginx (command line names our config)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        text = b" ".join(cmdline).decode(errors="replace")
-        if "nginx: master process" not in text:
-            return None
-        return pid if str(self.conf) in text else None
+
+        def ours(argv: list[str]) -> bool:
+            text = " ".join(argv)
+            return "nginx: master process" in text and str(self.conf) in text
+
+        return recorded_pid(self.pid_file, ours)
 
     def apply(self, text: str) -> bool:
         """Make nginx run ``text``: test, swap, then reload (or start). False: unchanged."""
@@ -218,11 +213,5 @@ class Nginx:
         pid = self.pid()
         if pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGQUIT)
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        stop_pid(pid, signal.SIGQUIT, grace=10)
         self.applied = None

@@ -14,9 +14,6 @@ loopback, and an open API would let any of them silence alerts or post forged on
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,9 +23,7 @@ import httpx
 import yaml
 
 from socle.errors import NotFoundError, ObserveError, QueryRejected
-from socle.fs import private_dir, write_private
-from socle.observe._process import Supervised, stop_stale
-from socle.observe._webauth import WebAuth, write_web_auth
+from socle.observe._embedded import EmbeddedDaemon, replace_checked
 from socle.tasks import TaskGroup
 
 WEBHOOK_PATH = "/api/v1/alerts/webhook"
@@ -73,82 +68,37 @@ def render_config(
     }
 
 
-class AlertmanagerServer:
+class AlertmanagerServer(EmbeddedDaemon):
     """The embedded Alertmanager of one control plane (see the module docstring)."""
+
+    daemon = "alertmanager"
+    title = "Alertmanager"
+    start_hint = "check SOCLE_ALERTMANAGER_LISTEN and {log}; SOCLE_ALERTMANAGER=off runs without it"
 
     def __init__(
         self, folder: Path, *, binary: str, host: str, port: int, tasks: TaskGroup
     ) -> None:
-        self.folder = folder
-        self.binary = binary
-        self.host = host
-        self.port = port
-        self._tasks = tasks
-        self.config_file = folder / "alertmanager.yml"
-        self.token_file = folder / "token"
-        self._process: Supervised | None = None
-        self._client = httpx.AsyncClient(timeout=15.0)
-        self.web: WebAuth | None = None
-        """Basic auth on its HTTP API (set by :meth:`prepare`; Prometheus needs it too)."""
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
+        super().__init__(
+            folder, binary=binary, host=host, port=port, tasks=tasks, client_timeout=15.0
+        )
 
     async def prepare(self, token: str) -> None:
         """Folders, the webhook token and a new password for Alertmanager's own API."""
-
-        def make() -> WebAuth:
-            private_dir(self.folder)
-            private_dir(self.folder / "data")
-            write_private(self.token_file, token + "\n")
-            return write_web_auth(self.folder)
-
-        self.web = await asyncio.to_thread(make)
-        self._client.auth = self.web.pair
+        await self._prepare(token, [self.folder / "data"])
 
     async def write_config(self, *, socle_url: str, ca_file: Path | None) -> None:
         config = render_config(socle_url, self.token_file, ca_file=ca_file)
-        candidate = self.config_file.with_name("alertmanager.yml.new")
-        await asyncio.to_thread(write_private, candidate, yaml.safe_dump(config, sort_keys=False))
         amtool = shutil.which("amtool") or str(Path(self.binary).with_name("amtool"))
-        if Path(amtool).exists():
-            proc = await asyncio.create_subprocess_exec(
-                amtool,
-                "check-config",
-                str(candidate),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            out, _ = await proc.communicate()
-            if proc.returncode != 0:
-                with contextlib.suppress(FileNotFoundError):
-                    candidate.unlink()
-                raise ObserveError(
-                    "the generated Alertmanager config was refused: "
-                    + out.decode(errors="replace").strip()[-500:]
-                )
-        await asyncio.to_thread(os.replace, candidate, self.config_file)
+        check = [amtool, "check-config"] if Path(amtool).exists() else None
+        text = yaml.safe_dump(config, sort_keys=False)
+        refused = await replace_checked(self.config_file, text, check)
+        if refused is not None:
+            raise ObserveError("the generated Alertmanager config was refused: " + refused[-500:])
         if self._process is not None:
             await self._post("/-/reload")
 
-    async def _ready(self) -> bool:
-        try:
-            response = await self._client.get(f"{self.url}/-/ready", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    async def start(self) -> None:
-        await asyncio.to_thread(
-            stop_stale, self.folder / "alertmanager.pid", self.binary, str(self.config_file)
-        )
-        argv = [
+    def _argv(self) -> list[str]:
+        return [
             self.binary,
             f"--config.file={self.config_file}",
             f"--storage.path={self.folder / 'data'}",
@@ -158,33 +108,6 @@ class AlertmanagerServer:
             f"--web.external-url={self.url}/",
             "--log.level=warn",
         ]
-        process = Supervised(
-            "alertmanager",
-            argv,
-            log_file=self.folder / "alertmanager.log",
-            pid_file=self.folder / "alertmanager.pid",
-            tasks=self._tasks,
-            ready=self._ready,
-        )
-        try:
-            await process.start(timeout=60.0)
-        except RuntimeError as exc:
-            raise ObserveError(
-                f"the embedded Alertmanager did not start: {exc}",
-                hint="check SOCLE_ALERTMANAGER_LISTEN and "
-                f"{self.folder / 'alertmanager.log'}; SOCLE_ALERTMANAGER=off runs without it",
-            ) from exc
-        self._process = process
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            await process.stop()
-        await self._client.aclose()
-
-    def to_dict(self) -> dict[str, object]:
-        process = self._process.to_dict() if self._process else {"pid": None}
-        return {"url": self.url, **process}
 
     # -- the v2 API ----------------------------------------------------------------------
 

@@ -33,15 +33,15 @@ import httpx
 import yaml
 
 from socle.errors import ObserveError, QueryRejected
-from socle.fs import private_dir, write_private
-from socle.observe._process import Supervised, stop_stale
-from socle.observe._webauth import USER, WebAuth, write_web_auth
+from socle.fs import write_private
+from socle.observe._embedded import EmbeddedDaemon, replace_checked
+from socle.observe._embedded import run_check as _run_check
+from socle.observe._webauth import USER
 from socle.tasks import TaskGroup
 
 JOBS = ("socle", "socle-instances", "apps")
 """The scrape jobs, each fed by ``/api/v1/metrics/targets?job=<name>``."""
 
-CHECK_TIMEOUT = 60.0
 MAX_ANSWER_BYTES = 32 << 20
 """The largest query answer the control plane reads from Prometheus."""
 
@@ -139,22 +139,6 @@ def dump(config: Mapping[str, Any]) -> str:
     return yaml.safe_dump(dict(config), sort_keys=False, default_flow_style=False)
 
 
-async def _run_check(argv: list[str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 1, f"{argv[0]} timed out after {CHECK_TIMEOUT:g}s"
-    return proc.returncode or 0, out.decode(errors="replace").strip()
-
-
 def promtool_for(prometheus_bin: str) -> str:
     sibling = Path(prometheus_bin).with_name("promtool")
     if sibling.exists():
@@ -178,8 +162,15 @@ async def check_rules(promtool: str, path: Path, *, name: str | None = None) -> 
         )
 
 
-class PrometheusServer:
+class PrometheusServer(EmbeddedDaemon):
     """The embedded Prometheus of one control plane (see the module docstring)."""
+
+    daemon = "prometheus"
+    title = "Prometheus"
+    start_hint = (
+        "check SOCLE_PROMETHEUS_LISTEN (a free loopback port) and {log}; "
+        "SOCLE_PROMETHEUS=off runs without it"
+    )
 
     def __init__(
         self,
@@ -193,33 +184,21 @@ class PrometheusServer:
         tasks: TaskGroup,
         agent: bool = False,
     ) -> None:
-        self.folder = folder
+        super().__init__(
+            folder, binary=binary, host=host, port=port, tasks=tasks, client_timeout=30.0
+        )
         self.agent = agent
-        self.binary = binary
         self.promtool = promtool_for(binary)
-        self.host = host
-        self.port = port
         self.retention = retention
         self.retention_size = retention_size
-        self._tasks = tasks
-        self.config_file = folder / "prometheus.yml"
         self.rules_dir = folder / "rules"
-        self.token_file = folder / "token"
-        self._process: Supervised | None = None
-        self._client = httpx.AsyncClient(timeout=30.0)
         self._config_lock = asyncio.Lock()
-        self.web: WebAuth | None = None
-        """Basic auth on its HTTP API (set by :meth:`prepare`)."""
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def _argv(self) -> list[str]:
         argv = [
             self.binary,
             f"--config.file={self.config_file}",
-            f"--web.listen-address={self.host}:{self.port}",
+            f"--web.listen-address={self.address}",
             f"--web.config.file={self.folder / 'web.yml'}",
             "--web.enable-lifecycle",
             f"--web.external-url={self.url}/",
@@ -239,33 +218,19 @@ class PrometheusServer:
     async def prepare(self, token: str) -> None:
         """Folders, the scrape token (before the first config, which names the file) and a
         new password for Prometheus' own API."""
-
-        def make() -> WebAuth:
-            private_dir(self.folder)
-            private_dir(self.rules_dir)
-            private_dir(self.folder / "data")
-            write_private(self.token_file, token + "\n")
-            return write_web_auth(self.folder)
-
-        self.web = await asyncio.to_thread(make)
-        self._client.auth = self.web.pair
+        await self._prepare(token, [self.rules_dir, self.folder / "data"])
 
     async def write_config(self, config: Mapping[str, Any], *, reload: bool = True) -> None:
         """Check ``config`` with promtool, then make it live (and reload a running server)."""
         async with self._config_lock:
-            candidate = self.config_file.with_name("prometheus.yml.new")
-            await asyncio.to_thread(write_private, candidate, dump(config))
             check = [self.promtool, "check", "config", *(["--agent"] if self.agent else [])]
-            code, out = await _run_check([*check, str(candidate)])
-            if code != 0:
-                with contextlib.suppress(FileNotFoundError):
-                    candidate.unlink()
+            out = await replace_checked(self.config_file, dump(config), check)
+            if out is not None:
                 raise ObserveError(
                     f"the generated Prometheus config was refused, the running one is kept: {out}",
                     hint="check the observe settings (remote_write URL, retention) and the "
                     "AlertRule manifests",
                 )
-            await asyncio.to_thread(os.replace, candidate, self.config_file)
             if reload and self.running:
                 await self.reload()
 
@@ -300,35 +265,6 @@ class PrometheusServer:
     def running(self) -> bool:
         return self._process is not None and self._process.pid is not None
 
-    async def _ready(self) -> bool:
-        try:
-            response = await self._client.get(f"{self.url}/-/ready", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
-
-    async def start(self) -> None:
-        await asyncio.to_thread(
-            stop_stale, self.folder / "prometheus.pid", self.binary, str(self.config_file)
-        )
-        process = Supervised(
-            "prometheus",
-            self._argv(),
-            log_file=self.folder / "prometheus.log",
-            pid_file=self.folder / "prometheus.pid",
-            tasks=self._tasks,
-            ready=self._ready,
-        )
-        try:
-            await process.start(timeout=60.0)
-        except RuntimeError as exc:
-            raise ObserveError(
-                f"the embedded Prometheus did not start: {exc}",
-                hint="check SOCLE_PROMETHEUS_LISTEN (a free loopback port) and "
-                f"{self.folder / 'prometheus.log'}; SOCLE_PROMETHEUS=off runs without it",
-            ) from exc
-        self._process = process
-
     async def reload(self) -> None:
         try:
             response = await self._client.post(f"{self.url}/-/reload")
@@ -337,15 +273,8 @@ class PrometheusServer:
         if response.status_code != 200:
             raise ObserveError(f"Prometheus refused to reload: {response.text.strip()}")
 
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            await process.stop()
-        await self._client.aclose()
-
     def to_dict(self) -> dict[str, object]:
-        process = self._process.to_dict() if self._process else {"pid": None}
-        return {"url": self.url, "retention": self.retention, **process}
+        return {"url": self.url, "retention": self.retention, **self._process_info()}
 
 
 class PrometheusQuery:

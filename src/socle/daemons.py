@@ -1,14 +1,17 @@
-"""One supervised daemon (Prometheus, Alertmanager): started, watched, restarted, stopped.
+"""Daemons Socle runs itself: supervised children, and masters adopted from a pid file.
 
-The daemon is a child of the control plane, started as an argument list (never a shell),
-its output appended to an owner-only log file. A watcher task waits for it; if it dies
-while it should run, it is started again after a backoff that doubles up to
-``max_backoff`` (reset once it stayed up for a minute), and every restart is counted.
+:class:`Supervised` runs one daemon (Prometheus, Alertmanager) as a child of the control
+plane, started as an argument list (never a shell), its output appended to an owner-only
+log file. A watcher task waits for it; if it dies while it should run, it is started again
+after a backoff that doubles up to ``max_backoff`` (reset once it stayed up for a minute),
+and every restart is counted.
 
 Its PID is written to ``pid_file``: a control plane killed with ``kill -9`` leaves its
 daemon behind, holding the port and the data folder's lock, so the next start stops the
-recorded PID first -- only if that process still runs the same executable with the same
-config file (a recycled PID is left alone).
+recorded PID first (:func:`stop_stale`) -- only if that process still runs the same
+executable with the same config file (a recycled PID is left alone). A daemon that forks
+away from the control plane on purpose (nginx, which outlives it) is found the same way
+(:func:`recorded_pid`) and stopped with :func:`stop_pid`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from pathlib import Path
 from socle.fs import open_private_append, write_private
 from socle.tasks import TaskGroup
 
-log = logging.getLogger("socle.observe")
+log = logging.getLogger(__name__)
 
 STOP_GRACE = 10.0
 
 
-def _cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> list[str]:
+    """The command line of ``pid`` (empty: gone, or a zombie)."""
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -38,22 +42,39 @@ def _cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
-def stop_stale(pid_file: Path, executable: str, marker: str) -> bool:
-    """Stop a daemon left by an earlier control plane (see the module docstring)."""
+def recorded_pid(pid_file: Path, matches: Callable[[list[str]], bool]) -> int | None:
+    """The PID in ``pid_file`` if that process runs and its command line ``matches`` (a
+    recycled PID, another program's, is None)."""
     try:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
-        return False
-    argv = _cmdline(pid)
-    if not argv or Path(argv[0]).name != Path(executable).name or marker not in " ".join(argv):
-        return False
+        return None
+    argv = cmdline(pid)
+    return pid if argv and matches(argv) else None
+
+
+def stop_pid(pid: int, sig: int = signal.SIGTERM, grace: float = STOP_GRACE) -> None:
+    """Send ``sig``, wait up to ``grace`` seconds for ``pid`` to go, then SIGKILL it
+    (blocking: call it through ``asyncio.to_thread`` from the loop)."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE
-    while time.monotonic() < deadline and _cmdline(pid):
-        time.sleep(0.05)
+        os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and cmdline(pid):
+        time.sleep(0.02)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def stop_stale(pid_file: Path, executable: str, marker: str) -> bool:
+    """Stop a daemon left by an earlier control plane (see the module docstring)."""
+
+    def ours(argv: list[str]) -> bool:
+        return Path(argv[0]).name == Path(executable).name and marker in " ".join(argv)
+
+    pid = recorded_pid(pid_file, ours)
+    if pid is None:
+        return False
+    stop_pid(pid)
     return True
 
 
@@ -187,4 +208,4 @@ class Supervised:
         }
 
 
-__all__ = ["Supervised", "stop_stale"]
+__all__ = ["Supervised", "cmdline", "recorded_pid", "stop_pid", "stop_stale"]
