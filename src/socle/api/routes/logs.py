@@ -28,7 +28,7 @@ from socle.model.units import parse_duration
 from socle.observe.logs import loki, pushwire
 from socle.observe.logs.logql import LogQuery, MetricQuery, parse
 from socle.observe.logs.logql import Query as LogQLQuery
-from socle.observe.logs.model import NS, Entry
+from socle.observe.logs.model import NS, Entry, Row, Series
 from socle.observe.logs.service import LogService
 
 router = APIRouter(prefix="/api/v1/logs")
@@ -91,31 +91,47 @@ def _series_dict(series: list[Any]) -> list[dict[str, object]]:
     return [{"labels": s.labels, "points": [[ts / NS, v] for ts, v in s.points]} for s in series]
 
 
+class RangeQuery:
+    """The parameters of a LogQL query over a window (ours and Loki's ``query_range``),
+    parsed once: ``query``, ``start``/``end``/``since``, ``step``, ``limit``, ``direction``."""
+
+    def __init__(
+        self,
+        query: str,
+        since: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        step: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
+    ) -> None:
+        self.query, self.since, self.start, self.end, self.step = query, since, start, end, step
+        self.limit = limit
+        self.forward = direction == "forward"
+
+    async def run(self, service: LogService) -> tuple[list[Series] | None, list[Row]]:
+        """``(series, [])`` for a metric query, ``(None, rows)`` for a log query."""
+        parsed = _parse(self.query)
+        start_ns, end_ns = _window(self.start, self.end, self.since)
+        if isinstance(parsed, MetricQuery):
+            step = _step(self.step, start_ns, end_ns)
+            return await asyncio.to_thread(service.store.metric, parsed, start_ns, end_ns, step), []
+        rows = await service.select(
+            parsed, start_ns, end_ns, limit=self.limit, forward=self.forward
+        )
+        return None, rows
+
+
+Range = Annotated[RangeQuery, Depends()]
+
+
 @router.get("/query")
-async def query_logs(
-    ctx: Ctx,
-    _: Who,
-    query: str,
-    since: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    step: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
-) -> dict[str, object]:
+async def query_logs(ctx: Ctx, _: Who, params: Range) -> dict[str, object]:
     """A LogQL query: ``{"lines": [...]}`` for a log query (newest first unless
     ``direction=forward``), ``{"series": [...]}`` for counts over time."""
-    service = _service(ctx)
-    parsed = _parse(query)
-    start_ns, end_ns = _window(start, end, since)
-    if isinstance(parsed, MetricQuery):
-        series = await asyncio.to_thread(
-            service.store.metric, parsed, start_ns, end_ns, _step(step, start_ns, end_ns)
-        )
+    series, rows = await params.run(_service(ctx))
+    if series is not None:
         return {"series": _series_dict(series)}
-    rows = await service.select(
-        parsed, start_ns, end_ns, limit=limit, forward=direction == "forward"
-    )
     return {"lines": [row.to_dict() for row in rows]}
 
 
@@ -217,28 +233,10 @@ async def loki_query(
 
 
 @loki_router.get("/query_range")
-async def loki_query_range(
-    ctx: Ctx,
-    _: Who,
-    query: str,
-    start: str | None = None,
-    end: str | None = None,
-    since: str | None = None,
-    step: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
-    direction: Annotated[str, Query(pattern="^(forward|backward)$")] = "backward",
-) -> dict[str, Any]:
-    service = _service(ctx)
-    parsed = _parse(query)
-    start_ns, end_ns = _window(start, end, since)
-    if isinstance(parsed, MetricQuery):
-        series = await asyncio.to_thread(
-            service.store.metric, parsed, start_ns, end_ns, _step(step, start_ns, end_ns)
-        )
+async def loki_query_range(ctx: Ctx, _: Who, params: Range) -> dict[str, Any]:
+    series, rows = await params.run(_service(ctx))
+    if series is not None:
         return loki.success("matrix", loki.matrix(series))
-    rows = await service.select(
-        parsed, start_ns, end_ns, limit=limit, forward=direction == "forward"
-    )
     return loki.success("streams", loki.streams(rows))
 
 
