@@ -31,6 +31,9 @@ boundary (``raise SomeSocleError(...) from exc``) so that no vendor exception le
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class SocleError(Exception):
@@ -231,3 +234,11 @@ class AuthError(ApiError):
 
 class ServerNotRunning(SocleError):
     """The CLI found no control plane to talk to."""
+
+
+def need(value: T | None, what: str) -> T:
+    """``value``, which an earlier control-plane component made (the server's parts, the
+    observe components); a wrong component order fails loudly instead of a None deep down."""
+    if value is None:
+        raise SocleError(f"component order is wrong: {what} is not started yet")
+    return value

@@ -19,11 +19,12 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from socle.engine.service import Engine
-from socle.errors import ConfigError, SocleError
+from socle.errors import ConfigError, SocleError, need
 from socle.fs import private_dir
+from socle.observe._embedded import EmbeddedDaemon
 from socle.observe.alerts.forward import AlertForwarder, Sink, resolve_removed
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.alerts.releases import ReleaseWatch
@@ -44,11 +45,10 @@ from socle.ports import PortBook
 from socle.redact import Redactor
 from socle.runtime.local.driver import LocalDriver
 from socle.settings import Settings
-from socle.tasks import TaskMonitor
+from socle.tasks import TaskGroup, TaskMonitor
 
 log = logging.getLogger("socle.observe")
 
-T = TypeVar("T")
 
 RULE_KINDS = ("AlertRule", "SLO")
 """Kinds whose applied objects become Prometheus rule files."""
@@ -85,12 +85,6 @@ class PlaneView(Protocol):
         """Where alerts go to reach the notifiers (GitOps' notification queue), if any."""
 
 
-def _need(value: T | None, what: str) -> T:
-    if value is None:
-        raise SocleError(f"component order is wrong: {what} is not started yet")
-    return value
-
-
 def reachable_address(host: str, port: int) -> str:
     """``host:port`` of the main listener as a local client reaches it."""
     if host in ("0.0.0.0", ""):
@@ -119,9 +113,9 @@ class ObserveComponent:
 
     async def start(self) -> None:
         plane = self._plane
-        driver: LocalDriver = _need(plane.driver, "runtime")
-        engine: Engine = _need(plane.engine, "engine")
-        metrics: ControlPlaneMetrics = _need(plane.metrics, "metrics")
+        driver: LocalDriver = need(plane.driver, "runtime")
+        engine: Engine = need(plane.engine, "engine")
+        metrics: ControlPlaneMetrics = need(plane.metrics, "metrics")
         observe = Observe(
             metrics,
             address=reachable_address(plane.host, plane.port),
@@ -158,13 +152,13 @@ class AlertmanagerComponent:
     async def start(self) -> None:
         plane = self._plane
         settings = plane.settings
-        observe: Observe = _need(plane.observe, "observe")
-        engine: Engine = _need(plane.engine, "engine")
-        driver: LocalDriver = _need(plane.driver, "runtime")
+        observe: Observe = need(plane.observe, "observe")
+        engine: Engine = need(plane.engine, "engine")
+        driver: LocalDriver = need(plane.driver, "runtime")
         alerts = Alerts(
             engine=engine,
             driver=driver,
-            metrics=_need(plane.metrics, "metrics"),
+            metrics=need(plane.metrics, "metrics"),
             min_interval=settings.remediation_interval,
             record_file=settings.observe_dir / "remediations.jsonl",
             tasks=self._tasks,
@@ -207,11 +201,16 @@ class AlertmanagerComponent:
         if observe is not None:
             observe.alerts = None
         server, self._server = self._server, None
-        try:
-            if server is not None:
-                await server.stop()
-        finally:
-            await self._tasks.close()
+        await _stop_daemon(server, self._tasks)
+
+
+async def _stop_daemon(server: EmbeddedDaemon | None, tasks: TaskGroup) -> None:
+    """Stop a component's daemon, then its tasks (even when the daemon's stop failed)."""
+    try:
+        if server is not None:
+            await server.stop()
+    finally:
+        await tasks.close()
 
 
 def _installed(binary: str) -> bool:
@@ -243,7 +242,7 @@ class PrometheusComponent:
         settings = plane.settings
         if settings.prometheus == "off" or not _installed(settings.prometheus_bin):
             return
-        observe: Observe = _need(plane.observe, "observe")
+        observe: Observe = need(plane.observe, "observe")
         agent = settings.prometheus == "agent"
         if agent and not settings.metrics_remote_write:
             raise ConfigError(
@@ -281,7 +280,7 @@ class PrometheusComponent:
             agent=agent,
         )
         await server.write_config(render_config(setup), reload=False)
-        engine: Engine = _need(plane.engine, "engine")
+        engine: Engine = need(plane.engine, "engine")
 
         async def write(files: Mapping[str, str]) -> None:
             await server.write_rules(files)
@@ -325,7 +324,7 @@ class PrometheusComponent:
         manager = observe.alerts.manager if observe and observe.alerts else None
         if manager is None:
             return
-        engine: Engine = _need(self._plane.engine, "engine")
+        engine: Engine = need(self._plane.engine, "engine")
         applied = set(engine.handler("AlertRule").rules())
         applied.update(f"SLO/{name}" for name in engine.handler("SLO").rules())
         try:
@@ -347,11 +346,7 @@ class PrometheusComponent:
             observe.prometheus = None
         server, self._server = self._server, None
         self._rules = None
-        try:
-            if server is not None:
-                await server.stop()
-        finally:
-            await self._tasks.close()
+        await _stop_daemon(server, self._tasks)
 
 
 __all__ = [

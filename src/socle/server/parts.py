@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
@@ -36,7 +36,7 @@ from socle.backup.schedule import VolumeBackupPlan, VolumeBackupScheduler
 from socle.backup.service import HomeBackups
 from socle.engine.releases import ReleaseStore
 from socle.engine.service import Engine
-from socle.errors import ConfigError, LeaseLost, SocleError
+from socle.errors import ConfigError, LeaseLost, need
 from socle.fs import write_private
 from socle.gitops.notify import Notifications
 from socle.gitops.service import GitOps
@@ -84,8 +84,6 @@ from socle.state.store import StateStore
 from socle.tasks import TaskGroup, TaskMonitor
 
 log = logging.getLogger("socle.server")
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -208,13 +206,6 @@ class Plane:
                 },
             },
         }
-
-
-def need(value: T | None, what: str) -> T:
-    """``value``, which an earlier component made; a wrong component order fails loudly."""
-    if value is None:
-        raise SocleError(f"component order is wrong: {what} is not started yet")
-    return value
 
 
 class AuditComponent:
@@ -810,6 +801,46 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class Listener:
+    """One HTTP listener: a granian server serving ``app`` as a task of ``tasks``.
+
+    Every open connection holds one of ``backpressure`` slots, idle or not: enough slots
+    that hundreds of idle clients starve nobody, a deep backlog for bursts, and a header
+    timeout that also closes idle keep-alive connections. HTTP/1.1 only: granian's HTTP/2
+    connections have no idle timeout (our clients speak 1.1).
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        settings: Settings,
+        tasks: TaskGroup,
+        *,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        self._server = GranianServer(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+            http=HTTPModes.http1,
+            backlog=1024,
+            backpressure=settings.max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+            ssl_cert=tls[0] if tls else None,
+            ssl_key=tls[1] if tls else None,
+        )
+        self._serving = tasks.spawn(self._server.serve(), "serve")
+
+    async def stop(self) -> None:
+        self._server.stop()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serving
+
+
 class ConsulComponent:
     """The Consul-compatible API (catalog, health, agent, KV) on its own listener, so that
     ``/v1/...`` stays the Vault API on the main one. Same tokens as the platform API."""
@@ -818,8 +849,7 @@ class ConsulComponent:
 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
-        self._server: GranianServer | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -835,31 +865,15 @@ class ConsulComponent:
                 hint="keep SOCLE_CONSUL_LISTEN on a loopback address (e.g. 127.0.0.1:8500)",
             )
         app = create_consul_app(need(plane.network, "network"), tokens)
-        server = GranianServer(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            log_enabled=False,
-            http=HTTPModes.http1,
-            backlog=1024,
-            backpressure=settings.max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
-        )
-        self._server = server
-        self._serving = plane.monitor.group("consul").spawn(server.serve(), "serve")
+        self._listener = Listener(app, host, port, settings, plane.monitor.group("consul"))
         plane.consul_address = host_port(host, port)
         log.warning("Consul-compatible API listening on http://%s", plane.consul_address)
 
     async def stop(self) -> None:
         self._plane.consul_address = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()  # type: ignore[no-untyped-call]
-        serving, self._serving = self._serving, None
-        if serving is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
 
 
 def _is_loopback(host: str) -> bool:
@@ -1069,8 +1083,7 @@ class ApiComponent:
     def __init__(self, plane: Plane, *, status: Callable[[], dict[str, object]]) -> None:
         self._plane = plane
         self._status = status
-        self._server: GranianServer | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -1110,25 +1123,9 @@ class ApiComponent:
             max_trace_push_bytes=settings.max_trace_push_bytes,
             traced=plane.traces is not None,
         )
-        server = GranianServer(
-            app,
-            address=plane.host,
-            port=plane.port,
-            interface=Interfaces.ASGI,
-            log_enabled=False,
-            # Every open connection holds one of `backpressure` slots, idle or not: enough
-            # slots that hundreds of idle clients starve nobody, a deep backlog for bursts,
-            # and a header timeout that also closes idle keep-alive connections. HTTP/1.1 only:
-            # granian's HTTP/2 connections have no idle timeout (our clients speak 1.1).
-            http=HTTPModes.http1,
-            backlog=1024,
-            backpressure=settings.max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
-            ssl_cert=plane.tls[0] if plane.tls else None,
-            ssl_key=plane.tls[1] if plane.tls else None,
+        self._listener = Listener(
+            app, plane.host, plane.port, settings, plane.monitor.group("api"), tls=plane.tls
         )
-        self._server = server
-        self._serving = plane.monitor.group("api").spawn(server.serve(), "serve")
         info: dict[str, object] = {"url": plane.url, "pid": os.getpid()}
         if plane.consul_address:
             info["consul"] = plane.consul_address
@@ -1140,13 +1137,9 @@ class ApiComponent:
     async def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._plane.settings.server_file.unlink()
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()  # type: ignore[no-untyped-call]
-        serving, self._serving = self._serving, None
-        if serving is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
 
 
 def check_not_fenced(plane: Plane) -> None:
