@@ -7,16 +7,16 @@ Prometheus) or a provider (volumes). :class:`RecordKindHandler` holds what they 
 planning states cached by model identity, the record's JSON, restore, activation, deletion
 and listeners. A kind subclass says only what differs:
 
-=======================  =================================================================
-``state_of`` / ``decode`` the kind's planning state, from a model or from a record's JSON
-``check``                 problems only a view of every object shows (refused at plan time)
-``_tell``                 hand one target (or its removal: None) to the kind's sink
-``remove_after_deps``     True: a deleted object leaves its sink in :meth:`delete`, once
-                          the objects that depended on it settled (an ExternalService
-                          outlives the Routes to it); False: at once, in :meth:`activate`
-``deleted_message``       what the revision says of a deleted object (None: nothing)
-``status``                the kind's rows for ``socle status``
-=======================  =================================================================
+=========================  ===============================================================
+``state_of`` / ``decode``  the kind's planning state, from a model or from a record's JSON
+``check``                  problems only a view of every object shows (refused at plan time)
+``_tell``                  hand one target (or its removal: None) to the kind's sink
+``remove_after_deps``      True: a deleted object leaves its sink in :meth:`delete`, once
+                           the objects that depended on it settled (an ExternalService
+                           outlives the Routes to it); False: at once, in :meth:`activate`
+``deleted_message``        what the revision says of a deleted object (None: nothing)
+``row`` / ``status``       the kind's rows for ``socle status``
+=========================  ===============================================================
 """
 
 from __future__ import annotations
@@ -253,7 +253,13 @@ class RecordKindHandler(Generic[M, S]):
 
     def row(self, name: str, state: S, revision: int) -> dict[str, Any]:
         """The status row of one target (a kind adds its own fields)."""
-        return {"kind": self.kind, "name": name, "health": "ready", "revision": revision}
+        return {
+            "kind": self.kind,
+            "name": name,
+            "health": "ready",
+            "revision": revision,
+            "message": "",
+        }
 
 
 __all__ = ["ManifestState", "RecordKindHandler", "RecordState", "encode_state", "rendered"]

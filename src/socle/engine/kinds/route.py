@@ -171,9 +171,6 @@ class RouteHandler(RecordKindHandler[Route, RouteState]):
         super()._drop(name)
         self._since.pop(name, None)
 
-    async def start(self) -> None:
-        """Nothing runs for a Route."""
-
     def row(self, name: str, state: RouteState, revision: int) -> dict[str, Any]:
         spec = state.manifest["spec"]
         target = spec.get("target") or {}
