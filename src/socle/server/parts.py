@@ -696,6 +696,49 @@ def _bridge_services(
     return tuple(services)
 
 
+class Listener:
+    """One HTTP listener: a granian server serving ``app`` as a task of ``tasks``.
+
+    Every open connection holds one of ``backpressure`` slots, idle or not: enough slots
+    that hundreds of idle clients starve nobody, a deep backlog for bursts, and a header
+    timeout that also closes idle keep-alive connections. HTTP/1.1 only: granian's HTTP/2
+    connections have no idle timeout (our clients speak 1.1). A listener for untrusted
+    senders gets a smaller ``backlog`` and fewer ``max_connections``.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        settings: Settings,
+        tasks: TaskGroup,
+        *,
+        tls: tuple[Path, Path] | None = None,
+        backlog: int = 1024,
+        max_connections: int | None = None,
+    ) -> None:
+        self._server = GranianServer(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+            http=HTTPModes.http1,
+            backlog=backlog,
+            backpressure=max_connections or settings.max_connections,
+            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+            ssl_cert=tls[0] if tls else None,
+            ssl_key=tls[1] if tls else None,
+        )
+        self._serving = tasks.spawn(self._server.serve(), "serve")
+
+    async def stop(self) -> None:
+        self._server.stop()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serving
+
+
 class OtlpBridgeComponent:
     """The OTLP/HTTP receiver on the Socle bridge's gateway, for instances in their own
     network namespaces (see :mod:`socle.api.otlp`). Starts after the runtime (which sets
@@ -706,8 +749,7 @@ class OtlpBridgeComponent:
 
     def __init__(self, plane: Plane) -> None:
         self._plane = plane
-        self._server: GranianServer | None = None
-        self._serving: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     async def start(self) -> None:
         plane = self._plane
@@ -733,31 +775,23 @@ class OtlpBridgeComponent:
             max_inflated_bytes=4 * settings.max_trace_push_bytes,
             body_timeout=settings.body_timeout,
         )
-        server = GranianServer(
+        self._listener = Listener(
             app,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            log_enabled=False,
-            http=HTTPModes.http1,
+            host,
+            port,
+            settings,
+            plane.monitor.group("otlp"),
             backlog=256,
-            backpressure=min(settings.max_connections, 256),
-            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
+            max_connections=min(settings.max_connections, 256),
         )
-        self._server = server
-        self._serving = plane.monitor.group("otlp").spawn(server.serve(), "serve")
         plane.otlp_bridge = host_port(host, port)
         log.warning("OTLP/HTTP receiver for instances listening on http://%s", plane.otlp_bridge)
 
     async def stop(self) -> None:
         self._plane.otlp_bridge = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.stop()  # type: ignore[no-untyped-call]
-        serving, self._serving = self._serving, None
-        if serving is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await serving
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
 
 
 class FirewallComponent:
@@ -799,46 +833,6 @@ class FirewallComponent:
 
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class Listener:
-    """One HTTP listener: a granian server serving ``app`` as a task of ``tasks``.
-
-    Every open connection holds one of ``backpressure`` slots, idle or not: enough slots
-    that hundreds of idle clients starve nobody, a deep backlog for bursts, and a header
-    timeout that also closes idle keep-alive connections. HTTP/1.1 only: granian's HTTP/2
-    connections have no idle timeout (our clients speak 1.1).
-    """
-
-    def __init__(
-        self,
-        app: Any,
-        host: str,
-        port: int,
-        settings: Settings,
-        tasks: TaskGroup,
-        *,
-        tls: tuple[Path, Path] | None = None,
-    ) -> None:
-        self._server = GranianServer(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.ASGI,
-            log_enabled=False,
-            http=HTTPModes.http1,
-            backlog=1024,
-            backpressure=settings.max_connections,
-            http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
-            ssl_cert=tls[0] if tls else None,
-            ssl_key=tls[1] if tls else None,
-        )
-        self._serving = tasks.spawn(self._server.serve(), "serve")
-
-    async def stop(self) -> None:
-        self._server.stop()  # type: ignore[no-untyped-call]
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._serving
 
 
 class ConsulComponent:
