@@ -5,6 +5,16 @@ background task (a slow receiver never holds a sync), retried with exponential b
 (``RETRIES`` attempts) on a connection error, a 5xx or a 429; every delivery is recorded
 (``gitops/notifications/<n>``, the last ``KEEP`` kept) with its attempts and outcome.
 
+Chat bodies are text a chat client renders: every field is cut of control and
+bidirectional-override characters, and Slack's ``&``/``<``/``>`` (links, ``<!channel>``
+mentions) or Teams' markdown and HTML are escaped, so a commit message, a metric label or
+an alert annotation shows as the words it is and never as a link, a mention or markup.
+
+Deliveries go only where the URL's host resolves, now, to an allowed address
+(:func:`socle.model.notifier.forbidden_address`: never link-local or a cloud metadata
+service), and the connection is made to the very address checked (no second lookup a
+rebinding DNS server could answer differently); redirects are never followed.
+
 Payloads carry only the event (environment, source, event, message, time; for the alert
 events also the alert's name, state, labels, annotations and times, see
 :mod:`socle.observe.alerts.forward`): messages are already scrubbed of credentials by the
@@ -17,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
+import re
+import socket
+import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from socle.model.notifier import Notifier
+from socle.model.notifier import Notifier, forbidden_address
 from socle.state.store import StateStore
 from socle.tasks import TaskGroup
 
@@ -44,30 +57,62 @@ SIGNATURE_HEADER = "X-Socle-Signature-256"
 SecretFor = Callable[[Notifier], Awaitable[str | None]]
 
 
-def _text(event: dict[str, Any]) -> str:
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Control characters (all but tab and newline) and the bidirectional overrides that make
+text read differently than it is (U+202E)."""
+_SLACK = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_TEAMS = re.compile(r"([\\`*_{}\[\]()#|~<>&])")
+
+
+def clean(value: object) -> str:
+    """``value`` as text without control or bidi-override characters (tabs and newlines
+    become spaces: one event, one line)."""
+    return _CONTROLS.sub("", str(value)).replace("\t", " ").replace("\n", " ")
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters as entities: no ``<url|label>`` link, no
+    ``<!channel>`` or ``<@user>`` mention comes from an event's text."""
+    return text.translate(_SLACK)
+
+
+def teams_escape(text: str) -> str:
+    """Markdown and HTML characters of a MessageCard's text, backslash-escaped."""
+    return _TEAMS.sub(r"\\\1", text)
+
+
+def _text(event: dict[str, Any], escape: Callable[[str], str] = str) -> str:
+    """One line for a chat; every piece that comes from the event goes through ``clean``
+    and ``escape`` (Socle's own brackets stay as they are)."""
+
+    def field(value: object) -> str:
+        return escape(clean(value))
+
     alert = event.get("alert")
+    message = field(event.get("message", ""))
     if isinstance(alert, dict):
         # "[FIRING] api-memory (critical) app=api env=prod: api uses more than 200 MB"
-        where = " ".join(f"{k}={alert[k]}" for k in ("app", "instance", "env") if alert.get(k))
+        where = " ".join(
+            f"{k}={field(alert[k])}" for k in ("app", "instance", "env") if alert.get(k)
+        )
         state = "FIRING" if event["event"] == "alert firing" else "RESOLVED"
-        head = f"[{state}] {alert['name']} ({alert.get('severity') or 'no severity'})"
-        return f"{head}{' ' + where if where else ''}: {event['message']}"
-    return f"[{event['env']}] {event['source']}: {event['event']} — {event['message']}"
+        head = f"[{state}] {field(alert['name'])} ({field(alert.get('severity') or 'no severity')})"
+        return f"{head}{' ' + where if where else ''}: {message}"
+    return f"[{field(event['env'])}] {field(event['source'])}: {event['event']} — {message}"
 
 
 def body(notifier: Notifier, event: dict[str, Any]) -> bytes:
     """The request body in the notifier's format (only event fields, never a secret)."""
-    text = _text(event)
     if notifier.spec.format == "slack":
-        data: dict[str, Any] = {"text": text}
+        data: dict[str, Any] = {"text": _text(event, slack_escape)}
     elif notifier.spec.format == "teams":
-        summary = (
+        summary = clean(
             f"{event['event']}: {event['source']}"
             if "alert" in event
             else (f"{event['event']} in {event['env']}")
         )
         data = {"@type": "MessageCard", "@context": "https://schema.org/extensions",
-                "summary": summary, "text": text}  # fmt: skip
+                "summary": summary, "text": _text(event, teams_escape)}  # fmt: skip
     else:
         data = {k: event[k] for k in ("time", "env", "source", "event", "message")}
         if "alert" in event:
@@ -79,22 +124,73 @@ def sign(secret: str, payload: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
 
 
-def _post(url: str, payload: bytes, headers: dict[str, str]) -> int:
-    """POST once; the HTTP status (0: no answer). Redirects are not followed."""
+class Refused(Exception):
+    """The URL's host resolves to an address no notification may go to."""
 
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
 
-    opener = urllib.request.build_opener(NoRedirect)
-    request = urllib.request.Request(url, data=payload, headers=headers, method="POST")  # noqa: S310 (http/https checked by the model)
+def resolve(host: str, port: int) -> str:
+    """The address to connect to for ``host``: every address it resolves to must be
+    allowed (one bad answer refuses them all), the first is used (blocking)."""
     try:
-        with opener.open(request, timeout=TIMEOUT) as answer:
-            return int(answer.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (urllib.error.URLError, OSError, ValueError):
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from None
+    addresses = [str(info[4][0]) for info in infos]
+    for text in addresses:
+        why = forbidden_address(ipaddress.ip_address(text.split("%", 1)[0]))
+        if why is not None:
+            raise Refused(f"{host} resolves to {why}")
+    if not addresses:
+        raise OSError(f"cannot resolve {host}")
+    return addresses[0]
+
+
+class _Pinned(http.client.HTTPConnection):
+    """HTTP to the address already checked, whatever DNS answers next."""
+
+    address = ""
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedTLS(http.client.HTTPSConnection):
+    """HTTPS to the address already checked; the certificate is checked for the URL's name."""
+
+    address = ""
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        context = ssl.create_default_context()
+        self.sock = context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _post(url: str, payload: bytes, headers: dict[str, str]) -> int:
+    """POST once; the HTTP status (0: no answer). Redirects are not followed; a host that
+    resolves to a forbidden address raises :class:`Refused` (blocking)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        address = resolve(host, port)
+    except (OSError, ValueError):
         return 0
+    connection: _Pinned | _PinnedTLS
+    if parts.scheme == "https":
+        connection = _PinnedTLS(host, port, timeout=TIMEOUT)
+    else:
+        connection = _Pinned(host, port, timeout=TIMEOUT)
+    connection.address = address
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    try:
+        connection.request("POST", target, body=payload, headers=headers)
+        return int(connection.getresponse().status)
+    except (OSError, http.client.HTTPException, ValueError):
+        return 0
+    finally:
+        connection.close()
 
 
 def _target(url: str) -> str:
@@ -206,7 +302,11 @@ class Notifications:
         status = 0
         if not error:
             for attempt in range(RETRIES):
-                status = await asyncio.to_thread(_post, notifier.spec.url, payload, headers)
+                try:
+                    status = await asyncio.to_thread(_post, notifier.spec.url, payload, headers)
+                except Refused as exc:  # never retried: the address will not become allowed
+                    error = f"refused: {exc}"
+                    break
                 attempts.append(status)
                 if 200 <= status < 300 or (400 <= status < 500 and status != 429):
                     break

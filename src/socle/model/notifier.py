@@ -10,6 +10,7 @@ path whose ``secret`` key signs each body (HMAC-SHA256 in ``X-Socle-Signature-25
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -37,9 +38,34 @@ SEVERITIES = ("info", "warning", "critical")
 """An alert's ``severity`` label, as AlertRules and the built-in rules set it."""
 
 
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "fd20:ce::254")
+)
+"""Cloud metadata services outside the link-local ranges (Alibaba, AWS and GCP over IPv6)."""
+
+
+def forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a webhook may not be posted to ``address`` (None: it may).
+
+    Link-local addresses (where cloud metadata services answer), multicast and the
+    unspecified address, also written as IPv4-mapped IPv6 (``::ffff:169.254.169.254``).
+    Loopback and private addresses stay allowed: in-house receivers live there.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in METADATA_ADDRESSES:
+        return f"{address} is a cloud metadata address"
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        return f"{address} is link-local/multicast/unspecified"
+    return None
+
+
 def check_url(value: str) -> str:
     """An ``http(s)://host[:port]/path`` URL without credentials, controls or spaces, and
-    never a link-local address (cloud metadata services live there)."""
+    never a link-local address (cloud metadata services live there), however written:
+    the legacy IPv4 forms ``getaddrinfo`` still accepts (``2852039166``, ``0xa9.254.0.1``,
+    ``0251.0376.0251.0376``) are refused outright. Names are checked again at every
+    delivery, once resolved (:func:`socle.gitops.notify.resolve`)."""
     no_controls(value)
     if len(value) > 2048 or any(c.isspace() for c in value):
         raise ValueError("invalid webhook URL: at most 2048 characters, no spaces")
@@ -56,12 +82,20 @@ def check_url(value: str) -> str:
         )
     if port == 0:
         raise ValueError("invalid webhook URL: port 0")
+    host = parts.hostname.rstrip(".")
     try:
-        address = ipaddress.ip_address(parts.hostname)
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return value
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        raise ValueError(f"the webhook URL may not point at {address} (link-local/multicast)")
+        try:
+            socket.inet_aton(host)
+        except OSError:
+            return value  # a name: checked once resolved, at each delivery
+        raise ValueError(
+            f"invalid webhook URL: write the IPv4 address {host!r} as four decimal numbers"
+        ) from None
+    why = forbidden_address(address)
+    if why is not None:
+        raise ValueError(f"the webhook URL may not point there: {why}")
     return value
 
 

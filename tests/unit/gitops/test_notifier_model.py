@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from socle.gitops.notify import body, sign
+from socle.gitops.notify import Refused, _post, body, resolve, sign
 from socle.model.notifier import EVENTS, Notifier
 
 
@@ -69,3 +69,52 @@ def test_bodies_in_each_format() -> None:
 def test_signature_is_hmac_sha256_of_the_body() -> None:
     expected = hmac.new(b"k", b"payload", hashlib.sha256).hexdigest()
     assert sign("k", b"payload") == f"sha256={expected}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://2852039166/latest/meta-data",  # 169.254.169.254 as one number
+        "http://0xa9.254.169.254/",  # hexadecimal
+        "http://0251.0376.0251.0376/",  # octal
+        "http://169.254.169.254./",  # trailing dot
+        "http://[::ffff:169.254.169.254]/",  # IPv4-mapped IPv6
+        "http://[fd00:ec2::254]/",  # AWS metadata over IPv6
+        "http://100.100.100.200/",  # Alibaba metadata
+    ],
+)
+def test_metadata_addresses_are_refused_however_written(url: str) -> None:
+    """getaddrinfo accepts the legacy IPv4 spellings: each one would reach the metadata
+    service, so each is refused like the dotted form."""
+    with pytest.raises(ValidationError, match="webhook URL"):
+        Notifier.model_validate(notifier(url=url))
+
+
+def test_names_resolving_to_forbidden_addresses_are_refused_at_delivery() -> None:
+    """A name is checked where it resolves now (DNS may point it at the metadata service)."""
+    assert resolve("127.0.0.1", 80) == "127.0.0.1"
+    assert resolve("localhost", 80) in ("127.0.0.1", "::1")
+    with pytest.raises(Refused, match="link-local"):
+        resolve("169.254.169.254", 80)
+    with pytest.raises(Refused, match="link-local"):
+        resolve("2852039166", 80)  # what getaddrinfo makes of it
+    with pytest.raises(Refused, match="link-local"):
+        _post("http://2852039166/x", b"{}", {})  # an old record, valid before this check
+
+
+HOSTILE = {"time": 1.0, "env": "prod", "source": "platform", "event": "sync failed",
+           "message": "<!channel> *urgent* [log in](https://evil.example) <b>x</b> & co\x1b[2J"
+                      "\u202eevil\nsecond line"}  # fmt: skip
+
+
+def test_chat_bodies_show_text_never_links_mentions_or_markup() -> None:
+    slack = json.loads(body(Notifier.model_validate(notifier(format="slack")), HOSTILE))["text"]
+    assert "<" not in slack and ">" not in slack and "&lt;!channel&gt;" in slack
+    assert "&amp; co" in slack
+    assert "\x1b" not in slack and "\u202e" not in slack and "\n" not in slack
+    teams = json.loads(body(Notifier.model_validate(notifier(format="teams")), HOSTILE))["text"]
+    assert "\\[log in\\]\\(https://evil.example\\)" in teams and "\\*urgent\\*" in teams
+    assert "\\<b\\>" in teams and "\\&" in teams and "\x1b" not in teams
+    # The JSON format keeps the event as it is (JSON escapes it; no renderer in between).
+    plain = json.loads(body(Notifier.model_validate(notifier()), HOSTILE))
+    assert plain["message"] == HOSTILE["message"]

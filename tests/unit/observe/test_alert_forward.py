@@ -85,28 +85,73 @@ def test_values_are_bounded_and_redacted() -> None:
     assert "s3cr3t-value" not in json.dumps(event)
 
 
+def prom(alert: dict[str, Any]) -> dict[str, Any]:
+    """Prometheus' own view of an alert firing now (its ``/api/v1/alerts`` entry)."""
+    return {"labels": dict(alert["labels"]), "state": "firing"}
+
+
 def test_each_transition_is_forwarded_once() -> None:
     sink = Sink()
     forwarder = AlertForwarder(lambda: sink, clock=lambda: 1.0)
-    assert len(forwarder.forward([am_alert()])) == 1
+    second = am_alert(fingerprint="f2", instance="api-2")
+    firing = [prom(am_alert()), prom(second)]
+    assert len(forwarder.forward([am_alert()], firing)) == 1
     # Alertmanager sends the group again (a new alert joined it, or repeat_interval):
     # the first alert is not posted again, the new one is.
-    again = forwarder.forward([am_alert(), am_alert(fingerprint="f2", instance="api-2")])
+    again = forwarder.forward([am_alert(), second], firing)
     assert [e["alert"]["fingerprint"] for e in again] == ["f2"]
-    assert [e["event"] for e in forwarder.forward([am_alert("resolved")])] == [RESOLVED]
-    assert forwarder.forward([am_alert("resolved")]) == []
+    assert [e["event"] for e in forwarder.forward([am_alert("resolved")], [])] == [RESOLVED]
+    assert forwarder.forward([am_alert("resolved")], []) == []
     # The same alert firing again later (a new startsAt) is a new transition.
     later = dict(am_alert(), startsAt="2026-11-30T11:00:00Z")
-    assert len(forwarder.forward([later, "not an alert", {"status": "firing"}])) == 1
+    assert len(forwarder.forward([later, "not an alert", {"status": "firing"}], firing)) == 1
     assert len(sink.events) == 4
 
 
 def test_memory_is_bounded_and_no_sink_means_nothing_sent() -> None:
     sink = Sink()
     forwarder = AlertForwarder(lambda: sink, remember=2)
-    forwarder.forward([am_alert(fingerprint=f"f{i}") for i in range(3)])
-    assert len(forwarder.forward([am_alert(fingerprint="f0")])) == 1  # forgotten: sent again
-    assert AlertForwarder(lambda: None).forward([am_alert()]) == []
+    alerts = [am_alert(fingerprint=f"f{i}") for i in range(3)]
+    firing = [prom(a) for a in alerts]
+    forwarder.forward(alerts, firing)
+    assert len(forwarder.forward([am_alert(fingerprint="f0")], firing)) == 1  # forgotten
+    assert AlertForwarder(lambda: None).forward([am_alert()], firing) == []
+
+
+def test_memory_keys_do_not_grow_with_what_the_caller_sends() -> None:
+    """A huge fingerprint (or label set, without one) is remembered as a fixed-size digest."""
+    forwarder = AlertForwarder(Sink)
+    huge = am_alert(fingerprint="f" * 1_000_000)
+    no_fingerprint = dict(am_alert(instance="x" * 1_000_000), fingerprint="")
+    forwarder.forward([huge, no_fingerprint], [prom(huge), prom(no_fingerprint)])
+    assert len(forwarder._sent) == 2
+    assert all(len(key) == 64 for key in forwarder._sent)
+
+
+def test_alerts_prometheus_does_not_confirm_are_not_forwarded() -> None:
+    """Alertmanager relays whatever is posted to it: a firing alert reaches the team only
+    when Prometheus has it firing (its labels, all of them, among the alert's), a resolved one
+    only when Prometheus no longer has it firing."""
+    sink = Sink()
+    forwarder = AlertForwarder(lambda: sink)
+    spoofed = am_alert(fingerprint="s1")
+    spoofed["annotations"] = {"summary": "<!channel> log in at https://evil.example now"}
+    assert forwarder.forward([spoofed], []) == []
+    other = {"labels": {**spoofed["labels"], "app": "web"}, "state": "firing"}
+    pending = {"labels": dict(spoofed["labels"]), "state": "pending"}
+    assert forwarder.forward([spoofed], [other, pending]) == []
+    # Prometheus' labels must all be there: an alert missing one is not the same alert.
+    partial = am_alert(fingerprint="s2")
+    del partial["labels"]["app"]
+    assert forwarder.forward([partial], [prom(am_alert())]) == []
+    assert sink.events == []
+    # Unconfirmed is not remembered: Alertmanager's next repeat, once confirmed, goes out.
+    with_external = {"labels": {k: v for k, v in spoofed["labels"].items() if k != "env"},
+                     "state": "firing"}  # fmt: skip
+    assert len(forwarder.forward([spoofed], [with_external])) == 1
+    # A "resolved" for an alert Prometheus still has firing is not forwarded either.
+    assert forwarder.forward([am_alert("resolved", fingerprint="s1")], [prom(spoofed)]) == []
+    assert len(sink.events) == 1
 
 
 def notifier(**spec: Any) -> Notifier:

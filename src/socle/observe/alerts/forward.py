@@ -8,6 +8,13 @@ the same filters (``events``, ``env`` and the ``alerts: {severity, app}`` filter
 retries with backoff, the same delivery records (``socle notifications``). Observe never
 imports GitOps: the composition root hands the sink in.
 
+**Only what Prometheus says.** The webhook is reserved to Alertmanager's token, but
+Alertmanager relays whatever is posted to its API; so, like remediation
+(:mod:`.service`), a *firing* alert is forwarded only when Prometheus, asked at that moment,
+has an alert firing whose labels are all among the alert's (Alertmanager adds only external
+labels), and a *resolved* one only when Prometheus has none firing any more. An unconfirmed
+firing alert is not remembered either: Alertmanager's next repeat is checked again.
+
 **Each transition once.** Alertmanager sends the whole group again whenever one alert of it
 changes, and again every ``repeat_interval``: an alert already forwarded in the same state
 (same fingerprint, status and start) is not forwarded again. The memory of what was sent is
@@ -27,11 +34,12 @@ applied have ended, so the resolved notification follows within a group interval
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -118,11 +126,29 @@ def alert_event(
 
 
 def _key(alert: Mapping[str, Any]) -> str:
+    """A fixed-size key for the memory of what was sent (a digest: a caller's huge
+    fingerprint or label set must not grow the memory)."""
     fingerprint = alert.get("fingerprint")
-    if isinstance(fingerprint, str) and fingerprint:
-        return fingerprint
-    labels = alert.get("labels")
-    return json.dumps(labels if isinstance(labels, Mapping) else {}, sort_keys=True, default=str)
+    if not (isinstance(fingerprint, str) and fingerprint):
+        labels = alert.get("labels")
+        fingerprint = json.dumps(
+            labels if isinstance(labels, Mapping) else {}, sort_keys=True, default=str
+        )
+    return hashlib.sha256(fingerprint.encode(errors="replace")).hexdigest()
+
+
+def firing_in(labels: Mapping[str, Any], firing: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether one of Prometheus' active alerts (``firing``, its ``/api/v1/alerts`` list) is
+    firing with labels all equal to ``labels``' (which may hold more: external labels)."""
+    for active in firing:
+        if not isinstance(active, Mapping) or active.get("state") != "firing":
+            continue
+        have = active.get("labels")
+        if not isinstance(have, Mapping) or "alertname" not in have:
+            continue
+        if all(k in labels and str(labels[k]) == str(v) for k, v in have.items()):
+            return True
+    return False
 
 
 class AlertForwarder:
@@ -144,9 +170,12 @@ class AlertForwarder:
         self._remember = remember
         self._sent: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
-    def forward(self, alerts: list[Any]) -> list[dict[str, Any]]:
-        """Emit one event per alert whose state changed since it was last forwarded;
-        returns the events emitted (none when no sink is there)."""
+    def forward(
+        self, alerts: list[Any], firing: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Emit one event per alert whose state changed since it was last forwarded and
+        that Prometheus confirms (``firing``: its active alerts now; see the module
+        docstring); returns the events emitted (none when no sink is there)."""
         sink = self._sink()
         if sink is None:
             return []
@@ -162,6 +191,16 @@ class AlertForwarder:
             state = (str(alert.get("status")), str(alert.get("startsAt") or ""))
             if self._sent.get(key) == state:
                 continue  # a repeat of a group notification: already told
+            labels = alert.get("labels")
+            if firing_in(labels if isinstance(labels, Mapping) else {}, firing) != (
+                state[0] == "firing"
+            ):
+                log.warning(
+                    "alert %r %s is not what Prometheus reports now: not forwarded",
+                    event["source"],
+                    state[0],
+                )
+                continue
             self._sent[key] = state
             self._sent.move_to_end(key)
             while len(self._sent) > self._remember:
@@ -221,5 +260,6 @@ __all__ = [
     "AlertSource",
     "Sink",
     "alert_event",
+    "firing_in",
     "resolve_removed",
 ]

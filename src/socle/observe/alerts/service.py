@@ -237,7 +237,7 @@ class Alerts:
         if not isinstance(alerts, list):
             raise ConfigError("webhook payload has no 'alerts' list")
         if self.forwarder is not None:
-            self.forwarder.forward(alerts)
+            self.forwarder.forward(alerts, firing)
         rules = self._rules()
         done: list[Remediation] = []
         for alert in alerts[:MAX_ALERTS_PER_CALL]:
