@@ -413,6 +413,24 @@ def test_loki_websocket_tail_needs_a_token_and_streams_lines(server: SocleServer
         assert json.loads(payload)["streams"][0]["values"][0][1] == "after"
 
 
+def test_a_service_token_cannot_tail_logs_over_the_websocket(server: SocleServer) -> None:
+    """The gate keeps Prometheus' scrape token to its three routes; the WebSocket tail, which
+    checks its token itself, must refuse it too (it would read every app's logs)."""
+    _push(server, "wsscope", ["a secret-looking line"])
+    made = server.api("POST", "/api/v1/tokens", json={"name": "socle-prometheus"})
+    assert made.status_code == 200, made.text
+    scrape = made.json()["token"]
+    status, sock, rest = _ws_tail(server, '{app="wsscope"}', scrape)
+    with sock:
+        if status == 101:
+            opcode, payload = next(_frames(sock, rest))
+            assert opcode == 8, payload  # a close, never the lines
+            assert struct.unpack(">H", payload[:2])[0] == 1008
+            assert b"service token" in payload
+        else:
+            assert status in (401, 403)
+
+
 def test_a_websocket_tail_with_a_negative_limit_still_follows(server: SocleServer) -> None:
     """``limit=-5`` (a client's mistake or a probe) means no history, not a server error."""
     _push(server, "wsneg", ["before"])

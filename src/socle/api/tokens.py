@@ -319,7 +319,7 @@ class TokenGate:
                 )
                 await send({"type": "http.response.body", "body": body})
                 return
-            refusal = _out_of_scope(info, str(scope.get("method", "")).upper(), path)
+            refusal = out_of_scope(info, str(scope.get("method", "")).upper(), path)
             if refusal is not None:
                 body = json.dumps(refusal.to_dict()).encode()
                 await send(
@@ -339,8 +339,11 @@ class TokenGate:
         await self._app(scope, receive, send)
 
 
-def _out_of_scope(info: TokenInfo, method: str, path: str) -> AuthError | None:
-    """Why ``info`` may not call ``method path`` (:data:`SERVICE_SCOPES`, :data:`RESERVED`)."""
+def out_of_scope(info: TokenInfo, method: str, path: str) -> AuthError | None:
+    """Why ``info`` may not call ``method path`` (:data:`SERVICE_SCOPES`, :data:`RESERVED`).
+
+    The gate asks it for every HTTP request; routes that check a token themselves (the
+    WebSocket tail, which the gate does not see) must ask it too."""
     if method == "HEAD":
         method = "GET"
     allowed = SERVICE_SCOPES.get(info.name)

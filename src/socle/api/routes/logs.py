@@ -22,7 +22,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
-from socle.api.tokens import bearer
+from socle.api.tokens import bearer, out_of_scope
 from socle.errors import ConfigError, NotFoundError, SocleError
 from socle.model.units import parse_duration
 from socle.observe.logs import loki, pushwire
@@ -294,8 +294,15 @@ async def loki_tail(websocket: WebSocket) -> None:
     """Loki's live tail: one JSON message ``{"streams": [...]}`` per batch of new lines."""
     ctx: ApiContext = websocket.app.state.ctx
     token = bearer(websocket.scope.get("headers") or ()) or websocket.query_params.get("token")
-    if not token or await ctx.tokens.check(token) is None or ctx.logs is None:
+    info = await ctx.tokens.check(token) if token else None
+    if info is None or ctx.logs is None:
         await websocket.close(code=1008, reason="missing or invalid API token")
+        return
+    # The gate never sees WebSockets: a service token (Prometheus' scrape token, beside a
+    # daemon with an open loopback API) must not read every app's logs through here.
+    refusal = out_of_scope(info, "GET", websocket.url.path)
+    if refusal is not None:
+        await websocket.close(code=1008, reason=refusal.message[:120])
         return
     try:
         parsed = _parse(websocket.query_params.get("query", ""))
