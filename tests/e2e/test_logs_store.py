@@ -539,3 +539,22 @@ def test_cli_query_follow_prints_new_lines(server: SocleServer) -> None:
         follow.wait(10)
         if follow.stdout is not None:
             follow.stdout.close()
+
+
+def test_a_tail_with_a_regex_re2_refuses_is_refused_before_it_streams(
+    server: SocleServer,
+) -> None:
+    """The store's RE2 is asked before the stream starts: a 400 naming the expression, not
+    a stream cut with no reason."""
+    headers = {"Authorization": f"Bearer {server.token}"}
+    answer = httpx.get(
+        server.url + "/api/v1/logs/tail",
+        params={"query": '{app="x"} |~ "(?=look)"'},
+        headers=headers,
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert "bad regular expression '(?=look)'" in answer.text
+    greek = server.api("GET", "/loki/api/v1/query_range",
+                       params={"query": '{app=~"\\\\p{Greek}+"}', "since": "5m"})  # fmt: skip
+    assert greek.status_code == 200, greek.text

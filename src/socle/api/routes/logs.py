@@ -112,6 +112,7 @@ class RangeQuery:
     async def run(self, service: LogService) -> tuple[list[Series] | None, list[Row]]:
         """``(series, [])`` for a metric query, ``(None, rows)`` for a log query."""
         parsed = _parse(self.query)
+        await service.check(parsed)
         start_ns, end_ns = _window(self.start, self.end, self.since)
         if isinstance(parsed, MetricQuery):
             step = _step(self.step, start_ns, end_ns)
@@ -147,6 +148,7 @@ async def tail_logs(
     client goes away."""
     service = _service(ctx)
     parsed = _parse(query)
+    await service.check(parsed)
     if not isinstance(parsed, LogQuery):
         raise ConfigError("query: tail needs a log query, not a metric query")
     start = time.time_ns() - int(_duration(since, "since") * NS) if since else None
@@ -222,6 +224,7 @@ async def loki_query(
     up to ``time`` over the last hour (``streams``)."""
     service = _service(ctx)
     parsed = _parse(query)
+    await service.check(parsed)
     at = loki.parse_time(time_, "time") if time_ else time.time_ns()
     if isinstance(parsed, MetricQuery):
         series = await asyncio.to_thread(service.store.metric, parsed, at, at, NS)
@@ -282,6 +285,7 @@ async def loki_series(
     found: dict[str, dict[str, str]] = {}
     for text in match[:20]:
         parsed = _parse(text)
+        await service.check(parsed)
         if not isinstance(parsed, LogQuery):
             raise ConfigError('match[]: must be a stream selector, e.g. {app="api"}')
         for labels in await asyncio.to_thread(service.store.series, parsed, start_ns, end_ns):
@@ -306,6 +310,7 @@ async def loki_tail(websocket: WebSocket) -> None:
         return
     try:
         parsed = _parse(websocket.query_params.get("query", ""))
+        await ctx.logs.check(parsed)
         if not isinstance(parsed, LogQuery):
             raise ConfigError("query: tail needs a log query")
         limit = min(max(int(websocket.query_params.get("limit", "100")), 0), MAX_LIMIT)

@@ -160,16 +160,28 @@ def _unquote(token: str) -> str:
     return "".join(out)
 
 
+MAX_REGEX = 4096
+
+
 def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise LogQLError(f"query: bad regular expression {value[:80]!r}: {exc}") from None
-    except (OverflowError, RecursionError):  # a{4294967296}, thousands of nested groups
-        raise LogQLError(
-            f"query: regular expression {value[:80]!r} is too large or too deeply nested"
-        ) from None
+    """``value``, bounded in size. Its syntax is RE2's (the engine DuckDB and Loki use),
+    checked by the store itself (:func:`regexes`, ``check_regexes``), never by Python's
+    ``re``: the two disagree both ways (``\\p{L}`` and ``[[:alpha:]]`` are RE2,
+    look-arounds and back-references only Python's), and the engine must not be loaded
+    into the control plane for it."""
+    if len(value) > MAX_REGEX:
+        raise LogQLError(f"query: regular expression longer than {MAX_REGEX} characters")
     return value
+
+
+def regexes(query: Query) -> list[str]:
+    """Every regular expression of ``query`` (matchers, line and label filters)."""
+    log_query = query.query if isinstance(query, MetricQuery) else query
+    found = [m.value for m in log_query.matchers if "~" in m.op]
+    for stage in log_query.stages:
+        if isinstance(stage, LineFilter | LabelFilter) and "~" in stage.op:
+            found.append(str(stage.value))
+    return list(dict.fromkeys(found))
 
 
 def _selector(tokens: _Tokens) -> tuple[Matcher, ...]:
@@ -385,4 +397,5 @@ __all__ = [
     "compile_where",
     "label_expr",
     "parse",
+    "regexes",
 ]

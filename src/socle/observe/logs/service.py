@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from socle.errors import SocleError
-from socle.observe.logs.logql import LogQuery
+from socle.observe.logs.logql import LogQuery, Query, regexes
 from socle.observe.logs.loki import OWN_APP, Forwarder
 from socle.observe.logs.model import NS, Entry, InstanceLabels, Row, Store
 from socle.observe.logs.tail import tail_all
@@ -217,6 +217,13 @@ class LogService:
                 yield row
         finally:
             self.tails -= 1
+
+    async def check(self, query: Query) -> None:
+        """Refuse ``query`` now if the store's RE2 refuses one of its regular expressions
+        (before a tail starts streaming: a refusal inside the stream cannot be reported)."""
+        patterns = regexes(query)
+        if patterns:
+            await asyncio.to_thread(self.store.check_regexes, patterns)
 
     def check_tail_capacity(self) -> None:
         """Refuse a new live tail past ``max_tails`` (each one polls the store twice a

@@ -578,6 +578,24 @@ class LogStore:
             timer.cancel()
             cur.close()
 
+    def check_regexes(self, patterns: list[str]) -> None:
+        """:class:`LogQLError` naming the first of ``patterns`` RE2 refuses: a query's
+        expressions are checked before a live tail starts streaming (a refusal midway
+        would cut the stream with no reason given)."""
+        cur = self._cursor()
+        try:
+            for pattern in patterns:
+                try:
+                    cur.execute("SELECT regexp_matches('', ?)", [pattern]).fetchall()
+                except duckdb.Error as exc:
+                    reason = str(exc).splitlines()[0].removeprefix("Invalid Input Error: ")
+                    raise LogQLError(
+                        f"query: bad regular expression {pattern[:80]!r}: {reason[:200]}",
+                        hint="regular expressions are RE2, as in Loki",
+                    ) from None
+        finally:
+            cur.close()
+
     def select(
         self,
         query: LogQuery,

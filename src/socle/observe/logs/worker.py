@@ -77,6 +77,7 @@ METHODS = frozenset(
         "last_seq",
         "stats",
         "select",
+        "check_regexes",
         "metric",
         "series",
         "label_names",
@@ -415,6 +416,9 @@ class WorkerStore:
             "select", query, start, end, limit=limit, forward=forward, after_seq=after_seq
         )
         return result
+
+    def check_regexes(self, patterns: list[str]) -> None:
+        self._call("check_regexes", patterns)
 
     def metric(self, query: MetricQuery, start: int, end: int, step: int) -> list[Series]:
         result: list[Series] = self._call("metric", query, start, end, step)

@@ -381,3 +381,31 @@ def test_secrets_in_an_apps_own_json_lines_are_masked_too(tmp_path: Path) -> Non
             assert json.loads(line)["password"] == "****", line
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("(", "missing )"),
+        ("(?=x)", "invalid perl operator"),
+        ("(a)\\1", "invalid escape"),
+        ("a{1001}", "invalid repetition size"),
+    ],
+)
+def test_regular_expressions_rejected_by_re2_are_named(
+    store: LogStore, pattern: str, reason: str
+) -> None:
+    with pytest.raises(LogQLError) as refused:
+        store.check_regexes(["ok.*", pattern])
+    assert refused.value.message.startswith(f"query: bad regular expression {pattern!r}")
+    assert reason in refused.value.message
+
+
+def test_re2_classes_python_refuses_work(store: LogStore) -> None:
+    """``\\p{Greek}`` and ``[[:digit:]]`` are RE2 (and Loki's); the parse lets them through,
+    the store accepts and applies them."""
+    now = time.time_ns()
+    store.push([Entry(now, "αβγ", {"app": "re2"}), Entry(now + 1, "abc 42", {"app": "re2"})])
+    store.check_regexes(["\\p{Greek}+", "[[:digit:]]+"])
+    assert everything(store, '{app="re2"} |~ "^\\\\p{Greek}+$"') == ["αβγ"]
+    assert everything(store, '{app="re2"} |~ "[[:digit:]]+"') == ["abc 42"]
