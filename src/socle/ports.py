@@ -16,6 +16,13 @@ picked (or configured) port bound, without listening, until the control plane st
 
 Ports configured explicitly but bound later by a child process (e.g. the ingress) are
 ``avoid``-ed: picks skip them even before anything binds them.
+
+Two settings that ask for the same port (``SOCLE_LISTEN`` and ``SOCLE_PROMETHEUS_LISTEN``
+both ``127.0.0.1:9000``, or one on ``0.0.0.0`` and one on ``127.0.0.1``) are refused at the
+second, naming both: the held socket does not listen, so the kernel alone would let both
+through and the second server would fail later with its own words. A port picked outside
+the book (the DNS server's UDP pick, which its TCP side must share) is :meth:`claim`-ed:
+refused when the book holds or avoids it for something else.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from socle.errors import ConfigError
 from socle.settings import parse_listen
 
 _PICK_ATTEMPTS = 64
+_WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether listeners on hosts ``a`` and ``b`` (same port) would collide."""
+    return a == b or a in _WILDCARDS or b in _WILDCARDS
 
 
 class PortBook:
@@ -34,6 +47,8 @@ class PortBook:
 
     def __init__(self) -> None:
         self._held: dict[tuple[str, int], socket.socket] = {}
+        self._owner: dict[tuple[str, int], str] = {}
+        """The setting each held port is held for (named when another asks for it)."""
         self._avoid: set[int] = set()
 
     def avoid(self, listens: Iterable[str]) -> None:
@@ -49,8 +64,16 @@ class PortBook:
         ``setting`` names the option the address came from, for the error a user sees.
         """
         host, port = parse_listen(listen)
-        if port and (host, port) in self._held:
-            return host, port
+        if port:
+            for (other, held), owner in self._owner.items():
+                if held != port or not _overlap(host, other):
+                    continue
+                if other == host and owner == setting:
+                    return host, port  # the same listener asked again (a restart)
+                raise ConfigError(
+                    f"{setting} asks for {listen}, which {owner} already has ({other}:{held})",
+                    hint=f"give {setting} its own port (port 0 picks a free one)",
+                )
         rejected: list[socket.socket] = []
         try:
             for _ in range(_PICK_ATTEMPTS):
@@ -58,6 +81,7 @@ class PortBook:
                 picked = int(sock.getsockname()[1])
                 if port or (picked not in self._avoid and (host, picked) not in self._held):
                     self._held[(host, picked)] = sock
+                    self._owner[(host, picked)] = setting
                     return host, picked
                 rejected.append(sock)  # kept bound so the next pick cannot return it
             raise ConfigError(
@@ -68,7 +92,19 @@ class PortBook:
             for sock in rejected:
                 sock.close()
 
+    def claim(self, host: str, port: int, *, setting: str) -> None:
+        """Hold ``port``, picked elsewhere (a UDP pick whose TCP side must match), for
+        ``setting``; :class:`ConfigError` when the book avoids it (a configured port a child
+        binds later) or holds it for another setting, or another program has it."""
+        if port in self._avoid and (host, port) not in self._owner:
+            raise ConfigError(
+                f"port {port} is configured for another listener ({setting} may not take it)",
+                hint=f"set {setting} to another HOST:PORT",
+            )
+        self.hold(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", setting=setting)
+
     def release(self, host: str, port: int) -> None:
+        self._owner.pop((host, port), None)
         sock = self._held.pop((host, port), None)
         if sock is not None:
             sock.close()
@@ -77,6 +113,7 @@ class PortBook:
         for sock in self._held.values():
             sock.close()
         self._held.clear()
+        self._owner.clear()
 
     def held(self) -> list[tuple[str, int]]:
         return sorted(self._held)

@@ -74,3 +74,49 @@ def test_a_port_another_program_listens_on_is_refused_naming_the_setting() -> No
 def test_malformed_addresses_are_refused() -> None:
     with pytest.raises(ValueError):
         PortBook().hold("nonsense", setting="S")
+
+
+def test_two_settings_asking_for_one_port_are_refused_naming_both() -> None:
+    """The held socket does not listen, so the kernel would let a second setting's bind
+    through; the book refuses it at once, naming both settings."""
+    book = PortBook()
+    try:
+        _, port = book.hold("127.0.0.1:0", setting="--listen / SOCLE_LISTEN")
+        with pytest.raises(ConfigError) as same:
+            book.hold(f"127.0.0.1:{port}", setting="SOCLE_PROMETHEUS_LISTEN")
+        assert "SOCLE_PROMETHEUS_LISTEN" in same.value.message
+        assert "SOCLE_LISTEN" in same.value.message
+        with pytest.raises(ConfigError, match="already has"):  # the wildcard overlaps too
+            book.hold(f"0.0.0.0:{port}", setting="SOCLE_CONSUL_LISTEN")
+        # The same setting asking again (a component restarting) gets its port back.
+        assert book.hold(f"127.0.0.1:{port}", setting="--listen / SOCLE_LISTEN")[1] == port
+        assert len(book.held()) == 1
+    finally:
+        book.close()
+
+
+def test_a_port_picked_elsewhere_is_claimed_only_when_free_in_the_book() -> None:
+    """The DNS server picks its port over UDP; its TCP side claims the same number, which
+    must not be a port the book holds, or avoids for a child's configured listener."""
+    book = PortBook()
+    try:
+        _, held = book.hold("127.0.0.1:0", setting="SOCLE_CONSUL_LISTEN")
+        with pytest.raises(ConfigError, match="SOCLE_CONSUL_LISTEN"):
+            book.claim("127.0.0.1", held, setting="SOCLE_DNS_LISTEN")
+        spare = socket.socket()
+        spare.bind(("127.0.0.1", 0))
+        avoided = spare.getsockname()[1]
+        spare.close()
+        book.avoid([f"127.0.0.1:{avoided}"])
+        with pytest.raises(ConfigError, match="configured for another listener"):
+            book.claim("127.0.0.1", avoided, setting="SOCLE_DNS_LISTEN")
+        other = socket.socket()
+        other.bind(("127.0.0.1", 0))
+        free = other.getsockname()[1]
+        other.close()
+        book.claim("127.0.0.1", free, setting="SOCLE_DNS_LISTEN")
+        assert ("127.0.0.1", free) in book.held()
+        book.release("127.0.0.1", free)
+        assert ("127.0.0.1", free) not in book.held()
+    finally:
+        book.close()

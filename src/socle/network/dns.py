@@ -24,6 +24,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Callable
 
 import dns.exception
 import dns.flags
@@ -37,6 +38,7 @@ import dns.rrset
 from dns.rdtypes.ANY.SOA import SOA
 from dns.rdtypes.IN.SRV import SRV
 
+from socle.errors import ConfigError
 from socle.network.registry import DEFAULT_ENVIRONMENT, ServiceInstance, ServiceRegistry
 
 log = logging.getLogger("socle.network")
@@ -313,10 +315,24 @@ class _Udp(asyncio.DatagramProtocol):
 class DnsServer:
     """UDP and TCP on one ``host:port`` (port 0: a free one, the same for both)."""
 
-    def __init__(self, registry: ServiceRegistry, host: str, port: int) -> None:
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        host: str,
+        port: int,
+        *,
+        claim: Callable[[int], object] | None = None,
+        release: Callable[[int], object] | None = None,
+    ) -> None:
+        """``claim(port)`` reserves the TCP port before the TCP side binds it (the control
+        plane's port book: it raises when another listener of the plane has or will have
+        that port; a picked port is then picked again); ``release(port)`` gives it back
+        (a failed start, :meth:`stop`)."""
         self._resolver = AnswerCache(Resolver(registry))
         self._host = host
         self._port = port
+        self._claim = claim
+        self._release = release
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._clients = asyncio.Semaphore(MAX_TCP_CLIENTS)
@@ -333,12 +349,20 @@ class DnsServer:
                 lambda: _Udp(self._resolver), local_addr=(self._host, self._port), family=family
             )
             port = transport.get_extra_info("sockname")[1]
+            claimed = False
             try:
+                # The TCP listener sets SO_REUSEADDR, which lets it bind a port the book
+                # holds (not listening) for another listener: ask the book first.
+                if self._claim is not None:
+                    self._claim(port)
+                    claimed = True
                 self._tcp = await asyncio.start_server(
                     self._serve_tcp, self._host, port, family=family, reuse_address=True
                 )
-            except OSError:
+            except (OSError, ConfigError):
                 transport.close()
+                if claimed and self._release is not None:
+                    self._release(port)
                 if self._port != 0 or attempt == 9:
                     raise
                 continue  # the TCP side of a picked UDP port was taken: pick again
@@ -350,6 +374,8 @@ class DnsServer:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+            if self._release is not None:
+                self._release(self._port)
         if self._tcp is not None:
             self._tcp.close()
             with contextlib.suppress(Exception):

@@ -603,6 +603,9 @@ class EngineComponent:
                 await releases.close()
 
 
+DNS_SETTING = "SOCLE_DNS_LISTEN"
+
+
 class NetworkComponent:
     """The connect layer: the service registry (fed by the runtime), Consul KV and agent
     services from the store. Starts before the engine, so that instances started by the
@@ -623,7 +626,7 @@ class NetworkComponent:
         await network.start()
         try:
             host, port = parse_listen(plane.settings.dns_listen)
-            server = DnsServer(network.registry, host, port)
+            server = self._dns_server(network, host, port)
             try:
                 await server.start()
             except OSError as exc:
@@ -649,7 +652,7 @@ class NetworkComponent:
                 except OSError as exc:
                     if attempt + 1 < attempts:
                         await server.stop()
-                        server = DnsServer(network.registry, host, port)
+                        server = self._dns_server(network, host, port)
                         await server.start()
                         continue
                     await server.stop()
@@ -667,6 +670,25 @@ class NetworkComponent:
         plane.network = network
         plane.dns_address = host_port(*server.address)
         log.warning("service-discovery DNS listening on %s (udp and tcp)", plane.dns_address)
+
+    def _dns_server(self, network: NetworkService, host: str, port: int) -> DnsServer:
+        """The DNS server on ``host:port``, its TCP port held in the plane's port book (a
+        UDP pick must not land on a port another listener of the plane holds)."""
+        ports, listen = self._plane.ports, self._plane.settings.dns_listen
+
+        def claim(picked: int) -> None:
+            if port:
+                ports.hold(listen, setting=DNS_SETTING)
+            else:
+                ports.claim(host, picked, setting=DNS_SETTING)
+
+        return DnsServer(
+            network.registry,
+            host,
+            port,
+            claim=claim,
+            release=lambda picked: ports.release(host, picked),
+        )
 
     async def stop(self) -> None:
         network, self._plane.network = self._plane.network, None

@@ -81,3 +81,50 @@ async def test_dnspython_udp_tcp_and_malformed_packets(served: tuple[ServiceRegi
     writer.close()
     again = await dns.asyncquery.udp(query, "127.0.0.1", port=port, timeout=10)
     assert len(again.answer[0]) == 2
+
+
+async def test_the_tcp_side_never_takes_a_port_the_book_holds_for_another_listener() -> None:
+    """Its TCP listener sets SO_REUSEADDR, so the kernel would let it bind a port the port
+    book holds (bound, not listening) for the API or Prometheus: it asks the book first. A
+    configured port already held is refused naming both settings; a picked one is picked
+    again; stopping gives the port back."""
+    from socle.errors import ConfigError
+    from socle.ports import PortBook
+
+    book = PortBook()
+    try:
+        _, held = book.hold("127.0.0.1:0", setting="SOCLE_PROMETHEUS_LISTEN")
+        fixed = DnsServer(
+            ServiceRegistry(),
+            "127.0.0.1",
+            held,
+            claim=lambda p: book.hold(f"127.0.0.1:{held}", setting="SOCLE_DNS_LISTEN"),
+            release=lambda p: book.release("127.0.0.1", p),
+        )
+        with pytest.raises(ConfigError, match="SOCLE_PROMETHEUS_LISTEN"):
+            await fixed.start()
+        asked: list[int] = []
+
+        def claim(port: int) -> None:
+            asked.append(port)
+            if len(asked) == 1:  # as if the UDP pick had returned the held port
+                book.claim("127.0.0.1", held, setting="SOCLE_DNS_LISTEN")
+            book.claim("127.0.0.1", port, setting="SOCLE_DNS_LISTEN")
+
+        picked = DnsServer(
+            ServiceRegistry(),
+            "127.0.0.1",
+            0,
+            claim=claim,
+            release=lambda p: book.release("127.0.0.1", p),
+        )
+        await picked.start()
+        try:
+            port = picked.address[1]
+            assert len(asked) == 2 and port == asked[1] and port != held
+            assert ("127.0.0.1", port) in book.held()
+        finally:
+            await picked.stop()
+        assert book.held() == [("127.0.0.1", held)]
+    finally:
+        book.close()
