@@ -93,10 +93,22 @@ Action = Literal["restart", "rollback"] | RunAction | ScaleAction
 revision; ``{run: ...}`` a command in the app's sandbox; ``{scale: {by: N}}``."""
 
 
+MAX_LABELS = 32
+"""Labels (and, apart, annotations) one rule may set: each is copied into every alert,
+every notification and Alertmanager's memory."""
+MAX_LABEL_VALUE = 1024
+MAX_ANNOTATION = 4096
+
+
 def _label_names(value: dict[str, str], what: str) -> dict[str, str]:
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} {what}s (found {len(value)})")
+    longest = MAX_ANNOTATION if what == "annotation" else MAX_LABEL_VALUE
     for name, text in value.items():
-        if not LABEL_RE.fullmatch(name) or name.startswith("__"):
-            raise ValueError(f"{what} name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if not LABEL_RE.fullmatch(name) or name.startswith("__") or len(name) > 128:
+            raise ValueError(f"{what} name {name[:80]!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if len(text) > longest:
+            raise ValueError(f"{what} {name!r} is longer than {longest} characters")
         if CONTROLS.search(text):
             raise ValueError(f"{what} {name!r} holds control characters")
     return value

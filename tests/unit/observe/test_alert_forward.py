@@ -121,11 +121,12 @@ def test_memory_is_bounded_and_no_sink_means_nothing_sent() -> None:
 def test_memory_keys_do_not_grow_with_what_the_caller_sends() -> None:
     """A huge fingerprint (or label set, without one) is remembered as a fixed-size digest."""
     forwarder = AlertForwarder(Sink)
-    huge = am_alert(fingerprint="f" * 1_000_000)
+    huge = dict(am_alert(fingerprint="f" * 1_000_000), startsAt="2026" * 250_000)
     no_fingerprint = dict(am_alert(instance="x" * 1_000_000), fingerprint="")
     forwarder.forward([huge, no_fingerprint], [prom(huge), prom(no_fingerprint)])
     assert len(forwarder._sent) == 2
     assert all(len(key) == 64 for key in forwarder._sent)
+    assert all(len(starts) <= 64 for _, starts in forwarder._sent.values())
 
 
 def test_alerts_prometheus_does_not_confirm_are_not_forwarded() -> None:

@@ -75,6 +75,11 @@ def test_rule_group_from_a_manifest() -> None:
         ({"actions": [{"scale": {"by": 0}}]}, "must not be 0"),
         ({"for": "-1s"}, "duration"),
         ({"expr": "up\x1b[2J"}, "control characters"),
+        # Every label and annotation is copied into each alert and notification: bounded.
+        ({"labels": {f"l{i}": "v" for i in range(33)}}, "at most 32 labels"),
+        ({"annotations": {f"a{i}": "v" for i in range(33)}}, "at most 32 annotations"),
+        ({"labels": {"team": "x" * 1025}}, "longer than 1024"),
+        ({"annotations": {"summary": "x" * 4097}}, "longer than 4096"),
     ],
 )
 def test_bad_rules_are_refused(spec: dict[str, Any], reason: str) -> None:

@@ -188,7 +188,7 @@ class AlertForwarder:
             if event is None:
                 continue
             key = _key(alert)
-            state = (str(alert.get("status")), str(alert.get("startsAt") or ""))
+            state = (str(alert.get("status")), str(alert.get("startsAt") or "")[:64])
             if self._sent.get(key) == state:
                 continue  # a repeat of a group notification: already told
             labels = alert.get("labels")
