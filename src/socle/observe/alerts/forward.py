@@ -180,6 +180,13 @@ class AlertForwarder:
         if sink is None:
             return []
         now = self._clock()
+        # Prometheus' active alerts by name: each alert is compared with its namesakes only
+        # (a thousand alerts against thousands firing must not hold the event loop).
+        by_name: dict[str, list[Mapping[str, Any]]] = {}
+        for active in firing:
+            have = active.get("labels") if isinstance(active, Mapping) else None
+            if isinstance(have, Mapping):
+                by_name.setdefault(str(have.get("alertname")), []).append(active)
         emitted: list[dict[str, Any]] = []
         for alert in alerts[:MAX_ALERTS_PER_CALL]:
             if not isinstance(alert, Mapping):
@@ -192,7 +199,9 @@ class AlertForwarder:
             if self._sent.get(key) == state:
                 continue  # a repeat of a group notification: already told
             labels = alert.get("labels")
-            if firing_in(labels if isinstance(labels, Mapping) else {}, firing) != (
+            labels = labels if isinstance(labels, Mapping) else {}
+            namesakes = by_name.get(str(labels.get("alertname")), [])
+            if firing_in(labels, namesakes) != (
                 state[0] == "firing"
             ):
                 log.warning(
