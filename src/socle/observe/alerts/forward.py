@@ -81,7 +81,8 @@ def _strings(data: object, redact: Callable[[str], str]) -> dict[str, str]:
     if not isinstance(data, Mapping):
         return {}
     items = sorted((str(k), v) for k, v in data.items())[:MAX_LABELS]
-    return {_cut(k): redact(_cut(v)) for k, v in items}
+    # Masked before cut: a cut through a secret would leave a prefix the redactor misses.
+    return {_cut(k): _cut(redact(str(v))) for k, v in items}
 
 
 def alert_event(
@@ -201,9 +202,7 @@ class AlertForwarder:
             labels = alert.get("labels")
             labels = labels if isinstance(labels, Mapping) else {}
             namesakes = by_name.get(str(labels.get("alertname")), [])
-            if firing_in(labels, namesakes) != (
-                state[0] == "firing"
-            ):
+            if firing_in(labels, namesakes) != (state[0] == "firing"):
                 log.warning(
                     "alert %r %s is not what Prometheus reports now: not forwarded",
                     event["source"],
