@@ -63,7 +63,8 @@ def _window(
         start_ns = end_ns - int((_duration(since, "since") if since else DEFAULT_SINCE) * NS)
     if start_ns > end_ns:
         raise ConfigError("start: must not be after end")
-    return start_ns, end_ns
+    # A huge ``since`` reaches before 1970: the store's 64-bit timestamps start there.
+    return max(start_ns, 0), end_ns
 
 
 def _step(step: str | None, start: int, end: int) -> int:

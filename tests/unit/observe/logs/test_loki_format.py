@@ -28,6 +28,18 @@ def test_times_in_loki_forms() -> None:
             parse_time(far, "t")
 
 
+@pytest.mark.parametrize(
+    "text", ["9999999999999999999", "99999999999999999999", "1969-12-31T23:59:59Z", "9" * 40]
+)
+def test_times_a_64_bit_nanosecond_cannot_hold_are_refused(text: str) -> None:
+    """A push at such a time failed its whole batch inside DuckDB (a 500); a query
+    answered with DuckDB's binder errors."""
+    with pytest.raises(ConfigError, match="out of range"):
+        parse_time(text, "values[0][0]")
+    with pytest.raises(ConfigError, match="out of range"):
+        parse_push({"streams": [{"stream": {"app": "a"}, "values": [[text, "x"]]}]})
+
+
 def test_a_push_body_becomes_entries_with_the_trace_id_of_its_metadata() -> None:
     body = {
         "streams": [
