@@ -385,3 +385,45 @@ async def test_agent_mode_forwards_samples_to_a_teams_prometheus(tmp_path: Path)
         sd.server_close()
         team.send_signal(signal.SIGKILL)
         team.wait()
+
+
+async def test_only_new_or_changed_rule_files_are_checked_again(tmp_path: Path) -> None:
+    """Work grows with the change: an apply that changes one AlertRule among many costs one
+    promtool run, not one per rule (a real promtool behind a wrapper that counts its runs)."""
+    real = shutil.which("promtool") or "promtool"
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "promtool"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o700)
+    server = PrometheusServer(
+        tmp_path / "prometheus",
+        binary=shutil.which("prometheus") or "prometheus",
+        host="127.0.0.1",
+        port=free_port(),
+        retention="1h",
+        retention_size="0",
+        tasks=TaskMonitor().group("prometheus"),
+    )
+    server.promtool = str(wrapper)
+    server.rules_dir.mkdir(parents=True)
+
+    def rule(name: str, expr: str = "up == 0") -> str:
+        return f"groups:\n- name: {name}\n  rules:\n  - alert: {name}\n    expr: {expr}\n"
+
+    def runs() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    files = {f"alertrule-r{i}.yml": rule(f"r{i}") for i in range(5)}
+    await server.write_rules(files)
+    assert runs() == 5
+    files["alertrule-r2.yml"] = rule("r2", "up == 1")
+    await server.write_rules(files)
+    assert runs() == 6  # only the changed one
+    with pytest.raises(ObserveError):  # a refused change...
+        await server.write_rules({**files, "alertrule-r3.yml": rule("r3", "sum((")})
+    assert runs() == 7
+    del files["alertrule-r4.yml"]
+    await server.write_rules(files)  # ...leaves the live files as they were: nothing to check
+    assert runs() == 7
+    assert sorted(p.name for p in server.rules_dir.glob("*.yml")) == sorted(files)
+    assert (server.rules_dir / "alertrule-r2.yml").read_text() == files["alertrule-r2.yml"]
