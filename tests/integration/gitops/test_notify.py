@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import http.server
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from socle.gitops.notify import SIGNATURE_HEADER, Notifications, sign
 from socle.model.notifier import Notifier
@@ -20,8 +23,11 @@ from tests.e2e.gitops_repo import free_port
 
 
 @contextlib.contextmanager
-def receiver(answers: list[int]) -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    """An HTTP server answering ``answers`` in turn (then 200), recording each request."""
+def receiver(
+    answers: list[int], tls: ssl.SSLContext | None = None
+) -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    """An HTTP server (HTTPS with ``tls``) answering ``answers`` in turn (then 200),
+    recording each request."""
     seen: list[tuple[dict[str, str], bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,6 +43,8 @@ def receiver(answers: list[int]) -> Iterator[tuple[str, list[tuple[dict[str, str
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -127,3 +135,49 @@ def test_a_4xx_is_not_retried(tmp_path: Path) -> None:
     with receiver([404]) as (url, seen):
         rows = asyncio.run(go(url))
     assert len(seen) == 1 and rows[0]["statuses"] == [404] and not rows[0]["delivered"]
+
+
+def test_https_deliveries_go_to_the_checked_address_and_verify_the_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection is made to the address the delivery checked (no second lookup), and
+    TLS still verifies the certificate against the URL's name, not that address."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from socle.gitops.notify import _post
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    with receiver([], tls=context) as (url, seen):
+        port = int(url.rsplit(":", 1)[1])
+        assert _post(f"https://localhost:{port}/x", b"{}", {}) == 0  # not trusted yet
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "c.pem"))
+        assert _post(f"https://localhost:{port}/x", b"{}", {}) == 200
+        assert _post(f"https://127.0.0.1:{port}/x", b"{}", {}) == 0  # not the cert's name
+        assert len(seen) == 1
