@@ -28,7 +28,7 @@ refused when the book holds or avoids it for something else.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from socle.errors import ConfigError
 from socle.settings import parse_listen
@@ -50,6 +50,7 @@ class PortBook:
         self._owner: dict[tuple[str, int], str] = {}
         """The setting each held port is held for (named when another asks for it)."""
         self._avoid: set[int] = set()
+        self._elsewhere: list[Callable[[], Collection[int]]] = []
 
     def avoid(self, listens: Iterable[str]) -> None:
         """Never pick the explicit ports of ``listens`` (``HOST:PORT`` strings) for port 0."""
@@ -57,6 +58,13 @@ class PortBook:
             _, port = parse_listen(listen)
             if port:
                 self._avoid.add(port)
+
+    def avoid_also(self, source: Callable[[], Collection[int]]) -> None:
+        """Never pick a port ``source()`` names at that moment: ports another allocator
+        handed out that nothing binds yet (the runtime's instance ports: an app binding its
+        port with SO_REUSEADDR after the book picked the same one would listen on it, in
+        place of Prometheus or Alertmanager)."""
+        self._elsewhere.append(source)
 
     def hold(self, listen: str, *, setting: str) -> tuple[str, int]:
         """Bind ``listen`` (port 0: a free port) and keep it; return ``(host, port)``.
@@ -79,7 +87,11 @@ class PortBook:
             for _ in range(_PICK_ATTEMPTS):
                 sock = _bound(host, port, listen, setting)
                 picked = int(sock.getsockname()[1])
-                if port or (picked not in self._avoid and (host, picked) not in self._held):
+                if port or (
+                    picked not in self._avoid
+                    and (host, picked) not in self._held
+                    and not any(picked in source() for source in self._elsewhere)
+                ):
                     self._held[(host, picked)] = sock
                     self._owner[(host, picked)] = setting
                     return host, picked

@@ -120,3 +120,22 @@ def test_a_port_picked_elsewhere_is_claimed_only_when_free_in_the_book() -> None
         assert ("127.0.0.1", free) not in book.held()
     finally:
         book.close()
+
+
+def test_ports_another_allocator_handed_out_are_never_picked() -> None:
+    """The runtime gives instances ports that nothing binds until the app starts: a pick
+    that returned one would let the app (binding with SO_REUSEADDR) listen in place of
+    Prometheus. The book asks the allocator at every pick."""
+    book = PortBook()
+    handed_out: set[int] = set()
+    book.avoid_also(lambda: handed_out)
+    try:
+        _, first = book.hold("127.0.0.1:0", setting="A")
+        book.release("127.0.0.1", first)
+        handed_out.update(range(1, 65536))  # every port given to instances: nothing to pick
+        with pytest.raises(ConfigError, match="no free port"):
+            book.hold("127.0.0.1:0", setting="SOCLE_PROMETHEUS_LISTEN")
+        # An explicit port is the operator's choice: held (a clash shows when the app binds).
+        assert book.hold(f"127.0.0.1:{first}", setting="B") == ("127.0.0.1", first)
+    finally:
+        book.close()

@@ -378,6 +378,9 @@ class RuntimeComponent:
         )
         await driver.start()
         self._plane.driver = driver
+        # The port book's later picks (Consul face, Prometheus, Alertmanager) must not take
+        # a port an instance was given and has not bound yet.
+        self._plane.ports.avoid_also(driver.ports_in_use)
         isolation = driver.isolation()
         if isolation.warning:
             log.warning("isolation: %s", isolation.warning)

@@ -413,6 +413,10 @@ class LocalDriver:
         """What the release store confines build steps with (see :class:`LocalBuildSandbox`)."""
         return LocalBuildSandbox(self)
 
+    def ports_in_use(self) -> frozenset[int]:
+        """The loopback ports handed to instances (bound by the apps, or about to be)."""
+        return self._ports.in_use()
+
     def isolation(self) -> Isolation:
         if self._host is not None:
             return self._host.isolation.info
