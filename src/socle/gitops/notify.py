@@ -128,39 +128,51 @@ class Refused(Exception):
     """The URL's host resolves to an address no notification may go to."""
 
 
-def resolve(host: str, port: int) -> str:
-    """The address to connect to for ``host``: every address it resolves to must be
-    allowed (one bad answer refuses them all), the first is used (blocking)."""
+def resolve(host: str, port: int) -> list[str]:
+    """The addresses to connect to for ``host``, in the resolver's order: every address it
+    resolves to must be allowed (one bad answer refuses them all) (blocking)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise OSError(f"cannot resolve {host}: {exc}") from None
-    addresses = [str(info[4][0]) for info in infos]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     for text in addresses:
         why = forbidden_address(ipaddress.ip_address(text.split("%", 1)[0]))
         if why is not None:
             raise Refused(f"{host} resolves to {why}")
     if not addresses:
         raise OSError(f"cannot resolve {host}")
-    return addresses[0]
+    return addresses
+
+
+def _connect(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
+    """A connection to the first of ``addresses`` that answers (as ``create_connection``
+    tries each address a name resolves to, but only among those already checked)."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout)
+        except OSError as exc:
+            error = exc
+    raise error or OSError("no address to connect to")
 
 
 class _Pinned(http.client.HTTPConnection):
-    """HTTP to the address already checked, whatever DNS answers next."""
+    """HTTP to the addresses already checked, whatever DNS answers next."""
 
-    address = ""
+    addresses: list[str] = []
 
     def connect(self) -> None:
-        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+        self.sock = _connect(self.addresses, self.port, self.timeout)
 
 
 class _PinnedTLS(http.client.HTTPSConnection):
-    """HTTPS to the address already checked; the certificate is checked for the URL's name."""
+    """HTTPS to the addresses already checked; the certificate is checked for the URL's name."""
 
-    address = ""
+    addresses: list[str] = []
 
     def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
+        sock = _connect(self.addresses, self.port, self.timeout)
         context = ssl.create_default_context()
         self.sock = context.wrap_socket(sock, server_hostname=self.host)
 
@@ -172,7 +184,7 @@ def _post(url: str, payload: bytes, headers: dict[str, str]) -> int:
     host = parts.hostname or ""
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = resolve(host, port)
+        addresses = resolve(host, port)
     except (OSError, ValueError):
         return 0
     connection: _Pinned | _PinnedTLS
@@ -180,7 +192,7 @@ def _post(url: str, payload: bytes, headers: dict[str, str]) -> int:
         connection = _PinnedTLS(host, port, timeout=TIMEOUT)
     else:
         connection = _Pinned(host, port, timeout=TIMEOUT)
-    connection.address = address
+    connection.addresses = addresses
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query

@@ -181,3 +181,17 @@ def test_https_deliveries_go_to_the_checked_address_and_verify_the_name(
         assert _post(f"https://localhost:{port}/x", b"{}", {}) == 200
         assert _post(f"https://127.0.0.1:{port}/x", b"{}", {}) == 0  # not the cert's name
         assert len(seen) == 1
+
+
+def test_every_checked_address_is_tried_in_turn() -> None:
+    """A name with several addresses (``localhost``: ::1 and 127.0.0.1 on many hosts) is
+    reached on the one that answers, as before the addresses were pinned."""
+    from socle.gitops.notify import _connect
+
+    with receiver([]) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        # Nothing listens on 127.0.0.2 (the receiver binds 127.0.0.1 only): refused, next.
+        with _connect(["127.0.0.2", "127.0.0.1"], port, 5.0) as sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+        with pytest.raises(OSError):
+            _connect(["127.0.0.2"], port, 5.0)

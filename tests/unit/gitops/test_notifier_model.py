@@ -92,8 +92,8 @@ def test_metadata_addresses_are_refused_however_written(url: str) -> None:
 
 def test_names_resolving_to_forbidden_addresses_are_refused_at_delivery() -> None:
     """A name is checked where it resolves now (DNS may point it at the metadata service)."""
-    assert resolve("127.0.0.1", 80) == "127.0.0.1"
-    assert resolve("localhost", 80) in ("127.0.0.1", "::1")
+    assert resolve("127.0.0.1", 80) == ["127.0.0.1"]
+    assert set(resolve("localhost", 80)) <= {"127.0.0.1", "::1"}
     with pytest.raises(Refused, match="link-local"):
         resolve("169.254.169.254", 80)
     with pytest.raises(Refused, match="link-local"):
