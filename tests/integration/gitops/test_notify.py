@@ -195,3 +195,35 @@ def test_every_checked_address_is_tried_in_turn() -> None:
             assert sock.getpeername() == ("127.0.0.1", port)
         with pytest.raises(OSError):
             _connect(["127.0.0.2"], port, 5.0)
+
+
+def test_a_stored_notifier_pointing_at_the_metadata_service_is_refused_not_retried(
+    tmp_path: Path,
+) -> None:
+    """A record written before the URL rules tightened (``2852039166`` is 169.254.169.254)
+    is still loaded; its deliveries are refused at resolution, recorded, never retried."""
+
+    async def go() -> list[dict[str, Any]]:
+        store = await open_store(tmp_path / "s.db")
+        tasks = TaskMonitor().group("t")
+
+        async def no_secret(_: Notifier) -> str | None:
+            return None
+
+        old = notifier("old", "http://hooks.example/x")
+        stale = old.model_copy(
+            update={"spec": old.spec.model_copy(update={"url": "http://2852039166/latest"})}
+        )
+        notes = Notifications(store, tasks, no_secret, backoff=0.01)
+        await notes.start()
+        await notes.add(stale)
+        notes.emit(event("rollback"))
+        await asyncio.wait_for(notes.drained(), 60)
+        rows = await notes.deliveries()
+        await tasks.close()
+        await store.close()
+        return rows
+
+    [row] = asyncio.run(go())
+    assert not row["delivered"] and row["attempts"] == 0
+    assert row["error"].startswith("refused: 2852039166 resolves to 169.254.169.254")
