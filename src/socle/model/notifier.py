@@ -42,17 +42,25 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("100.100.100.200", "fd00:ec2::254", "fd20:ce::254")
 )
 """Cloud metadata services outside the link-local ranges (Alibaba, AWS and GCP over IPv6)."""
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def forbidden_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a webhook may not be posted to ``address`` (None: it may).
 
     Link-local addresses (where cloud metadata services answer), multicast and the
-    unspecified address, also written as IPv4-mapped IPv6 (``::ffff:169.254.169.254``).
+    unspecified address, also written inside IPv6 (``::ffff:169.254.169.254``, NAT64's
+    ``64:ff9b::a9fe:a9fe``, 6to4's ``2002:a9fe:a9fe::``).
     Loopback and private addresses stay allowed: in-house receivers live there.
     """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 inside IPv6: mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::a.b.c.d), 6to4.
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif address in NAT64:
+            address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        elif address.sixtofour is not None:
+            address = address.sixtofour
     if address in METADATA_ADDRESSES:
         return f"{address} is a cloud metadata address"
     if address.is_link_local or address.is_multicast or address.is_unspecified:

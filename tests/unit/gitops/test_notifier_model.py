@@ -79,6 +79,8 @@ def test_signature_is_hmac_sha256_of_the_body() -> None:
         "http://0251.0376.0251.0376/",  # octal
         "http://169.254.169.254./",  # trailing dot
         "http://[::ffff:169.254.169.254]/",  # IPv4-mapped IPv6
+        "http://[64:ff9b::a9fe:a9fe]/",  # NAT64
+        "http://[2002:a9fe:a9fe::1]/",  # 6to4
         "http://[fd00:ec2::254]/",  # AWS metadata over IPv6
         "http://100.100.100.200/",  # Alibaba metadata
     ],
