@@ -101,6 +101,19 @@ def test_a_secret_across_the_cut_is_masked_whole() -> None:
     assert "s3cr3t" not in json.dumps(event)
 
 
+def test_many_labels_never_push_out_the_ones_notifiers_route_on() -> None:
+    """An app chooses its metrics' labels: fifty of them sorting before ``alertname`` must
+    not drop the alert's name, severity or app (the alert would vanish or be misrouted)."""
+    alert = am_alert()
+    alert["labels"].update({f"a{i:02d}": "x" for i in range(60)})
+    event = alert_event(alert, now=1.0)
+    assert event is not None and event["source"] == "api-memory"
+    kept = event["alert"]["labels"]
+    assert len(kept) == 50
+    assert {"alertname", "severity", "app", "env", "socle_rule"} <= set(kept)
+    assert notifier(alerts={"severity": ["critical"], "app": ["api"]}).spec.alerts.matches(kept)  # type: ignore[union-attr]
+
+
 def test_each_transition_is_forwarded_once() -> None:
     sink = Sink()
     forwarder = AlertForwarder(lambda: sink, clock=lambda: 1.0)

@@ -54,6 +54,8 @@ MAX_LABELS = 50
 MAX_VALUE = 1000
 """Characters kept of one label or annotation value (longer ones end with "…")."""
 MESSAGE_ANNOTATIONS = ("summary", "description", "message")
+KEY_LABELS = frozenset({"alertname", "severity", "app", "instance", "env", "socle_rule"})
+"""Labels kept whatever else an alert carries (the event's fields and the filters use them)."""
 
 
 class Sink(Protocol):
@@ -80,7 +82,13 @@ def _cut(value: object) -> str:
 def _strings(data: object, redact: Callable[[str], str]) -> dict[str, str]:
     if not isinstance(data, Mapping):
         return {}
-    items = sorted((str(k), v) for k, v in data.items())[:MAX_LABELS]
+    # The labels notifiers route on come first: a metric with many labels (an app chooses
+    # its own) must not push ``alertname`` or ``severity`` past the cut and so silence or
+    # misroute the alert about it.
+    items = sorted(
+        ((str(k), v) for k, v in data.items()),
+        key=lambda item: (item[0] not in KEY_LABELS, item[0]),
+    )[:MAX_LABELS]
     # Masked before cut: a cut through a secret would leave a prefix the redactor misses.
     return {_cut(k): _cut(redact(str(v))) for k, v in items}
 
