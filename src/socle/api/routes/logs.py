@@ -67,6 +67,12 @@ def _window(
     return max(start_ns, 0), end_ns
 
 
+def _since(since: str, now: int | None = None) -> int:
+    """``since`` ago in ns, never before 1970 (the store's 64-bit timestamps start there:
+    a live tail from before would fail in the store, after its stream started)."""
+    return max((now or time.time_ns()) - int(_duration(since, "since") * NS), 0)
+
+
 def _step(step: str | None, start: int, end: int) -> int:
     if step:
         seconds = _duration(step, "step")
@@ -152,7 +158,7 @@ async def tail_logs(
     await service.check(parsed)
     if not isinstance(parsed, LogQuery):
         raise ConfigError("query: tail needs a log query, not a metric query")
-    start = time.time_ns() - int(_duration(since, "since") * NS) if since else None
+    start = _since(since) if since else None
     service.check_tail_capacity()
 
     async def lines() -> AsyncIterator[bytes]:
