@@ -40,7 +40,10 @@ _TOKEN = re.compile(
     )""",
     re.VERBOSE,
 )
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "'": "'"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "'": "'",
+            "a": "\a", "b": "\b", "f": "\f", "v": "\v"}  # fmt: skip
+_NUMERIC_ESCAPES = {"x": (2, 16), "u": (4, 16), "U": (8, 16)}
+"""Go's (and so Loki's) ``\\xHH``, ``\\uHHHH``, ``\\UHHHHHHHH``; octal ``\\NNN`` besides."""
 EXTRACTED = "_extracted"
 """Suffix naming a parsed field that a stream label of the same name hides (Loki's)."""
 RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
@@ -150,10 +153,28 @@ def _unquote(token: str) -> str:
         char = token[index]
         if char == "\\":
             nxt = token[index + 1]
-            if nxt not in _ESCAPES:
-                raise LogQLError(f"query: unknown escape \\{nxt} in {token}")
-            out.append(_ESCAPES[nxt])
-            index += 2
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                index += 2
+                continue
+            if nxt in _NUMERIC_ESCAPES or nxt in "01234567":
+                size, base = _NUMERIC_ESCAPES.get(nxt, (3, 8))
+                start = index + (1 if base == 8 else 2)
+                digits = token[start : start + size]
+                allowed = "01234567" if base == 8 else "0123456789abcdefABCDEF"
+                if (
+                    len(digits) != size
+                    or start + size > len(token) - 1
+                    or any(d not in allowed for d in digits)
+                ):
+                    raise LogQLError(f"query: bad escape \\{nxt} in {token[:80]}")
+                code = int(digits, base)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF or (base == 8 and code > 255):
+                    raise LogQLError(f"query: escape \\{nxt}{digits} is not a character")
+                out.append(chr(code))
+                index = start + size
+                continue
+            raise LogQLError(f"query: unknown escape \\{nxt} in {token}")
         else:
             out.append(char)
             index += 1

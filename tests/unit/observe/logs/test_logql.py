@@ -146,3 +146,27 @@ def test_user_text_is_only_ever_a_parameter() -> None:
     assert "x' OR 1=1 --" in sql.params
     assert "'; DROP TABLE hot; --" in sql.params
     assert '$."weird_label"' in sql.params
+
+
+def test_go_string_escapes_as_in_loki() -> None:
+    """Loki unquotes strings like Go: ``\\xHH``, ``\\uHHHH``, ``\\UHHHHHHHH``, octal
+    ``\\NNN`` and ``\\a \\b \\f \\v`` as well as ``\\n \\t``."""
+    query = parse(r'{app="a"} |= "\u00e9t\xc3 \101\t\U0001F600 \a"')
+    assert isinstance(query, LogQuery)
+    assert query.stages[0] == LineFilter("|=", "ét\xc3 A\t\U0001f600 \a")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (r'{app="a"} |= "\x4"', "bad escape"),
+        (r'{app="a"} |= "\xZZ"', "bad escape"),
+        (r'{app="a"} |= "\uD800"', "not a character"),
+        (r'{app="a"} |= "\U00110000"', "not a character"),
+        (r'{app="a"} |= "\400"', "not a character"),
+        (r'{app="a"} |= "\q"', "unknown escape"),
+    ],
+)
+def test_bad_escapes_are_refused(text: str, words: str) -> None:
+    with pytest.raises(LogQLError, match=words):
+        parse(text)
