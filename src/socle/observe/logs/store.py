@@ -112,6 +112,10 @@ def _stream_labels(values: Iterable[Any], extra: str | None) -> dict[str, str]:
     return labels
 
 
+MAX_DISTINCT = 10_000
+"""Distinct label values (or label sets) one ``labels``/``label values`` lookup reads."""
+
+
 class LogStore:
     """See the module docstring. ``redact`` masks secret values in every stored line."""
 
@@ -136,6 +140,8 @@ class LogStore:
         self.segment_rows = segment_rows
         self.memory_limit = memory_limit
         self.query_timeout = query_timeout
+        self.max_distinct = MAX_DISTINCT
+        """Distinct values (or label sets) a label lookup reads at most."""
         self._clock = clock
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -730,7 +736,10 @@ class LogStore:
                 f"WHERE ts BETWEEN ? AND ? AND {column} IS NOT NULL"
             )
             params += [files, start, end]
-        return [str(r[0]) for r in self._run(sql, params)]
+        # Bounded: every distinct label set is read back (and parsed, for ``labels``); a
+        # client pushing millions of distinct streams must not make label lookups unbounded.
+        sql = f"SELECT * FROM ({sql}) LIMIT ?"  # noqa: S608
+        return [str(r[0]) for r in self._run(sql, [*params, self.max_distinct])]
 
 
 __all__ = ["Chunk", "Entry", "InstanceLabels", "LogStore", "LogStoreError", "Row", "Series"]

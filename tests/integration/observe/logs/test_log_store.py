@@ -409,3 +409,15 @@ def test_re2_classes_python_refuses_work(store: LogStore) -> None:
     store.check_regexes(["\\p{Greek}+", "[[:digit:]]+"])
     assert everything(store, '{app="re2"} |~ "^\\\\p{Greek}+$"') == ["αβγ"]
     assert everything(store, '{app="re2"} |~ "[[:digit:]]+"') == ["abc 42"]
+
+
+def test_label_lookups_read_a_bounded_number_of_label_sets(store: LogStore) -> None:
+    """Every distinct label set is read back for ``labels``: a client pushing many distinct
+    streams gets a bounded answer, not an unbounded read."""
+    now = time.time_ns()
+    store.push([Entry(now + i, "x", {"app": f"many{i}", "k": str(i)}) for i in range(8)])
+    store.max_distinct = 3
+    assert len(store.label_values("app", 0, END)) == 3
+    assert len(store.label_values("k", 0, END)) == 3
+    store.max_distinct = 100
+    assert len(store.label_values("app", 0, END)) == 8
