@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
@@ -94,6 +94,16 @@ def _parse(query: str) -> LogQLQuery:
     return parse(query)
 
 
+def _still_valid(ctx: ApiContext, token: str | None) -> Callable[[], Awaitable[bool]]:
+    """Whether ``token`` still opens the API (asked by live tails: a revoked or expired
+    token's tail ends instead of following every app's logs for ever)."""
+
+    async def check() -> bool:
+        return bool(token) and await ctx.tokens.check(token or "") is not None
+
+    return check
+
+
 def _series_dict(series: list[Any]) -> list[dict[str, object]]:
     return [{"labels": s.labels, "points": [[ts / NS, v] for ts, v in s.points]} for s in series]
 
@@ -145,6 +155,7 @@ async def query_logs(ctx: Ctx, _: Who, params: Range) -> dict[str, object]:
 
 @router.get("/tail")
 async def tail_logs(
+    request: Request,
     ctx: Ctx,
     _: Who,
     query: str,
@@ -161,8 +172,10 @@ async def tail_logs(
     start = _since(since) if since else None
     service.check_tail_capacity()
 
+    allowed = _still_valid(ctx, bearer(request.scope.get("headers") or ()))
+
     async def lines() -> AsyncIterator[bytes]:
-        async for row in service.tail(parsed, start=start, limit=limit):
+        async for row in service.tail(parsed, start=start, limit=limit, allowed=allowed):
             yield (json.dumps(row.to_dict()) + "\n").encode()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
@@ -329,7 +342,8 @@ async def loki_tail(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        async for row in ctx.logs.tail(parsed, start=start, limit=limit):
+        allowed = _still_valid(ctx, token)
+        async for row in ctx.logs.tail(parsed, start=start, limit=limit, allowed=allowed):
             await websocket.send_json({"streams": loki.streams([row]), "dropped_entries": None})
     except (WebSocketDisconnect, RuntimeError):
         return

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from socle.errors import SocleError
@@ -29,6 +29,8 @@ from socle.tracing import current_trace_id
 log = logging.getLogger("socle.observe.logs")
 
 TAIL_POLL = 0.5
+TAIL_RECHECK = 5.0
+"""Seconds between two checks that a live tail's caller may still read (its token)."""
 FORWARD_CURSOR = "forward.cursor"
 """In the store's folder: the last line a configured Loki accepted (see ``Forwarder``)."""
 
@@ -199,7 +201,12 @@ class LogService:
         )
 
     async def tail(
-        self, query: LogQuery, *, start: int | None = None, limit: int = 100
+        self,
+        query: LogQuery,
+        *,
+        start: int | None = None,
+        limit: int = 100,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[Row]:
         """The last ``limit`` lines (or those after ``start``), then new lines as they are
         stored (followed by store order, so a line stored late is not missed), until the
@@ -213,7 +220,7 @@ class LogService:
                     f"{self.tails - 1} live tails are open, the most this server follows at once",
                     hint="close another tail, or query with --since instead of --follow",
                 )
-            async for row in self._tail(query, start=start, limit=limit):
+            async for row in self._tail(query, start=start, limit=limit, allowed=allowed):
                 yield row
         finally:
             self.tails -= 1
@@ -235,8 +242,15 @@ class LogService:
             )
 
     async def _tail(
-        self, query: LogQuery, *, start: int | None = None, limit: int = 100
+        self,
+        query: LogQuery,
+        *,
+        start: int | None = None,
+        limit: int = 100,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[Row]:
+        """``allowed`` is asked every :data:`TAIL_RECHECK` seconds: a tail whose token was
+        revoked (or expired) ends there instead of following the logs for ever."""
         last = await asyncio.to_thread(self.store.last_seq)
         now = time.time_ns()
         if start is None:
@@ -247,8 +261,13 @@ class LogService:
         shown = {row.seq for row in rows if row.seq > last}  # stored during the history read
         for row in rows:
             yield row
+        checked = time.monotonic()
         while True:
             await asyncio.sleep(TAIL_POLL)
+            if allowed is not None and time.monotonic() - checked >= TAIL_RECHECK:
+                if not await allowed():
+                    return
+                checked = time.monotonic()
             rows = await asyncio.to_thread(
                 self.store.select, query, 0, 2**62, limit=1000, forward=True, after_seq=last
             )

@@ -98,3 +98,32 @@ async def test_tails_opened_together_stay_bounded(service: LogService) -> None:
         await following
     await first.aclose()
     assert service.tails == 0
+
+
+async def test_a_tail_ends_when_its_caller_is_no_longer_allowed(
+    service: LogService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live tail asks again, every few seconds, whether its token still opens the API:
+    revoked, the tail ends (and frees its slot) instead of following the logs for ever."""
+    import socle.observe.logs.service as service_module
+
+    monkeypatch.setattr(service_module, "TAIL_RECHECK", 0.0)
+    await service.push([Entry(1, "before", {"app": "r"})])
+    valid = True
+    asked = 0
+
+    async def allowed() -> bool:
+        nonlocal asked
+        asked += 1
+        return valid
+
+    tail = service.tail(q('{app="r"}'), limit=10, allowed=allowed)
+    assert (await anext(tail)).line == "before"
+    await service.push([Entry(2, "while valid", {"app": "r"})])
+    assert (await asyncio.wait_for(anext(tail), 30)).line == "while valid"
+    assert asked >= 1
+    valid = False  # the token is revoked
+    await service.push([Entry(3, "after revocation", {"app": "r"})])
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(tail), 30)
+    service.check_tail_capacity()  # the slot is free again
