@@ -558,3 +558,26 @@ def test_a_tail_with_a_regex_re2_refuses_is_refused_before_it_streams(
     greek = server.api("GET", "/loki/api/v1/query_range",
                        params={"query": '{app=~"\\\\p{Greek}+"}', "since": "5m"})  # fmt: skip
     assert greek.status_code == 200, greek.text
+
+
+def test_a_live_tail_ends_when_its_token_is_revoked(server: SocleServer) -> None:
+    """The gate checks a token once, when the tail starts: the tail itself asks again, so
+    revoking a leaked token also ends the live tails opened with it."""
+    made = server.api("POST", "/api/v1/tokens", json={"name": "reader"})
+    assert made.status_code == 200, made.text
+    headers = {"Authorization": f"Bearer {made.json()['token']}"}
+    _push(server, "revoked", ["before"])
+    with httpx.stream(
+        "GET",
+        server.url + "/api/v1/logs/tail",
+        params={"query": '{app="revoked"}', "limit": "1"},
+        headers=headers,
+        timeout=60,
+    ) as response:
+        assert response.status_code == 200
+        got = response.iter_lines()
+        assert json.loads(next(got))["line"] == "before"
+        assert server.api("DELETE", "/api/v1/tokens/reader").status_code == 200
+        _push(server, "revoked", ["after"])
+        rest = list(got)  # the stream ends (within a recheck period) instead of following
+    assert all(json.loads(line)["line"] == "after" for line in rest if line)
