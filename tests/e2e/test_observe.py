@@ -542,6 +542,12 @@ def test_a_log_query_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
     refused = server.cli("apply", str(bad), "--yes", check=False)
     assert refused.returncode != 0 and "spec.logQuery" in refused.stderr
     assert "returns lines, not numbers" in refused.stderr
+    # A regular expression the log store's RE2 refuses is a manifest problem too.
+    rule["spec"] = {"logQuery": 'count_over_time({app="payments"} |~ "(?=x)" [5m])'}
+    (bad / "rule.yaml").write_text(yaml.safe_dump(rule, sort_keys=False))
+    refused = server.cli("apply", str(bad), "--yes", check=False)
+    assert refused.returncode != 0 and "spec.logQuery" in refused.stderr
+    assert "bad regular expression '(?=x)'" in refused.stderr
     assert server.cli("history", "--json").stdout.strip() in ("[]", "")
 
     repo = write_repo(tmp_path / "repo", {})

@@ -578,7 +578,9 @@ class EngineComponent:
             events=plane.metrics,
             templates=templates,
             firewall=plane.firewall,
-            log_query_check=check_log_query,
+            log_query_check=lambda text: check_log_query(
+                text, plane.logs.store.check_regexes if plane.logs is not None else None
+            ),
         )
         try:
             await engine.start()

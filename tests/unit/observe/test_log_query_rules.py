@@ -63,3 +63,30 @@ def test_the_log_query_check() -> None:
     broken = check_log_query('count_over_time({app="api"[5m])')
     assert broken is not None and "expected" in broken
     assert check_log_query('count_over_time({app=""}[5m])') is not None  # Loki's rule
+
+
+def test_regular_expressions_are_checked_by_the_log_store() -> None:
+    """The parse leaves RE2 syntax to the store: a plan asks it (its own RE2), so a bad
+    expression is a manifest problem, not a rule that fails at every evaluation; a store
+    that does not answer leaves it to the evaluator."""
+    from socle.errors import SocleError
+    from socle.observe.logs.logql import LogQLError
+
+    asked: list[list[str]] = []
+
+    def store(patterns: list[str]) -> None:
+        asked.append(patterns)
+        if "(?=x)" in patterns:
+            raise LogQLError("query: bad regular expression '(?=x)': invalid perl operator")
+
+    good = 'count_over_time({app=~"api|web"} |~ "\\\\p{L}+" [5m])'
+    assert check_log_query(good, store) is None
+    assert asked == [["api|web", "\\p{L}+"]]
+    bad = 'count_over_time({app="api"} |~ "(?=x)" [5m])'
+    assert "invalid perl operator" in (check_log_query(bad, store) or "")
+
+    def down(_: list[str]) -> None:
+        raise SocleError("the log worker does not answer")
+
+    assert check_log_query(bad, down) is None
+    assert check_log_query(ERRORS) is None  # no regular expression: nothing to ask

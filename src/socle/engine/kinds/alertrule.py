@@ -158,7 +158,8 @@ class AlertRuleHandler(RecordKindHandler[Any, AlertRuleState]):
         fresh = {n: s for n, s in states.items() if s.digest not in self._checked}
         if not fresh:
             return
-        self._check_log_queries(fresh, origins)
+        # In a thread: the log store checks the queries' regular expressions (its worker).
+        await asyncio.to_thread(self._check_log_queries, fresh, origins)
         tool = promtool()
         if tool is None:
             log.warning("promtool not found: AlertRule expressions are not checked at plan time")

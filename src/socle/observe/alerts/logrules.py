@@ -27,8 +27,9 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from socle.errors import SocleError
 from socle.model.alertrule import LOG_QUERY_METRIC
-from socle.observe.logs.logql import LogQLError, MetricQuery, parse
+from socle.observe.logs.logql import LogQLError, MetricQuery, parse, regexes
 from socle.observe.logs.model import Series
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,13 @@ Evaluate = Callable[[MetricQuery, int, int, int], list[Series]]
 """The log store's metric query: ``(query, start ns, end ns, step ns)`` -> series."""
 
 
-def check_log_query(text: str) -> str | None:
+def check_log_query(
+    text: str, regex_check: Callable[[list[str]], None] | None = None
+) -> str | None:
     """Why ``text`` cannot be an AlertRule's ``logQuery`` (None: it can): it must parse
-    and be a metric query (a number per series), not a log query (lines)."""
+    and be a metric query (a number per series), not a log query (lines); its regular
+    expressions must be RE2 (``regex_check``: the log store's own check, blocking; a
+    store that does not answer leaves them to the evaluator, which reports them)."""
     try:
         query = parse(text)
     except LogQLError as exc:
@@ -58,6 +63,14 @@ def check_log_query(text: str) -> str | None:
             "a log query returns lines, not numbers: wrap it in a range function, "
             'e.g. count_over_time({app="api"} |= "error" [5m])'
         )
+    patterns = regexes(query)
+    if regex_check is not None and patterns:
+        try:
+            regex_check(patterns)
+        except LogQLError as exc:
+            return exc.message
+        except SocleError as exc:  # the store is down: not a fault of the manifest
+            log.warning("log query regular expressions not checked: %s", exc.message)
     return None
 
 
