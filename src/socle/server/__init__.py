@@ -13,6 +13,7 @@ database (the leader lease: the second one refuses, or waits with ``--standby``)
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import ipaddress
@@ -20,6 +21,8 @@ import logging
 import os
 import resource
 import signal
+import sys
+import threading
 from pathlib import Path
 
 from socle.errors import ConfigError
@@ -238,3 +241,27 @@ def run(settings: Settings) -> None:
     # Alertmanager (readiness polls, proxied queries) would drown the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
+    _exit_now()
+
+
+def _exit_now() -> None:
+    """End the process at once after a clean stop, skipping the interpreter's teardown.
+
+    Every component has stopped and the event loop has closed (its executor threads joined):
+    what is left is freeing the tens of thousands of objects the imports built (schemas,
+    routes, models), which costs more CPU than starting takes on a loaded host (measured:
+    0.3-0.5 s of CPU, 0.8 s between the last component stopped and the exit on 2 busy
+    cores) and makes ``socle down`` and every restart wait for nothing. Threads that would
+    keep the interpreter alive are still waited for (as the interpreter does first), exit
+    hooks still run and logs are flushed; only a failed start or stop (an exception) takes
+    the ordinary way out.
+    """
+    wait_for_threads = getattr(threading, "_shutdown", None)
+    if wait_for_threads is None:
+        return  # not the CPython this was measured on: the ordinary way out
+    wait_for_threads()  # as the interpreter's own exit: executors' workers, non-daemon threads
+    atexit._run_exitfuncs()  # logging.shutdown among them: every handler flushed and closed
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(0)
