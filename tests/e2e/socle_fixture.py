@@ -156,7 +156,12 @@ class SocleServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
-            self.api("POST", "/api/v1/shutdown", json={"keep_apps": keep_apps})
+            response = self.api("POST", "/api/v1/shutdown", json={"keep_apps": keep_apps})
+            if response.status_code != 200:
+                # Refused: the test revoked every token it knows. SIGTERM stops the control
+                # plane too (keeping the apps: cleanup() kills them by PID) instead of
+                # waiting a minute for a stop that will not come.
+                self.proc.terminate()
             self.proc.wait(60)
         except (httpx.HTTPError, subprocess.TimeoutExpired):
             self.proc.kill()
