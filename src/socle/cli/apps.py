@@ -91,6 +91,12 @@ listen_option = click.option(
 )
 
 
+REVISION_POLL_SECONDS = 0.1
+"""How often ``apply``/``up``/``rollback`` ask whether their revision is done: a revision's
+state is one small read (no plan), and every apply returns on average half a poll after its
+revision ended (0.25 s made each one wait 125 ms more, for nothing)."""
+
+
 def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[str, Any]:
     """Poll a revision until it is done, showing per-app progress."""
     last_text, last_status, ready = "", 0.0, {}
@@ -102,7 +108,7 @@ def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[
             if revision["status"] in TERMINAL_REVISION_STATUSES:
                 return client.call("GET", f"/api/v1/revisions/{number}")  # type: ignore[no-any-return]
             if quiet:
-                time.sleep(0.25)
+                time.sleep(REVISION_POLL_SECONDS)
                 continue
             if (
                 revision["status"] == RevisionStatus.ROLLING
@@ -115,7 +121,7 @@ def _wait_revision(client: Client, number: int, *, quiet: bool = False) -> dict[
             if text != last_text:
                 spinner.update(safe(text[:200]))
                 last_text = text
-            time.sleep(0.25)
+            time.sleep(REVISION_POLL_SECONDS)
 
 
 def _progress(revision: dict[str, Any], ready: dict[str, str]) -> str:
