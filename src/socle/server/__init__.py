@@ -241,6 +241,7 @@ def run(settings: Settings) -> None:
     # Alertmanager (readiness polls, proxied queries) would drown the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
+    log.warning("socle control plane stopped")
     _exit_now()
 
 
