@@ -165,12 +165,16 @@ def start_socle(root: Path, *, sealed: bool = False) -> SocleServer:
     home = root / "home"
     env = dict(_clean_env(), SOCLE_HOME=str(home))
     # As tests/e2e/conftest.py: the DNS and Consul faces on free ports (their defaults are
-    # fixed), and no Prometheus/Alertmanager per control plane on the shared cores.
+    # fixed), and no Prometheus/Alertmanager per control plane on the shared cores. No
+    # ingress either: these sessions never reach an app, and its fixed default port (8080)
+    # is often taken on a shared machine, which cost every start nginx's ~2.5 s of bind
+    # retries.
     env.update(
         SOCLE_DNS_LISTEN="127.0.0.1:0",
         SOCLE_CONSUL_LISTEN="127.0.0.1:0",
         SOCLE_PROMETHEUS="off",
         SOCLE_ALERTMANAGER="off",
+        SOCLE_INGRESS="false",
     )
     server = SocleServer(home=home, env=env, args=() if sealed else ("--dev",))
     server.start()
