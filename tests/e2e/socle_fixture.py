@@ -227,12 +227,13 @@ class SocleServer:
             with contextlib.suppress(OSError):
                 if claim.read_text().startswith(prefix_ns):
                     claim.unlink()
-        # Instances' scratch spaces (and rendered templates) are tmpfs mounts; a killed
-        # control plane leaves them.
-        prefixes = (f"{self.home}/run/scratch/", f"{self.home}/templates")
+        # Instances' scratch spaces (and rendered templates) are tmpfs mounts, volumes are
+        # loop-mounted images; a killed control plane leaves them, and so does a clean stop
+        # (volumes stay for apps that outlive it). Nothing of this home stays mounted.
+        prefix = f"{self.home}/"
         for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
             target = line.split()[4]
-            if target.startswith(prefixes):
+            if target.startswith(prefix):
                 subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
