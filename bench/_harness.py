@@ -27,6 +27,7 @@ def socle_server(
         base["SOCLE_HOME"] = str(Path(tmp) / "home")
         base["SOCLE_CONSUL_LISTEN"] = "127.0.0.1:0"  # free ports, not Consul's 8500/8600
         base["SOCLE_DNS_LISTEN"] = "127.0.0.1:0"
+        base["SOCLE_OTLP_BRIDGE_PORT"] = "0"
         base.update(env or {})
         server = SocleServer(home=Path(tmp) / "home", env=base, args=args)
         server.start()

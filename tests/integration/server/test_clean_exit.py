@@ -14,6 +14,7 @@ def _env(home: Path) -> dict[str, str]:
     env.update(
         SOCLE_HOME=str(home),
         SOCLE_DNS_LISTEN="127.0.0.1:0",
+        SOCLE_OTLP_BRIDGE_PORT="0",
         SOCLE_CONSUL_LISTEN="127.0.0.1:0",
         SOCLE_PROMETHEUS="off",
         SOCLE_ALERTMANAGER="off",

@@ -171,6 +171,7 @@ def start_socle(root: Path, *, sealed: bool = False) -> SocleServer:
     # retries.
     env.update(
         SOCLE_DNS_LISTEN="127.0.0.1:0",
+        SOCLE_OTLP_BRIDGE_PORT="0",
         SOCLE_CONSUL_LISTEN="127.0.0.1:0",
         SOCLE_PROMETHEUS="off",
         SOCLE_ALERTMANAGER="off",
