@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.socle_fixture import SocleServer, free_port
+from tests.e2e.socle_fixture import SocleServer, free_port, running_server
 
 
 @pytest.fixture
@@ -29,21 +29,13 @@ def socle_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def server(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    srv = SocleServer(home=tmp_path / "home", env=socle_env)
-    srv.start()
-    try:
+    with running_server(tmp_path / "home", socle_env) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 @pytest.fixture
 def dev_server(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
     """A control plane in development mode: secrets initialised and auto-unsealed."""
     env = dict(socle_env, SOCLE_SECRET_CHECK_SECONDS="0.5")
-    srv = SocleServer(home=tmp_path / "home", env=env, args=("--dev",))
-    srv.start()
-    try:
+    with running_server(tmp_path / "home", env, args=("--dev",)) as srv:
         yield srv
-    finally:
-        srv.cleanup()

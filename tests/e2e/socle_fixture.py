@@ -18,7 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -317,3 +317,27 @@ def get_json(url: str) -> dict[str, Any]:
 def instance_url(app: dict[str, Any], ordinal: int = 0) -> str:
     inst = next(i for i in app["instances"] if i["ordinal"] == ordinal)
     return f"http://{inst['address']}:{inst['ports']['http']}/"
+
+
+@contextlib.contextmanager
+def running_server(
+    home: Path, env: dict[str, str], args: tuple[str, ...] = ()
+) -> Iterator[SocleServer]:
+    """A started control plane, cleaned up (processes, mounts) however the test ends."""
+    srv = SocleServer(home=home, env=env, args=args)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.cleanup()
+
+
+def observed_env(
+    socle_env: dict[str, str], *, alertmanager: bool = True, **extra: str
+) -> dict[str, str]:
+    """``socle_env`` with the embedded Prometheus (and Alertmanager) on, scraping every second
+    (the other e2e servers run without them, to spare the two cores)."""
+    env = dict(socle_env, SOCLE_PROMETHEUS="embedded", SOCLE_SCRAPE_INTERVAL="1", **extra)
+    if alertmanager:
+        env["SOCLE_ALERTMANAGER"] = "embedded"
+    return env

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.socle_fixture import SocleServer, wait_for
+from tests.e2e.socle_fixture import SocleServer, observed_env, running_server, wait_for
 from tests.integration.gitops.test_notify import receiver
 
 pytestmark = pytest.mark.skipif(
@@ -27,18 +27,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    env = dict(
-        socle_env,
-        SOCLE_PROMETHEUS="embedded",
-        SOCLE_ALERTMANAGER="embedded",
-        SOCLE_SCRAPE_INTERVAL="1",
-    )
-    srv = SocleServer(home=tmp_path / "home", env=env)
-    srv.start()
-    try:
+    with running_server(tmp_path / "home", observed_env(socle_env)) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def rule(name: str, expr: str, severity: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.socle_fixture import SocleServer, wait_for, write_repo
+from tests.e2e.socle_fixture import SocleServer, observed_env, running_server, wait_for, write_repo
 
 pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs Debian's prometheus")
 
@@ -41,18 +41,9 @@ LOADED_APP = textwrap.dedent(
 
 @pytest.fixture
 def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    env = dict(
-        socle_env,
-        SOCLE_PROMETHEUS="embedded",
-        SOCLE_SCRAPE_INTERVAL="1",
-        SOCLE_AUTOSCALE_SECONDS="1",
-    )
-    srv = SocleServer(home=tmp_path / "home", env=env)
-    srv.start()
-    try:
+    env = observed_env(socle_env, alertmanager=False, SOCLE_AUTOSCALE_SECONDS="1")
+    with running_server(tmp_path / "home", env) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def _ready(server: SocleServer) -> int:

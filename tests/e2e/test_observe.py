@@ -25,7 +25,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.socle_fixture import SocleServer, free_port, wait_for, write_repo
+from tests.e2e.socle_fixture import (
+    SocleServer,
+    free_port,
+    observed_env,
+    running_server,
+    wait_for,
+    write_repo,
+)
 from tests.e2e.socle_fixture import prometheus_query as query
 
 pytestmark = pytest.mark.skipif(
@@ -88,18 +95,8 @@ LEAKY_APP = textwrap.dedent(
 
 @pytest.fixture
 def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    env = dict(
-        socle_env,
-        SOCLE_PROMETHEUS="embedded",
-        SOCLE_ALERTMANAGER="embedded",
-        SOCLE_SCRAPE_INTERVAL="1",
-    )
-    srv = SocleServer(home=tmp_path / "home", env=env)
-    srv.start()
-    try:
+    with running_server(tmp_path / "home", observed_env(socle_env)) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def add_app(repo: Path, name: str, source: str, spec: dict[str, Any]) -> None:
@@ -469,36 +466,26 @@ def test_slo_burn_alert_fires(observed: SocleServer, tmp_path: Path) -> None:
 
 
 def test_a_rule_applied_while_prometheus_starts_is_loaded(
-    tmp_path: Path, socle_env: dict[str, str]
+    tmp_path: Path, observed: SocleServer
 ) -> None:
     """The first apply often lands while the embedded Prometheus is still starting (before
     Socle listens for AlertRule changes): its rules must reach Prometheus all the same."""
-    env = dict(
-        socle_env,
-        SOCLE_PROMETHEUS="embedded",
-        SOCLE_ALERTMANAGER="embedded",
-        SOCLE_SCRAPE_INTERVAL="1",
+    server = observed
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    rule = {
+        "apiVersion": "socle/v1",
+        "kind": "AlertRule",
+        "metadata": {"name": "always-on"},
+        "spec": {"expr": "vector(1)", "severity": "info"},
+    }
+    (repo / "rule.yaml").write_text(yaml.safe_dump(rule))
+    server.cli("apply", str(repo), "--yes")
+    wait_for(
+        lambda: query(server, 'ALERTS{alertname="always-on",alertstate="firing"}'),
+        60,
+        "the applied rule to fire in Prometheus",
     )
-    server = SocleServer(home=tmp_path / "home", env=env)
-    server.start()
-    try:
-        repo = tmp_path / "repo"
-        repo.mkdir()
-        rule = {
-            "apiVersion": "socle/v1",
-            "kind": "AlertRule",
-            "metadata": {"name": "always-on"},
-            "spec": {"expr": "vector(1)", "severity": "info"},
-        }
-        (repo / "rule.yaml").write_text(yaml.safe_dump(rule))
-        server.cli("apply", str(repo), "--yes")
-        wait_for(
-            lambda: query(server, 'ALERTS{alertname="always-on",alertstate="firing"}'),
-            60,
-            "the applied rule to fire in Prometheus",
-        )
-    finally:
-        server.cleanup()
 
 
 ERROR_LOGGER_APP = textwrap.dedent(

@@ -16,7 +16,9 @@ from tests.e2e.socle_fixture import (
     SocleServer,
     get_json,
     instance_url,
+    observed_env,
     prometheus_query,
+    running_server,
     wait_for,
     write_repo,
 )
@@ -57,18 +59,9 @@ TRAFFIC_APP = textwrap.dedent(
 
 @pytest.fixture
 def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    env = dict(
-        socle_env,
-        SOCLE_PROMETHEUS="embedded",
-        SOCLE_SCRAPE_INTERVAL="1",
-        SOCLE_RELEASE_CHECK_SECONDS="1",
-    )
-    srv = SocleServer(home=tmp_path / "home", env=env)
-    srv.start()
-    try:
+    env = observed_env(socle_env, alertmanager=False, SOCLE_RELEASE_CHECK_SECONDS="1")
+    with running_server(tmp_path / "home", env) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 def _repo(root: Path, version: str, failing: str) -> Path:

@@ -19,7 +19,9 @@ from tests.e2e.socle_fixture import (
     SocleServer,
     get_json,
     instance_url,
+    observed_env,
     prometheus_query,
+    running_server,
     wait_for,
     write_repo,
 )
@@ -29,13 +31,8 @@ pytestmark = pytest.mark.skipif(not shutil.which("prometheus"), reason="needs De
 
 @pytest.fixture
 def observed(tmp_path: Path, socle_env: dict[str, str]) -> Iterator[SocleServer]:
-    env = dict(socle_env, SOCLE_PROMETHEUS="embedded", SOCLE_SCRAPE_INTERVAL="1")
-    srv = SocleServer(home=tmp_path / "home", env=env)
-    srv.start()
-    try:
+    with running_server(tmp_path / "home", observed_env(socle_env, alertmanager=False)) as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 NOT_ROOT = "import os, sys; sys.exit(0 if os.getuid() != 0 else 1)"
