@@ -96,6 +96,17 @@ def test_a_bad_release_is_rolled_back(observed: SocleServer, tmp_path: Path) -> 
     wait_for(scraped, 90, "the first release's counters in Prometheus")
     # A good second release is left alone: same error ratio as the first.
     server.cli("apply", str(_repo(repo, "2", "0")), "--yes")
+    # It runs long enough to have a rate of its own (two scrapes) before the next release
+    # replaces it: the check compares the new release with what ran just before it. (A
+    # release replaced before it was ever scraped twice leaves nothing to compare with.)
+    second = next(i["id"] for i in server.app("shop")["instances"] if i["ordinal"] == 0)
+
+    def second_rated() -> bool:
+        return bool(
+            prometheus_query(server, f'rate(shop_requests_total{{instance="{second}"}}[20s])')
+        )
+
+    wait_for(second_rated, 90, "a rate of the second release's counters in Prometheus")
     # The third release fails half of its requests.
     server.cli("apply", str(_repo(repo, "3", "0.5")), "--yes")
 
