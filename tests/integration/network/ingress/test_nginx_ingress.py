@@ -338,40 +338,14 @@ async def test_an_unknown_sni_name_gets_no_certificate(
     """The default HTTPS server used to answer any name with the first TLS host's
     certificate (telling scanners which hosts the teams serve); it now refuses the
     handshake, while the route's own name still gets its certificate."""
-    import datetime
     import ssl
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
     from socle.network.ingress import Extras
     from socle.network.ingress.render import TlsFiles
+    from tests.support.certs import write_self_signed
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secret-shop.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("secret-shop.test")]), False)
-        .sign(key, hashes.SHA256())
-    )
     files = TlsFiles(tmp_path / "shop.crt", tmp_path / "shop.key")
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_self_signed(files.cert, files.key, "secret-shop.test")
 
     async def extras(route: Route) -> Extras:
         return Extras(tls=files)
@@ -409,7 +383,7 @@ async def test_an_unknown_sni_name_gets_no_certificate(
                 return tls.getpeercert(binary_form=True)
 
         served = await asyncio.to_thread(peer, "secret-shop.test")
-        assert served == cert.public_bytes(serialization.Encoding.DER)
+        assert served == ssl.PEM_cert_to_DER_cert(files.cert.read_text())
         for sni in ("scanner.test", None):
             with pytest.raises(ssl.SSLError):
                 await asyncio.to_thread(peer, sni)
