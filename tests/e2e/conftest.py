@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.socle_fixture import SocleServer, free_port, running_server
+from tests.e2e.socle_fixture import SocleServer, running_server
+from tests.support.ports import free_port
 
 
 @pytest.fixture

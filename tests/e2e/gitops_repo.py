@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.socle_fixture import wait_for, write_repo
+from tests.support.ports import free_port
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Ada Tester",
@@ -71,13 +72,6 @@ class Remote:
 
 def web(version: str, **extra: Any) -> dict[str, Any]:
     return {"env": {"VERSION": version}, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -83,13 +82,6 @@ def prometheus_query(server: SocleServer, promql: str) -> list[dict[str, Any]]:
     assert done.returncode == 0, done.stderr
     result: list[dict[str, Any]] = json.loads(done.stdout)["result"]
     return result
-
-
-def free_port() -> int:
-    """A loopback TCP port free right now (the ingress of each test server gets its own)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from socle.network.ingress.nginx import NGINX
 from socle.runtime.local.driver import default_cgroup_parent
 from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_for, write_repo
+from tests.support.ports import free_port
 
 ROUNDS = 50
 SLEEP_MAX = 0.3
@@ -91,8 +93,8 @@ def home_processes(home: Path, *, exclude: set[int]) -> HomeProcesses:
         cgroup = _read(entry / "cgroup").decode(errors="replace")
         if needle not in cmdline and not cwd.startswith(needle) and group not in cgroup:
             continue
-        if cmdline.startswith("nginx: master process") and f"{needle}/ingress/" in cmdline:
-            continue  # the home's ingress, not an instance (it outlives control planes too)
+        if cmdline.startswith(("nginx: master process", f"{NGINX} -p {needle}/ingress")):
+            continue  # the home's ingress (or its start), not an instance: it outlives planes
         instance = None
         for item in _read(entry / "environ").split(b"\0"):
             if item.startswith(b"SOCLE_INSTANCE="):
@@ -170,7 +172,18 @@ def test_two_homes_from_one_shell_leave_each_other_alone(
     tmp_path: Path, socle_env: dict[str, str]
 ) -> None:
     homes = [tmp_path / "home-a", tmp_path / "home-b"]
-    servers = [SocleServer(home=h, env=dict(socle_env, SOCLE_HOME=str(h))) for h in homes]
+    servers = [
+        SocleServer(
+            home=h,
+            env=dict(
+                socle_env,
+                SOCLE_HOME=str(h),  # each home its own ingress, as each has its own nginx
+                SOCLE_INGRESS_HTTP=f"127.0.0.1:{free_port()}",
+                SOCLE_INGRESS_HTTPS=f"127.0.0.1:{free_port()}",
+            ),
+        )
+        for h in homes
+    ]
     try:
         for server in servers:
             server.start()

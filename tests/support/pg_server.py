@@ -24,7 +24,6 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 PG_BIN = Path(os.environ.get("SOCLE_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
@@ -52,14 +53,6 @@ def skip_reason() -> str | None:
     except KeyError:
         return f"no {PG_USER!r} user to run the PostgreSQL server as"
     return None
-
-
-def _free_port() -> int:
-    """A port that was free a moment ago; ``start`` retries if someone takes it meanwhile."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -243,7 +236,7 @@ def running_postgres() -> Iterator[PgServer]:
         (root / "sock").mkdir()
         os.chown(root / "sock", uid.pw_uid, uid.pw_gid)
         for _attempt in range(5):
-            candidate = PgServer(root=root, port=_free_port(), password=password)
+            candidate = PgServer(root=root, port=free_port(), password=password)
             if _start(candidate):
                 started = candidate
                 break

@@ -451,7 +451,7 @@ class Controller:
                 self._stop(instance)
                 removable -= 1
 
-        complete = (
+        new_done = (
             not old
             and not waiting_for_old
             and len(new) == replicas
@@ -460,7 +460,14 @@ class Controller:
         rollout = target.rollout
         if rollout.status != RolloutStatus.PROGRESSING:
             return
-        if complete:
+        if new_done:
+            # Instances still draining or stopping count too: a rollout reported complete
+            # leaves exactly the new replicas running. Their stop kicks us again, and no
+            # deadline fails a release whose replicas are all ready.
+            if any(
+                template_of(i.id) != tpl or i.ordinal >= replicas for i in self._instances(name)
+            ):
+                return
             self._start_errors.pop(name, None)
             rollout.status = RolloutStatus.COMPLETE
             self._on_rollout(name, RolloutStatus.COMPLETE, "")

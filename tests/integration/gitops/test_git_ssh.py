@@ -13,8 +13,9 @@ import pytest
 
 from socle.errors import SourceError
 from socle.gitops.git import Credentials, Mirror
-from tests.e2e.gitops_repo import Remote, free_port
+from tests.e2e.gitops_repo import Remote
 from tests.e2e.socle_fixture import wait_for
+from tests.support.ports import free_port
 
 SSHD = "/usr/sbin/sshd"
 

@@ -19,7 +19,7 @@ from socle.gitops.notify import SIGNATURE_HEADER, Notifications, sign
 from socle.model.notifier import Notifier
 from socle.state.registry import open_store
 from socle.tasks import TaskMonitor
-from tests.e2e.gitops_repo import free_port
+from tests.support.ports import free_port
 
 
 @contextlib.contextmanager

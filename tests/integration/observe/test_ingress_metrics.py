@@ -20,7 +20,8 @@ from socle.model.route import Route
 from socle.network.ingress import AppPorts, Endpoint, Ingress, Listen, Nginx
 from socle.network.ingress.nginx import NGINX, worker_user
 from socle.observe.metrics.ingress import IngressTraffic
-from tests.integration.network.ingress.test_nginx_ingress import Endpoints, free_port
+from tests.integration.network.ingress.test_nginx_ingress import Endpoints
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
 

@@ -15,7 +15,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -37,18 +36,12 @@ from socle.observe.metrics.prometheus import (
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.observe.service import Observe, Unavailable
 from socle.tasks import TaskMonitor
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
     reason="needs Debian's prometheus and prometheus-alertmanager",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def until(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]

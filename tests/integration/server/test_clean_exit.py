@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.e2e.socle_fixture import SocleServer, free_port
+from tests.e2e.socle_fixture import SocleServer
+from tests.support.ports import free_port
 
 
 def _env(home: Path) -> dict[str, str]:

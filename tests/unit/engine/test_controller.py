@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from socle.engine.controller import Controller, template_of
+from socle.engine.controller import RECHECK_SECONDS, Controller, template_of
 from socle.engine.targets import Rollout, Target, app_state
 from socle.errors import RuntimeDriverError, SecretUnavailable, StartRefused
 from socle.model.app import App
@@ -239,3 +239,49 @@ async def test_deadline_fires_when_no_instance_reports_anything(h: Harness) -> N
     await h.until(lambda: bool(failures(h)))
     assert "not ready within 0.2s" in failures(h)[0]
     assert "is starting" in failures(h)[0]
+
+
+async def test_rollout_completes_only_once_old_instances_have_stopped(h: Harness) -> None:
+    """An apply that returns leaves only the new release running (CI saw a third, draining,
+    instance in the status right after ``socle apply`` returned)."""
+    released = asyncio.Event()
+
+    async def slow_drain(_: InstanceId) -> None:
+        await released.wait()
+
+    h.controller.set_target("api", target("api"))
+    await h.until(lambda: len(h.ids("api")) == 1)
+    h.ready_all("api")
+    await h.until(lambda: len(h.events) == 1)
+    old = h.ids("api")[0]
+    h.controller.set_drain(slow_drain)
+    h.controller.set_target("api", target("api", release="r2"))
+    await h.until(lambda: len(h.ids("api")) == 2)
+    h.ready_all("api")
+    await asyncio.sleep(RECHECK_SECONDS * 3)  # several reconciles while it drains
+    assert old in h.ids("api"), "the old instance is draining"
+    assert h.events.count(("api", "complete", "")) == 1, "not complete while it drains"
+    released.set()
+    await h.until(lambda: h.events.count(("api", "complete", "")) == 2)
+    assert old not in h.ids("api")
+
+
+async def test_a_long_drain_never_fails_a_release_whose_replicas_are_ready(h: Harness) -> None:
+    released = asyncio.Event()
+
+    async def slow_drain(_: InstanceId) -> None:
+        await released.wait()
+
+    h.controller.set_target("api", target("api"))
+    await h.until(lambda: len(h.ids("api")) == 1)
+    h.ready_all("api")
+    await h.until(lambda: len(h.events) == 1)
+    h.controller.set_drain(slow_drain)
+    quick = target("api", release="r2", update={"progressDeadlineSeconds": "200ms"})
+    h.controller.set_target("api", quick)
+    await h.until(lambda: len(h.ids("api")) == 2)
+    h.ready_all("api")
+    await asyncio.sleep(RECHECK_SECONDS * 3)
+    assert not any(e[1] == "failed" for e in h.events), h.events
+    released.set()
+    await h.until(lambda: h.events.count(("api", "complete", "")) == 2)

@@ -28,7 +28,8 @@ from socle.network.ingress import AppPorts, Ingress, Listen, Nginx
 from socle.network.ingress.acme import AcmeCertificates
 from socle.network.ingress.credentials import RouteCredentials, describe
 from socle.network.ingress.nginx import NGINX, worker_user
-from tests.integration.network.ingress.test_nginx_ingress import Backend, Endpoints, free_port
+from tests.integration.network.ingress.test_nginx_ingress import Backend, Endpoints
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not (Path(NGINX).exists() and shutil.which("pebble") and shutil.which("pebble-challtestsrv")),

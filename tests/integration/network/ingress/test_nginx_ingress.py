@@ -18,6 +18,7 @@ import pytest
 from socle.model.route import Route
 from socle.network.ingress import AppPorts, Endpoint, Extras, Ingress, IngressError, Listen, Nginx
 from socle.network.ingress.nginx import NGINX, worker_user
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed")
 
@@ -63,12 +64,6 @@ class Backend:
 
     def endpoint(self, app: str, instance: str) -> Endpoint:
         return Endpoint(app, instance, "127.0.0.1", {"http": self.port})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

