@@ -10,12 +10,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from socle.errors import ConfigError
+from socle.units import scan_duration
 
 DEFAULT_PORT = 7780
 
@@ -25,6 +26,39 @@ def default_home() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
     return base / "socle"
+
+
+_SETTING_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_SETTING_UNITS = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 7 * 86400.0,
+    "y": 365 * 86400.0,
+}
+
+
+def _seconds(value: object) -> object:
+    """A duration setting as people write it: ``30`` (seconds), ``10s``, ``1h30m``, ``30d``,
+    ``2y`` (log retention runs to years). Numbers are left to the field's own checks."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    total = scan_duration(text, _SETTING_DURATION, _SETTING_UNITS)
+    if total is None:
+        raise ValueError(
+            f"{value!r} is not a duration: write seconds (30) or a duration such as "
+            "500ms, 10s, 5m, 1h30m, 30d, 2y"
+        )
+    return total
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+"""Seconds, also written with units (``10s``, ``5m``, ``30d``)."""
 
 
 LISTEN_SETTINGS = (
@@ -96,11 +130,11 @@ class Settings(BaseSettings):
     dev: bool = False
     """Development mode: the secrets engine auto-unseals from a key file (said loudly)."""
 
-    secret_check_seconds: float = 10.0
+    secret_check_seconds: Seconds = 10.0
     """How often the versions of secrets that apps reference are checked (a new version
     rolls the app)."""
 
-    gitops_drift_seconds: float = 10.0
+    gitops_drift_seconds: Seconds = 10.0
     """How often GitOps compares the live state of synced environments with their commit
     (drift: a target changed behind its back, instances not ready after a rollout)."""
 
@@ -116,13 +150,13 @@ class Settings(BaseSettings):
     log_backups: int = 3
     """Rotated log files kept per instance."""
 
-    log_retention_seconds: float = Field(default=30 * 86400.0, gt=0)
+    log_retention_seconds: Seconds = Field(default=30 * 86400.0, gt=0)
     """Sealed log segments older than this are dropped from the log store."""
 
     log_retention_bytes: int = Field(default=10 * 1024**3, ge=1024)
     """The log store's sealed segments are kept under this many bytes (oldest dropped)."""
 
-    log_segment_seconds: float = Field(default=3600.0, gt=0)
+    log_segment_seconds: Seconds = Field(default=3600.0, gt=0)
     """How long new log lines stay in the store's hot table before they are sealed into a
     segment (one Parquet file, chained by hash)."""
 
@@ -132,10 +166,10 @@ class Settings(BaseSettings):
     loki_url: str = ""
     """Forward every stored log line to this Loki (``http(s)://host:port``); empty: don't."""
 
-    autoscale_seconds: float = Field(default=10.0, gt=0, le=3600)
+    autoscale_seconds: Seconds = Field(default=10.0, gt=0, le=3600)
     """How often Apps with ``spec.autoscale`` have their load measured and their count set."""
 
-    release_check_seconds: float = Field(default=10.0, gt=0, le=3600)
+    release_check_seconds: Seconds = Field(default=10.0, gt=0, le=3600)
     """How often new releases' error ratios are compared with the previous releases'
     (Apps with ``spec.metrics.releaseCheck``)."""
 
@@ -143,7 +177,7 @@ class Settings(BaseSettings):
     """Also export Socle's own spans over OTLP/HTTP to this collector
     (``http(s)://host:4318``; ``/v1/traces`` is added); empty: only the embedded store."""
 
-    trace_retention_seconds: float = Field(default=7 * 86400.0, gt=0)
+    trace_retention_seconds: Seconds = Field(default=7 * 86400.0, gt=0)
     """Spans older than this leave the embedded trace store."""
 
     trace_max_spans: int = Field(default=500_000, ge=1000)
@@ -161,7 +195,7 @@ class Settings(BaseSettings):
     """With a shared (PostgreSQL) store: when another control plane leads, wait as a standby
     and take over when it stops, instead of refusing to start."""
 
-    leader_check_seconds: float = Field(default=1.0, gt=0, le=60)
+    leader_check_seconds: Seconds = Field(default=1.0, gt=0, le=60)
     """How often a leader checks that it still holds the lease; it stops acting (exits)
     as soon as it does not."""
 
@@ -214,11 +248,11 @@ class Settings(BaseSettings):
     keep-alive connections are closed after ``header_timeout``, so they cannot hold
     these slots for long."""
 
-    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    header_timeout: Seconds = Field(default=10.0, gt=0, le=300)
     """Seconds a client has to send a request's headers, and that an idle keep-alive
     connection stays open."""
 
-    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    body_timeout: Seconds = Field(default=30.0, gt=0, le=3600)
     """Seconds a request body may stall between two chunks before the request is cut."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
@@ -254,10 +288,10 @@ class Settings(BaseSettings):
     prometheus_retention_size: str = "0"
     """Size cap of its data (``--storage.tsdb.retention.size``, e.g. ``2GB``; 0: none)."""
 
-    scrape_interval: float = Field(default=10.0, ge=1, le=3600)
+    scrape_interval: Seconds = Field(default=10.0, ge=1, le=3600)
     """Seconds between scrapes of the control plane and of the apps' own metrics."""
 
-    alert_interval: float = Field(default=5.0, ge=1, le=3600)
+    alert_interval: Seconds = Field(default=5.0, ge=1, le=3600)
     """Seconds between scrapes of the per-instance exporter (restarts, memory, health) and
     between rule evaluations: the path from a crash loop to its remediation (5 s: about 20 s
     from an app's first crash to the restart request, see docs/metrics.md; each scrape of
@@ -279,7 +313,7 @@ class Settings(BaseSettings):
     alertmanager_listen: str = "127.0.0.1:0"
     """Where the embedded Alertmanager listens (port 0: a free loopback port)."""
 
-    remediation_interval: float = Field(default=300.0, ge=0, le=86400)
+    remediation_interval: Seconds = Field(default=300.0, ge=0, le=86400)
     """Least seconds between two automatic remediations of one app by one rule, so that a
     flapping app cannot cause a storm of restarts."""
 

@@ -21,11 +21,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
 
 
 def test_a_refused_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOCLE_SCRAPE_INTERVAL", "10s")
+    monkeypatch.setenv("SOCLE_SCRAPE_INTERVAL", "10 parsecs")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert caught.value.message.startswith("invalid setting: SOCLE_SCRAPE_INTERVAL: ")
-    assert "(got '10s')" in caught.value.message
+    assert "is not a duration" in caught.value.message and "1h30m" in caught.value.message
+    assert "(got '10 parsecs')" in caught.value.message
     assert "errors.pydantic.dev" not in caught.value.message
     assert caught.value.hint and "unset" in caught.value.hint
 
@@ -69,3 +70,46 @@ def test_overrides_that_are_none_keep_the_environment(monkeypatch: pytest.Monkey
     monkeypatch.setenv("SOCLE_LISTEN", "127.0.0.1:7999")
     assert load_settings(listen=None).listen == "127.0.0.1:7999"
     assert load_settings(listen="127.0.0.1:8001").listen == "127.0.0.1:8001"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "seconds"),
+    [
+        ("SOCLE_SCRAPE_INTERVAL", "15", 15.0),
+        ("SOCLE_SCRAPE_INTERVAL", "15s", 15.0),
+        ("SOCLE_SCRAPE_INTERVAL", " 1m30s ", 90.0),
+        ("SOCLE_ALERT_INTERVAL", "2.5", 2.5),
+        ("SOCLE_REMEDIATION_INTERVAL", "5m", 300.0),
+        ("SOCLE_LOG_RETENTION_SECONDS", "2y", 2 * 365 * 86400.0),
+        ("SOCLE_TRACE_RETENTION_SECONDS", "1w", 7 * 86400.0),
+        ("SOCLE_LEADER_CHECK_SECONDS", "500ms", 0.5),
+    ],
+)
+def test_durations_take_units(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, seconds: float
+) -> None:
+    monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert getattr(settings, name.removeprefix("SOCLE_").lower()) == seconds
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SOCLE_SCRAPE_INTERVAL", "0.5s"),  # below the field's own floor (1 s)
+        ("SOCLE_SCRAPE_INTERVAL", "2h"),  # above its ceiling (1 h)
+        ("SOCLE_SCRAPE_INTERVAL", "-5"),
+        ("SOCLE_SCRAPE_INTERVAL", "inf"),
+        ("SOCLE_SCRAPE_INTERVAL", "nan"),
+        ("SOCLE_SCRAPE_INTERVAL", "10 s"),
+        ("SOCLE_SCRAPE_INTERVAL", "s"),
+        ("SOCLE_SCRAPE_INTERVAL", ""),
+        ("SOCLE_LOG_RETENTION_SECONDS", "0d"),
+    ],
+)
+def test_bad_durations_are_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_settings()

@@ -1,6 +1,6 @@
 import pytest
 
-from socle.model.units import parse_cpu, parse_duration, parse_size, parse_vault_duration
+from socle.units import parse_cpu, parse_duration, parse_size, parse_vault_duration
 
 
 @pytest.mark.parametrize(

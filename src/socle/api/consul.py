@@ -32,7 +32,6 @@ from starlette.routing import Route
 
 from socle.api.tokens import TokenStore
 from socle.errors import SocleError
-from socle.model.units import parse_duration
 from socle.network.agent import parse_registration
 from socle.network.consul import (
     Node,
@@ -44,6 +43,7 @@ from socle.network.consul import (
 from socle.network.kv import MAX_VALUE_BYTES, KVEntry
 from socle.network.registry import MAX_WAIT_SECONDS
 from socle.network.service import NetworkService
+from socle.units import parse_duration
 
 log = logging.getLogger("socle.api")
 

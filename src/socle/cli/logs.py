@@ -20,9 +20,9 @@ from socle.cli.apps import _settings
 from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json, safe
 from socle.errors import ConfigError, SocleError
-from socle.model.units import parse_duration
 from socle.observe.logs.logql import MetricQuery
 from socle.observe.logs.logql import parse as parse_logql
+from socle.units import parse_duration
 
 
 class _DefaultGroup(click.Group):

@@ -17,8 +17,8 @@ from rich.table import Table
 from socle.cli.client import Client
 from socle.cli.output import console, json_option, print_json
 from socle.errors import ConfigError
-from socle.model.units import parse_duration
 from socle.settings import load_settings
+from socle.units import parse_duration
 
 
 def _client() -> Client:

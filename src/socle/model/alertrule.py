@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from socle.model.app import CONTROLS, Metadata, Spec
-from socle.model.units import Duration, parse_duration
+from socle.units import Duration, parse_duration
 
 LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS = frozenset({"alertname", "severity", "socle_rule"})

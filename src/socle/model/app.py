@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from socle.model.units import Cpu, Duration, Size
+from socle.units import Cpu, Duration, Size
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 PORT_NAME_RE = re.compile(r"^[a-z]([a-z0-9_]{0,30})$")

@@ -8,7 +8,7 @@ day-of-month and day-of-week are restricted, a day matches if *either* does.
 
 Bad schedules raise :class:`ValueError` naming the field and the reason, so a pydantic
 validator (the Volume kind's ``spec.backup.schedule``) turns them into a manifest problem
-with file and line. Lives in the model, like :mod:`socle.model.units`, so manifests can be
+with file and line. Lives in the model, like :mod:`socle.units`, so manifests can be
 checked with it; the scheduled backups (:mod:`socle.backup.schedule`) run on it.
 """
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from socle.model.app import NAME_RE, PORT_NAME_RE, FieldError, Metadata, Spec
-from socle.model.units import Duration, Size
+from socle.units import Duration, Size
 
 HOST_RE = re.compile(
     r"^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"

@@ -29,7 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from socle.model.alertrule import MAX_EXPR, Action
 from socle.model.app import CONTROLS, Metadata, Spec
-from socle.model.units import Duration, parse_duration
+from socle.units import Duration, parse_duration
 
 RATE_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 

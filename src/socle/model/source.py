@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from socle.model.app import Metadata, Spec, no_controls
-from socle.model.units import Duration
+from socle.units import Duration
 
 ENV_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 """Environment names: short DNS labels (they end up in ``APP.ENV.socle.internal``)."""

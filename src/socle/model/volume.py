@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from socle.model import cron
 from socle.model.app import Metadata, Spec
-from socle.model.units import Size
+from socle.units import Size
 
 MIN_SIZE = 1024 * 1024
 """The smallest volume: a filesystem image needs room for its own metadata."""

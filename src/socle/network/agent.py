@@ -105,7 +105,7 @@ class AgentService:
 
 def _duration(value: object, field_name: str) -> float:
     """A Go duration ("10s") as Consul takes it; the model's parser does the work."""
-    from socle.model.units import parse_duration
+    from socle.units import parse_duration
 
     try:
         return parse_duration(value)

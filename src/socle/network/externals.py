@@ -13,9 +13,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from socle.model.units import parse_duration
 from socle.network.checks import CheckLoops, Probe
 from socle.network.registry import Health, ServiceInstance, ServiceRegistry, Source
+from socle.units import parse_duration
 
 
 def _url_host(address: str) -> str:

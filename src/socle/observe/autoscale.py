@@ -35,9 +35,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from socle.errors import SocleError
-from socle.model.units import parse_cpu, parse_duration
 from socle.observe.alerts.service import Alerts, EngineLike, Remediation
 from socle.observe.metrics.prometheus import PrometheusQuery
+from socle.units import parse_cpu, parse_duration
 
 log = logging.getLogger("socle.observe.autoscale")
 RULE_PREFIX = "autoscale/"

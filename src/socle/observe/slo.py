@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from socle.model.slo import window_text
-from socle.model.units import parse_duration
 from socle.observe.metrics.prometheus import PrometheusQuery
+from socle.units import parse_duration
 
 
 async def _ratio(query: PrometheusQuery, name: str, window: str) -> float | None:

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from socle.model.app import MAX_PORTS
-from socle.model.units import parse_cpu, parse_duration, parse_size
+from socle.units import parse_cpu, parse_duration, parse_size
 from tests.unit.model._repo import app
 from tests.unit.model.conftest import Problems
 

@@ -24,10 +24,10 @@ from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.models import Body
 from socle.errors import ConfigError
-from socle.model.units import parse_duration
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.service import Observe, Unavailable
 from socle.observe.slo import report as slo_report
+from socle.units import parse_duration
 
 router = APIRouter(prefix="/api/v1")
 Ctx = Annotated[ApiContext, Depends(context)]

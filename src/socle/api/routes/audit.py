@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from socle.api.context import ApiContext, context
 from socle.api.tokens import SCOPE_KEY, TokenInfo
 from socle.errors import AuthError, ConfigError, NotFoundError
-from socle.model.units import parse_duration
 from socle.observe.audit import AuditQuery, PlatformAudit
+from socle.units import parse_duration
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 MAX_LIMIT = 10_000

@@ -24,12 +24,12 @@ from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.api.tokens import bearer, out_of_scope
 from socle.errors import ConfigError, NotFoundError, SocleError
-from socle.model.units import parse_duration
 from socle.observe.logs import loki, pushwire
 from socle.observe.logs.logql import LogQuery, MetricQuery, parse
 from socle.observe.logs.logql import Query as LogQLQuery
 from socle.observe.logs.model import NS, Entry, Row, Series
 from socle.observe.logs.service import LogService
+from socle.units import parse_duration
 
 router = APIRouter(prefix="/api/v1/logs")
 loki_router = APIRouter(prefix="/loki/api/v1")

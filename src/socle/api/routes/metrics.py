@@ -25,9 +25,9 @@ from fastapi.responses import Response
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.errors import ConfigError
-from socle.model.units import parse_duration
 from socle.observe.metrics.registry import CONTENT_TYPE
 from socle.observe.service import Observe, Unavailable
+from socle.units import parse_duration
 
 router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(context)]

@@ -14,8 +14,8 @@ from fastapi.responses import StreamingResponse
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.errors import ConfigError, NotFoundError
-from socle.model.units import parse_duration
 from socle.runtime.driver import LogLine
+from socle.units import parse_duration
 
 router = APIRouter(prefix="/api/v1")
 Ctx = Annotated[ApiContext, Depends(context)]

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query
 from socle.api.auth import Who
 from socle.api.context import ApiContext, context
 from socle.errors import ConfigError, NotFoundError
-from socle.model.units import parse_duration
 from socle.network.registry import MAX_WAIT_SECONDS, ServiceInstance, ServiceRegistry
+from socle.units import parse_duration
 
 router = APIRouter(prefix="/api/v1/services")
 Ctx = Annotated[ApiContext, Depends(context)]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from socle.api.context import context
 from socle.api.tokens import ADMIN, SCOPE_KEY, TokenInfo, TokenStore
 from socle.errors import AuthError, ConfigError
-from socle.model.units import parse_duration
+from socle.units import parse_duration
 
 
 class CreateTokenBody(BaseModel):

@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from socle.errors import SocleError
-from socle.model.units import parse_duration
 from socle.observe.alerts.service import Alerts, EngineLike
 from socle.observe.metrics.prometheus import PrometheusQuery
+from socle.units import parse_duration
 
 log = logging.getLogger("socle.observe.alerts")
 RULE_PREFIX = "release-check/"

@@ -54,12 +54,12 @@ from typing import Any, Protocol
 
 from socle.errors import ConfigError, SocleError
 from socle.fs import open_private_append
-from socle.model.units import parse_duration
 from socle.observe.alerts.forward import AlertForwarder
 from socle.observe.alerts.manager import AlertmanagerServer
 from socle.observe.metrics.registry import ControlPlaneMetrics
 from socle.runtime.driver import InstanceId, InstanceStatus
 from socle.tasks import TaskGroup
+from socle.units import parse_duration
 
 log = logging.getLogger("socle.observe.alerts")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from socle.errors import ConfigError
-from socle.model.units import parse_duration
+from socle.units import parse_duration
 
 COLUMNS = ("app", "env", "instance", "stream", "release", "trace_id")
 """Labels stored as their own columns; others live in the ``labels`` JSON column."""

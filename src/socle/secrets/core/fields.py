@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from socle.model.units import parse_vault_duration
 from socle.secrets.backend import SecretsError
+from socle.units import parse_vault_duration
 
 SYSTEM_MAX_TTL = 32 * 24 * 3600
 """Vault's default and maximum lease/token TTL: 32 days (768h)."""
@@ -25,7 +25,7 @@ SYSTEM_MAX_TTL = 32 * 24 * 3600
 
 def parse_duration(value: Any, field: str) -> int:
     """Whole seconds from Vault's TTL syntax: ``3600``, ``"3600"``, ``"7d"``, ``"1h30m"``,
-    ``"90s"`` (see :func:`socle.model.units.parse_vault_duration`); never negative."""
+    ``"90s"`` (see :func:`socle.units.parse_vault_duration`); never negative."""
     if value is None or value == "":
         return 0
     try:

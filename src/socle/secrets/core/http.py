@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from socle.model.units import parse_vault_duration
 from socle.secrets.backend import Operation, SecretsError
 from socle.secrets.core import _json
 from socle.secrets.core.errors import SealedError
 from socle.secrets.core.paths import api_path
 from socle.secrets.core.pipeline import Outcome, error_outcome
 from socle.secrets.core.sys_seal import RAW
+from socle.units import parse_vault_duration
 
 if TYPE_CHECKING:
     from socle.secrets.core import SecretsCore

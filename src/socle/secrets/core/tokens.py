@@ -45,10 +45,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from socle.model.units import go_duration
 from socle.secrets.backend import SecretsError, TokenInfo
 from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.fields import SYSTEM_MAX_TTL, rfc3339
+from socle.units import go_duration
 
 Clock = Callable[[], float]
 TOKEN_PREFIX = "hvs."  # noqa: S105 - a format prefix, not a secret

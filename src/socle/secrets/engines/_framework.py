@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-# Re-exported: engines format Go durations from here (the one helper lives in units).
-from socle.model.units import go_duration as go_duration
 from socle.secrets.backend import Operation, Request, Response, SecretsError, Storage
+
+# Re-exported: engines format Go durations from here (the one helper lives in units).
+from socle.units import go_duration as go_duration
 
 Params = Mapping[str, str]
 Handler = Callable[[Request, Params], Awaitable[Response]]

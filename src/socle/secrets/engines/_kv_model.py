@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from socle.model.units import go_duration
 from socle.secrets.engines._framework import rfc3339_nano
+from socle.units import go_duration
 
 DEFAULT_MAX_VERSIONS = 10
 

@@ -15,8 +15,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from socle.model.units import parse_vault_duration
 from socle.secrets.backend import Request, SecretsError
+from socle.units import parse_vault_duration
 
 INT64_MAX = 2**63 - 1
 
@@ -109,7 +109,7 @@ def get_duration(data: Mapping[str, Any], name: str, default: float = 0.0) -> fl
 
 
 def parse_duration(name: str, value: object) -> float:
-    """Vault's TTL syntax (see :func:`socle.model.units.parse_vault_duration`)."""
+    """Vault's TTL syntax (see :func:`socle.units.parse_vault_duration`)."""
     try:
         return parse_vault_duration(value)
     except ValueError as exc:

@@ -15,11 +15,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from socle.model.units import go_duration
 from socle.secrets.backend import Request, Response, SecretsError, Storage
 from socle.secrets.engines._framework import Params, get_json, put_json, rfc3339
 from socle.secrets.engines._params import get_bool, get_duration, get_str
 from socle.secrets.engines._pki_certs import Issuer, build_crl, colon_serial, normalize_serial
+from socle.units import go_duration
 
 DEFAULT_CRL_EXPIRY = 72 * 3600.0
 DEFAULT_SAFETY_BUFFER = 72 * 3600.0

@@ -18,11 +18,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from socle.model.units import go_duration
 from socle.secrets.backend import SecretsError
 from socle.secrets.engines._params import get_bool, get_duration, get_str, get_str_list
 from socle.secrets.engines._pki_certs import Subject, cert_pem, colon_serial
 from socle.secrets.engines._pki_roles import PkiRole, bad_name, is_hostname
+from socle.units import go_duration
 
 MAX_SANS = 1000
 """Far above any real certificate; bounds the work and size of one request."""

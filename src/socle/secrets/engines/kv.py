@@ -7,7 +7,6 @@ Vault mounts both under the type ``kv`` and picks the flavour from the mount opt
 
 from __future__ import annotations
 
-from socle.model.units import parse_vault_duration
 from socle.secrets.backend import (
     Backend,
     Lease,
@@ -26,6 +25,7 @@ from socle.secrets.engines._framework import (
     put_json,
 )
 from socle.secrets.engines.kv_v2 import KVv2Backend
+from socle.units import parse_vault_duration
 
 
 async def kv_factory(storage: Storage, mount: MountInfo) -> Backend:
