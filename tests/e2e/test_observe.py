@@ -27,13 +27,13 @@ import yaml
 
 from tests.e2e.socle_fixture import (
     SocleServer,
-    free_port,
     observed_env,
     running_server,
     wait_for,
     write_repo,
 )
 from tests.e2e.socle_fixture import prometheus_query as query
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and shutil.which("prometheus-alertmanager")),
