@@ -136,6 +136,17 @@ def test_policies_are_planned_applied_and_enforced_with_real_packets(
     assert "firewall enforced" in table and "allow tcp ports http to app api from app web" in table
     assert "firewall: enforced" in server.cli("status").stdout
 
+    # Someone deletes the table behind Socle's back: it is loaded again within seconds.
+    subprocess.run(["nft", "delete", "table", "inet", "socle"], check=True, timeout=30)
+
+    def drift_corrected() -> bool:
+        shown = json.loads(server.cli("firewall", "status", "--json").stdout)
+        return bool(shown["drift_corrections"] == 1 and shown["loaded"])
+
+    wait_for(drift_corrected, 60, "the deleted table to be loaded again")
+    assert connect(server, other, api, denied=True) == "timeout"
+    assert "changed outside Socle 1 time(s)" in server.cli("firewall", "status").stdout
+
     # A change is a diff of rules, applied without restarting anything.
     pid = api["pid"]
     api_in["spec"]["ingress"][0]["from"].append({"app": "other"})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.e2e.socle_fixture import SocleServer, get_json, instance_url, wait_fo
 from tests.support.ports import free_port
 
 ROUNDS = 50
+BRIDGE_B, RANGE_B = "soclehomeb", "10.219.0.0/24"
 SLEEP_MAX = 0.3
 
 
@@ -171,22 +173,37 @@ def test_kill_9_at_random_points_of_50_applies(server: SocleServer, tmp_path: Pa
 def test_two_homes_from_one_shell_leave_each_other_alone(
     tmp_path: Path, socle_env: dict[str, str]
 ) -> None:
-    homes = [tmp_path / "home-a", tmp_path / "home-b"]
-    servers = [
-        SocleServer(
-            home=h,
-            env=dict(
-                socle_env,
-                SOCLE_HOME=str(h),  # each home its own ingress, as each has its own nginx
-                SOCLE_INGRESS_HTTP=f"127.0.0.1:{free_port()}",
-                SOCLE_INGRESS_HTTPS=f"127.0.0.1:{free_port()}",
-            ),
+    homes = [tmp_path / "home-a", tmp_path / "home-b", tmp_path / "home-c"]
+
+    def env(home: Path, **more: str) -> dict[str, str]:
+        return dict(
+            socle_env,
+            SOCLE_HOME=str(home),  # each home its own ingress, as each has its own nginx
+            SOCLE_INGRESS_HTTP=f"127.0.0.1:{free_port()}",
+            SOCLE_INGRESS_HTTPS=f"127.0.0.1:{free_port()}",
+            **more,
         )
-        for h in homes
+
+    # A on the default bridge; B on its own bridge and range, as docs/network.md says.
+    servers = [
+        SocleServer(home=homes[0], env=env(homes[0])),
+        SocleServer(
+            home=homes[1],
+            env=env(homes[1], SOCLE_NETWORK_BRIDGE=BRIDGE_B, SOCLE_NETWORK_RANGE=RANGE_B),
+        ),
     ]
     try:
         for server in servers:
             server.start()
+        # C on A's bridge: refused before it touches anything (each loads rules for the
+        # whole bridge, so two on one bridge would cut each other's instances off).
+        third = SocleServer(home=homes[2], env=env(homes[2]))
+        refused = third.cli("server", "--listen", "127.0.0.1:0", check=False, timeout=120)
+        assert refused.returncode == 1, refused.stderr
+        assert f"bridge socle0 is used by another Socle control plane (home {homes[0]}" in (
+            refused.stderr
+        ), refused.stderr
+        assert "SOCLE_NETWORK_BRIDGE" in refused.stderr
         repo = write_repo(tmp_path / "repo", {"web": {}})  # the same app, the same ids
         for server in servers:
             server.cli("apply", str(repo), "--yes")
@@ -207,3 +224,4 @@ def test_two_homes_from_one_shell_leave_each_other_alone(
     finally:
         for server in servers:
             server.cleanup()
+        subprocess.run(["ip", "link", "del", BRIDGE_B], check=False, capture_output=True)

@@ -33,8 +33,14 @@ def status(as_json: bool) -> None:
         return
     if data.get("enforced"):
         console.print(
-            f"[green]firewall enforced[/]: table inet socle, {data.get('loads', 0)} load(s)"
+            f"[green]firewall enforced[/]: table {escape(str(data.get('table')))}, "
+            f"{data.get('loads', 0)} load(s)"
         )
+        if data.get("drift_corrections"):
+            console.print(
+                f"[yellow]changed outside Socle {data['drift_corrections']} time(s), "
+                f"corrected:[/] {escape(str(data.get('last_drift')))}"
+            )
         if not data.get("isolated"):
             console.print(
                 "[yellow]app policies are not enforced:[/] instances share the host's network "

@@ -349,6 +349,7 @@ def instance_network(settings: Settings) -> tuple[BridgeNetwork | None, str]:
         bridge=settings.network_bridge,
         network=ipaddress.IPv4Network(settings.network_range),
         prefix=home_prefix(settings.home),
+        owner=str(settings.home),
     )
     return network, ""
 
@@ -849,6 +850,14 @@ class FirewallComponent:
         )
         await firewall.start()
         plane.firewall = firewall
+        if plane.metrics is not None:
+            plane.metrics.gauge_source(
+                "socle_firewall_drift_corrections",
+                "Times since start the live firewall table was found changed outside Socle "
+                "and loaded again.",
+                (),
+                lambda: [((), float(firewall.drift_corrections))],
+            )
         if not enforcement.enforced:
             log.warning("firewall NOT enforced: %s", enforcement.reason)
 

@@ -341,3 +341,45 @@ def test_a_new_instance_reusing_an_address_is_reached_at_once(lab: Lab) -> None:
         assert lab.connect(lab.host, str(address), HTTP, denied=True) == "ok"
     finally:
         lab.net.delete("c2")
+
+
+def test_a_table_changed_by_hand_is_loaded_again(lab: Lab) -> None:
+    """Drift: someone deletes Socle's table or one of its chains behind its back; the
+    firewall notices within its drift period, loads its ruleset again and says so, and an
+    unchanged table is never taken for drift."""
+    lab.serve(lab.ns("b"), "127.0.0.1", HTTP)
+    runtime = Instances([status("b", lab.addresses["b"]), status("c", lab.addresses["c"])])
+    firewall = Firewall(
+        runtime, FirewallConfig(), Enforcement(True, "", isolated=True), nft=lab.nft,
+        resync_seconds=0.1, drift_seconds=0.2,
+    )  # fmt: skip
+    firewall.set("b-in", B_FROM_A_HTTP["b-in"])
+
+    async def scenario() -> None:
+        await firewall.start()
+        try:
+            await firewall.release()
+            assert firewall.loads == 1
+            await asyncio.sleep(1.0)  # about five drift checks of an untouched table
+            assert firewall.drift_corrections == 0 and firewall.loads == 1
+            assert lab.connect(lab.ns("c"), lab.addresses["b"], HTTP, denied=True) == "timeout"
+
+            run("ip", "netns", "exec", lab.host, "nft", "delete", "table", "inet", "socle")
+            assert lab.connect(lab.ns("c"), lab.addresses["b"], HTTP) == "ok"  # wide open
+            await until(lambda: firewall.drift_corrections == 1, 10)
+            assert "b-in#0" in lab.table()
+            assert lab.connect(lab.ns("c"), lab.addresses["b"], HTTP, denied=True) == "timeout"
+            shown = await firewall.status()
+            assert shown["drift_corrections"] == 1 and "deleted" in shown["last_drift"]
+
+            chain = ("nft", "flush", "chain", "inet", "socle", "to_instances")
+            run("ip", "netns", "exec", lab.host, *chain)
+            await until(lambda: firewall.drift_corrections == 2, 10)
+            assert "changed" in firewall.last_drift and "socle:default-deny" in lab.table()
+            assert lab.connect(lab.ns("c"), lab.addresses["b"], HTTP, denied=True) == "timeout"
+            await asyncio.sleep(1.0)
+            assert firewall.drift_corrections == 2, "the reloaded table is the new baseline"
+        finally:
+            await firewall.stop()
+
+    asyncio.run(scenario())

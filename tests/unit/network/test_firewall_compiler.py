@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from socle.model.networkpolicy import NetworkPolicySpec
-from socle.network.firewall.compiler import FirewallConfig, Member, compile_ruleset
+from socle.network.firewall.compiler import FirewallConfig, Member, compile_ruleset, table_for
 
 
 def spec(data: dict[str, Any]) -> NetworkPolicySpec:
@@ -152,3 +152,15 @@ def test_the_same_input_compiles_to_the_same_text() -> None:
     one = compile_ruleset(policies, [API, WEB], FirewallConfig()).body
     two = compile_ruleset(policies, [WEB, API], FirewallConfig()).body
     assert one == two
+
+
+def test_another_bridge_gets_its_own_table() -> None:
+    """Two control planes on two bridges never replace each other's table."""
+    assert table_for("socle0") == "socle"
+    assert table_for("socle1") == "socle_socle1"
+    ruleset = compile_ruleset({}, [], FirewallConfig(bridge="socle1"))
+    assert ruleset.script.startswith(
+        "table inet socle_socle1\ndelete table inet socle_socle1\ntable inet socle_socle1 {\n"
+    )
+    assert "table inet socle\n" not in ruleset.script and 'iifname "socle1"' in ruleset.script
+    assert ruleset.body.startswith("table inet socle_socle1 {")

@@ -4,6 +4,7 @@ planes get the same one, an instance keeps its own, strays give theirs back."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,32 @@ def test_names_are_derived_from_validated_ids() -> None:
         net.netns("../etc")
     argv = enter_argv("socle-x-web-0", ["/bin/true"])
     assert argv[1:] == ["--net=/run/netns/socle-x-web-0", "--", "/bin/true"]
+
+
+def bridge(tmp_path: Path, name: str, cidr: str, owner: str) -> BridgeNetwork:
+    return BridgeNetwork(
+        bridge=name,
+        network=ipaddress.IPv4Network(cidr),
+        owner=owner,
+        claims_root=tmp_path / "claims",
+    )
+
+
+def test_one_control_plane_per_bridge(tmp_path: Path) -> None:
+    first = bridge(tmp_path, "socle0", "10.213.0.0/16", "/srv/a").hold()
+    try:
+        with pytest.raises(RuntimeDriverError) as caught:
+            bridge(tmp_path, "socle0", "10.213.0.0/16", "/srv/b").hold()
+        assert "bridge socle0 is used by another Socle control plane (home /srv/a" in str(
+            caught.value.message
+        )
+        assert caught.value.hint and "SOCLE_NETWORK_BRIDGE=" in caught.value.hint
+        with pytest.raises(RuntimeDriverError, match=r"overlaps 10\.213\.0\.0/16 of bridge socle0"):
+            bridge(tmp_path, "socle1", "10.213.7.0/24", "/srv/b").hold()
+        other = bridge(tmp_path, "socle1", "10.214.0.0/16", "/srv/b").hold()  # its own: fine
+        os.close(other)
+    finally:
+        os.close(first)
+    # The holder went away (closing is what its exit, even kill -9, does): free again.
+    os.close(bridge(tmp_path, "socle0", "10.213.0.0/16", "/srv/b").hold())
+    assert oct((tmp_path / "bridges").stat().st_mode & 0o777) == "0o700"

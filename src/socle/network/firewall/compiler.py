@@ -38,6 +38,14 @@ from socle.model.networkpolicy import IngressRule, NetworkPolicySpec, Peer, desc
 
 TABLE = "socle"
 FAMILY = "inet"
+DEFAULT_BRIDGE = "socle0"
+
+
+def table_for(bridge: str) -> str:
+    """The table of the control plane on ``bridge``: ``socle`` on the default bridge,
+    ``socle_<bridge>`` on another, so control planes on separate bridges never replace
+    each other's rules (one control plane per bridge, see the runtime's bridge lock)."""
+    return TABLE if bridge == DEFAULT_BRIDGE else f"{TABLE}_{bridge}"
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class Member:
 
 @dataclass(frozen=True)
 class FirewallConfig:
-    bridge: str = "socle0"
+    bridge: str = DEFAULT_BRIDGE
     """The Socle bridge every instance's veth is plugged into."""
     isolate: bool = True
     """Instances live in their own network namespaces on ``bridge``: emit the forward and
@@ -77,11 +85,12 @@ class Ruleset:
     script: str
     """The ``nft -f`` input: replaces table ``inet socle`` atomically."""
     rules: list[RuleInfo] = field(default_factory=list)
+    table: str = TABLE
 
     @property
     def body(self) -> str:
         """The table definition alone (what changed is diffed on this)."""
-        start = self.script.index(f"table {FAMILY} {TABLE} {{")
+        start = self.script.index(f"table {FAMILY} {self.table} {{")
         return self.script[start:]
 
 
@@ -117,7 +126,8 @@ def peer_matches(peer: Peer, member: Member) -> bool:
 
 
 class _Script:
-    def __init__(self) -> None:
+    def __init__(self, table: str) -> None:
+        self.table = table
         self.sets: list[str] = []
         self.chains: dict[str, list[str]] = {}
         self.rules: list[RuleInfo] = []
@@ -143,8 +153,8 @@ class _Script:
         self.rules.append(RuleInfo(comment, policy, readable))
 
     def render(self) -> str:
-        out = [f"table {FAMILY} {TABLE}\n", f"delete table {FAMILY} {TABLE}\n"]
-        out.append(f"table {FAMILY} {TABLE} {{\n")
+        t = self.table
+        out = [f"table {FAMILY} {t}\n", f"delete table {FAMILY} {t}\n", f"table {FAMILY} {t} {{\n"]
         out += self.sets
         for name, lines in self.chains.items():
             out.append(f"\tchain {name} {{\n")
@@ -215,7 +225,8 @@ def compile_ruleset(
 ) -> Ruleset:
     """The whole ``inet socle`` table for these policies (by name) and instances."""
     indexed = _Members(members)
-    script = _Script()
+    table = table_for(config.bridge)
+    script = _Script(table)
     bridge = _quote(config.bridge)
     names = sorted(policies)
     script.chain("input", "type filter hook input priority filter; policy accept;")
@@ -284,7 +295,7 @@ def compile_ruleset(
 
     if config.isolate:
         _instance_rules(script, policies, names, indexed, bridge)
-    return Ruleset(script.render(), script.rules)
+    return Ruleset(script.render(), script.rules, table)
 
 
 def _instance_rules(
@@ -386,4 +397,5 @@ __all__ = [
     "peer_matches",
     "rule_text",
     "selects",
+    "table_for",
 ]

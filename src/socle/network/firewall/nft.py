@@ -1,7 +1,8 @@
 """Running ``nft``: load a whole ruleset atomically, read Socle's table back as JSON.
 
-Only ever ``inet socle``: the load script replaces that one table in one transaction (see
-:mod:`.compiler`), reads list only it, and :meth:`Nft.remove` deletes only it. Commands are
+Only ever Socle's table (``inet socle``, or ``inet socle_<bridge>`` on another bridge): the
+load script replaces that one table in one transaction (see :mod:`.compiler`), reads list
+only it, and :meth:`Nft.remove` deletes only it. Commands are
 argument lists; the script goes to ``nft -f -`` on stdin, never through a shell.
 Optionally inside a named network namespace (``ip netns exec``), which is how tests load
 rulesets without touching the machine's own.
@@ -31,8 +32,11 @@ class Counter:
 class Nft:
     """``nft`` on this machine (or inside network namespace ``netns``)."""
 
-    def __init__(self, *, netns: str | None = None, binary: str | None = None) -> None:
+    def __init__(
+        self, *, netns: str | None = None, binary: str | None = None, table: str = TABLE
+    ) -> None:
         self.netns = netns
+        self.table_name = table
         self.binary = binary or shutil.which("nft") or "/usr/sbin/nft"
 
     def _argv(self, *args: str) -> list[str]:
@@ -72,15 +76,28 @@ class Nft:
     async def load(self, script: str) -> None:
         await asyncio.to_thread(self.load_sync, script)
 
-    def table_sync(self) -> dict[str, Any] | None:
-        """``nft -j list table inet socle`` parsed, None when the table is absent."""
-        done = self._run("-j", "list", "table", FAMILY, TABLE)
+    def _list(self, *flags: str) -> str | None:
+        done = self._run(*flags, "list", "table", FAMILY, self.table_name)
         if done.returncode != 0:
             if "No such file or directory" in done.stderr or "does not exist" in done.stderr:
                 return None
-            raise FirewallError(f"nft could not list table {FAMILY} {TABLE}: {done.stderr[:500]}")
+            raise FirewallError(
+                f"nft could not list table {FAMILY} {self.table_name}: {done.stderr[:500]}"
+            )
+        return done.stdout
+
+    def listing_sync(self) -> str | None:
+        """The table as ``nft -s`` prints it (no counters: equal text, equal ruleset);
+        None when the table is absent."""
+        return self._list("-s")
+
+    def table_sync(self) -> dict[str, Any] | None:
+        """``nft -j list table inet socle`` parsed, None when the table is absent."""
+        text = self._list("-j")
+        if text is None:
+            return None
         try:
-            data = json.loads(done.stdout)
+            data = json.loads(text)
         except ValueError as exc:
             raise FirewallError(f"nft printed JSON that does not parse: {exc}") from exc
         return data if isinstance(data, dict) else None
@@ -90,7 +107,9 @@ class Nft:
 
     def remove_sync(self) -> None:
         """Delete Socle's table (nothing else); absent is fine."""
-        self.load_sync(f"table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+        self.load_sync(
+            f"table {FAMILY} {self.table_name}\ndelete table {FAMILY} {self.table_name}\n"
+        )
 
 
 def counters(table: dict[str, Any] | None) -> dict[str, Counter]:

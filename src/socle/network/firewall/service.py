@@ -6,6 +6,11 @@ the ruleset dirty; one background task recompiles and, when the table text diffe
 is loaded, loads it with ``nft -f`` (atomic). A failed load keeps the previous ruleset (nft's
 transaction) and is shown in status; the next change retries.
 
+The live table is also read back every ``drift_seconds`` (``nft -s``, no counters) and
+compared with what was loaded: a table deleted, flushed or edited behind Socle's back is
+loaded again at once, logged, and counted in status (``drift_corrections``), like any
+other drift from the declared state.
+
 Enforcement needs root and ``nft``; without them (or with the setting off) nothing is loaded
 and :meth:`status` says plainly that the firewall is not enforced. At stop the ruleset stays
 loaded: apps outlive the control plane, and so does what protects them.
@@ -30,6 +35,7 @@ from socle.network.firewall.compiler import (
     Member,
     Ruleset,
     compile_ruleset,
+    table_for,
 )
 from socle.network.firewall.nft import Nft, counters
 from socle.network.registry import InstanceSource
@@ -39,6 +45,8 @@ from socle.tasks import TaskGroup, TaskMonitor
 log = logging.getLogger("socle.firewall")
 
 RESYNC_SECONDS = 2.0
+DRIFT_SECONDS = 10.0
+"""How often the live table is compared with the loaded one (one ``nft -s list``)."""
 
 
 @dataclass(frozen=True)
@@ -91,17 +99,26 @@ class Firewall:
         nft: Nft | None = None,
         tasks: TaskMonitor | None = None,
         resync_seconds: float = RESYNC_SECONDS,
+        drift_seconds: float = DRIFT_SECONDS,
     ) -> None:
         self.runtime = runtime
         self.config = config
         self.enforcement = enforcement
         self.nft = nft or Nft()
+        self.nft.table_name = table_for(config.bridge)  # the table the compiler writes
         self.policies: dict[str, NetworkPolicySpec] = {}
         self._monitor = tasks or TaskMonitor()
         self._tasks: TaskGroup = self._monitor.group("firewall")
         self._dirty = asyncio.Event()
         self._resync_seconds = resync_seconds
+        self._drift_seconds = drift_seconds
+        self._drift_due = 0.0
         self._loaded: str | None = None
+        self._listing: str | None = None
+        """The table as nft printed it right after our last load (the drift baseline)."""
+        self.drift_corrections = 0
+        self.last_drift = ""
+        self.last_drift_at: float | None = None
         self._ruleset: Ruleset | None = None
         self.last_error: str = ""
         self.loaded_at: float | None = None
@@ -148,9 +165,28 @@ class Firewall:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self._resync_seconds)
             try:
+                if time.monotonic() >= self._drift_due:
+                    self._drift_due = time.monotonic() + self._drift_seconds
+                    await self.correct_drift()
                 await self.apply()
             except Exception as exc:  # keep following; status shows the last failure
                 self._monitor.report("firewall/apply", exc)
+
+    async def correct_drift(self) -> bool:
+        """Load our ruleset again if the live table is not what we loaded. True if it was."""
+        if self._listing is None or self._loaded is None:
+            return False
+        live = await asyncio.to_thread(self.nft.listing_sync)
+        if live == self._listing:
+            return False
+        what = "deleted" if live is None else "changed"
+        self.last_drift = f"table inet {self.nft.table_name} was {what} outside Socle; loaded again"
+        self.last_drift_at = time.time()
+        self.drift_corrections += 1
+        log.warning("firewall: %s", self.last_drift)
+        self._loaded = None  # the next apply() loads the whole table again
+        await self.apply()
+        return True
 
     def compile(self) -> Ruleset:
         self._members = members_of(self.runtime.instances())
@@ -174,7 +210,7 @@ class Firewall:
         if ruleset.body == self._loaded:
             return False
         try:
-            await self.nft.load(ruleset.script)
+            self._listing = await asyncio.to_thread(self._load_and_read, ruleset.script)
         except FirewallError as exc:
             self.last_error = exc.message
             log.error("firewall: %s", exc.message)
@@ -185,6 +221,16 @@ class Firewall:
         self.loads += 1
         log.info("firewall: loaded %d rules (%d policies)", len(ruleset.rules), len(self.policies))
         return True
+
+    def _load_and_read(self, script: str) -> str | None:
+        """Load, then read the table back as the drift baseline (None: no baseline, so no
+        drift check until the next load; the load itself succeeded)."""
+        self.nft.load_sync(script)
+        try:
+            return self.nft.listing_sync()
+        except FirewallError as exc:
+            log.warning("firewall: loaded, but could not read the table back: %s", exc.message)
+            return None
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -232,7 +278,10 @@ class Firewall:
             "reason": self.enforcement.reason,
             "isolated": self.enforcement.isolated,
             "bridge": self.config.bridge,
-            "table": "inet socle",
+            "table": f"inet {self.nft.table_name}",
+            "drift_corrections": self.drift_corrections,
+            "last_drift": self.last_drift,
+            "last_drift_at": self.last_drift_at,
             "loaded": self._loaded is not None and table is not None,
             "loaded_at": self.loaded_at,
             "loads": self.loads,

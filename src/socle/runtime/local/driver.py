@@ -168,6 +168,8 @@ class LocalDriver:
         self._host: Host | None = None
         self._closed = False
         self._lock_fd: int | None = None
+        self._bridge_fd: int | None = None
+        """Held while this driver supervises instances on the bridge (one per bridge)."""
         starts = max_parallel_starts or 2 * (os.cpu_count() or 1)
         if starts < 1:
             raise RuntimeDriverError("max_parallel_starts must be at least 1")
@@ -216,6 +218,7 @@ class LocalDriver:
             log.warning("%s", line)
         if self.network is not None:
             try:
+                self._bridge_fd = await asyncio.to_thread(self.network.hold)
                 await asyncio.to_thread(self.network.ensure_bridge)
             except BaseException:
                 self._unlock_run_dir()
@@ -247,9 +250,10 @@ class LocalDriver:
         self._lock_fd = fd
 
     def _unlock_run_dir(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        for fd in (self._lock_fd, self._bridge_fd):
+            if fd is not None:
+                os.close(fd)  # releases the flock
+        self._lock_fd = self._bridge_fd = None
 
     def _adopt(self, host: Host, record: InstanceRecord) -> None:
         try:

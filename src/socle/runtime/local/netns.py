@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import ipaddress
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from socle.errors import RuntimeDriverError
+from socle.fs import try_lock
 from socle.runtime.local.records import check_id
 
 NETNS_DIR = Path("/run/netns")
@@ -65,6 +67,14 @@ table ip socle {{
 """The instance-side rule that lets apps listening on loopback answer on their address."""
 
 
+def _held(path: Path) -> dict[str, object] | None:
+    """What a bridge holder wrote about itself (None if unreadable)."""
+    with contextlib.suppress(ValueError):
+        data = json.loads(_read(path) or "null")
+        return data if isinstance(data, dict) else None
+    return None
+
+
 def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
@@ -83,6 +93,8 @@ class BridgeNetwork:
     prefix: str = PREFIX
     """Namespace names are ``prefix + instance id``; one control plane's prefix (see
     :func:`home_prefix`) so that its stray sweep never takes another's namespaces."""
+    owner: str = ""
+    """Who holds the bridge (the control plane's home), named when another is refused."""
 
     def netns(self, instance_id: str) -> str:
         return self.prefix + check_id(instance_id)
@@ -141,6 +153,67 @@ class BridgeNetwork:
         return done.returncode == 0
 
     # -- the bridge --------------------------------------------------------------------------
+
+    @property
+    def _holds(self) -> Path:
+        return self.claims_root.parent / "bridges"
+
+    def hold(self) -> int:
+        """Take the bridge for this control plane until it exits; the descriptor to close.
+
+        One control plane per bridge: each loads its own firewall table whose rules cover
+        the whole bridge (default deny between instances it does not know), so a second
+        one on the same bridge would cut the first one's instances off. It is refused, as
+        is a range overlapping another held bridge's (the host could not route both). An
+        flock dies with its holder: a killed control plane never leaves the bridge taken.
+        """
+        self._holds.mkdir(parents=True, exist_ok=True, mode=0o700)
+        space = self.host_netns or "host"
+        mine = self._holds / f"{space}-{self.bridge}"
+        fd = try_lock(mine)
+        if fd is None:
+            held = _held(mine) or {}
+            raise RuntimeDriverError(
+                f"bridge {self.bridge} is used by another Socle control plane "
+                f"(home {held.get('owner', '?')}, pid {held.get('pid', '?')})",
+                hint="give this control plane its own bridge and range, e.g. "
+                "SOCLE_NETWORK_BRIDGE=socle1 SOCLE_NETWORK_RANGE=10.214.0.0/16 "
+                "(or SOCLE_NETWORK_ISOLATION=0: no per-instance network)",
+            )
+        try:
+            for path in sorted(self._holds.iterdir()):
+                if path == mine:
+                    continue
+                probe = try_lock(path)
+                if probe is not None:  # nobody holds that bridge any more
+                    os.close(probe)
+                    continue
+                other = _held(path)
+                if other is None or other.get("netns") != space:
+                    continue
+                with contextlib.suppress(ValueError, TypeError):
+                    theirs = ipaddress.IPv4Network(str(other.get("range")))
+                    if theirs.overlaps(self.network):
+                        raise RuntimeDriverError(
+                            f"network range {self.network} overlaps {theirs} of bridge "
+                            f"{other.get('bridge')}, used by the Socle control plane of home "
+                            f"{other.get('owner', '?')}",
+                            hint="give this control plane a range of its own "
+                            "(SOCLE_NETWORK_RANGE, a private IPv4 range)",
+                        )
+            record = {
+                "owner": self.owner,
+                "pid": os.getpid(),
+                "bridge": self.bridge,
+                "range": str(self.network),
+                "netns": space,
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def ensure_bridge(self) -> None:
         """Create the bridge with the gateway address (idempotent), forwarding on it only."""

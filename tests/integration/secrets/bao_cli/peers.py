@@ -160,8 +160,10 @@ def start_socle(root: Path, *, sealed: bool = False) -> SocleServer:
     # fixed), and no Prometheus/Alertmanager per control plane on the shared cores. No
     # ingress either: these sessions never reach an app, and its fixed default port (8080)
     # is often taken on a shared machine, which cost every start nginx's ~2.5 s of bind
-    # retries.
+    # retries. No per-instance network either: two sessions' control planes overlap (the
+    # next pair starts during a session), and a bridge takes one control plane only.
     env.update(
+        SOCLE_NETWORK_ISOLATION="0",
         SOCLE_DNS_LISTEN="127.0.0.1:0",
         SOCLE_OTLP_BRIDGE_PORT="0",
         SOCLE_CONSUL_LISTEN="127.0.0.1:0",
