@@ -81,3 +81,43 @@ def test_app_policies_are_not_enforced_without_isolation() -> None:
     firewall.set("api-in", {"app": "api", "ingress": []})
     enforced, message = firewall.policy_status("api-in")
     assert not enforced and "instances share the host's network" in message
+
+
+class MemoryNft(Nft):
+    """nft's table kept in memory (the real one is tested in tests/integration/network)."""
+
+    def __init__(self) -> None:
+        super().__init__(binary="/nonexistent/nft")
+        self.live: str | None = None
+
+    def load_sync(self, script: str, *, check_only: bool = False) -> None:
+        self.live = script[script.index(f"table inet {self.table_name} {{") :]
+
+    def listing_sync(self) -> str | None:
+        return self.live
+
+
+def test_drift_is_corrected_once_and_never_counted_again_with_nothing_to_load() -> None:
+    nft = MemoryNft()
+    firewall = Firewall(
+        Runtime([]), FirewallConfig(isolate=False), Enforcement(True, "", isolated=False),
+        nft=nft,
+    )  # fmt: skip
+    host = {"host": True, "ingress": [{"ports": [22], "from": [{"cidr": "10.0.0.0/8"}]}]}
+
+    async def scenario() -> None:
+        firewall.set("ssh", host)
+        await firewall.release()
+        assert firewall.loads == 1 and not await firewall.correct_drift()
+        nft.live = nft.live.replace("accept", "drop") if nft.live else None  # edited by hand
+        assert await firewall.correct_drift() and firewall.loads == 2
+        assert "changed outside Socle" in firewall.last_drift and "accept" in str(nft.live)
+        firewall.set("ssh", None)
+        await firewall.apply()  # no policy left: an empty table of ours stays loaded
+        nft.live = None  # deleted by hand: nothing of ours needs loading any more
+        assert await firewall.correct_drift() and firewall.drift_corrections == 2
+        for _ in range(3):
+            assert not await firewall.correct_drift()
+        assert firewall.drift_corrections == 2
+
+    asyncio.run(scenario())

@@ -184,7 +184,9 @@ class Firewall:
         self.last_drift_at = time.time()
         self.drift_corrections += 1
         log.warning("firewall: %s", self.last_drift)
-        self._loaded = None  # the next apply() loads the whole table again
+        # Load the whole table again; with nothing to load (no policy, no isolated
+        # instance) there is no baseline any more either, so this is reported once.
+        self._loaded = self._listing = None
         await self.apply()
         return True
 
