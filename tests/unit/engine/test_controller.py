@@ -241,9 +241,9 @@ async def test_deadline_fires_when_no_instance_reports_anything(h: Harness) -> N
     assert "is starting" in failures(h)[0]
 
 
-async def test_rollout_completes_only_once_old_instances_have_stopped(h: Harness) -> None:
-    """An apply that returns leaves only the new release running (CI saw a third, draining,
-    instance in the status right after ``socle apply`` returned)."""
+async def _draining_rollout(h: Harness, **update: str) -> tuple[str, asyncio.Event]:
+    """api at r1 (complete), then r2 ready while r1's instance drains until the event is
+    set; returns r1's instance id and that event."""
     released = asyncio.Event()
 
     async def slow_drain(_: InstanceId) -> None:
@@ -255,10 +255,17 @@ async def test_rollout_completes_only_once_old_instances_have_stopped(h: Harness
     await h.until(lambda: len(h.events) == 1)
     old = h.ids("api")[0]
     h.controller.set_drain(slow_drain)
-    h.controller.set_target("api", target("api", release="r2"))
+    h.controller.set_target("api", target("api", release="r2", update=update))
     await h.until(lambda: len(h.ids("api")) == 2)
     h.ready_all("api")
     await asyncio.sleep(RECHECK_SECONDS * 3)  # several reconciles while it drains
+    return old, released
+
+
+async def test_rollout_completes_only_once_old_instances_have_stopped(h: Harness) -> None:
+    """An apply that returns leaves only the new release running (CI saw a third, draining,
+    instance in the status right after ``socle apply`` returned)."""
+    old, released = await _draining_rollout(h)
     assert old in h.ids("api"), "the old instance is draining"
     assert h.events.count(("api", "complete", "")) == 1, "not complete while it drains"
     released.set()
@@ -267,21 +274,7 @@ async def test_rollout_completes_only_once_old_instances_have_stopped(h: Harness
 
 
 async def test_a_long_drain_never_fails_a_release_whose_replicas_are_ready(h: Harness) -> None:
-    released = asyncio.Event()
-
-    async def slow_drain(_: InstanceId) -> None:
-        await released.wait()
-
-    h.controller.set_target("api", target("api"))
-    await h.until(lambda: len(h.ids("api")) == 1)
-    h.ready_all("api")
-    await h.until(lambda: len(h.events) == 1)
-    h.controller.set_drain(slow_drain)
-    quick = target("api", release="r2", update={"progressDeadlineSeconds": "200ms"})
-    h.controller.set_target("api", quick)
-    await h.until(lambda: len(h.ids("api")) == 2)
-    h.ready_all("api")
-    await asyncio.sleep(RECHECK_SECONDS * 3)
+    _, released = await _draining_rollout(h, progressDeadlineSeconds="200ms")
     assert not any(e[1] == "failed" for e in h.events), h.events
     released.set()
     await h.until(lambda: h.events.count(("api", "complete", "")) == 2)
