@@ -133,3 +133,27 @@ async def test_only_a_departing_new_release_is_rolled_back_once() -> None:
     assert [t["result"] for t in await other.check_once()] == ["rate-limited"]
     assert len(engine.rolled_back) == 1
     assert await ReleaseWatch(engine, alerts, lambda: None).check_once() == []
+
+
+async def test_a_release_whose_predecessor_left_the_window_is_judged_against_memory() -> None:
+    """r1 measured at 1 %; r2 replaced before Prometheus scraped it twice (no ratio); r3
+    fails half its requests while neither r1 nor r2 has samples left in the window: r3 is
+    still compared, with r1's last measured ratio, and rolled back."""
+    check = {**CHECK, "factor": 2, "minRatio": 0.1}
+    metrics = {"metrics": {"port": "http", "releaseCheck": check}}
+    apps = Handler({"shop": State("1" * 40, {"spec": metrics})})
+    engine = Engine(apps)
+    alerts = Alerts(engine=engine, driver=Driver(), metrics=ControlPlaneMetrics())
+    query = Query({("shop", True): 0.01})
+    watch = ReleaseWatch(engine, alerts, lambda: query)  # type: ignore[arg-type,return-value]
+    assert await watch.check_once() == []  # r1 alone: measured, nothing to compare with
+    apps.states["shop"] = State("2" * 40, {"spec": metrics})
+    query.ratios = {("shop", False): 0.01}  # r2 never scraped; r1 still in the window
+    assert await watch.check_once() == []
+    apps.states["shop"] = State("3" * 40, {"spec": metrics})
+    query.ratios = {("shop", True): 0.5}  # nothing of r1 or r2 left in the window
+    taken = await watch.check_once()
+    assert [(t["rule"], t["result"]) for t in taken] == [("release-check/shop", "done")]
+
+    calm = ReleaseWatch(engine, alerts, lambda: query)  # type: ignore[arg-type,return-value]
+    assert await calm.check_once() == []  # no memory (a restart) and no samples: quiet

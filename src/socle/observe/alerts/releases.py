@@ -19,8 +19,13 @@ settings) and of the app's other instances seen in the window (the previous rele
 whose last samples stay in range for a while after a rollout). While both
 exist and the new one is worse as above, the ``rollback`` remediation runs under the rule
 name ``release-check/APP`` -- recorded and rate-limited like any alert's (see
-:mod:`socle.observe.alerts.service`). Once the previous release's samples leave the window
-there is nothing to compare with, and the watch stays quiet: it judges *new* releases.
+:mod:`socle.observe.alerts.service`).
+
+When the previous release's samples already left the window (it was replaced before
+Prometheus scraped it twice, or long ago), the new one is compared with the last ratio the
+watch measured for the release that ran before it (kept in memory: after a control-plane
+restart, only what Prometheus still holds counts). With neither, the watch stays quiet: it
+judges *new* releases against what ran before, never against a fixed threshold.
 """
 
 from __future__ import annotations
@@ -82,6 +87,10 @@ class ReleaseWatch:
         self._acted: dict[str, str] = {}
         """App → the template last rolled back: judged once, not at every pass while
         the rollback rolls out."""
+        self._measured: dict[str, tuple[str, float]] = {}
+        """App → (template, its last measured ratio)."""
+        self._before: dict[str, tuple[str, float]] = {}
+        """App → (template, last ratio) of the release that ran before the current one."""
 
     def checks(self) -> dict[str, tuple[str, Mapping[str, Any]]]:
         """Opted-in apps: name → (the template that should run, its releaseCheck)."""
@@ -112,6 +121,7 @@ class ReleaseWatch:
                 continue
             new = await self._value(query, ratio_query(check, app, template, same=True))
             old = await self._value(query, ratio_query(check, app, template, same=False))
+            old = self._remember(app, template, new, old)
             if new is None or old is None or not departs(new, old, check):
                 continue
             log.warning(
@@ -128,6 +138,23 @@ class ReleaseWatch:
             await self._alerts.persist(done)
             taken.extend(r.to_dict() for r in done)
         return taken
+
+    def _remember(
+        self, app: str, template: str, new: float | None, old: float | None
+    ) -> float | None:
+        """The previous release's ratio: measured now, or else the last one measured while
+        it ran (so that a release replaced before two scrapes still has a baseline)."""
+        measured = self._measured.get(app)
+        if measured is not None and measured[0] != template:
+            self._before[app] = measured  # a new release: what ran before is the baseline
+        if new is not None:
+            self._measured[app] = (template, new)
+        elif measured is not None and measured[0] != template:
+            self._measured.pop(app)
+        if old is not None:
+            return old
+        before = self._before.get(app)
+        return before[1] if before is not None and before[0] != template else None
 
     async def run(self) -> None:
         while True:
