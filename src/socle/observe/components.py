@@ -167,6 +167,7 @@ class AlertmanagerComponent:
         await asyncio.to_thread(private_dir, settings.observe_dir)
         await asyncio.to_thread(alerts.load)
         observe.alerts = alerts
+        await alerts.resume_rolls()
         watch = ReleaseWatch(
             engine, alerts, lambda: observe.query, interval=settings.release_check_seconds
         )

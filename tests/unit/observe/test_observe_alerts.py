@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -471,3 +474,77 @@ async def test_the_record_file_is_rotated_and_both_parts_are_read(tmp_path: Path
     assert kept and kept[-1] == "api-39" and kept == sorted(kept, key=lambda i: int(i[4:]))
     # Only what the two files hold is kept: the oldest decisions are gone.
     assert "api-0" not in kept
+
+
+async def test_a_roll_cut_short_by_a_stop_resumes_at_the_next_start(tmp_path: Path) -> None:
+    """The control plane stops while a rolling restart waits for api-1: the next run
+    waits for api-1 to be ready again, then restarts api-2 (and only api-2)."""
+    record = tmp_path / "remediations.jsonl"
+    driver = RollingDriver([instance("api-0"), instance("api-1"), instance("api-2")])
+
+    def alerts_on(tasks: TaskGroup, clock: Callable[[], float] = time.time) -> Alerts:
+        return Alerts(
+            engine=Engine(Handler({"crash": Rules(["restart"])})), driver=driver,
+            metrics=ControlPlaneMetrics(), tasks=tasks, roll_poll=0.01, record_file=record,
+            clock=clock,
+        )  # fmt: skip
+
+    first_tasks = TaskGroup("first run")
+    first = alerts_on(first_tasks)
+    await first.persist(await act(first, firing({"socle_rule": "crash", "app": "api"})))
+    driver.set_ready("api-0", True)
+    await _until(lambda: len(driver.replaced) == 2, "api-1's restart")
+    lines = lambda: [json.loads(line) for line in record.read_text().splitlines()]  # noqa: E731
+    await _until(
+        lambda: {"instance": "api-1", "result": "done"}.items() <= lines()[-1].items(),
+        "api-1's restart recorded",
+    )
+    await first_tasks.close()  # the control plane stops: api-2 is still queued
+
+    second_tasks = TaskGroup("second run")
+    second = alerts_on(second_tasks)
+    await asyncio.to_thread(second.load)
+    assert await second.resume_rolls() == []
+    await asyncio.sleep(0.1)
+    assert [i for i, _ in driver.replaced] == ["api-0", "api-1"]  # api-1 not ready yet
+    again = await act(second, firing({"socle_rule": "crash", "app": "api"}))
+    assert {r.result for r in again} == {"rate-limited"}, "the resumed roll holds the limit"
+    driver.set_ready("api-1", True)
+    await _until(lambda: len(driver.replaced) == 3, "api-2's restart")
+    await second_tasks.wait()
+    assert [i for i, _ in driver.replaced] == ["api-0", "api-1", "api-2"]
+    last = second.history()[-1]
+    assert (last["instance"], last["result"]) == ("api-2", "done")
+    assert last["message"] == "restart requested (rolling, 3 of 3)"
+
+    third = alerts_on(TaskGroup("third run"))  # nothing left to resume
+    await asyncio.to_thread(third.load)
+    assert await third.resume_rolls() == [] and len(driver.replaced) == 3
+
+
+async def test_an_old_or_gone_roll_is_closed_not_resumed(tmp_path: Path) -> None:
+    record = tmp_path / "remediations.jsonl"
+    driver = RollingDriver([instance("api-0"), instance("api-1"), instance("api-2")])
+    clock = Clock()
+    args: dict[str, Any] = {
+        "engine": Engine(Handler({"crash": Rules(["restart"])})),
+        "driver": driver,
+        "metrics": ControlPlaneMetrics(),
+        "record_file": record,
+        "clock": clock,
+    }
+    first = Alerts(**args, tasks=TaskGroup("first"))
+    await first.persist(await act(first, firing({"socle_rule": "crash", "app": "api"})))
+    await first._tasks.close()
+    clock.now += 2 * 3600  # the control plane was down for two hours
+    later = Alerts(**args, tasks=TaskGroup("later"))
+    later.load()
+    closed = await later.resume_rolls()
+    assert [(r.instance, r.result) for r in closed] == [
+        ("api-1", "no-target"),
+        ("api-2", "no-target"),
+    ]
+    assert "stopped for too long" in closed[0].message and driver.replaced[1:] == []
+    reread = Alerts(**args, tasks=TaskGroup("reread"))
+    reread.load()
+    assert await reread.resume_rolls() == []  # closed for good

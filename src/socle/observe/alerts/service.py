@@ -67,6 +67,9 @@ MAX_RECORDS = 500
 MAX_RECORD_BYTES = 1024 * 1024
 """Size of ``remediations.jsonl`` past which it is rotated (about 4,000 decisions)."""
 ROLL_TIMEOUT = 120.0
+RESUME_WITHIN = 3600.0
+"""A rolling restart cut short by a stop of the control plane resumes at the next start if
+it began less than this many seconds ago; an older one is closed as abandoned."""
 """Seconds a restarted instance has to be ready again before a rolling restart stops."""
 MAX_ALERTS_PER_CALL = 1000
 
@@ -111,6 +114,44 @@ class Remediation:
         return asdict(self)
 
 
+@dataclass
+class _Roll:
+    """A rolling restart as the record file tells it: the instance restarted last and
+    those still queued behind it."""
+
+    rule: str
+    app: str
+    started: float
+    previous: str | None
+    queued: list[str]
+    total: int
+
+
+def _unfinished_rolls(records: Sequence[Remediation]) -> list[_Roll]:
+    """Rolling restarts whose queued instances were never restarted nor given up (the
+    control plane stopped meanwhile), oldest first."""
+    rolls: dict[tuple[str, str, float], _Roll] = {}
+    for r in records:
+        if r.action == "restart" and r.result == "queued" and r.instance:
+            key = (r.rule, r.app, r.time)
+            roll = rolls.setdefault(key, _Roll(r.rule, r.app, r.time, None, [], 1))
+            roll.queued.append(r.instance)
+            roll.total += 1
+    for r in records:
+        if r.action != "restart" or r.result == "queued" or not r.instance:
+            continue
+        for roll in rolls.values():
+            if (r.rule, r.app) != (roll.rule, roll.app) or r.time < roll.started:
+                continue
+            if r.instance in roll.queued:
+                roll.queued.remove(r.instance)
+            elif r.time != roll.started:
+                continue  # another restart of the app, not part of this roll
+            if r.result == "done":
+                roll.previous = r.instance
+    return [roll for roll in rolls.values() if roll.queued]
+
+
 class Alerts:
     """Remediation on alerts, and access to the Alertmanager (see the module docstring)."""
 
@@ -146,6 +187,8 @@ class Alerts:
         """Where rolling restarts run (they outlive the webhook call that starts them)."""
         self._roll_timeout = roll_timeout
         self._roll_poll = roll_poll
+        self._unfinished: list[_Roll] = []
+        """Rolling restarts the last run left half done (see :meth:`resume_rolls`)."""
 
     def load(self) -> None:
         """The last decisions recorded by earlier runs, and the rate limit they set
@@ -176,6 +219,48 @@ class Alerts:
             else:
                 continue
             self._last[key] = max(self._last.get(key, 0.0), record.time)
+        self._unfinished = _unfinished_rolls(list(self.records))
+
+    async def resume_rolls(self) -> list[Remediation]:
+        """Carry on the rolling restarts an earlier run left half done (after
+        :meth:`load`, once the runtime re-adopted its instances): the instance restarted
+        last must be ready again, then the queued ones restart one at a time. A roll older
+        than :data:`RESUME_WITHIN`, or whose instances are gone, is closed in the record."""
+        now = self._clock()
+        closed: list[Remediation] = []
+        running: dict[str, InstanceStatus] = {s.id: s for s in self._driver.instances()}
+        for roll in self._unfinished:
+            rest = [running[i] for i in roll.queued if i in running]
+            late = now - roll.started > RESUME_WITHIN
+            for iid in roll.queued:
+                if late or iid not in running:
+                    why = "the control plane was stopped for too long" if late else "gone"
+                    closed.append(
+                        self._record(
+                            Remediation(
+                                now, roll.rule, "restart", roll.app, iid, "no-target",
+                                f"rolling restart abandoned: {why}",
+                            )
+                        )
+                    )  # fmt: skip
+            if late or not rest:
+                continue
+            for status in rest:  # the roll holds the rate limit again
+                self._last[(roll.rule, status.id)] = now
+            log.info(
+                "resuming the rolling restart of %s (%d of %d left)",
+                roll.app,
+                len(rest),
+                roll.total,
+            )
+            number = roll.total - len(rest) + 1
+            self._tasks.spawn(
+                self._roll_on(roll.rule, roll.previous, rest, roll.total, number),
+                f"roll {roll.app}",
+            )
+        self._unfinished = []
+        await self._persist_quietly(closed)
+        return closed
 
     async def persist(self, done: list[Remediation]) -> None:
         """Append ``done`` to the record file (in a thread: never blocks the loop)."""
@@ -559,8 +644,15 @@ class Alerts:
         return results
 
     async def _roll_on(
-        self, rule: str, previous: str | None, rest: list[InstanceStatus], total: int
+        self,
+        rule: str,
+        previous: str | None,
+        rest: list[InstanceStatus],
+        total: int,
+        number: int = 2,
     ) -> None:
+        """Restart ``rest`` one at a time, each once the one before is ready again;
+        ``number`` is the first one's place in the whole roll (for the record)."""
         for index, status in enumerate(rest):
             if previous is not None and not await self._ready_again(previous):
                 message = (
@@ -584,7 +676,7 @@ class Alerts:
                     status.app,
                     status.id,
                     "done" if started else "no-target",
-                    f"restart requested (rolling, {index + 2} of {total})"
+                    f"restart requested (rolling, {index + number} of {total})"
                     if started
                     else "instance is not running",
                 )
