@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from socle.fs import open_private_append, write_private
-from socle.tasks import TaskGroup
+from socle.tasks import TaskGroup, within
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Supervised:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            await within(proc.wait(), STOP_GRACE)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,6 +38,18 @@ MAX_ERROR_CHARS = 500
 
 MAX_KEPT = 100
 """Distinct tasks whose last failure is kept (the oldest is forgotten first)."""
+
+
+async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
+    """``awaitable``'s result, or :class:`TimeoutError` after ``seconds`` (None: no limit).
+
+    Use this, never ``asyncio.wait_for``: on Python 3.11 ``wait_for`` loses a cancellation
+    that arrives just as the awaited thing completes (the wait returns its result instead),
+    so a ``while True`` loop around it can outlive :meth:`TaskGroup.close` for ever -- seen
+    as an ingress whose stop never returned once an ACME renewal woke it at that instant.
+    ``asyncio.timeout`` counts cancellations and never swallows one."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 @dataclass(frozen=True)
@@ -156,4 +168,4 @@ class TaskGroup:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
-__all__ = ["Failure", "TaskGroup", "TaskMonitor", "describe"]
+__all__ = ["Failure", "TaskGroup", "TaskMonitor", "describe", "within"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
+from collections.abc import Awaitable, Callable
 
 import pytest
 
-from socle.tasks import MAX_ERROR_CHARS, TaskMonitor, describe
+from socle.tasks import MAX_ERROR_CHARS, TaskMonitor, describe, within
 
 
 class Clock:
@@ -112,3 +115,40 @@ async def test_close_waits_for_tasks_spawned_while_closing() -> None:
     await asyncio.sleep(0)
     await group.close()
     assert len(group) == 0
+
+
+async def _loop_ends_when_cancelled_as_it_wakes(
+    waiter: Callable[[Awaitable[bool], float], Awaitable[bool]],
+) -> bool:
+    """A ``while True`` loop waiting for an event with a timeout, cancelled in the very
+    iteration the event is set (what an ingress stop met when an ACME renewal woke it)."""
+    event = asyncio.Event()
+
+    async def loop() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await waiter(event.wait(), 10)
+            event.clear()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.01)
+    event.set()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    if not done:
+        task.cancel()  # asyncio.wait_for swallowed the first one: end the loop now
+        await asyncio.wait({task}, timeout=2)
+    return bool(done)
+
+
+async def test_within_never_loses_a_cancellation() -> None:
+    assert await _loop_ends_when_cancelled_as_it_wakes(within)
+    # Python 3.11's asyncio.wait_for loses it (why the project bans wait_for in src/).
+    if sys.version_info < (3, 12):
+        assert not await _loop_ends_when_cancelled_as_it_wakes(asyncio.wait_for)
+
+
+async def test_within_times_out_and_returns_results() -> None:
+    assert await within(asyncio.sleep(0, "done"), 1) == "done"
+    with pytest.raises(TimeoutError):
+        await within(asyncio.sleep(5), 0.01)

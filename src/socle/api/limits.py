@@ -17,7 +17,6 @@ options (see ``socle.server``): an ASGI app never sees a connection before its r
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from socle.api.faults import RequestIdMiddleware
 from socle.api.tokens import TokenGate, TokenStore
 from socle.api.tracing import TraceEdge
 from socle.observe.audit import PlatformAudit
+from socle.tasks import within
 
 DEFAULT_API_BODY = 1024 * 1024
 """Platform API bodies are small JSON documents (a path, an environment, a token name)."""
@@ -130,7 +130,7 @@ class BodyLimit:
             if cut is not None:
                 raise cut
             try:
-                message = await asyncio.wait_for(receive(), self._timeout)
+                message = await within(receive(), self._timeout)
             except TimeoutError:
                 cut = _Cut(408, f"request body stalled for {self._timeout:g}s")
                 raise cut from None

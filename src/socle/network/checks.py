@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 
 from socle.network.registry import Health
-from socle.tasks import TaskGroup, TaskMonitor
+from socle.tasks import TaskGroup, TaskMonitor, within
 
 log = logging.getLogger("socle.network")
 
@@ -49,7 +49,7 @@ async def probe(spec: Probe) -> tuple[Health, str]:
     if spec.tcp is not None:
         try:
             host, port = _split_hostport(spec.tcp)
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), spec.timeout)
+            _, writer = await within(asyncio.open_connection(host, port), spec.timeout)
         except (OSError, ValueError, TimeoutError) as exc:
             return Health.CRITICAL, f"TCP connect {spec.tcp}: {type(exc).__name__}: {exc}"
         writer.close()

@@ -40,6 +40,7 @@ from dns.rdtypes.IN.SRV import SRV
 
 from socle.errors import ConfigError
 from socle.network.registry import DEFAULT_ENVIRONMENT, ServiceInstance, ServiceRegistry
+from socle.tasks import within
 
 log = logging.getLogger("socle.network")
 
@@ -389,9 +390,9 @@ class DnsServer:
         async with self._clients:
             try:
                 while True:
-                    head = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_SECONDS)
+                    head = await within(reader.readexactly(2), TCP_IDLE_SECONDS)
                     (size,) = struct.unpack("!H", head)
-                    data = await asyncio.wait_for(reader.readexactly(size), TCP_IDLE_SECONDS)
+                    data = await within(reader.readexactly(size), TCP_IDLE_SECONDS)
                     answer = self._resolver.answer(data, udp=False)
                     if answer is None:
                         break  # malformed: hang up

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from socle.model.kinds import declared_name
 from socle.runtime.driver import InstanceState, InstanceStatus
+from socle.tasks import within
 
 log = logging.getLogger("socle.network")
 
@@ -211,7 +212,7 @@ class ChangeIndex:
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await within(self._changed.wait(), remaining)
         return self._value
 
 

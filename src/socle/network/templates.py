@@ -61,7 +61,7 @@ from socle.model.app import SECRET_REF_RE, App, TemplateSpec
 from socle.network.kv import ConsulKV
 from socle.network.registry import ServiceRegistry
 from socle.runtime.driver import InstanceId, InstanceStatus, Mount
-from socle.tasks import TaskMonitor
+from socle.tasks import TaskMonitor, within
 
 log = logging.getLogger("socle.network.templates")
 
@@ -430,7 +430,7 @@ class TemplateService:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._secret_poll)
+                await within(self._wake.wait(), self._secret_poll)
             await asyncio.sleep(self._debounce)  # let a burst of changes settle
             self._wake.clear()
             services, kv = self._dirty_services, self._dirty_kv

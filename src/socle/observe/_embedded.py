@@ -24,7 +24,7 @@ from socle.daemons import Supervised, stop_stale
 from socle.errors import ObserveError
 from socle.fs import private_dir, write_private
 from socle.observe._webauth import WebAuth, write_web_auth
-from socle.tasks import TaskGroup
+from socle.tasks import TaskGroup, within
 
 CHECK_TIMEOUT = 60.0
 START_TIMEOUT = 60.0
@@ -40,7 +40,7 @@ async def run_check(argv: list[str], timeout: float = CHECK_TIMEOUT) -> tuple[in
         stderr=asyncio.subprocess.STDOUT,
     )
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await within(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()
         await proc.wait()

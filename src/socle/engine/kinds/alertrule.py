@@ -31,6 +31,7 @@ from socle.model.alertrule import to_rule_group
 from socle.model.kinds import ObjectRef
 from socle.model.loader import LoadedManifests
 from socle.model.slo import to_rule_groups as slo_rule_groups
+from socle.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ async def check_groups(tool: str, groups: list[dict[str, Any]]) -> str | None:
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
+            out, _ = await within(proc.communicate(), CHECK_TIMEOUT)
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -40,7 +40,7 @@ from socle.network.firewall.compiler import (
 from socle.network.firewall.nft import Nft, counters
 from socle.network.registry import InstanceSource
 from socle.runtime.driver import InstanceState, InstanceStatus
-from socle.tasks import TaskGroup, TaskMonitor
+from socle.tasks import TaskGroup, TaskMonitor, within
 
 log = logging.getLogger("socle.firewall")
 
@@ -163,7 +163,7 @@ class Firewall:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._resync_seconds)
+                await within(self._dirty.wait(), self._resync_seconds)
             try:
                 if time.monotonic() >= self._drift_due:
                     self._drift_due = time.monotonic() + self._drift_seconds

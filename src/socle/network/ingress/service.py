@@ -38,7 +38,7 @@ from socle.network.ingress.render import (
     TlsFiles,
     render,
 )
-from socle.tasks import TaskMonitor
+from socle.tasks import TaskMonitor, within
 
 log = logging.getLogger("socle.ingress")
 
@@ -153,7 +153,7 @@ class Ingress:
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RESYNC_SECONDS)
+                await within(self._wake.wait(), RESYNC_SECONDS)
             await asyncio.sleep(DEBOUNCE_SECONDS)
             self._wake.clear()
             try:
@@ -331,7 +331,7 @@ class Ingress:
         try:
             master = await asyncio.to_thread(self.nginx.pid)
             before = await asyncio.to_thread(self.nginx.workers, master) if master else set()
-            if not await asyncio.wait_for(self.sync(), timeout) or master is None:
+            if not await within(self.sync(), timeout) or master is None:
                 return
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from socle.tasks import TaskGroup, describe
+from socle.tasks import TaskGroup, describe, within
 
 log = logging.getLogger("socle.observe")
 
@@ -126,7 +126,7 @@ class RuleWriter:
                 # at once if something changes meanwhile (maybe the fix).
                 if not self._dirty.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._dirty.wait(), delay)
+                        await within(self._dirty.wait(), delay)
                 self._dirty.set()
                 delay = min(delay * 2, self._retry_max)
             else:

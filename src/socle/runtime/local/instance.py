@@ -49,6 +49,7 @@ from socle.runtime.local.prober import Prober
 from socle.runtime.local.records import ExitStatus, InstanceRecord, RecordStore, spec_to_json
 from socle.runtime.local.sandbox import Profile, sandbox_env
 from socle.runtime.local.shim import SECCOMP_FD_ARG
+from socle.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -599,18 +600,18 @@ class Instance:
         with contextlib.suppress(OSError):
             signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(exited), grace)
+            await within(asyncio.shield(exited), grace)
         if exited.done():
             return
         await asyncio.to_thread(self.force_kill)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(exited), KILL_WAIT)
+            await within(asyncio.shield(exited), KILL_WAIT)
         if not exited.done() and self.pidfd is not None:
             log.warning("instance %s: shim did not exit after its app was killed", self.id)
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exited), KILL_WAIT)
+                await within(asyncio.shield(exited), KILL_WAIT)
 
     async def stop(self) -> None:
         """Stop for good: SIGTERM, grace, SIGKILL; then remove record, status and cgroups."""

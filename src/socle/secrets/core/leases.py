@@ -46,7 +46,7 @@ from socle.secrets.core.barrier import Barrier
 from socle.secrets.core.fields import SYSTEM_MAX_TTL, clamp_ttl, rfc3339
 from socle.secrets.core.router import MountEntry, Router
 from socle.secrets.core.tokens import TokenEntry, TokenStore
-from socle.tasks import TaskMonitor
+from socle.tasks import TaskMonitor, within
 
 log = logging.getLogger("socle.secrets")
 Clock = Callable[[], float]
@@ -215,7 +215,7 @@ class ExpirationManager:
                 continue
             timeout = self._heap[0][0] - self._clock() if self._heap else None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                await within(self._wake.wait(), timeout)
 
     async def _expire(self, kind: str, key: str) -> None:
         try:
