@@ -146,6 +146,8 @@ def test_policies_are_planned_applied_and_enforced_with_real_packets(
     wait_for(drift_corrected, 60, "the deleted table to be loaded again")
     assert connect(server, other, api, denied=True) == "timeout"
     assert "changed outside Socle 1 time(s)" in server.cli("firewall", "status").stdout
+    shown = server.cli("status").stdout
+    assert "nftables table inet socle;" in shown and "changed outside Socle 1 time(s)" in shown
 
     # A change is a diff of rules, applied without restarting anything.
     pid = api["pid"]

@@ -225,3 +225,5 @@ def test_two_homes_from_one_shell_leave_each_other_alone(
         for server in servers:
             server.cleanup()
         subprocess.run(["ip", "link", "del", BRIDGE_B], check=False, capture_output=True)
+        table = ["nft", "delete", "table", "inet", f"socle_{BRIDGE_B}"]
+        subprocess.run(table, check=False, capture_output=True)

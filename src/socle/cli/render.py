@@ -236,9 +236,15 @@ def print_control_plane(plane: dict[str, Any]) -> None:
                 f"({safe(str(firewall.get('reason') or 'instances share the host network'))})"
             )
         else:
+            table = safe(str(firewall.get("table") or "inet socle"))
             console.print(
-                "[dim]firewall:[/] enforced (nftables table inet socle; every instance in its "
+                f"[dim]firewall:[/] enforced (nftables table {table}; every instance in its "
                 "own network namespace)"
+            )
+        if firewall.get("drift_corrections"):
+            console.print(
+                f"[yellow]firewall table changed outside Socle[/] "
+                f"{firewall['drift_corrections']} time(s), corrected (socle firewall status)"
             )
     tasks = plane.get("tasks") or {}
     failures = int(tasks.get("failures") or 0)

@@ -203,6 +203,8 @@ class Plane:
                     "enforced": self.firewall.enforcement.enforced,
                     "isolated": self.firewall.enforcement.isolated,
                     "reason": self.firewall.enforcement.reason,
+                    "table": f"inet {self.firewall.nft.table_name}",
+                    "drift_corrections": self.firewall.drift_corrections,
                 },
             },
         }
