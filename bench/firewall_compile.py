@@ -3,7 +3,7 @@
 APPS apps x 3 instances, one policy per app (allow ``http`` from the next app and from a
 CIDR), plus a host policy. Compiling is pure Python; loading runs ``nft -f`` inside a
 throwaway network namespace (root only; skipped otherwise), twice: a first load and a
-replacing one (what every change costs). Prints JSON.
+replacing one (what every change costs), then the drift check's read-back. Prints JSON.
 
     python bench/firewall_compile.py [APPS=200] [ROUNDS=5]
 """
@@ -63,6 +63,14 @@ def main() -> None:
                 loads.append(time.perf_counter() - start)
             result["load_first_ms"] = round(loads[0] * 1000, 1)
             result["load_replace_ms"] = round(loads[1] * 1000, 1)
+            # The drift check: the table read back without counters, every 10 s and after
+            # each load.
+            reads = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                assert nft.listing_sync() is not None
+                reads.append(time.perf_counter() - start)
+            result["drift_read_ms_best"] = round(min(reads) * 1000, 1)
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
     print(json.dumps(result))
