@@ -110,6 +110,7 @@ class Firewall:
         self._monitor = tasks or TaskMonitor()
         self._tasks: TaskGroup = self._monitor.group("firewall")
         self._dirty = asyncio.Event()
+        self._apply_lock = asyncio.Lock()
         self._resync_seconds = resync_seconds
         self._drift_seconds = drift_seconds
         self._drift_due = 0.0
@@ -195,7 +196,14 @@ class Firewall:
         return compile_ruleset(self.policies, self._members, self.config)
 
     async def apply(self) -> bool:
-        """Compile and, if the table changed, load it. True when a load happened."""
+        """Compile and, if the table changed, load it. True when a load happened.
+
+        One at a time (the loop and the engine's :meth:`release` both call it): what was
+        loaded, and the listing kept as the drift baseline, always belong together."""
+        async with self._apply_lock:
+            return await self._apply()
+
+    async def _apply(self) -> bool:
         self._dirty.clear()
         # Pure but not free (about 0.1 s for 600 instances and 200 policies): off the loop.
         self._members = members_of(self.runtime.instances())
