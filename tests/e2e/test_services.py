@@ -111,5 +111,12 @@ def test_dns_answers_for_applied_apps_and_instances_know_the_resolver(
     assert b"SOCLE_SERVICE=web.default.socle.internal" in environ
     network = server.status()["control_plane"]["network"]
     assert (network["consul"], network["dns"]) == (info["consul"], info["dns"])
-    assert set(network["firewall"]) == {"enforced", "isolated", "reason"}
+    assert set(network["firewall"]) == {
+        "enforced",
+        "isolated",
+        "reason",
+        "table",
+        "drift_corrections",
+    }
+    assert network["firewall"]["drift_corrections"] == 0
     assert f"DNS {info['dns']}" in server.cli("status").stdout
