@@ -19,9 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from socle.model.route import Route
 from socle.network.ingress import AppPorts, Ingress, Listen, Nginx
@@ -29,6 +26,7 @@ from socle.network.ingress.acme import AcmeCertificates
 from socle.network.ingress.credentials import RouteCredentials, describe
 from socle.network.ingress.nginx import NGINX, worker_user
 from tests.integration.network.ingress.test_nginx_ingress import Backend, Endpoints
+from tests.support.certs import write_self_signed
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.skipif(
@@ -38,50 +36,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def tls_for_pebble(folder: Path) -> Path:
-    """A throwaway CA and a localhost certificate for pebble's own HTTPS listener."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pebble listener CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    import ipaddress
-
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return folder / "ca.pem"
+    """A throwaway certificate for pebble's own HTTPS listener (and the file to trust)."""
+    write_self_signed(folder / "cert.pem", folder / "key.pem", "127.0.0.1")
+    return folder / "cert.pem"
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
