@@ -235,11 +235,14 @@ async def test_acme_certificate_issued_served_and_renewed(
             offset[0] = not_before + (not_after - not_before) * 0.7 - clock() + offset[0]
             await ingress.sync()  # keeps serving the old one and starts the renewal
             for _ in range(600):
-                if acme.issued == 2:
+                if acme.issued >= 2:
                     break
                 await asyncio.sleep(0.1)
-            assert acme.issued == 2, pebble.log.read_text()[-2000:]
+            # Back to the real clock at once: under the shifted one every new certificate
+            # is itself due (issued "now", judged 70 % of a lifetime later), so renewals
+            # follow each other until then; counting an exact 2 could miss the moment.
             offset[0] = 0.0
+            assert acme.issued >= 2, pebble.log.read_text()[-2000:]
             await ingress.sync()
             for _ in range(100):
                 _, der = await asyncio.to_thread(fetch)
